@@ -420,3 +420,52 @@ func syncDir(dir string) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// NewRecordingID returns a random recording id.
+func NewRecordingID() ([16]byte, error) {
+	var id [16]byte
+	_, err := rand.Read(id[:])
+	return id, err
+}
+
+// GenerateDeviceKeyFile makes a device key, writes it to out (0600, never
+// overwriting) and, if publicOut is set, the public key there too.
+func GenerateDeviceKeyFile(out, publicOut string) (*DevicePublicKey, error) {
+	k, err := GenerateDeviceKey()
+	if err != nil {
+		return nil, err
+	}
+	defer k.Destroy()
+	pub := k.Public()
+	content := "# uploadbox device signing key; it never leaves this box\n# public key: " + pub.String() + "\n" + k.String() + "\n"
+	if err := WriteKeyFile(out, content, 0o600); err != nil {
+		return nil, err
+	}
+	if publicOut != "" {
+		if err := WriteKeyFile(publicOut, pub.String()+"\n", 0o644); err != nil {
+			return nil, err
+		}
+	}
+	return pub, nil
+}
+
+// GenerateIdentityFile makes an organisation key pair for suite, writes the
+// private key to out (0600, never overwriting) and, if publicOut is set,
+// the public key there too.
+func GenerateIdentityFile(suite Suite, out, publicOut string) (*Recipient, error) {
+	id, err := GenerateIdentity(suite)
+	if err != nil {
+		return nil, err
+	}
+	rc := id.Recipient()
+	content := "# uploadbox organisation private key (" + suite.String() + "); keep it offline\n# public key: " + rc.String() + "\n" + id.String() + "\n"
+	if err := WriteKeyFile(out, content, 0o600); err != nil {
+		return nil, err
+	}
+	if publicOut != "" {
+		if err := WriteKeyFile(publicOut, rc.String()+"\n", 0o644); err != nil {
+			return nil, err
+		}
+	}
+	return rc, nil
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/internal/cli"
+)
+
+type openOptions struct {
+	identity string
+	out      string
+}
+
+func (o *openOptions) AddFlags(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&o.identity, "identity", "", "organisation private key file")
+	cmd.Flags().StringVarP(&o.out, "output", "o", "", "where to write the plaintext")
+	cmd.MarkFlagRequired("identity")
+	cmd.MarkFlagRequired("output")
+}
+
+func newOpenCommand() *cobra.Command {
+	var o openOptions
+	cmd := &cobra.Command{
+		Use:   "open --identity org.key -o OUT SEG",
+		Short: "Decrypt a segment (exit 0 OK, 3 TRUNCATED with the authentic prefix written, 4 corrupt or not for this key)",
+		Args:  cli.Args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := crypto.ReadIdentityFile(o.identity)
+			if err != nil {
+				return err
+			}
+			res, err := crypto.OpenFile(args[0], o.out, id)
+			if errors.Is(err, crypto.ErrTruncated) && res != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "TRUNCATED %s: wrote the authentic prefix, %d bytes, to %s\n", args[0], res.Written, o.out)
+				return err
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "OK %s: wrote %d bytes to %s\n", args[0], res.Written, o.out)
+			return nil
+		},
+	}
+	o.AddFlags(cmd)
+	return cmd
+}
+
+type verifyOptions struct {
+	devicePub string
+}
+
+func newVerifyCommand() *cobra.Command {
+	var o verifyOptions
+	cmd := &cobra.Command{
+		Use:   "verify --device-pub PUB SEG",
+		Short: "Check a segment's device signature and structure without any decryption key",
+		Args:  cli.Args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var dev *crypto.DevicePublicKey
+			var err error
+			if strings.HasPrefix(o.devicePub, "ubx-dev-pub-") {
+				dev, err = crypto.ParseDevicePublicKey(o.devicePub)
+			} else {
+				dev, err = crypto.ReadDevicePublicKeyFile(o.devicePub)
+			}
+			if err != nil {
+				return cli.Usagef("--device-pub: %v", err)
+			}
+			info, err := crypto.VerifyFile(args[0], dev)
+			if info != nil && info.Header != nil {
+				h := info.Header
+				out := cmd.OutOrStdout()
+				fmt.Fprintf(out, "%s %s\n", crypto.OutcomeOf(err), args[0])
+				fmt.Fprintf(out, "device:     %s\n", h.Device)
+				fmt.Fprintf(out, "recording:  %x\n", h.RecordingID)
+				fmt.Fprintf(out, "sequence:   %d\n", h.Sequence)
+				fmt.Fprintf(out, "prev:       %x\n", h.Prev)
+				fmt.Fprintf(out, "commitment: %x\n", info.Commitment)
+				if info.Trailer != nil {
+					fmt.Fprintf(out, "last:       %t\n", info.Trailer.Last())
+				}
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&o.devicePub, "device-pub", "", "the device public key, or a file holding it")
+	cmd.MarkFlagRequired("device-pub")
+	return cmd
+}

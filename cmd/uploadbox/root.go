@@ -1,0 +1,18 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/uploadbox/uploadbox/internal/cli"
+)
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "uploadbox",
+		Short: "Classroom capture box: record, seal, upload, wipe",
+	}
+	keys := &cobra.Command{Use: "keys", Short: "Manage the device signing key"}
+	keys.AddCommand(newKeysDeviceCommand())
+	root.AddCommand(cli.NewVersionCommand("uploadbox"), keys, newSealCommand())
+	return root
+}

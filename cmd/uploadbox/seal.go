@@ -1,0 +1,100 @@
+package main
+
+import (
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/internal/cli"
+)
+
+type sealOptions struct {
+	recipientsFile string
+	deviceKey      string
+	out            string
+	recordingID    string
+	sequence       uint64
+	prev           string
+	codec          string
+}
+
+func (o *sealOptions) AddFlags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&o.recipientsFile, "recipients-file", "", "organisation public keys (1 to 4, one suite)")
+	f.StringVar(&o.deviceKey, "device-key", "", "the device's private signing key")
+	f.StringVarP(&o.out, "output", "o", "", "sealed segment to write")
+	f.StringVar(&o.recordingID, "recording-id", "", "recording id, 32 hex digits (default: random)")
+	f.Uint64Var(&o.sequence, "sequence", 0, "sequence number of the segment in its recording")
+	f.StringVar(&o.prev, "prev", "", "commitment of the previous segment, 64 hex digits (required when --sequence > 0)")
+	f.StringVar(&o.codec, "codec", "application/octet-stream", "media type recorded in the header")
+	for _, name := range []string{"recipients-file", "device-key", "output"} {
+		cmd.MarkFlagRequired(name)
+	}
+}
+
+func newSealCommand() *cobra.Command {
+	var o sealOptions
+	cmd := &cobra.Command{
+		Use:   "seal --recipients-file org.pub --device-key dev.key -o OUT IN",
+		Short: "Seal a file as a segment: encrypted to the organisation, signed by this box",
+		Args:  cli.Args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := o.params()
+			if err != nil {
+				return err
+			}
+			rs, err := crypto.ReadRecipientsFile(o.recipientsFile)
+			if err != nil {
+				return err
+			}
+			dev, err := crypto.ReadDeviceKeyFile(o.deviceKey)
+			if err != nil {
+				return err
+			}
+			defer dev.Destroy()
+			h, c, err := crypto.SealFile(args[0], o.out, rs, dev, p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "sealed %s -> %s (%s, %d recipient(s), recording %x, sequence %d, commitment %x)\n",
+				args[0], o.out, h.Suite, len(rs), h.RecordingID, h.Sequence, c)
+			return nil
+		},
+	}
+	o.AddFlags(cmd)
+	return cmd
+}
+
+func (o *sealOptions) params() (crypto.Params, error) {
+	p := crypto.Params{Sequence: o.sequence, Start: time.Now(), Codec: o.codec}
+	if o.recordingID == "" {
+		id, err := crypto.NewRecordingID()
+		if err != nil {
+			return p, err
+		}
+		p.RecordingID = id
+	} else if err := decodeHex(o.recordingID, p.RecordingID[:]); err != nil {
+		return p, cli.Usagef("--recording-id: %v", err)
+	}
+	if o.prev != "" {
+		if err := decodeHex(o.prev, p.Prev[:]); err != nil {
+			return p, cli.Usagef("--prev: %v", err)
+		}
+	}
+	if (p.Sequence == 0) != (o.prev == "") {
+		return p, cli.Usagef("--prev is required exactly when --sequence is above 0")
+	}
+	return p, nil
+}
+
+func decodeHex(s string, dst []byte) error {
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(dst) {
+		return fmt.Errorf("want %d hex digits, got %q", 2*len(dst), s)
+	}
+	copy(dst, b)
+	return nil
+}
