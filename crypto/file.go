@@ -65,8 +65,8 @@ func SealFile(in, out string, recipients []*Recipient, device *DeviceKey, p Para
 	if err != nil {
 		return nil, commitment, fmt.Errorf("seal: %w", err)
 	}
-	bw := bufio.NewWriterSize(dst.f, fileBuffer)
-	w, err := NewWriter(bw, recipients, device, p)
+	// No bufio: the payload arrives in 128 KiB batches already.
+	w, err := NewWriter(dst.f, recipients, device, p)
 	if err != nil {
 		dst.abort()
 		return nil, commitment, err
@@ -79,10 +79,6 @@ func SealFile(in, out string, recipients []*Recipient, device *DeviceKey, p Para
 	if err := w.Close(); err != nil {
 		dst.abort()
 		return nil, commitment, fmt.Errorf("seal %s: %w", in, err)
-	}
-	if err := bw.Flush(); err != nil {
-		dst.abort()
-		return nil, commitment, fmt.Errorf("seal: write %s: %w", out, err)
 	}
 	if err := dst.commit(); err != nil {
 		return nil, commitment, fmt.Errorf("seal: %w", err)

@@ -128,7 +128,7 @@ func TestWriterErrorsAreSticky(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := randomBytes(t, 8*ChunkSize)
+	msg := randomBytes(t, 4*batchChunks*ChunkSize)
 	_, werr := w.Write(msg)
 	ferr := w.Flush()
 	if werr == nil && ferr == nil {

@@ -8,9 +8,14 @@ import (
 	"sync"
 )
 
-// pipelineDepth is the number of sealed chunks that may wait for the
-// output goroutine. Memory stays bounded at (pipelineDepth+1) chunks.
-const pipelineDepth = 4
+// Sealed chunks travel to the output goroutine in batches of batchChunks,
+// so a hand-off costs one channel operation per 128 KiB rather than per
+// chunk. At most pipelineDepth batches exist, which bounds memory at
+// pipelineDepth*batchChunks chunks whatever the message size.
+const (
+	batchChunks   = 8
+	pipelineDepth = 4
+)
 
 // ErrClosed is returned by a Writer used after Close.
 var ErrClosed = errors.New("writer is closed")
@@ -27,8 +32,9 @@ type Writer struct {
 	index uint64
 	err   error // sticky
 
-	out     chan []byte   // sealed chunks (or nil as a flush marker) for the output goroutine
-	free    chan []byte   // empty ciphertext buffers
+	batch   []byte        // sealed chunks not yet handed to the output goroutine
+	out     chan []byte   // batches of sealed chunks (or nil as a flush marker)
+	free    chan []byte   // empty batch buffers
 	flushed chan struct{} // acknowledges a flush marker
 	done    chan struct{} // closed when the output goroutine exits
 	mu      sync.Mutex
@@ -56,13 +62,14 @@ func NewWriter(inputKey, context []byte, dst io.Writer) (*Writer, error) {
 		keys:    k,
 		buf:     make([]byte, 0, ChunkSize),
 		out:     make(chan []byte, pipelineDepth),
-		free:    make(chan []byte, pipelineDepth+1),
+		free:    make(chan []byte, pipelineDepth),
 		flushed: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
-	for range pipelineDepth + 1 {
-		w.free <- make([]byte, 0, EncChunkSize)
+	for range pipelineDepth - 1 {
+		w.free <- make([]byte, 0, batchChunks*EncChunkSize)
 	}
+	w.batch = make([]byte, 0, batchChunks*EncChunkSize)
 	go w.output(dst)
 	return w, nil
 }
@@ -80,7 +87,7 @@ func (w *Writer) output(dst io.Writer) {
 		if !failed {
 			if _, err := dst.Write(b); err != nil {
 				w.mu.Lock()
-				w.outErr = fmt.Errorf("write sealed chunk: %w", err)
+				w.outErr = fmt.Errorf("write sealed chunks: %w", err)
 				w.mu.Unlock()
 			}
 		}
@@ -100,16 +107,28 @@ func (w *Writer) checkOut() error {
 	return w.err
 }
 
-// sealChunk seals p (a full chunk, or the final short one) as the next chunk.
+// sealChunk seals p (a full chunk, or the final short one) as the next
+// chunk, and hands the batch over once it is full.
 func (w *Writer) sealChunk(p []byte) error {
 	if w.index >= maxChunks {
 		w.err = ErrTooLong
 		return w.err
 	}
-	b := <-w.free
-	w.out <- w.keys.seal(b, p, w.index)
+	w.batch = w.keys.seal(w.batch, p, w.index)
 	w.index++
+	if cap(w.batch)-len(w.batch) < EncChunkSize {
+		w.handOff()
+	}
 	return w.checkOut()
+}
+
+// handOff sends the current batch to the output goroutine.
+func (w *Writer) handOff() {
+	if len(w.batch) == 0 {
+		return
+	}
+	w.out <- w.batch
+	w.batch = <-w.free
 }
 
 // Write encrypts p. Every chunk that becomes complete is sealed at once.
@@ -154,6 +173,7 @@ func (w *Writer) Flush() error {
 	if err := w.checkOut(); err != nil {
 		return err
 	}
+	w.handOff()
 	w.out <- nil
 	<-w.flushed
 	return w.checkOut()
@@ -168,8 +188,8 @@ func (w *Writer) Close() error {
 	if w.closed {
 		return ErrClosed
 	}
-	if w.err == nil {
-		_ = w.sealChunk(w.buf)
+	if w.err == nil && w.sealChunk(w.buf) == nil {
+		w.handOff()
 	}
 	w.closed = true
 	close(w.out)

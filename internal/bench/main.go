@@ -1,0 +1,175 @@
+// Command bench prints the project's speed figures as ratios against a
+// baseline measured in the same run: `make bench`.
+package main
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/uploadbox/uploadbox/crypto"
+)
+
+func main() {
+	bin := flag.String("bin", "bin", "directory with the built binaries")
+	size := flag.Int("size", 256, "MiB sealed by the command-line comparison")
+	rounds := flag.Int("rounds", 5, "repetitions; the median is reported")
+	flag.Parse()
+	if err := run(*bin, *size<<20, *rounds); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func run(bin string, size, rounds int) error {
+	if err := inProcess(rounds); err != nil {
+		return err
+	}
+	return againstAge(bin, size, rounds)
+}
+
+// inProcess compares crypto.Writer with bare AES-256-GCM over 16 KiB chunks.
+func inProcess(rounds int) error {
+	const total = 256 << 20
+	msg := make([]byte, 4<<20)
+	rand.Read(msg)
+	key := make([]byte, 32)
+	rand.Read(key)
+	block, _ := aes.NewCipher(key)
+	gcm, _ := cipher.NewGCM(block)
+
+	raw := func() time.Duration {
+		nonce := make([]byte, 12)
+		out := make([]byte, 0, 16400)
+		start := time.Now()
+		for done := 0; done < total; done += len(msg) {
+			for p := msg; len(p) > 0; p = p[min(16384, len(p)):] {
+				nonce[11]++
+				out = gcm.Seal(out[:0], nonce, p[:min(16384, len(p))], nil)
+				io.Discard.Write(out)
+			}
+		}
+		return time.Since(start)
+	}
+	id, err := crypto.GenerateIdentity(crypto.SuiteXWing)
+	if err != nil {
+		return err
+	}
+	dev, err := crypto.GenerateDeviceKey()
+	if err != nil {
+		return err
+	}
+	sealed := func() time.Duration {
+		start := time.Now()
+		w, err := crypto.NewWriter(io.Discard, []*crypto.Recipient{id.Recipient()}, dev, crypto.Params{Codec: "video/mp4"})
+		if err != nil {
+			panic(err)
+		}
+		for done := 0; done < total; done += len(msg) {
+			w.Write(msg)
+		}
+		if err := w.Close(); err != nil {
+			panic(err)
+		}
+		return time.Since(start)
+	}
+	var rs, ss []time.Duration
+	for range rounds {
+		rs = append(rs, raw())
+		ss = append(ss, sealed())
+	}
+	r, s := median(rs), median(ss)
+	mbps := func(d time.Duration) float64 { return float64(total) / d.Seconds() / 1e6 }
+	fmt.Printf("seal writer vs raw AES-256-GCM (256 MiB in memory, median of %d):\n", rounds)
+	fmt.Printf("  raw AES-256-GCM   %7.0f MB/s\n  crypto.Writer     %7.0f MB/s\n", mbps(r), mbps(s))
+	fmt.Printf("  ratio             %7.2f   (goal >= 0.90)\n", r.Seconds()/s.Seconds())
+	return nil
+}
+
+// againstAge times `uploadbox seal` and `age -r` on the same file on tmpfs.
+func againstAge(bin string, size, rounds int) error {
+	agePath, err := exec.LookPath("age")
+	if err != nil {
+		return fmt.Errorf("age is not installed (apt-get install age): %w", err)
+	}
+	keygen, err := exec.LookPath("age-keygen")
+	if err != nil {
+		return fmt.Errorf("age-keygen is not installed: %w", err)
+	}
+	dir, err := os.MkdirTemp("/dev/shm", "uploadbox-bench-")
+	if err != nil {
+		return fmt.Errorf("need tmpfs at /dev/shm: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	in := filepath.Join(dir, "in.bin")
+	f, err := os.Create(in)
+	if err != nil {
+		return err
+	}
+	if _, err := io.CopyN(f, rand.Reader, int64(size)); err != nil {
+		return err
+	}
+	f.Close()
+
+	ageKey := filepath.Join(dir, "age.key")
+	if out, err := exec.Command(keygen, "-o", ageKey).CombinedOutput(); err != nil {
+		return fmt.Errorf("age-keygen: %v: %s", err, out)
+	}
+	pubOut, err := exec.Command(keygen, "-y", ageKey).Output()
+	if err != nil {
+		return err
+	}
+	agePub := strings.TrimSpace(string(pubOut))
+	ub := filepath.Join(bin, "uploadbox")
+	ubr := filepath.Join(bin, "uploadbox-receiver")
+	org, pub, dev := filepath.Join(dir, "org.key"), filepath.Join(dir, "org.pub"), filepath.Join(dir, "dev.key")
+	if out, err := exec.Command(ubr, "keys", "generate", "--out", org, "--public-out", pub).CombinedOutput(); err != nil {
+		return fmt.Errorf("keys generate: %v: %s", err, out)
+	}
+	if out, err := exec.Command(ub, "keys", "device", "--out", dev).CombinedOutput(); err != nil {
+		return fmt.Errorf("keys device: %v: %s", err, out)
+	}
+	timeIt := func(name string, args ...string) (time.Duration, error) {
+		start := time.Now()
+		if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+			return 0, fmt.Errorf("%s: %v: %s", name, err, out)
+		}
+		return time.Since(start), nil
+	}
+	var as, us []time.Duration
+	for i := range rounds {
+		ageOut, ubOut := filepath.Join(dir, fmt.Sprint("out", i, ".age")), filepath.Join(dir, fmt.Sprint("out", i, ".ubx"))
+		a, err := timeIt(agePath, "-r", agePub, "-o", ageOut, in)
+		if err != nil {
+			return err
+		}
+		u, err := timeIt(ub, "seal", "--recipients-file", pub, "--device-key", dev, "-o", ubOut, in)
+		if err != nil {
+			return err
+		}
+		as, us = append(as, a), append(us, u)
+		os.Remove(ageOut)
+		os.Remove(ubOut)
+	}
+	a, u := median(as), median(us)
+	mbps := func(d time.Duration) float64 { return float64(size) / d.Seconds() / 1e6 }
+	fmt.Printf("uploadbox seal vs age -r (%d MiB on tmpfs, median of %d):\n", size>>20, rounds)
+	fmt.Printf("  age -r            %7.0f MB/s\n  uploadbox seal    %7.0f MB/s\n", mbps(a), mbps(u))
+	fmt.Printf("  ratio             %7.2f   (goal >= 1.5)\n", a.Seconds()/u.Seconds())
+	return nil
+}
