@@ -33,7 +33,7 @@ var ErrTruncated = errors.New("segment is truncated")
 
 // ErrNoIdentity means no recipient stanza of the segment opens with the
 // given keys: the segment is not for this organisation key.
-var ErrNoIdentity = errors.New("segment is not sealed to this key")
+var ErrNoIdentity = errors.New("no recipient stanza opens with this key (the segment is for another key, or its header was modified)")
 
 // Header is the authenticated, non-secret description of a segment.
 type Header struct {

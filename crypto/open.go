@@ -120,12 +120,14 @@ func (s *splitter) release(p []byte, max int) int {
 }
 
 // probe finds where a final chunk could end inside an unterminated tail:
-// before every trailer magic and before the last TrailerSize bytes. If one
-// of those authenticates as the final chunk, the segment was complete and
-// something after it (or its trailer) was damaged.
+// before every trailer magic followed by more than a whole trailer, and
+// before the last TrailerSize bytes. If one of those authenticates as the
+// final chunk, the segment was complete and something after it (or its
+// trailer) was damaged. A magic with less than a trailer after it is a
+// trailer cut short, which is a truncation.
 func probe(tail []byte) []int {
 	var ends []int
-	for i := stream.TagSize; i+len(trailerMagic) <= len(tail); i++ {
+	for i := stream.TagSize; i+TrailerSize < len(tail); i++ {
 		if bytes.HasPrefix(tail[i:], []byte(trailerMagic)) {
 			ends = append(ends, i)
 		}
@@ -212,7 +214,7 @@ func unwrap(hdr *Header, identities []*Identity) ([]byte, error) {
 			}
 		}
 	}
-	return nil, fmt.Errorf("%w (the segment is %s with %d recipient(s); check the --identity file)", ErrNoIdentity, hdr.Suite, len(hdr.stanzas))
+	return nil, fmt.Errorf("%w; the segment is %s with %d recipient(s): check the identity file", ErrNoIdentity, hdr.Suite, len(hdr.stanzas))
 }
 
 // Header returns the segment's authenticated header.
@@ -247,6 +249,9 @@ func (r *Reader) finish(err error) error {
 		}
 		r.trailer = t
 		return io.EOF
+	case errors.Is(err, stream.ErrTruncated) && r.split.trailer != nil:
+		// A power cut cannot leave a trailer after a missing final chunk.
+		return fmt.Errorf("%w: the trailer follows no valid final chunk", ErrCorrupt)
 	case errors.Is(err, stream.ErrTruncated):
 		return fmt.Errorf("%w: the end of the segment is missing (no final chunk or trailer); the authentic prefix was released", ErrTruncated)
 	case errors.Is(err, stream.ErrAuth):

@@ -17,8 +17,8 @@ const (
 	pipelineDepth = 4
 )
 
-// ErrClosed is returned by a Writer used after Close.
-var ErrClosed = errors.New("writer is closed")
+// ErrClosed is returned by a Writer or Reader used after Close.
+var ErrClosed = errors.New("use of a closed stream")
 
 // Writer encrypts a message as Cobblestone-256.
 //
