@@ -69,7 +69,8 @@ const (
 	maxRecipients = 4
 )
 
-var b64 = base64.RawURLEncoding
+// b64 is strict: non-canonical encodings (stray trailing bits) are refused.
+var b64 = base64.RawURLEncoding.Strict()
 
 // Recipient is an organisation public key: segments sealed to it can be
 // opened only by the matching Identity.
@@ -252,14 +253,18 @@ func ParseDeviceKey(s string) (*DeviceKey, error) {
 // keyLines returns the non-comment, non-blank lines of a key file.
 func keyLines(r io.Reader) ([]string, error) {
 	var lines []string
-	sc := bufio.NewScanner(io.LimitReader(r, maxKeyFile))
-	sc.Buffer(make([]byte, 4096), maxKeyFile)
+	lr := &io.LimitedReader{R: r, N: maxKeyFile + 1}
+	sc := bufio.NewScanner(lr)
+	sc.Buffer(make([]byte, 4096), maxKeyFile+1)
 	for sc.Scan() {
 		l := strings.TrimSpace(sc.Text())
 		if l == "" || strings.HasPrefix(l, "#") {
 			continue
 		}
 		lines = append(lines, l)
+	}
+	if lr.N == 0 {
+		return nil, fmt.Errorf("key file is larger than %d KiB: not a key file", maxKeyFile>>10)
 	}
 	return lines, sc.Err()
 }

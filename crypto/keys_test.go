@@ -425,3 +425,24 @@ func TestPrivateKeyFileMode(t *testing.T) {
 		}
 	})
 }
+
+func TestKeyFileLimits(t *testing.T) {
+	id, err := GenerateIdentity(SuiteX25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("# padding\n", 7000) + id.Recipient().String() + "\n"
+	if _, err := ParseRecipients(strings.NewReader(big)); err == nil || !strings.Contains(err.Error(), "larger than 64 KiB") {
+		t.Fatalf("oversized recipients file: err = %v", err)
+	}
+	// A non-canonical base64 tail (stray low bits) is not the same key.
+	s := id.Recipient().String()
+	last := s[len(s)-1]
+	alt := map[byte]byte{'A': 'B', 'E': 'F', 'I': 'J', 'M': 'N', 'Q': 'R', 'U': 'V', 'Y': 'Z', 'c': 'd', 'g': 'h', 'k': 'l', 'o': 'p', 's': 't', 'w': 'x', '0': '1', '4': '5', '8': '9'}[last]
+	if alt == 0 {
+		t.Fatalf("last base64 digit %q of a 32-byte key must have two zero padding bits", last)
+	}
+	if _, err := ParseRecipient(s[:len(s)-1] + string(alt)); err == nil {
+		t.Fatal("non-canonical base64 accepted")
+	}
+}
