@@ -1,4 +1,4 @@
-// Package capture will hold camera and microphone sources, the single encoder, fan-out and the fMP4 segmenter (issue: capture and recording).
-//
-// It is empty until that issue lands; the layout is fixed by the design card.
+// Package capture turns a camera and a microphone (or the test pattern and
+// tone) into encoded frames: one encoder per stream, whatever the number of
+// consumers, with a fan-out that never blocks the encoder.
 package capture
