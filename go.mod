@@ -3,6 +3,11 @@ module github.com/uploadbox/uploadbox
 go 1.26
 
 require (
+	github.com/abema/go-mp4 v1.4.1
+	github.com/blackjack/webcam v0.6.1
+	github.com/bluenviron/mediacommon/v2 v2.4.1
+	github.com/gen2brain/malgo v0.11.24
+	github.com/pion/mediadevices v0.9.4
 	github.com/rogpeppe/go-internal v1.16.0
 	github.com/spf13/cobra v1.10.2
 	github.com/zeebo/blake3 v0.2.4
@@ -10,9 +15,6 @@ require (
 )
 
 require (
-	github.com/blackjack/webcam v0.6.1 // indirect
-	github.com/bluenviron/mediacommon/v2 v2.4.1 // indirect
-	github.com/gen2brain/malgo v0.11.24 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/klauspost/cpuid/v2 v2.0.12 // indirect
@@ -22,7 +24,6 @@ require (
 	github.com/pion/interceptor v0.1.42 // indirect
 	github.com/pion/logging v0.2.4 // indirect
 	github.com/pion/mdns/v2 v2.1.0 // indirect
-	github.com/pion/mediadevices v0.9.4 // indirect
 	github.com/pion/randutil v0.1.0 // indirect
 	github.com/pion/rtcp v1.2.16 // indirect
 	github.com/pion/rtp v1.8.26 // indirect

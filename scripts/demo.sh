@@ -50,4 +50,20 @@ set -e
 echo "exit $rc (4 = CORRUPT); bad.bin written: $([ -e bad.bin ] && echo yes || echo no)"
 [ "$rc" -eq 4 ] && [ ! -e bad.bin ]
 
+step "box: record 15 s from the test source (pattern + tone) into sealed 5 s segments"
+mkdir spool
+"$bin/uploadbox" record --source test --size 1280x720 --fps 30 --bitrate 2500k \
+	--duration 15s --segment 5s --recipients-file org.pub --device-key dev.key --out spool 2>/dev/null
+echo "on the box, only ciphertext: $(ls spool | wc -l) files, none holds an MP4 box name: \
+$(grep -lE 'ftyp|moof|mdat' spool/* >/dev/null && echo NO || echo yes)"
+
+step "cloud: check the chain, decrypt and export one MP4"
+"$bin/uploadbox-receiver" export --identity org.key -o lesson.mp4 spool/*.ubx
+if command -v ffprobe >/dev/null; then
+	echo "ffprobe says:"
+	ffprobe -v error -show_entries format=duration:stream=codec_type,codec_name,width,height,duration -of compact=p=0 lesson.mp4
+else
+	echo "(install ffmpeg to see ffprobe's view of lesson.mp4)"
+fi
+
 printf '\ndemo OK\n'

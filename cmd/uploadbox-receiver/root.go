@@ -13,6 +13,6 @@ func newRootCommand() *cobra.Command {
 	}
 	keys := &cobra.Command{Use: "keys", Short: "Manage organisation keys"}
 	keys.AddCommand(newKeysGenerateCommand())
-	root.AddCommand(cli.NewVersionCommand("uploadbox-receiver"), keys, newOpenCommand(), newVerifyCommand())
+	root.AddCommand(cli.NewVersionCommand("uploadbox-receiver"), keys, newOpenCommand(), newVerifyCommand(), newExportCommand())
 	return root
 }

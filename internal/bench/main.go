@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -12,10 +13,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
+	"github.com/uploadbox/uploadbox/capture"
 	"github.com/uploadbox/uploadbox/crypto"
 )
 
@@ -23,8 +27,9 @@ func main() {
 	bin := flag.String("bin", "bin", "directory with the built binaries")
 	size := flag.Int("size", 256, "MiB sealed by the command-line comparison")
 	rounds := flag.Int("rounds", 5, "repetitions; the median is reported")
+	recordFor := flag.Duration("record", 30*time.Second, "length of the recording comparison")
 	flag.Parse()
-	if err := run(*bin, *size<<20, *rounds); err != nil {
+	if err := run(*bin, *size<<20, *rounds, *recordFor); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -36,11 +41,63 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-func run(bin string, size, rounds int) error {
+func run(bin string, size, rounds int, recordFor time.Duration) error {
 	if err := inProcess(rounds); err != nil {
 		return err
 	}
-	return againstAge(bin, size, rounds)
+	if err := againstAge(bin, size, rounds); err != nil {
+		return err
+	}
+	return recordVsEncode(bin, recordFor)
+}
+
+func cpuOf(ru *syscall.Rusage) time.Duration {
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// recordVsEncode compares the CPU time of `uploadbox record --source test`
+// with a bare encode of the same source and settings (no fan-out, muxing,
+// sealing or disk), and reports the recorder's peak RSS.
+func recordVsEncode(bin string, d time.Duration) error {
+	cfg := capture.Config{Source: "test", Width: 1280, Height: 720, FPS: 30, Bitrate: 2_500_000, Audio: true, KeyInterval: 2 * time.Second}
+	var before, after syscall.Rusage
+	runtime.GC()
+	syscall.Getrusage(syscall.RUSAGE_SELF, &before)
+	frames, err := capture.EncodeOnly(context.Background(), cfg, d)
+	if err != nil {
+		return fmt.Errorf("bare encode: %w", err)
+	}
+	syscall.Getrusage(syscall.RUSAGE_SELF, &after)
+	bare := cpuOf(&after) - cpuOf(&before)
+
+	dir, err := os.MkdirTemp("", "uploadbox-bench-record-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	org, pub, dev, spool := filepath.Join(dir, "org.key"), filepath.Join(dir, "org.pub"), filepath.Join(dir, "dev.key"), filepath.Join(dir, "spool")
+	if err := os.Mkdir(spool, 0o700); err != nil {
+		return err
+	}
+	if out, err := exec.Command(filepath.Join(bin, "uploadbox-receiver"), "keys", "generate", "--out", org, "--public-out", pub).CombinedOutput(); err != nil {
+		return fmt.Errorf("keys generate: %v: %s", err, out)
+	}
+	if out, err := exec.Command(filepath.Join(bin, "uploadbox"), "keys", "device", "--out", dev).CombinedOutput(); err != nil {
+		return fmt.Errorf("keys device: %v: %s", err, out)
+	}
+	rec := exec.Command(filepath.Join(bin, "uploadbox"), "record", "--source", "test", "--size", "1280x720", "--fps", "30",
+		"--bitrate", "2500k", "--duration", d.String(), "--segment", "10s",
+		"--recipients-file", pub, "--device-key", dev, "--out", spool)
+	if out, err := rec.CombinedOutput(); err != nil {
+		return fmt.Errorf("record: %v: %s", err, out)
+	}
+	ru := rec.ProcessState.SysUsage().(*syscall.Rusage)
+	recorded := cpuOf(ru)
+	fmt.Printf("uploadbox record vs bare encode (test source 1280x720 30 fps 2.5 Mbit/s + Opus, %s):\n", d)
+	fmt.Printf("  bare encode CPU   %7.2f s  (%d frames)\n  record CPU        %7.2f s\n", bare.Seconds(), frames, recorded.Seconds())
+	fmt.Printf("  ratio             %7.2f   (goal <= 1.10)\n", recorded.Seconds()/bare.Seconds())
+	fmt.Printf("  record peak RSS   %7.1f MiB (goal <= 80)\n", float64(ru.Maxrss)/1024)
+	return nil
 }
 
 // inProcess compares crypto.Writer with bare AES-256-GCM over 16 KiB chunks.

@@ -1,0 +1,298 @@
+// Package recorder turns the encoded frames of a recording into sealed
+// segment files: fMP4 from the segmenter goes through the sealing writer
+// straight into the spool directory, so only ciphertext touches the disk.
+package recorder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/uploadbox/uploadbox/capture"
+	"github.com/uploadbox/uploadbox/capture/segment"
+	"github.com/uploadbox/uploadbox/crypto"
+)
+
+// Suffixes of segment files in the spool directory. A segment is written
+// under PartialSuffix and renamed once sealed and synced; a file left with
+// PartialSuffix after a crash holds a TRUNCATED segment whose flushed
+// prefix is authentic.
+const (
+	SealedSuffix  = ".ubx"
+	PartialSuffix = ".ubx.partial"
+	// Codec is the media type recorded in every segment header.
+	Codec = "video/mp4"
+)
+
+// Sealed describes a segment that was closed, synced and renamed.
+type Sealed struct {
+	Path        string
+	RecordingID [16]byte
+	Sequence    uint64
+	Commitment  [crypto.CommitmentSize]byte
+	Last        bool
+	Bytes       int64
+	Start       time.Duration // media time of the segment's first frame
+}
+
+// file is what the recorder needs of a spool file; tests inject failures.
+type file interface {
+	io.Writer
+	Sync() error
+	Close() error
+	Name() string
+}
+
+// Config is a recorder's configuration.
+type Config struct {
+	Dir        string
+	Recipients []*crypto.Recipient
+	Device     *crypto.DeviceKey
+	Segment    segment.Config
+	// OnSealed, if set, is called for every sealed segment, in order.
+	OnSealed func(Sealed)
+	Logger   *slog.Logger
+
+	// create opens a new spool file; nil means os.OpenFile.
+	create func(path string) (file, error)
+}
+
+// Recorder writes one recording. It is used once.
+type Recorder struct {
+	cfg         Config
+	log         *slog.Logger
+	recordingID [16]byte
+	prev        [crypto.CommitmentSize]byte
+	seq         uint64
+	wallStart   time.Time
+
+	cur *output // the segment being written, if any
+
+	mu     sync.Mutex
+	sealed []Sealed
+}
+
+// New checks the configuration and picks a fresh recording id.
+func New(cfg Config) (*Recorder, error) {
+	var errs []error
+	if cfg.Dir == "" {
+		errs = append(errs, errors.New("recorder: Dir is required"))
+	} else if st, err := os.Stat(cfg.Dir); err != nil || !st.IsDir() {
+		errs = append(errs, fmt.Errorf("recorder: output directory %s does not exist or is not a directory", cfg.Dir))
+	}
+	if len(cfg.Recipients) == 0 {
+		errs = append(errs, errors.New("recorder: at least one recipient is required"))
+	}
+	if cfg.Device == nil {
+		errs = append(errs, errors.New("recorder: a device key is required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.create == nil {
+		cfg.create = func(path string) (file, error) {
+			return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	id, err := crypto.NewRecordingID()
+	if err != nil {
+		return nil, err
+	}
+	return &Recorder{cfg: cfg, log: log.With("component", "recorder"), recordingID: id}, nil
+}
+
+// RecordingID returns the id written into every segment header.
+func (r *Recorder) RecordingID() [16]byte { return r.recordingID }
+
+// Sealed lists the segments sealed so far.
+func (r *Recorder) Sealed() []Sealed {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Sealed(nil), r.sealed...)
+}
+
+// Run consumes frames until the channel is closed, then seals the last
+// segment with the last flag. A write error (disk full, I/O error) stops
+// the recording: Run returns it, segments sealed before stay intact, and
+// the failing segment is left under its partial name. Cancelling ctx
+// abandons the current segment the same way a power cut would.
+func (r *Recorder) Run(ctx context.Context, frames <-chan capture.Frame) error {
+	r.wallStart = time.Now()
+	seg := segment.New(r.cfg.Segment, r.open)
+	for {
+		select {
+		case <-ctx.Done():
+			r.abort()
+			return ctx.Err()
+		case f, ok := <-frames:
+			if !ok {
+				if err := seg.Close(); err != nil {
+					return fmt.Errorf("recording stopped: %w", err)
+				}
+				return nil
+			}
+			err := seg.Write(f)
+			if errors.Is(err, segment.ErrFrame) {
+				// One malformed frame from the encoder is skipped, not fatal.
+				r.log.Warn("frame skipped", "kind", f.Kind, "err", err)
+				continue
+			}
+			if err != nil {
+				r.abort()
+				return fmt.Errorf("recording stopped: %w", err)
+			}
+		}
+	}
+}
+
+func (r *Recorder) segmentName(seq uint64) string {
+	return filepath.Join(r.cfg.Dir, fmt.Sprintf("%x-%06d", r.recordingID, seq))
+}
+
+// open starts segment seq: a partial spool file with a sealing writer.
+func (r *Recorder) open(seq uint64, start time.Duration) (segment.Output, error) {
+	if seq != r.seq {
+		return nil, fmt.Errorf("segment %d opened out of order (want %d)", seq, r.seq)
+	}
+	base := r.segmentName(seq)
+	f, err := r.cfg.create(base + PartialSuffix)
+	if err != nil {
+		return nil, fmt.Errorf("create segment %d: %w", seq, err)
+	}
+	w, err := crypto.NewWriter(f, r.cfg.Recipients, r.cfg.Device, crypto.Params{
+		RecordingID: r.recordingID,
+		Sequence:    seq,
+		Prev:        r.prev,
+		Start:       r.wallStart.Add(start),
+		Codec:       Codec,
+	})
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("seal segment %d: %w", seq, err)
+	}
+	o := &output{r: r, f: f, w: w, base: base, seq: seq, start: start, syncReq: make(chan struct{}, 1), syncDone: make(chan error, 1)}
+	go o.syncer()
+	r.cur = o
+	return o, nil
+}
+
+// output is one segment being written. The segmenter runs on the
+// recorder's goroutine; fsync runs on the output's own syncer goroutine so
+// a slow card delays neither capture nor sealing.
+type output struct {
+	r        *Recorder
+	f        file
+	w        *crypto.Writer
+	base     string
+	seq      uint64
+	start    time.Duration
+	n        int64
+	syncReq  chan struct{}
+	syncDone chan error
+	closed   bool
+}
+
+func (o *output) syncer() {
+	var err error
+	for range o.syncReq {
+		if err == nil {
+			if serr := o.f.Sync(); serr != nil {
+				err = fmt.Errorf("fsync segment %d: %w", o.seq, serr)
+			}
+		}
+	}
+	o.syncDone <- err
+}
+
+func (o *output) Write(p []byte) (int, error) {
+	n, err := o.w.Write(p)
+	o.n += int64(n)
+	if err != nil {
+		return n, fmt.Errorf("segment %d: %w", o.seq, err)
+	}
+	return n, nil
+}
+
+// Flush is called at every fragment boundary: every complete chunk goes to
+// the file and an fsync is requested (coalesced if one is still running).
+func (o *output) Flush() error {
+	if err := o.w.Flush(); err != nil {
+		return fmt.Errorf("segment %d: %w", o.seq, err)
+	}
+	select {
+	case o.syncReq <- struct{}{}:
+	default: // a sync is pending; it will cover these bytes too
+	}
+	return nil
+}
+
+// Close seals the segment, syncs it, renames it into place and fsyncs the
+// directory; only then is the segment reported as sealed.
+func (o *output) Close(last bool) error {
+	if o.closed {
+		return nil
+	}
+	o.closed = true
+	if last {
+		o.w.SetLast()
+	}
+	werr := o.w.Close()
+	close(o.syncReq)
+	serr := <-o.syncDone
+	if werr == nil && serr == nil {
+		serr = o.f.Sync()
+	}
+	cerr := o.f.Close()
+	if err := errors.Join(werr, serr, cerr); err != nil {
+		return fmt.Errorf("seal segment %d: %w", o.seq, err)
+	}
+	final := o.base + SealedSuffix
+	if err := os.Rename(o.base+PartialSuffix, final); err != nil {
+		return fmt.Errorf("seal segment %d: %w", o.seq, err)
+	}
+	if err := syncDir(o.r.cfg.Dir); err != nil {
+		return fmt.Errorf("seal segment %d: sync directory: %w", o.seq, err)
+	}
+	s := Sealed{Path: final, RecordingID: o.r.recordingID, Sequence: o.seq, Commitment: o.w.Commitment(), Last: last, Bytes: o.n, Start: o.start}
+	o.r.prev = s.Commitment
+	o.r.seq++
+	o.r.mu.Lock()
+	o.r.sealed = append(o.r.sealed, s)
+	o.r.mu.Unlock()
+	o.r.log.Info("segment sealed", "path", final, "sequence", o.seq, "last", last)
+	if o.r.cfg.OnSealed != nil {
+		o.r.cfg.OnSealed(s)
+	}
+	return nil
+}
+
+// abort ends the segment being written without the last flag. If its
+// writer still works the segment is sealed as usual (a stop by ctx); after
+// a write error it stays under its partial name, its flushed prefix
+// readable as TRUNCATED, like after a power cut.
+func (r *Recorder) abort() {
+	if r.cur != nil && !r.cur.closed {
+		if err := r.cur.Close(false); err != nil {
+			r.log.Warn("segment left partial", "sequence", r.cur.seq, "err", err)
+		}
+	}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

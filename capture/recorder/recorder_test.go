@@ -1,0 +1,163 @@
+package recorder
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/uploadbox/uploadbox/capture"
+	"github.com/uploadbox/uploadbox/capture/segment"
+	"github.com/uploadbox/uploadbox/crypto"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type testKeys struct {
+	id  *crypto.Identity
+	dev *crypto.DeviceKey
+}
+
+func newKeys(t *testing.T) testKeys {
+	id, err := crypto.GenerateIdentity(crypto.SuiteX25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := crypto.GenerateDeviceKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testKeys{id, dev}
+}
+
+func smallCapture() capture.Config {
+	return capture.Config{Source: "test", Width: 320, Height: 240, FPS: 15, Bitrate: 300_000, Audio: true, KeyInterval: time.Second}
+}
+
+// record runs a real capture for d and returns what was sealed.
+func record(t *testing.T, d time.Duration, cfg Config) ([]Sealed, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	defer cancel()
+	return Record(ctx, smallCapture(), cfg, nil)
+}
+
+func TestSegmentsAreChainedAndSealed(t *testing.T) {
+	dir := t.TempDir()
+	k := newKeys(t)
+	var printed []Sealed
+	sealed, err := record(t, 3500*time.Millisecond, Config{
+		Dir: dir, Recipients: []*crypto.Recipient{k.id.Recipient()}, Device: k.dev,
+		Segment:  segment.Config{SegmentLength: time.Second},
+		OnSealed: func(s Sealed) { printed = append(printed, s) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sealed) < 3 || len(printed) != len(sealed) {
+		t.Fatalf("sealed %d segments (reported %d), want at least 3 for 3.5 s at 1 s each", len(sealed), len(printed))
+	}
+	var prev [crypto.CommitmentSize]byte
+	for i, s := range sealed {
+		if s.Sequence != uint64(i) || !strings.HasSuffix(s.Path, SealedSuffix) {
+			t.Fatalf("segment %d: %+v", i, s)
+		}
+		info, err := crypto.VerifyFile(s.Path, k.dev.Public())
+		if err != nil {
+			t.Fatalf("segment %d does not verify: %v", i, err)
+		}
+		h := info.Header
+		if h.Sequence != uint64(i) || h.Prev != prev || info.Commitment != s.Commitment || h.RecordingID != sealed[0].RecordingID {
+			t.Fatalf("segment %d: chain broken: seq %d prev %x", i, h.Sequence, h.Prev[:4])
+		}
+		if last := i == len(sealed)-1; info.Trailer.Last() != last || s.Last != last {
+			t.Fatalf("segment %d: last flag %v, want %v", i, info.Trailer.Last(), last)
+		}
+		prev = info.Commitment
+	}
+	if partial, _ := filepath.Glob(filepath.Join(dir, "*"+PartialSuffix)); len(partial) != 0 {
+		t.Fatalf("partial files left after a clean stop: %v", partial)
+	}
+}
+
+// fullDisk fails every write once limit bytes were written in total.
+type fullDisk struct {
+	mu    sync.Mutex
+	limit int64
+}
+
+type limitedFile struct {
+	*os.File
+	d *fullDisk
+}
+
+func (f *limitedFile) Write(p []byte) (int, error) {
+	f.d.mu.Lock()
+	defer f.d.mu.Unlock()
+	if int64(len(p)) > f.d.limit {
+		n, _ := f.File.Write(p[:f.d.limit])
+		f.d.limit = 0
+		return n, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
+	}
+	f.d.limit -= int64(len(p))
+	return f.File.Write(p)
+}
+
+func TestDiskFullStopsWithSealedSegmentsIntact(t *testing.T) {
+	dir := t.TempDir()
+	k := newKeys(t)
+	disk := &fullDisk{limit: 200_000}
+	cfg := Config{
+		Dir: dir, Recipients: []*crypto.Recipient{k.id.Recipient()}, Device: k.dev,
+		Segment: segment.Config{SegmentLength: time.Second},
+	}
+	cfg.create = func(path string) (file, error) {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		return &limitedFile{File: f, d: disk}, nil
+	}
+	sealed, err := record(t, 20*time.Second, cfg)
+	if err == nil || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("err = %v, want the disk-full error", err)
+	}
+	if !strings.Contains(err.Error(), "recording stopped") {
+		t.Errorf("error does not say the recording stopped: %v", err)
+	}
+	if len(sealed) == 0 {
+		t.Fatal("no segment was sealed before the disk filled up; raise the limit")
+	}
+	for _, s := range sealed {
+		if _, err := crypto.VerifyFile(s.Path, k.dev.Public()); err != nil {
+			t.Errorf("sealed segment %d damaged by the disk-full stop: %v", s.Sequence, err)
+		}
+	}
+	partial, _ := filepath.Glob(filepath.Join(dir, "*"+PartialSuffix))
+	if len(partial) != 1 {
+		t.Fatalf("want the failing segment left as one partial file, got %v", partial)
+	}
+	out := filepath.Join(t.TempDir(), "prefix")
+	if _, err := crypto.OpenFile(partial[0], out, k.id); crypto.OutcomeOf(err) == crypto.OK {
+		t.Fatal("the segment cut by the full disk opened as complete")
+	}
+}
+
+func TestNewReportsEveryProblem(t *testing.T) {
+	_, err := New(Config{Dir: filepath.Join(t.TempDir(), "missing")})
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{"does not exist", "recipient", "device key"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}

@@ -1,0 +1,345 @@
+// Package e2e runs the real binaries end to end: record from the test
+// source, seal, export, and check the result with ffprobe, a real peer.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "uploadbox-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := func() int {
+		defer os.RemoveAll(dir)
+		for _, b := range []struct{ pkg, cgo string }{
+			{"github.com/uploadbox/uploadbox/cmd/uploadbox", "1"},
+			{"github.com/uploadbox/uploadbox/cmd/uploadbox-receiver", "0"},
+		} {
+			cmd := exec.Command("go", "build", "-o", dir, b.pkg)
+			cmd.Env = append(os.Environ(), "CGO_ENABLED="+b.cgo)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "build %s: %v\n%s", b.pkg, err, out)
+				return 1
+			}
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// ffprobePath finds ffprobe; CI installs it, so its absence is a failure.
+func ffprobePath(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("ffprobe")
+	if err != nil {
+		t.Fatalf("ffprobe is required (apt-get install ffmpeg; .ci/run installs it): %v", err)
+	}
+	return p
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, name), args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s %s: %v\nstdout:\n%s\nstderr:\n%s", name, strings.Join(args, " "), err, out, stderr.String())
+	}
+	return string(out)
+}
+
+type keys struct{ org, pub, dev string }
+
+func makeKeys(t *testing.T, dir string) keys {
+	k := keys{filepath.Join(dir, "org.key"), filepath.Join(dir, "org.pub"), filepath.Join(dir, "dev.key")}
+	run(t, "uploadbox-receiver", "keys", "generate", "--out", k.org, "--public-out", k.pub)
+	run(t, "uploadbox", "keys", "device", "--out", k.dev)
+	return k
+}
+
+type probe struct {
+	Streams []struct {
+		CodecName string `json:"codec_name"`
+		CodecType string `json:"codec_type"`
+		Duration  string `json:"duration"`
+	} `json:"streams"`
+	Format struct {
+		Duration string `json:"duration"`
+	} `json:"format"`
+	Packets []struct {
+		CodecType string `json:"codec_type"`
+		PtsTime   string `json:"pts_time"`
+	} `json:"packets"`
+}
+
+func ffprobe(t *testing.T, path string) probe {
+	t.Helper()
+	out, err := exec.Command(ffprobePath(t), "-v", "error", "-print_format", "json", "-show_format", "-show_streams", "-show_packets", path).Output()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v", path, err)
+	}
+	var p probe
+	if err := json.Unmarshal(out, &p); err != nil {
+		t.Fatalf("ffprobe output: %v", err)
+	}
+	return p
+}
+
+func seconds(t *testing.T, s string) float64 {
+	t.Helper()
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		t.Fatalf("bad duration %q", s)
+	}
+	return f
+}
+
+// checkRecording applies the issue's acceptance checks to an export.
+func checkRecording(t *testing.T, mp4 string, audio bool) (duration float64) {
+	t.Helper()
+	p := ffprobe(t, mp4)
+	var codecs []string
+	durs := map[string]float64{}
+	for _, s := range p.Streams {
+		codecs = append(codecs, s.CodecType+":"+s.CodecName)
+		durs[s.CodecType] = seconds(t, s.Duration)
+	}
+	want := []string{"video:h264"}
+	if audio {
+		want = append(want, "audio:opus")
+	}
+	slices.Sort(codecs)
+	slices.Sort(want)
+	if !slices.Equal(codecs, want) {
+		t.Fatalf("streams %v, want %v", codecs, want)
+	}
+	if audio {
+		if d := durs["video"] - durs["audio"]; d > 0.1 || d < -0.1 {
+			t.Errorf("audio %.3fs and video %.3fs differ by more than 100 ms", durs["audio"], durs["video"])
+		}
+	}
+	// No timestamp gaps: within a stream, consecutive packets are one
+	// frame (or Opus packet) apart, also across segment boundaries.
+	pts := map[string][]float64{}
+	for _, pk := range p.Packets {
+		pts[pk.CodecType] = append(pts[pk.CodecType], seconds(t, pk.PtsTime))
+	}
+	for kind, ts := range pts {
+		if len(ts) < 3 {
+			t.Fatalf("%s: only %d packets", kind, len(ts))
+		}
+		var diffs []float64
+		for i := 1; i < len(ts); i++ {
+			diffs = append(diffs, ts[i]-ts[i-1])
+		}
+		sorted := slices.Clone(diffs)
+		slices.Sort(sorted)
+		step := sorted[len(sorted)/2]
+		for i, d := range diffs {
+			if d <= 0 || d > 2*step {
+				t.Errorf("%s: timestamp step of %.3fs at %.3fs (usual step %.3fs)", kind, d, ts[i], step)
+			}
+		}
+	}
+	return seconds(t, p.Format.Duration)
+}
+
+var sealedLine = regexp.MustCompile(`(?m)^sealed (\S+)`)
+
+func TestRecordExportPlays(t *testing.T) {
+	if testing.Short() {
+		t.Skip("records 12 s of video")
+	}
+	dir := t.TempDir()
+	k := makeKeys(t, dir)
+	out := filepath.Join(dir, "spool")
+	tmp := filepath.Join(dir, "tmp")
+	for _, d := range []string{out, tmp} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(filepath.Join(binDir, "uploadbox"), "record", "--source", "test", "--size", "640x360", "--fps", "25",
+		"--bitrate", "1000k", "--duration", "12s", "--segment", "4s",
+		"--recipients-file", k.pub, "--device-key", k.dev, "--out", out)
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// While the recording runs, scan what is on disk at every sealed segment.
+	var printed []string
+	var scans [][]string
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if m := sealedLine.FindStringSubmatch(sc.Text()); m != nil {
+			printed = append(printed, m[1])
+			scans = append(scans, listFiles(t, out, tmp))
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("record: %v\n%s", err, stderr.String())
+	}
+	if len(printed) < 3 {
+		t.Fatalf("record printed %d sealed segments, want at least 3 for 12 s at 4 s each", len(printed))
+	}
+	mp4 := filepath.Join(dir, "rec.mp4")
+	segs, _ := filepath.Glob(filepath.Join(out, "*.ubx"))
+	run(t, "uploadbox-receiver", append([]string{"export", "--identity", k.org, "-o", mp4}, segs...)...)
+	d := checkRecording(t, mp4, true)
+	if d < 12*0.98 || d > 12*1.02 {
+		t.Errorf("exported duration %.3fs, want 12 s ± 2%%", d)
+	}
+
+	// No plaintext at rest, during the run and after it.
+	sps, pps := paramSets(t, mp4)
+	for i, files := range append(scans, listFiles(t, out, tmp)) {
+		for _, f := range files {
+			assertNoPlaintext(t, f, sps, pps, fmt.Sprintf("scan %d", i))
+		}
+	}
+}
+
+func listFiles(t *testing.T, dirs ...string) []string {
+	var files []string
+	for _, d := range dirs {
+		filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
+			if err == nil && e.Type().IsRegular() {
+				// Copy now: the file may be renamed or grow later.
+				data, rerr := os.ReadFile(p)
+				if rerr == nil {
+					snap := filepath.Join(t.TempDir(), filepath.Base(p))
+					os.WriteFile(snap, data, 0o600)
+					files = append(files, snap)
+				}
+			}
+			return nil
+		})
+	}
+	return files
+}
+
+func paramSets(t *testing.T, mp4 string) (sps, pps []byte) {
+	f, err := os.Open(mp4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var init fmp4.Init
+	if err := init.Unmarshal(f); err != nil {
+		t.Fatalf("exported file has no fMP4 init: %v", err)
+	}
+	for _, tr := range init.Tracks {
+		if c, ok := tr.Codec.(*fmp4.CodecH264); ok {
+			return c.SPS, c.PPS
+		}
+	}
+	t.Fatal("no H.264 track in the export")
+	return nil, nil
+}
+
+func assertNoPlaintext(t *testing.T, path string, sps, pps []byte, when string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, needle := range [][]byte{[]byte("ftyp"), []byte("moof"), []byte("mdat"), []byte("moov"), sps, pps} {
+		if len(needle) >= 4 && bytes.Contains(data, needle) {
+			t.Errorf("%s: %s contains plaintext %q", when, filepath.Base(path), needle)
+		}
+	}
+}
+
+// TestKillDuringRecord: kill -9 while recording; everything up to at most
+// 1.5 s before the kill is still exported and plays.
+func TestKillDuringRecord(t *testing.T) {
+	if testing.Short() {
+		t.Skip("records about 9 s of video")
+	}
+	dir := t.TempDir()
+	k := makeKeys(t, dir)
+	out := filepath.Join(dir, "spool")
+	if err := os.Mkdir(out, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(binDir, "uploadbox"), "record", "--source", "test", "--size", "640x360", "--fps", "25",
+		"--bitrate", "1000k", "--duration", "60s", "--segment", "4s",
+		"--recipients-file", k.pub, "--device-key", k.dev, "--out", out)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var started time.Time
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "recording ") && started.IsZero() {
+			started = time.Now()
+		}
+		if n := len(sealedLine.FindAllString(line, -1)); n > 0 {
+			break // one segment sealed: now let it run into the next one
+		}
+	}
+	if started.IsZero() {
+		t.Fatal("record never said it started")
+	}
+	time.Sleep(3 * time.Second)
+	killedAt := time.Since(started)
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, stdout)
+	cmd.Wait()
+
+	segs, _ := filepath.Glob(filepath.Join(out, "*.ubx*"))
+	if len(segs) < 2 {
+		t.Fatalf("found %d segment files after the kill, want a sealed one and a partial one: %v", len(segs), segs)
+	}
+	mp4 := filepath.Join(dir, "rec.mp4")
+	cmdExp := exec.Command(filepath.Join(binDir, "uploadbox-receiver"), append([]string{"export", "--identity", k.org, "-o", mp4}, segs...)...)
+	msg, err := cmdExp.CombinedOutput()
+	if err != nil {
+		t.Fatalf("export after kill: %v\n%s", err, msg)
+	}
+	if !strings.Contains(string(msg), "TRUNCATED") {
+		t.Errorf("export did not warn about the truncated segment:\n%s", msg)
+	}
+	d := checkRecording(t, mp4, true)
+	t.Logf("killed after %.2fs of recording; the export covers %.2fs", killedAt.Seconds(), d)
+	if lost := killedAt.Seconds() - d; lost > 1.5 {
+		t.Errorf("killed after %.2fs of recording, export covers %.2fs: lost %.2fs, want at most 1.5s", killedAt.Seconds(), d, lost)
+	}
+}
