@@ -16,7 +16,6 @@ import (
 	"github.com/uploadbox/uploadbox/capture"
 	"github.com/uploadbox/uploadbox/capture/recorder"
 	"github.com/uploadbox/uploadbox/capture/segment"
-	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/cli"
 )
 
@@ -63,11 +62,7 @@ func newRecordCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rs, err := crypto.ReadRecipientsFile(o.recipientsFile)
-			if err != nil {
-				return err
-			}
-			dev, err := crypto.ReadDeviceKeyFile(o.deviceKey)
+			rs, dev, err := sealingKeys(o.recipientsFile, o.deviceKey)
 			if err != nil {
 				return err
 			}

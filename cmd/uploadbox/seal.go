@@ -46,11 +46,7 @@ func newSealCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rs, err := crypto.ReadRecipientsFile(o.recipientsFile)
-			if err != nil {
-				return err
-			}
-			dev, err := crypto.ReadDeviceKeyFile(o.deviceKey)
+			rs, dev, err := sealingKeys(o.recipientsFile, o.deviceKey)
 			if err != nil {
 				return err
 			}
@@ -97,4 +93,18 @@ func decodeHex(s string, dst []byte) error {
 	}
 	copy(dst, b)
 	return nil
+}
+
+// sealingKeys loads what a box seals with: the organisation's public keys
+// and its own signing key.
+func sealingKeys(recipientsFile, deviceKey string) ([]*crypto.Recipient, *crypto.DeviceKey, error) {
+	rs, err := crypto.ReadRecipientsFile(recipientsFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	dev, err := crypto.ReadDeviceKeyFile(deviceKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rs, dev, nil
 }

@@ -21,34 +21,13 @@ import (
 	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
+
+	"github.com/uploadbox/uploadbox/internal/testbin"
 )
 
 var binDir string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "uploadbox-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = dir
-	code := func() int {
-		defer os.RemoveAll(dir)
-		for _, b := range []struct{ pkg, cgo string }{
-			{"github.com/uploadbox/uploadbox/cmd/uploadbox", "1"},
-			{"github.com/uploadbox/uploadbox/cmd/uploadbox-receiver", "0"},
-		} {
-			cmd := exec.Command("go", "build", "-o", dir, b.pkg)
-			cmd.Env = append(os.Environ(), "CGO_ENABLED="+b.cgo)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "build %s: %v\n%s", b.pkg, err, out)
-				return 1
-			}
-		}
-		return m.Run()
-	}()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m.Run, &binDir)) }
 
 // ffprobePath finds ffprobe; CI installs it, so its absence is a failure.
 func ffprobePath(t *testing.T) string {
