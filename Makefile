@@ -8,7 +8,7 @@ BIN := bin
 VECTORS ?= $(abspath ../shared/vectors)
 export UPLOADBOX_VECTORS := $(VECTORS)
 
-.PHONY: all build test test-short test-arm64 bench demo fuzz vet clean
+.PHONY: all setup build test test-short test-arm64 bench demo fuzz vet clean
 
 all: build
 
@@ -20,8 +20,13 @@ vet:
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 
+# Installs what the tests need and is missing (apt: g++, ffmpeg, chromium;
+# npm: playwright-core into .cache/npm). Idempotent and quick when done.
+setup:
+	./scripts/setup.sh
+
 # The full suite with the race detector.
-test: vet
+test: setup vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 test-short:

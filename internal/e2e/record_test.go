@@ -199,6 +199,16 @@ func TestRecordExportPlays(t *testing.T) {
 		t.Errorf("exported duration %.3fs, want 12 s ± 2%%", d)
 	}
 
+	// A browser plays it too: Chromium decodes video and Opus audio.
+	bp := playInBrowser(t, mp4)
+	t.Logf("chromium: %+v", bp)
+	if bp.Width != 640 || bp.Height != 360 || bp.FramesDecoded < 25 || bp.AudioBytes == 0 {
+		t.Errorf("chromium played %dx%d, %d frames decoded, %d audio bytes: want 640x360, >= 25 frames, some audio", bp.Width, bp.Height, bp.FramesDecoded, bp.AudioBytes)
+	}
+	if bp.Duration < 12*0.98 || bp.Duration > 12*1.02 {
+		t.Errorf("chromium says the export lasts %.3fs, want 12 s ± 2%%", bp.Duration)
+	}
+
 	// No plaintext at rest, during the run and after it.
 	sps, pps := paramSets(t, mp4)
 	for i, files := range append(scans, listFiles(t, out, tmp)) {
