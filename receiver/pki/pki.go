@@ -1,0 +1,335 @@
+// Package pki is the receiver's small certificate authority: it makes the
+// CA and the server certificate on first run, signs device client
+// certificates at enrollment, and builds TLS configurations that accept
+// only TLS 1.2 and later.
+//
+// The CA and server keys are ECDSA P-256 (every TLS stack speaks it: Go,
+// OpenSSL, Node). Device certificates certify the device's own Ed25519
+// key, made on the box; the receiver never sees a device private key.
+package pki
+
+import (
+	stdcrypto "crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// File names inside the receiver's data directory.
+const (
+	CACertFile     = "ca.crt"
+	CAKeyFile      = "ca.key"
+	ServerCertFile = "server.crt"
+	ServerKeyFile  = "server.key"
+)
+
+// Lifetimes of what the CA issues.
+const (
+	CALifetime     = 10 * 365 * 24 * time.Hour
+	ServerLifetime = 825 * 24 * time.Hour
+	DeviceLifetime = 2 * 365 * 24 * time.Hour
+)
+
+// CA signs server and device certificates.
+type CA struct {
+	Cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+// Fingerprint is the SHA-256 of the CA certificate, in hex: what an
+// administrator hands to a box at enrollment so it can pin the CA.
+func (ca *CA) Fingerprint() string { return Fingerprint(ca.Cert) }
+
+// Fingerprint returns the hex SHA-256 of a certificate's DER encoding.
+func Fingerprint(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
+// Pool returns a pool holding only the CA.
+func (ca *CA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.Cert)
+	return p
+}
+
+func serial() (*big.Int, error) {
+	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+}
+
+// NewCA makes a fresh CA named after the receiver.
+func NewCA(name string, now time.Time) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	sn, err := serial()
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          sn,
+		Subject:               pkix.Name{CommonName: "uploadbox receiver CA " + name},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(CALifetime),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, key: key}, nil
+}
+
+// IssueServer makes a server certificate for the host names and IPs.
+func (ca *CA) IssueServer(hosts []string, now time.Time) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	sn, err := serial()
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: sn,
+		Subject:      pkix.Name{CommonName: hosts[0]},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(ServerLifetime),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der, ca.Cert.Raw}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// IssueDevice certifies a device's Ed25519 public key for client
+// authentication. The certificate names the device; its serial number is
+// what a revocation refers to.
+func (ca *CA) IssueDevice(name string, pub ed25519.PublicKey, now time.Time) (*x509.Certificate, error) {
+	if len(pub) != ed25519.PublicKeySize {
+		return nil, errors.New("pki: device key must be an Ed25519 public key")
+	}
+	sn, err := serial()
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: sn,
+		Subject:      pkix.Name{CommonName: name, OrganizationalUnit: []string{"uploadbox device"}},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(DeviceLifetime),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.key)
+	if err != nil {
+		return nil, err
+	}
+	return x509.ParseCertificate(der)
+}
+
+// VerifyDevice checks that a client certificate chains to the CA and is
+// meant for client authentication.
+func (ca *CA) VerifyDevice(c *x509.Certificate, now time.Time) error {
+	_, err := c.Verify(x509.VerifyOptions{
+		Roots:       ca.Pool(),
+		CurrentTime: now,
+		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return fmt.Errorf("device certificate %q: %w", c.Subject.CommonName, err)
+	}
+	return nil
+}
+
+// ServerTLS is the receiver's TLS configuration: TLS 1.2 minimum, client
+// certificates requested (enrollment has none yet) and checked against the
+// CA, and revoked reports whether a device certificate is revoked.
+func ServerTLS(ca *CA, cert tls.Certificate, revoked func(*x509.Certificate) bool) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    ca.Pool(),
+		VerifyPeerCertificate: func(_ [][]byte, chains [][]*x509.Certificate) error {
+			for _, chain := range chains {
+				if len(chain) > 0 && revoked != nil && revoked(chain[0]) {
+					return fmt.Errorf("device certificate %q (serial %x) is revoked", chain[0].Subject.CommonName, chain[0].SerialNumber)
+				}
+			}
+			return nil
+		},
+	}
+}
+
+// ClientTLS is a box's TLS configuration: it trusts only the pinned CA,
+// never the system roots, and presents the device certificate if given.
+func ClientTLS(caPool *x509.CertPool, serverName string, device *tls.Certificate) *tls.Config {
+	c := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: caPool, ServerName: serverName}
+	if device != nil {
+		c.Certificates = []tls.Certificate{*device}
+	}
+	return c
+}
+
+// DeviceCertificate pairs a device certificate with the device's key for
+// client authentication.
+func DeviceCertificate(cert *x509.Certificate, key stdcrypto.Signer) tls.Certificate {
+	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
+}
+
+// LoadOrCreate loads the CA and server certificate from dir or, on first
+// run, makes them (keys 0600). hosts are the server's names and IPs.
+func LoadOrCreate(dir string, hosts []string, now time.Time) (*CA, tls.Certificate, bool, error) {
+	caPath := filepath.Join(dir, CACertFile)
+	if _, err := os.Stat(caPath); errors.Is(err, os.ErrNotExist) {
+		ca, err := NewCA(hosts[0], now)
+		if err != nil {
+			return nil, tls.Certificate{}, false, err
+		}
+		srv, err := ca.IssueServer(hosts, now)
+		if err != nil {
+			return nil, tls.Certificate{}, false, err
+		}
+		if err := ca.save(dir, srv); err != nil {
+			return nil, tls.Certificate{}, false, err
+		}
+		return ca, srv, true, nil
+	}
+	ca, srv, err := load(dir)
+	return ca, srv, false, err
+}
+
+func (ca *CA) save(dir string, srv tls.Certificate) error {
+	caKey, err := x509.MarshalPKCS8PrivateKey(ca.key)
+	if err != nil {
+		return err
+	}
+	srvKey, err := x509.MarshalPKCS8PrivateKey(srv.PrivateKey)
+	if err != nil {
+		return err
+	}
+	files := []struct {
+		name  string
+		block *pem.Block
+		mode  os.FileMode
+	}{
+		{CAKeyFile, &pem.Block{Type: "PRIVATE KEY", Bytes: caKey}, 0o600},
+		{ServerKeyFile, &pem.Block{Type: "PRIVATE KEY", Bytes: srvKey}, 0o600},
+		{ServerCertFile, &pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate[0]}, 0o644},
+		// The CA certificate last: its presence marks a complete set.
+		{CACertFile, &pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}, 0o644},
+	}
+	for _, f := range files {
+		if err := writeFile(filepath.Join(dir, f.name), pem.EncodeToMemory(f.block), f.mode); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeFile(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".pki-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+func readPEM(path, typ string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	b, _ := pem.Decode(data)
+	if b == nil || b.Type != typ {
+		return nil, fmt.Errorf("%s: no %s PEM block", path, typ)
+	}
+	return b.Bytes, nil
+}
+
+func load(dir string) (*CA, tls.Certificate, error) {
+	var srv tls.Certificate
+	caDER, err := readPEM(filepath.Join(dir, CACertFile), "CERTIFICATE")
+	if err != nil {
+		return nil, srv, err
+	}
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, srv, fmt.Errorf("%s: %w", CACertFile, err)
+	}
+	keyPath := filepath.Join(dir, CAKeyFile)
+	if st, err := os.Stat(keyPath); err == nil && st.Mode().Perm()&0o077 != 0 {
+		return nil, srv, fmt.Errorf("%s is readable by group or others (mode %04o): run chmod 600 %s", keyPath, st.Mode().Perm(), keyPath)
+	}
+	keyDER, err := readPEM(keyPath, "PRIVATE KEY")
+	if err != nil {
+		return nil, srv, err
+	}
+	k, err := x509.ParsePKCS8PrivateKey(keyDER)
+	if err != nil {
+		return nil, srv, fmt.Errorf("%s: %w", CAKeyFile, err)
+	}
+	caKey, ok := k.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, srv, fmt.Errorf("%s: not an ECDSA key", CAKeyFile)
+	}
+	srv, err = tls.LoadX509KeyPair(filepath.Join(dir, ServerCertFile), filepath.Join(dir, ServerKeyFile))
+	if err != nil {
+		return nil, srv, fmt.Errorf("server certificate: %w", err)
+	}
+	srv.Certificate = append(srv.Certificate, caCert.Raw)
+	return &CA{Cert: caCert, key: caKey}, srv, nil
+}
