@@ -1,0 +1,323 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/uploadbox/uploadbox/crypto"
+)
+
+// Decision is one change (or one finding) of Reconcile.
+type Decision struct {
+	Name   string
+	From   State // the state before; "" for a file that was not in the index
+	To     State
+	Reason string
+}
+
+// Reconcile compares the index with the files in the spool directory and
+// repairs the index. Open runs it; it assumes no recorder is writing, so
+// every .partial file is a crash leftover. It is idempotent: a second run
+// decides nothing. The rules, by what is found:
+//
+//   - a .partial file (absent or recording in the index) is verified:
+//     TRUNCATED → truncated and OK → sealed, both renamed to the .ubx name
+//     (fsync of the directory) so that every uploadable segment lives under
+//     its key; CORRUPT → corrupt, left under its .partial name.
+//   - a .partial file beside a .ubx file of the same segment, or of a
+//     segment already past recording, is a stray: reported, left alone.
+//   - a .ubx file not in the index (or recording in it) is verified and
+//     added as sealed, truncated or corrupt; its sealed time is the file's
+//     modification time, so that the queue keeps the recording order.
+//   - an entry whose file vanished in a state that needs it (recording,
+//     sealed, truncated, uploading, corrupt) becomes missing: kept and
+//     reported, never dropped.
+//   - a missing entry whose file is back is verified: the same bytes
+//     restore the state before; other bytes are classified afresh.
+//   - a committed entry is wiped now (its receipt is durable): the file
+//     is unlinked if it is still there, then the wipe is recorded.
+//   - a wiped entry whose file exists again is reported and left alone:
+//     nothing is uploaded twice.
+//   - other file names (the index itself, temp files) are ignored.
+//
+// Every decision is logged and returned. An error on one segment (an
+// unreadable file) leaves that segment as it was and is returned, joined,
+// after all other segments were reconciled.
+func (s *Spool) Reconcile() ([]Decision, error) {
+	d, segErrs, err := s.reconcile()
+	if err != nil {
+		return d, err
+	}
+	return d, errors.Join(segErrs...)
+}
+
+// reconcile returns the per-segment errors apart from the errors that
+// concern the whole spool (the directory or the index cannot be read).
+func (s *Spool) reconcile() ([]Decision, []error, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reconcile: %w", err)
+	}
+	sealedFiles := map[string]bool{}
+	partialFiles := map[string]bool{}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		key, _, _, partial, ok := parseName(e.Name())
+		if !ok {
+			continue
+		}
+		if partial {
+			partialFiles[key] = true
+		} else {
+			sealedFiles[key] = true
+		}
+	}
+	index := map[string]Record{}
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketSegments).ForEach(func(k, v []byte) error {
+			r, err := decodeRecord(v)
+			if err != nil {
+				return fmt.Errorf("spool index entry %s is damaged: %w", k, err)
+			}
+			index[string(k)] = r
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("reconcile: %w", err)
+	}
+
+	keys := map[string]bool{}
+	for k := range sealedFiles {
+		keys[k] = true
+	}
+	for k := range partialFiles {
+		keys[k] = true
+	}
+	for k := range index {
+		keys[k] = true
+	}
+	sorted := make([]string, 0, len(keys))
+	for k := range keys {
+		sorted = append(sorted, k)
+	}
+	slices.Sort(sorted)
+
+	var decisions []Decision
+	var errs []error
+	for _, k := range sorted {
+		r, inIndex := index[k]
+		d, err := s.reconcileOne(k, r, inIndex, sealedFiles[k], partialFiles[k])
+		if err != nil {
+			s.log.Error("reconcile failed", "segment", k, "err", err)
+			errs = append(errs, fmt.Errorf("reconcile %s: %w", k, err))
+			continue
+		}
+		for _, x := range d {
+			level := "info"
+			switch x.To {
+			case Corrupt, Missing, Truncated:
+				level = "warn"
+			}
+			attrs := []any{"segment", x.Name, "from", x.From, "to", x.To, "reason", x.Reason}
+			if level == "warn" {
+				s.log.Warn("reconcile", attrs...)
+			} else {
+				s.log.Info("reconcile", attrs...)
+			}
+		}
+		decisions = append(decisions, d...)
+	}
+	s.log.Info("reconcile done", "decisions", len(decisions), "segments", len(sorted), "errors", len(errs))
+	return decisions, errs, nil
+}
+
+func (s *Spool) reconcileOne(key string, r Record, inIndex, hasSealed, hasPartial bool) ([]Decision, error) {
+	partialName := key[:len(key)-len(SealedSuffix)] + PartialSuffix
+	var out []Decision
+	from := r.State
+
+	stray := func(why string) {
+		out = append(out, Decision{Name: key, From: from, To: from, Reason: why})
+	}
+
+	switch {
+	case !inIndex || r.State == Recording:
+		switch {
+		case hasSealed:
+			if hasPartial {
+				stray("stray " + partialName + " beside the sealed file; left alone")
+			}
+			d, err := s.classify(key, r, inIndex, key, false)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, d)
+		case hasPartial:
+			d, err := s.classify(key, r, inIndex, partialName, true)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, d)
+		case inIndex: // recording, and no file at all
+			d, err := s.markMissing(r)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, d)
+		}
+		return out, nil
+
+	case r.State == Committed:
+		if hasPartial && r.File != partialName {
+			stray("stray " + partialName + " beside a committed segment; left alone")
+		}
+		if err := s.wipeLocked(r); err != nil {
+			return nil, err
+		}
+		reason := "committed with a stored receipt; the file was already gone, wipe recorded"
+		if (r.File == key && hasSealed) || (r.File == partialName && hasPartial) {
+			reason = "committed with a stored receipt; wipe finished"
+		}
+		out = append(out, Decision{Name: key, From: from, To: Wiped, Reason: reason})
+		return out, nil
+
+	case r.State == Wiped:
+		if hasSealed || hasPartial {
+			stray("a file exists for a wiped segment; it is not uploaded again and left alone")
+		}
+		return out, nil
+
+	case r.State == Missing:
+		file := ""
+		switch {
+		case hasSealed:
+			file = key
+		case hasPartial && r.Before == Corrupt:
+			file = partialName
+		}
+		if file == "" {
+			return out, nil // still missing: reported when it went missing
+		}
+		v, err := s.verify(file)
+		if err != nil {
+			return nil, err
+		}
+		var d Decision
+		_, err = s.update(key, existing(key, func(r Record) (Record, error) {
+			if v.sum == r.SHA256 && r.Before != "" {
+				r.State, r.File = r.Before, file
+				r.Before = ""
+				d = Decision{Name: key, From: Missing, To: r.State, Reason: "file is back with the same SHA-256"}
+				return r, nil
+			}
+			r.Before, r.UploadURL, r.Offset = "", "", 0
+			r.File = file
+			r = s.applyOutcome(r, v)
+			d = Decision{Name: key, From: Missing, To: r.State, Reason: "file is back with other bytes: " + reasonOf(v)}
+			return r, nil
+		}))
+		if err != nil {
+			return nil, err
+		}
+		return append(out, d), nil
+	}
+
+	// sealed, truncated, uploading, corrupt: the file must be there.
+	present := (r.File == key && hasSealed) || (r.File == partialName && hasPartial)
+	if hasPartial && r.File != partialName {
+		stray("stray " + partialName + " beside a " + string(r.State) + " segment; left alone")
+	}
+	if !present {
+		d, err := s.markMissing(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// classify verifies an unindexed (or recording) file and records it. A
+// partial that verifies OK or TRUNCATED is renamed to its sealed name.
+func (s *Spool) classify(key string, r Record, inIndex bool, file string, partial bool) (Decision, error) {
+	v, err := s.verify(file)
+	if err != nil {
+		return Decision{}, err
+	}
+	if partial && v.outcome != crypto.Corrupt {
+		if err := os.Rename(filepath.Join(s.dir, file), filepath.Join(s.dir, key)); err != nil {
+			return Decision{}, err
+		}
+		if err := syncDir(s.dir); err != nil {
+			return Decision{}, fmt.Errorf("sync directory: %w", err)
+		}
+		file = key
+	}
+	var d Decision
+	_, err = s.update(key, func(cur Record, ok bool) (Record, error) {
+		if ok != inIndex || cur.State != r.State {
+			return cur, fmt.Errorf("index changed during reconcile (now %s)", cur.State)
+		}
+		if !ok {
+			_, id, seq, _, _ := parseName(key)
+			cur.RecordingID, cur.Sequence = id, seq
+			cur.CreatedAt = v.modTime
+		}
+		cur.File = file
+		cur = s.applyOutcome(cur, v)
+		if cur.State != Corrupt {
+			cur.SealedAt = v.modTime
+		}
+		reason := reasonOf(v)
+		if partial && cur.State != Corrupt {
+			reason += "; renamed from " + key[:len(key)-len(SealedSuffix)] + PartialSuffix
+		}
+		d = Decision{Name: key, From: r.State, To: cur.State, Reason: reason}
+		return cur, nil
+	})
+	return d, err
+}
+
+func (s *Spool) applyOutcome(r Record, v *verified) Record {
+	v.apply(&r)
+	switch v.outcome {
+	case crypto.OK:
+		r.State = Sealed
+	case crypto.Truncated:
+		r.State = Truncated
+	default:
+		r.State = Corrupt
+	}
+	return r
+}
+
+func reasonOf(v *verified) string {
+	if v.err == nil {
+		return "verified OK"
+	}
+	return fmt.Sprintf("verified %s: %v", v.outcome, v.err)
+}
+
+func (s *Spool) markMissing(r Record) (Decision, error) {
+	from := r.State
+	_, err := s.update(r.Name, existing(r.Name, func(r Record) (Record, error) {
+		r.Before = r.State
+		r.State = Missing
+		r.Reason = fmt.Sprintf("file %s vanished while %s", r.File, r.Before)
+		return r, nil
+	}))
+	if err != nil {
+		return Decision{}, err
+	}
+	return Decision{Name: r.Name, From: from, To: Missing, Reason: fmt.Sprintf("file %s vanished before its wipe; kept in the index", r.File)}, nil
+}

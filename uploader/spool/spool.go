@@ -1,0 +1,782 @@
+// Package spool is the box's durable upload queue: a bbolt index (spool.db)
+// beside the sealed segment files, with one state per segment.
+//
+// Every transition is one bbolt transaction, fsynced on commit, so the
+// index survives a power cut in the last state it reported. A segment is
+// keyed by its sealed file name, "<recording-hex>-<seq>.ubx"; while the
+// recorder writes it, the file on disk carries the ".partial" suffix.
+//
+// States and transitions:
+//
+//	(none)      → recording   MarkRecording
+//	(none)      → sealed      MarkSealed (the file verifies OK)
+//	recording   → sealed      MarkSealed
+//	sealed      → uploading   StartUpload
+//	truncated   → uploading   StartUpload
+//	uploading   → uploading   StartUpload (same URL keeps the offset, a new URL restarts at 0), SetOffset
+//	uploading   → committed   Commit (stores the receipt; the same receipt again is a no-op)
+//	committed   → wiped       Wipe (unlink, fsync the directory, record the wipe)
+//	wiped       → wiped       Wipe is a no-op
+//
+// Reconcile adds truncated, corrupt and missing; see Reconcile. Corrupt and
+// missing segments are never uploaded, deleted or dropped from the index:
+// they wait for a technician.
+package spool
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/uploadbox/uploadbox/crypto"
+)
+
+// File names in the spool directory. They match the recorder's
+// (capture/recorder SealedSuffix and PartialSuffix); spool does not import
+// the capture side.
+const (
+	SealedSuffix  = ".ubx"
+	PartialSuffix = ".ubx.partial"
+	// IndexFile is the bbolt index inside the spool directory.
+	IndexFile = "spool.db"
+)
+
+var segmentName = regexp.MustCompile(`^([0-9a-f]{32})-([0-9]{6,20})\.ubx(\.partial)?$`)
+
+// State is the upload state of one segment.
+type State string
+
+// The states of a segment. The zero State means "not in the index".
+const (
+	Recording State = "recording" // a .partial file the recorder is writing
+	Sealed    State = "sealed"    // complete and verified, waiting for upload
+	Truncated State = "truncated" // cut by a crash, verified TRUNCATED; still uploaded
+	Uploading State = "uploading" // an upload URL and a confirmed offset
+	Committed State = "committed" // the receiver's receipt is stored; the file awaits its wipe
+	Wiped     State = "wiped"     // file removed, record kept
+	Corrupt   State = "corrupt"   // verified CORRUPT; kept and reported, never uploaded
+	Missing   State = "missing"   // the file vanished before its wipe; kept and reported
+)
+
+func (s State) String() string {
+	if s == "" {
+		return "absent"
+	}
+	return string(s)
+}
+
+// needsUpload reports whether Next may return a segment in state s.
+func (s State) needsUpload() bool { return s == Sealed || s == Truncated || s == Uploading }
+
+// onDisk reports whether a segment in state s is expected to hold a file.
+func (s State) onDisk() bool { return s != Wiped && s != Missing && s != "" }
+
+// Errors callers branch on.
+var (
+	ErrNoReceipt      = errors.New("no receipt stored: a segment is wiped only after the receiver confirmed it")
+	ErrSpoolFull      = errors.New("spool full")
+	ErrDiskReserve    = errors.New("disk reserve reached")
+	ErrUnknownSegment = errors.New("unknown segment")
+)
+
+// TransitionError is an illegal state change of one segment.
+type TransitionError struct {
+	Name string
+	From State
+	To   State
+	Err  error // optional cause, e.g. ErrNoReceipt
+}
+
+func (e *TransitionError) Error() string {
+	msg := fmt.Sprintf("spool: segment %s: illegal transition %s → %s", e.Name, e.From, e.To)
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *TransitionError) Unwrap() error { return e.Err }
+
+// Record is the index entry of one segment.
+type Record struct {
+	Name        string   // key: "<recording-hex>-<seq>.ubx"
+	File        string   // name on disk: Name, or Name+".partial" while recording or when a partial file was corrupt
+	RecordingID [16]byte `json:"-"`
+	Sequence    uint64
+	Size        int64    // file size when sealed or reconciled
+	SHA256      [32]byte `json:"-"`
+	State       State
+	Before      State  `json:",omitempty"` // the state before Missing
+	Reason      string `json:",omitempty"` // why a segment is truncated, corrupt or missing
+	UploadURL   string `json:",omitempty"`
+	Offset      int64  // bytes the receiver confirmed
+	Receipt     []byte `json:",omitempty"`
+	Attempts    int    // StartUpload calls
+	CreatedAt   time.Time
+	SealedAt    time.Time `json:",omitzero"`
+	CommittedAt time.Time `json:",omitzero"`
+	WipedAt     time.Time `json:",omitzero"`
+}
+
+// recordJSON stores the byte arrays as hex, readable with bbolt tools.
+type recordJSON struct {
+	Record
+	RecordingID string
+	SHA256      string `json:",omitempty"`
+}
+
+func (r Record) encode() ([]byte, error) {
+	j := recordJSON{Record: r, RecordingID: hex.EncodeToString(r.RecordingID[:])}
+	if r.SHA256 != ([32]byte{}) {
+		j.SHA256 = hex.EncodeToString(r.SHA256[:])
+	}
+	return json.Marshal(j)
+}
+
+func decodeRecord(b []byte) (Record, error) {
+	var j recordJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return Record{}, err
+	}
+	r := j.Record
+	if err := decodeHex(r.RecordingID[:], j.RecordingID); err != nil {
+		return Record{}, fmt.Errorf("recording id: %w", err)
+	}
+	if j.SHA256 != "" {
+		if err := decodeHex(r.SHA256[:], j.SHA256); err != nil {
+			return Record{}, fmt.Errorf("sha256: %w", err)
+		}
+	}
+	return r, nil
+}
+
+func decodeHex(dst []byte, s string) error {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		return err
+	}
+	if len(b) != len(dst) {
+		return fmt.Errorf("%d bytes, want %d", len(b), len(dst))
+	}
+	copy(dst, b)
+	return nil
+}
+
+// Options configures a Spool.
+type Options struct {
+	// MaxBytes caps the total size of the segment files not yet wiped; 0 means no cap.
+	MaxBytes int64
+	// MinFree is the free space the filesystem must keep; 0 means no reserve.
+	MinFree int64
+	// Device, if set, is the only device key accepted during verification.
+	Device *crypto.DevicePublicKey
+	Logger *slog.Logger
+
+	// freeSpace reports the bytes available to the service; nil means statfs.
+	freeSpace func(dir string) (int64, error)
+	// now is the clock; nil means time.Now.
+	now func() time.Time
+}
+
+// Spool is an open spool directory. Its methods are safe for concurrent use.
+type Spool struct {
+	dir  string
+	db   *bbolt.DB
+	opts Options
+	log  *slog.Logger
+
+	mu sync.Mutex // serialises transitions that touch files as well as the index
+}
+
+var bucketSegments = []byte("segments")
+
+// Open opens (creating if needed) the spool in dir and reconciles the
+// index with the files (see Reconcile). No recorder may write into dir
+// while Open runs. A second Open of the same dir fails after 2 s.
+func Open(dir string, opts Options) (*Spool, error) {
+	if opts.MaxBytes < 0 || opts.MinFree < 0 {
+		return nil, fmt.Errorf("open spool %s: MaxBytes and MinFree must not be negative", dir)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open spool %s: %w", dir, err)
+	}
+	if opts.freeSpace == nil {
+		opts.freeSpace = statfsFree
+	}
+	if opts.now == nil {
+		opts.now = time.Now
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	path := filepath.Join(dir, IndexFile)
+	// The timeout turns a second opener (another daemon) into an error
+	// instead of a hang on the file lock.
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open spool index %s: %w (is another uploadbox daemon using it?)", path, err)
+	}
+	if err := db.Update(func(tx *bbolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketSegments)
+		return err
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open spool index %s: %w", path, err)
+	}
+	s := &Spool{dir: dir, db: db, opts: opts, log: log.With("component", "spool", "dir", dir)}
+	// A segment that cannot be reconciled now (logged at error level)
+	// keeps its state and is retried at the next Open; it must not keep
+	// the daemon from recording and uploading everything else.
+	if _, _, err := s.reconcile(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open spool %s: %w", dir, err)
+	}
+	return s, nil
+}
+
+// Close closes the index.
+func (s *Spool) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close spool %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// Dir returns the spool directory.
+func (s *Spool) Dir() string { return s.dir }
+
+// Path returns the path of a segment's file.
+func (s *Spool) Path(r Record) string { return filepath.Join(s.dir, r.File) }
+
+// parseName returns the key of a segment file name and its parts.
+func parseName(name string) (key string, id [16]byte, seq uint64, partial bool, ok bool) {
+	m := segmentName.FindStringSubmatch(name)
+	if m == nil {
+		return "", id, 0, false, false
+	}
+	if _, err := hex.Decode(id[:], []byte(m[1])); err != nil {
+		return "", id, 0, false, false
+	}
+	seq, err := strconv.ParseUint(m[2], 10, 64)
+	if err != nil {
+		return "", id, 0, false, false
+	}
+	return strings.TrimSuffix(name, ".partial"), id, seq, m[3] != "", true
+}
+
+// key validates a name given by a caller and returns its index key.
+func keyOf(name string) (string, error) {
+	k, _, _, _, ok := parseName(filepath.Base(name))
+	if !ok || filepath.Base(name) != name {
+		return "", fmt.Errorf("%w: %q is not a segment file name (<recording-hex>-<seq>.ubx)", ErrUnknownSegment, name)
+	}
+	return k, nil
+}
+
+func getRecord(b *bbolt.Bucket, key string) (Record, bool, error) {
+	v := b.Get([]byte(key))
+	if v == nil {
+		return Record{}, false, nil
+	}
+	r, err := decodeRecord(v)
+	if err != nil {
+		return Record{}, false, fmt.Errorf("spool index entry %s is damaged: %w", key, err)
+	}
+	return r, true, nil
+}
+
+func putRecord(b *bbolt.Bucket, r Record) error {
+	v, err := r.encode()
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(r.Name), v)
+}
+
+// update runs fn on the record of name inside one transaction and stores
+// the record fn returns. fn sees ok=false for a segment not in the index.
+func (s *Spool) update(name string, fn func(r Record, ok bool) (Record, error)) (Record, error) {
+	key, err := keyOf(name)
+	if err != nil {
+		return Record{}, err
+	}
+	var out Record
+	err = s.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketSegments)
+		r, ok, err := getRecord(b, key)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			r = Record{Name: key}
+		}
+		r, err = fn(r, ok)
+		if err != nil {
+			return err
+		}
+		out = r
+		return putRecord(b, r)
+	})
+	return out, err
+}
+
+// existing wraps fn so that a segment not in the index is ErrUnknownSegment.
+func existing(name string, fn func(r Record) (Record, error)) func(Record, bool) (Record, error) {
+	return func(r Record, ok bool) (Record, error) {
+		if !ok {
+			return r, fmt.Errorf("%w: %s is not in the spool index", ErrUnknownSegment, name)
+		}
+		return fn(r)
+	}
+}
+
+// MarkRecording records that the recorder started writing segment name
+// (either the .ubx or the .ubx.partial name).
+func (s *Spool) MarkRecording(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, err := s.update(name, func(r Record, ok bool) (Record, error) {
+		if ok {
+			return r, &TransitionError{Name: r.Name, From: r.State, To: Recording}
+		}
+		_, id, seq, _, _ := parseName(r.Name)
+		r.RecordingID, r.Sequence = id, seq
+		r.File = r.Name[:len(r.Name)-len(SealedSuffix)] + PartialSuffix
+		r.State = Recording
+		r.CreatedAt = s.opts.now()
+		return r, nil
+	})
+	if err != nil {
+		return err
+	}
+	s.log.Info("segment recording", "segment", r.Name)
+	return nil
+}
+
+// MarkSealed records that segment name was sealed and renamed to its .ubx
+// name. It verifies the file keylessly and computes its size and SHA-256;
+// a file that does not verify as complete is refused and left as it was.
+func (s *Spool) MarkSealed(name string) error {
+	key, err := keyOf(name)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Check the state before the expensive verification, again after it.
+	if cur, ok, err := s.get(key); err != nil {
+		return err
+	} else if ok && cur.State != Recording {
+		return &TransitionError{Name: key, From: cur.State, To: Sealed}
+	}
+	v, err := s.verify(key)
+	if err != nil {
+		return fmt.Errorf("mark %s sealed: %w", key, err)
+	}
+	if v.outcome != crypto.OK {
+		return fmt.Errorf("mark %s sealed: the file is %s, not a complete segment: %w", key, v.outcome, v.err)
+	}
+	r, err := s.update(key, func(r Record, ok bool) (Record, error) {
+		if ok && r.State != Recording {
+			return r, &TransitionError{Name: key, From: r.State, To: Sealed}
+		}
+		if !ok {
+			r.CreatedAt = s.opts.now()
+		}
+		v.apply(&r)
+		r.File = key
+		r.State = Sealed
+		r.SealedAt = s.opts.now()
+		return r, nil
+	})
+	if err != nil {
+		return err
+	}
+	s.log.Info("segment sealed", "segment", r.Name, "bytes", r.Size)
+	return nil
+}
+
+// StartUpload records the upload URL of segment name. From sealed or
+// truncated it starts at offset 0; from uploading it resumes: the same URL
+// keeps the confirmed offset, another URL (the receiver forgot the upload)
+// restarts at 0. Every call counts as an attempt.
+func (s *Spool) StartUpload(name, url string) error {
+	if url == "" {
+		return fmt.Errorf("start upload of %s: empty upload URL", name)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, err := s.update(name, existing(name, func(r Record) (Record, error) {
+		if !r.State.needsUpload() {
+			return r, &TransitionError{Name: r.Name, From: r.State, To: Uploading}
+		}
+		if r.State != Uploading || r.UploadURL != url {
+			r.Offset = 0
+		}
+		r.State = Uploading
+		r.UploadURL = url
+		r.Attempts++
+		return r, nil
+	}))
+	if err != nil {
+		return err
+	}
+	s.log.Info("segment uploading", "segment", r.Name, "offset", r.Offset, "attempt", r.Attempts)
+	return nil
+}
+
+// SetOffset records the offset the receiver confirmed for an uploading
+// segment. The offset may go down: the receiver's word (HEAD) wins.
+func (s *Spool) SetOffset(name string, off int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, err := s.update(name, existing(name, func(r Record) (Record, error) {
+		if r.State != Uploading {
+			return r, &TransitionError{Name: r.Name, From: r.State, To: Uploading}
+		}
+		if off < 0 || off > r.Size {
+			return r, fmt.Errorf("set offset of %s: %d is outside the file's %d bytes", r.Name, off, r.Size)
+		}
+		r.Offset = off
+		return r, nil
+	}))
+	return err
+}
+
+// Commit stores the receiver's receipt for an uploading segment. Calling
+// it again with the same receipt is a no-op, so a retried commit is safe.
+func (s *Spool) Commit(name string, receipt []byte) error {
+	if len(receipt) == 0 {
+		return fmt.Errorf("commit %s: %w (empty receipt)", name, ErrNoReceipt)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	same := false
+	r, err := s.update(name, existing(name, func(r Record) (Record, error) {
+		if r.State == Committed && bytes.Equal(r.Receipt, receipt) {
+			same = true
+			return r, nil
+		}
+		if r.State != Uploading {
+			return r, &TransitionError{Name: r.Name, From: r.State, To: Committed}
+		}
+		r.State = Committed
+		r.Receipt = bytes.Clone(receipt)
+		r.Offset = r.Size
+		r.CommittedAt = s.opts.now()
+		return r, nil
+	}))
+	if err != nil {
+		return err
+	}
+	if !same {
+		s.log.Info("segment committed", "segment", r.Name, "bytes", r.Size)
+	}
+	return nil
+}
+
+// Wipe removes the file of a committed segment: unlink, fsync the
+// directory, then record the wipe. Without a stored receipt it refuses
+// with ErrNoReceipt (inside a *TransitionError) and keeps the file. Wiping
+// a wiped segment is a no-op.
+func (s *Spool) Wipe(name string) error {
+	key, err := keyOf(name)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok, err := s.get(key)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return fmt.Errorf("%w: %s is not in the spool index", ErrUnknownSegment, key)
+	case r.State == Wiped:
+		return nil
+	case r.State != Committed || len(r.Receipt) == 0:
+		return &TransitionError{Name: key, From: r.State, To: Wiped, Err: ErrNoReceipt}
+	}
+	return s.wipeLocked(r)
+}
+
+// wipeLocked finishes the wipe of a committed record; s.mu is held.
+func (s *Spool) wipeLocked(r Record) error {
+	if err := os.Remove(s.Path(r)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("wipe %s: %w", r.Name, err)
+	}
+	if err := syncDir(s.dir); err != nil {
+		return fmt.Errorf("wipe %s: sync directory: %w", r.Name, err)
+	}
+	_, err := s.update(r.Name, existing(r.Name, func(r Record) (Record, error) {
+		if r.State != Committed {
+			return r, &TransitionError{Name: r.Name, From: r.State, To: Wiped, Err: ErrNoReceipt}
+		}
+		r.State = Wiped
+		r.WipedAt = s.opts.now()
+		return r, nil
+	}))
+	if err != nil {
+		return err
+	}
+	s.log.Info("segment wiped", "segment", r.Name)
+	return nil
+}
+
+func (s *Spool) get(key string) (Record, bool, error) {
+	var r Record
+	var ok bool
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		var err error
+		r, ok, err = getRecord(tx.Bucket(bucketSegments), key)
+		return err
+	})
+	return r, ok, err
+}
+
+// Get returns the record of segment name.
+func (s *Spool) Get(name string) (Record, error) {
+	key, err := keyOf(name)
+	if err != nil {
+		return Record{}, err
+	}
+	r, ok, err := s.get(key)
+	if err != nil {
+		return Record{}, err
+	}
+	if !ok {
+		return Record{}, fmt.Errorf("%w: %s is not in the spool index", ErrUnknownSegment, key)
+	}
+	return r, nil
+}
+
+// All returns every record in the index, in queue order.
+func (s *Spool) All() ([]Record, error) {
+	var all []Record
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketSegments).ForEach(func(k, v []byte) error {
+			r, err := decodeRecord(v)
+			if err != nil {
+				return fmt.Errorf("spool index entry %s is damaged: %w", k, err)
+			}
+			all = append(all, r)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(all, queueOrder)
+	return all, nil
+}
+
+// queueOrder sorts by sealed time, then recording id and sequence.
+func queueOrder(a, b Record) int {
+	if c := a.SealedAt.Compare(b.SealedAt); c != 0 {
+		return c
+	}
+	if c := bytes.Compare(a.RecordingID[:], b.RecordingID[:]); c != 0 {
+		return c
+	}
+	switch {
+	case a.Sequence < b.Sequence:
+		return -1
+	case a.Sequence > b.Sequence:
+		return 1
+	}
+	return strings.Compare(a.Name, b.Name)
+}
+
+// Pending lists the segments that need upload (sealed, truncated and
+// uploading), oldest first. Committed and wiped segments are never listed.
+func (s *Spool) Pending() ([]Record, error) {
+	all, err := s.All()
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(all, func(r Record) bool { return !r.State.needsUpload() }), nil
+}
+
+// Next returns the oldest segment that needs upload; ok is false when none
+// does. An uploading segment carries its URL and offset for the resume.
+func (s *Spool) Next() (r Record, ok bool, err error) {
+	p, err := s.Pending()
+	if err != nil || len(p) == 0 {
+		return Record{}, false, err
+	}
+	return p[0], true, nil
+}
+
+// Stats summarises the segments not yet wiped.
+type Stats struct {
+	Count   int           // segments not wiped, whatever their state
+	Bytes   int64         // their size on disk (missing ones count 0)
+	Oldest  time.Time     // sealed (or, while recording, created) time of the oldest
+	Age     time.Duration // now - Oldest; 0 when Count is 0
+	ByState map[State]int // every state, wiped included
+}
+
+// Stats returns counts, bytes and the age of the oldest segment not yet
+// wiped, for `uploadbox queue` and the metrics.
+func (s *Spool) Stats() (Stats, error) {
+	all, err := s.All()
+	if err != nil {
+		return Stats{}, err
+	}
+	st := Stats{ByState: map[State]int{}}
+	for _, r := range all {
+		st.ByState[r.State]++
+		if r.State == Wiped {
+			continue
+		}
+		st.Count++
+		st.Bytes += s.diskBytes(r)
+		t := r.SealedAt
+		if t.IsZero() {
+			t = r.CreatedAt
+		}
+		if st.Oldest.IsZero() || t.Before(st.Oldest) {
+			st.Oldest = t
+		}
+	}
+	if st.Count > 0 {
+		st.Age = s.opts.now().Sub(st.Oldest)
+	}
+	return st, nil
+}
+
+// diskBytes is what a record occupies; a file being recorded is stat'ed.
+func (s *Spool) diskBytes(r Record) int64 {
+	switch {
+	case !r.State.onDisk():
+		return 0
+	case r.State == Recording:
+		if fi, err := os.Stat(s.Path(r)); err == nil {
+			return fi.Size()
+		}
+		return 0
+	default:
+		return r.Size
+	}
+}
+
+// Admit tells the recorder whether it may add size more bytes to the
+// spool. It fails with ErrSpoolFull when the segments not yet wiped would
+// exceed MaxBytes and with ErrDiskReserve when the filesystem would drop
+// below MinFree. Nothing is ever deleted to make room.
+func (s *Spool) Admit(size int64) error {
+	if size < 0 {
+		size = 0
+	}
+	if s.opts.MaxBytes > 0 {
+		st, err := s.Stats()
+		if err != nil {
+			return err
+		}
+		if st.Bytes+size > s.opts.MaxBytes {
+			return fmt.Errorf("%w: %d bytes in %d segments + %d requested exceeds the limit of %d bytes; recording stops until uploads are confirmed (nothing unsent is deleted)",
+				ErrSpoolFull, st.Bytes, st.Count, size, s.opts.MaxBytes)
+		}
+	}
+	if s.opts.MinFree > 0 {
+		free, err := s.opts.freeSpace(s.dir)
+		if err != nil {
+			return fmt.Errorf("check free space in %s: %w", s.dir, err)
+		}
+		if free-size < s.opts.MinFree {
+			return fmt.Errorf("%w: %d bytes free - %d requested is below the reserve of %d bytes on %s; recording stops until space is freed (nothing unsent is deleted)",
+				ErrDiskReserve, free, size, s.opts.MinFree, s.dir)
+		}
+	}
+	return nil
+}
+
+func statfsFree(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}
+
+// verified is the keyless verification of one file.
+type verified struct {
+	outcome crypto.Outcome
+	err     error
+	info    *crypto.Info
+	size    int64
+	sum     [32]byte
+	modTime time.Time
+}
+
+func (v *verified) apply(r *Record) {
+	r.Size = v.size
+	r.SHA256 = v.sum
+	if v.info != nil && v.info.Header != nil {
+		r.RecordingID = v.info.Header.RecordingID
+		r.Sequence = v.info.Header.Sequence
+	}
+	r.Reason = ""
+	if v.err != nil {
+		r.Reason = v.err.Error()
+	}
+}
+
+// verify reads the file once: keyless verification and SHA-256 together.
+// An I/O error is returned; a bad segment is reported in the outcome.
+func (s *Spool) verify(file string) (*verified, error) {
+	f, err := os.Open(filepath.Join(s.dir, file))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	tee := io.TeeReader(f, h)
+	info, verr := crypto.Verify(tee, s.opts.Device)
+	// Verify may stop early on a bad segment; hash the rest as well.
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, err
+	}
+	v := &verified{outcome: crypto.OutcomeOf(verr), err: verr, info: info, size: fi.Size(), modTime: fi.ModTime()}
+	h.Sum(v.sum[:0])
+	// The header must match the file name, or the file was misplaced.
+	if info != nil && info.Header != nil && v.outcome != crypto.Corrupt {
+		_, id, seq, _, _ := parseName(file)
+		if info.Header.RecordingID != id || info.Header.Sequence != seq {
+			v.outcome = crypto.Corrupt
+			v.err = fmt.Errorf("%w: header names recording %x sequence %d, not the file name's", crypto.ErrCorrupt, info.Header.RecordingID, info.Header.Sequence)
+		}
+	}
+	return v, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	serr := d.Sync()
+	cerr := d.Close()
+	return errors.Join(serr, cerr)
+}
