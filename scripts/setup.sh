@@ -2,7 +2,8 @@
 # Installs what `make test` needs and is missing, so that it passes on a
 # fresh Debian 12 machine: g++ (cgo codecs), ffmpeg (ffprobe checks every
 # exported recording), chromium (plays exports and, later, the live view),
-# and playwright-core from npm (drives chromium) into .cache/npm.
+# playwright-core from npm (drives chromium) into .cache/npm, and the
+# versitygw S3 server into .cache/bin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,3 +26,6 @@ if [ "$(node -p "try{require('./.cache/npm/node_modules/playwright-core/package.
 	mkdir -p .cache/npm
 	npm install --silent --no-audit --no-fund --prefix .cache/npm "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null
 fi
+
+# The S3 server the receiver/store tests use (versitygw, built with go install).
+./scripts/versitygw.sh
