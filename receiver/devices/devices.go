@@ -1,0 +1,297 @@
+// Package devices is the receiver's registry of boxes: one-time enrollment
+// tokens, enrolled device keys and certificate serials, revocation, and the
+// lockout of a device name after repeated failed enrollment attempts.
+// Every attempt is written to the audit log.
+package devices
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/uploadbox/uploadbox/internal/audit"
+)
+
+// State of a device record.
+type State string
+
+// The states. A pending device has a token and no key yet.
+const (
+	Pending State = "pending"
+	Active  State = "active"
+	Revoked State = "revoked"
+	Locked  State = "locked"
+)
+
+// Policy constants.
+const (
+	TokenLifetime = 24 * time.Hour
+	// MaxFailures failed attempts within FailureWindow lock the device
+	// name until an administrator unlocks it.
+	MaxFailures   = 5
+	FailureWindow = 15 * time.Minute
+	tokenPrefix   = "ubx-enroll-"
+	tokenBytes    = 32
+)
+
+// Errors callers branch on.
+var (
+	ErrUnknownDevice = errors.New("no such device")
+	ErrExists        = errors.New("device already exists")
+	ErrBadToken      = errors.New("enrollment token is wrong")
+	ErrTokenExpired  = errors.New("enrollment token has expired")
+	ErrTokenUsed     = errors.New("enrollment token was already used")
+	ErrLocked        = errors.New("device is locked after repeated failures (an administrator must run: uploadbox-receiver devices unlock NAME)")
+	ErrRevoked       = errors.New("device is revoked")
+	ErrBadName       = errors.New("device names are 1-64 characters of [A-Za-z0-9._-]")
+)
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// Device is one registry record.
+type Device struct {
+	Name        string      `json:"name"`
+	State       State       `json:"state"`
+	TokenHash   []byte      `json:"token_hash,omitempty"`
+	TokenExpiry time.Time   `json:"token_expiry,omitzero"`
+	PublicKey   []byte      `json:"public_key,omitempty"` // Ed25519, the device id in segment headers
+	CertSerial  string      `json:"cert_serial,omitempty"`
+	Created     time.Time   `json:"created"`
+	Enrolled    time.Time   `json:"enrolled,omitzero"`
+	Failures    []time.Time `json:"failures,omitempty"`
+	LockedAt    time.Time   `json:"locked_at,omitzero"`
+	Before      State       `json:"before,omitempty"` // state to return to on unlock
+}
+
+var bucket = []byte("devices")
+
+// Registry keeps devices in a bbolt database owned by the caller.
+type Registry struct {
+	db  *bolt.DB
+	log *audit.Log
+	now func() time.Time
+}
+
+// New returns a registry over db, auditing to log.
+func New(db *bolt.DB, log *audit.Log) (*Registry, error) {
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucket)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("device registry: %w", err)
+	}
+	return &Registry{db: db, log: log, now: time.Now}, nil
+}
+
+func hashToken(tok string) []byte {
+	h := sha256.Sum256([]byte(tok))
+	return h[:]
+}
+
+func (r *Registry) get(tx *bolt.Tx, name string) (*Device, error) {
+	v := tx.Bucket(bucket).Get([]byte(name))
+	if v == nil {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownDevice, name)
+	}
+	var d Device
+	if err := json.Unmarshal(v, &d); err != nil {
+		return nil, fmt.Errorf("device %s: damaged record: %w", name, err)
+	}
+	return &d, nil
+}
+
+func put(tx *bolt.Tx, d *Device) error {
+	v, err := json.Marshal(d)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucket).Put([]byte(d.Name), v)
+}
+
+// audit records an attempt. A failure to write the audit log is returned
+// to the caller: an attempt that cannot be audited is reported as failed.
+func (r *Registry) audit(event, name, source, outcome, detail string) error {
+	if r.log == nil {
+		return nil
+	}
+	if _, err := r.log.Append(audit.Entry{Event: event, Identity: name, Source: source, Outcome: outcome, Detail: detail}); err != nil {
+		return fmt.Errorf("audit %s of %s: %w", event, name, err)
+	}
+	return nil
+}
+
+// Add creates a pending device and returns its one-time token, valid for
+// TokenLifetime. Only its hash is stored.
+func (r *Registry) Add(name string) (token string, expiry time.Time, err error) {
+	if !validName.MatchString(name) {
+		return "", time.Time{}, fmt.Errorf("%w: %q", ErrBadName, name)
+	}
+	raw := make([]byte, tokenBytes)
+	if _, err := rand.Read(raw); err != nil {
+		return "", time.Time{}, err
+	}
+	token = tokenPrefix + base64.RawURLEncoding.EncodeToString(raw)
+	now := r.now().UTC()
+	expiry = now.Add(TokenLifetime)
+	err = r.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucket).Get([]byte(name)) != nil {
+			return fmt.Errorf("%w: %s", ErrExists, name)
+		}
+		return put(tx, &Device{Name: name, State: Pending, TokenHash: hashToken(token), TokenExpiry: expiry, Created: now})
+	})
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	if err := r.audit("device.add", name, "local", "ok", "token expires "+expiry.Format(time.RFC3339)); err != nil {
+		return "", time.Time{}, err
+	}
+	return token, expiry, nil
+}
+
+// Enroll redeems name's token for the device key pub and records the
+// serial of the certificate the caller will issue. Wrong tokens count as
+// failures; MaxFailures within FailureWindow lock the name.
+func (r *Registry) Enroll(name, token string, pub ed25519.PublicKey, certSerial, source string) error {
+	if len(pub) != ed25519.PublicKeySize {
+		return errors.New("enroll: device key must be an Ed25519 public key")
+	}
+	var outcome, detail string
+	var result error
+	err := r.db.Update(func(tx *bolt.Tx) error {
+		d, err := r.get(tx, name)
+		if err != nil {
+			outcome, result = "denied", err
+			return nil
+		}
+		now := r.now().UTC()
+		switch d.State {
+		case Locked:
+			outcome, result = "locked", ErrLocked
+			return nil
+		case Revoked:
+			outcome, result = "denied", ErrRevoked
+			return nil
+		case Active:
+			outcome, result = "denied", ErrTokenUsed
+			return nil
+		}
+		if subtle.ConstantTimeCompare(d.TokenHash, hashToken(token)) != 1 {
+			d.Failures = append(slices.DeleteFunc(d.Failures, func(t time.Time) bool { return now.Sub(t) > FailureWindow }), now)
+			outcome, result = "denied", ErrBadToken
+			if len(d.Failures) >= MaxFailures {
+				d.Before, d.State, d.LockedAt = d.State, Locked, now
+				outcome, detail = "locked", fmt.Sprintf("%d failures within %s", len(d.Failures), FailureWindow)
+			}
+			return put(tx, d)
+		}
+		if now.After(d.TokenExpiry) {
+			outcome, result = "denied", ErrTokenExpired
+			return nil
+		}
+		d.State, d.TokenHash, d.PublicKey, d.CertSerial, d.Enrolled, d.Failures = Active, nil, pub, certSerial, now, nil
+		outcome, detail = "ok", "certificate serial "+certSerial
+		return put(tx, d)
+	})
+	if err != nil {
+		return fmt.Errorf("enroll %s: %w", name, err)
+	}
+	if result != nil {
+		detail = strings.TrimSpace(detail + " " + result.Error())
+	}
+	aerr := r.audit("device.enroll", name, source, outcome, detail)
+	if result != nil {
+		return errors.Join(fmt.Errorf("enroll %s: %w", name, result), aerr)
+	}
+	return aerr
+}
+
+// Revoke marks the device revoked; its certificate is refused from then on.
+func (r *Registry) Revoke(name string) error {
+	return r.set(name, "device.revoke", func(d *Device) error {
+		d.State = Revoked
+		return nil
+	})
+}
+
+// Unlock returns a locked device to the state it had and clears its failures.
+func (r *Registry) Unlock(name string) error {
+	return r.set(name, "device.unlock", func(d *Device) error {
+		if d.State != Locked {
+			return fmt.Errorf("device %s is %s, not locked", name, d.State)
+		}
+		d.State, d.Before, d.Failures, d.LockedAt = d.Before, "", nil, time.Time{}
+		return nil
+	})
+}
+
+func (r *Registry) set(name, event string, f func(*Device) error) error {
+	err := r.db.Update(func(tx *bolt.Tx) error {
+		d, err := r.get(tx, name)
+		if err != nil {
+			return err
+		}
+		if err := f(d); err != nil {
+			return err
+		}
+		return put(tx, d)
+	})
+	outcome := "ok"
+	if err != nil {
+		outcome = "failed"
+	}
+	return errors.Join(err, r.audit(event, name, "local", outcome, ""))
+}
+
+// Get returns one device.
+func (r *Registry) Get(name string) (*Device, error) {
+	var d *Device
+	err := r.db.View(func(tx *bolt.Tx) error {
+		var err error
+		d, err = r.get(tx, name)
+		return err
+	})
+	return d, err
+}
+
+// List returns every device, by name.
+func (r *Registry) List() ([]Device, error) {
+	var out []Device
+	err := r.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
+			var d Device
+			if err := json.Unmarshal(v, &d); err != nil {
+				return fmt.Errorf("device %s: damaged record: %w", k, err)
+			}
+			out = append(out, d)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Authorized reports whether a presented device certificate (by serial)
+// belongs to an active device, for the TLS layer and request handlers.
+func (r *Registry) Authorized(certSerial string) (*Device, bool) {
+	var found *Device
+	r.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).ForEach(func(_, v []byte) error {
+			var d Device
+			if json.Unmarshal(v, &d) == nil && d.CertSerial == certSerial {
+				found = &d
+			}
+			return nil
+		})
+	})
+	return found, found != nil && found.State == Active
+}

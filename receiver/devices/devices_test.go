@@ -1,0 +1,192 @@
+package devices
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"go.uber.org/goleak"
+
+	"github.com/uploadbox/uploadbox/internal/audit"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type fixture struct {
+	reg   *Registry
+	audit string
+	now   time.Time
+}
+
+func newRegistry(t *testing.T) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	db, err := bolt.Open(filepath.Join(dir, "receiver.db"), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	log, err := audit.Open(filepath.Join(dir, "audit.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := New(db, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{reg: reg, audit: log.Path(), now: time.Date(2026, 11, 24, 9, 0, 0, 0, time.UTC)}
+	reg.now = func() time.Time { return f.now }
+	return f
+}
+
+func key(t *testing.T) ed25519.PublicKey {
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
+}
+
+func (f *fixture) auditText(t *testing.T) string {
+	t.Helper()
+	if _, err := audit.VerifyFile(f.audit); err != nil {
+		t.Fatalf("audit chain: %v", err)
+	}
+	b, err := os.ReadFile(f.audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestEnrollOnce(t *testing.T) {
+	f := newRegistry(t)
+	tok, exp, err := f.reg.Add("room-101")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(tok, tokenPrefix) || len(tok) < len(tokenPrefix)+43 || !exp.Equal(f.now.Add(TokenLifetime)) {
+		t.Fatalf("token %q expiry %v", tok, exp)
+	}
+	if _, _, err := f.reg.Add("room-101"); !errors.Is(err, ErrExists) {
+		t.Fatalf("second add: %v", err)
+	}
+	pub := key(t)
+	if err := f.reg.Enroll("room-101", tok, pub, "42", "10.0.0.7:5555"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := f.reg.Get("room-101")
+	if err != nil || d.State != Active || !pub.Equal(ed25519.PublicKey(d.PublicKey)) || d.TokenHash != nil {
+		t.Fatalf("after enroll: %+v %v", d, err)
+	}
+	if _, ok := f.reg.Authorized("42"); !ok {
+		t.Fatal("enrolled certificate not authorized")
+	}
+	// The token is one-time.
+	if err := f.reg.Enroll("room-101", tok, key(t), "43", "10.0.0.8:1"); !errors.Is(err, ErrTokenUsed) {
+		t.Fatalf("token reuse: %v", err)
+	}
+	log := f.auditText(t)
+	for _, want := range []string{`"event":"device.add"`, `"event":"device.enroll","identity":"room-101","source":"10.0.0.7:5555","outcome":"ok"`, `"source":"10.0.0.8:1","outcome":"denied"`} {
+		if !strings.Contains(log, want) {
+			t.Errorf("audit log lacks %s", want)
+		}
+	}
+	if strings.Contains(log, tok) {
+		t.Fatal("the token is in the audit log")
+	}
+}
+
+func TestExpiredToken(t *testing.T) {
+	f := newRegistry(t)
+	tok, _, _ := f.reg.Add("room-102")
+	f.now = f.now.Add(TokenLifetime + time.Second)
+	if err := f.reg.Enroll("room-102", tok, key(t), "1", "x"); !errors.Is(err, ErrTokenExpired) {
+		t.Fatalf("expired token: %v", err)
+	}
+	if !strings.Contains(f.auditText(t), "expired") {
+		t.Fatal("expired attempt not audited")
+	}
+}
+
+func TestLockoutAndUnlock(t *testing.T) {
+	f := newRegistry(t)
+	tok, _, _ := f.reg.Add("room-103")
+	for i := range MaxFailures {
+		err := f.reg.Enroll("room-103", "ubx-enroll-wrong", key(t), "1", "203.0.113.9:1")
+		if i < MaxFailures-1 && !errors.Is(err, ErrBadToken) {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+		f.now = f.now.Add(time.Minute)
+	}
+	// Locked: even the right token is refused now.
+	if err := f.reg.Enroll("room-103", tok, key(t), "1", "x"); !errors.Is(err, ErrLocked) {
+		t.Fatalf("after %d failures: %v", MaxFailures, err)
+	}
+	if !strings.Contains(f.auditText(t), `"outcome":"locked"`) {
+		t.Fatal("lock not audited")
+	}
+	if err := f.reg.Unlock("room-103"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.reg.Enroll("room-103", tok, key(t), "7", "x"); err != nil {
+		t.Fatalf("after unlock: %v", err)
+	}
+	if err := f.reg.Unlock("room-103"); err == nil {
+		t.Fatal("unlocking an active device succeeded")
+	}
+}
+
+func TestFailuresOutsideTheWindowDoNotLock(t *testing.T) {
+	f := newRegistry(t)
+	tok, _, _ := f.reg.Add("room-104")
+	for range 2 * MaxFailures {
+		f.reg.Enroll("room-104", "ubx-enroll-wrong", key(t), "1", "x")
+		f.now = f.now.Add(FailureWindow/time.Duration(MaxFailures-1) + time.Minute)
+	}
+	if err := f.reg.Enroll("room-104", tok, key(t), "1", "x"); err != nil {
+		t.Fatalf("slow failures locked the device: %v", err)
+	}
+}
+
+func TestRevoke(t *testing.T) {
+	f := newRegistry(t)
+	tok, _, _ := f.reg.Add("room-105")
+	if err := f.reg.Enroll("room-105", tok, key(t), "99", "x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.reg.Revoke("room-105"); err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := f.reg.Authorized("99"); ok || d == nil || d.State != Revoked {
+		t.Fatalf("revoked device still authorized: %+v", d)
+	}
+	if err := f.reg.Revoke("nope"); !errors.Is(err, ErrUnknownDevice) {
+		t.Fatalf("revoke unknown: %v", err)
+	}
+	list, err := f.reg.List()
+	if err != nil || len(list) != 1 || list[0].Name != "room-105" {
+		t.Fatalf("list: %+v %v", list, err)
+	}
+}
+
+func TestBadNamesAndKeys(t *testing.T) {
+	f := newRegistry(t)
+	for _, name := range []string{"", "../x", "a b", strings.Repeat("a", 65), "-lead"} {
+		if _, _, err := f.reg.Add(name); !errors.Is(err, ErrBadName) {
+			t.Errorf("Add(%q): %v", name, err)
+		}
+	}
+	if err := f.reg.Enroll("ghost", "t", key(t), "1", "x"); !errors.Is(err, ErrUnknownDevice) {
+		t.Fatalf("unknown device: %v", err)
+	}
+	if err := f.reg.Enroll("ghost", "t", ed25519.PublicKey{1, 2}, "1", "x"); err == nil {
+		t.Fatal("short key accepted")
+	}
+}
