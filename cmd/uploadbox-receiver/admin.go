@@ -1,0 +1,140 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/uploadbox/uploadbox/internal/audit"
+	"github.com/uploadbox/uploadbox/internal/cli"
+	"github.com/uploadbox/uploadbox/receiver"
+)
+
+func adminCommand(use, short string, args cobra.PositionalArgs, run func(cmd *cobra.Command, a receiver.Admin, args []string, asJSON bool) error) *cobra.Command {
+	var data string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cli.Args(args),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := receiver.OpenAdmin(data)
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			return run(cmd, a, args, asJSON)
+		},
+	}
+	cmd.Flags().StringVar(&data, "data", "", "the receiver's data directory")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.MarkFlagRequired("data")
+	return cmd
+}
+
+func printJSON(cmd *cobra.Command, v any) error {
+	enc := json.NewEncoder(cmd.OutOrStdout())
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newDevicesCommand() *cobra.Command {
+	devs := &cobra.Command{Use: "devices", Short: "Enroll, list, revoke and unlock boxes"}
+	devs.AddCommand(
+		adminCommand("add NAME [--json]", "Make a one-time enrollment token (valid 24 h) for a box", cobra.ExactArgs(1),
+			func(cmd *cobra.Command, a receiver.Admin, args []string, asJSON bool) error {
+				d, err := a.AddDevice(args[0])
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd, map[string]string{"token": d.Token, "ca_fingerprint": d.CAFingerprint})
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "device %s added; the token is shown once and expires %s\ntoken:          %s\nca fingerprint: %s\n",
+					d.Name, d.Expires.Format("2006-01-02 15:04 MST"), d.Token, d.CAFingerprint)
+				return nil
+			}),
+		adminCommand("list [--json]", "List the boxes", cobra.NoArgs,
+			func(cmd *cobra.Command, a receiver.Admin, _ []string, asJSON bool) error {
+				ds, err := a.ListDevices()
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd, ds)
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tSTATE\tENROLLED\tCERTIFICATE")
+				for _, d := range ds {
+					enrolled := "-"
+					if !d.Enrolled.IsZero() {
+						enrolled = d.Enrolled.Format("2006-01-02 15:04")
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.Name, d.State, enrolled, d.CertSerial)
+				}
+				return tw.Flush()
+			}),
+		adminCommand("revoke NAME", "Revoke a box: its certificate is refused from now on", cobra.ExactArgs(1),
+			func(cmd *cobra.Command, a receiver.Admin, args []string, _ bool) error {
+				if err := a.RevokeDevice(args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "device %s revoked\n", args[0])
+				return nil
+			}),
+		adminCommand("unlock NAME", "Unlock a box locked after repeated failed attempts", cobra.ExactArgs(1),
+			func(cmd *cobra.Command, a receiver.Admin, args []string, _ bool) error {
+				if err := a.UnlockDevice(args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "device %s unlocked\n", args[0])
+				return nil
+			}),
+	)
+	return devs
+}
+
+func newRecordingsCommand() *cobra.Command {
+	recs := &cobra.Command{Use: "recordings", Short: "List stored recordings"}
+	recs.AddCommand(adminCommand("list [--json]", "List recordings and whether they are complete", cobra.NoArgs,
+		func(cmd *cobra.Command, a receiver.Admin, _ []string, asJSON bool) error {
+			rs, err := a.ListRecordings()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd, rs)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "RECORDING\tDEVICE\tSEGMENTS\tBYTES\tCOMPLETE\tTRUNCATED")
+			for _, r := range rs {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%t\t%d\n", r.ID, r.Device, r.Segments, r.Bytes, r.Complete, r.Truncated)
+			}
+			return tw.Flush()
+		}))
+	return recs
+}
+
+func newAuditCommand() *cobra.Command {
+	var data string
+	a := &cobra.Command{Use: "audit", Short: "Check the audit log"}
+	verify := &cobra.Command{
+		Use:   "verify --data DIR",
+		Short: "Check the audit log's hash chain and name the first bad entry",
+		Args:  cli.Args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			rep, err := audit.VerifyFile(data + "/" + receiver.AuditFile)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "audit log OK: %d entries, seq %d to %d\n", rep.Entries, rep.First, rep.Last)
+			return nil
+		},
+	}
+	verify.Flags().StringVar(&data, "data", "", "the receiver's data directory")
+	verify.MarkFlagRequired("data")
+	a.AddCommand(verify)
+	return a
+}

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/uploadbox/uploadbox/internal/cli"
+	"github.com/uploadbox/uploadbox/receiver"
+	"github.com/uploadbox/uploadbox/receiver/store"
+)
+
+type serveOptions struct {
+	data, listen, hostname, recipients string
+	s3                                 store.S3Options
+}
+
+func newServeCommand() *cobra.Command {
+	var o serveOptions
+	cmd := &cobra.Command{
+		Use:   "serve --data DIR [--listen 127.0.0.1:8443] [--hostname NAME] [--recipients-file org.pub]",
+		Short: "Run the receiver: enrollment, resumable uploads over TLS, commit with signed receipts",
+		Args:  cli.Args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := receiver.ServerConfig{Data: o.data, Listen: o.listen, Recipients: o.recipients, Logger: slog.Default()}
+			if o.hostname != "" {
+				cfg.Hosts = []string{o.hostname}
+			}
+			if o.s3.Bucket != "" {
+				st, err := store.NewS3(cmd.Context(), o.s3)
+				if err != nil {
+					return err
+				}
+				cfg.Store = st
+			}
+			srv, err := receiver.Open(cfg)
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			for _, w := range srv.Warnings {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return srv.Run(ctx, func(addr string) {
+				fmt.Fprintf(cmd.OutOrStdout(), "CA fingerprint %s\nlistening on %s\n", srv.Fingerprint(), addr)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.data, "data", "", "data directory (CA, keys, database, uploads, store)")
+	f.StringVar(&o.listen, "listen", "127.0.0.1:8443", "address to listen on (TLS only)")
+	f.StringVar(&o.hostname, "hostname", "", "name boxes use to reach the receiver (in the server certificate on first run)")
+	f.StringVar(&o.recipients, "recipients-file", "", "organisation public keys (default: generate a key pair in --data on first run)")
+	f.StringVar(&o.s3.Bucket, "s3-bucket", "", "store segments in this S3 bucket instead of --data/store")
+	f.StringVar(&o.s3.Endpoint, "s3-endpoint", "", "S3 endpoint URL (default: AWS)")
+	f.StringVar(&o.s3.Region, "s3-region", "", "S3 region")
+	f.BoolVar(&o.s3.PathStyle, "s3-path-style", false, "use path-style S3 addressing")
+	cmd.MarkFlagRequired("data")
+	return cmd
+}

@@ -1,0 +1,287 @@
+package receiver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/uploadbox/uploadbox/internal/audit"
+	"github.com/uploadbox/uploadbox/receiver/devices"
+	"github.com/uploadbox/uploadbox/receiver/pki"
+)
+
+// AdminSocket is the unix socket, inside the data directory, through which
+// admin commands reach a running server: the server holds the database, so
+// they never wait on its lock.
+const AdminSocket = "admin.sock"
+
+// NewDevice is what `devices add` prints.
+type NewDevice struct {
+	Name          string    `json:"name"`
+	Token         string    `json:"token"`
+	Expires       time.Time `json:"expires"`
+	CAFingerprint string    `json:"ca_fingerprint"`
+}
+
+// Admin is what the admin commands need, whether the server runs or not.
+type Admin interface {
+	AddDevice(name string) (*NewDevice, error)
+	ListDevices() ([]devices.Device, error)
+	RevokeDevice(name string) error
+	UnlockDevice(name string) error
+	ListRecordings() ([]Recording, error)
+	Close() error
+}
+
+// Recording summarises the committed segments of one recording.
+type Recording struct {
+	Device    string    `json:"device"`
+	ID        string    `json:"id"`
+	Segments  int       `json:"segments"`
+	Bytes     int64     `json:"bytes"`
+	Complete  bool      `json:"complete"` // 0..N present and N carries the last flag
+	Truncated int       `json:"truncated"`
+	First     time.Time `json:"first_committed"`
+	Last      time.Time `json:"last_committed"`
+	Keys      []string  `json:"keys"`
+}
+
+func (s *Server) listenAdmin() (net.Listener, error) {
+	path := filepath.Join(s.cfg.Data, AdminSocket)
+	os.Remove(path) // a stale socket from a crash; we hold the database lock
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("serve: admin socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+func (s *Server) adminHandler() http.Handler {
+	local := &localAdmin{reg: s.devices, db: s.db, ca: s.ca}
+	mux := http.NewServeMux()
+	reply := func(w http.ResponseWriter, v any, err error) {
+		if err != nil {
+			code := http.StatusInternalServerError
+			switch {
+			case errors.Is(err, devices.ErrUnknownDevice):
+				code = http.StatusNotFound
+			case errors.Is(err, devices.ErrExists):
+				code = http.StatusConflict
+			case errors.Is(err, devices.ErrBadName):
+				code = http.StatusBadRequest
+			}
+			httpError(w, code, err.Error())
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(v)
+	}
+	mux.HandleFunc("GET /devices", func(w http.ResponseWriter, _ *http.Request) {
+		v, err := local.ListDevices()
+		reply(w, v, err)
+	})
+	mux.HandleFunc("POST /devices/{name}", func(w http.ResponseWriter, r *http.Request) {
+		v, err := local.AddDevice(r.PathValue("name"))
+		reply(w, v, err)
+	})
+	mux.HandleFunc("POST /devices/{name}/revoke", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, struct{}{}, local.RevokeDevice(r.PathValue("name")))
+	})
+	mux.HandleFunc("POST /devices/{name}/unlock", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, struct{}{}, local.UnlockDevice(r.PathValue("name")))
+	})
+	mux.HandleFunc("GET /recordings", func(w http.ResponseWriter, _ *http.Request) {
+		v, err := local.ListRecordings()
+		reply(w, v, err)
+	})
+	return mux
+}
+
+// OpenAdmin reaches the receiver on data: through the admin socket when a
+// server runs there, else by opening the database itself.
+func OpenAdmin(data string) (Admin, error) {
+	sock := filepath.Join(data, AdminSocket)
+	if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
+		c.Close()
+		return &socketAdmin{client: &http.Client{
+			Timeout: 30 * time.Second,
+			Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", sock)
+			}},
+		}}, nil
+	}
+	if _, err := os.Stat(filepath.Join(data, pki.CACertFile)); err != nil {
+		return nil, fmt.Errorf("%s is not a receiver data directory (run uploadbox-receiver serve --data %s once): %w", data, data, err)
+	}
+	db, err := bolt.Open(filepath.Join(data, DBFile), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("receiver database %s is in use but no server answers on %s: %w", filepath.Join(data, DBFile), sock, err)
+	}
+	log, err := audit.Open(filepath.Join(data, AuditFile))
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	reg, err := devices.New(db, log)
+	if err == nil {
+		err = initSegments(db)
+	}
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	ca, _, _, err := pki.LoadOrCreate(data, []string{"localhost"}, time.Now())
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &localAdmin{reg: reg, db: db, ca: ca, closeDB: true}, nil
+}
+
+type localAdmin struct {
+	reg     *devices.Registry
+	db      *bolt.DB
+	ca      *pki.CA
+	closeDB bool
+}
+
+func (a *localAdmin) AddDevice(name string) (*NewDevice, error) {
+	tok, exp, err := a.reg.Add(name)
+	if err != nil {
+		return nil, err
+	}
+	return &NewDevice{Name: name, Token: tok, Expires: exp, CAFingerprint: a.ca.Fingerprint()}, nil
+}
+
+func (a *localAdmin) ListDevices() ([]devices.Device, error) {
+	ds, err := a.reg.List()
+	for i := range ds {
+		ds[i].TokenHash, ds[i].Failures = nil, nil
+	}
+	return ds, err
+}
+
+func (a *localAdmin) RevokeDevice(name string) error { return a.reg.Revoke(name) }
+func (a *localAdmin) UnlockDevice(name string) error { return a.reg.Unlock(name) }
+
+func (a *localAdmin) ListRecordings() ([]Recording, error) {
+	byID := map[string]*Recording{}
+	lastSeq := map[string]int64{}
+	err := a.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(segmentsBucket).ForEach(func(k, v []byte) error {
+			var rec SegmentRecord
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("segment %s: damaged record: %w", k, err)
+			}
+			r := byID[rec.Recording]
+			if r == nil {
+				r = &Recording{Device: rec.Device, ID: rec.Recording, First: rec.Committed}
+				byID[rec.Recording] = r
+				lastSeq[rec.Recording] = -1
+			}
+			r.Segments++
+			r.Bytes += rec.Size
+			r.Keys = append(r.Keys, rec.Key)
+			if rec.Outcome != "OK" {
+				r.Truncated++
+			}
+			if rec.Committed.Before(r.First) {
+				r.First = rec.Committed
+			}
+			if rec.Committed.After(r.Last) {
+				r.Last = rec.Committed
+			}
+			if rec.Last {
+				lastSeq[rec.Recording] = int64(rec.Sequence)
+			}
+			return nil
+		})
+	})
+	var out []Recording
+	for id, r := range byID {
+		r.Complete = lastSeq[id] >= 0 && int64(r.Segments) == lastSeq[id]+1
+		sort.Strings(r.Keys)
+		out = append(out, *r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].First.Before(out[j].First) })
+	return out, err
+}
+
+func (a *localAdmin) Close() error {
+	if a.closeDB {
+		return a.db.Close()
+	}
+	return nil
+}
+
+type socketAdmin struct{ client *http.Client }
+
+func (a *socketAdmin) call(method, path string, out any) error {
+	req, err := http.NewRequest(method, "http://receiver"+path, bytes.NewReader(nil))
+	if err != nil {
+		return err
+	}
+	resp, err := a.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		json.Unmarshal(body, &e)
+		err := errors.New(e.Error)
+		switch resp.StatusCode {
+		case http.StatusNotFound:
+			err = fmt.Errorf("%w (%s)", devices.ErrUnknownDevice, e.Error)
+		case http.StatusConflict:
+			err = fmt.Errorf("%w (%s)", devices.ErrExists, e.Error)
+		}
+		return err
+	}
+	if out != nil {
+		return json.Unmarshal(body, out)
+	}
+	return nil
+}
+
+func (a *socketAdmin) AddDevice(name string) (*NewDevice, error) {
+	var d NewDevice
+	return &d, a.call("POST", "/devices/"+name, &d)
+}
+
+func (a *socketAdmin) ListDevices() ([]devices.Device, error) {
+	var ds []devices.Device
+	return ds, a.call("GET", "/devices", &ds)
+}
+
+func (a *socketAdmin) RevokeDevice(name string) error {
+	return a.call("POST", "/devices/"+name+"/revoke", nil)
+}
+
+func (a *socketAdmin) UnlockDevice(name string) error {
+	return a.call("POST", "/devices/"+name+"/unlock", nil)
+}
+
+func (a *socketAdmin) ListRecordings() ([]Recording, error) {
+	var rs []Recording
+	return rs, a.call("GET", "/recordings", &rs)
+}
+
+func (a *socketAdmin) Close() error { return nil }

@@ -1,0 +1,316 @@
+package receiver
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tus/tusd/v2/pkg/filelocker"
+	"github.com/tus/tusd/v2/pkg/filestore"
+	tusd "github.com/tus/tusd/v2/pkg/handler"
+	bolt "go.etcd.io/bbolt"
+	expslog "golang.org/x/exp/slog"
+
+	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/internal/audit"
+	"github.com/uploadbox/uploadbox/receiver/devices"
+	"github.com/uploadbox/uploadbox/receiver/pki"
+	"github.com/uploadbox/uploadbox/receiver/store"
+)
+
+// Files and directories inside the receiver's data directory.
+const (
+	DBFile         = "receiver.db"
+	AuditFile      = "audit.jsonl"
+	ReceiptKeyFile = "receipt.key"
+	RecipientsFile = "org.pub"
+	OrgKeyFile     = "org.key"
+	UploadsDir     = "uploads"
+	StoreDir       = "store"
+
+	receiptKeyPrefix = "UBX-RECEIPT-KEY-ED25519:"
+	// MaxSegmentSize bounds one upload.
+	MaxSegmentSize = 1 << 30
+)
+
+// ServerConfig configures `uploadbox-receiver serve`.
+type ServerConfig struct {
+	Data       string
+	Listen     string      // default 127.0.0.1:8443
+	Hosts      []string    // names and IPs in the server certificate; default the listen IP and localhost
+	Recipients string      // organisation public keys; empty: generate a key pair in Data on first run
+	Store      store.Store // nil: the local filesystem under Data/store
+	Logger     *slog.Logger
+	// AuditRetention is how long audit entries are kept (default 180 days).
+	AuditRetention time.Duration
+}
+
+// Server is the cloud receiver.
+type Server struct {
+	cfg        ServerConfig
+	log        *slog.Logger
+	db         *bolt.DB
+	audit      *audit.Log
+	devices    *devices.Registry
+	ca         *pki.CA
+	cert       tls.Certificate
+	receiptKey ed25519.PrivateKey
+	recipients []*crypto.Recipient
+	store      store.Store
+	uploads    string
+	tus        *tusd.Handler
+	// Notes for the operator from the first run (e.g. a generated org key).
+	Warnings []string
+}
+
+// Open prepares the data directory (CA, server certificate, receipt key,
+// database, audit log; on first run it creates them) and the handlers.
+func Open(cfg ServerConfig) (*Server, error) {
+	if cfg.Data == "" {
+		return nil, errors.New("serve: --data is required")
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:8443"
+	}
+	if cfg.AuditRetention == 0 {
+		cfg.AuditRetention = 180 * 24 * time.Hour
+	}
+	if len(cfg.Hosts) == 0 {
+		host, _, err := net.SplitHostPort(cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("serve: --listen %q: %w", cfg.Listen, err)
+		}
+		cfg.Hosts = []string{"localhost"}
+		if host != "" && host != "localhost" {
+			cfg.Hosts = append([]string{host}, cfg.Hosts...)
+		}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, log: log.With("component", "receiver")}
+	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
+		return nil, fmt.Errorf("serve: data directory: %w", err)
+	}
+	var err error
+	var created bool
+	if s.ca, s.cert, created, err = pki.LoadOrCreate(cfg.Data, cfg.Hosts, time.Now()); err != nil {
+		return nil, fmt.Errorf("serve: certificates: %w", err)
+	}
+	if created {
+		s.log.Info("created CA and server certificate", "fingerprint", s.ca.Fingerprint(), "hosts", cfg.Hosts)
+	}
+	if s.receiptKey, err = loadOrCreateReceiptKey(filepath.Join(cfg.Data, ReceiptKeyFile)); err != nil {
+		return nil, err
+	}
+	if err := s.loadRecipients(); err != nil {
+		return nil, err
+	}
+	if s.audit, err = audit.Open(filepath.Join(cfg.Data, AuditFile)); err != nil {
+		return nil, err
+	}
+	if _, err := s.audit.Prune(cfg.AuditRetention); err != nil {
+		return nil, err
+	}
+	// The server holds the database; admin commands reach it through the
+	// admin socket while it runs (see admin.go), so they never wait on it.
+	if s.db, err = bolt.Open(filepath.Join(cfg.Data, DBFile), 0o600, &bolt.Options{Timeout: 2 * time.Second}); err != nil {
+		return nil, fmt.Errorf("serve: database %s: %w (is another receiver running on this data directory?)", filepath.Join(cfg.Data, DBFile), err)
+	}
+	if s.devices, err = devices.New(s.db, s.audit); err != nil {
+		s.db.Close()
+		return nil, err
+	}
+	if err := initSegments(s.db); err != nil {
+		s.db.Close()
+		return nil, err
+	}
+	s.store = cfg.Store
+	if s.store == nil {
+		if s.store, err = store.NewFS(filepath.Join(cfg.Data, StoreDir)); err != nil {
+			s.db.Close()
+			return nil, err
+		}
+	}
+	s.uploads = filepath.Join(cfg.Data, UploadsDir)
+	if err := os.MkdirAll(s.uploads, 0o700); err != nil {
+		s.db.Close()
+		return nil, err
+	}
+	composer := tusd.NewStoreComposer()
+	filestore.New(s.uploads).UseIn(composer)
+	filelocker.New(s.uploads).UseIn(composer)
+	s.tus, err = tusd.NewHandler(tusd.Config{
+		StoreComposer:           composer,
+		BasePath:                "/v1/uploads/",
+		MaxSize:                 MaxSegmentSize,
+		DisableDownload:         true,
+		DisableConcatenation:    true,
+		Logger:                  expslog.New(expslog.NewTextHandler(io.Discard, nil)),
+		PreUploadCreateCallback: s.preCreate,
+	})
+	if err != nil {
+		s.db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Fingerprint is the CA fingerprint boxes pin at enrollment.
+func (s *Server) Fingerprint() string { return s.ca.Fingerprint() }
+
+// Devices is the device registry.
+func (s *Server) Devices() *devices.Registry { return s.devices }
+
+// Close releases the database.
+func (s *Server) Close() error { return s.db.Close() }
+
+func loadOrCreateReceiptKey(path string) (ed25519.PrivateKey, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		content := "# uploadbox receiver receipt-signing key\n" + receiptKeyPrefix + base64.RawURLEncoding.EncodeToString(priv.Seed()) + "\n"
+		if err := crypto.WriteKeyFile(path, content, 0o600); err != nil {
+			return nil, err
+		}
+		return priv, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s is readable by group or others (mode %04o): run chmod 600 %s", path, st.Mode().Perm(), path)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), receiptKeyPrefix); ok {
+			seed, err := base64.RawURLEncoding.DecodeString(v)
+			if err != nil || len(seed) != ed25519.SeedSize {
+				return nil, fmt.Errorf("%s: receipt key is not a 32-byte seed", path)
+			}
+			return ed25519.NewKeyFromSeed(seed), nil
+		}
+	}
+	return nil, fmt.Errorf("%s: no %s line", path, receiptKeyPrefix)
+}
+
+// loadRecipients reads the organisation's public keys. Without any, the
+// first run makes a key pair in the data directory and warns that the
+// private key belongs offline.
+func (s *Server) loadRecipients() error {
+	path := s.cfg.Recipients
+	local := filepath.Join(s.cfg.Data, RecipientsFile)
+	if path == "" {
+		path = local
+		if _, err := os.Stat(local); errors.Is(err, os.ErrNotExist) {
+			if _, err := crypto.GenerateIdentityFile(crypto.SuiteXWing, filepath.Join(s.cfg.Data, OrgKeyFile), local); err != nil {
+				return fmt.Errorf("serve: generate organisation key: %w", err)
+			}
+			w := fmt.Sprintf("generated an organisation key pair in %s: move %s offline (boxes only need %s)", s.cfg.Data, OrgKeyFile, RecipientsFile)
+			s.Warnings = append(s.Warnings, w)
+			s.log.Warn(w)
+		}
+	}
+	rs, err := crypto.ReadRecipientsFile(path)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	s.recipients = rs
+	return nil
+}
+
+// Handler returns the receiver's HTTP handler.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/enroll", s.handleEnroll)
+	mux.Handle("/v1/uploads/", s.deviceOnly(http.StripPrefix("/v1/uploads/", s.tus)))
+	mux.Handle("POST /v1/commit", s.deviceOnly(http.HandlerFunc(s.handleCommit)))
+	return mux
+}
+
+// TLSConfig is the server's TLS configuration: 1.2 minimum, device
+// certificates checked against the CA and the registry (revoked devices
+// are refused in the handshake), every device connection audited.
+func (s *Server) TLSConfig() *tls.Config {
+	// Revocation is checked in VerifyConnection rather than through
+	// pki.ServerTLS's hook so that the refusal is audited too.
+	cfg := pki.ServerTLS(s.ca, s.cert, nil)
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return nil // enrollment: anonymous TLS
+		}
+		c := cs.PeerCertificates[0]
+		d, ok := s.devices.Authorized(c.SerialNumber.String())
+		outcome, name := "ok", c.Subject.CommonName
+		if d != nil {
+			name = d.Name
+		}
+		if !ok {
+			outcome = "denied"
+		}
+		if _, err := s.audit.Append(audit.Entry{Event: "device.connect", Identity: name, Outcome: outcome, Detail: "certificate serial " + c.SerialNumber.String()}); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		if !ok {
+			return fmt.Errorf("device %q is not enrolled or not active", name)
+		}
+		return nil
+	}
+	return cfg
+}
+
+// Run serves on cfg.Listen until ctx is done; ready gets the address.
+func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("serve: listen %s: %w", s.cfg.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		TLSConfig:         s.TLSConfig(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	admin, err := s.listenAdmin()
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	adminSrv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	go func() { errc <- adminSrv.Serve(admin) }()
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	serr := srv.Shutdown(shutdown)
+	aerr := adminSrv.Shutdown(shutdown)
+	os.Remove(filepath.Join(s.cfg.Data, AdminSocket))
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return errors.Join(err, serr, aerr)
+}
