@@ -3,6 +3,7 @@ package crypto
 import (
 	"bufio"
 	"bytes"
+	stdcrypto "crypto"
 	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/hpke"
@@ -474,3 +475,10 @@ func GenerateIdentityFile(suite Suite, out, publicOut string) (*Recipient, error
 	}
 	return rc, nil
 }
+
+// Signer returns the key for TLS client authentication with the device
+// certificate. It is the same key that signs segments.
+func (k *DeviceKey) Signer() stdcrypto.Signer { return k.priv }
+
+// Sign signs msg with the device key (Ed25519).
+func (k *DeviceKey) Sign(msg []byte) []byte { return ed25519.Sign(k.priv, msg) }

@@ -302,9 +302,9 @@ func (s *Server) lookup(key string) (*SegmentRecord, error) {
 	return rec, err
 }
 
-// EnrollRequest is what a box sends, over anonymous TLS, to enroll.
+// EnrollRequest is what a box sends, over anonymous TLS, to enroll. The
+// token names the device.
 type EnrollRequest struct {
-	Name      string `json:"name"`
 	Token     string `json:"token"`
 	DeviceKey string `json:"device_key"` // ubx-dev-pub-ed25519:…
 	// Proof is the device key's Ed25519 signature over EnrollProof(token).
@@ -340,12 +340,17 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "enroll: the proof is not the device key's signature over the token")
 		return
 	}
-	cert, err := s.ca.IssueDevice(req.Name, pub.Bytes(), time.Now())
+	name, err := devices.TokenName(req.Token)
+	if err != nil {
+		httpError(w, http.StatusBadRequest, "enroll: "+err.Error())
+		return
+	}
+	cert, err := s.ca.IssueDevice(name, pub.Bytes(), time.Now())
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, "enroll: issue certificate")
 		return
 	}
-	if err := s.devices.Enroll(req.Name, req.Token, pub.Bytes(), cert.SerialNumber.String(), r.RemoteAddr); err != nil {
+	if err := s.devices.Enroll(req.Token, pub.Bytes(), cert.SerialNumber.String(), r.RemoteAddr); err != nil {
 		code := http.StatusForbidden
 		if errors.Is(err, devices.ErrLocked) {
 			code = http.StatusLocked

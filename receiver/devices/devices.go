@@ -141,7 +141,9 @@ func (r *Registry) Add(name string) (token string, expiry time.Time, err error) 
 	if _, err := rand.Read(raw); err != nil {
 		return "", time.Time{}, err
 	}
-	token = tokenPrefix + base64.RawURLEncoding.EncodeToString(raw)
+	// The token names its device, so a box enrolls with the token alone and
+	// failed attempts count against (and can lock) that device name.
+	token = tokenPrefix + name + "." + base64.RawURLEncoding.EncodeToString(raw)
 	now := r.now().UTC()
 	expiry = now.Add(TokenLifetime)
 	err = r.db.Update(func(tx *bolt.Tx) error {
@@ -159,16 +161,30 @@ func (r *Registry) Add(name string) (token string, expiry time.Time, err error) 
 	return token, expiry, nil
 }
 
-// Enroll redeems name's token for the device key pub and records the
-// serial of the certificate the caller will issue. Wrong tokens count as
-// failures; MaxFailures within FailureWindow lock the name.
-func (r *Registry) Enroll(name, token string, pub ed25519.PublicKey, certSerial, source string) error {
+// TokenName returns the device name a token was made for.
+func TokenName(token string) (string, error) {
+	rest, ok := strings.CutPrefix(token, tokenPrefix)
+	i := strings.LastIndexByte(rest, '.')
+	if !ok || i <= 0 || !validName.MatchString(rest[:i]) {
+		return "", fmt.Errorf("%w: not an uploadbox enrollment token (ubx-enroll-NAME.SECRET)", ErrBadToken)
+	}
+	return rest[:i], nil
+}
+
+// Enroll redeems a token for the device key pub and records the serial of
+// the certificate the caller will issue. Wrong tokens count as failures
+// of the device they name; MaxFailures within FailureWindow lock it.
+func (r *Registry) Enroll(token string, pub ed25519.PublicKey, certSerial, source string) error {
 	if len(pub) != ed25519.PublicKeySize {
 		return errors.New("enroll: device key must be an Ed25519 public key")
 	}
+	name, err := TokenName(token)
+	if err != nil {
+		return errors.Join(err, r.audit("device.enroll", "", source, "denied", "malformed token"))
+	}
 	var outcome, detail string
 	var result error
-	err := r.db.Update(func(tx *bolt.Tx) error {
+	err = r.db.Update(func(tx *bolt.Tx) error {
 		d, err := r.get(tx, name)
 		if err != nil {
 			outcome, result = "denied", err

@@ -71,14 +71,14 @@ func TestEnrollOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(tok, tokenPrefix) || len(tok) < len(tokenPrefix)+43 || !exp.Equal(f.now.Add(TokenLifetime)) {
+	if name, err := TokenName(tok); err != nil || name != "room-101" || len(tok) < len(tokenPrefix)+len("room-101.")+43 || !exp.Equal(f.now.Add(TokenLifetime)) {
 		t.Fatalf("token %q expiry %v", tok, exp)
 	}
 	if _, _, err := f.reg.Add("room-101"); !errors.Is(err, ErrExists) {
 		t.Fatalf("second add: %v", err)
 	}
 	pub := key(t)
-	if err := f.reg.Enroll("room-101", tok, pub, "42", "10.0.0.7:5555"); err != nil {
+	if err := f.reg.Enroll(tok, pub, "42", "10.0.0.7:5555"); err != nil {
 		t.Fatal(err)
 	}
 	d, err := f.reg.Get("room-101")
@@ -89,7 +89,7 @@ func TestEnrollOnce(t *testing.T) {
 		t.Fatal("enrolled certificate not authorized")
 	}
 	// The token is one-time.
-	if err := f.reg.Enroll("room-101", tok, key(t), "43", "10.0.0.8:1"); !errors.Is(err, ErrTokenUsed) {
+	if err := f.reg.Enroll(tok, key(t), "43", "10.0.0.8:1"); !errors.Is(err, ErrTokenUsed) {
 		t.Fatalf("token reuse: %v", err)
 	}
 	log := f.auditText(t)
@@ -107,7 +107,7 @@ func TestExpiredToken(t *testing.T) {
 	f := newRegistry(t)
 	tok, _, _ := f.reg.Add("room-102")
 	f.now = f.now.Add(TokenLifetime + time.Second)
-	if err := f.reg.Enroll("room-102", tok, key(t), "1", "x"); !errors.Is(err, ErrTokenExpired) {
+	if err := f.reg.Enroll(tok, key(t), "1", "x"); !errors.Is(err, ErrTokenExpired) {
 		t.Fatalf("expired token: %v", err)
 	}
 	if !strings.Contains(f.auditText(t), "expired") {
@@ -119,14 +119,14 @@ func TestLockoutAndUnlock(t *testing.T) {
 	f := newRegistry(t)
 	tok, _, _ := f.reg.Add("room-103")
 	for i := range MaxFailures {
-		err := f.reg.Enroll("room-103", "ubx-enroll-wrong", key(t), "1", "203.0.113.9:1")
+		err := f.reg.Enroll("ubx-enroll-room-103.wrong", key(t), "1", "203.0.113.9:1")
 		if i < MaxFailures-1 && !errors.Is(err, ErrBadToken) {
 			t.Fatalf("attempt %d: %v", i, err)
 		}
 		f.now = f.now.Add(time.Minute)
 	}
 	// Locked: even the right token is refused now.
-	if err := f.reg.Enroll("room-103", tok, key(t), "1", "x"); !errors.Is(err, ErrLocked) {
+	if err := f.reg.Enroll(tok, key(t), "1", "x"); !errors.Is(err, ErrLocked) {
 		t.Fatalf("after %d failures: %v", MaxFailures, err)
 	}
 	if !strings.Contains(f.auditText(t), `"outcome":"locked"`) {
@@ -135,7 +135,7 @@ func TestLockoutAndUnlock(t *testing.T) {
 	if err := f.reg.Unlock("room-103"); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.reg.Enroll("room-103", tok, key(t), "7", "x"); err != nil {
+	if err := f.reg.Enroll(tok, key(t), "7", "x"); err != nil {
 		t.Fatalf("after unlock: %v", err)
 	}
 	if err := f.reg.Unlock("room-103"); err == nil {
@@ -147,10 +147,10 @@ func TestFailuresOutsideTheWindowDoNotLock(t *testing.T) {
 	f := newRegistry(t)
 	tok, _, _ := f.reg.Add("room-104")
 	for range 2 * MaxFailures {
-		f.reg.Enroll("room-104", "ubx-enroll-wrong", key(t), "1", "x")
+		f.reg.Enroll("ubx-enroll-room-104.wrong", key(t), "1", "x")
 		f.now = f.now.Add(FailureWindow/time.Duration(MaxFailures-1) + time.Minute)
 	}
-	if err := f.reg.Enroll("room-104", tok, key(t), "1", "x"); err != nil {
+	if err := f.reg.Enroll(tok, key(t), "1", "x"); err != nil {
 		t.Fatalf("slow failures locked the device: %v", err)
 	}
 }
@@ -158,7 +158,7 @@ func TestFailuresOutsideTheWindowDoNotLock(t *testing.T) {
 func TestRevoke(t *testing.T) {
 	f := newRegistry(t)
 	tok, _, _ := f.reg.Add("room-105")
-	if err := f.reg.Enroll("room-105", tok, key(t), "99", "x"); err != nil {
+	if err := f.reg.Enroll(tok, key(t), "99", "x"); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.reg.Revoke("room-105"); err != nil {
@@ -183,10 +183,15 @@ func TestBadNamesAndKeys(t *testing.T) {
 			t.Errorf("Add(%q): %v", name, err)
 		}
 	}
-	if err := f.reg.Enroll("ghost", "t", key(t), "1", "x"); !errors.Is(err, ErrUnknownDevice) {
+	if err := f.reg.Enroll("ubx-enroll-ghost.abc", key(t), "1", "x"); !errors.Is(err, ErrUnknownDevice) {
 		t.Fatalf("unknown device: %v", err)
 	}
-	if err := f.reg.Enroll("ghost", "t", ed25519.PublicKey{1, 2}, "1", "x"); err == nil {
+	for _, tok := range []string{"t", "ubx-enroll-", "ubx-enroll-.x", "ubx-enroll-../x.y", "ubx-enroll-noseparator"} {
+		if err := f.reg.Enroll(tok, key(t), "1", "x"); !errors.Is(err, ErrBadToken) {
+			t.Errorf("token %q: %v", tok, err)
+		}
+	}
+	if err := f.reg.Enroll("ubx-enroll-ghost.abc", ed25519.PublicKey{1, 2}, "1", "x"); err == nil {
 		t.Fatal("short key accepted")
 	}
 }
