@@ -13,6 +13,6 @@ func newRootCommand() *cobra.Command {
 	}
 	keys := &cobra.Command{Use: "keys", Short: "Manage the device signing key"}
 	keys.AddCommand(newKeysDeviceCommand())
-	root.AddCommand(cli.NewVersionCommand("uploadbox"), keys, newSealCommand(), newRecordCommand(), newEnrollCommand())
+	root.AddCommand(cli.NewVersionCommand("uploadbox"), keys, newSealCommand(), newRecordCommand(), newEnrollCommand(), newUploadCommand())
 	return root
 }
