@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	tusd "github.com/tus/tusd/v2/pkg/handler"
@@ -82,12 +83,45 @@ func httpError(w http.ResponseWriter, code int, msg string) {
 	json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }
 
-// preCreate bounds what a device may create: a segment-sized upload.
+// preCreate bounds what a device may create: a segment-sized upload with
+// well-formed metadata (tusd itself skips pairs it cannot decode).
 func (s *Server) preCreate(hook tusd.HookEvent) (tusd.HTTPResponse, tusd.FileInfoChanges, error) {
 	if hook.Upload.SizeIsDeferred || hook.Upload.Size <= 0 {
 		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusd.NewError("ERR_SIZE", "Upload-Length is required and must be positive", http.StatusBadRequest)
 	}
+	if err := checkMetadata(hook.HTTPRequest.Header.Get("Upload-Metadata")); err != nil {
+		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusd.NewError("ERR_METADATA", err.Error(), http.StatusBadRequest)
+	}
 	return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, nil
+}
+
+var metadataKey = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// checkMetadata accepts "key base64, key base64, key" with plain keys,
+// standard base64 values, at most 16 pairs and 4 KiB in all.
+func checkMetadata(h string) error {
+	if h == "" {
+		return nil
+	}
+	if len(h) > 4096 {
+		return errors.New("Upload-Metadata is longer than 4 KiB")
+	}
+	pairs := strings.Split(h, ",")
+	if len(pairs) > 16 {
+		return errors.New("Upload-Metadata has more than 16 pairs")
+	}
+	for _, p := range pairs {
+		parts := strings.Fields(p)
+		if len(parts) < 1 || len(parts) > 2 || !metadataKey.MatchString(parts[0]) {
+			return fmt.Errorf("Upload-Metadata pair %q is not \"key base64\"", p)
+		}
+		if len(parts) == 2 {
+			if _, err := base64.StdEncoding.Strict().DecodeString(parts[1]); err != nil {
+				return fmt.Errorf("Upload-Metadata value of %q is not base64", parts[0])
+			}
+		}
+	}
+	return nil
 }
 
 // CommitRequest asks the receiver to take a finished upload.

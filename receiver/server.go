@@ -161,6 +161,9 @@ func Open(cfg ServerConfig) (*Server, error) {
 		DisableConcatenation:    true,
 		Logger:                  expslog.New(expslog.NewTextHandler(io.Discard, nil)),
 		PreUploadCreateCallback: s.preCreate,
+		// Bytes of a cut PATCH are saved within this time; short, so that
+		// shutdown stays well inside systemd's stop timeout.
+		GracefulRequestCompletionTimeout: 2 * time.Second,
 	})
 	if err != nil {
 		s.db.Close()

@@ -1,0 +1,323 @@
+package receiver_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/receiver"
+	"github.com/uploadbox/uploadbox/receiver/pki"
+	"github.com/uploadbox/uploadbox/receiver/receipt"
+	"github.com/uploadbox/uploadbox/uploader"
+	"github.com/uploadbox/uploadbox/uploader/tus"
+)
+
+type harness struct {
+	srv   *receiver.Server
+	data  string
+	addr  string
+	box   *uploader.State
+	admin receiver.Admin
+}
+
+// start runs a real receiver on loopback and enrolls one box with it.
+func start(t *testing.T) *harness {
+	t.Helper()
+	dir := t.TempDir()
+	h := &harness{data: filepath.Join(dir, "receiver")}
+	srv, err := receiver.Open(receiver.ServerConfig{Data: h.data, Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.srv = srv
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, func(a string) { ready <- a }) }()
+	select {
+	case h.addr = <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		srv.Close()
+	})
+	if h.admin, err = receiver.OpenAdmin(h.data); err != nil {
+		t.Fatal(err)
+	}
+	nd, err := h.admin.AddDevice("room-9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.box, err = uploader.Enroll(t.Context(), "https://"+h.addr, nd.Token, nd.CAFingerprint, filepath.Join(dir, "box")); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// segment seals a small real segment with the box's keys.
+func (h *harness) segment(t *testing.T, seq uint64, prev [32]byte, rec [16]byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := crypto.NewWriter(&buf, h.box.Recipients, h.box.Device, crypto.Params{RecordingID: rec, Sequence: seq, Prev: prev, Codec: "video/mp4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := make([]byte, 50_000)
+	rand.Read(msg)
+	w.Write(msg)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func (h *harness) upload(t *testing.T, data []byte) string {
+	t.Helper()
+	c := tus.NewClient(h.box.HTTPClient(), h.box.Receiver.JoinPath("/v1/uploads/"), tus.Options{})
+	u, err := c.Create(t.Context(), int64(len(data)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Upload(t.Context(), u, bytes.NewReader(data), int64(len(data)), nil); err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func (h *harness) commit(t *testing.T, client *http.Client, req receiver.CommitRequest) (int, receiver.CommitResponse, string) {
+	t.Helper()
+	body, _ := json.Marshal(req)
+	resp, err := client.Post("https://"+h.addr+"/v1/commit", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	var cr receiver.CommitResponse
+	json.Unmarshal(data, &cr)
+	return resp.StatusCode, cr, string(data)
+}
+
+func (h *harness) stored(t *testing.T) []string {
+	var files []string
+	filepath.Walk(filepath.Join(h.data, receiver.StoreDir), func(p string, info os.FileInfo, err error) error {
+		if err == nil && info.Mode().IsRegular() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	return files
+}
+
+func TestCommitVerifiesAndIsIdempotent(t *testing.T) {
+	h := start(t)
+	client := h.box.HTTPClient()
+	rec := [16]byte{7}
+	seg := h.segment(t, 0, [32]byte{}, rec)
+	u := h.upload(t, seg)
+	sum := sha256.Sum256(seg)
+	good := receiver.CommitRequest{UploadID: path.Base(u), Size: int64(len(seg)), SHA256: hex.EncodeToString(sum[:])}
+
+	refusals := []struct {
+		name string
+		req  receiver.CommitRequest
+		code int
+	}{
+		{"wrong hash", receiver.CommitRequest{UploadID: good.UploadID, Size: good.Size, SHA256: strings.Repeat("00", 32)}, http.StatusConflict},
+		{"wrong size", receiver.CommitRequest{UploadID: good.UploadID, Size: good.Size - 1, SHA256: good.SHA256}, http.StatusConflict},
+		{"path in upload id", receiver.CommitRequest{UploadID: "../../ca.key", Size: 1, SHA256: good.SHA256}, http.StatusBadRequest},
+		{"unknown upload", receiver.CommitRequest{UploadID: strings.Repeat("ab", 16), Size: 1, SHA256: good.SHA256}, http.StatusNotFound},
+		{"bad hash text", receiver.CommitRequest{UploadID: good.UploadID, Size: good.Size, SHA256: "xyz"}, http.StatusBadRequest},
+	}
+	for _, tc := range refusals {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, body := h.commit(t, client, tc.req)
+			if code != tc.code {
+				t.Fatalf("HTTP %d (%s), want %d", code, body, tc.code)
+			}
+			if files := h.stored(t); len(files) != 0 {
+				t.Fatalf("a refused commit stored %v", files)
+			}
+		})
+	}
+
+	code, first, body := h.commit(t, client, good)
+	if code != http.StatusOK {
+		t.Fatalf("commit: HTTP %d %s", code, body)
+	}
+	rb := mustB64(t, first.Receipt)
+	r, err := receipt.Verify(h.box.ReceiptKey, rb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Matches(ed25519.PublicKey(h.box.Device.Public().Bytes()), rec, 0, sum, int64(len(seg))); err != nil {
+		t.Fatal(err)
+	}
+	// Again: the same receipt, nothing stored twice.
+	code, again, _ := h.commit(t, client, good)
+	if code != http.StatusOK || again.Receipt != first.Receipt || !again.Repeated {
+		t.Fatalf("repeated commit: HTTP %d %+v", code, again)
+	}
+	// The same segment uploaded a second time is recognised too.
+	u2 := h.upload(t, seg)
+	code, third, _ := h.commit(t, client, receiver.CommitRequest{UploadID: path.Base(u2), Size: good.Size, SHA256: good.SHA256})
+	if code != http.StatusOK || third.Receipt != first.Receipt {
+		t.Fatalf("second upload of the same segment: HTTP %d %+v", code, third)
+	}
+	if files := h.stored(t); len(files) != 1 {
+		t.Fatalf("stored %v, want exactly one object", files)
+	}
+	// Other bytes for the same (recording, sequence) are refused.
+	other := h.segment(t, 0, [32]byte{}, rec)
+	u3 := h.upload(t, other)
+	osum := sha256.Sum256(other)
+	if code, _, body := h.commit(t, client, receiver.CommitRequest{UploadID: path.Base(u3), Size: int64(len(other)), SHA256: hex.EncodeToString(osum[:])}); code != http.StatusConflict {
+		t.Fatalf("conflicting segment: HTTP %d %s", code, body)
+	}
+	// A segment whose chain link is wrong is refused.
+	bad := h.segment(t, 1, [32]byte{9}, rec)
+	u4 := h.upload(t, bad)
+	bsum := sha256.Sum256(bad)
+	if code, _, body := h.commit(t, client, receiver.CommitRequest{UploadID: path.Base(u4), Size: int64(len(bad)), SHA256: hex.EncodeToString(bsum[:])}); code != http.StatusConflict || !strings.Contains(body, "chain") {
+		t.Fatalf("broken chain: HTTP %d %s", code, body)
+	}
+	// Garbage is not a segment.
+	junk := make([]byte, 5000)
+	rand.Read(junk)
+	u5 := h.upload(t, junk)
+	jsum := sha256.Sum256(junk)
+	if code, _, body := h.commit(t, client, receiver.CommitRequest{UploadID: path.Base(u5), Size: int64(len(junk)), SHA256: hex.EncodeToString(jsum[:])}); code != http.StatusUnprocessableEntity {
+		t.Fatalf("garbage: HTTP %d %s", code, body)
+	}
+	if files := h.stored(t); len(files) != 1 {
+		t.Fatalf("stored %v after refusals, want the one good segment", files)
+	}
+}
+
+func mustB64(t *testing.T, s string) []byte {
+	t.Helper()
+	var b []byte
+	if err := json.Unmarshal([]byte(`"`+s+`"`), &b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestBadTusRequests: malformed tus requests get 4xx and change nothing.
+func TestBadTusRequests(t *testing.T) {
+	h := start(t)
+	client := h.box.HTTPClient()
+	c := tus.NewClient(client, h.box.Receiver.JoinPath("/v1/uploads/"), tus.Options{})
+	u, err := c.Create(t.Context(), 100, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	do := func(method, url string, hdr map[string]string, body []byte) int {
+		req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+		req.Header.Set("Tus-Resumable", "1.0.0")
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	base := "https://" + h.addr + "/v1/uploads/"
+	patch := map[string]string{"Content-Type": "application/offset+octet-stream"}
+	cases := []struct {
+		name   string
+		method string
+		url    string
+		hdr    map[string]string
+		body   []byte
+	}{
+		{"create without length", "POST", base, nil, nil},
+		{"create with negative length", "POST", base, map[string]string{"Upload-Length": "-5"}, nil},
+		{"create oversize", "POST", base, map[string]string{"Upload-Length": "99999999999999"}, nil},
+		{"garbage metadata", "POST", base, map[string]string{"Upload-Length": "10", "Upload-Metadata": "name !!!not-base64"}, nil},
+		{"patch at wrong offset", "PATCH", u, map[string]string{"Content-Type": patch["Content-Type"], "Upload-Offset": "50"}, []byte("xx")},
+		{"patch beyond length", "PATCH", u, map[string]string{"Content-Type": patch["Content-Type"], "Upload-Offset": "0"}, make([]byte, 101)},
+		{"patch without offset", "PATCH", u, map[string]string{"Content-Type": patch["Content-Type"]}, []byte("xx")},
+		{"patch wrong content type", "PATCH", u, map[string]string{"Content-Type": "text/plain", "Upload-Offset": "0"}, []byte("xx")},
+		{"path characters in id", "HEAD", base + "..%2f..%2fca.key", nil, nil},
+		{"unknown id", "HEAD", base + strings.Repeat("cd", 16), nil, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code := do(tc.method, tc.url, tc.hdr, tc.body)
+			if code < 400 || code > 499 {
+				t.Fatalf("HTTP %d, want 4xx", code)
+			}
+			if off, err := c.Offset(t.Context(), u); err != nil || off != 0 {
+				t.Fatalf("the upload changed: offset %d (%v)", off, err)
+			}
+		})
+	}
+}
+
+// TestDeviceAccess: no certificate, a foreign certificate and a revoked
+// device are refused; refusals are in the audit log.
+func TestDeviceAccess(t *testing.T) {
+	h := start(t)
+	req := receiver.CommitRequest{UploadID: strings.Repeat("ab", 16), Size: 1, SHA256: strings.Repeat("00", 32)}
+	anon := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.ClientTLS(nil, "", nil).RootCAs, MinVersion: tls.VersionTLS12}}}
+	anon.Transport.(*http.Transport).TLSClientConfig = h.box.TLSConfig().Clone()
+	anon.Transport.(*http.Transport).TLSClientConfig.Certificates = nil
+	if code, _, _ := h.commit(t, anon, req); code != http.StatusUnauthorized {
+		t.Fatalf("no certificate: HTTP %d, want 401", code)
+	}
+	// A certificate from another CA is not even sent: anonymous again.
+	other, _ := pki.NewCA("other", time.Now())
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	fc, _ := other.IssueDevice("room-9", pub, time.Now())
+	foreignCfg := h.box.TLSConfig().Clone()
+	foreignCfg.Certificates = []tls.Certificate{pki.DeviceCertificate(fc, priv)}
+	foreign := &http.Client{Transport: &http.Transport{TLSClientConfig: foreignCfg}}
+	if code, _, _ := h.commit(t, foreign, req); code != http.StatusUnauthorized {
+		t.Fatalf("foreign certificate: HTTP %d, want 401", code)
+	}
+	// The enrolled box gets through (404: no such upload)...
+	if code, _, _ := h.commit(t, h.box.HTTPClient(), req); code != http.StatusNotFound {
+		t.Fatalf("enrolled box: HTTP %d, want 404", code)
+	}
+	// ...until it is revoked: then the TLS handshake fails.
+	if err := h.admin.RevokeDevice("room-9"); err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(req)
+	if _, err := h.box.HTTPClient().Post("https://"+h.addr+"/v1/commit", "application/json", bytes.NewReader(body)); err == nil {
+		t.Fatal("revoked device still connects")
+	}
+	log, err := os.ReadFile(filepath.Join(h.data, receiver.AuditFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(log), `"event":"device.connect","identity":"room-9","outcome":"denied"`) {
+		t.Fatalf("revoked connection not audited:\n%s", log)
+	}
+	if !strings.Contains(string(log), `"event":"device.revoke","identity":"room-9","source":"local","outcome":"ok"`) {
+		t.Fatalf("revocation not audited:\n%s", log)
+	}
+}
