@@ -16,6 +16,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/receiver/devices"
 	"github.com/uploadbox/uploadbox/receiver/pki"
@@ -285,3 +286,33 @@ func (a *socketAdmin) ListRecordings() ([]Recording, error) {
 }
 
 func (a *socketAdmin) Close() error { return nil }
+
+// ExportStored exports recording id (hex) from the receiver's local store
+// in data: the segments are found through the admin interface, so it
+// works while serve runs. Segments in an S3 store are not reachable here.
+func ExportStored(ctx context.Context, data, id, out string, ids []*crypto.Identity) (*ExportReport, error) {
+	a, err := OpenAdmin(data)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := a.ListRecordings()
+	a.Close()
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rs {
+		if r.ID != id {
+			continue
+		}
+		var paths []string
+		for _, k := range r.Keys {
+			p := filepath.Join(data, StoreDir, filepath.FromSlash(k))
+			if _, err := os.Stat(p); err != nil {
+				return nil, fmt.Errorf("recording %s: segment %s is not in the local store (an S3 store? download the segments and use export): %w", id, k, err)
+			}
+			paths = append(paths, p)
+		}
+		return Export(ctx, out, ids, paths, ExportOptions{})
+	}
+	return nil, fmt.Errorf("no recording %s on this receiver (see recordings list)", id)
+}

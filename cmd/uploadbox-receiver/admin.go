@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/internal/cli"
 	"github.com/uploadbox/uploadbox/receiver"
@@ -113,7 +114,7 @@ func newRecordingsCommand() *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%t\t%d\n", r.ID, r.Device, r.Segments, r.Bytes, r.Complete, r.Truncated)
 			}
 			return tw.Flush()
-		}))
+		}), newRecordingsExportCommand())
 	return recs
 }
 
@@ -137,4 +138,36 @@ func newAuditCommand() *cobra.Command {
 	verify.MarkFlagRequired("data")
 	a.AddCommand(verify)
 	return a
+}
+
+func newRecordingsExportCommand() *cobra.Command {
+	var data, identity, out string
+	cmd := &cobra.Command{
+		Use:   "export ID -o rec.mp4 --identity org.key --data DIR",
+		Short: "Export a stored recording as one MP4 (as the export command, from the store)",
+		Args:  cli.Args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := crypto.ReadIdentityFile(identity)
+			if err != nil {
+				return err
+			}
+			rep, err := receiver.ExportStored(cmd.Context(), data, args[0], out, []*crypto.Identity{id})
+			if rep != nil {
+				printWarnings(cmd.ErrOrStderr(), rep)
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "exported %d segments of recording %s to %s: %s, %d bytes\n",
+				len(rep.Segments), args[0], rep.Output, rep.Duration, rep.Bytes)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&data, "data", "", "the receiver's data directory")
+	cmd.Flags().StringVar(&identity, "identity", "", "organisation private key file")
+	cmd.Flags().StringVarP(&out, "output", "o", "", "MP4 file to write")
+	for _, n := range []string{"data", "identity", "output"} {
+		cmd.MarkFlagRequired(n)
+	}
+	return cmd
 }

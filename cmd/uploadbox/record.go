@@ -30,6 +30,7 @@ type recordOptions struct {
 	segment        time.Duration
 	recipientsFile string
 	deviceKey      string
+	state          string
 	out            string
 }
 
@@ -45,8 +46,9 @@ func (o *recordOptions) AddFlags(cmd *cobra.Command) {
 	f.DurationVar(&o.segment, "segment", 10*time.Second, "segment length")
 	f.StringVar(&o.recipientsFile, "recipients-file", "", "organisation public keys")
 	f.StringVar(&o.deviceKey, "device-key", "", "the device's private signing key")
+	f.StringVar(&o.state, "state", "", "use the enrolled device key and recipients from this state directory")
 	f.StringVar(&o.out, "out", "", "spool directory for the sealed segments")
-	for _, name := range []string{"source", "duration", "recipients-file", "device-key", "out"} {
+	for _, name := range []string{"source", "duration", "out"} {
 		cmd.MarkFlagRequired(name)
 	}
 }
@@ -62,7 +64,7 @@ func newRecordCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rs, dev, err := sealingKeys(o.recipientsFile, o.deviceKey)
+			rs, dev, err := sealingKeys(o.state, o.recipientsFile, o.deviceKey)
 			if err != nil {
 				return err
 			}

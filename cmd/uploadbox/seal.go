@@ -3,17 +3,20 @@ package main
 import (
 	"encoding/hex"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/cli"
+	"github.com/uploadbox/uploadbox/uploader"
 )
 
 type sealOptions struct {
 	recipientsFile string
 	deviceKey      string
+	state          string
 	out            string
 	recordingID    string
 	sequence       uint64
@@ -25,14 +28,13 @@ func (o *sealOptions) AddFlags(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&o.recipientsFile, "recipients-file", "", "organisation public keys (1 to 4, one suite)")
 	f.StringVar(&o.deviceKey, "device-key", "", "the device's private signing key")
+	f.StringVar(&o.state, "state", "", "use the enrolled device key and recipients from this state directory")
 	f.StringVarP(&o.out, "output", "o", "", "sealed segment to write")
 	f.StringVar(&o.recordingID, "recording-id", "", "recording id, 32 hex digits (default: random)")
 	f.Uint64Var(&o.sequence, "sequence", 0, "sequence number of the segment in its recording")
 	f.StringVar(&o.prev, "prev", "", "commitment of the previous segment, 64 hex digits (required when --sequence > 0)")
 	f.StringVar(&o.codec, "codec", "application/octet-stream", "media type recorded in the header")
-	for _, name := range []string{"recipients-file", "device-key", "output"} {
-		cmd.MarkFlagRequired(name)
-	}
+	cmd.MarkFlagRequired("output")
 }
 
 func newSealCommand() *cobra.Command {
@@ -46,7 +48,7 @@ func newSealCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rs, dev, err := sealingKeys(o.recipientsFile, o.deviceKey)
+			rs, dev, err := sealingKeys(o.state, o.recipientsFile, o.deviceKey)
 			if err != nil {
 				return err
 			}
@@ -96,8 +98,18 @@ func decodeHex(s string, dst []byte) error {
 }
 
 // sealingKeys loads what a box seals with: the organisation's public keys
-// and its own signing key.
-func sealingKeys(recipientsFile, deviceKey string) ([]*crypto.Recipient, *crypto.DeviceKey, error) {
+// and its own signing key, from an enrolled state directory or from the
+// explicit key files.
+func sealingKeys(state, recipientsFile, deviceKey string) ([]*crypto.Recipient, *crypto.DeviceKey, error) {
+	switch {
+	case state != "" && (recipientsFile != "" || deviceKey != ""):
+		return nil, nil, cli.Usagef("give either --state or --recipients-file and --device-key, not both")
+	case state != "":
+		recipientsFile = filepath.Join(state, uploader.RecipientsFile)
+		deviceKey = filepath.Join(state, uploader.DeviceKeyFile)
+	case recipientsFile == "" || deviceKey == "":
+		return nil, nil, cli.Usagef("--recipients-file and --device-key are required (or --state DIR after uploadbox enroll)")
+	}
 	rs, err := crypto.ReadRecipientsFile(recipientsFile)
 	if err != nil {
 		return nil, nil, err

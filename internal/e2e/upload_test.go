@@ -92,8 +92,7 @@ func setupBox(t *testing.T, dir string, via func(addr string) string) enrolled {
 func recordInto(t *testing.T, b enrolled, spool string, d string) int {
 	t.Helper()
 	out := run(t, "uploadbox", "record", "--source", "test", "--size", "640x360", "--fps", "25", "--bitrate", "2000k",
-		"--duration", d, "--segment", "2s", "--recipients-file", filepath.Join(b.state, "org.pub"),
-		"--device-key", filepath.Join(b.state, "device.key"), "--out", spool)
+		"--duration", d, "--segment", "2s", "--state", b.state, "--out", spool)
 	n := 0
 	for _, l := range strings.Split(out, "\n") {
 		if strings.HasPrefix(l, "sealed ") {
@@ -152,12 +151,8 @@ func TestUploadExactlyOnceThenWipe(t *testing.T) {
 	if !strings.Contains(out, "uploaded 0 segments") {
 		t.Fatalf("second upload: %s", out)
 	}
-	var segs []string
-	for _, k := range rs[0].Keys {
-		segs = append(segs, filepath.Join(b.rcv.data, "store", k))
-	}
 	mp4 := filepath.Join(dir, "rec.mp4")
-	run(t, "uploadbox-receiver", append([]string{"export", "--identity", filepath.Join(b.rcv.data, "org.key"), "-o", mp4}, segs...)...)
+	run(t, "uploadbox-receiver", "recordings", "export", rs[0].ID, "-o", mp4, "--identity", filepath.Join(b.rcv.data, "org.key"), "--data", b.rcv.data)
 	if d := checkRecording(t, mp4, true); d < 5.5 {
 		t.Fatalf("exported %.2fs of a 6 s recording", d)
 	}
