@@ -7,11 +7,14 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"strings"
@@ -319,5 +322,52 @@ func TestDeviceAccess(t *testing.T) {
 	}
 	if !strings.Contains(string(log), `"event":"device.revoke","identity":"room-9","source":"local","outcome":"ok"`) {
 		t.Fatalf("revocation not audited:\n%s", log)
+	}
+}
+
+// TestTusJSClient: an independent tus client (tus-js-client on Node, over
+// mutual TLS) uploads a segment that the receiver then commits.
+func TestTusJSClient(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node is required (scripts/setup.sh): %v", err)
+	}
+	modules, _ := filepath.Abs("../.cache/npm/node_modules")
+	if _, err := os.Stat(filepath.Join(modules, "tus-js-client")); err != nil {
+		t.Fatalf("tus-js-client is required in .cache/npm (run scripts/setup.sh): %v", err)
+	}
+	h := start(t)
+	dir := t.TempDir()
+	seg := h.segment(t, 0, [32]byte{}, [16]byte{3})
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(h.box.Device.Signer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	segPath := write("seg.ubx", seg)
+	caPath := write("ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: h.box.CA.Raw}))
+	certPath := write("cert.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: h.box.DeviceCert.Certificate[0]}))
+	keyPath := write("key.pem", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+	cmd := exec.CommandContext(t.Context(), node, "testdata/tus-upload.cjs", "https://"+h.addr+"/v1/uploads/", segPath, caPath, certPath, keyPath)
+	cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
+	out, err := cmd.Output()
+	if err != nil {
+		msg := ""
+		if ee, ok := err.(*exec.ExitError); ok {
+			msg = string(ee.Stderr)
+		}
+		t.Fatalf("tus-js-client: %v\n%s", err, msg)
+	}
+	u := strings.TrimSpace(string(out))
+	sum := sha256.Sum256(seg)
+	code, cr, body := h.commit(t, h.box.HTTPClient(), receiver.CommitRequest{UploadID: path.Base(u), Size: int64(len(seg)), SHA256: hex.EncodeToString(sum[:])})
+	if code != http.StatusOK || cr.Outcome != "OK" {
+		t.Fatalf("commit of the tus-js-client upload: HTTP %d %s", code, body)
 	}
 }

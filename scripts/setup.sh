@@ -27,5 +27,11 @@ if [ "$(node -p "try{require('./.cache/npm/node_modules/playwright-core/package.
 	npm install --silent --no-audit --no-fund --prefix .cache/npm "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null
 fi
 
+TUS_JS_VERSION=4.3.1
+if [ "$(node -p "try{require('./.cache/npm/node_modules/tus-js-client/package.json').version}catch(e){''}" 2>/dev/null)" != "$TUS_JS_VERSION" ]; then
+	echo "setup: installing tus-js-client@$TUS_JS_VERSION into .cache/npm"
+	npm install --silent --no-audit --no-fund --prefix .cache/npm "tus-js-client@$TUS_JS_VERSION" >/dev/null
+fi
+
 # The S3 server the receiver/store tests use (versitygw, built with go install).
 ./scripts/versitygw.sh
