@@ -155,11 +155,9 @@ func refuse(code int, format string, args ...any) error {
 
 func (s *Server) handleCommit(w http.ResponseWriter, r *http.Request) {
 	d := r.Context().Value(deviceKey).(*devices.Device)
-	var req CommitRequest
-	dec := json.NewDecoder(io.LimitReader(r.Body, 4096))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		httpError(w, http.StatusBadRequest, "commit: bad request body: "+err.Error())
+	req, err := parseCommitRequest(r.Body)
+	if err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	resp, err := s.commit(r.Context(), d, req)
@@ -177,16 +175,33 @@ func (s *Server) handleCommit(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(resp)
 }
 
+// parseCommitRequest decodes and checks a commit request body strictly.
+func parseCommitRequest(body io.Reader) (CommitRequest, error) {
+	var req CommitRequest
+	dec := json.NewDecoder(io.LimitReader(body, 4096))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, fmt.Errorf("commit: bad request body: %w", err)
+	}
+	if dec.More() {
+		return req, errors.New("commit: bad request body: more than one JSON value")
+	}
+	if !uploadID.MatchString(req.UploadID) {
+		return req, fmt.Errorf("commit: upload id %q is not a tus upload id", req.UploadID)
+	}
+	if b, err := hex.DecodeString(req.SHA256); err != nil || len(b) != sha256.Size {
+		return req, errors.New("commit: sha256 must be 64 hex digits")
+	}
+	if req.Size <= 0 || req.Size > MaxSegmentSize {
+		return req, fmt.Errorf("commit: size %d out of range", req.Size)
+	}
+	return req, nil
+}
+
 // commit verifies an upload keylessly, stores it exactly once and signs a
 // receipt. A repeated commit of the same bytes returns the same receipt.
 func (s *Server) commit(ctx context.Context, d *devices.Device, req CommitRequest) (*CommitResponse, error) {
-	if !uploadID.MatchString(req.UploadID) {
-		return nil, refuse(http.StatusBadRequest, "commit: upload id %q is not a tus upload id", req.UploadID)
-	}
-	want, err := hex.DecodeString(req.SHA256)
-	if err != nil || len(want) != sha256.Size {
-		return nil, refuse(http.StatusBadRequest, "commit: sha256 must be 64 hex digits")
-	}
+	// req passed parseCommitRequest: the id is 32 hex digits, never a path.
 	path := filepath.Join(s.uploads, req.UploadID)
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
