@@ -28,6 +28,8 @@ func main() {
 	rounds := flag.Int("rounds", 5, "repetitions; the median is reported")
 	recordFor := flag.Duration("record", 30*time.Second, "length of the recording comparison")
 	encodeOnly := flag.Duration("encode-only", 0, "internal: run the bare encode for this long in this process and exit")
+	uploadMiB := flag.Int64("upload", 1024, "MiB of segments for the upload comparison")
+	only := flag.String("only", "", "run one comparison: seal, age, record or upload")
 	flag.Parse()
 	if *encodeOnly > 0 {
 		n, err := capture.EncodeOnly(context.Background(), benchCapture, *encodeOnly)
@@ -38,7 +40,7 @@ func main() {
 		fmt.Println(n)
 		return
 	}
-	if err := run(*bin, *size<<20, *rounds, *recordFor); err != nil {
+	if err := run(*bin, *size<<20, *rounds, *recordFor, *uploadMiB<<20, *only); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -50,14 +52,25 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-func run(bin string, size, rounds int, recordFor time.Duration) error {
-	if err := inProcess(rounds); err != nil {
-		return err
+func run(bin string, size, rounds int, recordFor time.Duration, upload int64, only string) error {
+	steps := []struct {
+		name string
+		f    func() error
+	}{
+		{"seal", func() error { return inProcess(rounds) }},
+		{"age", func() error { return againstAge(bin, size, rounds) }},
+		{"record", func() error { return recordVsEncode(bin, recordFor) }},
+		{"upload", func() error { return uploadBench(upload) }},
 	}
-	if err := againstAge(bin, size, rounds); err != nil {
-		return err
+	for _, s := range steps {
+		if only != "" && only != s.name {
+			continue
+		}
+		if err := s.f(); err != nil {
+			return err
+		}
 	}
-	return recordVsEncode(bin, recordFor)
+	return nil
 }
 
 // benchCapture is the source and encoder setting of the recording comparison.

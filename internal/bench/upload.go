@@ -1,0 +1,259 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/receiver"
+	"github.com/uploadbox/uploadbox/receiver/pki"
+	"github.com/uploadbox/uploadbox/uploader"
+	"github.com/uploadbox/uploadbox/uploader/spool"
+)
+
+// uploadBench measures the uploader's goodput over loopback TLS against
+// curl sending the same files to a plain TLS sink in the same run, and
+// the bytes re-sent when the connection is cut 10 times.
+func uploadBench(total int64) error {
+	const segSize = 64 << 20
+	dir, err := os.MkdirTemp("", "uploadbox-bench-upload-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	srv, err := receiver.Open(receiver.ServerConfig{Data: filepath.Join(dir, "receiver"), Listen: "127.0.0.1:0"})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	ready := make(chan string, 1)
+	go srv.Run(ctx, func(a string) { ready <- a })
+	addr := <-ready
+	admin, err := receiver.OpenAdmin(filepath.Join(dir, "receiver"))
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+
+	// A proxy in front of the receiver that can cut every connection.
+	cut := make(chan struct{})
+	proxy, err := cuttingProxy(ctx, addr, cut)
+	if err != nil {
+		return err
+	}
+	enroll := func(name, via string) (*uploader.State, error) {
+		nd, err := admin.AddDevice(name)
+		if err != nil {
+			return nil, err
+		}
+		return uploader.Enroll(ctx, "https://"+via, nd.Token, nd.CAFingerprint, filepath.Join(dir, name))
+	}
+	box, err := enroll("bench-1", addr)
+	if err != nil {
+		return err
+	}
+	spoolDir := filepath.Join(dir, "spool")
+	if err := os.Mkdir(spoolDir, 0o700); err != nil {
+		return err
+	}
+	n := int(total / segSize)
+	rec, _ := crypto.NewRecordingID()
+	var prev [crypto.CommitmentSize]byte
+	var files []string
+	chunk := make([]byte, 1<<20)
+	for i := range n {
+		name := filepath.Join(spoolDir, fmt.Sprintf("%x-%06d.ubx", rec, i))
+		f, err := os.Create(name)
+		if err != nil {
+			return err
+		}
+		w, err := crypto.NewWriter(f, box.Recipients, box.Device, crypto.Params{RecordingID: rec, Sequence: uint64(i), Prev: prev, Codec: "video/mp4"})
+		if err != nil {
+			return err
+		}
+		for range segSize / len(chunk) {
+			rand.Read(chunk[:4096])
+			w.Write(chunk)
+		}
+		if err := w.Close(); err != nil {
+			return err
+		}
+		f.Close()
+		prev = w.Commitment()
+		files = append(files, name)
+	}
+	var sealedBytes int64
+	for _, f := range files {
+		st, _ := os.Stat(f)
+		sealedBytes += st.Size()
+	}
+
+	// Baseline: curl sends the same files to a TLS sink on loopback.
+	sink, caPEM, err := tlsSink(ctx)
+	if err != nil {
+		return err
+	}
+	caFile := filepath.Join(dir, "sink-ca.pem")
+	os.WriteFile(caFile, caPEM, 0o600)
+	start := time.Now()
+	for _, f := range files {
+		if out, err := exec.Command("curl", "-sS", "--fail", "--cacert", caFile, "-T", f, "https://"+sink+"/sink").CombinedOutput(); err != nil {
+			return fmt.Errorf("curl: %v: %s", err, out)
+		}
+	}
+	curlTime := time.Since(start)
+
+	// Copies of the files for the second (cut) run.
+	cutDir := filepath.Join(dir, "spool-cut")
+	os.Mkdir(cutDir, 0o700)
+	box2, err := enroll("bench-2", proxy)
+	if err != nil {
+		return err
+	}
+	rec2, _ := crypto.NewRecordingID()
+	prev = [crypto.CommitmentSize]byte{}
+	for i := range n {
+		f, _ := os.Create(filepath.Join(cutDir, fmt.Sprintf("%x-%06d.ubx", rec2, i)))
+		w, _ := crypto.NewWriter(f, box2.Recipients, box2.Device, crypto.Params{RecordingID: rec2, Sequence: uint64(i), Prev: prev, Codec: "video/mp4"})
+		for range segSize / len(chunk) {
+			w.Write(chunk)
+		}
+		w.Close()
+		f.Close()
+		prev = w.Commitment()
+	}
+
+	sp, err := spool.Open(spoolDir, spool.Options{Device: box.Device.Public()})
+	if err != nil {
+		return err
+	}
+	start = time.Now()
+	sum, err := uploader.New(box, sp, nil).Drain(ctx, nil, nil)
+	upTime := time.Since(start)
+	sp.Close()
+	if err != nil {
+		return fmt.Errorf("upload: %w", err)
+	}
+
+	sp2, err := spool.Open(cutDir, spool.Options{Device: box2.Device.Public()})
+	if err != nil {
+		return err
+	}
+	// Cut every connection 10 times while the upload runs.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 10 {
+			time.Sleep(time.Duration(200+mustRand(300)) * time.Millisecond)
+			cut <- struct{}{}
+		}
+	}()
+	sum2, err := uploader.New(box2, sp2, nil).Drain(ctx, nil, nil)
+	<-done
+	sp2.Close()
+	if err != nil {
+		return fmt.Errorf("upload with cuts: %w", err)
+	}
+	mbps := func(b int64, d time.Duration) float64 { return float64(b) / d.Seconds() / 1e6 }
+	fmt.Printf("upload goodput vs curl to a TLS sink (%d segments, %d MiB, loopback):\n", n, sealedBytes>>20)
+	fmt.Printf("  curl -T            %7.0f MB/s\n  uploadbox upload   %7.0f MB/s  (tus, commit, receipt, wipe)\n", mbps(sealedBytes, curlTime), mbps(sum.Bytes, upTime))
+	fmt.Printf("  ratio              %7.2f   (goal >= 0.8)\n", curlTime.Seconds()/upTime.Seconds())
+	resent := sum2.BytesSent - sum2.Bytes
+	fmt.Printf("re-sent after 10 forced disconnects: %d of %d bytes = %.2f%% (goal <= 1%%; %d retries)\n",
+		resent, sum2.Bytes, 100*float64(resent)/float64(sum2.Bytes), sum2.Retries)
+	return nil
+}
+
+func mustRand(n int64) int64 {
+	v, _ := rand.Int(rand.Reader, big.NewInt(n))
+	return v.Int64()
+}
+
+// tlsSink is a TLS server that reads and discards request bodies.
+func tlsSink(ctx context.Context) (string, []byte, error) {
+	ca, err := pki.NewCA("bench sink", time.Now())
+	if err != nil {
+		return "", nil, err
+	}
+	cert, err := ca.IssueServer([]string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		return "", nil, err
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusCreated)
+	})}
+	go srv.Serve(ln)
+	go func() { <-ctx.Done(); srv.Close() }()
+	return ln.Addr().String(), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), nil
+}
+
+// cuttingProxy forwards to addr; every send on cut closes all the
+// connections open at that moment, as a network fault would.
+func cuttingProxy(ctx context.Context, addr string, cut <-chan struct{}) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	var mu sync.Mutex
+	open := map[net.Conn]bool{}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				ln.Close()
+				return
+			case <-cut:
+				mu.Lock()
+				for c := range open {
+					c.Close()
+				}
+				clear(open)
+				mu.Unlock()
+			}
+		}
+	}()
+	pipe := func(dst, src net.Conn) {
+		io.Copy(dst, src)
+		dst.Close()
+		src.Close()
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", addr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			open[c], open[up] = true, true
+			mu.Unlock()
+			go pipe(up, c)
+			go pipe(c, up)
+		}
+	}()
+	return ln.Addr().String(), nil
+}
