@@ -7,13 +7,13 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/uploadbox/uploadbox/crypto"
@@ -51,8 +51,8 @@ func uploadBench(total int64) error {
 	defer admin.Close()
 
 	// A proxy in front of the receiver that can cut every connection.
-	cut := make(chan struct{})
-	proxy, err := cuttingProxy(ctx, addr, cut)
+	var cutsDone atomic.Int64
+	proxy, err := cuttingProxy(ctx, addr, total/11, 10, &cutsDone)
 	if err != nil {
 		return err
 	}
@@ -154,17 +154,8 @@ func uploadBench(total int64) error {
 	if err != nil {
 		return err
 	}
-	// Cut every connection 10 times while the upload runs.
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for range 10 {
-			time.Sleep(time.Duration(200+mustRand(300)) * time.Millisecond)
-			cut <- struct{}{}
-		}
-	}()
+	// The proxy cuts every connection 10 times, spread over the bytes.
 	sum2, err := uploader.New(box2, sp2, nil).Drain(ctx, nil, nil)
-	<-done
 	sp2.Close()
 	if err != nil {
 		return fmt.Errorf("upload with cuts: %w", err)
@@ -174,14 +165,9 @@ func uploadBench(total int64) error {
 	fmt.Printf("  curl -T            %7.0f MB/s\n  uploadbox upload   %7.0f MB/s  (tus, commit, receipt, wipe)\n", mbps(sealedBytes, curlTime), mbps(sum.Bytes, upTime))
 	fmt.Printf("  ratio              %7.2f   (goal >= 0.8)\n", curlTime.Seconds()/upTime.Seconds())
 	resent := sum2.BytesSent - sum2.Bytes
-	fmt.Printf("re-sent after 10 forced disconnects: %d of %d bytes = %.2f%% (goal <= 1%%; %d retries)\n",
-		resent, sum2.Bytes, 100*float64(resent)/float64(sum2.Bytes), sum2.Retries)
+	fmt.Printf("re-sent after %d forced disconnects: %d of %d bytes = %.2f%% (goal <= 1%%; %d upload retries)\n",
+		cutsDone.Load(), resent, sum2.Bytes, 100*float64(resent)/float64(sum2.Bytes), sum2.Retries)
 	return nil
-}
-
-func mustRand(n int64) int64 {
-	v, _ := rand.Int(rand.Reader, big.NewInt(n))
-	return v.Int64()
 }
 
 // tlsSink is a TLS server that reads and discards request bodies.
@@ -207,33 +193,45 @@ func tlsSink(ctx context.Context) (string, []byte, error) {
 	return ln.Addr().String(), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), nil
 }
 
-// cuttingProxy forwards to addr; every send on cut closes all the
-// connections open at that moment, as a network fault would.
-func cuttingProxy(ctx context.Context, addr string, cut <-chan struct{}) (string, error) {
+// cuttingProxy forwards to addr and, each time another `every` bytes went
+// upstream (up to `cuts` times), closes every open connection at once, as
+// a network fault in the middle of a PATCH would. It counts the cuts.
+func cuttingProxy(ctx context.Context, addr string, every int64, cuts int, done *atomic.Int64) (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
 	}
+	go func() { <-ctx.Done(); ln.Close() }()
 	var mu sync.Mutex
 	open := map[net.Conn]bool{}
-	go func() {
+	var sent atomic.Int64
+	cutAll := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for c := range open {
+			c.Close()
+		}
+		clear(open)
+	}
+	pipe := func(dst, src net.Conn, upstream bool) {
+		buf := make([]byte, 32<<10)
 		for {
-			select {
-			case <-ctx.Done():
-				ln.Close()
-				return
-			case <-cut:
-				mu.Lock()
-				for c := range open {
-					c.Close()
+			n, err := src.Read(buf)
+			if n > 0 {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					break
 				}
-				clear(open)
-				mu.Unlock()
+				if upstream {
+					total := sent.Add(int64(n))
+					if c := done.Load(); c < int64(cuts) && total >= (c+1)*every && done.CompareAndSwap(c, c+1) {
+						cutAll()
+					}
+				}
+			}
+			if err != nil {
+				break
 			}
 		}
-	}()
-	pipe := func(dst, src net.Conn) {
-		io.Copy(dst, src)
 		dst.Close()
 		src.Close()
 	}
@@ -251,8 +249,8 @@ func cuttingProxy(ctx context.Context, addr string, cut <-chan struct{}) (string
 			mu.Lock()
 			open[c], open[up] = true, true
 			mu.Unlock()
-			go pipe(up, c)
-			go pipe(c, up)
+			go pipe(up, c, true)
+			go pipe(c, up, false)
 		}
 	}()
 	return ln.Addr().String(), nil
