@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs and is missing, so that it passes on a
-# fresh Debian 12 machine: g++ (cgo codecs), ffmpeg (ffprobe checks every
+# fresh Debian 12 machine: g++ (cgo codecs), openssl (TLS version checks), ffmpeg (ffprobe checks every
 # exported recording), chromium (plays exports and, later, the live view),
 # playwright-core from npm (drives chromium) into .cache/npm, and the
 # versitygw S3 server into .cache/bin.
@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v g++ >/dev/null || missing+=(g++)
 command -v ffprobe >/dev/null || missing+=(ffmpeg)
+command -v openssl >/dev/null || missing+=(openssl)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v node >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
