@@ -215,20 +215,19 @@ func (s *Server) commit(ctx context.Context, d *devices.Device, req CommitReques
 	if err := f.Sync(); err != nil {
 		return nil, fmt.Errorf("commit: fsync upload: %w", err)
 	}
+	// One read: the SHA-256 for the receipt and the keyless verification.
 	h := sha256.New()
-	size, err := io.Copy(h, f)
-	if err != nil {
+	cr := &countReader{r: io.TeeReader(f, h)}
+	info, verr := crypto.Verify(cr, nil)
+	if _, err := io.Copy(io.Discard, cr); err != nil { // whatever Verify left unread
 		return nil, err
 	}
+	size := cr.n
 	var sum [32]byte
 	h.Sum(sum[:0])
 	if size != req.Size || hex.EncodeToString(sum[:]) != req.SHA256 {
 		return nil, refuse(http.StatusConflict, "commit: upload %s has %d bytes with SHA-256 %x; the box announced %d bytes with %s: resume the upload", req.UploadID, size, sum[:8], req.Size, req.SHA256)
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, err
-	}
-	info, verr := crypto.Verify(f, nil)
 	outcome := crypto.OutcomeOf(verr)
 	if outcome == crypto.Corrupt || info == nil || info.Header == nil {
 		return nil, refuse(http.StatusUnprocessableEntity, "commit: segment does not verify: %v", verr)
@@ -256,10 +255,7 @@ func (s *Server) commit(ctx context.Context, d *devices.Device, req CommitReques
 	if err := s.checkChain(rec); err != nil {
 		return nil, err
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, err
-	}
-	if err := s.store.Put(ctx, rec.Key, f, size, sum); err != nil {
+	if err := s.put(ctx, rec.Key, f, path, size, sum); err != nil {
 		return nil, fmt.Errorf("commit: store %s: %w", rec.Key, err)
 	}
 	rec.Committed = time.Now().UTC()
@@ -287,6 +283,33 @@ func (s *Server) commit(ctx context.Context, d *devices.Device, req CommitReques
 	os.Remove(path + ".info")
 	s.log.Info("segment committed", "device", d.Name, "key", rec.Key, "outcome", rec.Outcome, "size", size)
 	return &CommitResponse{Receipt: base64.StdEncoding.EncodeToString(rb), Key: rec.Key, Outcome: rec.Outcome}, nil
+}
+
+// fileStore is the optional capability of a store that can take a finished,
+// fsynced upload file as it is (the local filesystem links it).
+type fileStore interface {
+	PutFile(ctx context.Context, key, src string, size int64, sum [32]byte) error
+}
+
+func (s *Server) put(ctx context.Context, key string, f *os.File, path string, size int64, sum [32]byte) error {
+	if fs, ok := s.store.(fileStore); ok {
+		return fs.PutFile(ctx, key, path, size, sum)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	return s.store.Put(ctx, key, f, size, sum)
+}
+
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // checkChain refuses a segment whose link contradicts a stored neighbour.

@@ -125,3 +125,45 @@ func TestFSKeyClash(t *testing.T) {
 	}
 	checkList(t, s, "", []string{"a/b"})
 }
+
+func TestPutFileLinks(t *testing.T) {
+	root := t.TempDir()
+	s, err := NewFS(filepath.Join(root, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte("a segment's bytes")
+	sum := sha256.Sum256(data)
+	src := filepath.Join(root, "upload")
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if err := s.PutFile(ctx, "dev/rec/000001.ubx", src, int64(len(data)), sum); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.Stat(src)
+	b, err := os.Stat(filepath.Join(root, "store", "dev", "rec", "000001.ubx"))
+	if err != nil || !os.SameFile(a, b) || b.Mode().Perm() != 0o600 {
+		t.Fatalf("stored object is not the linked upload with mode 0600: %v %v", err, b.Mode().Perm())
+	}
+	info, err := s.Stat(ctx, "dev/rec/000001.ubx")
+	if err != nil || info.SHA256 != sum || info.Size != int64(len(data)) {
+		t.Fatalf("stat: %+v %v", info, err)
+	}
+	// Idempotent for the same bytes, a conflict for others.
+	if err := s.PutFile(ctx, "dev/rec/000001.ubx", src, int64(len(data)), sum); err != nil {
+		t.Fatalf("repeat: %v", err)
+	}
+	other := filepath.Join(root, "other")
+	os.WriteFile(other, []byte("other bytes!!!!!!"), 0o600)
+	if err := s.PutFile(ctx, "dev/rec/000001.ubx", other, 17, sha256.Sum256([]byte("other bytes!!!!!!"))); !errors.Is(err, ErrConflict) {
+		t.Fatalf("conflict: %v", err)
+	}
+	if err := s.PutFile(ctx, "dev/rec/000002.ubx", src, 3, sum); !errors.Is(err, ErrHashMismatch) {
+		t.Fatalf("size mismatch: %v", err)
+	}
+	if err := s.PutFile(ctx, "../x", src, int64(len(data)), sum); !errors.Is(err, ErrBadKey) {
+		t.Fatalf("bad key: %v", err)
+	}
+}
