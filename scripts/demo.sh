@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The uploadbox demo: what `make demo` runs. It grows with the project.
-# Today: an organisation key and a device key, a sample sealed on the "box"
-# and opened again on the "cloud" side, and a keyless check in between.
+# Today: keys; a sample sealed on the "box", checked keylessly and opened on
+# the "cloud" side; then a receiver, an enrolled box recording 15 s from the
+# test source, upload with receipts and wipe, and the export as one MP4.
 set -euo pipefail
 bin=${1:-bin}
 bin=$(cd "$bin" && pwd)
@@ -50,20 +51,42 @@ set -e
 echo "exit $rc (4 = CORRUPT); bad.bin written: $([ -e bad.bin ] && echo yes || echo no)"
 [ "$rc" -eq 4 ] && [ ! -e bad.bin ]
 
+step "cloud: start the receiver (TLS only, on 127.0.0.1, a fresh data directory)"
+"$bin/uploadbox-receiver" serve --data rdata --listen 127.0.0.1:0 --recipients-file org.pub >serve.out 2>serve.err &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 100); do grep -q '^listening on' serve.out 2>/dev/null && break; sleep 0.1; done
+addr=$(sed -n 's/^listening on //p' serve.out)
+[ -n "$addr" ] || { cat serve.err >&2; exit 1; }
+echo "listening on $addr"
+
+step "cloud: add the box; box: enroll with the one-time token, pinning the CA"
+"$bin/uploadbox-receiver" devices add room-101 --data rdata --json >add.json
+token=$(sed -n 's/.*"token": "\(.*\)".*/\1/p' add.json)
+fingerprint=$(sed -n 's/.*"ca_fingerprint": "\(.*\)".*/\1/p' add.json)
+"$bin/uploadbox" enroll --receiver "https://$addr" --token "$token" --ca-fingerprint "$fingerprint" --state box
+
 step "box: record 15 s from the test source (pattern + tone) into sealed 5 s segments"
 mkdir spool
 "$bin/uploadbox" record --source test --size 1280x720 --fps 30 --bitrate 2500k \
-	--duration 15s --segment 5s --recipients-file org.pub --device-key dev.key --out spool 2>/dev/null
+	--duration 15s --segment 5s --state box --out spool 2>/dev/null
 echo "on the box, only ciphertext: $(ls spool | wc -l) files, none holds an MP4 box name: \
 $(grep -lE 'ftyp|moof|mdat' spool/* >/dev/null && echo NO || echo yes)"
 
-step "cloud: check the chain, decrypt and export one MP4"
-"$bin/uploadbox-receiver" export --identity org.key -o lesson.mp4 spool/*.ubx
+step "box: upload; each segment is committed, its signed receipt checked, then wiped"
+"$bin/uploadbox" upload --state box --spool spool 2>/dev/null
+echo "left on the box: $(ls spool)"
+
+step "cloud: the stored recording, its chain checked, decrypted and exported as one MP4"
+"$bin/uploadbox-receiver" recordings list --data rdata
+id=$("$bin/uploadbox-receiver" recordings list --data rdata --json | sed -n 's/.*"id": "\(.*\)".*/\1/p' | head -1)
+"$bin/uploadbox-receiver" recordings export "$id" -o lesson.mp4 --identity org.key --data rdata
 if command -v ffprobe >/dev/null; then
 	echo "ffprobe says:"
 	ffprobe -v error -show_entries format=duration:stream=codec_type,codec_name,width,height,duration -of compact=p=0 lesson.mp4
 else
 	echo "(install ffmpeg to see ffprobe's view of lesson.mp4)"
 fi
+"$bin/uploadbox-receiver" audit verify --data rdata
 
 printf '\ndemo OK\n'

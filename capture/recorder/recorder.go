@@ -37,7 +37,7 @@ type Sealed struct {
 	Sequence    uint64
 	Commitment  [crypto.CommitmentSize]byte
 	Last        bool
-	Bytes       int64
+	Bytes       int64 // size of the sealed file
 	Start       time.Duration // media time of the segment's first frame
 }
 
@@ -263,7 +263,11 @@ func (o *output) Close(last bool) error {
 	if err := syncDir(o.r.cfg.Dir); err != nil {
 		return fmt.Errorf("seal segment %d: sync directory: %w", o.seq, err)
 	}
-	s := Sealed{Path: final, RecordingID: o.r.recordingID, Sequence: o.seq, Commitment: o.w.Commitment(), Last: last, Bytes: o.n, Start: o.start}
+	size := o.n
+	if st, err := os.Stat(final); err == nil {
+		size = st.Size()
+	}
+	s := Sealed{Path: final, RecordingID: o.r.recordingID, Sequence: o.seq, Commitment: o.w.Commitment(), Last: last, Bytes: size, Start: o.start}
 	o.r.prev = s.Commitment
 	o.r.seq++
 	o.r.mu.Lock()
