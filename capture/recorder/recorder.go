@@ -37,7 +37,7 @@ type Sealed struct {
 	Sequence    uint64
 	Commitment  [crypto.CommitmentSize]byte
 	Last        bool
-	Bytes       int64 // size of the sealed file
+	Bytes       int64         // size of the sealed file
 	Start       time.Duration // media time of the segment's first frame
 }
 
