@@ -111,7 +111,7 @@ func keyTimes(video []Frame) []time.Duration {
 // recorder gets every frame, and the stalled viewer blocks nothing.
 func TestCaptureRealTime(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs for 3 s of real time")
+		t.Skip("runs for 3 s of real time; skipped under -short")
 	}
 	const (
 		fps = 15

@@ -20,18 +20,16 @@ import (
 )
 
 type recordOptions struct {
-	source         string
-	device         string
-	size           string
-	fps            int
-	bitrate        string
-	noAudio        bool
-	duration       time.Duration
-	segment        time.Duration
-	recipientsFile string
-	deviceKey      string
-	state          string
-	out            string
+	source   string
+	device   string
+	size     string
+	fps      int
+	bitrate  string
+	noAudio  bool
+	duration time.Duration
+	segment  time.Duration
+	keys     sealingKeyFlags
+	out      string
 }
 
 func (o *recordOptions) AddFlags(cmd *cobra.Command) {
@@ -44,9 +42,7 @@ func (o *recordOptions) AddFlags(cmd *cobra.Command) {
 	f.BoolVar(&o.noAudio, "no-audio", false, "record no audio: no microphone is opened at all")
 	f.DurationVar(&o.duration, "duration", 0, "how long to record (Ctrl-C ends earlier)")
 	f.DurationVar(&o.segment, "segment", 10*time.Second, "segment length")
-	f.StringVar(&o.recipientsFile, "recipients-file", "", "organisation public keys")
-	f.StringVar(&o.deviceKey, "device-key", "", "the device's private signing key")
-	f.StringVar(&o.state, "state", "", "use the enrolled device key and recipients from this state directory")
+	o.keys.AddFlags(cmd)
 	f.StringVar(&o.out, "out", "", "spool directory for the sealed segments")
 	for _, name := range []string{"source", "duration", "out"} {
 		cmd.MarkFlagRequired(name)
@@ -64,7 +60,7 @@ func newRecordCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rs, dev, err := sealingKeys(o.state, o.recipientsFile, o.deviceKey)
+			rs, dev, err := o.keys.load()
 			if err != nil {
 				return err
 			}

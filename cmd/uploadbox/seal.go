@@ -14,21 +14,17 @@ import (
 )
 
 type sealOptions struct {
-	recipientsFile string
-	deviceKey      string
-	state          string
-	out            string
-	recordingID    string
-	sequence       uint64
-	prev           string
-	codec          string
+	keys        sealingKeyFlags
+	out         string
+	recordingID string
+	sequence    uint64
+	prev        string
+	codec       string
 }
 
 func (o *sealOptions) AddFlags(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringVar(&o.recipientsFile, "recipients-file", "", "organisation public keys (1 to 4, one suite)")
-	f.StringVar(&o.deviceKey, "device-key", "", "the device's private signing key")
-	f.StringVar(&o.state, "state", "", "use the enrolled device key and recipients from this state directory")
+	o.keys.AddFlags(cmd)
 	f.StringVarP(&o.out, "output", "o", "", "sealed segment to write")
 	f.StringVar(&o.recordingID, "recording-id", "", "recording id, 32 hex digits (default: random)")
 	f.Uint64Var(&o.sequence, "sequence", 0, "sequence number of the segment in its recording")
@@ -48,7 +44,7 @@ func newSealCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rs, dev, err := sealingKeys(o.state, o.recipientsFile, o.deviceKey)
+			rs, dev, err := o.keys.load()
 			if err != nil {
 				return err
 			}
@@ -97,10 +93,22 @@ func decodeHex(s string, dst []byte) error {
 	return nil
 }
 
-// sealingKeys loads what a box seals with: the organisation's public keys
-// and its own signing key, from an enrolled state directory or from the
-// explicit key files.
-func sealingKeys(state, recipientsFile, deviceKey string) ([]*crypto.Recipient, *crypto.DeviceKey, error) {
+// sealingKeyFlags choose what a box seals with (seal and record): the
+// enrolled state directory, or explicit key files.
+type sealingKeyFlags struct {
+	recipientsFile, deviceKey, state string
+}
+
+func (k *sealingKeyFlags) AddFlags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&k.recipientsFile, "recipients-file", "", "organisation public keys (1 to 4, one suite)")
+	f.StringVar(&k.deviceKey, "device-key", "", "the device's private signing key")
+	f.StringVar(&k.state, "state", "", "use the enrolled device key and recipients from this state directory")
+}
+
+// load reads the organisation's public keys and the device's signing key.
+func (k *sealingKeyFlags) load() ([]*crypto.Recipient, *crypto.DeviceKey, error) {
+	state, recipientsFile, deviceKey := k.state, k.recipientsFile, k.deviceKey
 	switch {
 	case state != "" && (recipientsFile != "" || deviceKey != ""):
 		return nil, nil, cli.Usagef("give either --state or --recipients-file and --device-key, not both")

@@ -7,16 +7,14 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/internal/faultproxy"
 	"github.com/uploadbox/uploadbox/receiver"
 	"github.com/uploadbox/uploadbox/receiver/pki"
 	"github.com/uploadbox/uploadbox/uploader"
@@ -51,11 +49,11 @@ func uploadBench(total int64) error {
 	defer admin.Close()
 
 	// A proxy in front of the receiver that can cut every connection.
-	var cutsDone atomic.Int64
-	proxy, err := cuttingProxy(ctx, addr, total/11, 10, &cutsDone)
+	proxy, err := faultproxy.Start(addr, faultproxy.Options{CutEvery: total / 11, Cuts: 10})
 	if err != nil {
 		return err
 	}
+	defer proxy.Close()
 	enroll := func(name, via string) (*uploader.State, error) {
 		nd, err := admin.AddDevice(name)
 		if err != nil {
@@ -121,7 +119,7 @@ func uploadBench(total int64) error {
 	// Copies of the files for the second (cut) run.
 	cutDir := filepath.Join(dir, "spool-cut")
 	os.Mkdir(cutDir, 0o700)
-	box2, err := enroll("bench-2", proxy)
+	box2, err := enroll("bench-2", proxy.Addr())
 	if err != nil {
 		return err
 	}
@@ -166,7 +164,7 @@ func uploadBench(total int64) error {
 	fmt.Printf("  ratio              %7.2f   (goal >= 0.8)\n", curlTime.Seconds()/upTime.Seconds())
 	resent := sum2.BytesSent - sum2.Bytes
 	fmt.Printf("re-sent after %d forced disconnects: %d of %d bytes = %.2f%% (goal <= 1%%; %d upload retries)\n",
-		cutsDone.Load(), resent, sum2.Bytes, 100*float64(resent)/float64(sum2.Bytes), sum2.Retries)
+		proxy.Cuts(), resent, sum2.Bytes, 100*float64(resent)/float64(sum2.Bytes), sum2.Retries)
 	return nil
 }
 
@@ -191,67 +189,4 @@ func tlsSink(ctx context.Context) (string, []byte, error) {
 	go srv.Serve(ln)
 	go func() { <-ctx.Done(); srv.Close() }()
 	return ln.Addr().String(), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), nil
-}
-
-// cuttingProxy forwards to addr and, each time another `every` bytes went
-// upstream (up to `cuts` times), closes every open connection at once, as
-// a network fault in the middle of a PATCH would. It counts the cuts.
-func cuttingProxy(ctx context.Context, addr string, every int64, cuts int, done *atomic.Int64) (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	go func() { <-ctx.Done(); ln.Close() }()
-	var mu sync.Mutex
-	open := map[net.Conn]bool{}
-	var sent atomic.Int64
-	cutAll := func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for c := range open {
-			c.Close()
-		}
-		clear(open)
-	}
-	pipe := func(dst, src net.Conn, upstream bool) {
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					break
-				}
-				if upstream {
-					total := sent.Add(int64(n))
-					if c := done.Load(); c < int64(cuts) && total >= (c+1)*every && done.CompareAndSwap(c, c+1) {
-						cutAll()
-					}
-				}
-			}
-			if err != nil {
-				break
-			}
-		}
-		dst.Close()
-		src.Close()
-	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", addr)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			mu.Lock()
-			open[c], open[up] = true, true
-			mu.Unlock()
-			go pipe(up, c, true)
-			go pipe(c, up, false)
-		}
-	}()
-	return ln.Addr().String(), nil
 }

@@ -151,7 +151,7 @@ var sealedLine = regexp.MustCompile(`(?m)^sealed (\S+)`)
 
 func TestRecordExportPlays(t *testing.T) {
 	if testing.Short() {
-		t.Skip("records 12 s of video")
+		t.Skip("records 12 s of video; skipped under -short")
 	}
 	dir := t.TempDir()
 	k := makeKeys(t, dir)
@@ -273,7 +273,7 @@ func assertNoPlaintext(t *testing.T, path string, sps, pps []byte, when string) 
 // 1.5 s before the kill is still exported and plays.
 func TestKillDuringRecord(t *testing.T) {
 	if testing.Short() {
-		t.Skip("records about 9 s of video")
+		t.Skip("records about 9 s of video; skipped under -short")
 	}
 	dir := t.TempDir()
 	k := makeKeys(t, dir)

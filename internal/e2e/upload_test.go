@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/uploadbox/uploadbox/internal/faultproxy"
 	spoolpkg "github.com/uploadbox/uploadbox/uploader/spool"
 )
 
@@ -128,7 +128,7 @@ func spoolSegments(t *testing.T, spool string) []string {
 // and plays.
 func TestUploadExactlyOnceThenWipe(t *testing.T) {
 	if testing.Short() {
-		t.Skip("records and uploads")
+		t.Skip("records and uploads; skipped under -short")
 	}
 	dir := t.TempDir()
 	b := setupBox(t, dir, nil)
@@ -167,11 +167,18 @@ func TestUploadExactlyOnceThenWipe(t *testing.T) {
 // segment is stored exactly once and every local copy is gone.
 func TestUploadSurvivesKills(t *testing.T) {
 	if testing.Short() {
-		t.Skip("records and uploads")
+		t.Skip("records and uploads; skipped under -short")
 	}
 	dir := t.TempDir()
 	// A slow link (about 1 MB/s) so that kills land in the middle of PATCHes.
-	b := setupBox(t, dir, func(addr string) string { return slowProxy(t, addr, 1<<20) })
+	b := setupBox(t, dir, func(addr string) string {
+		p, err := faultproxy.Start(addr, faultproxy.Options{Rate: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		return p.Addr()
+	})
 	spool := filepath.Join(dir, "spool")
 	os.Mkdir(spool, 0o700)
 	sealed := recordInto(t, b, spool, "8s")
@@ -217,48 +224,4 @@ func TestUploadSurvivesKills(t *testing.T) {
 	if len(all) != sealed {
 		t.Errorf("spool index lists %d segments, %d were sealed", len(all), sealed)
 	}
-}
-
-// slowProxy forwards TCP connections to addr at about rate bytes/s in each
-// direction and returns its own address.
-func slowProxy(t *testing.T, addr string, rate int) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	pipe := func(dst, src net.Conn) {
-		buf := make([]byte, 16<<10)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					break
-				}
-				time.Sleep(time.Duration(n) * time.Second / time.Duration(rate))
-			}
-			if err != nil {
-				break
-			}
-		}
-		dst.Close()
-		src.Close()
-	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", addr)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			go pipe(up, c)
-			go pipe(c, up)
-		}
-	}()
-	return ln.Addr().String()
 }
