@@ -1,0 +1,379 @@
+// Package config is the daemon's typed configuration: one YAML file, checked
+// strictly (an unknown key or a bad value is an error that names the key),
+// with environment overrides under one prefix.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// EnvPrefix is the prefix of environment overrides: UPLOADBOX_CAPTURE_SOURCE
+// overrides capture.source, UPLOADBOX_SPOOL_MAX_SIZE overrides spool.max_size.
+const EnvPrefix = "UPLOADBOX_"
+
+// DefaultPath is where the packaged config lives.
+const DefaultPath = "/etc/uploadbox/uploadbox.yaml"
+
+// Config is the whole daemon configuration. Every field has a yaml key; the
+// zero value of a field means its default (see Default).
+type Config struct {
+	// StateDir holds what enrollment left: device key and certificate,
+	// receiver CA, receipt key, organisation recipients.
+	StateDir string `yaml:"state_dir"`
+	// RuntimeDir holds the control socket.
+	RuntimeDir string    `yaml:"runtime_dir"`
+	Capture    Capture   `yaml:"capture"`
+	Recording  Recording `yaml:"recording"`
+	Spool      Spool     `yaml:"spool"`
+	Upload     Upload    `yaml:"upload"`
+	Control    Control   `yaml:"control"`
+	Metrics    Metrics   `yaml:"metrics"`
+	Live       Live      `yaml:"live"`
+	Indicator  Indicator `yaml:"indicator"`
+	Audit      Audit     `yaml:"audit"`
+	Log        Log       `yaml:"log"`
+}
+
+// Capture chooses the sources and encoders.
+type Capture struct {
+	// Source is "camera" (V4L2 camera and microphone) or "test" (pattern and tone).
+	Source string `yaml:"source"`
+	// Device is the camera's V4L2 device.
+	Device string `yaml:"device"`
+	Width  int    `yaml:"width"`
+	Height int    `yaml:"height"`
+	FPS    int    `yaml:"fps"`
+	// Bitrate of the H.264 stream, e.g. 2500k.
+	Bitrate Bitrate `yaml:"bitrate"`
+	// KeyInterval is the time between IDR frames; segments are cut at them.
+	KeyInterval Duration `yaml:"key_interval"`
+	// Audio turns the microphone on. Off opens no microphone at all.
+	Audio        *bool   `yaml:"audio"`
+	AudioDevice  string  `yaml:"audio_device"`
+	Channels     int     `yaml:"channels"`
+	AudioBitrate Bitrate `yaml:"audio_bitrate"`
+}
+
+// Recording sets segment and session lengths.
+type Recording struct {
+	// Segment is the length of one sealed segment.
+	Segment Duration `yaml:"segment"`
+	// SessionDefault is the length of a session started without --for.
+	SessionDefault Duration `yaml:"session_default"`
+	// SessionMax is the longest session that may be started.
+	SessionMax Duration `yaml:"session_max"`
+}
+
+// Spool is the local queue of sealed segments.
+type Spool struct {
+	Dir string `yaml:"dir"`
+	// MaxSize caps the segments not yet wiped; recording stops when reached.
+	MaxSize Size `yaml:"max_size"`
+	// MinFree is the free space the filesystem keeps; recording stops when reached.
+	MinFree Size `yaml:"min_free"`
+}
+
+// Upload drives the uploader.
+type Upload struct {
+	// Enabled turns background upload on (default true).
+	Enabled *bool `yaml:"enabled"`
+	// RetryMax is the longest wait between two attempts.
+	RetryMax Duration `yaml:"retry_max"`
+}
+
+// Control is the unix socket the CLI talks to.
+type Control struct {
+	// Socket path; default RuntimeDir/control.sock.
+	Socket string `yaml:"socket"`
+	// Group that may use the socket (mode 0660); empty keeps the daemon's group.
+	Group string `yaml:"group"`
+}
+
+// Metrics is the Prometheus endpoint.
+type Metrics struct {
+	// Listen address; empty turns metrics off. Default 127.0.0.1:9464.
+	Listen string `yaml:"listen"`
+}
+
+// Live is the consent-gated WHEP live view.
+type Live struct {
+	// Enabled turns the live view on (default off).
+	Enabled bool `yaml:"enabled"`
+	// Listen is the HTTPS address of the WHEP endpoint and viewer page.
+	Listen     string   `yaml:"listen"`
+	MaxViewers int      `yaml:"max_viewers"`
+	STUN       []string `yaml:"stun"`
+	TURN       []TURN   `yaml:"turn"`
+	// GrantDefault is the length of a grant accepted without --for.
+	GrantDefault Duration `yaml:"grant_default"`
+}
+
+// TURN is one TURN server.
+type TURN struct {
+	URL      string `yaml:"url"`
+	Username string `yaml:"username"`
+	// CredentialFile holds the TURN password (never the config itself).
+	CredentialFile string `yaml:"credential_file"`
+}
+
+// Indicator is the privacy LED.
+type Indicator struct {
+	// Path of a sysfs LED brightness file (or any file, in tests); empty: none.
+	Path string `yaml:"path"`
+}
+
+// Audit is the box's hash-chained audit log.
+type Audit struct {
+	Path      string   `yaml:"path"`
+	Retention Duration `yaml:"retention"`
+}
+
+// Log sets the daemon's log output.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is text or json.
+	Format string `yaml:"format"`
+}
+
+// Default returns the configuration used for every key a file leaves out.
+func Default() *Config {
+	yes := true
+	return &Config{
+		StateDir:   "/var/lib/uploadbox/state",
+		RuntimeDir: "/run/uploadbox",
+		Capture: Capture{
+			Source: "camera", Device: "/dev/video0", Width: 1280, Height: 720, FPS: 30,
+			Bitrate: 2_500_000, KeyInterval: Duration(2 * time.Second), Audio: &yes,
+			Channels: 1, AudioBitrate: 32_000,
+		},
+		Recording: Recording{
+			Segment:        Duration(10 * time.Second),
+			SessionDefault: Duration(60 * time.Minute),
+			SessionMax:     Duration(8 * time.Hour),
+		},
+		Spool:     Spool{Dir: "/var/lib/uploadbox/spool", MaxSize: 8 << 30, MinFree: 512 << 20},
+		Upload:    Upload{Enabled: &yes, RetryMax: Duration(5 * time.Minute)},
+		Control:   Control{Group: ""},
+		Metrics:   Metrics{Listen: "127.0.0.1:9464"},
+		Live:      Live{Listen: "0.0.0.0:8444", MaxViewers: 4, GrantDefault: Duration(60 * time.Minute)},
+		Audit:     Audit{Path: "/var/lib/uploadbox/audit.jsonl", Retention: Duration(180 * 24 * time.Hour)},
+		Log:       Log{Level: "info", Format: "text"},
+	}
+}
+
+// SocketPath is the control socket's path.
+func (c *Config) SocketPath() string {
+	if c.Control.Socket != "" {
+		return c.Control.Socket
+	}
+	return filepath.Join(c.RuntimeDir, "control.sock")
+}
+
+// AudioOn reports whether audio is recorded.
+func (c *Config) AudioOn() bool { return c.Capture.Audio == nil || *c.Capture.Audio }
+
+// UploadOn reports whether background upload runs.
+func (c *Config) UploadOn() bool { return c.Upload.Enabled == nil || *c.Upload.Enabled }
+
+// Problem is one thing wrong with a config, at its key.
+type Problem struct {
+	Key  string // dotted path, e.g. capture.fps
+	Line int    // line in the file; 0 for an environment override or a check across keys
+	Msg  string
+}
+
+func (p Problem) String() string {
+	if p.Line > 0 {
+		return fmt.Sprintf("%s (line %d): %s", p.Key, p.Line, p.Msg)
+	}
+	return fmt.Sprintf("%s: %s", p.Key, p.Msg)
+}
+
+// Error lists every problem of a config file.
+type Error struct {
+	File     string
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	src := e.File
+	if src == "" {
+		src = "config"
+	}
+	fmt.Fprintf(&b, "%s: %d problem(s):", src, len(e.Problems))
+	for _, p := range e.Problems {
+		b.WriteString("\n  ")
+		b.WriteString(p.String())
+	}
+	return b.String()
+}
+
+// Validate checks values and the relations between them. It returns every
+// problem found, each naming its key.
+func (c *Config) Validate() []Problem {
+	var ps []Problem
+	add := func(key, format string, args ...any) {
+		ps = append(ps, Problem{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	abs := func(key, path string, required bool) {
+		if path == "" {
+			if required {
+				add(key, "required (an absolute path)")
+			}
+			return
+		}
+		if !filepath.IsAbs(path) {
+			add(key, "%q is not an absolute path", path)
+		}
+	}
+	abs("state_dir", c.StateDir, true)
+	abs("runtime_dir", c.RuntimeDir, true)
+	abs("spool.dir", c.Spool.Dir, true)
+	abs("control.socket", c.Control.Socket, false)
+	abs("indicator.path", c.Indicator.Path, false)
+	abs("audit.path", c.Audit.Path, true)
+
+	cp := c.Capture
+	switch cp.Source {
+	case "camera", "test":
+	default:
+		add("capture.source", "%q is not a source: use camera or test", cp.Source)
+	}
+	if cp.Source == "camera" && cp.Device == "" {
+		add("capture.device", "required for the camera source (e.g. /dev/video0)")
+	}
+	if cp.Width < 16 || cp.Width > 3840 || cp.Width%2 != 0 {
+		add("capture.width", "%d: use an even number from 16 to 3840", cp.Width)
+	}
+	if cp.Height < 16 || cp.Height > 2160 || cp.Height%2 != 0 {
+		add("capture.height", "%d: use an even number from 16 to 2160", cp.Height)
+	}
+	if cp.FPS < 1 || cp.FPS > 60 {
+		add("capture.fps", "%d: use 1 to 60", cp.FPS)
+	}
+	if cp.Bitrate < 100_000 || cp.Bitrate > 50_000_000 {
+		add("capture.bitrate", "%s: use 100k to 50M", cp.Bitrate)
+	}
+	if cp.KeyInterval.D() < 500*time.Millisecond || cp.KeyInterval.D() > 10*time.Second {
+		add("capture.key_interval", "%s: use 500ms to 10s", cp.KeyInterval)
+	}
+	if cp.Channels != 1 && cp.Channels != 2 {
+		add("capture.channels", "%d: use 1 (mono) or 2 (stereo)", cp.Channels)
+	}
+	if cp.AudioBitrate < 6_000 || cp.AudioBitrate > 256_000 {
+		add("capture.audio_bitrate", "%s: use 6k to 256k", cp.AudioBitrate)
+	}
+
+	r := c.Recording
+	if r.Segment.D() < time.Second || r.Segment.D() > 10*time.Minute {
+		add("recording.segment", "%s: use 1s to 10m", r.Segment)
+	} else if cp.KeyInterval.D() > 0 && r.Segment.D() < cp.KeyInterval.D() {
+		add("recording.segment", "%s is shorter than capture.key_interval %s: segments are cut at keyframes", r.Segment, cp.KeyInterval)
+	}
+	if r.SessionMax.D() < time.Minute {
+		add("recording.session_max", "%s: use at least 1m", r.SessionMax)
+	}
+	if r.SessionDefault.D() <= 0 || r.SessionDefault.D() > r.SessionMax.D() {
+		add("recording.session_default", "%s: use more than 0 and at most recording.session_max (%s)", r.SessionDefault, r.SessionMax)
+	}
+
+	if c.Spool.MaxSize < 0 {
+		add("spool.max_size", "must not be negative (0 means no cap)")
+	}
+	if c.Spool.MinFree < 0 {
+		add("spool.min_free", "must not be negative (0 means no reserve)")
+	}
+	if c.Upload.RetryMax.D() < time.Second || c.Upload.RetryMax.D() > time.Hour {
+		add("upload.retry_max", "%s: use 1s to 1h", c.Upload.RetryMax)
+	}
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			add("metrics.listen", "%q is not HOST:PORT (leave empty to turn metrics off)", c.Metrics.Listen)
+		}
+	}
+	lv := c.Live
+	if lv.Enabled {
+		if _, _, err := net.SplitHostPort(lv.Listen); err != nil {
+			add("live.listen", "%q is not HOST:PORT", lv.Listen)
+		}
+	}
+	if lv.MaxViewers < 1 || lv.MaxViewers > 16 {
+		add("live.max_viewers", "%d: use 1 to 16", lv.MaxViewers)
+	}
+	for i, s := range lv.STUN {
+		if !strings.HasPrefix(s, "stun:") && !strings.HasPrefix(s, "stuns:") {
+			add(fmt.Sprintf("live.stun[%d]", i), "%q: a STUN URL starts with stun: or stuns:", s)
+		}
+	}
+	for i, t := range lv.TURN {
+		key := fmt.Sprintf("live.turn[%d]", i)
+		if !strings.HasPrefix(t.URL, "turn:") && !strings.HasPrefix(t.URL, "turns:") {
+			add(key+".url", "%q: a TURN URL starts with turn: or turns:", t.URL)
+		}
+		abs(key+".credential_file", t.CredentialFile, true)
+	}
+	if lv.GrantDefault.D() < time.Minute || lv.GrantDefault.D() > 8*time.Hour {
+		add("live.grant_default", "%s: use 1m to 8h", lv.GrantDefault)
+	}
+	if c.Audit.Retention.D() < 24*time.Hour {
+		add("audit.retention", "%s: keep at least 1d", c.Audit.Retention)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level", "%q: use debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		add("log.format", "%q: use text or json", c.Log.Format)
+	}
+	return ps
+}
+
+// Load reads the config file at path over the defaults, applies environment
+// overrides (EnvPrefix) from env (nil: the process environment) and
+// validates the result. Every problem is reported at once in an *Error.
+func Load(path string, env []string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("config %s does not exist: pass --config with the path of the daemon's YAML config (packaged at %s)", path, DefaultPath)
+		}
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if env == nil {
+		env = os.Environ()
+	}
+	c, err := Parse(data, env)
+	if err != nil {
+		var ce *Error
+		if errors.As(err, &ce) {
+			ce.File = path
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// Parse is Load on the bytes of a file.
+func Parse(data []byte, env []string) (*Config, error) {
+	c := Default()
+	ps := decode(data, c)
+	ps = append(ps, applyEnv(c, env)...)
+	if len(ps) == 0 {
+		ps = c.Validate()
+	}
+	if len(ps) > 0 {
+		return nil, &Error{Problems: ps}
+	}
+	return c, nil
+}
