@@ -158,13 +158,13 @@ func Default() *Config {
 			SessionDefault: Duration(60 * time.Minute),
 			SessionMax:     Duration(8 * time.Hour),
 		},
-		Spool:     Spool{Dir: "/var/lib/uploadbox/spool", MaxSize: 8 << 30, MinFree: 512 << 20},
-		Upload:    Upload{Enabled: &yes, RetryMax: Duration(5 * time.Minute)},
-		Control:   Control{Group: ""},
-		Metrics:   Metrics{Listen: "127.0.0.1:9464"},
-		Live:      Live{Listen: "0.0.0.0:8444", MaxViewers: 4, GrantDefault: Duration(60 * time.Minute)},
-		Audit:     Audit{Path: "/var/lib/uploadbox/audit.jsonl", Retention: Duration(180 * 24 * time.Hour)},
-		Log:       Log{Level: "info", Format: "text"},
+		Spool:   Spool{Dir: "/var/lib/uploadbox/spool", MaxSize: 8 << 30, MinFree: 512 << 20},
+		Upload:  Upload{Enabled: &yes, RetryMax: Duration(5 * time.Minute)},
+		Control: Control{Group: ""},
+		Metrics: Metrics{Listen: "127.0.0.1:9464"},
+		Live:    Live{Listen: "0.0.0.0:8444", MaxViewers: 4, GrantDefault: Duration(60 * time.Minute)},
+		Audit:   Audit{Path: "/var/lib/uploadbox/audit.jsonl", Retention: Duration(180 * 24 * time.Hour)},
+		Log:     Log{Level: "info", Format: "text"},
 	}
 }
 
