@@ -8,10 +8,18 @@ import (
 	"github.com/uploadbox/uploadbox/capture"
 )
 
-// Record captures with capCfg and records into cfg.Dir until ctx is done,
-// then drains the encoders and seals the last segment with the last flag.
-// started, if set, is called once capture is open, with the recording id.
-func Record(ctx context.Context, capCfg capture.Config, cfg Config, started func(id [16]byte)) ([]Sealed, error) {
+// Session is one recording: a capture and the recorder that consumes its
+// lossless subscription. The daemon keeps the capture to serve live
+// viewers from the same encoder.
+type Session struct {
+	Capture  *capture.Capture
+	Recorder *Recorder
+	sub      *capture.Subscription
+}
+
+// Start opens capture with capCfg and a recorder into cfg.Dir. Nothing runs
+// until Run.
+func Start(capCfg capture.Config, cfg Config) (*Session, error) {
 	c, err := capture.Open(capCfg, capture.WithLogger(cfg.Logger))
 	if err != nil {
 		return nil, err
@@ -24,31 +32,48 @@ func Record(ctx context.Context, capCfg capture.Config, cfg Config, started func
 		return nil, err
 	}
 	sub := c.Subscribe(capture.SubscribeOptions{Mode: capture.Lossless})
-	if started != nil {
-		started(rec.RecordingID())
-	}
+	return &Session{Capture: c, Recorder: rec, sub: sub}, nil
+}
+
+// Run records until ctx is done, then drains the encoders and seals the
+// last segment with the last flag. A recorder failure (disk full, spool
+// full) stops capture too.
+func (s *Session) Run(ctx context.Context) ([]Sealed, error) {
 	// The recorder is not stopped by ctx: it ends when capture has closed
 	// the subscription after its last frame, so nothing captured is lost.
 	capCtx, stopCapture := context.WithCancel(ctx)
 	defer stopCapture()
 	recDone := make(chan error, 1)
 	go func() {
-		err := rec.Run(context.WithoutCancel(ctx), sub.Frames())
+		err := s.Recorder.Run(context.WithoutCancel(ctx), s.sub.Frames())
 		if err != nil {
-			// A recorder failure (disk full) stops capture too; the
-			// subscription must go, or capture would wait for it.
-			sub.Unsubscribe()
+			// The subscription must go, or capture would wait for it.
+			s.sub.Unsubscribe()
 			stopCapture()
 		}
 		recDone <- err
 	}()
-	capErr := c.Run(capCtx)
+	capErr := s.Capture.Run(capCtx)
 	if errors.Is(capErr, context.Canceled) || errors.Is(capErr, context.DeadlineExceeded) {
 		capErr = nil
 	}
 	recErr := <-recDone
 	if err := errors.Join(recErr, capErr); err != nil {
-		return rec.Sealed(), fmt.Errorf("record: %w", err)
+		return s.Recorder.Sealed(), fmt.Errorf("record: %w", err)
 	}
-	return rec.Sealed(), nil
+	return s.Recorder.Sealed(), nil
+}
+
+// Record captures with capCfg and records into cfg.Dir until ctx is done,
+// then drains the encoders and seals the last segment with the last flag.
+// started, if set, is called once capture is open, with the recording id.
+func Record(ctx context.Context, capCfg capture.Config, cfg Config, started func(id [16]byte)) ([]Sealed, error) {
+	s, err := Start(capCfg, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if started != nil {
+		started(s.Recorder.RecordingID())
+	}
+	return s.Run(ctx)
 }

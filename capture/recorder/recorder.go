@@ -55,6 +55,12 @@ type Config struct {
 	Recipients []*crypto.Recipient
 	Device     *crypto.DeviceKey
 	Segment    segment.Config
+	// BeforeSegment, if set, is called before each segment file is
+	// created, with the path it will have while it is written (the
+	// PartialSuffix name). An error stops the recording with that error
+	// (the daemon refuses a segment when the spool is full); the segments
+	// sealed before stay intact.
+	BeforeSegment func(partialPath string) error
 	// OnSealed, if set, is called for every sealed segment, in order.
 	OnSealed func(Sealed)
 	Logger   *slog.Logger
@@ -165,6 +171,11 @@ func (r *Recorder) open(seq uint64, start time.Duration) (segment.Output, error)
 		return nil, fmt.Errorf("segment %d opened out of order (want %d)", seq, r.seq)
 	}
 	base := r.segmentName(seq)
+	if r.cfg.BeforeSegment != nil {
+		if err := r.cfg.BeforeSegment(base + PartialSuffix); err != nil {
+			return nil, fmt.Errorf("segment %d not started: %w", seq, err)
+		}
+	}
 	f, err := r.cfg.create(base + PartialSuffix)
 	if err != nil {
 		return nil, fmt.Errorf("create segment %d: %w", seq, err)

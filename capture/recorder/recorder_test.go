@@ -161,3 +161,38 @@ func TestNewReportsEveryProblem(t *testing.T) {
 		}
 	}
 }
+
+// A refused segment (the daemon's spool limit) stops the recording with
+// the refusal; what was sealed before stays intact and no file of the
+// refused segment exists.
+func TestBeforeSegmentRefusalStops(t *testing.T) {
+	dir := t.TempDir()
+	k := newKeys(t)
+	errFull := errors.New("spool full")
+	var asked []string
+	sealed, err := record(t, 20*time.Second, Config{
+		Dir: dir, Recipients: []*crypto.Recipient{k.id.Recipient()}, Device: k.dev,
+		Segment: segment.Config{SegmentLength: time.Second},
+		BeforeSegment: func(p string) error {
+			asked = append(asked, p)
+			if len(asked) == 3 {
+				return errFull
+			}
+			return nil
+		},
+	})
+	if !errors.Is(err, errFull) || !strings.Contains(err.Error(), "segment 2 not started") {
+		t.Fatalf("err = %v, want the refusal of segment 2", err)
+	}
+	if len(sealed) != 2 || len(asked) != 3 || !strings.HasSuffix(asked[2], "-000002"+PartialSuffix) {
+		t.Fatalf("sealed %d, asked %v", len(sealed), asked)
+	}
+	for _, s := range sealed {
+		if _, err := crypto.VerifyFile(s.Path, k.dev.Public()); err != nil {
+			t.Errorf("segment %d: %v", s.Sequence, err)
+		}
+	}
+	if _, err := os.Stat(asked[2]); !os.IsNotExist(err) {
+		t.Errorf("the refused segment's file exists: %v", err)
+	}
+}
