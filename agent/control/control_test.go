@@ -1,0 +1,92 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestCallRoundTripAndErrors(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "c.sock")
+	s, err := Listen(sock, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(sock)
+	if err != nil || st.Mode().Perm() != 0o660 || st.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("socket mode %v, %v; want a 0660 socket", st.Mode(), err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Serve(ctx, func(_ context.Context, r Request) (any, error) {
+			switch r.Method {
+			case "echo":
+				var p struct{ Text string }
+				if err := r.Decode(&p); err != nil {
+					return nil, err
+				}
+				return map[string]any{"text": p.Text, "uid": r.UID}, nil
+			}
+			return nil, Errorf("unknown-method", "no method %q", r.Method)
+		})
+	}()
+	var out struct {
+		Text string
+		UID  int
+	}
+	if err := Call(t.Context(), sock, "echo", map[string]string{"text": "hi"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.Text != "hi" || out.UID != os.Getuid() {
+		t.Errorf("got %+v", out)
+	}
+	err = Call(t.Context(), sock, "nope", nil, nil)
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Code != "unknown-method" {
+		t.Errorf("err = %v", err)
+	}
+	err = Call(t.Context(), sock, "echo", map[string]int{"bogus": 1}, nil)
+	if !errors.As(err, &ce) || ce.Code != "bad-request" || !strings.Contains(err.Error(), "bogus") {
+		t.Errorf("err = %v", err)
+	}
+	// a second daemon on the same socket is refused
+	if _, err := Listen(sock, "", nil); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("second Listen: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := Call(t.Context(), sock, "echo", nil, nil); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("after stop: %v", err)
+	}
+	if _, err := Listen(sock, "no-such-group-xyz", nil); err == nil || !strings.Contains(err.Error(), "control.group") {
+		t.Errorf("bad group: %v", err)
+	}
+}
+
+func TestStaleSocketReplaced(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "c.sock")
+	s, err := Listen(sock, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ln.SetUnlinkOnClose(false) // a crash leaves the file behind
+	s.ln.Close()
+	if _, err := os.Stat(sock); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Listen(sock, "", nil)
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	s2.ln.Close()
+	long := "/" + strings.Repeat("x", 120)
+	if _, err := Listen(long, "", nil); err == nil || !strings.Contains(err.Error(), "107") {
+		t.Errorf("long path: %v", err)
+	}
+}
