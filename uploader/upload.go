@@ -48,23 +48,47 @@ type Uploader struct {
 	tus    *tus.Client
 	log    *slog.Logger
 	commit *url.URL
+	opts   options
 }
 
+type options struct {
+	backoffMax time.Duration
+	onCommit   func(time.Duration)
+}
+
+// Option adjusts an Uploader.
+type Option func(*options)
+
+// WithBackoffMax bounds the wait between two upload attempts.
+func WithBackoffMax(d time.Duration) Option { return func(o *options) { o.backoffMax = d } }
+
+// WithCommitObserver is called with the latency of every successful commit
+// (request to verified receipt), for metrics.
+func WithCommitObserver(f func(time.Duration)) Option { return func(o *options) { o.onCommit = f } }
+
 // New wires an uploader from an enrolled state and an open spool.
-func New(st *State, sp *spool.Spool, log *slog.Logger) *Uploader {
+func New(st *State, sp *spool.Spool, log *slog.Logger, opts ...Option) *Uploader {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	var o options
+	for _, f := range opts {
+		f(&o)
 	}
 	hc := st.HTTPClient()
 	return &Uploader{
 		st:     st,
 		sp:     sp,
 		http:   hc,
-		tus:    tus.NewClient(hc, st.Receiver.JoinPath("/v1/uploads/"), tus.Options{Logger: log}),
+		tus:    tus.NewClient(hc, st.Receiver.JoinPath("/v1/uploads/"), tus.Options{Logger: log, BackoffMax: o.backoffMax}),
 		log:    log.With("component", "uploader"),
 		commit: st.Receiver.JoinPath("/v1/commit"),
+		opts:   o,
 	}
 }
+
+// Stats returns the transfer counters (bytes sent, retries) since New.
+func (u *Uploader) Stats() tus.Stats { return u.tus.Stats() }
 
 // Drain uploads every pending segment, oldest first, and returns when the
 // spool holds nothing to upload. Each segment is wiped only after a
@@ -148,6 +172,7 @@ var errUploadGone = errors.New("the receiver no longer has the upload")
 func (u *Uploader) commitUpload(ctx context.Context, rec spool.Record) (Result, error) {
 	body, _ := json.Marshal(receiver.CommitRequest{UploadID: path.Base(rec.UploadURL), Size: rec.Size, SHA256: hex.EncodeToString(rec.SHA256[:])})
 	var cr receiver.CommitResponse
+	began := time.Now()
 	for attempt := 0; ; attempt++ {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.commit.String(), bytes.NewReader(body))
 		if err != nil {
@@ -197,6 +222,9 @@ func (u *Uploader) commitUpload(ctx context.Context, rec spool.Record) (Result, 
 	}
 	if err := u.sp.Commit(rec.Name, rb); err != nil {
 		return Result{}, err
+	}
+	if u.opts.onCommit != nil {
+		u.opts.onCommit(time.Since(began))
 	}
 	if err := u.sp.Wipe(rec.Name); err != nil {
 		return Result{}, err

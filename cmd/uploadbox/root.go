@@ -14,5 +14,8 @@ func newRootCommand() *cobra.Command {
 	keys := &cobra.Command{Use: "keys", Short: "Manage the device signing key"}
 	keys.AddCommand(newKeysDeviceCommand())
 	root.AddCommand(cli.NewVersionCommand("uploadbox"), keys, newSealCommand(), newRecordCommand(), newEnrollCommand(), newUploadCommand())
+	root.AddCommand(newViewersCommand())
+	root.AddCommand(newRunCommand(), newSessionCommand(), newQueueCommand())
+	root.AddCommand(newDiagCommand())
 	return root
 }

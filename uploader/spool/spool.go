@@ -196,10 +196,11 @@ type Options struct {
 
 // Spool is an open spool directory. Its methods are safe for concurrent use.
 type Spool struct {
-	dir  string
-	db   *bbolt.DB
-	opts Options
-	log  *slog.Logger
+	dir      string
+	db       *bbolt.DB
+	opts     Options
+	limitsMu sync.Mutex // guards opts.MaxBytes and opts.MinFree
+	log      *slog.Logger
 
 	mu sync.Mutex // serialises transitions that touch files as well as the index
 }
@@ -685,27 +686,38 @@ func (s *Spool) Admit(size int64) error {
 	if size < 0 {
 		size = 0
 	}
-	if s.opts.MaxBytes > 0 {
+	s.limitsMu.Lock()
+	maxBytes, minFree := s.opts.MaxBytes, s.opts.MinFree
+	s.limitsMu.Unlock()
+	if maxBytes > 0 {
 		st, err := s.Stats()
 		if err != nil {
 			return err
 		}
-		if st.Bytes+size > s.opts.MaxBytes {
+		if st.Bytes+size > maxBytes {
 			return fmt.Errorf("%w: %d bytes in %d segments + %d requested exceeds the limit of %d bytes; recording stops until uploads are confirmed (nothing unsent is deleted)",
-				ErrSpoolFull, st.Bytes, st.Count, size, s.opts.MaxBytes)
+				ErrSpoolFull, st.Bytes, st.Count, size, maxBytes)
 		}
 	}
-	if s.opts.MinFree > 0 {
+	if minFree > 0 {
 		free, err := s.opts.freeSpace(s.dir)
 		if err != nil {
 			return fmt.Errorf("check free space in %s: %w", s.dir, err)
 		}
-		if free-size < s.opts.MinFree {
+		if free-size < minFree {
 			return fmt.Errorf("%w: %d bytes free - %d requested is below the reserve of %d bytes on %s; recording stops until space is freed (nothing unsent is deleted)",
-				ErrDiskReserve, free, size, s.opts.MinFree, s.dir)
+				ErrDiskReserve, free, size, minFree, s.dir)
 		}
 	}
 	return nil
+}
+
+// SetLimits changes MaxBytes and MinFree (a reloaded config); negative
+// values are treated as 0 (no limit).
+func (s *Spool) SetLimits(maxBytes, minFree int64) {
+	s.limitsMu.Lock()
+	s.opts.MaxBytes, s.opts.MinFree = max(maxBytes, 0), max(minFree, 0)
+	s.limitsMu.Unlock()
 }
 
 func statfsFree(dir string) (int64, error) {

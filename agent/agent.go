@@ -1,0 +1,242 @@
+// Package agent is the box's daemon (`uploadbox run`): it records only
+// inside a session started on purpose, seals every segment into the spool,
+// uploads in the background, wipes what the receiver confirmed, and answers
+// the CLI on a control socket. Components run in one errgroup; SIGTERM seals
+// the current segment, parks the upload and returns within 10 s; SIGHUP
+// reloads the config (a bad file keeps the last good one).
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/uploadbox/uploadbox/agent/config"
+	"github.com/uploadbox/uploadbox/agent/control"
+	"github.com/uploadbox/uploadbox/internal/audit"
+	"github.com/uploadbox/uploadbox/uploader"
+	"github.com/uploadbox/uploadbox/uploader/spool"
+)
+
+// StopTimeout is how long a stop (SIGTERM, session stop) may take.
+const StopTimeout = 10 * time.Second
+
+// Options are what `uploadbox run` passes besides the config.
+type Options struct {
+	// ConfigPath is re-read on SIGHUP.
+	ConfigPath string
+	Logger     *slog.Logger
+	// LogLevel, if set, follows log.level on reload.
+	LogLevel *slog.LevelVar
+	// Ready is called once the daemon accepts control calls (tests; the
+	// systemd notification is sent anyway).
+	Ready func(a *Agent)
+}
+
+// Agent is a running daemon.
+type Agent struct {
+	opts  Options
+	log   *slog.Logger
+	audit *audit.Log
+	spool *spool.Spool
+	m     *metrics
+	ctl   *control.Server
+
+	started time.Time
+
+	mu       sync.Mutex
+	cfg      *config.Config
+	state    *uploader.State // nil until the box is enrolled
+	sess     *session        // the running session, if any
+	last     *SessionStatus  // the last session that ended
+	reloads  int
+	alert    string // why recording stopped on its own (spool full), until the next start
+	kick     chan struct{}
+	uploadOK time.Time
+	upErr    string
+}
+
+// New opens what the daemon owns (audit log, spool, control socket) with
+// cfg. Nothing runs until Run.
+func New(cfg *config.Config, opts Options) (*Agent, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	for _, d := range []string{cfg.Spool.Dir, cfg.StateDir, filepath.Dir(cfg.Audit.Path)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	a := &Agent{opts: opts, log: log, cfg: cfg, started: time.Now(), kick: make(chan struct{}, 1)}
+	var err error
+	if a.audit, err = audit.Open(cfg.Audit.Path); err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	if n, err := a.audit.Prune(cfg.Audit.Retention.D()); err != nil {
+		log.Warn("audit retention not applied", "err", err)
+	} else if n > 0 {
+		log.Info("audit entries past retention removed", "count", n)
+	}
+	if st, err := uploader.LoadState(cfg.StateDir); err == nil {
+		a.state = st
+	} else {
+		log.Warn("box not enrolled yet: sessions and uploads wait for `uploadbox enroll`", "state", cfg.StateDir, "err", err)
+	}
+	sopts := spool.Options{MaxBytes: int64(cfg.Spool.MaxSize), MinFree: int64(cfg.Spool.MinFree), Logger: log}
+	if a.state != nil {
+		sopts.Device = a.state.Device.Public()
+	}
+	if a.spool, err = spool.Open(cfg.Spool.Dir, sopts); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	a.m = newMetrics(a)
+	if a.ctl, err = control.Listen(cfg.SocketPath(), cfg.Control.Group, log); err != nil {
+		a.spool.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// Config returns the config in use.
+func (a *Agent) Config() *config.Config {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg
+}
+
+// enrolled returns the enrolled state, loading it if enrollment happened
+// while the daemon ran.
+func (a *Agent) enrolled() (*uploader.State, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.state != nil {
+		return a.state, nil
+	}
+	st, err := uploader.LoadState(a.cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("box not enrolled (%v): run `uploadbox enroll --state %s` first", err, a.cfg.StateDir)
+	}
+	a.state = st
+	return st, nil
+}
+
+// Run runs every component until ctx ends or SIGTERM/SIGINT arrives, then
+// stops them in order: the session seals its current segment, the upload
+// parks, the sockets close.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.spool.Close()
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	a.auditEvent("daemon.start", "", "ok", fmt.Sprintf("pid=%d", os.Getpid()))
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.ctl.Serve(gctx, a.handle) })
+	g.Go(func() error { return a.m.serve(gctx, a.Config().Metrics.Listen) })
+	g.Go(func() error { return a.uploadLoop(gctx) })
+	g.Go(func() error { return a.watchdog(gctx) })
+	g.Go(func() error {
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-hup:
+				a.reload()
+			}
+		}
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		// The session is stopped before the group returns: its last
+		// segment is sealed and its upload can be parked.
+		if err := a.stopSession("daemon stopping"); err != nil && !errors.Is(err, errNoSession) {
+			a.log.Warn("session stop", "err", err)
+		}
+		return nil
+	})
+	notify("READY=1\nSTATUS=idle: no session")
+	a.log.Info("uploadbox daemon ready", "control", a.ctl.Path(), "spool", a.Config().Spool.Dir)
+	if a.opts.Ready != nil {
+		a.opts.Ready(a)
+	}
+	err := g.Wait()
+	notify("STOPPING=1")
+	a.auditEvent("daemon.stop", "", "ok", "")
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// reload re-reads the config file. A bad file keeps the last good config
+// and says why; settings that need a restart say so.
+func (a *Agent) reload() {
+	notify("RELOADING=1")
+	defer notify("READY=1")
+	nc, err := config.Load(a.opts.ConfigPath, nil)
+	if err != nil {
+		a.m.reloadFailures.Inc()
+		a.log.Error("config reload failed; keeping the last good config", "err", err)
+		a.auditEvent("config.reload", "", "failed", err.Error())
+		return
+	}
+	a.mu.Lock()
+	old := a.cfg
+	a.cfg = nc
+	a.reloads++
+	a.mu.Unlock()
+	for key, changed := range map[string]bool{
+		"spool.dir": old.Spool.Dir != nc.Spool.Dir, "state_dir": old.StateDir != nc.StateDir,
+		"control.socket": old.SocketPath() != nc.SocketPath(), "metrics.listen": old.Metrics.Listen != nc.Metrics.Listen,
+		"audit.path": old.Audit.Path != nc.Audit.Path,
+	} {
+		if changed {
+			a.log.Warn("config key changed on reload takes effect after a restart", "key", key)
+		}
+	}
+	a.spool.SetLimits(int64(nc.Spool.MaxSize), int64(nc.Spool.MinFree))
+	if a.opts.LogLevel != nil {
+		a.opts.LogLevel.Set(LogLevel(nc.Log.Level))
+	}
+	a.log.Info("config reloaded; capture settings apply from the next session", "path", a.opts.ConfigPath)
+	a.auditEvent("config.reload", "", "ok", "")
+}
+
+// LogLevel maps log.level to a slog level.
+func LogLevel(s string) slog.Level {
+	switch s {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+func (a *Agent) auditEvent(event, identity, outcome, detail string) {
+	if _, err := a.audit.Append(audit.Entry{Event: event, Identity: identity, Source: "local", Outcome: outcome, Detail: detail}); err != nil {
+		a.log.Error("audit log append failed", "event", event, "err", err)
+	}
+}
+
+// kickUpload wakes the upload loop (a segment was sealed).
+func (a *Agent) kickUpload() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}

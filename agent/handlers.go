@@ -1,0 +1,140 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/uploadbox/uploadbox/agent/config"
+	"github.com/uploadbox/uploadbox/agent/control"
+	"github.com/uploadbox/uploadbox/internal/cli"
+)
+
+// Status is the answer to the "status" call.
+type Status struct {
+	PID      int           `json:"pid"`
+	Version  string        `json:"version"`
+	Started  time.Time     `json:"started"`
+	Uptime   float64       `json:"uptime_seconds"`
+	Enrolled bool          `json:"enrolled"`
+	Receiver string        `json:"receiver,omitempty"`
+	Session  SessionStatus `json:"session"`
+	Queue    Queue         `json:"queue"`
+	// UploadError is the last upload failure while the uploader backs off.
+	UploadError  string    `json:"upload_error,omitempty"`
+	LastUploadOK time.Time `json:"last_upload_ok,omitzero"`
+	Reloads      int       `json:"reloads"`
+}
+
+// Queue is the upload backlog (`uploadbox queue`).
+type Queue struct {
+	Count   int            `json:"count"`
+	Bytes   int64          `json:"bytes"`
+	Oldest  time.Time      `json:"oldest,omitzero"`
+	Age     float64        `json:"oldest_age_seconds"`
+	ByState map[string]int `json:"by_state"`
+}
+
+// SessionStart are the parameters of "session.start".
+type SessionStart struct {
+	For string `json:"for,omitempty"` // a duration; empty: recording.session_default
+}
+
+// AuditAppend are the parameters of "audit.append" (diag records its runs).
+type AuditAppend struct {
+	Event   string `json:"event"`
+	Outcome string `json:"outcome"`
+	Detail  string `json:"detail,omitempty"`
+}
+
+func caller(r control.Request) string {
+	if r.UID < 0 {
+		return "local"
+	}
+	return "uid:" + strconv.Itoa(r.UID)
+}
+
+// handle answers the control socket.
+func (a *Agent) handle(_ context.Context, r control.Request) (any, error) {
+	switch r.Method {
+	case "status":
+		return a.Status()
+	case "queue":
+		return a.Queue()
+	case "session.status":
+		return a.SessionStatus(), nil
+	case "session.start":
+		var p SessionStart
+		if err := r.Decode(&p); err != nil {
+			return nil, err
+		}
+		var d time.Duration
+		if p.For != "" {
+			var err error
+			if d, err = config.ParseDuration(p.For); err != nil {
+				return nil, control.Errorf("bad-request", "--for: %v", err)
+			}
+		}
+		st, err := a.startSession(d, caller(r))
+		if err != nil {
+			return nil, control.Errorf("refused", "%v", err)
+		}
+		return st, nil
+	case "session.stop":
+		if err := a.stopSession("stopped"); err != nil {
+			if errors.Is(err, errNoSession) {
+				return nil, control.Errorf("not-found", "%v", err)
+			}
+			return nil, err
+		}
+		return a.SessionStatus(), nil
+	case "audit.append":
+		var p AuditAppend
+		if err := r.Decode(&p); err != nil {
+			return nil, err
+		}
+		if !strings.HasPrefix(p.Event, "diag.") || p.Outcome == "" || len(p.Detail) > 4096 {
+			return nil, control.Errorf("bad-request", "audit.append takes diag.* events with an outcome and a detail under 4 KiB")
+		}
+		a.auditEvent(p.Event, caller(r), p.Outcome, p.Detail)
+		return struct{}{}, nil
+	}
+	return nil, control.Errorf("unknown-method", "unknown control method %q (is the CLI newer than the daemon?)", r.Method)
+}
+
+// Status reports the daemon's state.
+func (a *Agent) Status() (Status, error) {
+	q, err := a.Queue()
+	if err != nil {
+		return Status{}, err
+	}
+	s := Status{
+		PID: os.Getpid(), Version: cli.Version, Started: a.started, Uptime: time.Since(a.started).Seconds(),
+		Session: a.SessionStatus(), Queue: q,
+	}
+	a.mu.Lock()
+	if a.state != nil {
+		s.Enrolled = true
+		s.Receiver = a.state.Receiver.String()
+	}
+	s.UploadError, s.LastUploadOK, s.Reloads = a.upErr, a.uploadOK, a.reloads
+	a.mu.Unlock()
+	return s, nil
+}
+
+// Queue reports the upload backlog.
+func (a *Agent) Queue() (Queue, error) {
+	st, err := a.spool.Stats()
+	if err != nil {
+		return Queue{}, fmt.Errorf("spool: %w", err)
+	}
+	q := Queue{Count: st.Count, Bytes: st.Bytes, Oldest: st.Oldest, Age: st.Age.Seconds(), ByState: map[string]int{}}
+	for k, v := range st.ByState {
+		q.ByState[string(k)] = v
+	}
+	return q, nil
+}

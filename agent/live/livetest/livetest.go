@@ -1,0 +1,240 @@
+// Package livetest is a WHEP viewer for tests and benchmarks of the live
+// view: a real pion peer connection that POSTs an offer and counts the RTP
+// packets it receives per media kind.
+package livetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// Options configure a Viewer's offer.
+type Options struct {
+	// Audio adds a recvonly audio transceiver to the offer.
+	Audio bool
+	// Loopback lets the viewer use loopback ICE candidates (a server on
+	// 127.0.0.1).
+	Loopback bool
+}
+
+// Response is the server's answer to an offer. Viewer is set whatever the
+// status, so a test can check that a refused viewer receives nothing; only
+// a 201 applied the answer. The caller closes it.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+	Viewer *Viewer
+}
+
+// Viewer is a connected WHEP viewer.
+type Viewer struct {
+	// PC is the viewer's peer connection.
+	PC *webrtc.PeerConnection
+	// Location is the absolute URL of the session resource.
+	Location string
+	// Answer is the server's SDP answer.
+	Answer string
+	// Started is when the offer was sent.
+	Started time.Time
+
+	mu    sync.Mutex
+	kinds map[string]*counter
+	cond  chan struct{} // closed and replaced on every first packet of a kind
+	wg    sync.WaitGroup
+	once  sync.Once
+}
+
+type counter struct {
+	packets     atomic.Int64
+	first, last atomic.Int64 // unix nanos
+}
+
+// Offer creates a peer connection, POSTs its offer to endpoint with token as
+// the bearer token and, on 201, applies the answer. A non-201 answer is
+// not an error: inspect Response.Status.
+func Offer(ctx context.Context, client *http.Client, endpoint, token string, opts Options) (*Response, error) {
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		return nil, err
+	}
+	se := webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(opts.Loopback)
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se))
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, err
+	}
+	v := &Viewer{PC: pc, kinds: map[string]*counter{"video": {}, "audio": {}}, cond: make(chan struct{})}
+	ok := false
+	defer func() {
+		if !ok {
+			v.Close()
+		}
+	}()
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		c := v.kinds[tr.Kind().String()]
+		if c == nil {
+			return
+		}
+		v.wg.Add(1)
+		defer v.wg.Done()
+		for {
+			if _, _, err := tr.ReadRTP(); err != nil {
+				return
+			}
+			now := time.Now().UnixNano()
+			if c.packets.Add(1) == 1 {
+				c.first.Store(now)
+				v.mu.Lock()
+				close(v.cond)
+				v.cond = make(chan struct{})
+				v.mu.Unlock()
+			}
+			c.last.Store(now)
+		}
+	})
+	recv := webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}
+	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, recv); err != nil {
+		return nil, err
+	}
+	if opts.Audio {
+		if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, recv); err != nil {
+			return nil, err
+		}
+	}
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		return nil, err
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		return nil, err
+	}
+	select {
+	case <-gathered:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewBufferString(pc.LocalDescription().SDP))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/sdp")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	v.Started = time.Now()
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	r := &Response{Status: resp.StatusCode, Header: resp.Header, Body: body, Viewer: v}
+	if resp.StatusCode != http.StatusCreated {
+		ok = true
+		return r, nil
+	}
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || loc.Path == "" {
+		return nil, fmt.Errorf("201 without a usable Location header %q", resp.Header.Get("Location"))
+	}
+	v.Location = resp.Request.URL.ResolveReference(loc).String()
+	v.Answer = string(body)
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: v.Answer}); err != nil {
+		return nil, fmt.Errorf("apply answer: %w", err)
+	}
+	ok = true
+	return r, nil
+}
+
+// Packets is the number of RTP packets received of kind "video" or
+// "audio".
+func (v *Viewer) Packets(kind string) int64 {
+	if c := v.kinds[kind]; c != nil {
+		return c.packets.Load()
+	}
+	return 0
+}
+
+// First and Last are when the first and the latest RTP packet of kind
+// arrived (zero before any).
+func (v *Viewer) First(kind string) time.Time { return v.stamp(kind, true) }
+
+// Last: see First.
+func (v *Viewer) Last(kind string) time.Time { return v.stamp(kind, false) }
+
+func (v *Viewer) stamp(kind string, first bool) time.Time {
+	c := v.kinds[kind]
+	if c == nil {
+		return time.Time{}
+	}
+	n := c.last.Load()
+	if first {
+		n = c.first.Load()
+	}
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// WaitPackets waits until kind has at least one packet or ctx is done, and
+// returns the time of the first.
+func (v *Viewer) WaitPackets(ctx context.Context, kind string) (time.Time, error) {
+	for {
+		v.mu.Lock()
+		ch := v.cond
+		v.mu.Unlock()
+		if t := v.First(kind); !t.IsZero() {
+			return t, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return time.Time{}, fmt.Errorf("no %s RTP packet: %w", kind, ctx.Err())
+		}
+	}
+}
+
+// Delete ends the session with DELETE on its Location.
+func (v *Viewer) Delete(ctx context.Context, client *http.Client, token string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, v.Location, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// Close closes the peer connection and waits for its readers.
+func (v *Viewer) Close() error {
+	var err error
+	v.once.Do(func() {
+		err = v.PC.Close()
+		v.wg.Wait()
+	})
+	if errors.Is(err, webrtc.ErrConnectionClosed) {
+		return nil
+	}
+	return err
+}

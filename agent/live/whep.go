@@ -1,0 +1,315 @@
+package live
+
+import (
+	"crypto/rand"
+	"embed"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/pion/sdp/v3"
+	"github.com/pion/webrtc/v4"
+)
+
+// maxOffer bounds the size of an SDP offer.
+const maxOffer = 64 << 10
+
+var (
+	errBadOffer = errors.New("bad SDP offer")
+	errClosed   = errors.New("live view server closed")
+)
+
+// Handler serves the WHEP endpoint and the viewer page:
+//
+//	POST   /whep       SDP offer → 201 answer, Location /whep/{id}
+//	GET    /whep/{id}  200 while the session is live, 410 with the reason after it ended
+//	DELETE /whep/{id}  ends the session (the same viewer only)
+//	GET    /           the viewer page
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /whep", s.handleOffer)
+	mux.HandleFunc("GET /whep/{id}", s.handleStatus)
+	mux.HandleFunc("DELETE /whep/{id}", s.handleDelete)
+	mux.HandleFunc("GET /{$}", servePage("web/index.html", "text/html; charset=utf-8"))
+	mux.HandleFunc("GET /viewer.js", servePage("web/viewer.js", "text/javascript; charset=utf-8"))
+	mux.HandleFunc("GET /viewer.css", servePage("web/viewer.css", "text/css; charset=utf-8"))
+	return mux
+}
+
+// problem is the JSON body of every error response.
+type problem struct {
+	Error   string `json:"error"`
+	Reason  string `json:"reason"`
+	Request string `json:"request,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeProblem(w http.ResponseWriter, code int, reason, msg string) {
+	writeJSON(w, code, problem{Error: msg, Reason: reason})
+}
+
+// authenticate returns the viewer of the request's bearer token, or writes
+// 401. The token is never logged.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (string, bool) {
+	token, ok := bearer(r)
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="uploadbox live view"`)
+		writeProblem(w, http.StatusUnauthorized, "token", "an Authorization: Bearer token is required; log in to get one")
+		return "", false
+	}
+	viewer, err := s.cfg.Auth.Viewer(token)
+	if err != nil || viewer == "" {
+		s.log.Warn("live view token refused", "remote", r.RemoteAddr)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="uploadbox live view", error="invalid_token"`)
+		writeProblem(w, http.StatusUnauthorized, "token", "the bearer token is invalid or expired; log in again")
+		return "", false
+	}
+	return viewer, true
+}
+
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
+
+func (s *Server) handleOffer(w http.ResponseWriter, r *http.Request) {
+	viewer, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/sdp" {
+		writeProblem(w, http.StatusUnsupportedMediaType, "content-type", "the offer must be sent as Content-Type: application/sdp")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxOffer))
+	if err != nil {
+		writeProblem(w, http.StatusBadRequest, "offer", "the SDP offer is unreadable or larger than 64 KiB")
+		return
+	}
+	offer := webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(body)}
+	parsed, err := offer.Unmarshal()
+	if err != nil {
+		writeProblem(w, http.StatusBadRequest, "offer", "the SDP offer does not parse: "+err.Error())
+		return
+	}
+	wantVideo, wantAudio := kinds(parsed)
+	if !wantVideo {
+		writeProblem(w, http.StatusBadRequest, "offer", "the SDP offer has no video section; add a recvonly video transceiver")
+		return
+	}
+
+	if code, reason := s.reserve(); code != 0 {
+		writeProblem(w, code, reason, "the live view cannot take another viewer now: "+reason)
+		return
+	}
+	registered := false
+	defer func() {
+		if !registered {
+			s.unreserve()
+		}
+	}()
+
+	adm, err := s.cfg.Gate.Admit(viewer, wantAudio)
+	if err != nil {
+		var ref *Refusal
+		if errors.As(err, &ref) {
+			s.log.Info("live view refused", "viewer", viewer, "reason", ref.Reason, "request", ref.Request)
+			writeJSON(w, http.StatusForbidden, problem{
+				Error:   "the observed person has not granted you live view (" + ref.Reason + ")",
+				Reason:  ref.Reason,
+				Request: ref.Request,
+			})
+			return
+		}
+		s.log.Error("consent gate failed", "viewer", viewer, "err", err)
+		writeProblem(w, http.StatusServiceUnavailable, "consent", "the consent check failed; try again later")
+		return
+	}
+	sess, err := s.open(viewer, offer, adm, wantAudio && adm.Audio, r.Context().Done())
+	if err != nil {
+		if adm.Cancel != nil {
+			adm.Cancel()
+		}
+		switch {
+		case errors.Is(err, errBadOffer):
+			writeProblem(w, http.StatusBadRequest, "offer", err.Error())
+		case errors.Is(err, errClosed):
+			writeProblem(w, http.StatusServiceUnavailable, "closed", "the live view is shutting down")
+		default:
+			s.log.Error("open live session", "viewer", viewer, "err", err)
+			writeProblem(w, http.StatusInternalServerError, "internal", "could not set up the peer connection")
+		}
+		return
+	}
+	registered = true
+	s.log.Info("viewer joined", "viewer", viewer, "session", sess.id, "audio", sess.audio)
+	w.Header().Set("Content-Type", "application/sdp")
+	w.Header().Set("Location", "/whep/"+sess.id)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusCreated)
+	io.WriteString(w, sess.pc.LocalDescription().SDP)
+}
+
+// kinds reports which media the offer asks for (sections not rejected
+// with port 0).
+func kinds(d *sdp.SessionDescription) (video, audio bool) {
+	for _, m := range d.MediaDescriptions {
+		if m.MediaName.Port.Value == 0 {
+			continue
+		}
+		switch m.MediaName.Media {
+		case "video":
+			video = true
+		case "audio":
+			audio = true
+		}
+	}
+	return video, audio
+}
+
+// reserve takes a viewer slot, or returns the status and reason of the
+// refusal.
+func (s *Server) reserve() (int, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return http.StatusServiceUnavailable, "closed"
+	}
+	if len(s.sessions)+s.reserved >= s.cfg.MaxViewers {
+		return http.StatusServiceUnavailable, "too many viewers"
+	}
+	s.reserved++
+	return 0, ""
+}
+
+func (s *Server) unreserve() {
+	s.mu.Lock()
+	s.reserved--
+	s.mu.Unlock()
+}
+
+// lookup finds the live or ended session id of viewer. It writes 404 for
+// an unknown id and 403 for another viewer's session.
+func (s *Server) lookup(w http.ResponseWriter, r *http.Request) (viewer string, sess *session, gone *endedSession, ok bool) {
+	viewer, ok = s.authenticate(w, r)
+	if !ok {
+		return "", nil, nil, false
+	}
+	id := r.PathValue("id")
+	s.mu.Lock()
+	sess = s.sessions[id]
+	gone = s.gone.get(id)
+	s.mu.Unlock()
+	owner := ""
+	switch {
+	case sess != nil:
+		owner = sess.viewer
+	case gone != nil:
+		owner = gone.viewer
+	default:
+		writeProblem(w, http.StatusNotFound, "unknown session", "no live view session "+id)
+		return "", nil, nil, false
+	}
+	if owner != viewer {
+		s.log.Warn("live session of another viewer refused", "viewer", viewer, "session", id)
+		writeProblem(w, http.StatusForbidden, "not yours", "session "+id+" belongs to another viewer")
+		return "", nil, nil, false
+	}
+	return viewer, sess, gone, true
+}
+
+// status is the body of GET /whep/{id}.
+type status struct {
+	State  string `json:"state"` // "live" or "ended"
+	Reason string `json:"reason,omitempty"`
+	Audio  bool   `json:"audio"`
+}
+
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	_, sess, gone, ok := s.lookup(w, r)
+	if !ok {
+		return
+	}
+	if sess != nil {
+		writeJSON(w, http.StatusOK, status{State: "live", Audio: sess.audio})
+		return
+	}
+	writeJSON(w, http.StatusGone, status{State: "ended", Reason: gone.reason})
+}
+
+func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
+	_, sess, _, ok := s.lookup(w, r)
+	if !ok {
+		return
+	}
+	if sess != nil {
+		if err := s.end(sess, "viewer left"); err != nil {
+			s.log.Warn("end live session", "session", sess.id, "err", err)
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// endedSession remembers why a session ended, for the viewer page.
+type endedSession struct {
+	viewer, reason string
+}
+
+// endedSessions is a bounded record of recently ended sessions.
+type endedSessions struct {
+	max   int
+	byID  map[string]*endedSession
+	order []string
+}
+
+func newEndedSessions(max int) *endedSessions {
+	return &endedSessions{max: max, byID: make(map[string]*endedSession)}
+}
+
+func (e *endedSessions) add(id, viewer, reason string) {
+	if len(e.order) >= e.max {
+		delete(e.byID, e.order[0])
+		e.order = e.order[1:]
+	}
+	e.byID[id] = &endedSession{viewer: viewer, reason: reason}
+	e.order = append(e.order, id)
+}
+
+func (e *endedSessions) get(id string) *endedSession { return e.byID[id] }
+
+// newID returns a random, unguessable session id (128 bits).
+func newID() string { return rand.Text() }
+
+//go:embed web
+var web embed.FS
+
+func servePage(name, contentType string) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		b, err := web.ReadFile(name)
+		if err != nil {
+			http.Error(w, "page missing from the build", http.StatusInternalServerError)
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Type", contentType)
+		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; media-src 'self' blob:")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-cache")
+		w.Write(b)
+	}
+}

@@ -1,0 +1,228 @@
+package agent
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/uploadbox/uploadbox/agent/config"
+	"github.com/uploadbox/uploadbox/capture"
+	"github.com/uploadbox/uploadbox/capture/recorder"
+	"github.com/uploadbox/uploadbox/capture/segment"
+	"github.com/uploadbox/uploadbox/uploader/spool"
+)
+
+var errNoSession = errors.New("no session is running")
+
+// SessionStatus is what `uploadbox session status` shows.
+type SessionStatus struct {
+	Active    bool      `json:"active"`
+	Recording string    `json:"recording,omitempty"` // recording id (hex)
+	Started   time.Time `json:"started,omitzero"`
+	Until     time.Time `json:"until,omitzero"`
+	Ended     time.Time `json:"ended,omitzero"`
+	Segments  int       `json:"segments"` // sealed so far
+	Bytes     int64     `json:"bytes"`
+	// StopReason says why an ended session stopped ("stopped", "time is up",
+	// "daemon stopping", or the error that stopped it).
+	StopReason string `json:"stop_reason,omitempty"`
+	Error      string `json:"error,omitempty"`
+	// Alert is set when recording stopped on its own (spool full, disk
+	// reserve) and stays until the next session starts.
+	Alert string `json:"alert,omitempty"`
+}
+
+type session struct {
+	rs       *recorder.Session
+	started  time.Time
+	until    time.Time
+	cancel   context.CancelCauseFunc
+	done     chan struct{}
+	segments atomic.Int64
+	bytes    atomic.Int64
+	status   SessionStatus // set when done is closed
+}
+
+var errStopped = errors.New("stopped")
+var errTimeUp = errors.New("time is up")
+
+// captureConfig maps the daemon config to the capture's.
+func captureConfig(c *config.Config) capture.Config {
+	cp := c.Capture
+	return capture.Config{
+		Source: cp.Source, Device: cp.Device, Width: cp.Width, Height: cp.Height, FPS: cp.FPS,
+		Bitrate: int(cp.Bitrate), KeyInterval: cp.KeyInterval.D(), Audio: c.AudioOn(),
+		AudioDevice: cp.AudioDevice, Channels: cp.Channels, AudioBitrate: int(cp.AudioBitrate),
+	}
+}
+
+// segmentEstimate is the room a segment is expected to need, with margin.
+func segmentEstimate(c *config.Config) int64 {
+	bps := int64(c.Capture.Bitrate)
+	if c.AudioOn() {
+		bps += int64(c.Capture.AudioBitrate) * int64(c.Capture.Channels)
+	}
+	return bps / 8 * int64(c.Recording.Segment.D()/time.Second) * 3 / 2
+}
+
+// startSession starts recording for d (0: the configured default).
+func (a *Agent) startSession(d time.Duration, who string) (SessionStatus, error) {
+	st, err := a.enrolled()
+	if err != nil {
+		return SessionStatus{}, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	cfg := a.cfg
+	if a.sess != nil {
+		return SessionStatus{}, fmt.Errorf("a session is already running until %s: stop it first (`uploadbox session stop`)", a.sess.until.Format(time.TimeOnly))
+	}
+	if d == 0 {
+		d = cfg.Recording.SessionDefault.D()
+	}
+	if d < time.Second || d > cfg.Recording.SessionMax.D() {
+		return SessionStatus{}, fmt.Errorf("session length %s: use 1s to recording.session_max (%s)", d, cfg.Recording.SessionMax)
+	}
+	s := &session{started: time.Now(), done: make(chan struct{})}
+	s.until = s.started.Add(d)
+	estimate := segmentEstimate(cfg)
+	rs, err := recorder.Start(captureConfig(cfg), recorder.Config{
+		Dir:        cfg.Spool.Dir,
+		Recipients: st.Recipients,
+		Device:     st.Device,
+		Segment:    segment.Config{SegmentLength: cfg.Recording.Segment.D()},
+		Logger:     a.log,
+		BeforeSegment: func(partial string) error {
+			if err := a.spool.Admit(estimate); err != nil {
+				return err
+			}
+			return a.spool.MarkRecording(filepath.Base(partial))
+		},
+		OnSealed: func(sl recorder.Sealed) {
+			if err := a.spool.MarkSealed(filepath.Base(sl.Path)); err != nil {
+				a.log.Error("sealed segment not queued; the spool reconciles it at the next start", "segment", sl.Path, "err", err)
+			}
+			s.segments.Add(1)
+			s.bytes.Add(sl.Bytes)
+			a.m.segmentsSealed.Inc()
+			a.kickUpload()
+		},
+	})
+	if err != nil {
+		a.auditEvent("session.start", who, "failed", err.Error())
+		return SessionStatus{}, fmt.Errorf("session not started: %w", err)
+	}
+	s.rs = rs
+	ctx, cancel := context.WithCancelCause(context.Background())
+	ctx, cancelTimer := context.WithDeadlineCause(ctx, s.until, errTimeUp)
+	s.cancel = cancel
+	a.sess = s
+	a.alert = ""
+	id := rs.Recorder.RecordingID()
+	a.m.session(true)
+	a.auditEvent("session.start", who, "ok", fmt.Sprintf("recording=%s until=%s", hex.EncodeToString(id[:]), s.until.UTC().Format(time.RFC3339)))
+	a.log.Info("session started", "recording", hex.EncodeToString(id[:]), "until", s.until)
+	notify("STATUS=recording until " + s.until.Format(time.TimeOnly))
+	go func() {
+		defer cancelTimer()
+		_, err := rs.Run(ctx)
+		a.sessionEnded(s, context.Cause(ctx), err)
+	}()
+	return a.statusOf(s), nil
+}
+
+func (a *Agent) sessionEnded(s *session, cause, err error) {
+	st := a.statusOf(s)
+	st.Active = false
+	st.Ended = time.Now()
+	outcome := "ok"
+	switch {
+	case err != nil:
+		st.StopReason, st.Error, outcome = "error", err.Error(), "failed"
+	case cause != nil:
+		st.StopReason = cause.Error()
+	default:
+		st.StopReason = "capture ended"
+	}
+	a.mu.Lock()
+	a.m.sessionDone(s.rs.Capture)
+	if err != nil && (errors.Is(err, spool.ErrSpoolFull) || errors.Is(err, spool.ErrDiskReserve)) {
+		a.alert = err.Error()
+		a.m.alert.Set(1)
+	}
+	st.Alert = a.alert
+	s.status = st
+	a.last = &st
+	a.sess = nil
+	a.mu.Unlock()
+	a.m.session(false)
+	id := st.Recording
+	if err != nil {
+		a.log.Error("recording stopped", "recording", id, "err", err, "alert", st.Alert != "")
+	} else {
+		a.log.Info("session ended", "recording", id, "reason", st.StopReason, "segments", st.Segments)
+	}
+	a.auditEvent("session.stop", "", outcome, fmt.Sprintf("recording=%s reason=%s segments=%d", id, strings.ReplaceAll(st.StopReason, " ", "_"), st.Segments))
+	notify("STATUS=idle: no session")
+	close(s.done)
+}
+
+// stopSession ends the running session and waits until its last segment
+// is sealed.
+func (a *Agent) stopSession(reason string) error {
+	a.mu.Lock()
+	s := a.sess
+	a.mu.Unlock()
+	if s == nil {
+		return errNoSession
+	}
+	cause := errStopped
+	if reason != "" && reason != "stopped" {
+		cause = errors.New(reason)
+	}
+	s.cancel(cause)
+	select {
+	case <-s.done:
+		return nil
+	case <-time.After(StopTimeout):
+		return fmt.Errorf("session did not stop within %s", StopTimeout)
+	}
+}
+
+func (a *Agent) statusOf(s *session) SessionStatus {
+	id := s.rs.Recorder.RecordingID()
+	return SessionStatus{
+		Active: true, Recording: hex.EncodeToString(id[:]), Started: s.started, Until: s.until,
+		Segments: int(s.segments.Load()), Bytes: s.bytes.Load(),
+	}
+}
+
+// SessionStatus returns the running session, or the last one that ended.
+func (a *Agent) SessionStatus() SessionStatus {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.sess != nil {
+		return a.statusOf(a.sess)
+	}
+	if a.last != nil {
+		st := *a.last
+		st.Alert = a.alert
+		return st
+	}
+	return SessionStatus{Alert: a.alert}
+}
+
+// Capture returns the running session's capture (for live view), or nil.
+func (a *Agent) Capture() *capture.Capture {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.sess == nil {
+		return nil
+	}
+	return a.sess.rs.Capture
+}

@@ -1,0 +1,79 @@
+package agent
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+
+	"github.com/uploadbox/uploadbox/uploader"
+)
+
+// uploadLoop drains the spool whenever a segment is sealed, and retries
+// with exponential backoff (up to upload.retry_max) while the receiver
+// cannot be reached. Cancelling ctx parks the upload in flight: the spool
+// keeps its URL and the receiver its offset, so the next start resumes.
+func (a *Agent) uploadLoop(ctx context.Context) error {
+	wait := time.Duration(0)
+	failures := 0
+	for {
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-a.kick:
+				t.Stop()
+				if failures > 0 {
+					// still backing off: a new segment does not cut the wait short
+					continue
+				}
+			case <-t.C:
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		cfg := a.Config()
+		retryMax := cfg.Upload.RetryMax.D()
+		if !cfg.UploadOn() {
+			wait = retryMax
+			continue
+		}
+		st, err := a.enrolled()
+		if err != nil {
+			wait = retryMax
+			continue
+		}
+		up := uploader.New(st, a.spool, a.log, uploader.WithBackoffMax(retryMax),
+			uploader.WithCommitObserver(func(d time.Duration) { a.m.commitLatency.Observe(d.Seconds()) }))
+		_, err = up.Drain(ctx, func(r uploader.Result) {
+			a.m.uploadedBytes.Add(float64(r.Size))
+			a.m.wipes.Inc()
+		}, nil)
+		ts := up.Stats()
+		a.m.retries.Add(float64(ts.Retries))
+		a.m.sentBytes.Add(float64(ts.BytesSent))
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			failures++
+			backoff := min(retryMax, time.Second<<min(failures, 16))
+			wait = backoff/2 + rand.N(backoff/2+1)
+			a.mu.Lock()
+			a.upErr = err.Error()
+			a.mu.Unlock()
+			a.log.Warn("upload paused; retrying", "in", wait.Round(time.Second), "err", err)
+			continue
+		}
+		failures = 0
+		a.mu.Lock()
+		a.upErr = ""
+		a.uploadOK = time.Now()
+		a.mu.Unlock()
+		// Nothing pending: sleep until a segment is sealed (or a periodic
+		// look, for segments reconciled or left by a failed commit).
+		wait = retryMax
+	}
+}

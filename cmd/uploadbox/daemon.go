@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/uploadbox/uploadbox/agent"
+	"github.com/uploadbox/uploadbox/agent/config"
+	"github.com/uploadbox/uploadbox/agent/control"
+	"github.com/uploadbox/uploadbox/internal/cli"
+)
+
+// configPath is --config, else $UPLOADBOX_CONFIG, else the packaged path.
+func configPath(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if env := os.Getenv("UPLOADBOX_CONFIG"); env != "" {
+		return env
+	}
+	return config.DefaultPath
+}
+
+func newRunCommand() *cobra.Command {
+	var cfgFlag string
+	cmd := &cobra.Command{
+		Use:   "run --config FILE",
+		Short: "Run the daemon: sessions on request, sealing, background upload, control socket",
+		Args:  cli.Args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path := configPath(cfgFlag)
+			cfg, err := config.Load(path, nil)
+			if err != nil {
+				return err
+			}
+			level := new(slog.LevelVar)
+			level.Set(agent.LogLevel(cfg.Log.Level))
+			hopts := &slog.HandlerOptions{Level: level}
+			var h slog.Handler = slog.NewTextHandler(cmd.ErrOrStderr(), hopts)
+			if cfg.Log.Format == "json" {
+				h = slog.NewJSONHandler(cmd.ErrOrStderr(), hopts)
+			}
+			log := slog.New(h)
+			a, err := agent.New(cfg, agent.Options{ConfigPath: path, Logger: log, LogLevel: level})
+			if err != nil {
+				return err
+			}
+			return a.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVar(&cfgFlag, "config", "", "daemon config file (default $UPLOADBOX_CONFIG or "+config.DefaultPath+")")
+	return cmd
+}
+
+// ctlFlags find the daemon's control socket: --socket, else the config's.
+type ctlFlags struct {
+	config string
+	socket string
+	json   bool
+}
+
+func (f *ctlFlags) add(cmd *cobra.Command, withJSON bool) {
+	cmd.Flags().StringVar(&f.config, "config", "", "daemon config file, to find its control socket (default $UPLOADBOX_CONFIG or "+config.DefaultPath+")")
+	cmd.Flags().StringVar(&f.socket, "socket", "", "control socket path (overrides the config's)")
+	if withJSON {
+		cmd.Flags().BoolVar(&f.json, "json", false, "print JSON")
+	}
+}
+
+func (f *ctlFlags) path() string {
+	if f.socket != "" {
+		return f.socket
+	}
+	if env := os.Getenv("UPLOADBOX_SOCKET"); env != "" {
+		return env
+	}
+	if cfg, err := config.Load(configPath(f.config), nil); err == nil {
+		return cfg.SocketPath()
+	}
+	return config.Default().SocketPath()
+}
+
+func (f *ctlFlags) call(ctx context.Context, method string, params, result any) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return control.Call(ctx, f.path(), method, params, result)
+}
+
+func printJSON(w io.Writer, v any) error {
+	e := json.NewEncoder(w)
+	e.SetIndent("", "  ")
+	return e.Encode(v)
+}
+
+func newSessionCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "session", Short: "Start, stop or show the recording session (nothing is recorded outside one)"}
+	var sf ctlFlags
+	var length time.Duration
+	start := &cobra.Command{
+		Use:   "start [--for 60m]",
+		Short: "Start recording now, for a limited time",
+		Args:  cli.Args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("for") && length <= 0 {
+				return cli.Usagef("--for must be positive")
+			}
+			p := agent.SessionStart{}
+			if length > 0 {
+				p.For = length.String()
+			}
+			var st agent.SessionStatus
+			if err := sf.call(cmd.Context(), "session.start", p, &st); err != nil {
+				return err
+			}
+			if sf.json {
+				return printJSON(cmd.OutOrStdout(), st)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "recording %s until %s\n", st.Recording, st.Until.Local().Format(time.DateTime))
+			return nil
+		},
+	}
+	sf.add(start, true)
+	start.Flags().DurationVar(&length, "for", 0, "session length (default recording.session_default)")
+
+	var tf ctlFlags
+	stop := &cobra.Command{
+		Use:   "stop",
+		Short: "Stop recording: the current segment is sealed and queued for upload",
+		Args:  cli.Args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var st agent.SessionStatus
+			if err := tf.call(cmd.Context(), "session.stop", nil, &st); err != nil {
+				return err
+			}
+			if tf.json {
+				return printJSON(cmd.OutOrStdout(), st)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "stopped %s: %d segments sealed (%s)\n", st.Recording, st.Segments, humanBytes(st.Bytes))
+			return nil
+		},
+	}
+	tf.add(stop, true)
+
+	var uf ctlFlags
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Show whether a session records, until when, and why the last one stopped",
+		Args:  cli.Args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var st agent.SessionStatus
+			if err := uf.call(cmd.Context(), "session.status", nil, &st); err != nil {
+				return err
+			}
+			if uf.json {
+				return printJSON(cmd.OutOrStdout(), st)
+			}
+			out := cmd.OutOrStdout()
+			switch {
+			case st.Active:
+				fmt.Fprintf(out, "recording %s since %s until %s: %d segments sealed (%s)\n", st.Recording,
+					st.Started.Local().Format(time.TimeOnly), st.Until.Local().Format(time.TimeOnly), st.Segments, humanBytes(st.Bytes))
+			case st.Recording != "":
+				fmt.Fprintf(out, "idle: last session %s ended %s (%s), %d segments\n", st.Recording, st.Ended.Local().Format(time.DateTime), st.StopReason, st.Segments)
+				if st.Error != "" {
+					fmt.Fprintf(out, "error: %s\n", st.Error)
+				}
+			default:
+				fmt.Fprintln(out, "idle: no session since the daemon started")
+			}
+			if st.Alert != "" {
+				fmt.Fprintf(out, "ALERT: recording stopped on its own: %s\n", st.Alert)
+			}
+			return nil
+		},
+	}
+	uf.add(status, true)
+	cmd.AddCommand(start, stop, status)
+	return cmd
+}
+
+func newQueueCommand() *cobra.Command {
+	var f ctlFlags
+	cmd := &cobra.Command{
+		Use:   "queue [--json]",
+		Short: "Show the upload backlog: segments, bytes, age of the oldest",
+		Args:  cli.Args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var q agent.Queue
+			if err := f.call(cmd.Context(), "queue", nil, &q); err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(cmd.OutOrStdout(), q)
+			}
+			out := cmd.OutOrStdout()
+			if q.Count == 0 {
+				fmt.Fprintln(out, "queue empty: every segment is uploaded and wiped")
+				return nil
+			}
+			var states []string
+			for _, s := range []string{"recording", "sealed", "truncated", "uploading", "committed", "corrupt", "missing"} {
+				if n := q.ByState[s]; n > 0 {
+					states = append(states, fmt.Sprintf("%d %s", n, s))
+				}
+			}
+			fmt.Fprintf(out, "%d segments, %s, oldest %s ago (%s)\n", q.Count, humanBytes(q.Bytes),
+				(time.Duration(q.Age) * time.Second).Round(time.Second), strings.Join(states, ", "))
+			return nil
+		},
+	}
+	f.add(cmd, true)
+	return cmd
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
