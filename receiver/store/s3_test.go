@@ -142,4 +142,3 @@ func b64sum(data []byte) string {
 	sum := sha256.Sum256(data)
 	return base64.StdEncoding.EncodeToString(sum[:])
 }
-
