@@ -58,7 +58,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseHeader -fuzztime 60s ./crypto
 	$(GO) test -run '^$$' -fuzz FuzzReader -fuzztime 60s ./crypto
 
-demo: build
+demo: setup build
 	./scripts/demo.sh $(BIN)
 
 clean:

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The uploadbox demo: what `make demo` runs. It grows with the project.
-# Today: keys; a sample sealed on the "box", checked keylessly and opened on
-# the "cloud" side; then a receiver, an enrolled box recording 15 s from the
-# test source, upload with receipts and wipe, and the export as one MP4.
+# Keys; a sample sealed on the "box", checked keylessly and opened on the
+# "cloud" side; then a receiver on 127.0.0.1, an enrolled box running the
+# daemon with the test source, a 20 s session, background upload with
+# receipts and wipe, and the export as lesson.mp4 in the current directory,
+# checked with ffprobe. Leaves no process running.
 set -euo pipefail
 bin=${1:-bin}
 bin=$(cd "$bin" && pwd)
+out=$(pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/uploadbox-demo.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -66,27 +69,80 @@ token=$(sed -n 's/.*"token": "\(.*\)".*/\1/p' add.json)
 fingerprint=$(sed -n 's/.*"ca_fingerprint": "\(.*\)".*/\1/p' add.json)
 "$bin/uploadbox" enroll --receiver "https://$addr" --token "$token" --ca-fingerprint "$fingerprint" --state box
 
-step "box: record 15 s from the test source (pattern + tone) into sealed 5 s segments"
-mkdir spool
-"$bin/uploadbox" record --source test --size 1280x720 --fps 30 --bitrate 2500k \
-	--duration 15s --segment 5s --state box --out spool 2>/dev/null
-echo "on the box, only ciphertext: $(ls spool | wc -l) files, none holds an MP4 box name: \
-$(grep -lE 'ftyp|moof|mdat' spool/* >/dev/null && echo NO || echo yes)"
+step "box: start the daemon (test source: pattern + tone; control socket, metrics on localhost)"
+cat >box.yaml <<YAML
+state_dir: $work/box
+runtime_dir: $work/run
+capture:
+  source: test
+  width: 1280
+  height: 720
+  fps: 30
+  bitrate: 2500k
+recording:
+  segment: 4s
+spool:
+  dir: $work/spool
+upload:
+  retry_max: 5s
+metrics:
+  listen: ""
+audit:
+  path: $work/box-audit.jsonl
+YAML
+"$bin/uploadbox" run --config box.yaml 2>daemon.log &
+daemon=$!
+trap 'kill $daemon $server 2>/dev/null; wait $daemon $server 2>/dev/null; rm -rf "$work"' EXIT
+ctl() { "$bin/uploadbox" "$@" --socket "$work/run/control.sock"; }
+for _ in $(seq 100); do ctl session status >/dev/null 2>&1 && break; sleep 0.1; done
+ctl session status
 
-step "box: upload; each segment is committed, its signed receipt checked, then wiped"
-"$bin/uploadbox" upload --state box --spool spool 2>/dev/null
-echo "left on the box: $(ls spool)"
+step "box: nothing is recorded until a session is started on purpose; start one for 20 s"
+echo "spool before the session: $(ls spool | grep -c ubx || true) segment files"
+ctl session start --for 20s
+sleep 10
+echo "half way: $(ctl queue)"
+echo "on the box, only ciphertext: none of the spool files holds an MP4 box name: \
+$(grep -lE 'ftyp|moof|mdat' spool/*.ubx* >/dev/null 2>&1 && echo NO || echo yes)"
+for _ in $(seq 300); do ctl session status --json | grep -q '"active": true' || break; sleep 0.1; done
+ctl session status
+
+step "box: the daemon uploads in the background; wait until every segment is committed and wiped"
+for _ in $(seq 600); do ctl queue --json | grep -q '"count": 0' && break; sleep 0.1; done
+ctl queue
+status=$(ctl session status --json)
+queue=$(ctl queue --json)
+left=$(ls spool | grep -c ubx || true)
+echo "left on the box: $left segment files (only the index, spool.db, remains)"
 
 step "cloud: the stored recording, its chain checked, decrypted and exported as one MP4"
 "$bin/uploadbox-receiver" recordings list --data rdata
 id=$("$bin/uploadbox-receiver" recordings list --data rdata --json | sed -n 's/.*"id": "\(.*\)".*/\1/p' | head -1)
-"$bin/uploadbox-receiver" recordings export "$id" -o lesson.mp4 --identity org.key --data rdata
-if command -v ffprobe >/dev/null; then
-	echo "ffprobe says:"
-	ffprobe -v error -show_entries format=duration:stream=codec_type,codec_name,width,height,duration -of compact=p=0 lesson.mp4
-else
-	echo "(install ffmpeg to see ffprobe's view of lesson.mp4)"
-fi
+"$bin/uploadbox-receiver" recordings export "$id" -o "$out/lesson.mp4" --identity org.key --data rdata
+probe=$(ffprobe -v error -show_entries format=duration:stream=codec_type,codec_name,width,height -of compact=p=0 "$out/lesson.mp4")
+echo "$probe"
 "$bin/uploadbox-receiver" audit verify --data rdata
 
+step "stop the daemon (SIGTERM) and the receiver"
+kill -TERM $daemon; wait $daemon || true
+kill -TERM $server; wait $server || true
+trap 'rm -rf "$work"' EXIT
+
+segments=$(echo "$status" | sed -n 's/.*"segments": \([0-9]*\).*/\1/p')
+bytes=$(echo "$status" | sed -n 's/.*"bytes": \([0-9]*\).*/\1/p')
+wiped=$(echo "$queue" | sed -n 's/.*"wiped": \([0-9]*\).*/\1/p')
+stored=$("$bin/uploadbox-receiver" recordings list --data rdata --json | sed -n 's/.*"segments": \([0-9]*\).*/\1/p' | head -1)
+duration=$(echo "$probe" | sed -n 's/^duration=//p')
+streams=$(echo "$probe" | grep codec_name | sed 's/|/ /g' | tr '\n' ';')
+cat <<SUMMARY
+
+== summary
+session:   20 s from the test source, recording $id
+segments:  $segments sealed on the box, $bytes bytes of ciphertext
+receipts:  $stored segments committed by the receiver, each with a signed receipt checked by the box
+wiped:     $wiped local files wiped after their receipt; $left segment files left on the box
+export:    $out/lesson.mp4, $duration s; streams: $streams
+SUMMARY
+[ "$left" -eq 0 ] && [ "$wiped" = "$segments" ] && [ "$stored" = "$segments" ]
+pgrep -f "$work" >/dev/null && { echo "processes left running" >&2; exit 1; }
 printf '\ndemo OK\n'

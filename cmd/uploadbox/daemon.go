@@ -208,6 +208,9 @@ func newQueueCommand() *cobra.Command {
 			var states []string
 			for _, s := range []string{"recording", "sealed", "truncated", "uploading", "committed", "corrupt", "missing"} {
 				if n := q.ByState[s]; n > 0 {
+					if s == "recording" {
+						s = "being recorded"
+					}
 					states = append(states, fmt.Sprintf("%d %s", n, s))
 				}
 			}
