@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,6 +23,8 @@ import (
 
 	"github.com/uploadbox/uploadbox/agent/config"
 	"github.com/uploadbox/uploadbox/agent/control"
+	"github.com/uploadbox/uploadbox/agent/indicator"
+	"github.com/uploadbox/uploadbox/consent"
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/uploader"
 	"github.com/uploadbox/uploadbox/uploader/spool"
@@ -50,6 +53,10 @@ type Agent struct {
 	spool *spool.Spool
 	m     *metrics
 	ctl   *control.Server
+
+	ledger  *consent.Ledger
+	ind     *indicator.Indicator
+	viewers atomic.Int64 // live viewers connected
 
 	started time.Time
 
@@ -100,8 +107,13 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
 	a.m = newMetrics(a)
+	if err := a.openConsent(cfg); err != nil {
+		a.spool.Close()
+		return nil, err
+	}
 	if a.ctl, err = control.Listen(cfg.SocketPath(), cfg.Control.Group, log); err != nil {
 		a.spool.Close()
+		a.ledger.Close()
 		return nil, err
 	}
 	return a, nil
@@ -135,6 +147,7 @@ func (a *Agent) enrolled() (*uploader.State, error) {
 // parks, the sockets close.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.spool.Close()
+	defer a.ledger.Close()
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	hup := make(chan os.Signal, 1)
@@ -147,6 +160,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.m.serve(gctx, a.Config().Metrics.Listen) })
 	g.Go(func() error { return a.uploadLoop(gctx) })
 	g.Go(func() error { return a.watchdog(gctx) })
+	g.Go(func() error { return a.ledger.Run(gctx) })
+	g.Go(func() error { return a.ind.Run(gctx) })
 	g.Go(func() error {
 		for {
 			select {

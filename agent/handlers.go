@@ -92,6 +92,8 @@ func (a *Agent) handle(_ context.Context, r control.Request) (any, error) {
 			return nil, err
 		}
 		return a.SessionStatus(), nil
+	case "consent.list", "consent.accept", "consent.deny", "consent.revoke", "audit.verify":
+		return a.handleConsent(r)
 	case "audit.append":
 		var p AuditAppend
 		if err := r.Decode(&p); err != nil {

@@ -123,11 +123,13 @@ func (a *Agent) startSession(d time.Duration, who string) (SessionStatus, error)
 	s.cancel = cancel
 	a.sess = s
 	a.alert = ""
+	a.ledger.SessionStarted(s.until)
 	id := rs.Recorder.RecordingID()
 	a.m.session(true)
 	a.auditEvent("session.start", who, "ok", fmt.Sprintf("recording=%s until=%s", hex.EncodeToString(id[:]), s.until.UTC().Format(time.RFC3339)))
 	a.log.Info("session started", "recording", hex.EncodeToString(id[:]), "until", s.until)
 	notify("STATUS=recording until " + s.until.Format(time.TimeOnly))
+	go a.updateIndicator() // a.mu is held here
 	go func() {
 		defer cancelTimer()
 		_, err := rs.Run(ctx)
@@ -161,6 +163,9 @@ func (a *Agent) sessionEnded(s *session, cause, err error) {
 	a.sess = nil
 	a.mu.Unlock()
 	a.m.session(false)
+	// Every grant ends with the session: the live view closes at once.
+	a.ledger.SessionEnded()
+	a.updateIndicator()
 	id := st.Recording
 	if err != nil {
 		a.log.Error("recording stopped", "recording", id, "err", err, "alert", st.Alert != "")

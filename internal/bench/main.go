@@ -29,7 +29,8 @@ func main() {
 	recordFor := flag.Duration("record", 30*time.Second, "length of the recording comparison")
 	encodeOnly := flag.Duration("encode-only", 0, "internal: run the bare encode for this long in this process and exit")
 	uploadMiB := flag.Int64("upload", 1024, "MiB of segments for the upload comparison")
-	only := flag.String("only", "", "run one comparison: seal, age, record or upload")
+	daemonFor := flag.Duration("daemon", 60*time.Second, "length of the daemon's session in the daemon comparison")
+	only := flag.String("only", "", "run one comparison: seal, age, record, upload or daemon")
 	flag.Parse()
 	if *encodeOnly > 0 {
 		n, err := capture.EncodeOnly(context.Background(), benchCapture, *encodeOnly)
@@ -40,7 +41,7 @@ func main() {
 		fmt.Println(n)
 		return
 	}
-	if err := run(*bin, *size<<20, *rounds, *recordFor, *uploadMiB<<20, *only); err != nil {
+	if err := run(*bin, *size<<20, *rounds, *recordFor, *uploadMiB<<20, *daemonFor, *only); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -52,7 +53,7 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-func run(bin string, size, rounds int, recordFor time.Duration, upload int64, only string) error {
+func run(bin string, size, rounds int, recordFor time.Duration, upload int64, daemonFor time.Duration, only string) error {
 	steps := []struct {
 		name string
 		f    func() error
@@ -61,6 +62,7 @@ func run(bin string, size, rounds int, recordFor time.Duration, upload int64, on
 		{"age", func() error { return againstAge(bin, size, rounds) }},
 		{"record", func() error { return recordVsEncode(bin, recordFor) }},
 		{"upload", func() error { return uploadBench(upload) }},
+		{"daemon", func() error { return daemonVsEncode(bin, daemonFor) }},
 	}
 	for _, s := range steps {
 		if only != "" && only != s.name {

@@ -1,0 +1,154 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/uploadbox/uploadbox/agent/config"
+	"github.com/uploadbox/uploadbox/agent/control"
+	"github.com/uploadbox/uploadbox/agent/indicator"
+	"github.com/uploadbox/uploadbox/consent"
+	"github.com/uploadbox/uploadbox/internal/audit"
+)
+
+// ConsentAccept are the parameters of "consent.accept".
+type ConsentAccept struct {
+	ID      string `json:"id"`
+	For     string `json:"for,omitempty"` // empty: live.grant_default
+	NoAudio bool   `json:"no_audio,omitempty"`
+}
+
+// ConsentID names a request ("consent.deny").
+type ConsentID struct {
+	ID string `json:"id"`
+}
+
+// ConsentViewer names a viewer ("consent.revoke").
+type ConsentViewer struct {
+	Viewer string `json:"viewer"`
+}
+
+// AuditReport is the answer to "audit.verify".
+type AuditReport struct {
+	Path    string `json:"path"`
+	Entries int    `json:"entries"`
+	First   uint64 `json:"first"`
+	Last    uint64 `json:"last"`
+}
+
+func consentError(err error) error {
+	switch {
+	case errors.Is(err, consent.ErrUnknownRequest), errors.Is(err, consent.ErrNoGrant):
+		return control.Errorf("not-found", "%v", err)
+	case errors.Is(err, consent.ErrNotPending):
+		return control.Errorf("conflict", "%v", err)
+	}
+	return err
+}
+
+// handleConsent answers the consent.* and audit.verify calls.
+func (a *Agent) handleConsent(r control.Request) (any, error) {
+	defer a.updateIndicator()
+	switch r.Method {
+	case "consent.list":
+		return a.ledger.List()
+	case "consent.accept":
+		var p ConsentAccept
+		if err := r.Decode(&p); err != nil {
+			return nil, err
+		}
+		var ttl time.Duration
+		if p.For != "" {
+			var err error
+			if ttl, err = config.ParseDuration(p.For); err != nil || ttl <= 0 {
+				return nil, control.Errorf("bad-request", "--for %q: give a positive duration such as 45m", p.For)
+			}
+		}
+		g, err := a.ledger.Accept(p.ID, ttl, p.NoAudio)
+		if err != nil {
+			return nil, consentError(err)
+		}
+		a.log.Info("consent accepted", "request", g.ID, "viewer", g.Viewer, "audio", g.Audio, "expires", g.Expires, "by", caller(r))
+		return g, nil
+	case "consent.deny":
+		var p ConsentID
+		if err := r.Decode(&p); err != nil {
+			return nil, err
+		}
+		if err := a.ledger.Deny(p.ID); err != nil {
+			return nil, consentError(err)
+		}
+		return a.ledger.Get(p.ID)
+	case "consent.revoke":
+		var p ConsentViewer
+		if err := r.Decode(&p); err != nil {
+			return nil, err
+		}
+		if err := a.ledger.Revoke(p.Viewer); err != nil {
+			return nil, consentError(err)
+		}
+		a.log.Info("consent revoked", "viewer", p.Viewer, "by", caller(r))
+		return struct{}{}, nil
+	case "audit.verify":
+		path := a.Config().Audit.Path
+		rep, err := audit.VerifyFile(path)
+		if err != nil {
+			return nil, control.Errorf("audit-broken", "audit log %s: %v", path, err)
+		}
+		return AuditReport{Path: path, Entries: rep.Entries, First: rep.First, Last: rep.Last}, nil
+	}
+	return nil, control.Errorf("unknown-method", "unknown control method %q", r.Method)
+}
+
+// updateIndicator shows the highest state that applies: someone watching,
+// a request waiting for the teacher, a session recording, or idle.
+func (a *Agent) updateIndicator() {
+	if a.ind == nil {
+		return
+	}
+	s := indicator.Idle
+	if a.Capture() != nil {
+		s = indicator.Recording
+	}
+	if rs, err := a.ledger.List(); err == nil {
+		for _, r := range rs {
+			if r.State == consent.StatePending {
+				s = indicator.Pending
+				break
+			}
+		}
+	}
+	if a.viewers.Load() > 0 {
+		s = indicator.Watching
+	}
+	if err := a.ind.Set(s); err != nil {
+		a.log.Error("privacy indicator", "err", err)
+	}
+	pending := 0.0
+	if s == indicator.Pending {
+		pending = 1
+	}
+	a.m.consentState.WithLabelValues("pending").Set(pending)
+}
+
+// openConsent opens the ledger and the indicator.
+func (a *Agent) openConsent(cfg *config.Config) error {
+	var err error
+	a.ledger, err = consent.Open(consentPath(cfg), consent.Options{
+		Audit: a.audit, DefaultTTL: cfg.Live.GrantDefault.D(), Logger: a.log,
+	})
+	if err != nil {
+		return fmt.Errorf("consent ledger: %w", err)
+	}
+	// The daemon starts without a session: no grant outlives a restart.
+	a.ledger.SessionEnded()
+	a.ind, err = indicator.New(cfg.Indicator.Path)
+	if err != nil {
+		a.log.Error("privacy indicator cannot be driven: live view is refused until it can", "err", err)
+	}
+	return nil
+}
+
+func consentPath(cfg *config.Config) string { return filepath.Join(cfg.StateDir, "consent.db") }

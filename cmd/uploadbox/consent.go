@@ -1,0 +1,149 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/uploadbox/uploadbox/agent"
+	"github.com/uploadbox/uploadbox/consent"
+	"github.com/uploadbox/uploadbox/internal/audit"
+	"github.com/uploadbox/uploadbox/internal/cli"
+)
+
+func newConsentCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "consent", Short: "The teacher's decisions on live viewing: list, accept, deny, revoke; audit"}
+
+	var lf ctlFlags
+	list := &cobra.Command{
+		Use:   "list [--json]",
+		Short: "List viewing requests (pending first) and grants",
+		Args:  cli.Args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var rs []consent.Request
+			if err := lf.call(cmd.Context(), "consent.list", nil, &rs); err != nil {
+				return err
+			}
+			if lf.json {
+				return printJSON(cmd.OutOrStdout(), rs)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tVIEWER\tAUDIO\tSTATE\tASKED\tUNTIL")
+			for _, r := range rs {
+				until := ""
+				if !r.Expires.IsZero() {
+					until = r.Expires.Local().Format(time.TimeOnly)
+				}
+				state := r.State
+				if r.Reason != "" {
+					state += " (" + r.Reason + ")"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%v\t%s\t%s\t%s\n", r.ID, r.Viewer, r.Audio, state, r.Created.Local().Format(time.TimeOnly), until)
+			}
+			return w.Flush()
+		},
+	}
+	lf.add(list, true)
+
+	var af ctlFlags
+	var length time.Duration
+	var noAudio bool
+	accept := &cobra.Command{
+		Use:   "accept ID [--for 45m] [--no-audio]",
+		Short: "Let the viewer of request ID watch, for a limited time (and hear, unless --no-audio)",
+		Args:  cli.Args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("for") && length <= 0 {
+				return cli.Usagef("--for must be positive")
+			}
+			p := agent.ConsentAccept{ID: args[0], NoAudio: noAudio}
+			if length > 0 {
+				p.For = length.String()
+			}
+			var g consent.Grant
+			if err := af.call(cmd.Context(), "consent.accept", p, &g); err != nil {
+				return err
+			}
+			if af.json {
+				return printJSON(cmd.OutOrStdout(), g)
+			}
+			what := "video and audio"
+			if !g.Audio {
+				what = "video only"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s may watch (%s) until %s\n", g.Viewer, what, g.Expires.Local().Format(time.TimeOnly))
+			return nil
+		},
+	}
+	af.add(accept, true)
+	accept.Flags().DurationVar(&length, "for", 0, "grant length (default live.grant_default; never past the session's end)")
+	accept.Flags().BoolVar(&noAudio, "no-audio", false, "video only: no audio is sent to this viewer")
+
+	var df ctlFlags
+	deny := &cobra.Command{
+		Use:   "deny ID",
+		Short: "Refuse request ID",
+		Args:  cli.Args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var r consent.Request
+			if err := df.call(cmd.Context(), "consent.deny", agent.ConsentID{ID: args[0]}, &r); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "denied: %s may not watch\n", r.Viewer)
+			return nil
+		},
+	}
+	df.add(deny, false)
+
+	var rf ctlFlags
+	revoke := &cobra.Command{
+		Use:   "revoke VIEWER",
+		Short: "End VIEWER's grant now: the live view stops within a second",
+		Args:  cli.Args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := rf.call(cmd.Context(), "consent.revoke", agent.ConsentViewer{Viewer: args[0]}, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked: %s no longer sees or hears anything\n", args[0])
+			return nil
+		},
+	}
+	rf.add(revoke, false)
+
+	var vf ctlFlags
+	var verify bool
+	var file string
+	auditCmd := &cobra.Command{
+		Use:   "audit --verify [--file PATH]",
+		Short: "Check the hash chain of the box's audit log (consent, sessions, diagnostics)",
+		Args:  cli.Args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !verify {
+				return cli.Usagef("say --verify (the only audit action)")
+			}
+			var rep agent.AuditReport
+			if file != "" {
+				r, err := audit.VerifyFile(file)
+				if err != nil {
+					return fmt.Errorf("audit log %s: %w", file, err)
+				}
+				rep = agent.AuditReport{Path: file, Entries: r.Entries, First: r.First, Last: r.Last}
+			} else if err := vf.call(cmd.Context(), "audit.verify", nil, &rep); err != nil {
+				return err
+			}
+			if vf.json {
+				return printJSON(cmd.OutOrStdout(), rep)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "audit log OK: %s, %d entries, seq %d to %d\n", rep.Path, rep.Entries, rep.First, rep.Last)
+			return nil
+		},
+	}
+	vf.add(auditCmd, true)
+	auditCmd.Flags().BoolVar(&verify, "verify", false, "verify the hash chain and name the first bad entry")
+	auditCmd.Flags().StringVar(&file, "file", "", "verify this audit file directly instead of asking the daemon")
+
+	cmd.AddCommand(list, accept, deny, revoke, auditCmd)
+	return cmd
+}
