@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -54,9 +55,10 @@ type Agent struct {
 	m     *metrics
 	ctl   *control.Server
 
-	ledger  *consent.Ledger
-	ind     *indicator.Indicator
-	viewers atomic.Int64 // live viewers connected
+	ledger   *consent.Ledger
+	ind      *indicator.Indicator
+	viewers  atomic.Int64 // live viewers connected
+	liveAddr net.Addr
 
 	started time.Time
 
@@ -162,6 +164,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.watchdog(gctx) })
 	g.Go(func() error { return a.ledger.Run(gctx) })
 	g.Go(func() error { return a.ind.Run(gctx) })
+	g.Go(func() error { return a.serveLive(gctx) })
 	g.Go(func() error {
 		for {
 			select {

@@ -234,3 +234,43 @@ func humanBytes(n int64) string {
 	}
 	return fmt.Sprintf("%d B", n)
 }
+
+func newStatusCommand() *cobra.Command {
+	var f ctlFlags
+	cmd := &cobra.Command{
+		Use:   "status [--json]",
+		Short: "Show the daemon: version, uptime, enrollment, session, queue, upload errors",
+		Args:  cli.Args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var st agent.Status
+			if err := f.call(cmd.Context(), "status", nil, &st); err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(cmd.OutOrStdout(), st)
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "daemon:    pid %d, version %s, up %s, %d reloads\n", st.PID, st.Version, (time.Duration(st.Uptime) * time.Second).String(), st.Reloads)
+			if st.Enrolled {
+				fmt.Fprintf(out, "receiver:  %s\n", st.Receiver)
+			} else {
+				fmt.Fprintln(out, "receiver:  not enrolled (run uploadbox enroll)")
+			}
+			session := "idle"
+			if st.Session.Active {
+				session = fmt.Sprintf("recording %s until %s", st.Session.Recording, st.Session.Until.Local().Format(time.TimeOnly))
+			}
+			fmt.Fprintf(out, "session:   %s\n", session)
+			fmt.Fprintf(out, "queue:     %d segments, %s\n", st.Queue.Count, humanBytes(st.Queue.Bytes))
+			if st.UploadError != "" {
+				fmt.Fprintf(out, "upload:    waiting to retry: %s\n", st.UploadError)
+			}
+			if st.Session.Alert != "" {
+				fmt.Fprintf(out, "ALERT:     %s\n", st.Session.Alert)
+			}
+			return nil
+		},
+	}
+	f.add(cmd, true)
+	return cmd
+}

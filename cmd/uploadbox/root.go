@@ -15,7 +15,7 @@ func newRootCommand() *cobra.Command {
 	keys.AddCommand(newKeysDeviceCommand())
 	root.AddCommand(cli.NewVersionCommand("uploadbox"), keys, newSealCommand(), newRecordCommand(), newEnrollCommand(), newUploadCommand())
 	root.AddCommand(newViewersCommand())
-	root.AddCommand(newRunCommand(), newSessionCommand(), newQueueCommand(), newConsentCommand())
+	root.AddCommand(newRunCommand(), newSessionCommand(), newQueueCommand(), newConsentCommand(), newStatusCommand())
 	root.AddCommand(newDiagCommand())
 	return root
 }

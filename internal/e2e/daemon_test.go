@@ -370,3 +370,104 @@ func TestDaemonKilledDuringSessions(t *testing.T) {
 		t.Errorf("the box indexed %d segments, the receiver stored %d", total, stored)
 	}
 }
+
+// runFails runs a command that must fail and returns its stderr.
+func runFails(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, name), args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if out, err := cmd.Output(); err == nil {
+		t.Fatalf("%s %s succeeded:\n%s", name, strings.Join(args, " "), out)
+	}
+	return stderr.String()
+}
+
+type daemonStatus struct {
+	UploadError string        `json:"upload_error"`
+	Session     sessionStatus `json:"session"`
+}
+
+// TestDaemonFaultsAreClear: a full spool stops recording with an alert and
+// deletes nothing; an unreachable receiver keeps everything and says why;
+// a missing camera refuses the session naming the device; a bad config is
+// refused with every key named.
+func TestDaemonFaultsAreClear(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon with a receiver; skipped under -short")
+	}
+	dir := t.TempDir()
+	b := setupBox(t, dir, nil)
+	// The receiver is down: uploads fail and wait.
+	b.rcv.kill()
+	d := writeBoxConfig(t, dir, b.state, "")
+	cfg, _ := os.ReadFile(d.config)
+	cfg = bytes.Replace(cfg, []byte("  min_free: 0\n"), []byte("  min_free: 0\n  max_size: 2MiB\n"), 1)
+	os.WriteFile(d.config, cfg, 0o600)
+	p := startDaemon(t, d)
+
+	var st sessionStatus
+	ctl(t, d, &st, "session", "start", "--for", "60s")
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		ctl(t, d, &st, "session", "status")
+		if !st.Active {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if st.Active || !strings.Contains(st.Alert, "spool full") || !strings.Contains(st.Error, "spool full") || st.Segments < 1 {
+		t.Fatalf("a full spool did not stop the session with an alert: %+v", st)
+	}
+	out := run(t, "uploadbox", "session", "status", "--socket", d.socket)
+	if !strings.Contains(out, "ALERT: recording stopped on its own") {
+		t.Errorf("session status does not show the alert:\n%s", out)
+	}
+	if v := metricValue(t, d.metrics, "uploadbox_alert"); v != 1 {
+		t.Errorf("uploadbox_alert = %v, want 1", v)
+	}
+	sealed := len(spoolSegments(t, d.spool))
+	if sealed < st.Segments {
+		t.Fatalf("%d segment files on the box, %d were sealed: something was deleted", sealed, st.Segments)
+	}
+	var ds daemonStatus
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && ds.UploadError == ""; time.Sleep(200 * time.Millisecond) {
+		ctl(t, d, &ds, "status")
+	}
+	if !strings.Contains(ds.UploadError, "refused") {
+		t.Errorf("status upload_error = %q, want the refused connection", ds.UploadError)
+	}
+
+	// A missing camera: reload a config that names one, and the session is
+	// refused with the device's name.
+	cam := bytes.Replace(cfg, []byte("  source: test\n"), []byte("  source: camera\n  device: /dev/video-missing\n"), 1)
+	os.WriteFile(d.config, cam, 0o600)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !strings.Contains(p.log(), "config reloaded"); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	msg := runFails(t, "uploadbox", "session", "start", "--socket", d.socket)
+	if !strings.Contains(msg, "/dev/video-missing") {
+		t.Errorf("session start with a missing camera: %q does not name the device", msg)
+	}
+
+	// A bad config is refused at start, naming every key.
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("capture:\n  fps: 0\n  sorce: test\nspool:\n  max_size: lots\n"), 0o600)
+	msg = runFails(t, "uploadbox", "run", "--config", bad)
+	for _, key := range []string{"capture.sorce", "spool.max_size"} {
+		if !strings.Contains(msg, key) {
+			t.Errorf("bad config: %q does not name %s", msg, key)
+		}
+	}
+
+	// The receiver comes back: everything sealed is uploaded.
+	os.WriteFile(d.config, cfg, 0o600)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	startReceiver(t, b.rcv.data, b.rcv.addr)
+	waitDrained(t, d, 60*time.Second)
+	rs := recordings(t, b.rcv.data)
+	if len(rs) != 1 || rs[0].Segments != st.Segments {
+		t.Fatalf("receiver has %+v, want the %d segments sealed before the spool filled", rs, st.Segments)
+	}
+}

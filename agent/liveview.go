@@ -1,0 +1,242 @@
+package agent
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/uploadbox/uploadbox/agent/config"
+	"github.com/uploadbox/uploadbox/agent/live"
+	"github.com/uploadbox/uploadbox/capture"
+	"github.com/uploadbox/uploadbox/consent"
+	"github.com/uploadbox/uploadbox/internal/viewtoken"
+)
+
+// Files of the live view's TLS identity in the state directory.
+const (
+	LiveCertFile = "live.crt"
+	LiveKeyFile  = "live.key"
+)
+
+// liveGate asks the consent ledger for every viewer, and refuses all of
+// them while a configured privacy indicator cannot be driven.
+type liveGate struct{ a *Agent }
+
+func (g liveGate) Admit(viewer string, wantAudio bool) (live.Admission, error) {
+	a := g.a
+	if a.ind.Configured() {
+		a.updateIndicator() // probes the indicator again
+		if err := a.ind.Err(); err != nil {
+			return live.Admission{}, &live.Refusal{Reason: "indicator"}
+		}
+	}
+	grant, err := a.ledger.Ask(viewer, wantAudio)
+	var d *consent.Denied
+	if errors.As(err, &d) {
+		a.updateIndicator()
+		return live.Admission{}, &live.Refusal{Reason: d.Reason, Request: d.Request}
+	}
+	if err != nil {
+		return live.Admission{}, err
+	}
+	ended, cancel := a.ledger.Watch(viewer)
+	return live.Admission{Audio: grant.Audio, Ended: ended, Cancel: cancel}, nil
+}
+
+func (g liveGate) Joined(viewer, session string) { g.a.ledger.Joined(viewer, session) }
+func (g liveGate) Left(viewer, session string)   { g.a.ledger.Left(viewer, session) }
+
+// liveAuth checks viewer tokens offline: signed by the receiver's token key
+// (from enrollment) or by the box's local key (`uploadbox viewer token`).
+type liveAuth struct{ stateDir string }
+
+func (l liveAuth) Viewer(token string) (string, error) {
+	v, err := viewtoken.LoadBoxVerifier(l.stateDir)
+	if err != nil {
+		return "", err
+	}
+	c, err := v.Verify(token, time.Now())
+	if err != nil {
+		return "", err
+	}
+	return c.Subject, nil
+}
+
+// liveSource hands the live view a subscription to the session's capture.
+type liveSource struct{ a *Agent }
+
+func (s liveSource) Subscribe() (*capture.Subscription, error) {
+	c := s.a.Capture()
+	if c == nil {
+		return nil, errNoSession
+	}
+	return c.Subscribe(capture.SubscribeOptions{Mode: capture.Live}), nil
+}
+
+func iceServers(cfg *config.Config) ([]webrtc.ICEServer, error) {
+	var out []webrtc.ICEServer
+	if len(cfg.Live.STUN) > 0 {
+		out = append(out, webrtc.ICEServer{URLs: cfg.Live.STUN})
+	}
+	for _, t := range cfg.Live.TURN {
+		cred, err := os.ReadFile(t.CredentialFile)
+		if err != nil {
+			return nil, fmt.Errorf("live.turn %s: credential_file: %w", t.URL, err)
+		}
+		out = append(out, webrtc.ICEServer{URLs: []string{t.URL}, Username: t.Username, Credential: string(trimNL(cred))})
+	}
+	return out, nil
+}
+
+func trimNL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// serveLive runs the WHEP endpoint and viewer page over HTTPS until ctx
+// ends; with live view off it does nothing.
+func (a *Agent) serveLive(ctx context.Context) error {
+	cfg := a.Config()
+	if !cfg.Live.Enabled {
+		return nil
+	}
+	ice, err := iceServers(cfg)
+	if err != nil {
+		return err
+	}
+	cert, fp, err := liveCertificate(cfg.StateDir, cfg.Live.Listen)
+	if err != nil {
+		return fmt.Errorf("live view certificate: %w", err)
+	}
+	srv, err := live.New(live.Config{
+		MaxViewers: cfg.Live.MaxViewers, ICEServers: ice, Loopback: isLoopback(cfg.Live.Listen),
+		Auth: liveAuth{cfg.StateDir}, Gate: liveGate{a}, Source: liveSource{a}, Logger: a.log,
+		Indicator: func(n int) {
+			a.viewers.Store(int64(n))
+			a.m.liveViewers.Set(float64(n))
+			go a.updateIndicator()
+		},
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Live.Listen)
+	if err != nil {
+		return fmt.Errorf("live.listen %s: %w", cfg.Live.Listen, err)
+	}
+	a.mu.Lock()
+	a.liveAddr = ln.Addr()
+	a.mu.Unlock()
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}},
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	a.log.Info("live view listening (HTTPS, consent-gated)", "addr", ln.Addr().String(), "certificate_sha256", fp)
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+		hs.Close()
+	}()
+	if err := hs.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("live view: %w", err)
+	}
+	return nil
+}
+
+// LiveAddr is the live view's address once it listens, or nil.
+func (a *Agent) LiveAddr() net.Addr {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.liveAddr
+}
+
+func isLoopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+// liveCertificate loads the live view's self-signed certificate from the
+// state directory, making a new one (ECDSA P-256, one year) when there is
+// none or it expires within a week. It returns the certificate's SHA-256
+// fingerprint, which a viewer can compare with the box's status.
+func liveCertificate(stateDir, listen string) (tls.Certificate, string, error) {
+	certPath, keyPath := filepath.Join(stateDir, LiveCertFile), filepath.Join(stateDir, LiveKeyFile)
+	if c, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && time.Until(c.Leaf.NotAfter) > 7*24*time.Hour {
+		sum := sha256.Sum256(c.Certificate[0])
+		return c, hex.EncodeToString(sum[:]), nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, "", err
+	}
+	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	host, _ := os.Hostname()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "uploadbox live view " + host},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	if host != "" {
+		tmpl.DNSNames = append(tmpl.DNSNames, host, host+".local")
+	}
+	if h, _, err := net.SplitHostPort(listen); err == nil {
+		if ip := net.ParseIP(h); ip != nil && !ip.IsUnspecified() && !ip.IsLoopback() {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, "", err
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return tls.Certificate{}, "", err
+	}
+	if err := writeFile0600(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb})); err != nil {
+		return tls.Certificate{}, "", err
+	}
+	if err := writeFile0600(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})); err != nil {
+		return tls.Certificate{}, "", err
+	}
+	c, err := tls.LoadX509KeyPair(certPath, keyPath)
+	sum := sha256.Sum256(der)
+	return c, hex.EncodeToString(sum[:]), err
+}
+
+// writeFile0600 replaces path atomically with a 0600 file.
+func writeFile0600(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
