@@ -20,6 +20,7 @@ import (
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/receiver/devices"
 	"github.com/uploadbox/uploadbox/receiver/pki"
+	"github.com/uploadbox/uploadbox/receiver/viewers"
 )
 
 // AdminSocket is the unix socket, inside the data directory, through which
@@ -42,6 +43,11 @@ type Admin interface {
 	RevokeDevice(name string) error
 	UnlockDevice(name string) error
 	ListRecordings() ([]Recording, error)
+	// Viewer accounts (admin_viewers.go).
+	AddViewer(name, password string) error
+	ListViewers() ([]viewers.Viewer, error)
+	UnlockViewer(name string) error
+	SetViewerPassword(name, password string) error
 	Close() error
 }
 
@@ -61,10 +67,16 @@ type Recording struct {
 func (s *Server) listenAdmin() (net.Listener, error) {
 	path := filepath.Join(s.cfg.Data, AdminSocket)
 	os.Remove(path) // a stale socket from a crash; we hold the database lock
-	ln, err := net.Listen("unix", path)
+	addr, dir, err := unixPath(s.cfg.Data, AdminSocket)
 	if err != nil {
 		return nil, fmt.Errorf("serve: admin socket: %w", err)
 	}
+	defer dir.Close()
+	ln, err := net.Listen("unix", addr)
+	if err != nil {
+		return nil, fmt.Errorf("serve: admin socket: %w", err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false) // removed by name when Run ends
 	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close()
 		return nil, err
@@ -73,7 +85,7 @@ func (s *Server) listenAdmin() (net.Listener, error) {
 }
 
 func (s *Server) adminHandler() http.Handler {
-	local := &localAdmin{reg: s.devices, db: s.db, ca: s.ca}
+	local := &localAdmin{reg: s.devices, db: s.db, ca: s.ca, viewers: s.viewers}
 	mux := http.NewServeMux()
 	reply := func(w http.ResponseWriter, v any, err error) {
 		if err != nil {
@@ -84,6 +96,12 @@ func (s *Server) adminHandler() http.Handler {
 			case errors.Is(err, devices.ErrExists):
 				code = http.StatusConflict
 			case errors.Is(err, devices.ErrBadName):
+				code = http.StatusBadRequest
+			case errors.Is(err, viewers.ErrUnknownViewer):
+				code = http.StatusNotFound
+			case errors.Is(err, viewers.ErrExists):
+				code = http.StatusConflict
+			case errors.Is(err, viewers.ErrBadName), errors.Is(err, viewers.ErrWeakPassword), errors.Is(err, errBadAdminRequest):
 				code = http.StatusBadRequest
 			}
 			httpError(w, code, err.Error())
@@ -110,6 +128,7 @@ func (s *Server) adminHandler() http.Handler {
 		v, err := local.ListRecordings()
 		reply(w, v, err)
 	})
+	viewerRoutes(mux, local, reply)
 	return mux
 }
 
@@ -117,16 +136,21 @@ func (s *Server) adminHandler() http.Handler {
 // server runs there, else by opening the database itself.
 func OpenAdmin(data string) (Admin, error) {
 	sock := filepath.Join(data, AdminSocket)
-	if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
+	addr, dir, err := unixPath(data, AdminSocket)
+	if err != nil {
+		return nil, fmt.Errorf("%s is not a receiver data directory: %w", data, err)
+	}
+	if c, err := net.DialTimeout("unix", addr, time.Second); err == nil {
 		c.Close()
-		return &socketAdmin{client: &http.Client{
+		return &socketAdmin{dir: dir, client: &http.Client{
 			Timeout: 30 * time.Second,
 			Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				var d net.Dialer
-				return d.DialContext(ctx, "unix", sock)
+				return d.DialContext(ctx, "unix", addr)
 			}},
 		}}, nil
 	}
+	dir.Close()
 	if _, err := os.Stat(filepath.Join(data, pki.CACertFile)); err != nil {
 		return nil, fmt.Errorf("%s is not a receiver data directory (run uploadbox-receiver serve --data %s once): %w", data, data, err)
 	}
@@ -143,6 +167,10 @@ func OpenAdmin(data string) (Admin, error) {
 	if err == nil {
 		err = initSegments(db)
 	}
+	var vs *viewers.Registry
+	if err == nil {
+		vs, err = viewers.New(db, log)
+	}
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -152,7 +180,7 @@ func OpenAdmin(data string) (Admin, error) {
 		db.Close()
 		return nil, err
 	}
-	return &localAdmin{reg: reg, db: db, ca: ca, closeDB: true}, nil
+	return &localAdmin{reg: reg, db: db, ca: ca, closeDB: true, viewers: vs}, nil
 }
 
 type localAdmin struct {
@@ -160,6 +188,7 @@ type localAdmin struct {
 	db      *bolt.DB
 	ca      *pki.CA
 	closeDB bool
+	viewers *viewers.Registry
 }
 
 func (a *localAdmin) AddDevice(name string) (*NewDevice, error) {
@@ -231,7 +260,10 @@ func (a *localAdmin) Close() error {
 	return nil
 }
 
-type socketAdmin struct{ client *http.Client }
+type socketAdmin struct {
+	client *http.Client
+	dir    io.Closer // keeps a long data directory reachable (see unixPath)
+}
 
 func (a *socketAdmin) call(method, path string, out any) error {
 	req, err := http.NewRequest(method, "http://receiver"+path, bytes.NewReader(nil))
@@ -285,7 +317,7 @@ func (a *socketAdmin) ListRecordings() ([]Recording, error) {
 	return rs, a.call("GET", "/recordings", &rs)
 }
 
-func (a *socketAdmin) Close() error { return nil }
+func (a *socketAdmin) Close() error { return a.dir.Close() }
 
 // ExportStored exports recording id (hex) from the receiver's local store
 // in data: the segments are found through the admin interface, so it

@@ -22,6 +22,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/internal/viewtoken"
 	"github.com/uploadbox/uploadbox/receiver/devices"
 	"github.com/uploadbox/uploadbox/receiver/receipt"
 )
@@ -389,6 +390,9 @@ type EnrollResponse struct {
 	CA          string   `json:"ca"`          // PEM
 	ReceiptKey  string   `json:"receipt_key"` // base64 Ed25519 public key
 	Recipients  []string `json:"recipients"`
+	// TokenKey verifies viewer tokens: ubx-viewer-token-pub-ed25519:…
+	// (absent from receivers older than viewer accounts).
+	TokenKey string `json:"token_key,omitempty"`
 }
 
 // EnrollProof is the message a box signs to prove it holds its key.
@@ -435,6 +439,7 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})),
 		CA:          string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.ca.Cert.Raw})),
 		ReceiptKey:  base64.StdEncoding.EncodeToString(s.receiptKey.Public().(ed25519.PublicKey)),
+		TokenKey:    viewtoken.FormatPublicKey(s.tokenKey.Public().(ed25519.PublicKey)),
 	}
 	for _, rc := range s.recipients {
 		resp.Recipients = append(resp.Recipients, rc.String())

@@ -25,9 +25,11 @@ import (
 
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/audit"
+	"github.com/uploadbox/uploadbox/internal/viewtoken"
 	"github.com/uploadbox/uploadbox/receiver/devices"
 	"github.com/uploadbox/uploadbox/receiver/pki"
 	"github.com/uploadbox/uploadbox/receiver/store"
+	"github.com/uploadbox/uploadbox/receiver/viewers"
 )
 
 // Files and directories inside the receiver's data directory.
@@ -35,6 +37,8 @@ const (
 	DBFile         = "receiver.db"
 	AuditFile      = "audit.jsonl"
 	ReceiptKeyFile = "receipt.key"
+	// TokenKeyFile signs viewer tokens; boxes get its public half at enrollment.
+	TokenKeyFile   = "token.key"
 	RecipientsFile = "org.pub"
 	OrgKeyFile     = "org.key"
 	UploadsDir     = "uploads"
@@ -55,6 +59,12 @@ type ServerConfig struct {
 	Logger     *slog.Logger
 	// AuditRetention is how long audit entries are kept (default 180 days).
 	AuditRetention time.Duration
+	// PasswordPolicy for viewer accounts, stored in the database so admin
+	// commands apply it too (default medium).
+	PasswordPolicy viewers.Policy
+	// ViewerTokenTTL is the lifetime of a token issued at login (default
+	// 15 minutes, at most 12 hours).
+	ViewerTokenTTL time.Duration
 }
 
 // Server is the cloud receiver.
@@ -67,6 +77,9 @@ type Server struct {
 	ca         *pki.CA
 	cert       tls.Certificate
 	receiptKey ed25519.PrivateKey
+	tokenKey   ed25519.PrivateKey
+	viewers    *viewers.Registry
+	login      *viewers.LoginHandler
 	recipients []*crypto.Recipient
 	store      store.Store
 	uploads    string
@@ -116,6 +129,9 @@ func Open(cfg ServerConfig) (*Server, error) {
 	if s.receiptKey, err = loadOrCreateReceiptKey(filepath.Join(cfg.Data, ReceiptKeyFile)); err != nil {
 		return nil, err
 	}
+	if s.tokenKey, err = viewtoken.LoadOrCreateKey(filepath.Join(cfg.Data, TokenKeyFile), ""); err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
 	if err := s.loadRecipients(); err != nil {
 		return nil, err
 	}
@@ -135,6 +151,10 @@ func Open(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	if err := initSegments(s.db); err != nil {
+		s.db.Close()
+		return nil, err
+	}
+	if err := s.openViewers(); err != nil {
 		s.db.Close()
 		return nil, err
 	}
@@ -177,6 +197,29 @@ func (s *Server) Fingerprint() string { return s.ca.Fingerprint() }
 
 // Devices is the device registry.
 func (s *Server) Devices() *devices.Registry { return s.devices }
+
+// Viewers is the viewer account registry.
+func (s *Server) Viewers() *viewers.Registry { return s.viewers }
+
+// openViewers opens the viewer accounts, stores the password policy and
+// prepares the login handler.
+func (s *Server) openViewers() error {
+	var err error
+	if s.viewers, err = viewers.New(s.db, s.audit); err != nil {
+		return err
+	}
+	policy := s.cfg.PasswordPolicy
+	if policy == "" {
+		policy = viewers.Medium
+	}
+	if err := s.viewers.SetPolicy(policy); err != nil {
+		return fmt.Errorf("serve: --password-policy: %w", err)
+	}
+	if s.login, err = viewers.NewLoginHandler(s.viewers, s.tokenKey, s.cfg.ViewerTokenTTL, s.log); err != nil {
+		return fmt.Errorf("serve: --viewer-token-ttl %s: %w", s.cfg.ViewerTokenTTL, err)
+	}
+	return nil
+}
 
 // Close releases the database.
 func (s *Server) Close() error { return s.db.Close() }
@@ -241,6 +284,7 @@ func (s *Server) loadRecipients() error {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/enroll", s.handleEnroll)
+	mux.Handle("POST /v1/login", s.login) // viewers: a password, no client certificate
 	mux.Handle("/v1/uploads/", s.deviceOnly(http.StripPrefix("/v1/uploads/", s.tus)))
 	mux.Handle("POST /v1/commit", s.deviceOnly(http.HandlerFunc(s.handleCommit)))
 	return mux
@@ -303,9 +347,22 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
+	prune := time.NewTicker(24 * time.Hour)
+	defer prune.Stop()
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case err = <-errc:
+			break wait
+		case <-prune.C:
+			if n, perr := s.audit.Prune(s.cfg.AuditRetention); perr != nil {
+				s.log.Warn("audit retention not applied", "err", perr)
+			} else if n > 0 {
+				s.log.Info("audit entries past retention removed", "count", n)
+			}
+		}
 	}
 	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()

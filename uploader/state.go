@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/internal/viewtoken"
 	"github.com/uploadbox/uploadbox/receiver"
 	"github.com/uploadbox/uploadbox/receiver/pki"
 )
@@ -36,6 +37,9 @@ const (
 	ReceiptKeyFile = "receipt.pub"
 	RecipientsFile = "org.pub"
 	ReceiverFile   = "receiver"
+	// TokenKeyFile is the receiver's viewer-token public key; a state from
+	// a receiver older than viewer accounts has none.
+	TokenKeyFile = viewtoken.ReceiverKeyFile
 )
 
 // State is what enrollment left on the box.
@@ -47,6 +51,9 @@ type State struct {
 	CA         *x509.Certificate
 	ReceiptKey ed25519.PublicKey
 	Recipients []*crypto.Recipient
+	// TokenKey verifies viewer tokens the receiver issues; nil if the
+	// receiver sent none at enrollment.
+	TokenKey ed25519.PublicKey
 }
 
 // TLSConfig trusts only the enrolled CA and presents the device
@@ -122,6 +129,11 @@ func LoadState(dir string) (*State, error) {
 	}
 	if s.Recipients, err = crypto.ReadRecipientsFile(filepath.Join(dir, RecipientsFile)); err != nil {
 		return nil, err
+	}
+	if k, err := viewtoken.ReadPublicKeyFile(filepath.Join(dir, TokenKeyFile)); err == nil {
+		s.TokenKey = k
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("state %s: %w", dir, err)
 	}
 	return s, nil
 }
@@ -228,16 +240,25 @@ func Enroll(ctx context.Context, receiverURL, token, caFingerprint, dir string) 
 	if len(rs) == 0 {
 		return nil, errors.New("enroll: the receiver sent no organisation recipients")
 	}
+	if er.TokenKey != "" {
+		if _, err := viewtoken.ParsePublicKey(er.TokenKey); err != nil {
+			return nil, fmt.Errorf("enroll: token key from the receiver: %w", err)
+		}
+	}
 	files := []struct{ name, content string }{
 		{ReceiverFile, u.String() + "\n"},
 		{DeviceCertFile, er.Certificate},
 		{CAFile, er.CA},
 		{ReceiptKeyFile, er.ReceiptKey + "\n"},
 		{RecipientsFile, strings.Join(er.Recipients, "\n") + "\n"},
+		{TokenKeyFile, er.TokenKey + "\n"},
 		// The key last: its presence marks a complete enrollment.
 		{DeviceKeyFile, "# uploadbox device signing key; it never leaves this box\n" + dev.String() + "\n"},
 	}
 	for _, f := range files {
+		if f.name == TokenKeyFile && er.TokenKey == "" {
+			continue
+		}
 		if err := crypto.WriteKeyFile(filepath.Join(dir, f.name), f.content, 0o600); err != nil {
 			return nil, fmt.Errorf("enroll: %w", err)
 		}

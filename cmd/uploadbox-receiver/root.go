@@ -15,5 +15,6 @@ func newRootCommand() *cobra.Command {
 	keys.AddCommand(newKeysGenerateCommand())
 	root.AddCommand(cli.NewVersionCommand("uploadbox-receiver"), keys, newOpenCommand(), newVerifyCommand(), newExportCommand(),
 		newServeCommand(), newDevicesCommand(), newRecordingsCommand(), newAuditCommand())
+	root.AddCommand(newViewersCommand())
 	return root
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -17,6 +18,8 @@ import (
 type serveOptions struct {
 	data, listen, hostname, recipients string
 	s3                                 store.S3Options
+	auditRetention                     time.Duration
+	viewers                            viewerServeOptions
 }
 
 func newServeCommand() *cobra.Command {
@@ -27,8 +30,15 @@ func newServeCommand() *cobra.Command {
 		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := receiver.ServerConfig{Data: o.data, Listen: o.listen, Recipients: o.recipients, Logger: slog.Default()}
+			if o.auditRetention < 24*time.Hour {
+				return cli.Usagef("--audit-retention %s: keep at least 24h of audit entries", o.auditRetention)
+			}
+			cfg.AuditRetention = o.auditRetention
 			if o.hostname != "" {
 				cfg.Hosts = []string{o.hostname}
+			}
+			if err := o.viewers.apply(&cfg); err != nil {
+				return err
 			}
 			if o.s3.Bucket != "" {
 				st, err := store.NewS3(cmd.Context(), o.s3)
@@ -61,6 +71,8 @@ func newServeCommand() *cobra.Command {
 	f.StringVar(&o.s3.Endpoint, "s3-endpoint", "", "S3 endpoint URL (default: AWS)")
 	f.StringVar(&o.s3.Region, "s3-region", "", "S3 region")
 	f.BoolVar(&o.s3.PathStyle, "s3-path-style", false, "use path-style S3 addressing")
+	f.DurationVar(&o.auditRetention, "audit-retention", 180*24*time.Hour, "how long audit entries are kept (pruned at start, daily while running)")
+	o.viewers.AddFlags(f)
 	cmd.MarkFlagRequired("data")
 	return cmd
 }

@@ -1,0 +1,167 @@
+// Package viewtoken makes and checks viewer tokens: short-lived, signed
+// statements that name a viewer, which the box verifies offline.
+//
+// A token is "ubxv1." + base64url(JSON claims) + "." + base64url(Ed25519
+// signature over the first two parts). The receiver signs them after a
+// password login with its token key (whose public half a box receives at
+// enrollment); a test rig signs them with a local key the box trusts.
+package viewtoken
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Issuers.
+const (
+	IssuerReceiver = "receiver"
+	IssuerLocal    = "box:local"
+)
+
+// Limits.
+const (
+	// MaxTTL bounds a token's lifetime, at minting and at verification.
+	MaxTTL = 12 * time.Hour
+	// ClockSkew is how far in the future a token's iat may lie.
+	ClockSkew = 60 * time.Second
+	prefix    = "ubxv1."
+	maxToken  = 2048
+)
+
+// Errors callers branch on. Verify wraps them with detail.
+var (
+	ErrMalformed    = errors.New("viewer token is malformed")
+	ErrBadSignature = errors.New("viewer token signature does not verify with any trusted key")
+	ErrExpired      = errors.New("viewer token has expired")
+	ErrNotYetValid  = errors.New("viewer token is not valid yet (check the clocks)")
+	ErrBadName      = errors.New("viewer names are 1-64 characters of [A-Za-z0-9._@-]")
+	ErrBadTTL       = errors.New("viewer token lifetime must be positive and at most 12h")
+)
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9._@-]{1,64}$`)
+
+// ValidName reports whether name is an acceptable viewer name.
+func ValidName(name string) bool { return validName.MatchString(name) }
+
+// Claims is what a token states.
+type Claims struct {
+	Subject  string `json:"sub"` // the viewer's name
+	Issuer   string `json:"iss"` // IssuerReceiver or IssuerLocal
+	IssuedAt int64  `json:"iat"` // Unix seconds
+	Expires  int64  `json:"exp"` // Unix seconds
+	ID       string `json:"jti"` // random, for audit entries
+}
+
+// Expiry returns the claims' expiry as a time.
+func (c Claims) Expiry() time.Time { return time.Unix(c.Expires, 0).UTC() }
+
+var b64 = base64.RawURLEncoding.Strict()
+
+// Mint signs a token for viewer, issued by iss, valid for ttl from now.
+func Mint(key ed25519.PrivateKey, iss, viewer string, ttl time.Duration, now time.Time) (string, error) {
+	if len(key) != ed25519.PrivateKeySize {
+		return "", errors.New("mint viewer token: the signing key is not an Ed25519 private key")
+	}
+	if !ValidName(viewer) {
+		return "", fmt.Errorf("mint viewer token: %w: %q", ErrBadName, viewer)
+	}
+	if iss == "" {
+		return "", errors.New("mint viewer token: the issuer is empty")
+	}
+	if ttl <= 0 || ttl > MaxTTL {
+		return "", fmt.Errorf("mint viewer token: %w (got %s)", ErrBadTTL, ttl)
+	}
+	jti := make([]byte, 16)
+	if _, err := rand.Read(jti); err != nil {
+		return "", err
+	}
+	c := Claims{Subject: viewer, Issuer: iss, IssuedAt: now.Unix(), Expires: now.Add(ttl).Unix(), ID: b64.EncodeToString(jti)}
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	signed := prefix + b64.EncodeToString(payload)
+	return signed + "." + b64.EncodeToString(ed25519.Sign(key, []byte(signed))), nil
+}
+
+// Verifier checks tokens against a fixed set of trusted public keys.
+type Verifier struct {
+	keys []ed25519.PublicKey
+}
+
+// NewVerifier trusts keys; keys of the wrong size are ignored.
+func NewVerifier(keys ...ed25519.PublicKey) *Verifier {
+	v := &Verifier{}
+	for _, k := range keys {
+		if len(k) == ed25519.PublicKeySize {
+			v.keys = append(v.keys, k)
+		}
+	}
+	return v
+}
+
+// Verify checks token's signature, shape and validity period at now and
+// returns its claims. Errors wrap ErrMalformed, ErrBadSignature,
+// ErrExpired or ErrNotYetValid.
+func (v *Verifier) Verify(token string, now time.Time) (Claims, error) {
+	var c Claims
+	if len(token) > maxToken {
+		return c, fmt.Errorf("%w: longer than %d bytes", ErrMalformed, maxToken)
+	}
+	rest, ok := strings.CutPrefix(token, prefix)
+	if !ok {
+		return c, fmt.Errorf("%w: it does not start with %q", ErrMalformed, prefix)
+	}
+	payloadB64, sigB64, ok := strings.Cut(rest, ".")
+	if !ok || strings.Contains(sigB64, ".") {
+		return c, fmt.Errorf("%w: want ubxv1.CLAIMS.SIGNATURE", ErrMalformed)
+	}
+	payload, err := b64.DecodeString(payloadB64)
+	if err != nil {
+		return c, fmt.Errorf("%w: claims are not base64url", ErrMalformed)
+	}
+	sig, err := b64.DecodeString(sigB64)
+	if err != nil || len(sig) != ed25519.SignatureSize {
+		return c, fmt.Errorf("%w: signature is not 64 bytes of base64url", ErrMalformed)
+	}
+	// The signature first: nothing in unsigned claims is looked at.
+	signed := []byte(token[:len(prefix)+len(payloadB64)])
+	trusted := false
+	for _, k := range v.keys {
+		if ed25519.Verify(k, signed, sig) {
+			trusted = true
+			break
+		}
+	}
+	if !trusted {
+		return c, ErrBadSignature
+	}
+	dec := json.NewDecoder(strings.NewReader(string(payload)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil || dec.More() {
+		return Claims{}, fmt.Errorf("%w: claims are not the expected JSON object", ErrMalformed)
+	}
+	switch {
+	case !ValidName(c.Subject):
+		return Claims{}, fmt.Errorf("%w: %v", ErrMalformed, ErrBadName)
+	case c.Issuer == "" || c.ID == "":
+		return Claims{}, fmt.Errorf("%w: issuer or id missing", ErrMalformed)
+	case c.Expires <= c.IssuedAt || c.Expires-c.IssuedAt > int64(MaxTTL/time.Second):
+		return Claims{}, fmt.Errorf("%w: lifetime %ds is outside (0, %s]", ErrMalformed, c.Expires-c.IssuedAt, MaxTTL)
+	}
+	t := now.Unix()
+	if c.IssuedAt > t+int64(ClockSkew/time.Second) {
+		return Claims{}, fmt.Errorf("%w: issued %s", ErrNotYetValid, time.Unix(c.IssuedAt, 0).UTC().Format(time.RFC3339))
+	}
+	if t >= c.Expires {
+		return Claims{}, fmt.Errorf("%w: at %s", ErrExpired, c.Expiry().Format(time.RFC3339))
+	}
+	return c, nil
+}

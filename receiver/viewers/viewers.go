@@ -1,0 +1,357 @@
+// Package viewers keeps the receiver's viewer accounts: named people (a
+// coach, a mentor) who log in with a password to get a short-lived viewer
+// token. Passwords are hashed with argon2id under an organisation-wide
+// policy; MaxFailures failed logins within FailureWindow lock an account
+// until an administrator unlocks it. Every attempt is in the audit log.
+package viewers
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/uploadbox/uploadbox/internal/audit"
+	"github.com/uploadbox/uploadbox/internal/viewtoken"
+)
+
+// Lockout policy, as for devices.
+const (
+	MaxFailures   = 5
+	FailureWindow = 15 * time.Minute
+)
+
+// Errors callers branch on.
+var (
+	ErrUnknownViewer  = errors.New("no such viewer")
+	ErrExists         = errors.New("viewer already exists")
+	ErrBadName        = viewtoken.ErrBadName
+	ErrBadCredentials = errors.New("wrong viewer name or password")
+	ErrLocked         = errors.New("viewer is locked after repeated failed logins (an administrator must run: uploadbox-receiver viewers unlock NAME)")
+)
+
+var (
+	bucket       = []byte("viewers")
+	configBucket = []byte("viewers.config")
+	policyKey    = []byte("password_policy")
+)
+
+// record is what the database holds about a viewer.
+type record struct {
+	Name      string      `json:"name"`
+	Hash      string      `json:"hash"`
+	Created   time.Time   `json:"created"`
+	Changed   time.Time   `json:"password_changed"`
+	LastLogin time.Time   `json:"last_login,omitzero"`
+	Failures  []time.Time `json:"failures,omitempty"`
+	LockedAt  time.Time   `json:"locked_at,omitzero"`
+}
+
+// Viewer is what administrators see of an account: never the hash.
+type Viewer struct {
+	Name      string    `json:"name"`
+	Created   time.Time `json:"created"`
+	Locked    bool      `json:"locked"`
+	LockedAt  time.Time `json:"locked_at,omitzero"`
+	Failures  int       `json:"failures"` // within the current window, or that caused the lock
+	LastLogin time.Time `json:"last_login,omitzero"`
+}
+
+// Option configures a Registry.
+type Option func(*Registry)
+
+// WithHashParams sets the argon2id cost for new hashes (tests use a cheap one).
+func WithHashParams(p Params) Option { return func(r *Registry) { r.params = p } }
+
+// WithClock replaces time.Now.
+func WithClock(now func() time.Time) Option { return func(r *Registry) { r.now = now } }
+
+// Registry keeps viewer accounts in a bbolt database owned by the caller.
+type Registry struct {
+	db     *bolt.DB
+	log    *audit.Log
+	now    func() time.Time
+	params Params
+	// slots bounds concurrent hashing: each one holds Params.Memory.
+	slots chan struct{}
+	// dummy is a hash to spend the same time on unknown names as on known ones.
+	dummy func() (string, error)
+}
+
+// New returns a registry over db, auditing to log.
+func New(db *bolt.DB, log *audit.Log, opts ...Option) (*Registry, error) {
+	r := &Registry{db: db, log: log, now: time.Now, params: DefaultParams, slots: make(chan struct{}, 2)}
+	for _, o := range opts {
+		o(r)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucket); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucketIfNotExists(configBucket)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("viewer accounts: %w", err)
+	}
+	r.dummy = sync.OnceValues(func() (string, error) { return hashPassword("not a password", r.params) })
+	return r, nil
+}
+
+func (r *Registry) hash(password string) (string, error) {
+	r.slots <- struct{}{}
+	defer func() { <-r.slots }()
+	return hashPassword(password, r.params)
+}
+
+func (r *Registry) check(password, encoded string) (bool, error) {
+	r.slots <- struct{}{}
+	defer func() { <-r.slots }()
+	return checkPassword(password, encoded)
+}
+
+func (r *Registry) checkDummy(password string) {
+	if h, err := r.dummy(); err == nil {
+		r.check(password, h)
+	}
+}
+
+func (r *Registry) audit(event, name, source, outcome, detail string) error {
+	if r.log == nil {
+		return nil
+	}
+	if _, err := r.log.Append(audit.Entry{Event: event, Identity: name, Source: source, Outcome: outcome, Detail: detail}); err != nil {
+		return fmt.Errorf("audit %s of %s: %w", event, name, err)
+	}
+	return nil
+}
+
+func get(tx *bolt.Tx, name string) (*record, error) {
+	v := tx.Bucket(bucket).Get([]byte(name))
+	if v == nil {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownViewer, name)
+	}
+	var rec record
+	if err := json.Unmarshal(v, &rec); err != nil {
+		return nil, fmt.Errorf("viewer %s: damaged record: %w", name, err)
+	}
+	return &rec, nil
+}
+
+func put(tx *bolt.Tx, rec *record) error {
+	v, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucket).Put([]byte(rec.Name), v)
+}
+
+// Policy returns the organisation's password policy (Medium if none was set).
+func (r *Registry) Policy() (Policy, error) {
+	p := Medium
+	err := r.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(configBucket).Get(policyKey); v != nil {
+			var err error
+			p, err = ParsePolicy(string(v))
+			return err
+		}
+		return nil
+	})
+	return p, err
+}
+
+// SetPolicy stores the password policy that Add and SetPassword apply.
+// A change is audited; existing passwords stay valid until changed.
+func (r *Registry) SetPolicy(p Policy) error {
+	if _, err := ParsePolicy(string(p)); err != nil {
+		return err
+	}
+	var old []byte
+	err := r.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(configBucket)
+		old = slices.Clone(b.Get(policyKey))
+		return b.Put(policyKey, []byte(p))
+	})
+	if err != nil || string(old) == string(p) {
+		return err
+	}
+	from := string(old)
+	if from == "" {
+		from = "unset"
+	}
+	return r.audit("viewer.policy", "", "local", "ok", "password policy "+from+" -> "+string(p))
+}
+
+// Add creates a viewer with password, which must meet the policy.
+func (r *Registry) Add(name, password string) error {
+	if !viewtoken.ValidName(name) {
+		return fmt.Errorf("%w: %q", ErrBadName, name)
+	}
+	if err := r.checkPolicy(password); err != nil {
+		return errors.Join(err, r.audit("viewer.add", name, "local", "failed", "password refused by the policy"))
+	}
+	h, err := r.hash(password)
+	if err != nil {
+		return err
+	}
+	now := r.now().UTC()
+	err = r.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucket).Get([]byte(name)) != nil {
+			return fmt.Errorf("%w: %s", ErrExists, name)
+		}
+		return put(tx, &record{Name: name, Hash: h, Created: now, Changed: now})
+	})
+	outcome := "ok"
+	if err != nil {
+		outcome = "failed"
+	}
+	return errors.Join(err, r.audit("viewer.add", name, "local", outcome, ""))
+}
+
+func (r *Registry) checkPolicy(password string) error {
+	p, err := r.Policy()
+	if err != nil {
+		return err
+	}
+	return p.Check(password)
+}
+
+// SetPassword replaces a viewer's password; it does not unlock the account.
+func (r *Registry) SetPassword(name, password string) error {
+	if err := r.checkPolicy(password); err != nil {
+		return errors.Join(err, r.audit("viewer.passwd", name, "local", "failed", "password refused by the policy"))
+	}
+	h, err := r.hash(password)
+	if err != nil {
+		return err
+	}
+	return r.set(name, "viewer.passwd", func(rec *record) error {
+		rec.Hash, rec.Changed = h, r.now().UTC()
+		return nil
+	})
+}
+
+// Unlock clears a locked viewer's failures.
+func (r *Registry) Unlock(name string) error {
+	return r.set(name, "viewer.unlock", func(rec *record) error {
+		if rec.LockedAt.IsZero() {
+			return fmt.Errorf("viewer %s is not locked", name)
+		}
+		rec.LockedAt, rec.Failures = time.Time{}, nil
+		return nil
+	})
+}
+
+func (r *Registry) set(name, event string, f func(*record) error) error {
+	err := r.db.Update(func(tx *bolt.Tx) error {
+		rec, err := get(tx, name)
+		if err != nil {
+			return err
+		}
+		if err := f(rec); err != nil {
+			return err
+		}
+		return put(tx, rec)
+	})
+	outcome := "ok"
+	if err != nil {
+		outcome = "failed"
+	}
+	return errors.Join(err, r.audit(event, name, "local", outcome, ""))
+}
+
+// List returns every viewer, by name.
+func (r *Registry) List() ([]Viewer, error) {
+	out := []Viewer{}
+	now := r.now()
+	err := r.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
+			var rec record
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("viewer %s: damaged record: %w", k, err)
+			}
+			failures := len(rec.Failures)
+			if rec.LockedAt.IsZero() {
+				failures = len(recent(rec.Failures, now))
+			}
+			out = append(out, Viewer{Name: rec.Name, Created: rec.Created, Locked: !rec.LockedAt.IsZero(), LockedAt: rec.LockedAt, Failures: failures, LastLogin: rec.LastLogin})
+			return nil
+		})
+	})
+	return out, err
+}
+
+func recent(ts []time.Time, now time.Time) []time.Time {
+	return slices.DeleteFunc(slices.Clone(ts), func(t time.Time) bool { return now.Sub(t) > FailureWindow })
+}
+
+// Login checks name and password from source (a remote address). It
+// returns ErrBadCredentials for an unknown name or a wrong password, and
+// ErrLocked for a locked account, whatever the password. Every attempt is
+// audited; an attempt that cannot be audited fails.
+func (r *Registry) Login(name, password, source string) error {
+	if !viewtoken.ValidName(name) || len(password) > 4*MaxPasswordLength {
+		r.checkDummy(password[:min(len(password), MaxPasswordLength)])
+		return errors.Join(ErrBadCredentials, r.audit("viewer.login", "", source, "denied", "malformed name or password"))
+	}
+	var rec *record
+	err := r.db.View(func(tx *bolt.Tx) error {
+		var err error
+		rec, err = get(tx, name)
+		return err
+	})
+	if errors.Is(err, ErrUnknownViewer) {
+		// The same work as for a known name, so timing does not tell them apart.
+		r.checkDummy(password)
+		return errors.Join(ErrBadCredentials, r.audit("viewer.login", name, source, "denied", "unknown viewer"))
+	}
+	if err != nil {
+		return err
+	}
+	if !rec.LockedAt.IsZero() {
+		return errors.Join(ErrLocked, r.audit("viewer.login", name, source, "locked", "account is locked"))
+	}
+	// Hash outside the write transaction: it takes a while.
+	ok, cerr := r.check(password, rec.Hash)
+	var outcome, detail string
+	var result error
+	err = r.db.Update(func(tx *bolt.Tx) error {
+		rec, err := get(tx, name)
+		if err != nil {
+			return err
+		}
+		now := r.now().UTC()
+		switch {
+		case !rec.LockedAt.IsZero():
+			// Locked by a concurrent attempt meanwhile.
+			outcome, detail, result = "locked", "account is locked", ErrLocked
+			return nil
+		case ok && cerr == nil:
+			rec.Failures, rec.LastLogin = nil, now
+			outcome = "ok"
+		default:
+			rec.Failures = append(recent(rec.Failures, now), now)
+			outcome, detail, result = "denied", "wrong password", ErrBadCredentials
+			if cerr != nil {
+				detail = cerr.Error()
+			}
+			if len(rec.Failures) >= MaxFailures {
+				rec.LockedAt = now
+				outcome, detail, result = "locked", fmt.Sprintf("wrong password; locked after %d failures within %s", len(rec.Failures), FailureWindow), ErrLocked
+			}
+		}
+		return put(tx, rec)
+	})
+	if err != nil {
+		return errors.Join(fmt.Errorf("login %s: %w", name, err), r.audit("viewer.login", name, source, "error", err.Error()))
+	}
+	aerr := r.audit("viewer.login", name, source, outcome, strings.TrimSpace(detail))
+	if result != nil {
+		return errors.Join(result, aerr)
+	}
+	return aerr
+}
