@@ -286,19 +286,26 @@ func Run(ctx context.Context, o Options) Report {
 	}
 	wg.Wait()
 	rep.Checks = append(rep.Checks, results...)
-	rep.Status = Pass
-	for _, c := range rep.Checks {
-		switch {
-		case c.Status == Fail:
-			rep.Status = Fail
-		case c.Status == Warn && rep.Status == Pass:
-			rep.Status = Warn
-		}
-	}
+	rep.Status = worst(rep.Checks)
 	if err := e.record(rep); err != nil {
 		fmt.Fprintf(o.Stderr, "uploadbox diag: warning: this run is not in the audit log: %v\n", err)
 	}
 	return rep
+}
+
+// worst is the status of a report: fail if a check failed, else warn if
+// one warned, else pass (a skip counts as a pass).
+func worst(checks []Result) string {
+	status := Pass
+	for _, c := range checks {
+		switch {
+		case c.Status == Fail:
+			return Fail
+		case c.Status == Warn:
+			status = Warn
+		}
+	}
+	return status
 }
 
 // run runs one check, standing in a skip when the config it needs did not
@@ -320,6 +327,10 @@ func (e *env) run(name string) Result {
 	return r
 }
 
+// ErrAuditDirect, returned by an Options.Audit hook, makes diag append to
+// the config's audit log itself (the daemon that owns it is not running).
+var ErrAuditDirect = errors.New("append to the audit log directly")
+
 // record writes the run to the audit log.
 func (e *env) record(rep Report) error {
 	var detail []string
@@ -333,7 +344,9 @@ func (e *env) record(rep Report) error {
 	entry := audit.Entry{Time: rep.Time, Event: "diag", Identity: ident, Source: "local",
 		Outcome: rep.Status, Detail: strings.Join(detail, " ")}
 	if e.o.Audit != nil {
-		return e.o.Audit(e.ctx, entry)
+		if err := e.o.Audit(e.ctx, entry); !errors.Is(err, ErrAuditDirect) {
+			return err
+		}
 	}
 	if e.cfgErr != nil {
 		return errors.New("the config did not load, so the audit log's path is unknown")

@@ -414,40 +414,28 @@ func TestExitCodes(t *testing.T) {
 		{[]string{Pass, Skip, Pass}, Pass, ExitPass},
 		{[]string{Pass, Warn, Skip}, Warn, ExitWarn},
 		{[]string{Warn, Fail, Pass}, Fail, ExitFail},
+		{[]string{Fail, Warn}, Fail, ExitFail},
 		{[]string{Skip}, Pass, ExitPass},
+		{nil, Pass, ExitPass},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.statuses, ","), func(t *testing.T) {
-			b := newBox(t, "")
-			o := b.options("")
-			// The power check reports what a fake vcgencmd says; run one
-			// power check per wanted status through the real Run.
-			var reps []Report
+			var checks []Result
 			for _, s := range tt.statuses {
-				b.tool("vcgencmd get_throttled", map[string]string{Pass: "throttled=0x0", Warn: "throttled=0x10000", Fail: "throttled=0x1"}[s])
-				if s == Skip {
-					delete(b.tools, "vcgencmd get_throttled")
-				}
-				o.Check = "power"
-				reps = append(reps, Run(t.Context(), o))
+				checks = append(checks, Result{Status: s})
 			}
-			merged := Report{Status: Pass}
-			for _, r := range reps {
-				merged.Checks = append(merged.Checks, r.Checks...)
-				if worse(r.Status, merged.Status) {
-					merged.Status = r.Status
-				}
-			}
-			if merged.Status != tt.status || merged.ExitCode() != tt.code {
-				t.Fatalf("statuses %v gave %s, exit %d; want %s, %d", tt.statuses, merged.Status, merged.ExitCode(), tt.status, tt.code)
+			r := Report{Status: worst(checks), Checks: checks}
+			if r.Status != tt.status || r.ExitCode() != tt.code {
+				t.Fatalf("statuses %v gave %s, exit %d; want %s, %d", tt.statuses, r.Status, r.ExitCode(), tt.status, tt.code)
 			}
 		})
 	}
-}
-
-func worse(a, b string) bool {
-	rank := map[string]int{Pass: 0, Skip: 0, Warn: 1, Fail: 2}
-	return rank[a] > rank[b]
+	// Through Run: one warning and nothing worse exits 1.
+	b := newBox(t, "")
+	b.tool("vcgencmd get_throttled", "throttled=0x10000")
+	if rep := Run(t.Context(), b.options("power")); rep.Status != Warn || rep.ExitCode() != ExitWarn {
+		t.Errorf("a warning alone: status %s, exit %d", rep.Status, rep.ExitCode())
+	}
 }
 
 // TestAudit: every run is recorded; by default in the config's audit log.
@@ -557,5 +545,45 @@ func TestNothingConfigured(t *testing.T) {
 	}
 	if d := time.Since(start); d > 15*time.Second {
 		t.Errorf("took %v", d)
+	}
+}
+
+// TestDeviceFailure: a camera the daemon holds for a session is a
+// warning; every other failure to open a device fails and names it.
+func TestDeviceFailure(t *testing.T) {
+	busy := &capture.DeviceError{Kind: "camera", Device: "/dev/video0", Reason: capture.ErrDeviceBusy,
+		Err: errors.New("open: device or resource busy"), Hint: "another program is using the camera"}
+	denied := &capture.DeviceError{Kind: "camera", Device: "/dev/video0", Reason: capture.ErrPermission,
+		Err: errors.New("open: permission denied"), Hint: "check that the uploadbox user is in group video"}
+	noMic := &capture.DeviceError{Kind: "microphone", Device: "(default)", Reason: capture.ErrNoDevice,
+		Err: errors.New("the audio system lists no capture device"), Hint: "check arecord -l"}
+	tests := []struct {
+		name    string
+		err     error
+		kind    string
+		session bool
+		status  string
+		summary string
+		remedy  string
+	}{
+		{"busy during a session", busy, "camera", true, Warn, "in use by the daemon", "after the session"},
+		{"busy, no session", busy, "camera", false, Fail, "device busy", "another program"},
+		{"permission", denied, "camera", false, Fail, "permission denied", "group video"},
+		{"no microphone", noMic, "microphone", false, Fail, "no microphone", "arecord -l"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := &env{ctx: t.Context(), o: Options{StageTimeout: time.Second,
+				Daemon: func(context.Context) (DaemonInfo, error) {
+					return DaemonInfo{Running: true, Session: tt.session}, nil
+				}}}
+			r := e.deviceFailure(tt.kind+" /dev/video0", "/dev/video0", tt.kind, tt.err)
+			if r.Status != tt.status || !strings.Contains(r.Summary, tt.summary) || !strings.Contains(r.Remedy, tt.remedy) {
+				t.Fatalf("got %s %q remedy %q; want %s with %q and %q", r.Status, r.Summary, r.Remedy, tt.status, tt.summary, tt.remedy)
+			}
+			if strings.Contains(r.Summary, "\n") {
+				t.Errorf("summary spans lines: %q", r.Summary)
+			}
+		})
 	}
 }

@@ -176,6 +176,22 @@ func TestClockSkew(t *testing.T) {
 	}
 }
 
+// TestClockExpiredCertificate: TLS failing on certificate dates fails the
+// clock check too.
+func TestClockExpiredCertificate(t *testing.T) {
+	now := time.Now()
+	b := newBox(t, "")
+	b.enroll(t, "https://placeholder.invalid", now)
+	old := now.Add(-pki.ServerLifetime - 48*time.Hour)
+	rewriteReceiver(t, b, tlsServer(t, &tls.Config{Certificates: []tls.Certificate{b.serverCert(t, []string{"127.0.0.1"}, old)}}, nil))
+	if r := result(t, Run(t.Context(), b.options("clock")), "clock"); r.Status != Fail || !strings.Contains(r.Summary, "certificate dates") {
+		t.Fatalf("clock: %s %q, want a failure naming the certificate dates", r.Status, r.Summary)
+	}
+	if r := result(t, Run(t.Context(), b.options("receiver")), "receiver"); r.Metrics["cause"] != "clock" {
+		t.Fatalf("receiver: %v", r.Metrics)
+	}
+}
+
 // TestClockWithoutReceiver: with no receiver the clock check falls back
 // on timedatectl, or skips with a reason.
 func TestClockWithoutReceiver(t *testing.T) {

@@ -92,7 +92,10 @@ func checkSpool(e *env) Result {
 	if q.Count == 0 {
 		return Result{Status: Pass, Metrics: m, Summary: "empty: every segment is uploaded (" + from + ")"}
 	}
-	age := max(0, e.o.Now().Sub(q.Oldest))
+	var age time.Duration
+	if !q.Oldest.IsZero() {
+		age = max(0, e.o.Now().Sub(q.Oldest))
+	}
 	m["oldest_age_seconds"] = math.Round(age.Seconds())
 	sum := fmt.Sprintf("%d segment(s), %s waiting; oldest %s old (%s)", q.Count, bytesText(float64(q.Bytes)), age.Round(time.Second), from)
 	remedy := "segments are not uploading: see the receiver check and the daemon's log (journalctl -u uploadbox)"

@@ -42,12 +42,26 @@ func Usagef(format string, args ...any) error {
 	return &UsageError{Err: fmt.Errorf(format, args...)}
 }
 
+// CodeError makes the process exit with Code; its message is printed like
+// any error's. Commands with their own exit-code convention (diag: 0 pass,
+// 1 warning, 2 failure) return it.
+type CodeError struct {
+	Code int
+	Err  error
+}
+
+func (e *CodeError) Error() string { return e.Err.Error() }
+func (e *CodeError) Unwrap() error { return e.Err }
+
 // ExitCode maps an error to the process exit code.
 func ExitCode(err error) int {
 	var ue *UsageError
+	var ce *CodeError
 	switch {
 	case err == nil:
 		return ExitOK
+	case errors.As(err, &ce):
+		return ce.Code
 	case errors.As(err, &ue):
 		return ExitUsage
 	case errors.Is(err, crypto.ErrTruncated):
