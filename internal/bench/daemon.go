@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -31,67 +28,12 @@ func daemonVsEncode(bin string, d time.Duration) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	ub, urcv := filepath.Join(bin, "uploadbox"), filepath.Join(bin, "uploadbox-receiver")
-	data := filepath.Join(dir, "receiver")
-	srv := exec.Command(urcv, "serve", "--data", data, "--listen", "127.0.0.1:0")
-	stdout, _ := srv.StdoutPipe()
-	if err := srv.Start(); err != nil {
-		return err
-	}
-	defer func() { srv.Process.Kill(); srv.Wait() }()
-	addr := ""
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		if a, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
-			addr = a
-			break
-		}
-	}
-	if addr == "" {
-		return fmt.Errorf("receiver did not start")
-	}
-	go func() {
-		for sc.Scan() {
-		}
-	}()
-	out, err := exec.Command(urcv, "devices", "add", "bench", "--data", data, "--json").Output()
+	box, err := startBox(bin, dir, "")
 	if err != nil {
-		return fmt.Errorf("devices add: %v", err)
-	}
-	var add struct {
-		Token         string `json:"token"`
-		CAFingerprint string `json:"ca_fingerprint"`
-	}
-	json.Unmarshal(out, &add)
-	state := filepath.Join(dir, "state")
-	if out, err := exec.Command(ub, "enroll", "--receiver", "https://"+addr, "--token", add.Token, "--ca-fingerprint", add.CAFingerprint, "--state", state).CombinedOutput(); err != nil {
-		return fmt.Errorf("enroll: %v: %s", err, out)
-	}
-	sock := filepath.Join(dir, "run", "control.sock")
-	cfg := fmt.Sprintf("state_dir: %s\nruntime_dir: %s\ncapture: {source: test, width: 1280, height: 720, fps: 30, bitrate: 2500k}\n"+
-		"recording: {segment: 10s}\nspool: {dir: %s}\nmetrics: {listen: \"\"}\naudit: {path: %s}\n",
-		state, filepath.Dir(sock), filepath.Join(dir, "spool"), filepath.Join(dir, "audit.jsonl"))
-	cfgPath := filepath.Join(dir, "box.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return err
 	}
-	daemon := exec.Command(ub, "run", "--config", cfgPath)
-	if err := daemon.Start(); err != nil {
-		return err
-	}
-	defer daemon.Process.Kill()
-	ctl := func(args ...string) ([]byte, error) {
-		return exec.Command(ub, append(args, "--socket", sock, "--json")...).Output()
-	}
-	for i := 0; ; i++ {
-		if _, err := ctl("session", "status"); err == nil {
-			break
-		}
-		if i > 100 {
-			return fmt.Errorf("the daemon did not start")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	defer box.stop()
+	daemon, ctl := box.daemon, box.ctl
 	if out, err := ctl("session", "start", "--for", d.String()); err != nil {
 		return fmt.Errorf("session start: %v: %s", err, out)
 	}

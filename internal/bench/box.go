@@ -1,0 +1,100 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// benchBox is a receiver on loopback, an enrolled box and its daemon.
+type benchBox struct {
+	ub, state, sock string
+	srv, daemon     *exec.Cmd
+}
+
+// startBox starts `uploadbox-receiver serve`, enrolls a box in dir and
+// starts `uploadbox run` with the test source (1280x720, 30 fps, 2.5
+// Mbit/s) and extra config lines.
+func startBox(bin, dir, extra string) (*benchBox, error) {
+	b := &benchBox{ub: filepath.Join(bin, "uploadbox"), state: filepath.Join(dir, "state"), sock: filepath.Join(dir, "run", "control.sock")}
+	urcv := filepath.Join(bin, "uploadbox-receiver")
+	data := filepath.Join(dir, "receiver")
+	b.srv = exec.Command(urcv, "serve", "--data", data, "--listen", "127.0.0.1:0")
+	stdout, _ := b.srv.StdoutPipe()
+	if err := b.srv.Start(); err != nil {
+		return nil, err
+	}
+	addr := ""
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if a, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
+			addr = a
+			break
+		}
+	}
+	if addr == "" {
+		b.stop()
+		return nil, fmt.Errorf("receiver did not start")
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	out, err := exec.Command(urcv, "devices", "add", "bench", "--data", data, "--json").Output()
+	if err != nil {
+		b.stop()
+		return nil, fmt.Errorf("devices add: %v", err)
+	}
+	var add struct {
+		Token         string `json:"token"`
+		CAFingerprint string `json:"ca_fingerprint"`
+	}
+	json.Unmarshal(out, &add)
+	if out, err := exec.Command(b.ub, "enroll", "--receiver", "https://"+addr, "--token", add.Token, "--ca-fingerprint", add.CAFingerprint, "--state", b.state).CombinedOutput(); err != nil {
+		b.stop()
+		return nil, fmt.Errorf("enroll: %v: %s", err, out)
+	}
+	cfg := fmt.Sprintf("state_dir: %s\nruntime_dir: %s\ncapture: {source: test, width: 1280, height: 720, fps: 30, bitrate: 2500k}\n"+
+		"recording: {segment: 10s}\nspool: {dir: %s}\nmetrics: {listen: \"\"}\naudit: {path: %s}\n%s",
+		b.state, filepath.Dir(b.sock), filepath.Join(dir, "spool"), filepath.Join(dir, "audit.jsonl"), extra)
+	cfgPath := filepath.Join(dir, "box.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		b.stop()
+		return nil, err
+	}
+	b.daemon = exec.Command(b.ub, "run", "--config", cfgPath)
+	if err := b.daemon.Start(); err != nil {
+		b.stop()
+		return nil, err
+	}
+	for i := 0; ; i++ {
+		if _, err := b.ctl("session", "status"); err == nil {
+			return b, nil
+		}
+		if i > 100 {
+			b.stop()
+			return nil, fmt.Errorf("the daemon did not start")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// ctl runs a control command with --json.
+func (b *benchBox) ctl(args ...string) ([]byte, error) {
+	return exec.Command(b.ub, append(args, "--socket", b.sock, "--json")...).Output()
+}
+
+// stop kills what is still running.
+func (b *benchBox) stop() {
+	for _, c := range []*exec.Cmd{b.daemon, b.srv} {
+		if c != nil && c.Process != nil && c.ProcessState == nil {
+			c.Process.Kill()
+			c.Wait()
+		}
+	}
+}

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/uploadbox/uploadbox/agent/live/livetest"
+)
+
+// liveBench measures the live view through the daemon: time from the
+// teacher's accept to the first frame Chromium shows (median of rounds),
+// time from revoke to the last RTP packet (max of rounds), and the
+// daemon's CPU with 4 viewers against 1 viewer, in the same run.
+func liveBench(bin string, rounds int, modules string) error {
+	dir, err := os.MkdirTemp("", "uploadbox-bench-live-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	liveAddr := ln.Addr().String()
+	ln.Close()
+	box, err := startBox(bin, dir, "live: {enabled: true, listen: \""+liveAddr+"\", max_viewers: 8}\n")
+	if err != nil {
+		return err
+	}
+	defer box.stop()
+	if out, err := box.ctl("session", "start", "--for", "30m"); err != nil {
+		return fmt.Errorf("session start: %v: %s", err, out)
+	}
+	var pem []byte
+	for range 100 {
+		if pem, _ = os.ReadFile(filepath.Join(box.state, "live.crt")); len(pem) > 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	token := func(name string) (string, error) {
+		out, err := exec.Command(box.ub, "viewer", "token", "--name", name, "--ttl", "1h", "--state", box.state).Output()
+		return strings.TrimSpace(string(out)), err
+	}
+	pending := func(viewer string) (string, error) {
+		out, err := box.ctl("consent", "list")
+		if err != nil {
+			return "", err
+		}
+		var rs []struct{ ID, Viewer, State string }
+		json.Unmarshal(out, &rs)
+		for _, r := range rs {
+			if r.Viewer == viewer && r.State == "pending" {
+				return r.ID, nil
+			}
+		}
+		return "", nil
+	}
+	ctx := context.Background()
+	var firsts, silences []time.Duration
+	for i := range rounds {
+		name := fmt.Sprintf("coach-%d", i)
+		tok, err := token(name)
+		if err != nil {
+			return err
+		}
+		page, err := livetest.OpenPage(ctx, "https://"+liveAddr+"/#token="+tok, livetest.BrowserOptions{NodeModules: modules})
+		if err != nil {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		id := ""
+		for id == "" && wctx.Err() == nil {
+			if id, err = pending(name); err != nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		accepted := time.Now()
+		if out, err := box.ctl("consent", "accept", id); err != nil {
+			cancel()
+			page.Close()
+			return fmt.Errorf("accept: %v: %s", err, out)
+		}
+		st, err := page.Wait(wctx, func(s livetest.PageState) bool { return !s.FirstFrame.IsZero() })
+		if err != nil {
+			cancel()
+			page.Close()
+			return fmt.Errorf("round %d: no frame in Chromium: %v", i, err)
+		}
+		firsts = append(firsts, livetest.FirstShown(st, time.Second/30).Sub(accepted))
+		page.Close()
+
+		// A pion viewer with the same grant, then the revoke.
+		r, err := livetest.Offer(wctx, client, "https://"+liveAddr+"/whep", tok, livetest.Options{Audio: true, Loopback: true})
+		if err != nil || r.Status != http.StatusCreated {
+			cancel()
+			return fmt.Errorf("round %d: pion viewer: %v %d", i, err, r.Status)
+		}
+		r.Viewer.WaitPackets(wctx, "video")
+		time.Sleep(500 * time.Millisecond)
+		revoked := time.Now()
+		box.ctl("consent", "revoke", name)
+		time.Sleep(1500 * time.Millisecond)
+		last := revoked
+		for _, k := range []string{"video", "audio"} {
+			if l := r.Viewer.Last(k); l.After(last) {
+				last = l
+			}
+		}
+		silences = append(silences, last.Sub(revoked))
+		r.Viewer.Close()
+		cancel()
+	}
+
+	cpu1, err := viewersCPU(box, client, liveAddr, token, pending, 1)
+	if err != nil {
+		return err
+	}
+	cpu4, err := viewersCPU(box, client, liveAddr, token, pending, 4)
+	if err != nil {
+		return err
+	}
+	slices.Sort(firsts)
+	fmt.Printf("live view through the daemon (test source 1280x720 30 fps, Chromium and pion on loopback, %d rounds):\n", rounds)
+	fmt.Printf("  accept -> first frame shown, median  %6.0f ms   (goal <= 500; range %.0f–%.0f)\n",
+		ms(firsts[len(firsts)/2]), ms(firsts[0]), ms(firsts[len(firsts)-1]))
+	fmt.Printf("  revoke -> last RTP packet, max       %6.0f ms   (goal <= 1000)\n", ms(slices.Max(silences)))
+	fmt.Printf("  daemon CPU, 4 viewers / 1 viewer     %6.2f      (goal <= 1.10; %.2f s vs %.2f s over 20 s)\n", cpu4/cpu1, cpu4, cpu1)
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// viewersCPU connects n granted pion viewers and returns the daemon's CPU
+// seconds over 20 s.
+func viewersCPU(box *benchBox, client *http.Client, addr string, token func(string) (string, error), pending func(string) (string, error), n int) (float64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var viewers []*livetest.Viewer
+	defer func() {
+		for _, v := range viewers {
+			v.Close()
+		}
+	}()
+	for i := range n {
+		name := fmt.Sprintf("cpu-%d-%d", n, i)
+		tok, err := token(name)
+		if err != nil {
+			return 0, err
+		}
+		r, err := livetest.Offer(ctx, client, "https://"+addr+"/whep", tok, livetest.Options{Audio: true, Loopback: true})
+		if err != nil {
+			return 0, err
+		}
+		r.Viewer.Close()
+		id, _ := pending(name)
+		if out, err := box.ctl("consent", "accept", id); err != nil {
+			return 0, fmt.Errorf("accept: %v: %s", err, out)
+		}
+		r, err = livetest.Offer(ctx, client, "https://"+addr+"/whep", tok, livetest.Options{Audio: true, Loopback: true})
+		if err != nil || r.Status != http.StatusCreated {
+			return 0, fmt.Errorf("viewer %d: %v", i, err)
+		}
+		viewers = append(viewers, r.Viewer)
+		r.Viewer.WaitPackets(ctx, "video")
+	}
+	time.Sleep(2 * time.Second)
+	before, err := procCPU(box.daemon.Process.Pid)
+	if err != nil {
+		return 0, err
+	}
+	time.Sleep(20 * time.Second)
+	after, err := procCPU(box.daemon.Process.Pid)
+	for _, v := range viewers {
+		if v.Packets("video") == 0 {
+			return 0, fmt.Errorf("a viewer received no video")
+		}
+	}
+	return after - before, err
+}
+
+// procCPU is a process's user+system CPU time in seconds, from /proc.
+func procCPU(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	return (utime + stime) / 100, nil // USER_HZ is 100 on Linux
+}
