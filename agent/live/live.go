@@ -63,6 +63,7 @@ type Refusal struct {
 	Request string
 }
 
+// Error describes the refusal.
 func (r *Refusal) Error() string {
 	if r.Request != "" {
 		return fmt.Sprintf("live view refused: %s (request %s)", r.Reason, r.Request)
@@ -95,14 +96,23 @@ type Config struct {
 	// connect before it is dropped (default 15 s).
 	ConnectTimeout time.Duration
 
-	Auth   Authenticator
-	Gate   Gate
+	// Auth checks bearer tokens (required).
+	Auth Authenticator
+	// Gate is the consent check (required).
+	Gate Gate
+	// Source is the running capture (required). It is subscribed to when
+	// the first viewer's peer connection connects and unsubscribed when
+	// the last viewer leaves; a Subscribe error ends that viewer's session
+	// with reason "not recording".
 	Source Source
-	// Indicator, if set, is called with the number of connected viewers
-	// whenever it changes (a privacy LED). It must not call back into the
-	// Server.
+	// Indicator, if set, is called with the number of viewers whenever it
+	// changes (a privacy LED). A viewer counts from the 201 until its
+	// session ends, so the indicator is on before any media flows. It must
+	// not call back into the Server.
 	Indicator func(watching int)
-	Logger    *slog.Logger
+	// Logger receives the server's log (default: discard). Tokens are
+	// never logged; viewer names are.
+	Logger *slog.Logger
 }
 
 // Server is the WHEP live-view server. Create it with New.
@@ -149,6 +159,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxViewers < 0 {
 		errs = append(errs, fmt.Errorf("live: MaxViewers %d is negative; use 0 for the default (%d)", cfg.MaxViewers, DefaultMaxViewers))
 	}
+	if err := checkICEServers(cfg.ICEServers); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -187,6 +200,19 @@ func New(cfg Config) (*Server, error) {
 		gone:     newEndedSessions(256),
 		indLast:  -1,
 	}, nil
+}
+
+// checkICEServers reports bad STUN/TURN URLs or credentials now rather
+// than on the first viewer's offer.
+func checkICEServers(servers []webrtc.ICEServer) error {
+	if len(servers) == 0 {
+		return nil
+	}
+	pc, err := webrtc.NewPeerConnection(webrtc.Configuration{ICEServers: servers})
+	if err != nil {
+		return fmt.Errorf("live: ICEServers: %w (want stun:HOST:PORT or turn:HOST:PORT with username and credential)", err)
+	}
+	return pc.Close()
 }
 
 // newAPI builds the WebRTC API with H.264 (constrained baseline,

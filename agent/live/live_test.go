@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/webrtc/v4"
 	"go.uber.org/goleak"
 
 	"github.com/uploadbox/uploadbox/agent/live/livetest"
@@ -176,6 +178,7 @@ type rig struct {
 	ts      *httptest.Server
 	gate    *fakeGate
 	client  *http.Client
+	capture *capture.Capture
 	stopCap func()
 
 	mu        sync.Mutex
@@ -185,7 +188,7 @@ type rig struct {
 func newRig(t *testing.T, adjust func(*Config)) *rig {
 	t.Helper()
 	c, stop := runCapture(t)
-	r := &rig{gate: newFakeGate(), stopCap: stop}
+	r := &rig{gate: newFakeGate(), capture: c, stopCap: stop}
 	logs := &syncBuffer{}
 	cfg := Config{
 		Auth:     tokens,
@@ -207,7 +210,9 @@ func newRig(t *testing.T, adjust func(*Config)) *rig {
 		t.Fatal(err)
 	}
 	r.srv = srv
-	r.ts = httptest.NewTLSServer(srv.Handler())
+	r.ts = httptest.NewUnstartedServer(srv.Handler())
+	r.ts.Config.ErrorLog = log.New(t.Output(), "https server: ", 0) // Chromium's first refusal of the test CA
+	r.ts.StartTLS()
 	r.client = r.ts.Client()
 	t.Cleanup(func() {
 		r.ts.Close()
@@ -428,6 +433,12 @@ func TestGrantedViewerAndRevoke(t *testing.T) {
 	r.gate.revoke("alice", "revoked")
 	took := eventually(t, time.Second, "the session ends after the revoke", func() bool { return r.srv.Viewers() == 0 })
 	t.Logf("session closed %v after the revoke", took.Round(time.Millisecond))
+	// The server's close reaches the viewer too (DTLS close_notify).
+	eventually(t, time.Second, "the viewer's peer connection closes", func() bool {
+		st := v.PC.ConnectionState()
+		return st == webrtc.PeerConnectionStateClosed || st == webrtc.PeerConnectionStateFailed || st == webrtc.PeerConnectionStateDisconnected
+	})
+	t.Logf("viewer saw %s %v after the revoke", v.PC.ConnectionState(), time.Since(revoked).Round(time.Millisecond))
 	if code, body := r.do(t, http.MethodGet, v.Location, "tok-alice"); code != http.StatusGone || body["reason"] != "revoked" {
 		t.Errorf("status after revoke: %d %v, want 410 reason revoked", code, body)
 	}
@@ -667,13 +678,89 @@ func TestPage(t *testing.T) {
 }
 
 func TestNewValidates(t *testing.T) {
-	_, err := New(Config{MaxViewers: -1})
+	_, err := New(Config{MaxViewers: -1, ICEServers: []webrtc.ICEServer{{URLs: []string{"http://stun.example"}}}})
 	if err == nil {
 		t.Fatal("New accepted an empty config")
 	}
-	for _, want := range []string{"Auth", "Gate", "Source", "MaxViewers"} {
+	for _, want := range []string{"Auth", "Gate", "Source", "MaxViewers", "ICEServers"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
+	}
+}
+
+func TestNewAcceptsICEServers(t *testing.T) {
+	srv, err := New(Config{
+		Auth: tokens, Gate: newFakeGate(), Source: sourceFunc(func() (*capture.Subscription, error) { return nil, errors.New("none") }),
+		ICEServers: []webrtc.ICEServer{
+			{URLs: []string{"stun:stun.example.org:3478"}},
+			{URLs: []string{"turn:turn.example.org:3478?transport=udp"}, Username: "box", Credential: "secret"},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNewViewerAsksForKeyframe(t *testing.T) {
+	r := newRig(t, nil)
+	r.gate.grant("alice", false)
+	r.gate.grant("bob", false)
+	r.watch(t, "tok-alice", false)
+	before := r.capture.Stats().KeyframeRequests
+	r.watch(t, "tok-bob", false)
+	eventually(t, 2*time.Second, "a keyframe request for the second viewer", func() bool {
+		return r.capture.Stats().KeyframeRequests > before
+	})
+}
+
+func TestConcurrentOffersRespectLimit(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.MaxViewers = 2 })
+	viewers := []string{"alice", "bob", "carol"}
+	for _, v := range viewers {
+		r.gate.grant(v, false)
+	}
+	statuses := make([]int, len(viewers))
+	var wg sync.WaitGroup
+	for i, v := range viewers {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			resp, err := livetest.Offer(ctx, r.client, r.ts.URL+"/whep", "tok-"+v, livetest.Options{Loopback: true})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Viewer.Close()
+			statuses[i] = resp.Status
+		})
+	}
+	wg.Wait()
+	slices.Sort(statuses)
+	if want := []int{http.StatusCreated, http.StatusCreated, http.StatusServiceUnavailable}; !slices.Equal(statuses, want) {
+		t.Errorf("statuses %v, want %v", statuses, want)
+	}
+}
+
+func TestConnectTimeout(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.ConnectTimeout = 300 * time.Millisecond })
+	r.gate.grant("alice", true)
+	resp, err := livetest.Offer(t.Context(), r.client, r.ts.URL+"/whep", "tok-alice", livetest.Options{Loopback: true, NoAnswer: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Viewer.Close()
+	if resp.Status != http.StatusCreated {
+		t.Fatalf("status %d", resp.Status)
+	}
+	eventually(t, 3*time.Second, "the unconnected session ends", func() bool { return r.srv.Viewers() == 0 })
+	if code, body := r.do(t, http.MethodGet, resp.Viewer.Location, "tok-alice"); code != http.StatusGone || body["reason"] != "connect timeout" {
+		t.Errorf("GET: %d %v, want 410 connect timeout", code, body)
+	}
+	if n := r.gate.watching(); n != 0 {
+		t.Errorf("%d admissions not cancelled", n)
 	}
 }

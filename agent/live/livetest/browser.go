@@ -29,12 +29,16 @@ type PageState struct {
 	Text   string `json:"text"`
 	// Frames is the video frames the browser decoded so far.
 	Frames int `json:"frames"`
-	// FirstFrame is when the page's <video> presented its first frame
-	// (requestVideoFrameCallback, the browser's clock on this machine),
-	// zero before. Observations are sampled every ~40 ms, and sometimes
-	// much later on a busy machine, so this is the precise time.
-	FirstFrame time.Time `json:"-"`
-	FirstMilli int64     `json:"first"`
+	// FirstFrame is when the page's <video> presented the frame that its
+	// first requestVideoFrameCallback reported, zero before, and
+	// FramesBefore how many frames it had presented before that one. On a
+	// busy machine (or while Chromium opens an audio output that is not
+	// there) the page's main thread can stall, so the callback comes late:
+	// the first frame then showed about FramesBefore frame intervals
+	// before FirstFrame.
+	FirstFrame   time.Time `json:"-"`
+	FirstMilli   int64     `json:"first"`
+	FramesBefore int       `json:"before"`
 }
 
 // BrowserOptions configure OpenPage.
@@ -188,4 +192,10 @@ func (b *syncBuf) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return string(b.b)
+}
+
+// FirstShown estimates when the page showed its first video frame from an
+// observation with FirstFrame set and the stream's frame interval.
+func FirstShown(s PageState, interval time.Duration) time.Time {
+	return s.FirstFrame.Add(-time.Duration(s.FramesBefore) * interval)
 }

@@ -25,11 +25,14 @@ type Options struct {
 	// Loopback lets the viewer use loopback ICE candidates (a server on
 	// 127.0.0.1).
 	Loopback bool
+	// NoAnswer leaves the answer unapplied: a viewer that never connects.
+	NoAnswer bool
 }
 
 // Response is the server's answer to an offer. Viewer is set whatever the
-// status, so a test can check that a refused viewer receives nothing; only
-// a 201 applied the answer. The caller closes it.
+// status, so a test can check that a refused viewer receives nothing; the
+// answer was applied only for a 201 without Options.NoAnswer. The caller
+// closes the Viewer.
 type Response struct {
 	Status int
 	Header http.Header
@@ -155,6 +158,10 @@ func Offer(ctx context.Context, client *http.Client, endpoint, token string, opt
 	}
 	v.Location = resp.Request.URL.ResolveReference(loc).String()
 	v.Answer = string(body)
+	if opts.NoAnswer {
+		ok = true
+		return r, nil
+	}
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: v.Answer}); err != nil {
 		return nil, fmt.Errorf("apply answer: %w", err)
 	}
@@ -171,11 +178,10 @@ func (v *Viewer) Packets(kind string) int64 {
 	return 0
 }
 
-// First and Last are when the first and the latest RTP packet of kind
-// arrived (zero before any).
+// First is when the first RTP packet of kind arrived (zero before any).
 func (v *Viewer) First(kind string) time.Time { return v.stamp(kind, true) }
 
-// Last: see First.
+// Last is when the latest RTP packet of kind arrived (zero before any).
 func (v *Viewer) Last(kind string) time.Time { return v.stamp(kind, false) }
 
 func (v *Viewer) stamp(kind string, first bool) time.Time {

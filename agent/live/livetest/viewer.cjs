@@ -32,7 +32,10 @@ process.stdin.on('end', () => { quit = true; });
         const video = document.querySelector('video');
         if (video && !window.__watching && video.requestVideoFrameCallback) {
           window.__watching = true;
-          video.requestVideoFrameCallback(() => { window.__first = Date.now(); });
+          video.requestVideoFrameCallback((now, md) => {
+            window.__first = performance.timeOrigin + md.presentationTime;
+            window.__before = md.presentedFrames - 1;
+          });
         }
         if (window.whep && window.whep.pc) window.__pc = window.whep.pc;
         let frames = window.__frames || 0;
@@ -45,7 +48,7 @@ process.stdin.on('end', () => { quit = true; });
           } catch (e) { /* a closed connection keeps its last count */ }
         }
         window.__frames = frames;
-        return { state: el.dataset.state, reason: el.dataset.reason || '', text: el.textContent, frames, first: window.__first || 0 };
+        return { state: el.dataset.state, reason: el.dataset.reason || '', text: el.textContent, frames, first: Math.round(window.__first || 0), before: window.__before || 0 };
       });
       const line = JSON.stringify(s);
       if (line !== last) {

@@ -9,11 +9,15 @@
   const tokenInput = document.getElementById('token');
   const stopBtn = document.getElementById('stop');
   const RETRY_MS = 2000;
+  // While the teacher decides, ask again often: the first frame should show
+  // within a few hundred milliseconds of the accept. A refused offer costs
+  // the box one consent lookup and no peer connection.
+  const PENDING_MS = 250;
   const POLL_MS = 400;
 
   let token = '';
   let pc = null;
-  let location = null; // the session's resource URL
+  let resource = null; // the session's URL (the WHEP Location)
   let retryTimer = null;
   let pollTimer = null;
   let generation = 0; // bumps on every start/stop so stale callbacks do nothing
@@ -46,13 +50,23 @@
     });
   }
 
+  function run(gen) {
+    attempt(gen).catch((e) => {
+      if (gen === generation) setState('error', 'Live view failed: ' + e, 'error');
+    });
+  }
+
   async function attempt(gen) {
     if (gen !== generation) return;
     const p = new RTCPeerConnection();
     p.addTransceiver('video', { direction: 'recvonly' });
     p.addTransceiver('audio', { direction: 'recvonly' });
     const stream = new MediaStream();
-    p.ontrack = (ev) => { stream.addTrack(ev.track); video.srcObject = stream; };
+    p.ontrack = (ev) => {
+      stream.addTrack(ev.track);
+      // Setting srcObject reloads the element, even to the same stream.
+      if (video.srcObject !== stream) video.srcObject = stream;
+    };
     await p.setLocalDescription(await p.createOffer());
     await waitGathering(p, 1000);
     let resp;
@@ -66,14 +80,14 @@
       p.close();
       if (gen !== generation) return;
       setState('error', 'Cannot reach the box; retrying…', 'network');
-      retryTimer = setTimeout(() => attempt(gen), RETRY_MS);
+      retryTimer = setTimeout(() => run(gen), RETRY_MS);
       return;
     }
     if (gen !== generation) { p.close(); return; }
     if (resp.status === 201) {
       pc = p;
       window.whep.pc = p;
-      location = new URL(resp.headers.get('Location'), window.location.href).toString();
+      resource = new URL(resp.headers.get('Location'), window.location.href).toString();
       await p.setRemoteDescription({ type: 'answer', sdp: await resp.text() });
       setState('playing', 'Live.', '');
       pollTimer = setTimeout(() => poll(gen), POLL_MS);
@@ -90,6 +104,8 @@
     }
     if (resp.status === 403 && reason === 'pending') {
       setState('waiting', 'Waiting for the teacher to accept…', reason);
+      retryTimer = setTimeout(() => run(gen), PENDING_MS);
+      return;
     } else if (resp.status === 403 && reason === 'denied') {
       setState('error', 'The teacher declined the live view.', reason);
       stopBtn.hidden = true;
@@ -97,7 +113,7 @@
     } else {
       setState('error', 'Live view unavailable (' + reason + '); retrying…', reason);
     }
-    retryTimer = setTimeout(() => attempt(gen), RETRY_MS);
+    retryTimer = setTimeout(() => run(gen), RETRY_MS);
   }
 
   // poll asks the box whether the session is still live; 410 means the
@@ -114,7 +130,7 @@
   async function checkEnded(gen) {
     let resp = null;
     try {
-      resp = await fetch(location, { headers: { 'Authorization': 'Bearer ' + token }, cache: 'no-store' });
+      resp = await fetch(resource, { headers: { 'Authorization': 'Bearer ' + token }, cache: 'no-store' });
     } catch (e) { /* network error: try again on the next poll */ }
     if (gen !== generation) return true;
     if (!resp || resp.status === 200) return false;
@@ -124,22 +140,22 @@
     generation++;
     clearTimers();
     closePC();
-    location = null;
+    resource = null;
     stopBtn.hidden = true;
     setState('ended', 'The teacher ended the live view.', reason);
     return true;
   }
 
   async function stop() {
-    const loc = location;
+    const loc = resource;
     generation++;
     clearTimers();
     closePC();
-    location = null;
+    resource = null;
     stopBtn.hidden = true;
     setState('idle', 'Stopped.', '');
     if (loc) {
-      try { await fetch(loc, { method: 'DELETE', headers: { 'Authorization': 'Bearer ' + token } }); } catch (e) { /* gone */ }
+      try { await fetch(loc, { method: 'DELETE', keepalive: true, headers: { 'Authorization': 'Bearer ' + token } }); } catch (e) { /* gone */ }
     }
   }
 
@@ -151,13 +167,13 @@
     closePC();
     stopBtn.hidden = false;
     setState('waiting', 'Asking the teacher…', 'asking');
-    attempt(generation).catch((e) => setState('error', 'Live view failed: ' + e, 'error'));
+    run(generation);
   }
 
   window.whep = { pc: null, start, stop };
   form.addEventListener('submit', (ev) => { ev.preventDefault(); start(tokenInput.value); });
   stopBtn.addEventListener('click', stop);
-  window.addEventListener('pagehide', () => { if (location) stop(); });
+  window.addEventListener('pagehide', () => { if (resource) stop(); });
 
   const m = /(?:^#|&)token=([^&]+)/.exec(window.location.hash);
   if (m) {
