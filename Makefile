@@ -8,7 +8,7 @@ BIN := bin
 VECTORS ?= $(abspath ../shared/vectors)
 export UPLOADBOX_VECTORS := $(VECTORS)
 
-.PHONY: all setup build test test-short test-arm64 bench demo fuzz vet clean
+.PHONY: all setup build test test-short test-arm64 bench demo fuzz vet clean deb
 
 all: build
 
@@ -50,6 +50,11 @@ test-arm64:
 			(cd $$pkgdir && GODEBUG=$$godebug qemu-aarch64-static -L /usr/aarch64-linux-gnu $(abspath $$t) -test.short -test.count=1) || exit 1; \
 		done; \
 	done
+
+# .deb packages for amd64, arm64 and armhf (box and receiver) in dist/,
+# built with nfpm and Debian's cross compilers (scripts/deb.sh).
+deb:
+	VERSION='$(VERSION)' COMMIT='$(COMMIT)' ./scripts/deb.sh dist
 
 bench: build
 	$(GO) run ./internal/bench -bin $(BIN)

@@ -248,7 +248,7 @@ const (
 	beepHz      = 880
 	toneLevel   = 0.25
 	beepLevel   = 0.5
-	chunkFrames = SampleRate * int(AudioPacket) / int(time.Second) // 960
+	chunkFrames = int(SampleRate * AudioPacket / time.Second) // 960; no int overflow on 32-bit arm
 )
 
 func (s *testTone) Read() (wave.Audio, func(), error) {

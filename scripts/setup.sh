@@ -3,7 +3,8 @@
 # fresh Debian 12 machine: g++ (cgo codecs), openssl (TLS version checks), ffmpeg (ffprobe checks every
 # exported recording), chromium (plays exports and, later, the live view),
 # playwright-core from npm (drives chromium) into .cache/npm, and the
-# versitygw S3 server into .cache/bin.
+# versitygw S3 server into .cache/bin; for the .deb packages the arm64 and
+# armhf cross compilers, qemu-user-static and nfpm (into .cache/bin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,11 @@ command -v ffprobe >/dev/null || missing+=(ffmpeg)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v node >/dev/null || missing+=(nodejs npm)
+# .deb packages (packaging/): cross compilers and qemu to run the arm builds.
+command -v aarch64-linux-gnu-g++ >/dev/null || missing+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross)
+command -v arm-linux-gnueabihf-g++ >/dev/null || missing+=(gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf libc6-dev-armhf-cross)
+command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
+command -v dpkg-deb >/dev/null || missing+=(dpkg)
 if [ ${#missing[@]} -gt 0 ]; then
 	SUDO=""
 	[ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -36,3 +42,6 @@ fi
 
 # The S3 server the receiver/store tests use (versitygw, built with go install).
 ./scripts/versitygw.sh
+
+# nfpm builds the .deb packages (make deb, packaging/).
+./scripts/nfpm.sh
