@@ -91,11 +91,14 @@ func newConsentCommand() *cobra.Command {
 			if err := df.call(cmd.Context(), "consent.deny", agent.ConsentID{ID: args[0]}, &r); err != nil {
 				return err
 			}
+			if df.json {
+				return printJSON(cmd.OutOrStdout(), r)
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "denied: %s may not watch\n", r.Viewer)
 			return nil
 		},
 	}
-	df.add(deny, false)
+	df.add(deny, true)
 
 	var rf ctlFlags
 	revoke := &cobra.Command{
@@ -106,11 +109,14 @@ func newConsentCommand() *cobra.Command {
 			if err := rf.call(cmd.Context(), "consent.revoke", agent.ConsentViewer{Viewer: args[0]}, nil); err != nil {
 				return err
 			}
+			if rf.json {
+				return printJSON(cmd.OutOrStdout(), map[string]string{"revoked": args[0]})
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "revoked: %s no longer sees or hears anything\n", args[0])
 			return nil
 		},
 	}
-	rf.add(revoke, false)
+	rf.add(revoke, true)
 
 	var vf ctlFlags
 	var verify bool

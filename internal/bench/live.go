@@ -115,7 +115,11 @@ func liveBench(bin string, rounds int, modules string) error {
 		r.Viewer.WaitPackets(wctx, "video")
 		time.Sleep(500 * time.Millisecond)
 		revoked := time.Now()
-		box.ctl("consent", "revoke", name)
+		if out, err := box.ctl("consent", "revoke", name); err != nil {
+			cancel()
+			r.Viewer.Close()
+			return fmt.Errorf("revoke: %v: %s", err, out)
+		}
 		time.Sleep(1500 * time.Millisecond)
 		last := revoked
 		for _, k := range []string{"video", "audio"} {
