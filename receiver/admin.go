@@ -265,8 +265,22 @@ type socketAdmin struct {
 	dir    io.Closer // keeps a long data directory reachable (see unixPath)
 }
 
+// call is a device call: no body, the device errors mapped back.
 func (a *socketAdmin) call(method, path string, out any) error {
-	req, err := http.NewRequest(method, "http://receiver"+path, bytes.NewReader(nil))
+	return a.do(method, path, nil, out, devices.ErrUnknownDevice, devices.ErrExists)
+}
+
+// do sends in (if not nil) as JSON and decodes the answer into out; a 404
+// or 409 comes back wrapping notFound or exists, so callers can branch.
+func (a *socketAdmin) do(method, path string, in, out any, notFound, exists error) error {
+	var body []byte
+	if in != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
+			return err
+		}
+	}
+	req, err := http.NewRequest(method, "http://receiver"+path, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -275,21 +289,20 @@ func (a *socketAdmin) call(method, path string, out any) error {
 		return fmt.Errorf("admin socket: %w", err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if resp.StatusCode != http.StatusOK {
 		var e struct{ Error string }
-		json.Unmarshal(body, &e)
-		err := errors.New(e.Error)
+		json.Unmarshal(data, &e)
 		switch resp.StatusCode {
 		case http.StatusNotFound:
-			err = fmt.Errorf("%w (%s)", devices.ErrUnknownDevice, e.Error)
+			return fmt.Errorf("%w (%s)", notFound, e.Error)
 		case http.StatusConflict:
-			err = fmt.Errorf("%w (%s)", devices.ErrExists, e.Error)
+			return fmt.Errorf("%w (%s)", exists, e.Error)
 		}
-		return err
+		return errors.New(e.Error)
 	}
 	if out != nil {
-		return json.Unmarshal(body, out)
+		return json.Unmarshal(data, out)
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package receiver
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -63,40 +62,9 @@ func (a *localAdmin) SetViewerPassword(name, password string) error {
 	return a.viewers.SetPassword(name, password)
 }
 
-// viewerCall is call with a JSON body and the viewer errors mapped back.
+// viewerCall is a call with the viewer errors mapped back.
 func (a *socketAdmin) viewerCall(method, path string, in, out any) error {
-	var body []byte
-	if in != nil {
-		var err error
-		if body, err = json.Marshal(in); err != nil {
-			return err
-		}
-	}
-	req, err := http.NewRequest(method, "http://receiver"+path, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	resp, err := a.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("admin socket: %w", err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error string }
-		json.Unmarshal(data, &e)
-		switch resp.StatusCode {
-		case http.StatusNotFound:
-			return fmt.Errorf("%w (%s)", viewers.ErrUnknownViewer, e.Error)
-		case http.StatusConflict:
-			return fmt.Errorf("%w (%s)", viewers.ErrExists, e.Error)
-		}
-		return errors.New(e.Error)
-	}
-	if out != nil {
-		return json.Unmarshal(data, out)
-	}
-	return nil
+	return a.do(method, path, in, out, viewers.ErrUnknownViewer, viewers.ErrExists)
 }
 
 func (a *socketAdmin) AddViewer(name, password string) error {
