@@ -234,6 +234,15 @@ func TestLiveViewWithConsent(t *testing.T) {
 		t.Fatalf("an expired grant was revived by a restart: HTTP %d", r.Status)
 	}
 
+	// A privacy indicator that cannot be driven refuses every viewer.
+	os.Remove(lb.indicator)
+	os.Mkdir(lb.indicator, 0o700)
+	if r := lb.offer(t, tokenA, false); r.Status != http.StatusForbidden {
+		t.Errorf("with a broken indicator: HTTP %d, want 403", r.Status)
+	} else if reason, _ := refusal(t, r); reason != "indicator" {
+		t.Errorf("with a broken indicator: reason %q, want indicator", reason)
+	}
+
 	// The audit chain verifies, and an edited entry is named.
 	out := run(t, "uploadbox", "consent", "audit", "--verify", "--socket", lb.socket)
 	if !strings.Contains(out, "audit log OK") {

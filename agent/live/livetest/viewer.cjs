@@ -18,6 +18,9 @@ process.stdin.on('end', () => { quit = true; });
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--autoplay-policy=no-user-gesture-required',
+      // This machine has no sound card: a fake audio sink keeps Chromium from
+      // stalling the page while it looks for one.
+      '--disable-audio-output',
       '--disable-features=WebRtcHideLocalIpsWithMdns'],
   });
   try {
