@@ -249,7 +249,7 @@ func TestLiveViewWithConsent(t *testing.T) {
 		t.Fatalf("consent audit: %s", out)
 	}
 	log, _ := os.ReadFile(lb.audit)
-	for _, ev := range []string{"consent.request", "consent.accept", "consent.revoke", "live.join", "live.leave"} {
+	for _, ev := range []string{"consent.request", "consent.accept", "consent.revoke", "consent.expire", "live.join", "live.leave"} {
 		if !strings.Contains(string(log), `"`+ev+`"`) {
 			t.Errorf("audit log lacks %s", ev)
 		}
