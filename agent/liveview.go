@@ -240,3 +240,8 @@ func writeFile0600(path string, data []byte) error {
 	}
 	return os.Rename(tmp, path)
 }
+
+// AwaitDecision lets an offer sent with Prefer: wait wait for the teacher.
+func (g liveGate) AwaitDecision(ctx context.Context, request string) error {
+	return g.a.ledger.AwaitDecision(ctx, request)
+}

@@ -138,6 +138,7 @@ type Ledger struct {
 	session  session
 	active   map[string]*record             // pending and accepted requests by id
 	watchers map[string]map[*watcher]string // by grant id; value: the viewer
+	decided  chan struct{}                  // closed and replaced whenever a pending request is decided
 }
 
 type watcher struct {
@@ -184,6 +185,7 @@ func Open(path string, opts Options) (*Ledger, error) {
 		kick:     make(chan struct{}, 1),
 		active:   map[string]*record{},
 		watchers: map[string]map[*watcher]string{},
+		decided:  make(chan struct{}),
 	}
 	if err := l.load(); err != nil {
 		db.Close()
@@ -240,6 +242,7 @@ func (l *Ledger) Close() error {
 	for id := range l.watchers {
 		l.notifyLocked(id, EndClosed)
 	}
+	l.decidedLocked()
 	l.wake()
 	if err := l.db.Close(); err != nil {
 		return fmt.Errorf("close consent ledger %s: %w", l.path, err)
@@ -481,6 +484,7 @@ func (l *Ledger) Accept(id string, ttl time.Duration, noAudio bool) (Grant, erro
 		return Grant{}, fmt.Errorf("accept consent request %s: %w", id, err)
 	}
 	l.active[id] = &nr
+	l.decidedLocked()
 	l.wake()
 	l.log.Info("consent granted", "viewer", nr.Viewer, "request", id, "audio", nr.Audio, "expires", expires)
 	return Grant{ID: id, Viewer: nr.Viewer, Audio: nr.Audio, Expires: expires}, nil
@@ -501,11 +505,41 @@ func (l *Ledger) Deny(id string) error {
 	}
 	nr := *r
 	nr.State, nr.Decided = StateDenied, now
-	if err := l.finishLocked(&nr, "consent.deny", fmt.Sprintf("request=%s", id), now); err != nil {
+	err = l.finishLocked(&nr, "consent.deny", fmt.Sprintf("request=%s", id), now)
+	l.decidedLocked()
+	if err != nil {
 		return fmt.Errorf("deny consent request %s: %w", id, err)
 	}
 	l.log.Info("consent denied", "viewer", nr.Viewer, "request", id)
 	return nil
+}
+
+// decidedLocked wakes every AwaitDecision.
+func (l *Ledger) decidedLocked() {
+	close(l.decided)
+	l.decided = make(chan struct{})
+}
+
+// AwaitDecision waits until request id is no longer pending (accepted,
+// denied, or cancelled because the session ended) or ctx ends. It lets a
+// viewer's offer wait for the teacher instead of polling; whether the
+// viewer may watch is still decided by Ask.
+func (l *Ledger) AwaitDecision(ctx context.Context, id string) error {
+	for {
+		l.mu.Lock()
+		r, ok := l.active[id]
+		pending := ok && r.State == StatePending && !l.closed
+		ch := l.decided
+		l.mu.Unlock()
+		if !pending {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
 }
 
 // Revoke ends every live grant of viewer now; watchers get EndRevoked.
@@ -676,6 +710,7 @@ func (l *Ledger) endSessionLocked(now time.Time) error {
 			errs = append(errs, l.finishLocked(&nr, "consent.end", fmt.Sprintf("request=%s cancelled (session ended)", r.ID), now))
 		}
 	}
+	l.decidedLocked()
 	return errors.Join(errs...)
 }
 

@@ -842,3 +842,34 @@ func TestOpen(t *testing.T) {
 		t.Fatalf("defaults %v/%v", l.opts.DefaultTTL, l.opts.MaxTTL)
 	}
 }
+
+// AwaitDecision returns as soon as the teacher decides, and not before.
+func TestAwaitDecision(t *testing.T) {
+	l := newRig(t, nil).l
+	l.SessionStarted(time.Time{})
+	d := &Denied{Request: pending(t, l, "coach", true)}
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	if err := l.AwaitDecision(ctx, d.Request); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("AwaitDecision without a decision: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.AwaitDecision(t.Context(), d.Request) }()
+	time.Sleep(50 * time.Millisecond)
+	accepted := time.Now()
+	if _, err := l.Accept(d.Request, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("AwaitDecision returned %v after the accept", time.Since(accepted))
+	case <-time.After(time.Second):
+		t.Fatal("AwaitDecision did not return after the accept")
+	}
+	if err := l.AwaitDecision(t.Context(), "no-such-id"); err != nil {
+		t.Fatalf("unknown id: %v", err)
+	}
+}

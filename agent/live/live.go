@@ -11,6 +11,7 @@
 package live
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,6 +43,15 @@ type Gate interface {
 	// starts and ends.
 	Joined(viewer, session string)
 	Left(viewer, session string)
+}
+
+// Waiter is a Gate that can wait for the teacher's decision on a pending
+// request, so an offer sent with Prefer: wait=N is answered as soon as the
+// teacher decides instead of the viewer polling.
+type Waiter interface {
+	// AwaitDecision returns nil once request is no longer pending, or
+	// ctx's error.
+	AwaitDecision(ctx context.Context, request string) error
 }
 
 // Admission is a live grant as the live view sees it.

@@ -51,10 +51,31 @@ type fakeGate struct {
 	joinedAt time.Time // of the latest Joined
 	joined   []string
 	left     []string
+	decided  chan struct{} // closed and replaced by grant
 }
 
 func newFakeGate() *fakeGate {
-	return &fakeGate{grants: map[string]bool{}, watchers: map[string][]chan string{}}
+	return &fakeGate{grants: map[string]bool{}, watchers: map[string][]chan string{}, decided: make(chan struct{})}
+}
+
+// AwaitDecision makes fakeGate a Waiter: it returns once the viewer of
+// request ("req-VIEWER") has a grant.
+func (g *fakeGate) AwaitDecision(ctx context.Context, request string) error {
+	viewer := strings.TrimPrefix(request, "req-")
+	for {
+		g.mu.Lock()
+		_, ok := g.grants[viewer]
+		ch := g.decided
+		g.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
 }
 
 func (g *fakeGate) Admit(viewer string, wantAudio bool) (Admission, error) {
@@ -94,6 +115,8 @@ func (g *fakeGate) grant(viewer string, audio bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.grants[viewer] = audio
+	close(g.decided)
+	g.decided = make(chan struct{})
 }
 
 // revoke ends viewer's grant: every watcher gets reason, then a close.
@@ -539,6 +562,46 @@ func TestGrantIsPerViewer(t *testing.T) {
 	if !slices.Equal(asked, []string{"alice", "bob"}) {
 		t.Errorf("the gate was asked for %v, want [alice bob]", asked)
 	}
+}
+
+// An offer sent with Prefer: wait is held until the teacher decides and
+// answered at once; without a decision it is refused when the wait ends.
+func TestOfferWaitsForDecision(t *testing.T) {
+	r := newRig(t, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	resp, err := livetest.Offer(ctx, r.client, r.ts.URL+"/whep", "tok-bob", livetest.Options{Loopback: true, Wait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Viewer.Close()
+	if resp.Status != http.StatusForbidden || time.Since(start) < time.Second {
+		t.Fatalf("undecided: status %d after %v, want 403 after the 1 s wait", resp.Status, time.Since(start))
+	}
+	grantedAt := make(chan time.Time, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		grantedAt <- time.Now()
+		r.gate.grant("bob", false)
+	}()
+	resp, err = livetest.Offer(ctx, r.client, r.ts.URL+"/whep", "tok-bob", livetest.Options{Loopback: true, Wait: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Viewer.Close()
+	answered := time.Now()
+	granted := <-grantedAt
+	if resp.Status != http.StatusCreated {
+		t.Fatalf("after the grant: status %d %s, want 201", resp.Status, resp.Body)
+	}
+	if d := answered.Sub(granted); d > time.Second {
+		t.Errorf("answered %v after the grant, want at once", d)
+	}
+	if _, err := resp.Viewer.WaitPackets(ctx, "video"); err != nil {
+		t.Fatalf("no video: %v", err)
+	}
+	t.Logf("grant -> answer %v", answered.Sub(granted))
 }
 
 func TestMaxViewers(t *testing.T) {

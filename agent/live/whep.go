@@ -1,6 +1,7 @@
 package live
 
 import (
+	"context"
 	"crypto/rand"
 	"embed"
 	"encoding/json"
@@ -8,7 +9,9 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
@@ -112,18 +115,7 @@ func (s *Server) handleOffer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if code, reason := s.reserve(); code != 0 {
-		writeProblem(w, code, reason, "the live view cannot take another viewer now: "+reason)
-		return
-	}
-	registered := false
-	defer func() {
-		if !registered {
-			s.unreserve()
-		}
-	}()
-
-	adm, err := s.cfg.Gate.Admit(viewer, wantAudio)
+	adm, err := s.admit(r, viewer, wantAudio)
 	if err != nil {
 		var ref *Refusal
 		if errors.As(err, &ref) {
@@ -139,6 +131,19 @@ func (s *Server) handleOffer(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusServiceUnavailable, "consent", "the consent check failed; try again later")
 		return
 	}
+	if code, reason := s.reserve(); code != 0 {
+		if adm.Cancel != nil {
+			adm.Cancel()
+		}
+		writeProblem(w, code, reason, "the live view cannot take another viewer now: "+reason)
+		return
+	}
+	registered := false
+	defer func() {
+		if !registered {
+			s.unreserve()
+		}
+	}()
 	sess, err := s.open(viewer, offer, adm, wantAudio && adm.Audio, r.Context().Done())
 	if err != nil {
 		if adm.Cancel != nil {
@@ -166,6 +171,45 @@ func (s *Server) handleOffer(w http.ResponseWriter, r *http.Request) {
 
 // kinds reports which media the offer asks for (sections not rejected
 // with port 0).
+// MaxWait is the longest a viewer's offer waits for the teacher's decision
+// (Prefer: wait=N, RFC 7240).
+const MaxWait = 30 * time.Second
+
+// admit asks the gate. When the answer is "pending", the request carries
+// Prefer: wait=N and the gate can wait for decisions (a Waiter), the offer
+// waits up to N seconds for the teacher and is asked again once decided,
+// so the viewer's connection starts the moment the teacher accepts.
+func (s *Server) admit(r *http.Request, viewer string, wantAudio bool) (Admission, error) {
+	adm, err := s.cfg.Gate.Admit(viewer, wantAudio)
+	var ref *Refusal
+	waiter, ok := s.cfg.Gate.(Waiter)
+	if err == nil || !ok || !errors.As(err, &ref) || ref.Reason != "pending" || ref.Request == "" {
+		return adm, err
+	}
+	wait := preferWait(r.Header.Get("Prefer"))
+	if wait <= 0 {
+		return adm, err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	if werr := waiter.AwaitDecision(ctx, ref.Request); werr != nil {
+		return adm, err // still pending: the viewer asks again
+	}
+	return s.cfg.Gate.Admit(viewer, wantAudio)
+}
+
+// preferWait parses "Prefer: wait=N" (seconds), capped at MaxWait.
+func preferWait(h string) time.Duration {
+	for _, part := range strings.Split(h, ",") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(part), "wait="); ok {
+			if n, err := strconv.Atoi(v); err == nil && n > 0 {
+				return min(time.Duration(n)*time.Second, MaxWait)
+			}
+		}
+	}
+	return 0
+}
+
 func kinds(d *sdp.SessionDescription) (video, audio bool) {
 	for _, m := range d.MediaDescriptions {
 		if m.MediaName.Port.Value == 0 {

@@ -27,6 +27,9 @@ type Options struct {
 	Loopback bool
 	// NoAnswer leaves the answer unapplied: a viewer that never connects.
 	NoAnswer bool
+	// Wait asks the server to hold the offer up to this long for the
+	// teacher's decision (Prefer: wait=N).
+	Wait time.Duration
 }
 
 // Response is the server's answer to an offer. Viewer is set whatever the
@@ -134,6 +137,9 @@ func Offer(ctx context.Context, client *http.Client, endpoint, token string, opt
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/sdp")
+	if opts.Wait > 0 {
+		req.Header.Set("Prefer", fmt.Sprintf("wait=%d", int(opts.Wait/time.Second)))
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}

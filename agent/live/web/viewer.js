@@ -73,7 +73,9 @@
     try {
       resp = await fetch('/whep', {
         method: 'POST',
-        headers: { 'Content-Type': 'application/sdp', 'Authorization': 'Bearer ' + token },
+        // While the teacher decides, the box holds the offer (up to 20 s) and
+        // answers the moment they accept.
+        headers: { 'Content-Type': 'application/sdp', 'Authorization': 'Bearer ' + token, 'Prefer': 'wait=20' },
         body: p.localDescription.sdp,
       });
     } catch (e) {
