@@ -148,7 +148,26 @@ func (a *Agent) openConsent(cfg *config.Config) error {
 	if err != nil {
 		a.log.Error("privacy indicator cannot be driven: live view is refused until it can", "err", err)
 	}
+	a.ind.OnFail = a.indicatorFailed
 	return nil
+}
+
+// indicatorFailed ends every live grant when the privacy indicator stops
+// working: nobody may watch without the teacher being able to see it.
+func (a *Agent) indicatorFailed(err error) {
+	a.log.Error("privacy indicator stopped working: ending every live view", "err", err)
+	rs, lerr := a.ledger.List()
+	if lerr != nil {
+		a.log.Error("consent ledger", "err", lerr)
+		return
+	}
+	for _, r := range rs {
+		if r.State == consent.StateAccepted {
+			if err := a.ledger.Revoke(r.Viewer); err != nil && !errors.Is(err, consent.ErrNoGrant) {
+				a.log.Error("end live view", "viewer", r.Viewer, "err", err)
+			}
+		}
+	}
 }
 
 func consentPath(cfg *config.Config) string { return filepath.Join(cfg.StateDir, "consent.db") }

@@ -36,10 +36,17 @@ const (
 	FastBlink = 150 * time.Millisecond
 )
 
+// Probe is how often Run rewrites the state, so that an indicator that
+// stops working is noticed even when nothing changes.
+const Probe = time.Second
+
 // Indicator is a configured indicator, or none (path "").
 type Indicator struct {
 	path       string
 	brightness bool // a sysfs LED: write 0/1, blink for pending and watching
+	// OnFail, if set before Run, is called (from Run) when a working
+	// indicator stops working, so that whoever relies on it can stop.
+	OnFail func(error)
 
 	mu    sync.Mutex
 	state State
@@ -118,17 +125,19 @@ func (i *Indicator) write(s State, on bool) error {
 	return err
 }
 
-// Run blinks an LED while the state asks for it, until ctx ends; then it
-// turns the LED off. For a plain file it only waits.
+// Run blinks an LED while the state asks for it and rewrites the state
+// every Probe, until ctx ends; then it turns the LED off. A write that
+// fails after the indicator worked calls OnFail.
 func (i *Indicator) Run(ctx context.Context) error {
-	defer func() {
-		if i.path != "" {
-			i.write(Idle, false)
-		}
-	}()
+	if i.path == "" {
+		<-ctx.Done()
+		return nil
+	}
+	defer i.write(Idle, false)
 	on := true
+	failed := i.Err() != nil
 	for {
-		period := time.Duration(0)
+		period := Probe
 		if i.brightness {
 			switch i.State() {
 			case Pending:
@@ -137,23 +146,26 @@ func (i *Indicator) Run(ctx context.Context) error {
 				period = FastBlink
 			}
 		}
-		var tick <-chan time.Time
-		var t *time.Timer
-		if period > 0 {
-			t = time.NewTimer(period)
-			tick = t.C
-		}
+		t := time.NewTimer(period)
+		tick := t.C
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-i.kick:
 			on = true
 		case <-tick:
-			on = !on
+			if period != Probe {
+				on = !on
+			} else {
+				on = true
+			}
 			i.write(i.State(), on)
 		}
-		if t != nil {
-			t.Stop()
+		t.Stop()
+		err := i.Err()
+		if err != nil && !failed && i.OnFail != nil {
+			i.OnFail(err)
 		}
+		failed = err != nil
 	}
 }

@@ -82,3 +82,40 @@ func TestUndrivableIndicatorFails(t *testing.T) {
 		t.Errorf("no indicator: %v", err)
 	}
 }
+
+// An indicator that stops working while nothing changes is noticed within
+// a probe interval, and OnFail is called once.
+func TestFailureNoticed(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "led")
+	os.WriteFile(p, nil, 0o600)
+	ind, err := New(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := make(chan error, 4)
+	ind.OnFail = func(err error) { failed <- err }
+	ind.Set(Watching)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- ind.Run(ctx) }()
+	os.Remove(p)
+	os.Mkdir(p, 0o700) // a directory cannot be written as a file
+	broke := time.Now()
+	select {
+	case err := <-failed:
+		if !strings.Contains(err.Error(), "cannot be driven") {
+			t.Errorf("OnFail: %v", err)
+		}
+		if d := time.Since(broke); d > 2*Probe {
+			t.Errorf("noticed after %v", d)
+		}
+	case <-time.After(3 * Probe):
+		t.Fatal("a broken indicator was not noticed")
+	}
+	time.Sleep(2 * Probe)
+	if len(failed) != 0 {
+		t.Errorf("OnFail called %d more times for the same failure", len(failed))
+	}
+	cancel()
+	<-done
+}

@@ -234,9 +234,31 @@ func TestLiveViewWithConsent(t *testing.T) {
 		t.Fatalf("an expired grant was revived by a restart: HTTP %d", r.Status)
 	}
 
-	// A privacy indicator that cannot be driven refuses every viewer.
+	// A privacy indicator that stops working ends the live view of whoever
+	// watches, and refuses every new viewer.
+	ctl(t, lb.boxDirs, &reqs, "consent", "list")
+	for _, q := range reqs {
+		if q.Viewer == "coach-b" && q.State == "pending" {
+			reqB = q.ID
+		}
+	}
+	run(t, "uploadbox", "consent", "accept", reqB, "--socket", lb.socket)
+	w := lb.offer(t, tokenB, false)
+	if w.Status != http.StatusCreated {
+		t.Fatalf("B after a new grant: HTTP %d", w.Status)
+	}
+	bctx, bcancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer bcancel()
+	if _, err := w.Viewer.WaitPackets(bctx, "video"); err != nil {
+		t.Fatalf("B gets no video: %v", err)
+	}
 	os.Remove(lb.indicator)
 	os.Mkdir(lb.indicator, 0o700)
+	broke := time.Now()
+	time.Sleep(3 * time.Second)
+	if last := w.Viewer.Last("video"); last.After(broke.Add(2 * time.Second)) {
+		t.Errorf("video still reached B %v after the indicator broke", last.Sub(broke))
+	}
 	if r := lb.offer(t, tokenA, false); r.Status != http.StatusForbidden {
 		t.Errorf("with a broken indicator: HTTP %d, want 403", r.Status)
 	} else if reason, _ := refusal(t, r); reason != "indicator" {
