@@ -85,10 +85,10 @@ audit:
 
 // startDaemon runs `uploadbox run --config` and waits until its control
 // socket answers.
-func startDaemon(t *testing.T, d boxDirs) *daemonProc {
+func startDaemon(t *testing.T, d boxDirs, env ...string) *daemonProc {
 	t.Helper()
 	p := &daemonProc{cmd: exec.Command(filepath.Join(binDir, "uploadbox"), "run", "--config", d.config), done: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET=")
+	p.cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET="), env...)
 	pr, pw := io.Pipe()
 	p.cmd.Stderr = pw
 	if err := p.cmd.Start(); err != nil {
@@ -470,4 +470,57 @@ func TestDaemonFaultsAreClear(t *testing.T) {
 	if len(rs) != 1 || rs[0].Segments != st.Segments {
 		t.Fatalf("receiver has %+v, want the %d segments sealed before the spool filled", rs, st.Segments)
 	}
+}
+
+// TestDaemonNotifiesSystemd: with systemd's notify socket and watchdog set
+// (as Type=notify with WatchdogSec does), the daemon says READY=1 once it
+// answers, pings the watchdog, and says STOPPING=1 on SIGTERM.
+func TestDaemonNotifiesSystemd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon; skipped under -short")
+	}
+	dir := t.TempDir()
+	b := setupBox(t, dir, nil)
+	d := writeBoxConfig(t, dir, b.state, "")
+	sock := filepath.Join(dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	msgs := make(chan string, 64)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, _, err := conn.ReadFromUnix(buf)
+			if err != nil {
+				close(msgs)
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	p := startDaemon(t, d, "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=600000")
+	want := func(prefix string) {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for {
+			select {
+			case m := <-msgs:
+				for _, line := range strings.Split(m, "\n") {
+					if strings.HasPrefix(line, prefix) {
+						return
+					}
+				}
+			case <-deadline:
+				t.Fatalf("no %q from the daemon on its notify socket", prefix)
+			}
+		}
+	}
+	want("READY=1")
+	want("WATCHDOG=1")
+	want("WATCHDOG=1")
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	want("STOPPING=1")
+	<-p.done
 }
