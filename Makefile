@@ -72,7 +72,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseHeader -fuzztime 60s ./crypto
 	$(GO) test -run '^$$' -fuzz FuzzReader -fuzztime 60s ./crypto
 
-demo: setup build
+demo:
+	./scripts/setup.sh --demo
+	$(MAKE) build
 	./scripts/demo.sh $(BIN)
 
 clean:

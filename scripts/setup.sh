@@ -5,12 +5,26 @@
 # playwright-core from npm (drives chromium) into .cache/npm, and the
 # versitygw S3 server into .cache/bin; for the .deb packages the arm64 and
 # armhf cross compilers, qemu-user-static and nfpm (into .cache/bin).
+# `setup.sh --demo` installs only what `make demo` needs (g++, ffmpeg).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+install() {
+	[ $# -gt 0 ] || return 0
+	SUDO=""
+	[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+	echo "setup: installing $*"
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
 
 missing=()
 command -v g++ >/dev/null || missing+=(g++)
 command -v ffprobe >/dev/null || missing+=(ffmpeg)
+if [ "${1:-}" = "--demo" ]; then
+	install "${missing[@]}"
+	exit 0
+fi
 command -v openssl >/dev/null || missing+=(openssl)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v node >/dev/null || missing+=(nodejs npm)
@@ -19,13 +33,7 @@ command -v aarch64-linux-gnu-g++ >/dev/null || missing+=(gcc-aarch64-linux-gnu g
 command -v arm-linux-gnueabihf-g++ >/dev/null || missing+=(gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf libc6-dev-armhf-cross)
 command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
 command -v dpkg-deb >/dev/null || missing+=(dpkg)
-if [ ${#missing[@]} -gt 0 ]; then
-	SUDO=""
-	[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-	echo "setup: installing ${missing[*]}"
-	$SUDO apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+install "${missing[@]}"
 
 PLAYWRIGHT_VERSION=1.64.1
 if [ "$(node -p "try{require('./.cache/npm/node_modules/playwright-core/package.json').version}catch(e){''}" 2>/dev/null)" != "$PLAYWRIGHT_VERSION" ]; then
