@@ -246,8 +246,15 @@ func newAPI(loopback bool) (*webrtc.API, error) {
 	}, webrtc.RTPCodecTypeAudio); err != nil {
 		return nil, fmt.Errorf("live: register Opus: %w", err)
 	}
+	// Only what a send-only server needs per viewer: NACK (resend lost
+	// packets) and RTCP sender reports (lip sync). pion's default set adds
+	// per-packet stats and transport-wide congestion feedback, which cost
+	// CPU for every viewer and which nothing here reads.
 	ir := &interceptor.Registry{}
-	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
+	if err := webrtc.ConfigureNack(m, ir); err != nil {
+		return nil, fmt.Errorf("live: interceptors: %w", err)
+	}
+	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
 		return nil, fmt.Errorf("live: interceptors: %w", err)
 	}
 	se := webrtc.SettingEngine{}
