@@ -2,18 +2,9 @@ package agent
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -27,6 +18,7 @@ import (
 	"github.com/uploadbox/uploadbox/capture"
 	"github.com/uploadbox/uploadbox/consent"
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
+	"github.com/uploadbox/uploadbox/receiver/pki"
 )
 
 // Files of the live view's TLS identity in the state directory.
@@ -143,9 +135,6 @@ func (a *Agent) serveLive(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("live.listen %s: %w", cfg.Live.Listen, err)
 	}
-	a.mu.Lock()
-	a.liveAddr = ln.Addr()
-	a.mu.Unlock()
 	hs := &http.Server{
 		Handler:           srv.Handler(),
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}},
@@ -163,13 +152,6 @@ func (a *Agent) serveLive(ctx context.Context) error {
 	return nil
 }
 
-// LiveAddr is the live view's address once it listens, or nil.
-func (a *Agent) LiveAddr() net.Addr {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.liveAddr
-}
-
 func isLoopback(listen string) bool {
 	host, _, err := net.SplitHostPort(listen)
 	if err != nil {
@@ -180,68 +162,29 @@ func isLoopback(listen string) bool {
 }
 
 // liveCertificate loads the live view's self-signed certificate from the
-// state directory, making a new one (ECDSA P-256, one year) when there is
-// none or it expires within a week. It returns the certificate's SHA-256
-// fingerprint, which a viewer can compare with the box's status.
+// state directory, making a new one (one year) when there is none or it
+// expires within a week. It returns the certificate's SHA-256 fingerprint,
+// which a viewer can compare with the one the daemon logs.
 func liveCertificate(stateDir, listen string) (tls.Certificate, string, error) {
 	certPath, keyPath := filepath.Join(stateDir, LiveCertFile), filepath.Join(stateDir, LiveKeyFile)
 	if c, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && time.Until(c.Leaf.NotAfter) > 7*24*time.Hour {
-		sum := sha256.Sum256(c.Certificate[0])
-		return c, hex.EncodeToString(sum[:]), nil
+		return c, pki.Fingerprint(c.Leaf), nil
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, "", err
-	}
-	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	host, _ := os.Hostname()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "uploadbox live view " + host},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	if host != "" {
-		tmpl.DNSNames = append(tmpl.DNSNames, host, host+".local")
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if host, err := os.Hostname(); err == nil && host != "" {
+		hosts = append(hosts, host, host+".local")
 	}
 	if h, _, err := net.SplitHostPort(listen); err == nil {
 		if ip := net.ParseIP(h); ip != nil && !ip.IsUnspecified() && !ip.IsLoopback() {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+			hosts = append(hosts, h)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	c, err := pki.SelfSigned(hosts, time.Now(), 365*24*time.Hour)
 	if err != nil {
 		return tls.Certificate{}, "", err
 	}
-	kb, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
+	if err := pki.WriteKeyPair(certPath, keyPath, c); err != nil {
 		return tls.Certificate{}, "", err
 	}
-	if err := writeFile0600(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb})); err != nil {
-		return tls.Certificate{}, "", err
-	}
-	if err := writeFile0600(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})); err != nil {
-		return tls.Certificate{}, "", err
-	}
-	c, err := tls.LoadX509KeyPair(certPath, keyPath)
-	sum := sha256.Sum256(der)
-	return c, hex.EncodeToString(sum[:]), err
-}
-
-// writeFile0600 replaces path atomically with a 0600 file.
-func writeFile0600(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
-// AwaitDecision lets an offer sent with Prefer: wait wait for the teacher.
-func (g liveGate) AwaitDecision(ctx context.Context, request string) error {
-	return g.a.ledger.AwaitDecision(ctx, request)
+	return c, pki.Fingerprint(c.Leaf), nil
 }

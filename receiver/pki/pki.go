@@ -104,6 +104,19 @@ func NewCA(name string, now time.Time) (*CA, error) {
 
 // IssueServer makes a server certificate for the host names and IPs.
 func (ca *CA) IssueServer(hosts []string, now time.Time) (tls.Certificate, error) {
+	return serverCert(hosts, now, ServerLifetime, ca)
+}
+
+// SelfSigned makes a self-signed server certificate (ECDSA P-256) for the
+// host names and IPs, valid for lifetime: for a server that nobody pins
+// through a CA, such as the box's live view.
+func SelfSigned(hosts []string, now time.Time, lifetime time.Duration) (tls.Certificate, error) {
+	return serverCert(hosts, now, lifetime, nil)
+}
+
+// serverCert makes a server certificate signed by ca, or by its own key
+// when ca is nil.
+func serverCert(hosts []string, now time.Time, lifetime time.Duration, ca *CA) (tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, err
@@ -116,7 +129,7 @@ func (ca *CA) IssueServer(hosts []string, now time.Time) (tls.Certificate, error
 		SerialNumber: sn,
 		Subject:      pkix.Name{CommonName: hosts[0]},
 		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(ServerLifetime),
+		NotAfter:     now.Add(lifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
@@ -127,7 +140,11 @@ func (ca *CA) IssueServer(hosts []string, now time.Time) (tls.Certificate, error
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
+	parent, signer := tmpl, stdcrypto.Signer(key)
+	if ca != nil {
+		parent, signer = ca.Cert, ca.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
@@ -135,7 +152,24 @@ func (ca *CA) IssueServer(hosts []string, now time.Time) (tls.Certificate, error
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	return tls.Certificate{Certificate: [][]byte{der, ca.Cert.Raw}, PrivateKey: key, Leaf: leaf}, nil
+	chain := [][]byte{der}
+	if ca != nil {
+		chain = append(chain, ca.Cert.Raw)
+	}
+	return tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// WriteKeyPair stores a certificate's leaf and private key as PEM files,
+// each replaced atomically and fsynced; the key file is 0600.
+func WriteKeyPair(certPath, keyPath string, c tls.Certificate) error {
+	kb, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	if err != nil {
+		return err
+	}
+	if err := writeFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		return err
+	}
+	return writeFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o644)
 }
 
 // IssueDevice certifies a device's Ed25519 public key for client
