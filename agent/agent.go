@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -41,9 +40,6 @@ type Options struct {
 	Logger     *slog.Logger
 	// LogLevel, if set, follows log.level on reload.
 	LogLevel *slog.LevelVar
-	// Ready is called once the daemon accepts control calls (tests; the
-	// systemd notification is sent anyway).
-	Ready func(a *Agent)
 }
 
 // Agent is a running daemon.
@@ -55,10 +51,9 @@ type Agent struct {
 	m     *metrics
 	ctl   *control.Server
 
-	ledger   *consent.Ledger
-	ind      *indicator.Indicator
-	viewers  atomic.Int64 // live viewers connected
-	liveAddr net.Addr
+	ledger  *consent.Ledger
+	ind     *indicator.Indicator
+	viewers atomic.Int64 // live viewers connected
 
 	started time.Time
 
@@ -186,9 +181,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	})
 	notify("READY=1\nSTATUS=idle: no session")
 	a.log.Info("uploadbox daemon ready", "control", a.ctl.Path(), "spool", a.Config().Spool.Dir)
-	if a.opts.Ready != nil {
-		a.opts.Ready(a)
-	}
 	err := g.Wait()
 	notify("STOPPING=1")
 	a.auditEvent("daemon.stop", "", "ok", "")

@@ -33,9 +33,8 @@ type metrics struct {
 	liveViewers    prometheus.Gauge
 	consentState   *prometheus.GaugeVec
 
-	mu       sync.Mutex
-	base     capture.Stats // counters of the sessions that ended
-	listener net.Addr
+	mu   sync.Mutex
+	base capture.Stats // counters of the sessions that ended
 }
 
 func newMetrics(a *Agent) *metrics {
@@ -147,9 +146,6 @@ func (m *metrics) serve(ctx context.Context, addr string) error {
 	if err != nil {
 		return fmt.Errorf("metrics.listen %s: %w", addr, err)
 	}
-	m.mu.Lock()
-	m.listener = ln.Addr()
-	m.mu.Unlock()
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
@@ -161,13 +157,6 @@ func (m *metrics) serve(ctx context.Context, addr string) error {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	return nil
-}
-
-// MetricsAddr is the metrics listener's address, once listening.
-func (a *Agent) MetricsAddr() net.Addr {
-	a.m.mu.Lock()
-	defer a.m.mu.Unlock()
-	return a.m.listener
 }
 
 // collectorFunc is a collector whose metrics come from a function.
