@@ -313,7 +313,13 @@ func ReadRecipientsFile(path string) ([]*Recipient, error) {
 
 // readPrivateFile reads the single key line of a private key file after
 // checking that neither group nor others can read it.
-func readPrivateFile(path string) (string, error) {
+func readPrivateFile(path string) (string, error) { return ReadKeyLine(path, true) }
+
+// ReadKeyLine reads the single key line (comments and blank lines aside)
+// of a key file of at most 64 KiB. With private set it first refuses a
+// file that is not regular or that group or others can read, naming the
+// chmod to run. Other packages' key formats use it too.
+func ReadKeyLine(path string, private bool) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err
@@ -326,7 +332,7 @@ func readPrivateFile(path string) (string, error) {
 	if !st.Mode().IsRegular() {
 		return "", fmt.Errorf("%s is not a regular file", path)
 	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+	if perm := st.Mode().Perm(); private && perm&0o077 != 0 {
 		return "", fmt.Errorf("private key %s is readable by group or others (mode %04o): run chmod 600 %s", path, perm, path)
 	}
 	lines, err := keyLines(f)

@@ -1,12 +1,10 @@
 package viewtoken
 
 import (
-	"bufio"
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,7 +18,6 @@ import (
 const (
 	KeyPrefix    = "UBX-VIEWER-TOKEN-KEY-ED25519:"
 	PublicPrefix = "ubx-viewer-token-pub-ed25519:"
-	maxKeyFile   = 64 << 10
 )
 
 // Files in the box's state directory.
@@ -68,47 +65,12 @@ func parsePrivateKey(s string) (ed25519.PrivateKey, error) {
 	return ed25519.NewKeyFromSeed(raw), nil
 }
 
-// keyLine returns the single non-comment line of the file at path.
-func keyLine(f *os.File, path string) (string, error) {
-	lr := &io.LimitedReader{R: f, N: maxKeyFile + 1}
-	sc := bufio.NewScanner(lr)
-	sc.Buffer(make([]byte, 4096), maxKeyFile+1)
-	var lines []string
-	for sc.Scan() {
-		if l := strings.TrimSpace(sc.Text()); l != "" && !strings.HasPrefix(l, "#") {
-			lines = append(lines, l)
-		}
-	}
-	if err := sc.Err(); err != nil || lr.N == 0 {
-		return "", fmt.Errorf("%s is not a key file (unreadable or larger than %d KiB)", path, maxKeyFile>>10)
-	}
-	if len(lines) != 1 {
-		return "", fmt.Errorf("%s: want exactly one key line, found %d", path, len(lines))
-	}
-	return lines[0], nil
-}
-
 // ReadKeyFile loads a private token key, refusing a file that group or
 // others can read.
 func ReadKeyFile(path string) (ed25519.PrivateKey, error) {
-	f, err := os.Open(path)
+	l, err := crypto.ReadKeyLine(path, true)
 	if err != nil {
 		return nil, fmt.Errorf("viewer token key: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("viewer token key %s is not a regular file", path)
-	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("viewer token key %s is readable by group or others (mode %04o): run chmod 600 %s", path, perm, path)
-	}
-	l, err := keyLine(f, path)
-	if err != nil {
-		return nil, err
 	}
 	k, err := parsePrivateKey(l)
 	if err != nil {
@@ -119,14 +81,9 @@ func ReadKeyFile(path string) (ed25519.PrivateKey, error) {
 
 // ReadPublicKeyFile loads a token public key file.
 func ReadPublicKeyFile(path string) (ed25519.PublicKey, error) {
-	f, err := os.Open(path)
+	l, err := crypto.ReadKeyLine(path, false)
 	if err != nil {
 		return nil, fmt.Errorf("viewer token public key: %w", err)
-	}
-	defer f.Close()
-	l, err := keyLine(f, path)
-	if err != nil {
-		return nil, err
 	}
 	k, err := ParsePublicKey(l)
 	if err != nil {
