@@ -14,13 +14,13 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"slices"
 	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/uploadbox/uploadbox/internal/audit"
+	"github.com/uploadbox/uploadbox/receiver/lockout"
 )
 
 // State of a device record.
@@ -38,9 +38,9 @@ const (
 const (
 	TokenLifetime = 24 * time.Hour
 	// MaxFailures failed attempts within FailureWindow lock the device
-	// name until an administrator unlocks it.
-	MaxFailures   = 5
-	FailureWindow = 15 * time.Minute
+	// name until an administrator unlocks it (the receiver's one rule).
+	MaxFailures   = lockout.MaxFailures
+	FailureWindow = lockout.Window
 	tokenPrefix   = "ubx-enroll-"
 	tokenBytes    = 32
 )
@@ -61,17 +61,16 @@ var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // Device is one registry record.
 type Device struct {
-	Name        string      `json:"name"`
-	State       State       `json:"state"`
-	TokenHash   []byte      `json:"token_hash,omitempty"`
-	TokenExpiry time.Time   `json:"token_expiry,omitzero"`
-	PublicKey   []byte      `json:"public_key,omitempty"` // Ed25519, the device id in segment headers
-	CertSerial  string      `json:"cert_serial,omitempty"`
-	Created     time.Time   `json:"created"`
-	Enrolled    time.Time   `json:"enrolled,omitzero"`
-	Failures    []time.Time `json:"failures,omitempty"`
-	LockedAt    time.Time   `json:"locked_at,omitzero"`
-	Before      State       `json:"before,omitempty"` // state to return to on unlock
+	Name        string    `json:"name"`
+	State       State     `json:"state"`
+	TokenHash   []byte    `json:"token_hash,omitempty"`
+	TokenExpiry time.Time `json:"token_expiry,omitzero"`
+	PublicKey   []byte    `json:"public_key,omitempty"` // Ed25519, the device id in segment headers
+	CertSerial  string    `json:"cert_serial,omitempty"`
+	Created     time.Time `json:"created"`
+	Enrolled    time.Time `json:"enrolled,omitzero"`
+	lockout.Record
+	Before State `json:"before,omitempty"` // state to return to on unlock
 }
 
 var bucket = []byte("devices")
@@ -203,10 +202,9 @@ func (r *Registry) Enroll(token string, pub ed25519.PublicKey, certSerial, sourc
 			return nil
 		}
 		if subtle.ConstantTimeCompare(d.TokenHash, hashToken(token)) != 1 {
-			d.Failures = append(slices.DeleteFunc(d.Failures, func(t time.Time) bool { return now.Sub(t) > FailureWindow }), now)
 			outcome, result = "denied", ErrBadToken
-			if len(d.Failures) >= MaxFailures {
-				d.Before, d.State, d.LockedAt = d.State, Locked, now
+			if d.Fail(now) {
+				d.Before, d.State = d.State, Locked
 				outcome, detail = "locked", fmt.Sprintf("%d failures within %s", len(d.Failures), FailureWindow)
 			}
 			return put(tx, d)
@@ -246,7 +244,8 @@ func (r *Registry) Unlock(name string) error {
 		if d.State != Locked {
 			return fmt.Errorf("device %s is %s, not locked", name, d.State)
 		}
-		d.State, d.Before, d.Failures, d.LockedAt = d.Before, "", nil, time.Time{}
+		d.State, d.Before = d.Before, ""
+		d.Clear()
 		return nil
 	})
 }

@@ -18,12 +18,13 @@ import (
 
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
+	"github.com/uploadbox/uploadbox/receiver/lockout"
 )
 
-// Lockout policy, as for devices.
+// Lockout policy: the receiver's one rule, as for devices.
 const (
-	MaxFailures   = 5
-	FailureWindow = 15 * time.Minute
+	MaxFailures   = lockout.MaxFailures
+	FailureWindow = lockout.Window
 )
 
 // Errors callers branch on.
@@ -43,13 +44,12 @@ var (
 
 // record is what the database holds about a viewer.
 type record struct {
-	Name      string      `json:"name"`
-	Hash      string      `json:"hash"`
-	Created   time.Time   `json:"created"`
-	Changed   time.Time   `json:"password_changed"`
-	LastLogin time.Time   `json:"last_login,omitzero"`
-	Failures  []time.Time `json:"failures,omitempty"`
-	LockedAt  time.Time   `json:"locked_at,omitzero"`
+	Name      string    `json:"name"`
+	Hash      string    `json:"hash"`
+	Created   time.Time `json:"created"`
+	Changed   time.Time `json:"password_changed"`
+	LastLogin time.Time `json:"last_login,omitzero"`
+	lockout.Record
 }
 
 // Viewer is what administrators see of an account: never the hash.
@@ -238,10 +238,10 @@ func (r *Registry) SetPassword(name, password string) error {
 // Unlock clears a locked viewer's failures.
 func (r *Registry) Unlock(name string) error {
 	return r.set(name, "viewer.unlock", func(rec *record) error {
-		if rec.LockedAt.IsZero() {
+		if !rec.Locked() {
 			return fmt.Errorf("viewer %s is not locked", name)
 		}
-		rec.LockedAt, rec.Failures = time.Time{}, nil
+		rec.Clear()
 		return nil
 	})
 }
@@ -274,19 +274,11 @@ func (r *Registry) List() ([]Viewer, error) {
 			if err := json.Unmarshal(v, &rec); err != nil {
 				return fmt.Errorf("viewer %s: damaged record: %w", k, err)
 			}
-			failures := len(rec.Failures)
-			if rec.LockedAt.IsZero() {
-				failures = len(recent(rec.Failures, now))
-			}
-			out = append(out, Viewer{Name: rec.Name, Created: rec.Created, Locked: !rec.LockedAt.IsZero(), LockedAt: rec.LockedAt, Failures: failures, LastLogin: rec.LastLogin})
+			out = append(out, Viewer{Name: rec.Name, Created: rec.Created, Locked: rec.Locked(), LockedAt: rec.LockedAt, Failures: rec.Recent(now), LastLogin: rec.LastLogin})
 			return nil
 		})
 	})
 	return out, err
-}
-
-func recent(ts []time.Time, now time.Time) []time.Time {
-	return slices.DeleteFunc(slices.Clone(ts), func(t time.Time) bool { return now.Sub(t) > FailureWindow })
 }
 
 // Login checks name and password from source (a remote address). It
@@ -312,7 +304,7 @@ func (r *Registry) Login(name, password, source string) error {
 	if err != nil {
 		return err
 	}
-	if !rec.LockedAt.IsZero() {
+	if rec.Locked() {
 		return errors.Join(ErrLocked, r.audit("viewer.login", name, source, "locked", "account is locked"))
 	}
 	// Hash outside the write transaction: it takes a while.
@@ -326,21 +318,20 @@ func (r *Registry) Login(name, password, source string) error {
 		}
 		now := r.now().UTC()
 		switch {
-		case !rec.LockedAt.IsZero():
+		case rec.Locked():
 			// Locked by a concurrent attempt meanwhile.
 			outcome, detail, result = "locked", "account is locked", ErrLocked
 			return nil
 		case ok && cerr == nil:
-			rec.Failures, rec.LastLogin = nil, now
+			rec.Clear()
+			rec.LastLogin = now
 			outcome = "ok"
 		default:
-			rec.Failures = append(recent(rec.Failures, now), now)
 			outcome, detail, result = "denied", "wrong password", ErrBadCredentials
 			if cerr != nil {
 				detail = cerr.Error()
 			}
-			if len(rec.Failures) >= MaxFailures {
-				rec.LockedAt = now
+			if rec.Fail(now) {
 				outcome, detail, result = "locked", fmt.Sprintf("wrong password; locked after %d failures within %s", len(rec.Failures), FailureWindow), ErrLocked
 			}
 		}
