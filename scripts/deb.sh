@@ -11,7 +11,7 @@
 # Debian-valid (v1.2.3-4-gabc1234 -> 1.2.3+git4.abc1234, abc1234 ->
 # 0.0.0~gitabc1234). ARCHS (default "amd64 arm64 armhf") picks the
 # architectures, NFPM the nfpm binary (default .cache/bin/nfpm, installed by
-# scripts/nfpm.sh when missing).
+# scripts/gotool.sh nfpm when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,7 +60,7 @@ OUT=$(cd "$OUT" && pwd)
 
 NFPM=${NFPM:-}
 if [ -z "$NFPM" ]; then
-	./scripts/nfpm.sh
+	./scripts/gotool.sh nfpm
 	NFPM="$PWD/.cache/bin/nfpm"
 fi
 

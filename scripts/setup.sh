@@ -49,7 +49,7 @@ if [ "$(node -p "try{require('./.cache/npm/node_modules/tus-js-client/package.js
 fi
 
 # The S3 server the receiver/store tests use (versitygw, built with go install).
-./scripts/versitygw.sh
+./scripts/gotool.sh versitygw
 
 # nfpm builds the .deb packages (make deb, packaging/).
-./scripts/nfpm.sh
+./scripts/gotool.sh nfpm

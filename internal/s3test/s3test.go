@@ -66,7 +66,7 @@ func Binary(t testing.TB) string {
 	if p, err := exec.LookPath("versitygw"); err == nil {
 		return p
 	}
-	t.Fatal("versitygw not found in $UPLOADBOX_VERSITYGW, .cache/bin or PATH: run `make setup` (or scripts/versitygw.sh) to install it")
+	t.Fatal("versitygw not found in $UPLOADBOX_VERSITYGW, .cache/bin or PATH: run `make setup` (or scripts/gotool.sh versitygw) to install it")
 	return ""
 }
 
