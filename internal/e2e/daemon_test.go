@@ -426,9 +426,20 @@ func TestDaemonFaultsAreClear(t *testing.T) {
 	if v := metricValue(t, d.metrics, "uploadbox_alert"); v != 1 {
 		t.Errorf("uploadbox_alert = %v, want 1", v)
 	}
-	sealed := len(spoolSegments(t, d.spool))
-	if sealed < st.Segments {
-		t.Fatalf("%d segment files on the box, %d were sealed: something was deleted", sealed, st.Segments)
+	onBox := spoolSegments(t, d.spool)
+	if len(onBox) < st.Segments {
+		t.Fatalf("%d segment files on the box, %d were sealed: something was deleted", len(onBox), st.Segments)
+	}
+	// Keep what the daemon wrote, to check below that it is ciphertext only.
+	var kept []string
+	for _, f := range onBox {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := filepath.Join(dir, "kept-"+filepath.Base(f))
+		os.WriteFile(k, data, 0o600)
+		kept = append(kept, k)
 	}
 	var ds daemonStatus
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && ds.UploadError == ""; time.Sleep(200 * time.Millisecond) {
@@ -469,6 +480,14 @@ func TestDaemonFaultsAreClear(t *testing.T) {
 	rs := recordings(t, b.rcv.data)
 	if len(rs) != 1 || rs[0].Segments != st.Segments {
 		t.Fatalf("receiver has %+v, want the %d segments sealed before the spool filled", rs, st.Segments)
+	}
+	// No plaintext at rest: the daemon's spool files hold neither fMP4 box
+	// names nor the recording's own SPS and PPS.
+	mp4 := filepath.Join(dir, "faults.mp4")
+	run(t, "uploadbox-receiver", "recordings", "export", rs[0].ID, "-o", mp4, "--identity", filepath.Join(b.rcv.data, "org.key"), "--data", b.rcv.data)
+	sps, pps := paramSets(t, mp4)
+	for _, k := range kept {
+		assertNoPlaintext(t, k, sps, pps, "daemon spool")
 	}
 }
 

@@ -124,6 +124,13 @@ func TestLiveViewWithConsent(t *testing.T) {
 	tokenB := strings.TrimSpace(run(t, "uploadbox", "viewer", "token", "--name", "coach-b", "--ttl", "1h", "--state", b.state))
 	tokenC := receiverLogin(t, b, "coach-c")
 
+	// TLS 1.2 at least: an older client does not even get a handshake.
+	old := lb.client.Transport.(*http.Transport).TLSClientConfig.Clone()
+	old.MinVersion, old.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
+	if c, err := tls.Dial("tcp", lb.live, old); err == nil {
+		c.Close()
+		t.Fatal("the live view accepted a TLS 1.1 handshake")
+	}
 	if r := lb.offer(t, "", false); r.Status != http.StatusUnauthorized {
 		t.Fatalf("no token: HTTP %d, want 401", r.Status)
 	}
