@@ -167,8 +167,14 @@ func isLoopback(listen string) bool {
 // which a viewer can compare with the one the daemon logs.
 func liveCertificate(stateDir, listen string) (tls.Certificate, string, error) {
 	certPath, keyPath := filepath.Join(stateDir, LiveCertFile), filepath.Join(stateDir, LiveKeyFile)
-	if c, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && time.Until(c.Leaf.NotAfter) > 7*24*time.Hour {
+	c, err := pki.LoadKeyPair(certPath, keyPath)
+	switch {
+	case err == nil && time.Until(c.Leaf.NotAfter) > 7*24*time.Hour:
 		return c, pki.Fingerprint(c.Leaf), nil
+	case err != nil && !errors.Is(err, os.ErrNotExist):
+		// A key others can read (or a FIFO, or garbage) is refused, not
+		// silently replaced: the message names what to do.
+		return tls.Certificate{}, "", fmt.Errorf("live view key: %w", err)
 	}
 	hosts := []string{"localhost", "127.0.0.1", "::1"}
 	if host, err := os.Hostname(); err == nil && host != "" {
@@ -179,7 +185,7 @@ func liveCertificate(stateDir, listen string) (tls.Certificate, string, error) {
 			hosts = append(hosts, h)
 		}
 	}
-	c, err := pki.SelfSigned(hosts, time.Now(), 365*24*time.Hour)
+	c, err = pki.SelfSigned(hosts, time.Now(), 365*24*time.Hour)
 	if err != nil {
 		return tls.Certificate{}, "", err
 	}

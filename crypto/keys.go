@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // Suite is the HPKE suite that wraps segment keys for the organisation.
@@ -299,7 +300,7 @@ func ParseRecipients(r io.Reader) ([]*Recipient, error) {
 
 // ReadRecipientsFile reads and parses a recipients file.
 func ReadRecipientsFile(path string) ([]*Recipient, error) {
-	f, err := os.Open(path)
+	f, err := openKeyFile(path, false, maxKeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("recipients file: %w", err)
 	}
@@ -315,26 +316,66 @@ func ReadRecipientsFile(path string) ([]*Recipient, error) {
 // checking that neither group nor others can read it.
 func readPrivateFile(path string) (string, error) { return ReadKeyLine(path, true) }
 
+// openKeyFile opens a key file without blocking (a FIFO or device given by
+// mistake is refused, not waited on), follows symlinks, and refuses
+// anything but a regular file of at most max bytes. With private set it
+// also refuses a file group or others can read, naming the chmod to run.
+func openKeyFile(path string, private bool, max int64) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s is not a regular file (%s): give the path of the key file itself", path, st.Mode().Type())
+	}
+	if perm := st.Mode().Perm(); private && perm&0o077 != 0 {
+		f.Close()
+		return nil, fmt.Errorf("private key %s is readable by group or others (mode %04o): run chmod 600 %s", path, perm, path)
+	}
+	if st.Size() > max {
+		f.Close()
+		return nil, fmt.Errorf("%s is %d bytes, larger than %d KiB: not a key file", path, st.Size(), max>>10)
+	}
+	return f, nil
+}
+
+// ReadPrivateFile reads a whole private key file (PEM, key line or any
+// other format) of at most 64 KiB under the one rule every private key of
+// the box and the receiver follows: a regular file (symlinks followed),
+// opened without blocking, that neither group nor others can read.
+func ReadPrivateFile(path string) ([]byte, error) {
+	f, err := openKeyFile(path, true, maxKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(data) > maxKeyFile {
+		return nil, fmt.Errorf("%s is larger than %d KiB: not a key file", path, maxKeyFile>>10)
+	}
+	return data, nil
+}
+
 // ReadKeyLine reads the single key line (comments and blank lines aside)
-// of a key file of at most 64 KiB. With private set it first refuses a
-// file that is not regular or that group or others can read, naming the
-// chmod to run. Other packages' key formats use it too.
+// of a key file of at most 64 KiB, which must be a regular file (opened
+// without blocking, symlinks followed). With private set it first refuses
+// a file that group or others can read, naming the chmod to run. Other
+// packages' key formats use it too.
 func ReadKeyLine(path string, private bool) (string, error) {
-	f, err := os.Open(path)
+	f, err := openKeyFile(path, private, maxKeyFile)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return "", err
-	}
-	if !st.Mode().IsRegular() {
-		return "", fmt.Errorf("%s is not a regular file", path)
-	}
-	if perm := st.Mode().Perm(); private && perm&0o077 != 0 {
-		return "", fmt.Errorf("private key %s is readable by group or others (mode %04o): run chmod 600 %s", path, perm, path)
-	}
 	lines, err := keyLines(f)
 	if err != nil {
 		return "", fmt.Errorf("read %s: %w", path, err)
@@ -374,7 +415,7 @@ func ReadDeviceKeyFile(path string) (*DeviceKey, error) {
 // ReadDevicePublicKeyFile loads a device public key file (or a file whose
 // single key line is a device public key).
 func ReadDevicePublicKeyFile(path string) (*DevicePublicKey, error) {
-	f, err := os.Open(path)
+	f, err := openKeyFile(path, false, maxKeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("device public key: %w", err)
 	}

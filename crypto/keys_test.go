@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestIdentityRoundTrip(t *testing.T) {
@@ -444,5 +446,59 @@ func TestKeyFileLimits(t *testing.T) {
 	}
 	if _, err := ParseRecipient(s[:len(s)-1] + string(alt)); err == nil {
 		t.Fatal("non-canonical base64 accepted")
+	}
+}
+
+// A FIFO, a device or a socket given as a key file is refused at once
+// (opened without blocking), a symlink to a good key file is followed, and
+// ReadPrivateFile applies the same permission rule to any format.
+func TestKeyFileKinds(t *testing.T) {
+	dev := newDevice(t)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "device.key")
+	if err := os.WriteFile(good, []byte(dev.String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.key")
+	if err := os.Symlink(good, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadDeviceKeyFile(link); err != nil {
+		t.Errorf("symlink to a good key file: %v", err)
+	}
+	fifo := filepath.Join(dir, "fifo.key")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 3)
+	go func() { _, err := ReadDeviceKeyFile(fifo); done <- err }()
+	go func() { _, err := ReadRecipientsFile(fifo); done <- err }()
+	go func() { _, err := ReadPrivateFile(fifo); done <- err }()
+	for range 3 {
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "not a regular file") || !strings.Contains(err.Error(), fifo) {
+				t.Errorf("FIFO: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("reading a FIFO as a key file blocked")
+		}
+	}
+	if _, err := ReadPrivateFile("/dev/zero"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("/dev/zero: %v", err)
+	}
+	pem := filepath.Join(dir, "server.key")
+	os.WriteFile(pem, []byte("-----BEGIN PRIVATE KEY-----\n"), 0o644)
+	if _, err := ReadPrivateFile(pem); err == nil || !strings.Contains(err.Error(), "chmod 600 "+pem) {
+		t.Errorf("0644 PEM key: %v", err)
+	}
+	os.Chmod(pem, 0o600)
+	if _, err := ReadPrivateFile(pem); err != nil {
+		t.Errorf("0600 PEM key: %v", err)
+	}
+	big := filepath.Join(dir, "big.key")
+	os.WriteFile(big, make([]byte, 64<<10+1), 0o600)
+	if _, err := ReadPrivateFile(big); err == nil || !strings.Contains(err.Error(), "64 KiB") {
+		t.Errorf("oversized key file: %v", err)
 	}
 }

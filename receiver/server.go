@@ -225,7 +225,7 @@ func (s *Server) openViewers() error {
 func (s *Server) Close() error { return s.db.Close() }
 
 func loadOrCreateReceiptKey(path string) (ed25519.PrivateKey, error) {
-	data, err := os.ReadFile(path)
+	data, err := crypto.ReadPrivateFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		_, priv, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
@@ -239,9 +239,6 @@ func loadOrCreateReceiptKey(path string) (ed25519.PrivateKey, error) {
 	}
 	if err != nil {
 		return nil, err
-	}
-	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%s is readable by group or others (mode %04o): run chmod 600 %s", path, st.Mode().Perm(), path)
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), receiptKeyPrefix); ok {

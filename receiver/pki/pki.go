@@ -27,6 +27,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	ubxcrypto "github.com/uploadbox/uploadbox/crypto"
 )
 
 // File names inside the receiver's data directory.
@@ -323,7 +325,13 @@ func writeFile(path string, data []byte, mode os.FileMode) error {
 }
 
 func readPEM(path, typ string) ([]byte, error) {
-	data, err := os.ReadFile(path)
+	var data []byte
+	var err error
+	if typ == "PRIVATE KEY" {
+		data, err = ubxcrypto.ReadPrivateFile(path)
+	} else {
+		data, err = os.ReadFile(path)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -345,9 +353,6 @@ func load(dir string) (*CA, tls.Certificate, error) {
 		return nil, srv, fmt.Errorf("%s: %w", CACertFile, err)
 	}
 	keyPath := filepath.Join(dir, CAKeyFile)
-	if st, err := os.Stat(keyPath); err == nil && st.Mode().Perm()&0o077 != 0 {
-		return nil, srv, fmt.Errorf("%s is readable by group or others (mode %04o): run chmod 600 %s", keyPath, st.Mode().Perm(), keyPath)
-	}
 	keyDER, err := readPEM(keyPath, "PRIVATE KEY")
 	if err != nil {
 		return nil, srv, err
@@ -360,10 +365,30 @@ func load(dir string) (*CA, tls.Certificate, error) {
 	if !ok {
 		return nil, srv, fmt.Errorf("%s: not an ECDSA key", CAKeyFile)
 	}
-	srv, err = tls.LoadX509KeyPair(filepath.Join(dir, ServerCertFile), filepath.Join(dir, ServerKeyFile))
+	srv, err = LoadKeyPair(filepath.Join(dir, ServerCertFile), filepath.Join(dir, ServerKeyFile))
 	if err != nil {
 		return nil, srv, fmt.Errorf("server certificate: %w", err)
 	}
 	srv.Certificate = append(srv.Certificate, caCert.Raw)
 	return &CA{Cert: caCert, key: caKey}, srv, nil
+}
+
+// LoadKeyPair is tls.LoadX509KeyPair with the private key read under the
+// one rule for private key files (regular, at most 64 KiB, not readable by
+// group or others: the error names the chmod to run).
+func LoadKeyPair(certPath, keyPath string) (tls.Certificate, error) {
+	certPEM, err := os.ReadFile(certPath)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	keyPEM, err := ubxcrypto.ReadPrivateFile(keyPath)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	defer clear(keyPEM)
+	c, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("%s and %s: %w", certPath, keyPath, err)
+	}
+	return c, nil
 }

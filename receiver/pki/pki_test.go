@@ -44,6 +44,16 @@ func TestLoadOrCreate(t *testing.T) {
 	if _, _, _, err := LoadOrCreate(dir, []string{"127.0.0.1"}, now); err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Fatalf("group-readable CA key accepted: %v", err)
 	}
+	os.Chmod(filepath.Join(dir, CAKeyFile), 0o600)
+	srvKey := filepath.Join(dir, ServerKeyFile)
+	os.Chmod(srvKey, 0o644)
+	if _, _, _, err := LoadOrCreate(dir, []string{"127.0.0.1"}, now); err == nil || !strings.Contains(err.Error(), "chmod 600 "+srvKey) {
+		t.Fatalf("world-readable server key accepted: %v", err)
+	}
+	os.Chmod(srvKey, 0o600)
+	if _, _, _, err := LoadOrCreate(dir, []string{"127.0.0.1"}, now); err != nil {
+		t.Fatalf("after chmod 600: %v", err)
+	}
 }
 
 type fixture struct {
