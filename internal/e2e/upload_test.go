@@ -23,9 +23,12 @@ type receiverProc struct {
 	data string
 }
 
-func startReceiver(t *testing.T, data, listen string) *receiverProc {
+// startReceiver runs `uploadbox-receiver serve` on listen; extra are more
+// serve flags (limits, timeouts) a test sets.
+func startReceiver(t *testing.T, data, listen string, extra ...string) *receiverProc {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "uploadbox-receiver"), "serve", "--data", data, "--listen", listen)
+	args := append([]string{"serve", "--data", data, "--listen", listen}, extra...)
+	cmd := exec.Command(filepath.Join(binDir, "uploadbox-receiver"), args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -71,15 +74,21 @@ func setupBox(t *testing.T, dir string, via func(addr string) string) enrolled {
 	if via != nil {
 		boxAddr = via(rcv.addr)
 	}
+	return enrollBox(t, rcv, "room-7", boxAddr, filepath.Join(dir, "state"))
+}
+
+// enrollBox adds device name at rcv and enrolls a box whose state
+// directory is state, reaching the receiver at boxAddr.
+func enrollBox(t *testing.T, rcv *receiverProc, name, boxAddr, state string) enrolled {
+	t.Helper()
 	var add struct {
 		Token         string `json:"token"`
 		CAFingerprint string `json:"ca_fingerprint"`
 	}
-	out := run(t, "uploadbox-receiver", "devices", "add", "room-7", "--data", rcv.data, "--json")
+	out := run(t, "uploadbox-receiver", "devices", "add", name, "--data", rcv.data, "--json")
 	if err := json.Unmarshal([]byte(out), &add); err != nil || add.Token == "" || len(add.CAFingerprint) != 64 {
 		t.Fatalf("devices add --json printed %q", out)
 	}
-	state := filepath.Join(dir, "state")
 	run(t, "uploadbox", "enroll", "--receiver", "https://"+boxAddr, "--token", add.Token, "--ca-fingerprint", add.CAFingerprint, "--state", state)
 	for _, f := range []string{"device.key", "device.crt", "ca.crt", "receipt.pub", "org.pub"} {
 		if st, err := os.Stat(filepath.Join(state, f)); err != nil || st.Mode().Perm() != 0o600 {
