@@ -178,11 +178,18 @@ type Report struct {
 	First   uint64 // seq of the first entry (above 1 after retention)
 	Last    uint64
 	Anchor  string // Prev of the first entry
+	// Checkpoint is the last checkpoint the log was checked against
+	// (VerifyCheckpointed, VerifyAnchored); nil if there was none.
+	Checkpoint *Checkpoint
 }
 
 // Verify checks every entry's hash and link, and that seq increases by
 // one. It returns a *VerifyError for the first bad entry.
-func Verify(r io.Reader) (Report, error) {
+func Verify(r io.Reader) (Report, error) { return verify(r, nil) }
+
+// verify is Verify; for every seq in hashes it also records that entry's
+// hash there.
+func verify(r io.Reader, hashes map[uint64]string) (Report, error) {
 	var rep Report
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -215,6 +222,9 @@ func Verify(r io.Reader) (Report, error) {
 			if e.Seq != prev.Seq+1 {
 				return rep, &VerifyError{Line: line, Seq: e.Seq, Reason: fmt.Sprintf("sequence jumps from %d", prev.Seq)}
 			}
+		}
+		if _, ok := hashes[e.Seq]; ok {
+			hashes[e.Seq] = e.Hash
 		}
 		rep.Entries++
 		rep.Last = e.Seq
