@@ -297,33 +297,42 @@ func (l *Log) Prune(retention time.Duration) (removed int, err error) {
 	if removed == 0 {
 		return 0, nil
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(l.path), ".audit-*")
-	if err != nil {
+	if err := writeAtomic(l.path, kept.Bytes()); err != nil {
 		return 0, err
+	}
+	return removed, nil
+}
+
+// writeAtomic replaces path with data (0600): a temp file in the same
+// directory, fsynced, renamed over path, and the directory fsynced.
+func writeAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".audit-*")
+	if err != nil {
+		return err
 	}
 	defer os.Remove(tmp.Name())
 	if err := tmp.Chmod(0o600); err != nil {
 		tmp.Close()
-		return 0, err
+		return err
 	}
-	if _, err := tmp.Write(kept.Bytes()); err != nil {
+	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
-		return 0, err
+		return err
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return 0, err
+		return err
 	}
 	if err := tmp.Close(); err != nil {
-		return 0, err
+		return err
 	}
-	if err := os.Rename(tmp.Name(), l.path); err != nil {
-		return 0, err
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
 	}
-	d, err := os.Open(filepath.Dir(l.path))
+	d, err := os.Open(filepath.Dir(path))
 	if err == nil {
 		d.Sync()
 		d.Close()
 	}
-	return removed, nil
+	return nil
 }

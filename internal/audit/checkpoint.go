@@ -362,3 +362,51 @@ func (l *Log) RunCheckpoints(ctx context.Context, every time.Duration, signer st
 
 // MaxCheckpointInterval is the longest time between two checkpoints.
 const MaxCheckpointInterval = 10 * time.Minute
+
+// Errors of a checkpoint that would replace a held one.
+var (
+	ErrCheckpointStale = errors.New("audit checkpoint is older than the one already held")
+	ErrCheckpointFork  = errors.New("audit checkpoint signs another head at the seq already held (the log was rewritten)")
+)
+
+// Follows checks that c may replace held, the newest checkpoint of the
+// same log known so far: it does not go back in seq and, at the same seq,
+// signs the same head. same is true when c says nothing new.
+func (c Checkpoint) Follows(held Checkpoint) (same bool, err error) {
+	switch {
+	case c.Seq < held.Seq:
+		return false, fmt.Errorf("%w: seq %d, held seq %d", ErrCheckpointStale, c.Seq, held.Seq)
+	case c.Seq == held.Seq && c.Hash != held.Hash:
+		return false, fmt.Errorf("%w: seq %d", ErrCheckpointFork, c.Seq)
+	}
+	return c.Seq == held.Seq, nil
+}
+
+// SaveCheckpoint replaces the file at path with c (atomically, 0600).
+func SaveCheckpoint(path string, c Checkpoint) error {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	if err := writeAtomic(path, append(b, '\n')); err != nil {
+		return fmt.Errorf("save audit checkpoint %s: %w", path, err)
+	}
+	return nil
+}
+
+// LoadCheckpoint reads a checkpoint SaveCheckpoint wrote and checks its
+// form and signature (by the key it names; callers compare the key).
+func LoadCheckpoint(path string) (Checkpoint, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("audit checkpoint: %w", err)
+	}
+	c, err := ParseCheckpoint(bytes.TrimSpace(b))
+	if err == nil {
+		err = c.Verify(nil)
+	}
+	if err != nil {
+		return c, fmt.Errorf("audit checkpoint %s: %w", path, err)
+	}
+	return c, nil
+}

@@ -340,3 +340,43 @@ func TestRunCheckpointsWritesAtShutdown(t *testing.T) {
 		}
 	})
 }
+
+func TestFollowsAndSave(t *testing.T) {
+	key := newKey(t, 12)
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	mk := func(seq uint64, s string) Checkpoint {
+		h := sha256.Sum256([]byte(s))
+		c, err := SignCheckpoint(key, seq, hex.EncodeToString(h[:]), at.Add(time.Duration(seq)*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	held := mk(5, "a")
+	for _, tc := range []struct {
+		name string
+		c    Checkpoint
+		same bool
+		want error
+	}{
+		{"newer", mk(6, "b"), false, nil},
+		{"same", mk(5, "a"), true, nil},
+		{"older", mk(4, "a"), false, ErrCheckpointStale},
+		{"fork", mk(5, "x"), false, ErrCheckpointFork},
+	} {
+		same, err := tc.c.Follows(held)
+		if same != tc.same || !errors.Is(err, tc.want) {
+			t.Errorf("%s: same %t, err %v", tc.name, same, err)
+		}
+	}
+	path := t.TempDir() + "/dev.json"
+	if err := SaveCheckpoint(path, held); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := LoadCheckpoint(path); err != nil || c != held {
+		t.Fatalf("load: %+v %v", c, err)
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v", st.Mode().Perm())
+	}
+}
