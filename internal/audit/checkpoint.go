@@ -199,8 +199,12 @@ type CheckpointError struct {
 func (e *CheckpointError) Error() string {
 	at := e.Checkpoint.Time.Format(time.RFC3339)
 	if e.Missing > 0 {
-		return fmt.Sprintf("%d entries missing after the last checkpoint: the checkpoint of %s covers seq %d, the log ends at seq %d (entries were removed)",
-			e.Missing, at, e.Checkpoint.Seq, e.Checkpoint.Seq-e.Missing)
+		n := fmt.Sprintf("%d entries", e.Missing)
+		if e.Missing == 1 {
+			n = "1 entry"
+		}
+		return fmt.Sprintf("%s missing after the last checkpoint: the checkpoint of %s covers seq %d, the log ends at seq %d (entries were removed)",
+			n, at, e.Checkpoint.Seq, e.Checkpoint.Seq-e.Missing)
 	}
 	s := fmt.Sprintf("the log does not hold the entries the last checkpoint (%s) covers: seq %d has another hash, so entries were removed and others appended, or the chain was rebuilt", at, e.Checkpoint.Seq)
 	if e.LastGood > 0 {

@@ -90,7 +90,11 @@ func TestTruncationIsDetected(t *testing.T) {
 			if !errors.As(err, &ce) || ce.Missing != uint64(k) {
 				t.Fatalf("err = %v, want %d missing", err, k)
 			}
-			if want := fmt.Sprintf("%d entries missing after the last checkpoint", k); !strings.Contains(err.Error(), want) {
+			want := fmt.Sprintf("%d entries missing after the last checkpoint", k)
+			if k == 1 {
+				want = "1 entry missing after the last checkpoint"
+			}
+			if !strings.Contains(err.Error(), want) {
 				t.Fatalf("message %q does not say %q", err, want)
 			}
 			// The cut head is never signed over.
