@@ -57,6 +57,8 @@ type Log struct {
 	path string
 	now  func() time.Time
 	mu   sync.Mutex
+	// head is what the last Checkpoint verified and signed (checkpoint.go).
+	head *signedHead
 }
 
 // Open opens (creating, 0600) the log at path.
@@ -134,25 +136,35 @@ func (l *Log) lock(flag int) (*os.File, error) {
 	}
 }
 
-// lastEntry reads the final line of f, which the caller has locked.
-func lastEntry(f *os.File) (*Entry, error) {
+// lastLine returns the final line of f (nil for an empty file) and the
+// offset it starts at; a line is at most 64 KiB.
+func lastLine(f *os.File) ([]byte, int64, error) {
 	st, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	size := st.Size()
 	if size == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
 	const window = 64 << 10
 	start := max(0, size-window)
 	buf := make([]byte, size-start)
 	if _, err := f.ReadAt(buf, start); err != nil && err != io.EOF {
-		return nil, err
+		return nil, 0, err
 	}
 	buf = bytes.TrimRight(buf, "\n")
 	if i := bytes.LastIndexByte(buf, '\n'); i >= 0 {
-		buf = buf[i+1:]
+		buf, start = buf[i+1:], start+int64(i)+1
+	}
+	return buf, start, nil
+}
+
+// lastEntry reads the final line of f, which the caller has locked.
+func lastEntry(f *os.File) (*Entry, error) {
+	buf, _, err := lastLine(f)
+	if err != nil || buf == nil {
+		return nil, err
 	}
 	var e Entry
 	if err := json.Unmarshal(buf, &e); err != nil {
@@ -268,6 +280,9 @@ func (l *Log) Prune(retention time.Duration) (removed int, err error) {
 		return 0, err
 	}
 	cutoff := l.now().Add(-retention)
+	if err := pruneCheckpoints(CheckpointPath(l.path), cutoff); err != nil {
+		return 0, err
+	}
 	var kept bytes.Buffer
 	var lastOld []byte
 	sc := bufio.NewScanner(f)

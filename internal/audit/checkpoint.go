@@ -288,30 +288,33 @@ func (l *Log) Checkpoint(signer stdcrypto.Signer) (c Checkpoint, written bool, e
 	}
 	defer f.Close()
 	cpath := CheckpointPath(l.path)
-	cps, err := ReadCheckpoints(cpath)
+	prev, err := lastCheckpoint(cpath)
 	if err != nil {
 		return c, false, err
 	}
-	rep, err := VerifyCheckpointed(f, cps)
+	st, err := f.Stat()
+	if err != nil {
+		return c, false, err
+	}
+	h := l.head
+	l.head = nil // set again once this head is verified
+	head, start, err := verifyHead(f, st, prev, h)
 	if err != nil {
 		return c, false, fmt.Errorf("audit log %s: not checkpointed: %w", l.path, err)
 	}
-	if rep.Entries == 0 {
+	if head == nil {
 		return c, false, nil
 	}
-	// The head's hash: re-read the last entry (Verify streamed past it).
-	last, err := lastEntry(f)
-	if err != nil || last == nil || last.Seq != rep.Last {
-		return c, false, fmt.Errorf("audit log %s: read head: %v", l.path, err)
-	}
-	if n := len(cps); n > 0 && cps[n-1].Seq == last.Seq && cps[n-1].Hash == last.Hash {
-		return cps[n-1], false, nil
+	signed := &signedHead{file: st, start: start, seq: head.Seq, hash: head.Hash}
+	if prev != nil && prev.Seq == head.Seq && prev.Hash == head.Hash {
+		l.head = signed
+		return *prev, false, nil
 	}
 	t := l.now()
-	if n := len(cps); n > 0 && t.Before(cps[n-1].Time) {
-		t = cps[n-1].Time // a clock set back must not make the file go backwards
+	if prev != nil && t.Before(prev.Time) {
+		t = prev.Time // a clock set back must not make the file go backwards
 	}
-	if c, err = SignCheckpoint(signer, last.Seq, last.Hash, t); err != nil {
+	if c, err = SignCheckpoint(signer, head.Seq, head.Hash, t); err != nil {
 		return c, false, err
 	}
 	line, err := json.Marshal(c)
@@ -333,7 +336,107 @@ func (l *Log) Checkpoint(signer stdcrypto.Signer) (c Checkpoint, written bool, e
 	if err := cf.Close(); err != nil {
 		return c, false, err
 	}
+	l.head = signed
 	return c, true, nil
+}
+
+// signedHead is where the entry the last checkpoint signed stands in the
+// log file, so that the next Checkpoint reads only from there on.
+type signedHead struct {
+	file  os.FileInfo
+	start int64 // offset of the entry's line
+	seq   uint64
+	hash  string
+}
+
+// verifyHead verifies the log in f (locked; st its stat) against prev,
+// the last checkpoint, and returns its last entry and the offset of that
+// entry's line (nil for an empty log). If h, the head this Log signed
+// last, is prev's in this same file, only the lines from h on are read:
+// they must start with that entry, unchanged, and chain from it;
+// otherwise, or if that fails, the whole file is verified, which names
+// the problem.
+func verifyHead(f *os.File, st os.FileInfo, prev *Checkpoint, h *signedHead) (*Entry, int64, error) {
+	size := st.Size()
+	last := uint64(0)
+	fast := false
+	if h != nil && prev != nil && h.seq == prev.Seq && h.hash == prev.Hash && os.SameFile(h.file, st) && size > h.start {
+		at := map[uint64]string{h.seq: ""}
+		rep, err := verify(io.NewSectionReader(f, h.start, size-h.start), at)
+		if fast = err == nil && rep.First == h.seq && at[h.seq] == h.hash; fast {
+			last = rep.Last
+		}
+	}
+	if !fast {
+		var cps []Checkpoint
+		if prev != nil {
+			cps = []Checkpoint{*prev}
+		}
+		rep, err := VerifyCheckpointed(io.NewSectionReader(f, 0, size), cps)
+		if err != nil {
+			return nil, 0, err
+		}
+		if rep.Entries == 0 {
+			return nil, 0, nil
+		}
+		last = rep.Last
+	}
+	line, start, err := lastLine(f)
+	if err != nil {
+		return nil, 0, err
+	}
+	var e Entry
+	if err := json.Unmarshal(line, &e); err != nil || e.Seq != last {
+		return nil, 0, fmt.Errorf("read head: the last line is not entry %d", last)
+	}
+	return &e, start, nil
+}
+
+// lastCheckpoint reads the last line of the checkpoints file at path (nil
+// if there is none) and checks its form and signature.
+func lastCheckpoint(path string) (*Checkpoint, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit checkpoints: %w", err)
+	}
+	defer f.Close()
+	line, _, err := lastLine(f)
+	if err != nil || line == nil {
+		return nil, err
+	}
+	c, err := ParseCheckpoint(line)
+	if err == nil {
+		err = c.Verify(nil)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit checkpoints %s: last line: %w", path, err)
+	}
+	return &c, nil
+}
+
+// pruneCheckpoints removes checkpoints older than cutoff from the file at
+// path, keeping always the newest. A file that does not read cleanly is
+// left as it is, for verify to report.
+func pruneCheckpoints(path string, cutoff time.Time) error {
+	cps, err := ReadCheckpoints(path)
+	if err != nil || len(cps) < 2 || !cps[0].Time.Before(cutoff) {
+		return nil
+	}
+	var kept bytes.Buffer
+	for i, c := range cps {
+		if i < len(cps)-1 && c.Time.Before(cutoff) {
+			continue
+		}
+		b, err := json.Marshal(c)
+		if err != nil {
+			return err
+		}
+		kept.Write(append(b, '\n'))
+	}
+	return writeAtomic(path, kept.Bytes())
 }
 
 // RunCheckpoints writes a checkpoint with signer every interval while ctx

@@ -303,15 +303,60 @@ func TestCheckpointSurvivesPrune(t *testing.T) {
 	l.now = func() time.Time { return now }
 	for range 5 {
 		appendN(t, l, 1)
+		checkpoint(t, l, key)
 		now = now.Add(24 * time.Hour)
 	}
-	checkpoint(t, l, key)
+	// Day 4.5: entries and checkpoints of days 0 and 1 are past a 2.5-day retention.
+	now = now.Add(-12 * time.Hour)
+	if _, err := l.Prune(60 * time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	cps, err := ReadCheckpoints(CheckpointPath(l.Path()))
+	if err != nil || len(cps) != 3 || cps[0].Seq != 3 {
+		t.Fatalf("checkpoints after prune: %+v %v", cps, err)
+	}
+	// Everything expired: the newest entry and the newest checkpoint stay.
 	now = now.Add(365 * 24 * time.Hour)
 	if _, err := l.Prune(time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if rep, err := VerifyAnchored(l.Path(), nil); err != nil || rep.Entries != 1 {
+	rep, err := VerifyAnchored(l.Path(), nil)
+	if err != nil || rep.Entries != 1 || rep.Checkpoint == nil || rep.Checkpoint.Seq != 5 {
 		t.Fatalf("after prune: %+v %v", rep, err)
+	}
+	if _, _, err := l.Checkpoint(key); err != nil {
+		t.Fatalf("checkpoint after prune: %v", err)
+	}
+}
+
+// TestCheckpointReadsOnlyNewEntries: once a Log signed a head, the next
+// checkpoint starts from that entry, so a long log is not re-read every
+// interval; a change to that entry or after it is still caught.
+func TestCheckpointReadsOnlyNewEntries(t *testing.T) {
+	l := newLog(t)
+	key := newKey(t, 13)
+	appendN(t, l, 5)
+	checkpoint(t, l, key)
+	appendN(t, l, 2)
+	ls := lines(t, l)
+	// An edit before the signed head is not re-read (verify reports it) …
+	edited := append([]string(nil), ls...)
+	edited[1] = strings.Replace(edited[1], "viewer-1", "viewer-X", 1)
+	writeLines(t, l, edited)
+	if c, written, err := l.Checkpoint(key); err != nil || !written || c.Seq != 7 {
+		t.Fatalf("checkpoint after an old edit: %+v %t %v", c, written, err)
+	}
+	if _, err := VerifyAnchored(l.Path(), nil); err == nil {
+		t.Fatal("verify missed the edit")
+	}
+	// … an edit of the signed head itself is caught by the next checkpoint.
+	writeLines(t, l, ls)
+	appendN(t, l, 1)
+	ls = lines(t, l)
+	ls[6] = strings.Replace(ls[6], "viewer-1", "viewer-Y", 1)
+	writeLines(t, l, ls)
+	if _, _, err := l.Checkpoint(key); err == nil || !strings.Contains(err.Error(), "edited") {
+		t.Fatalf("checkpoint over an edited head: %v", err)
 	}
 }
 
