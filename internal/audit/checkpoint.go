@@ -147,6 +147,16 @@ func ParseCheckpoint(data []byte) (Checkpoint, error) {
 // well-formed and signed by the key it names, and seq and time must never
 // go backwards from one line to the next. A missing file holds none.
 func ReadCheckpoints(path string) ([]Checkpoint, error) {
+	f, err := openCheckpoints(path)
+	if f == nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readCheckpoints(f, path)
+}
+
+// openCheckpoints opens a checkpoints file; a missing one is nil, nil.
+func openCheckpoints(path string) (*os.File, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -154,8 +164,7 @@ func ReadCheckpoints(path string) ([]Checkpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit checkpoints: %w", err)
 	}
-	defer f.Close()
-	return readCheckpoints(f, path)
+	return f, nil
 }
 
 func readCheckpoints(r io.Reader, path string) ([]Checkpoint, error) {
@@ -395,12 +404,9 @@ func verifyHead(f *os.File, st os.FileInfo, prev *Checkpoint, h *signedHead) (*E
 // lastCheckpoint reads the last line of the checkpoints file at path (nil
 // if there is none) and checks its form and signature.
 func lastCheckpoint(path string) (*Checkpoint, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("audit checkpoints: %w", err)
+	f, err := openCheckpoints(path)
+	if f == nil {
+		return nil, err
 	}
 	defer f.Close()
 	line, _, err := lastLine(f)
