@@ -59,6 +59,10 @@ func (s *Server) handleAuditCheckpoint(w http.ResponseWriter, r *http.Request) {
 		}
 		httpError(w, code, err.Error())
 	}
+	if len(d.PublicKey) != ed25519.PublicKeySize {
+		refuse(http.StatusUnprocessableEntity, fmt.Errorf("device %s has no enrolled key to check the checkpoint against", d.Name))
+		return
+	}
 	if err := c.Verify(ed25519.PublicKey(d.PublicKey)); err != nil {
 		refuse(http.StatusUnprocessableEntity, fmt.Errorf("checkpoint not signed by device %s's enrolled key: %w", d.Name, err))
 		return
@@ -158,7 +162,7 @@ func CheckDeviceAudit(data, device, file string) (*AuditCheck, error) {
 	}
 	var pub ed25519.PublicKey
 	for _, d := range ds {
-		if d.Name == device {
+		if d.Name == device && len(d.PublicKey) == ed25519.PublicKeySize {
 			pub = d.PublicKey
 		}
 	}
