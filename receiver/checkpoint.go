@@ -161,13 +161,17 @@ func CheckDeviceAudit(data, device, file string) (*AuditCheck, error) {
 		return nil, err
 	}
 	var pub ed25519.PublicKey
+	found := false
 	for _, d := range ds {
-		if d.Name == device && len(d.PublicKey) == ed25519.PublicKeySize {
-			pub = d.PublicKey
+		if d.Name == device {
+			found, pub = true, d.PublicKey
 		}
 	}
-	if pub == nil {
-		return nil, fmt.Errorf("%w: %s (or it never enrolled; see devices list)", devices.ErrUnknownDevice, device)
+	if !found {
+		return nil, fmt.Errorf("%w: %s (see devices list)", devices.ErrUnknownDevice, device)
+	}
+	if len(pub) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("device %s has not enrolled yet: it has no key and no checkpoint", device)
 	}
 	c, err := audit.LoadCheckpoint(DeviceCheckpointPath(data, device))
 	if errors.Is(err, os.ErrNotExist) {
