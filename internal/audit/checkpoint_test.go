@@ -429,3 +429,32 @@ func TestFollowsAndSave(t *testing.T) {
 		t.Fatalf("mode %v", st.Mode().Perm())
 	}
 }
+
+// FuzzParseCheckpoint: whatever ParseCheckpoint accepts encodes back to a
+// checkpoint that parses to the same value, and Verify never panics.
+func FuzzParseCheckpoint(f *testing.F) {
+	key := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
+	c, _ := SignCheckpoint(key, 7, hex.EncodeToString(make([]byte, 32)), time.Date(2026, 3, 1, 12, 0, 0, 1, time.UTC))
+	good, _ := json.Marshal(c)
+	f.Add(good)
+	f.Add([]byte(`{"seq":1}`))
+	f.Add([]byte(`{"seq":18446744073709551615,"hash":"` + c.Hash + `","time":"9999-12-31T23:59:59Z","key":"` + c.Key + `","sig":"` + c.Sig + `"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseCheckpoint(data)
+		if err != nil {
+			if !errors.Is(err, ErrCheckpointMalformed) {
+				t.Fatalf("error %v is not ErrCheckpointMalformed", err)
+			}
+			return
+		}
+		_ = c.Verify(nil)
+		b, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := ParseCheckpoint(b)
+		if err != nil || !d.Time.Equal(c.Time) || d.Seq != c.Seq || d.Hash != c.Hash || d.Key != c.Key || d.Sig != c.Sig {
+			t.Fatalf("%s parsed to %+v, re-encoded %s parsed to %+v (%v)", data, c, b, d, err)
+		}
+	})
+}
