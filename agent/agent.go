@@ -67,6 +67,7 @@ type Agent struct {
 	kick     chan struct{}
 	uploadOK time.Time
 	upErr    string
+	upAlert  string // the receiver refuses this box's enrollment (uploads wait)
 }
 
 // New opens what the daemon owns (audit log, spool, control socket) with
