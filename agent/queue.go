@@ -103,9 +103,5 @@ func refusalText(r *spool.Refusal) string {
 	if r == nil {
 		return ""
 	}
-	reason := r.Reason
-	if reason == "" {
-		reason = "no reason given"
-	}
-	return fmt.Sprintf(": the receiver said HTTP %d, %s: %s", r.Status, reason, r.Message)
+	return ": the receiver said " + r.String()
 }

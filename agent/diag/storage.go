@@ -92,17 +92,13 @@ func checkSpool(e *env) Result {
 	m["quarantined"] = len(q.Quarantined)
 	if n := len(q.Quarantined); n > 0 {
 		first := q.Quarantined[0]
-		reason := first.Reason
-		if reason == "" {
-			reason = "no reason given"
-		}
 		more := ""
 		if n > 1 {
 			more = fmt.Sprintf(" and %d more (uploadbox queue lists them)", n-1)
 		}
 		return Result{Status: Fail, Metrics: m,
-			Summary: fmt.Sprintf("%d segment(s) quarantined: the receiver refused %s for good (HTTP %d %s: %s)%s; the segments after it still upload",
-				n, first.ID, first.Status, reason, strings.Join(strings.Fields(first.Message), " "), more),
+			Summary: fmt.Sprintf("%d segment(s) quarantined: the receiver refused %s for good (%s)%s; the segments after it still upload",
+				n, first.ID, spool.Refusal{Status: first.Status, Reason: first.Reason, Message: first.Message}, more),
 			Remedy: fmt.Sprintf("fix the cause, then `uploadbox queue retry %s`; or, if the segment is not wanted, `uploadbox queue discard %s --yes` (deletes it for good)", first.ID, first.ID)}
 	}
 	if q.Count == 0 {

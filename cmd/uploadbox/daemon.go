@@ -18,6 +18,7 @@ import (
 	"github.com/uploadbox/uploadbox/agent/config"
 	"github.com/uploadbox/uploadbox/agent/control"
 	"github.com/uploadbox/uploadbox/internal/cli"
+	"github.com/uploadbox/uploadbox/uploader/spool"
 )
 
 // configPath is --config, else $UPLOADBOX_CONFIG, else the packaged path.
@@ -240,11 +241,7 @@ func printHeld(out io.Writer, held []agent.HeldSegment) error {
 		why := h.Message
 		if h.State == "quarantined" {
 			quarantined = true
-			reason := h.Reason
-			if reason == "" {
-				reason = "no reason given"
-			}
-			why = fmt.Sprintf("receiver refused it: HTTP %d %s: %s", h.Status, reason, h.Message)
+			why = "receiver refused it: " + spool.Refusal{Status: h.Status, Reason: h.Reason, Message: h.Message}.String()
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", h.ID, h.State, humanBytes(h.Bytes), why)
 	}
@@ -293,7 +290,7 @@ func newQueueDiscardCommand() *cobra.Command {
 			if err := f.call(cmd.Context(), "queue.discard", agent.QueueDiscard{ID: args[0], Yes: yes}, &h); err != nil {
 				var ce *control.Error
 				if errors.As(err, &ce) && ce.Code == "confirm" {
-					return cli.Usagef("%s", ce.Message)
+					return &cli.CodeError{Code: cli.ExitUsage, Err: ce}
 				}
 				return err
 			}

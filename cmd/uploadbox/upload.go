@@ -53,11 +53,7 @@ func newUploadCommand() *cobra.Command {
 					fmt.Fprintln(cmd.ErrOrStderr())
 				}
 				if q := r.Quarantined; q != nil {
-					reason := q.Reason
-					if reason == "" {
-						reason = "no reason given"
-					}
-					fmt.Fprintf(out, "quarantined %s: the receiver refused it (HTTP %d %s: %s); kept in the spool\n", r.Name, q.Status, reason, q.Message)
+					fmt.Fprintf(out, "quarantined %s: the receiver refused it (%s); kept in the spool\n", r.Name, q)
 					return
 				}
 				again := ""

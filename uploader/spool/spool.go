@@ -167,6 +167,16 @@ type Refusal struct {
 	At      time.Time
 }
 
+// String reads "HTTP 409 exists: message" ("HTTP 409: message" without a
+// reason), on one line.
+func (r Refusal) String() string {
+	s := fmt.Sprintf("HTTP %d", r.Status)
+	if r.Reason != "" {
+		s += " " + r.Reason
+	}
+	return s + ": " + strings.Join(strings.Fields(r.Message), " ")
+}
+
 // recordJSON stores the byte arrays as hex, readable with bbolt tools.
 type recordJSON struct {
 	Record
