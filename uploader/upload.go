@@ -115,6 +115,11 @@ func (u *Uploader) Drain(ctx context.Context, report func(Result), progress func
 		}
 		res, err := u.one(ctx, rec, progress)
 		if err != nil {
+			if tus.CertificateRefused(err) {
+				// The receiver refuses this box's certificate (revoked,
+				// not active): the box's problem, not the segment's.
+				err = fmt.Errorf("%w: %w", ErrDeviceRefused, err)
+			}
 			return sum, fmt.Errorf("upload %s: %w", rec.Name, err)
 		}
 		if res.Quarantined != nil {
@@ -259,7 +264,7 @@ func (u *Uploader) commitUpload(ctx context.Context, rec spool.Record) (Result, 
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := u.http.Do(req)
 		if err != nil {
-			if attempt < 5 && ctx.Err() == nil {
+			if attempt < 5 && ctx.Err() == nil && !tus.CertificateRefused(err) {
 				u.log.Warn("commit failed, retrying", "segment", rec.Name, "err", err)
 				if err := sleep(ctx, time.Duration(attempt+1)*500*time.Millisecond); err != nil {
 					return Result{}, nil, err

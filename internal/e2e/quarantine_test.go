@@ -337,3 +337,42 @@ func TestQuarantineForeignKeyThenRetry(t *testing.T) {
 		t.Errorf("%d queue.retry audit entries, want %d", n, first.Segments)
 	}
 }
+
+// TestRevokedBoxKeepsQueueAndAlerts: when the receiver refuses the box
+// itself (its device revoked: the real receiver refuses the certificate in
+// the TLS handshake), no segment is quarantined: every one stays queued on
+// disk, `uploadbox status` shows an ALERT and the metric says so.
+func TestRevokedBoxKeepsQueueAndAlerts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon with a receiver; skipped under -short")
+	}
+	dir := t.TempDir()
+	b := setupBox(t, dir, nil)
+	d := writeBoxConfig(t, dir, b.state, "")
+	startDaemon(t, d)
+	run(t, "uploadbox-receiver", "devices", "revoke", "room-7", "--data", b.rcv.data)
+	st := recordSession(t, d, "4s")
+
+	var ds struct {
+		UploadAlert string `json:"upload_alert"`
+	}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && ds.UploadAlert == ""; time.Sleep(200 * time.Millisecond) {
+		ctl(t, d, &ds, "status")
+	}
+	if !strings.Contains(ds.UploadAlert, "refuses this box") {
+		t.Fatalf("status upload_alert = %q, want the receiver refusing the box", ds.UploadAlert)
+	}
+	if out := run(t, "uploadbox", "status", "--socket", d.socket); !strings.Contains(out, "ALERT:") || !strings.Contains(out, "refuses this box") {
+		t.Errorf("uploadbox status does not show the alert:\n%s", out)
+	}
+	metricAt(t, d, "uploadbox_upload_device_refused", 1)
+	var q queueHeld
+	ctl(t, d, &q, "queue")
+	if q.Count != st.Segments || q.ByState["quarantined"] != 0 || len(q.Held) != 0 {
+		t.Fatalf("queue %+v, want all %d segments queued and none quarantined", q, st.Segments)
+	}
+	metricAt(t, d, "uploadbox_quarantined_segments", 0)
+	if n := len(spoolSegments(t, d.spool)); n != st.Segments {
+		t.Fatalf("%d segment files on the box, %d were sealed", n, st.Segments)
+	}
+}
