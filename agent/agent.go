@@ -64,10 +64,10 @@ type Agent struct {
 	last     *SessionStatus  // the last session that ended
 	reloads  int
 	alert    string // why recording stopped on its own (spool full), until the next start
+	upAlert  string // the receiver refuses this box's enrollment (uploads wait)
 	kick     chan struct{}
 	uploadOK time.Time
 	upErr    string
-	upAlert  string // the receiver refuses this box's enrollment (uploads wait)
 }
 
 // New opens what the daemon owns (audit log, spool, control socket) with
