@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/uploadbox/uploadbox/agent/control"
@@ -56,8 +57,8 @@ func (a *Agent) handleQueue(r control.Request) (any, error) {
 		if err != nil {
 			return nil, queueError(p.ID, err)
 		}
-		a.auditEvent("queue.retry", caller(r), "ok", fmt.Sprintf("segment=%s now=%s%s", rec.Name, rec.State, refusalDetail(before.Refusal)))
-		a.log.Info("quarantined segment put back in the queue", "segment", rec.Name, "state", rec.State, "by", caller(r))
+		a.auditEvent("queue.retry", queueCaller(r), "ok", fmt.Sprintf("segment=%s now=%s%s", rec.Name, rec.State, refusalDetail(before.Refusal)))
+		a.log.Info("quarantined segment put back in the queue", "segment", rec.Name, "state", rec.State, "by", queueCaller(r))
 		a.kickUpload()
 		return HeldSegment{ID: rec.Name, State: string(rec.State), File: a.spool.Path(rec), Bytes: rec.Size, Sealed: rec.SealedAt, Message: rec.Reason}, nil
 	case "queue.discard":
@@ -84,12 +85,21 @@ func (a *Agent) handleQueue(r control.Request) (any, error) {
 		if err != nil {
 			return nil, queueError(p.ID, err)
 		}
-		a.auditEvent("queue.discard", caller(r), "deleted", fmt.Sprintf("segment=%s file=%s bytes=%d sha256=%x was=%s%s",
+		a.auditEvent("queue.discard", queueCaller(r), "deleted", fmt.Sprintf("segment=%s file=%s bytes=%d sha256=%x was=%s%s",
 			rec.Name, a.spool.Path(rec), rec.Size, rec.SHA256, rec.State, refusalDetail(rec.Refusal)))
-		a.log.Warn("segment discarded without a receipt", "segment", rec.Name, "bytes", rec.Size, "by", caller(r))
+		a.log.Warn("segment discarded without a receipt", "segment", rec.Name, "bytes", rec.Size, "by", queueCaller(r))
 		return HeldSegment{ID: rec.Name, State: string(spool.Discarded), File: a.spool.Path(rec), Bytes: rec.Size, Sealed: rec.SealedAt}, nil
 	}
 	return nil, control.Errorf("unknown-method", "unknown control method %q", r.Method)
+}
+
+// queueCaller names who ran a queue command, by the uid in the control
+// socket's peer credentials.
+func queueCaller(r control.Request) string {
+	if r.UID < 0 {
+		return "uid:unknown"
+	}
+	return "uid:" + strconv.Itoa(r.UID)
 }
 
 func refusalDetail(r *spool.Refusal) string {
