@@ -89,7 +89,8 @@ type recording struct {
 }
 
 // record seals the test media as a recording with the given id into dir,
-// one file per segment named NAME-SEQ.ubx.
+// one file per segment named NAME-SEQ.ubx, its fragments padded to chunk
+// boundaries with free boxes as the recorder pads them.
 func record(t *testing.T, k keys, id [16]byte, dir, name string) *recording {
 	t.Helper()
 	frames, err := media()
@@ -100,7 +101,7 @@ func record(t *testing.T, k keys, id [16]byte, dir, name string) *recording {
 		t.Fatal(err)
 	}
 	r := &recording{id: id, dir: dir, name: name}
-	seg := segment.New(segment.Config{Audio: true}, func(seq uint64, start time.Duration) (segment.Output, error) {
+	seg := segment.New(segment.Config{Audio: true, Align: crypto.ChunkSize}, func(seq uint64, start time.Duration) (segment.Output, error) {
 		path := filepath.Join(dir, fmt.Sprintf("%s-%d.ubx", name, seq))
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {

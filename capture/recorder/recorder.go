@@ -101,6 +101,9 @@ func New(cfg Config) (*Recorder, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	// Every fragment ends on a chunk boundary, so at its flush it reaches
+	// the file whole and its fsync makes it durable.
+	cfg.Segment.Align = crypto.ChunkSize
 	if cfg.create == nil {
 		cfg.create = func(path string) (file, error) {
 			return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
