@@ -54,7 +54,8 @@ type Config struct {
 	Dir        string
 	Recipients []*crypto.Recipient
 	Device     *crypto.DeviceKey
-	Segment    segment.Config
+	// Segment shapes the fMP4; its Align is set to the sealing chunk size.
+	Segment segment.Config
 	// BeforeSegment, if set, is called before each segment file is
 	// created, with the path it will have while it is written (the
 	// PartialSuffix name). An error stops the recording with that error

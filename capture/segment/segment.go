@@ -3,8 +3,8 @@
 // fragments of about half a second, segments of a configured length cut at
 // keyframes. Every segment is a standalone playable file (its own init,
 // then moof+mdat fragments, each optionally padded with a free box), and
-// the fragments of consecutive segments
-// share one timeline, so appending them gives continuous timestamps.
+// the fragments of consecutive segments share one timeline, so appending
+// them gives continuous timestamps.
 //
 // The package does no I/O of its own: the caller opens an Output per
 // segment (in the recorder, a sealing writer on a spool file) and decides
