@@ -52,6 +52,14 @@ func (g liveGate) Admit(viewer string, wantAudio bool) (live.Admission, error) {
 	return live.Admission{Audio: grant.Audio, Ended: ended, Cancel: cancel}, nil
 }
 
+// AwaitDecision lets an offer sent with Prefer: wait=N wait for the
+// teacher's decision instead of the viewer polling.
+func (g liveGate) AwaitDecision(ctx context.Context, request string) error {
+	return g.a.ledger.AwaitDecision(ctx, request)
+}
+
+var _ live.Waiter = liveGate{}
+
 func (g liveGate) Joined(viewer, session string) { g.a.ledger.Joined(viewer, session) }
 func (g liveGate) Left(viewer, session string)   { g.a.ledger.Left(viewer, session) }
 

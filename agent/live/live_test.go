@@ -579,6 +579,9 @@ func TestOfferWaitsForDecision(t *testing.T) {
 	if resp.Status != http.StatusForbidden || time.Since(start) < time.Second {
 		t.Fatalf("undecided: status %d after %v, want 403 after the 1 s wait", resp.Status, time.Since(start))
 	}
+	if pa := resp.Header.Get("Preference-Applied"); pa != "wait=1" {
+		t.Errorf("undecided: Preference-Applied %q, want wait=1", pa)
+	}
 	grantedAt := make(chan time.Time, 1)
 	go func() {
 		time.Sleep(300 * time.Millisecond)

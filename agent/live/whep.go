@@ -115,7 +115,7 @@ func (s *Server) handleOffer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	adm, err := s.admit(r, viewer, wantAudio)
+	adm, err := s.admit(w, r, viewer, wantAudio)
 	if err != nil {
 		var ref *Refusal
 		if errors.As(err, &ref) {
@@ -178,8 +178,10 @@ const MaxWait = 30 * time.Second
 // admit asks the gate. When the answer is "pending", the request carries
 // Prefer: wait=N and the gate can wait for decisions (a Waiter), the offer
 // waits up to N seconds for the teacher and is asked again once decided,
-// so the viewer's connection starts the moment the teacher accepts.
-func (s *Server) admit(r *http.Request, viewer string, wantAudio bool) (Admission, error) {
+// so the viewer's connection starts the moment the teacher accepts. The
+// answer then carries Preference-Applied: wait=N, which tells the viewer
+// page it need not poll.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, viewer string, wantAudio bool) (Admission, error) {
 	adm, err := s.cfg.Gate.Admit(viewer, wantAudio)
 	var ref *Refusal
 	waiter, ok := s.cfg.Gate.(Waiter)
@@ -190,6 +192,7 @@ func (s *Server) admit(r *http.Request, viewer string, wantAudio bool) (Admissio
 	if wait <= 0 {
 		return adm, err
 	}
+	w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
 	if werr := waiter.AwaitDecision(ctx, ref.Request); werr != nil {
