@@ -174,7 +174,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		<-gctx.Done()
 		// The session is stopped before the group returns: its last
 		// segment is sealed and its upload can be parked.
-		if err := a.stopSession("daemon stopping"); err != nil && !errors.Is(err, errNoSession) {
+		if err := a.stopSession("daemon stopping", consent.ByDaemon); err != nil && !errors.Is(err, errNoSession) {
 			a.log.Warn("session stop", "err", err)
 		}
 		return nil
@@ -237,8 +237,9 @@ func LogLevel(s string) slog.Level {
 	return slog.LevelInfo
 }
 
-func (a *Agent) auditEvent(event, identity, outcome, detail string) {
-	if _, err := a.audit.Append(audit.Entry{Event: event, Identity: identity, Source: "local", Outcome: outcome, Detail: detail}); err != nil {
+// auditEvent appends what the daemon did; by is who asked for it.
+func (a *Agent) auditEvent(event, by, outcome, detail string) {
+	if _, err := a.audit.Append(audit.Entry{Event: event, Source: "local", By: by, Outcome: outcome, Detail: detail}); err != nil {
 		a.log.Error("audit log append failed", "event", event, "err", err)
 	}
 }

@@ -2,8 +2,12 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
+	"os"
+	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -121,4 +125,112 @@ func refusedOffers(log, viewer string) int {
 		}
 	}
 	return n
+}
+
+// auditEntry is one entry of the box's audit log.
+type auditEntry struct {
+	Event, Identity, By, Outcome, Detail string
+}
+
+// readAudit reads the daemon's audit log file.
+func readAudit(t *testing.T, path string) []auditEntry {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []auditEntry
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var e auditEntry
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("audit line %q: %v", l, err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// TestConsentDecisionsAttributed: every consent decision and every session
+// start and stop is audited with who decided (the control socket caller's
+// uid and user name, or "daemon"), the viewer in its own field, and
+// `uploadbox consent audit` shows it (issue 10, item 4).
+func TestConsentDecisionsAttributed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon and a receiver; skipped under -short")
+	}
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller := "uid:" + me.Uid + "(" + me.Username + ")"
+	dir := t.TempDir()
+	b, lb, _ := startLiveBox(t, dir)
+	tokenA := strings.TrimSpace(run(t, "uploadbox", "viewer", "token", "--name", "coach-a", "--ttl", "1h", "--state", b.state))
+	tokenB := strings.TrimSpace(run(t, "uploadbox", "viewer", "token", "--name", "coach-b", "--ttl", "1h", "--state", b.state))
+	tokenC := strings.TrimSpace(run(t, "uploadbox", "viewer", "token", "--name", "coach-c", "--ttl", "1h", "--state", b.state))
+	var st sessionStatus
+	ctl(t, lb.boxDirs, &st, "session", "start", "--for", "10m")
+
+	lb.offer(t, tokenA, false)
+	run(t, "uploadbox", "consent", "accept", pendingRequest(t, lb, "coach-a"), "--socket", lb.socket)
+	run(t, "uploadbox", "consent", "revoke", "coach-a", "--socket", lb.socket)
+	lb.offer(t, tokenB, false)
+	run(t, "uploadbox", "consent", "deny", pendingRequest(t, lb, "coach-b"), "--socket", lb.socket)
+	// A grant the daemon ends itself: it expires.
+	lb.offer(t, tokenC, false)
+	run(t, "uploadbox", "consent", "accept", pendingRequest(t, lb, "coach-c"), "--for", "1s", "--socket", lb.socket)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if slices.ContainsFunc(readAudit(t, lb.audit), func(e auditEntry) bool { return e.Event == "consent.expire" }) {
+			break
+		}
+	}
+	// A grant the session's stop ends.
+	lb.offer(t, tokenA, false)
+	run(t, "uploadbox", "consent", "accept", pendingRequest(t, lb, "coach-a"), "--socket", lb.socket)
+	ctl(t, lb.boxDirs, &st, "session", "stop")
+
+	entries := readAudit(t, lb.audit)
+	var got []string
+	for _, e := range entries {
+		switch {
+		case strings.HasPrefix(e.Event, "consent."), strings.HasPrefix(e.Event, "session."):
+			got = append(got, e.Event+" "+e.Identity+" by "+e.By)
+		}
+	}
+	want := []string{
+		"session.start  by " + caller,
+		"consent.request coach-a by ",
+		"consent.accept coach-a by " + caller,
+		"consent.revoke coach-a by " + caller,
+		"consent.request coach-b by ",
+		"consent.deny coach-b by " + caller,
+		"consent.request coach-c by ",
+		"consent.accept coach-c by " + caller,
+		"consent.expire coach-c by daemon",
+		"consent.request coach-a by ",
+		"consent.accept coach-a by " + caller,
+		"consent.end coach-a by " + caller,
+		"session.stop  by " + caller,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("audited decisions:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	// `consent audit` shows the same entries; the table names who, what,
+	// which viewer and when; --last cuts it.
+	var shown []auditEntry
+	ctl(t, lb.boxDirs, &shown, "consent", "audit", "--last", "0")
+	if !slices.Equal(shown, entries) {
+		t.Errorf("consent audit --json shows %d entries, the file has %d (or they differ)", len(shown), len(entries))
+	}
+	out := run(t, "uploadbox", "consent", "audit", "--last", "2", "--socket", lb.socket)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], "BY") || !strings.Contains(lines[0], "VIEWER") ||
+		!strings.Contains(out, "session.stop") || !strings.Contains(out, caller) {
+		t.Errorf("consent audit --last 2:\n%s", out)
+	}
+	// The chain still verifies with the new field.
+	if out := run(t, "uploadbox", "consent", "audit", "--verify", "--socket", lb.socket); !strings.Contains(out, "audit log OK") {
+		t.Errorf("consent audit --verify: %s", out)
+	}
 }
