@@ -94,7 +94,9 @@ const DefaultMaxViewers = 4
 // Config configures a Server.
 type Config struct {
 	// MaxViewers limits the number of viewers at once (default 4); a
-	// viewer over it gets 503 with reason "too many viewers".
+	// viewer over it gets 503 with reason "too many viewers". A viewer
+	// has at most one session: a new offer replaces the viewer's session
+	// (ended with reason "replaced") and takes no second slot.
 	MaxViewers int
 	// ICEServers are the STUN and TURN servers; empty means host
 	// candidates only.
@@ -136,7 +138,9 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[string]*session
 	gone     *endedSessions
-	reserved int     // POSTs between the limit check and their session
+	// offering holds the viewers whose POST is between the limit check
+	// and its session: at most one each.
+	offering map[string]bool
 	feed     *feeder // nil while nobody watches
 	closed   bool
 
@@ -207,6 +211,7 @@ func New(cfg Config) (*Server, error) {
 		video:    video,
 		audio:    audio,
 		sessions: make(map[string]*session),
+		offering: make(map[string]bool),
 		gone:     newEndedSessions(256),
 		indLast:  -1,
 	}, nil

@@ -630,6 +630,52 @@ func TestMaxViewers(t *testing.T) {
 	}
 }
 
+// A viewer has one session: a new offer replaces the last (which then
+// answers 410 "replaced"), so one viewer cannot take every slot.
+func TestOneSessionPerViewer(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.MaxViewers = 2 })
+	r.gate.grant("alice", false)
+	r.gate.grant("bob", false)
+	var first []*livetest.Response
+	for range 5 {
+		resp, err := livetest.Offer(t.Context(), r.client, r.ts.URL+"/whep", "tok-alice", livetest.Options{Loopback: true, NoAnswer: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Viewer.Close() })
+		if resp.Status != http.StatusCreated {
+			t.Fatalf("offer %d of alice: status %d %s, want 201", len(first)+1, resp.Status, resp.Body)
+		}
+		first = append(first, resp)
+	}
+	if n := r.srv.Viewers(); n != 1 {
+		t.Fatalf("Viewers() = %d after 5 offers of one viewer, want 1", n)
+	}
+	for _, old := range first[:4] {
+		if code, body := r.do(t, http.MethodGet, old.Viewer.Location, "tok-alice"); code != http.StatusGone || body["reason"] != "replaced" {
+			t.Errorf("GET of a replaced session: %d %v, want 410 replaced", code, body)
+		}
+		if code, _ := r.do(t, http.MethodDelete, old.Viewer.Location, "tok-alice"); code != http.StatusGone {
+			t.Errorf("DELETE of a replaced session: %d, want 410", code)
+		}
+	}
+	if code, _ := r.do(t, http.MethodGet, first[4].Viewer.Location, "tok-alice"); code != http.StatusOK {
+		t.Errorf("GET of the newest session: %d, want 200", code)
+	}
+	r.watch(t, "tok-bob", false)
+	if n := r.srv.Viewers(); n != 2 {
+		t.Errorf("Viewers() = %d with alice and bob, want 2", n)
+	}
+	// Full: alice may still replace her own session; carol gets 503.
+	if resp := r.offer(t, "tok-alice", false); resp.Status != http.StatusCreated {
+		t.Errorf("alice replacing her session at the limit: %d %s, want 201", resp.Status, resp.Body)
+	}
+	r.gate.grant("carol", false)
+	if resp := r.offer(t, "tok-carol", false); resp.Status != http.StatusServiceUnavailable {
+		t.Errorf("a third viewer: %d, want 503", resp.Status)
+	}
+}
+
 func TestDelete(t *testing.T) {
 	r := newRig(t, nil)
 	r.gate.grant("alice", true)

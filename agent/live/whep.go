@@ -29,7 +29,7 @@ var (
 //
 //	POST   /whep       SDP offer → 201 answer, Location /whep/{id}
 //	GET    /whep/{id}  200 while the session is live, 410 with the reason after it ended
-//	DELETE /whep/{id}  ends the session (the same viewer only)
+//	DELETE /whep/{id}  ends the session (the same viewer only); 410 after it ended
 //	GET    /           the viewer page
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -131,17 +131,21 @@ func (s *Server) handleOffer(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusServiceUnavailable, "consent", "the consent check failed; try again later")
 		return
 	}
-	if code, reason := s.reserve(); code != 0 {
+	if code, reason := s.reserve(viewer); code != 0 {
 		if adm.Cancel != nil {
 			adm.Cancel()
 		}
-		writeProblem(w, code, reason, "the live view cannot take another viewer now: "+reason)
+		msg := "the live view cannot take another viewer now: " + reason
+		if code == http.StatusConflict {
+			msg = "another offer of yours is being set up; wait for its answer"
+		}
+		writeProblem(w, code, reason, msg)
 		return
 	}
 	registered := false
 	defer func() {
 		if !registered {
-			s.unreserve()
+			s.unreserve(viewer)
 		}
 	}()
 	sess, err := s.open(viewer, offer, adm, wantAudio && adm.Audio, r.Context().Done())
@@ -228,24 +232,38 @@ func kinds(d *sdp.SessionDescription) (video, audio bool) {
 	return video, audio
 }
 
-// reserve takes a viewer slot, or returns the status and reason of the
-// refusal.
-func (s *Server) reserve() (int, string) {
+// reserve takes a viewer slot for viewer, or returns the status and
+// reason of the refusal. Slots count viewers, not offers: a viewer's own
+// session (which the new one replaces) takes no second slot, and a viewer
+// has one offer in progress at a time.
+func (s *Server) reserve(viewer string) (int, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return http.StatusServiceUnavailable, "closed"
 	}
-	if len(s.sessions)+s.reserved >= s.cfg.MaxViewers {
+	if s.offering[viewer] {
+		return http.StatusConflict, "offer in progress"
+	}
+	others := map[string]bool{}
+	for v := range s.offering {
+		others[v] = true
+	}
+	for _, sess := range s.sessions {
+		if sess.viewer != viewer {
+			others[sess.viewer] = true
+		}
+	}
+	if len(others) >= s.cfg.MaxViewers {
 		return http.StatusServiceUnavailable, "too many viewers"
 	}
-	s.reserved++
+	s.offering[viewer] = true
 	return 0, ""
 }
 
-func (s *Server) unreserve() {
+func (s *Server) unreserve(viewer string) {
 	s.mu.Lock()
-	s.reserved--
+	delete(s.offering, viewer)
 	s.mu.Unlock()
 }
 
@@ -299,14 +317,16 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
-	_, sess, _, ok := s.lookup(w, r)
+	_, sess, gone, ok := s.lookup(w, r)
 	if !ok {
 		return
 	}
-	if sess != nil {
-		if err := s.end(sess, "viewer left"); err != nil {
-			s.log.Warn("end live session", "session", sess.id, "err", err)
-		}
+	if sess == nil {
+		writeJSON(w, http.StatusGone, status{State: "ended", Reason: gone.reason})
+		return
+	}
+	if err := s.end(sess, "viewer left"); err != nil {
+		s.log.Warn("end live session", "session", sess.id, "err", err)
 	}
 	w.WriteHeader(http.StatusOK)
 }

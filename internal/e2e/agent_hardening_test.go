@@ -234,3 +234,70 @@ func TestConsentDecisionsAttributed(t *testing.T) {
 		t.Errorf("consent audit --verify: %s", out)
 	}
 }
+
+// grantViewer has viewer ask (an offer refused as pending) and the teacher
+// accept, and returns viewer's token.
+func grantViewer(t *testing.T, b enrolled, lb liveBox, viewer string) string {
+	t.Helper()
+	token := strings.TrimSpace(run(t, "uploadbox", "viewer", "token", "--name", viewer, "--ttl", "1h", "--state", b.state))
+	lb.offer(t, token, false)
+	run(t, "uploadbox", "consent", "accept", pendingRequest(t, lb, viewer), "--socket", lb.socket)
+	return token
+}
+
+// TestLiveOneSessionPerViewer: five offers from one viewer that never
+// start ICE leave one session (each replaces the last, which then answers
+// 410), and another viewer still gets a slot (issue 10, item 9).
+func TestLiveOneSessionPerViewer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon and a receiver; skipped under -short")
+	}
+	dir := t.TempDir()
+	b, lb, _ := startLiveBox(t, dir)
+	var st sessionStatus
+	ctl(t, lb.boxDirs, &st, "session", "start", "--for", "10m")
+	tokenA := grantViewer(t, b, lb, "coach-a")
+	tokenB := grantViewer(t, b, lb, "coach-b")
+
+	var locations []string
+	for i := range 5 {
+		r, err := livetest.Offer(t.Context(), lb.client, "https://"+lb.live+"/whep", tokenA, livetest.Options{Loopback: true, NoAnswer: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Viewer.Close() })
+		if r.Status != http.StatusCreated {
+			t.Fatalf("offer %d of coach-a: HTTP %d %s, want 201", i+1, r.Status, r.Body)
+		}
+		locations = append(locations, r.Viewer.Location)
+	}
+	if n := metricValue(t, lb.metrics, "uploadbox_live_viewers"); n != 1 {
+		t.Errorf("uploadbox_live_viewers = %v after 5 offers of one viewer, want 1", n)
+	}
+	for _, loc := range locations[:4] {
+		for _, method := range []string{http.MethodGet, http.MethodDelete} {
+			req, _ := http.NewRequestWithContext(t.Context(), method, loc, nil)
+			req.Header.Set("Authorization", "Bearer "+tokenA)
+			resp, err := lb.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusGone {
+				t.Errorf("%s of a replaced session: HTTP %d, want 410", method, resp.StatusCode)
+			}
+		}
+	}
+	r := lb.offer(t, tokenB, false)
+	if r.Status != http.StatusCreated {
+		t.Fatalf("a second viewer after 5 offers of the first: HTTP %d %s, want 201", r.Status, r.Body)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := r.Viewer.WaitPackets(ctx, "video"); err != nil {
+		t.Fatalf("the second viewer gets no video: %v", err)
+	}
+	if n := metricValue(t, lb.metrics, "uploadbox_live_viewers"); n != 2 {
+		t.Errorf("uploadbox_live_viewers = %v with two viewers, want 2", n)
+	}
+}
