@@ -143,10 +143,16 @@ func (a *Agent) serveLive(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("live.listen %s: %w", cfg.Live.Listen, err)
 	}
+	ln = live.CapPerAddress(ln, cfg.Live.MaxConnsPerAddress, a.log.With("component", "live"))
+	// No WriteTimeout: an offer may be held for the teacher's decision
+	// (Prefer: wait, at most live.MaxWait). ReadTimeout does not cut it:
+	// net/http clears the read deadline once the body is read.
 	hs := &http.Server{
 		Handler:           srv.Handler(),
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}},
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: min(10*time.Second, cfg.Live.ReadTimeout.D()),
+		ReadTimeout:       cfg.Live.ReadTimeout.D(),
+		IdleTimeout:       cfg.Live.IdleTimeout.D(),
 	}
 	a.log.Info("live view listening (HTTPS, consent-gated)", "addr", ln.Addr().String(), "certificate_sha256", fp)
 	go func() {

@@ -1,8 +1,14 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/user"
@@ -300,4 +306,126 @@ func TestLiveOneSessionPerViewer(t *testing.T) {
 	if n := metricValue(t, lb.metrics, "uploadbox_live_viewers"); n != 2 {
 		t.Errorf("uploadbox_live_viewers = %v with two viewers, want 2", n)
 	}
+}
+
+// serverClosed reports whether the peer closed c (EOF or reset) before
+// within passed; bytes the server sent first are read and dropped.
+func serverClosed(c net.Conn, within time.Duration) bool {
+	c.SetReadDeadline(time.Now().Add(within))
+	_, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	return !(errors.As(err, &ne) && ne.Timeout())
+}
+
+// TestLiveConnectionLimits: the live view closes idle connections after
+// live.idle_timeout, cuts a request body sent too slowly after
+// live.read_timeout, and closes connections from one address beyond
+// live.max_conns_per_address, while offers held for the teacher are not
+// cut by the read timeout (issue 10, item 5, live view half).
+func TestLiveConnectionLimits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon and a receiver; skipped under -short")
+	}
+	dir := t.TempDir()
+	b, lb, _ := startLiveBox(t, dir, "idle_timeout: 1s", "read_timeout: 2s", "max_conns_per_address: 3")
+	var st sessionStatus
+	ctl(t, lb.boxDirs, &st, "session", "start", "--for", "10m")
+	tlsConf := lb.client.Transport.(*http.Transport).TLSClientConfig
+
+	// Idle: a keep-alive connection after its request is closed by the box.
+	c, err := tls.Dial("tcp", lb.live, tlsConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", lb.live)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /: HTTP %d", resp.StatusCode)
+	}
+	if !serverClosed(c, 15*time.Second) {
+		t.Error("an idle keep-alive connection was still open 15 s after its request (live.idle_timeout: 1s)")
+	}
+
+	// Slow body: one byte every 200 ms of an offer; the box cuts it.
+	token := strings.TrimSpace(run(t, "uploadbox", "viewer", "token", "--name", "coach-slow", "--ttl", "1h", "--state", b.state))
+	slow, err := tls.Dial("tcp", lb.live, tlsConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	fmt.Fprintf(slow, "POST /whep HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/sdp\r\nContent-Length: 4000\r\n\r\n", lb.live, token)
+	stop := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if _, err := slow.Write([]byte("v")); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	ok := serverClosed(slow, 15*time.Second)
+	close(stop)
+	if !ok {
+		t.Error("a request body sent at 5 bytes/s was still being read after 15 s (live.read_timeout: 2s)")
+	}
+
+	// Three offers held for the teacher (Prefer: wait) fill the cap of
+	// three connections from 127.0.0.1: a fourth connection is closed at
+	// once. The held offers outlive the 2 s read timeout.
+	type held struct {
+		r   *livetest.Response
+		err error
+	}
+	answers := map[string]chan held{}
+	for _, v := range []string{"coach-h1", "coach-h2", "coach-h3"} {
+		tok := strings.TrimSpace(run(t, "uploadbox", "viewer", "token", "--name", v, "--ttl", "1h", "--state", b.state))
+		ch := make(chan held, 1)
+		answers[v] = ch
+		client := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf}}
+		go func() {
+			r, err := livetest.Offer(t.Context(), client, "https://"+lb.live+"/whep", tok, livetest.Options{Loopback: true, Wait: 20 * time.Second})
+			ch <- held{r, err}
+		}()
+	}
+	reqs := map[string]string{}
+	for _, v := range []string{"coach-h1", "coach-h2", "coach-h3"} {
+		reqs[v] = pendingRequest(t, lb, v)
+	}
+	if over, err := tls.Dial("tcp", lb.live, tlsConf); err == nil {
+		over.Close()
+		t.Error("a fourth connection from one address got a TLS handshake (live.max_conns_per_address: 3)")
+	}
+	time.Sleep(3 * time.Second) // past live.read_timeout
+	run(t, "uploadbox", "consent", "accept", reqs["coach-h1"], "--socket", lb.socket)
+	a := <-answers["coach-h1"]
+	if a.err != nil {
+		t.Fatalf("held offer: %v", a.err)
+	}
+	defer a.r.Viewer.Close()
+	if a.r.Status != http.StatusCreated {
+		t.Errorf("an offer held 3 s for the teacher: HTTP %d %s, want 201 (the read timeout must not cut it)", a.r.Status, a.r.Body)
+	}
+	// Its connection goes idle and is closed: a slot is free again.
+	var again net.Conn
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if again, err = tls.Dial("tcp", lb.live, tlsConf); err == nil {
+			break
+		}
+	}
+	if again == nil {
+		t.Fatalf("no connection possible after a held offer's connection went idle: %v", err)
+	}
+	again.Close()
 }
