@@ -47,9 +47,11 @@ type Agent struct {
 	opts  Options
 	log   *slog.Logger
 	audit *audit.Log
-	spool *spool.Spool
-	m     *metrics
-	ctl   *control.Server
+	// authFails audits refused viewer tokens, coalesced per source.
+	authFails *audit.Failures
+	spool     *spool.Spool
+	m         *metrics
+	ctl       *control.Server
 
 	ledger  *consent.Ledger
 	ind     *indicator.Indicator
@@ -86,6 +88,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 	if a.audit, err = audit.Open(cfg.Audit.Path); err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
+	a.authFails = audit.NewFailures(a.audit, time.Minute)
 	if n, err := a.audit.Prune(cfg.Audit.Retention.D()); err != nil {
 		log.Warn("audit retention not applied", "err", err)
 	} else if n > 0 {
@@ -160,6 +163,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.ledger.Run(gctx) })
 	g.Go(func() error { return a.ind.Run(gctx) })
 	g.Go(func() error { return a.serveLive(gctx) })
+	g.Go(func() error {
+		// Flushes the counted failures every window and at shutdown; an
+		// audit log that cannot be written must not stop the daemon.
+		if err := a.authFails.Run(gctx); err != nil {
+			a.log.Error("audit of failed live view logins", "err", err)
+		}
+		return nil
+	})
 	g.Go(func() error {
 		for {
 			select {

@@ -17,6 +17,7 @@ import (
 	"github.com/uploadbox/uploadbox/agent/live"
 	"github.com/uploadbox/uploadbox/capture"
 	"github.com/uploadbox/uploadbox/consent"
+	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
 	"github.com/uploadbox/uploadbox/receiver/pki"
 )
@@ -79,6 +80,18 @@ func (l liveAuth) Viewer(token string) (string, error) {
 	return c.Subject, nil
 }
 
+// liveAuthFailed audits a refused viewer token ("live.auth"), coalesced
+// per source address so that a flood cannot fill the disk.
+func (a *Agent) liveAuthFailed(remote string, err error) {
+	detail := err.Error()
+	if len(detail) > 256 {
+		detail = detail[:256]
+	}
+	if _, aerr := a.authFails.Record(audit.Entry{Event: "live.auth", Source: remote, Outcome: "denied", Detail: detail}); aerr != nil {
+		a.log.Error("audit of a refused live view token failed", "err", aerr)
+	}
+}
+
 // liveSource hands the live view a subscription to the session's capture.
 type liveSource struct{ a *Agent }
 
@@ -130,6 +143,7 @@ func (a *Agent) serveLive(ctx context.Context) error {
 	srv, err := live.New(live.Config{
 		MaxViewers: cfg.Live.MaxViewers, ICEServers: ice, Loopback: isLoopback(cfg.Live.Listen),
 		Auth: liveAuth{cfg.StateDir}, Gate: liveGate{a}, Source: liveSource{a}, Logger: a.log,
+		AuthFailed: a.liveAuthFailed,
 		Indicator: func(n int) {
 			a.viewers.Store(int64(n))
 			a.m.liveViewers.Set(float64(n))

@@ -122,6 +122,10 @@ type Config struct {
 	// session ends, so the indicator is on before any media flows. It must
 	// not call back into the Server.
 	Indicator func(watching int)
+	// AuthFailed, if set, is told of every request whose bearer token is
+	// missing or refused, with the remote address and why (never the
+	// token), so that it can be audited.
+	AuthFailed func(remote string, err error)
 	// Logger receives the server's log (default: discard). Tokens are
 	// never logged; viewer names are.
 	Logger *slog.Logger

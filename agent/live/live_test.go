@@ -876,3 +876,31 @@ func TestConnectTimeout(t *testing.T) {
 		t.Errorf("%d admissions not cancelled", n)
 	}
 }
+
+// Every missing or refused token is reported to AuthFailed with the
+// remote address, never with the token.
+func TestAuthFailedReported(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	r := newRig(t, func(c *Config) {
+		c.AuthFailed = func(remote string, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, remote+" "+err.Error())
+		}
+	})
+	r.offer(t, "", false)
+	r.offer(t, "tok-forged", false)
+	r.gate.grant("alice", false)
+	r.watch(t, "tok-alice", false)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 {
+		t.Fatalf("AuthFailed called %d times, want 2 (no token, bad token): %q", len(got), got)
+	}
+	for _, g := range got {
+		if !strings.HasPrefix(g, "127.0.0.1:") || strings.Contains(g, "tok-forged") {
+			t.Errorf("AuthFailed(%q): want the remote address and no token", g)
+		}
+	}
+}

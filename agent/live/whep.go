@@ -65,18 +65,31 @@ func writeProblem(w http.ResponseWriter, code int, reason, msg string) {
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (string, bool) {
 	token, ok := bearer(r)
 	if !ok {
+		s.authFailed(r, errNoToken)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="uploadbox live view"`)
 		writeProblem(w, http.StatusUnauthorized, "token", "an Authorization: Bearer token is required; log in to get one")
 		return "", false
 	}
 	viewer, err := s.cfg.Auth.Viewer(token)
 	if err != nil || viewer == "" {
-		s.log.Warn("live view token refused", "remote", r.RemoteAddr)
+		if err == nil {
+			err = errors.New("the token names no viewer")
+		}
+		s.authFailed(r, err)
+		s.log.Warn("live view token refused", "remote", r.RemoteAddr, "err", err)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="uploadbox live view", error="invalid_token"`)
 		writeProblem(w, http.StatusUnauthorized, "token", "the bearer token is invalid or expired; log in again")
 		return "", false
 	}
 	return viewer, true
+}
+
+var errNoToken = errors.New("no bearer token")
+
+func (s *Server) authFailed(r *http.Request, err error) {
+	if s.cfg.AuthFailed != nil {
+		s.cfg.AuthFailed(r.RemoteAddr, err)
+	}
 }
 
 func bearer(r *http.Request) (string, bool) {

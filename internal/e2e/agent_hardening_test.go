@@ -3,6 +3,8 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -15,11 +17,26 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/uploadbox/uploadbox/agent/live/livetest"
+	"github.com/uploadbox/uploadbox/internal/viewtoken"
 )
+
+// startLiveSession starts a live box (see startLiveBox) and a ten-minute
+// recording session. It skips under -short, like the other daemon tests.
+func startLiveSession(t *testing.T, liveKeys ...string) (enrolled, liveBox, *daemonProc) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs the daemon and a receiver; skipped under -short")
+	}
+	b, lb, p := startLiveBox(t, t.TempDir(), liveKeys...)
+	var st sessionStatus
+	ctl(t, lb.boxDirs, &st, "session", "start", "--for", "10m")
+	return b, lb, p
+}
 
 // pendingRequest waits until viewer has a pending consent request and
 // returns its id.
@@ -42,14 +59,8 @@ func pendingRequest(t *testing.T, lb liveBox, viewer string) string {
 // before the teacher accepts is held by the daemon and answered 201 within
 // 200 ms of the accept (issue 10, item 11), and says it held the offer.
 func TestLivePreferWaitThroughDaemon(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the daemon and a receiver; skipped under -short")
-	}
-	dir := t.TempDir()
-	b, lb, p := startLiveBox(t, dir)
+	b, lb, p := startLiveSession(t)
 	token := strings.TrimSpace(run(t, "uploadbox", "viewer", "token", "--name", "coach-w", "--ttl", "1h", "--state", b.state))
-	var st sessionStatus
-	ctl(t, lb.boxDirs, &st, "session", "start", "--for", "10m")
 
 	type answer struct {
 		r   *livetest.Response
@@ -161,21 +172,15 @@ func readAudit(t *testing.T, path string) []auditEntry {
 // uid and user name, or "daemon"), the viewer in its own field, and
 // `uploadbox consent audit` shows it (issue 10, item 4).
 func TestConsentDecisionsAttributed(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the daemon and a receiver; skipped under -short")
-	}
 	me, err := user.Current()
 	if err != nil {
 		t.Fatal(err)
 	}
 	caller := "uid:" + me.Uid + "(" + me.Username + ")"
-	dir := t.TempDir()
-	b, lb, _ := startLiveBox(t, dir)
+	b, lb, _ := startLiveSession(t) // the session is started by this process: by caller
 	tokenA := strings.TrimSpace(run(t, "uploadbox", "viewer", "token", "--name", "coach-a", "--ttl", "1h", "--state", b.state))
 	tokenB := strings.TrimSpace(run(t, "uploadbox", "viewer", "token", "--name", "coach-b", "--ttl", "1h", "--state", b.state))
 	tokenC := strings.TrimSpace(run(t, "uploadbox", "viewer", "token", "--name", "coach-c", "--ttl", "1h", "--state", b.state))
-	var st sessionStatus
-	ctl(t, lb.boxDirs, &st, "session", "start", "--for", "10m")
 
 	lb.offer(t, tokenA, false)
 	run(t, "uploadbox", "consent", "accept", pendingRequest(t, lb, "coach-a"), "--socket", lb.socket)
@@ -193,7 +198,7 @@ func TestConsentDecisionsAttributed(t *testing.T) {
 	// A grant the session's stop ends.
 	lb.offer(t, tokenA, false)
 	run(t, "uploadbox", "consent", "accept", pendingRequest(t, lb, "coach-a"), "--socket", lb.socket)
-	ctl(t, lb.boxDirs, &st, "session", "stop")
+	ctl(t, lb.boxDirs, nil, "session", "stop")
 
 	entries := readAudit(t, lb.audit)
 	var got []string
@@ -255,13 +260,7 @@ func grantViewer(t *testing.T, b enrolled, lb liveBox, viewer string) string {
 // start ICE leave one session (each replaces the last, which then answers
 // 410), and another viewer still gets a slot (issue 10, item 9).
 func TestLiveOneSessionPerViewer(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the daemon and a receiver; skipped under -short")
-	}
-	dir := t.TempDir()
-	b, lb, _ := startLiveBox(t, dir)
-	var st sessionStatus
-	ctl(t, lb.boxDirs, &st, "session", "start", "--for", "10m")
+	b, lb, _ := startLiveSession(t)
 	tokenA := grantViewer(t, b, lb, "coach-a")
 	tokenB := grantViewer(t, b, lb, "coach-b")
 
@@ -323,13 +322,7 @@ func serverClosed(c net.Conn, within time.Duration) bool {
 // live.max_conns_per_address, while offers held for the teacher are not
 // cut by the read timeout (issue 10, item 5, live view half).
 func TestLiveConnectionLimits(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the daemon and a receiver; skipped under -short")
-	}
-	dir := t.TempDir()
-	b, lb, _ := startLiveBox(t, dir, "idle_timeout: 1s", "read_timeout: 2s", "max_conns_per_address: 3")
-	var st sessionStatus
-	ctl(t, lb.boxDirs, &st, "session", "start", "--for", "10m")
+	b, lb, _ := startLiveSession(t, "idle_timeout: 1s", "read_timeout: 2s", "max_conns_per_address: 3")
 	tlsConf := lb.client.Transport.(*http.Transport).TLSClientConfig
 
 	// Idle: a keep-alive connection after its request is closed by the box.
@@ -428,4 +421,83 @@ func TestLiveConnectionLimits(t *testing.T) {
 		t.Fatalf("no connection possible after a held offer's connection went idle: %v", err)
 	}
 	again.Close()
+}
+
+// TestLiveBadTokensAudited: a viewer token whose issuer is not the one
+// its signing key issues for (a box:local token signed by the receiver's
+// key) is refused (issue 10, item 13), and every refused WHEP token —
+// wrong issuer, forged, expired — is audited as live.auth, coalesced per
+// source so that a flood writes one entry at once and one counted summary
+// (item 8).
+func TestLiveBadTokensAudited(t *testing.T) {
+	b, lb, p := startLiveSession(t)
+	good := strings.TrimSpace(run(t, "uploadbox", "viewer", "token", "--name", "coach-ok", "--ttl", "1h", "--state", b.state))
+
+	receiverKey, err := viewtoken.ReadKeyFile(filepath.Join(b.rcv.data, "token.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongIssuer, err := viewtoken.Mint(receiverKey, viewtoken.IssuerLocal, "coach-x", time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := lb.offer(t, wrongIssuer, false); r.Status != http.StatusUnauthorized {
+		t.Fatalf("a box:local token signed by the receiver's key: HTTP %d %s, want 401", r.Status, r.Body)
+	}
+	auth := func() []auditEntry {
+		var out []auditEntry
+		for _, e := range readAudit(t, lb.audit) {
+			if e.Event == "live.auth" {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	first := auth()
+	if len(first) != 1 || first[0].Outcome != "denied" || !strings.Contains(first[0].Detail, "issuer") {
+		t.Fatalf("live.auth entries after a wrong-issuer token: %+v, want one naming the issuer", first)
+	}
+
+	// A flood of forged and expired tokens: still one entry until the
+	// window closes.
+	localKey, err := viewtoken.ReadKeyFile(filepath.Join(b.state, viewtoken.LocalKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, forgeKey, _ := ed25519.GenerateKey(rand.Reader)
+	forged, _ := viewtoken.Mint(forgeKey, viewtoken.IssuerLocal, "coach-ok", time.Hour, time.Now())
+	expired, _ := viewtoken.Mint(localKey, viewtoken.IssuerLocal, "coach-ok", time.Minute, time.Now().Add(-time.Hour))
+	const flood = 20
+	for i := range flood {
+		tok := forged
+		if i%2 == 1 {
+			tok = expired
+		}
+		if r := lb.offer(t, tok, false); r.Status != http.StatusUnauthorized {
+			t.Fatalf("bad token %d: HTTP %d, want 401", i, r.Status)
+		}
+	}
+	if r := lb.offer(t, good, false); r.Status != http.StatusForbidden {
+		t.Fatalf("a good token during the flood: HTTP %d %s, want 403 pending", r.Status, r.Body)
+	}
+	if n := len(auth()); n != 1 {
+		t.Errorf("%d live.auth entries after a flood of %d refused tokens from one address, want 1 until the window closes", n, flood+1)
+	}
+	// At shutdown the window's count is written.
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the daemon did not stop within 20 s of SIGTERM")
+	}
+	all := auth()
+	if len(all) != 2 || !strings.Contains(all[1].Detail, fmt.Sprintf("%d more failures", flood)) {
+		t.Fatalf("live.auth entries after shutdown: %+v, want the first and a summary of %d more", all, flood)
+	}
+	log, _ := os.ReadFile(lb.audit)
+	for _, tok := range []string{wrongIssuer, forged, expired} {
+		if strings.Contains(string(log), tok[len(tok)-40:]) {
+			t.Error("a refused token is in the audit log")
+		}
+	}
 }

@@ -319,7 +319,7 @@ func TestLoginHandler(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("login: %d %v", code, out)
 	}
-	claims, err := viewtoken.NewVerifier(pub).Verify(out["token"].(string), c.t)
+	claims, err := viewtoken.NewVerifier(viewtoken.TrustedKey{Issuer: viewtoken.IssuerReceiver, Key: pub}).Verify(out["token"].(string), c.t)
 	if err != nil || claims.Subject != "anna" || claims.Issuer != viewtoken.IssuerReceiver || claims.Expiry().Sub(c.t) != DefaultTokenTTL {
 		t.Fatalf("token: %+v %v", claims, err)
 	}
