@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"slices"
@@ -499,5 +500,34 @@ func TestLiveBadTokensAudited(t *testing.T) {
 		if strings.Contains(string(log), tok[len(tok)-40:]) {
 			t.Error("a refused token is in the audit log")
 		}
+	}
+}
+
+// TestLiveKeyReadableByOthersRefused: a live.key that group or others can
+// read is not used: the daemon refuses to start the live view and says
+// which chmod to run (issue 10, item 7).
+func TestLiveKeyReadableByOthersRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon and a receiver; skipped under -short")
+	}
+	b, lb, p := startLiveBox(t, t.TempDir()) // makes live.crt and live.key
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.done
+	key := filepath.Join(b.state, "live.key")
+	if err := os.Chmod(key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, filepath.Join(binDir, "uploadbox"), "run", "--config", lb.config).CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("the daemon kept running with a world-readable live.key:\n%s", out)
+	}
+	if err == nil || !strings.Contains(string(out), "chmod 600 "+key) {
+		t.Fatalf("daemon with a 0644 live.key: %v, output lacks %q:\n%s", err, "chmod 600 "+key, out)
+	}
+	if c, derr := tls.Dial("tcp", lb.live, lb.client.Transport.(*http.Transport).TLSClientConfig); derr == nil {
+		c.Close()
+		t.Error("the live view served TLS with a world-readable key")
 	}
 }
