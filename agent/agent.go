@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -221,7 +222,7 @@ func (a *Agent) reload() {
 	for key, changed := range map[string]bool{
 		"spool.dir": old.Spool.Dir != nc.Spool.Dir, "state_dir": old.StateDir != nc.StateDir,
 		"control.socket": old.SocketPath() != nc.SocketPath(), "metrics.listen": old.Metrics.Listen != nc.Metrics.Listen,
-		"audit.path": old.Audit.Path != nc.Audit.Path,
+		"audit.path": old.Audit.Path != nc.Audit.Path, "live": !reflect.DeepEqual(old.Live, nc.Live),
 	} {
 		if changed {
 			a.log.Warn("config key changed on reload takes effect after a restart", "key", key)
