@@ -62,7 +62,9 @@ func (g liveGate) AwaitDecision(ctx context.Context, request string) error {
 var _ live.Waiter = liveGate{}
 
 func (g liveGate) Joined(viewer, session string) { g.a.ledger.Joined(viewer, session) }
-func (g liveGate) Left(viewer, session string)   { g.a.ledger.Left(viewer, session) }
+func (g liveGate) Left(viewer, session, reason string) {
+	g.a.ledger.Left(viewer, session, reason)
+}
 
 // liveAuth checks viewer tokens offline: signed by the receiver's token key
 // (from enrollment) or by the box's local key (`uploadbox viewer token`).

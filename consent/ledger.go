@@ -648,15 +648,18 @@ func (l *Ledger) notifyLocked(id, reason string) {
 }
 
 // Joined records that viewer's peer connection session started.
-func (l *Ledger) Joined(viewer, session string) { l.auditOnly("live.join", viewer, session) }
+func (l *Ledger) Joined(viewer, session string) { l.auditOnly("live.join", viewer, "session="+session) }
 
-// Left records that viewer's peer connection session ended.
-func (l *Ledger) Left(viewer, session string) { l.auditOnly("live.leave", viewer, session) }
+// Left records that viewer's peer connection session ended, and why
+// ("viewer left", "revoked", "replaced", …).
+func (l *Ledger) Left(viewer, session, reason string) {
+	l.auditOnly("live.leave", viewer, "session="+session+" reason="+strings.ReplaceAll(reason, " ", "_"))
+}
 
-func (l *Ledger) auditOnly(event, viewer, sess string) {
+func (l *Ledger) auditOnly(event, viewer, detail string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err := l.auditLocked(event, viewer, "", "session="+sess, l.now()); err != nil {
+	if err := l.auditLocked(event, viewer, "", detail, l.now()); err != nil {
 		l.log.Error("audit failed", "event", event, "viewer", viewer, "err", err)
 	}
 }

@@ -642,7 +642,7 @@ func TestAuditChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.Joined("coach-a", "whep-1")
-	l.Left("coach-a", "whep-1")
+	l.Left("coach-a", "whep-1", "viewer left")
 	if err := l.Revoke("coach-a", "uid:0(root)"); err != nil {
 		t.Fatal(err)
 	}
@@ -667,6 +667,9 @@ func TestAuditChain(t *testing.T) {
 		got = append(got, e.Event+" "+e.Identity+" "+e.By)
 		if e.Source != "local" || e.Outcome != "ok" {
 			t.Errorf("entry %d: source %q outcome %q", e.Seq, e.Source, e.Outcome)
+		}
+		if e.Event == "live.leave" && e.Detail != "session=whep-1 reason=viewer_left" {
+			t.Errorf("leave detail %q, want the session and why it ended", e.Detail)
 		}
 		if e.Event == "consent.accept" && e.Identity == "coach-a" {
 			wantDetail := fmt.Sprintf("request=%s audio=false expires=%s", g.ID, g.Expires.Format(time.RFC3339))

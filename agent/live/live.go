@@ -40,9 +40,10 @@ type Gate interface {
 	// *Refusal.
 	Admit(viewer string, wantAudio bool) (Admission, error)
 	// Joined and Left are audit hooks called when a viewer's session
-	// starts and ends.
+	// starts and ends; reason says why it ended ("viewer left",
+	// "replaced", "revoked", "connect timeout", …).
 	Joined(viewer, session string)
-	Left(viewer, session string)
+	Left(viewer, session, reason string)
 }
 
 // Waiter is a Gate that can wait for the teacher's decision on a pending

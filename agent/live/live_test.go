@@ -105,7 +105,7 @@ func (g *fakeGate) Joined(viewer, session string) {
 	g.joinedAt = time.Now()
 }
 
-func (g *fakeGate) Left(viewer, session string) {
+func (g *fakeGate) Left(viewer, session, _ string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.left = append(g.left, viewer+" "+session)

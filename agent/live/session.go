@@ -208,7 +208,7 @@ func (s *Server) end(sess *session, reason string) error {
 	if sess.adm.Cancel != nil {
 		sess.adm.Cancel()
 	}
-	s.cfg.Gate.Left(sess.viewer, sess.id)
+	s.cfg.Gate.Left(sess.viewer, sess.id, reason)
 	s.indicate()
 	s.log.Info("viewer left", "viewer", sess.viewer, "session", sess.id, "reason", reason)
 	if err != nil {

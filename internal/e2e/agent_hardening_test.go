@@ -306,6 +306,15 @@ func TestLiveOneSessionPerViewer(t *testing.T) {
 	if n := metricValue(t, lb.metrics, "uploadbox_live_viewers"); n != 2 {
 		t.Errorf("uploadbox_live_viewers = %v with two viewers, want 2", n)
 	}
+	replaced := 0
+	for _, e := range readAudit(t, lb.audit) {
+		if e.Event == "live.leave" && e.Identity == "coach-a" && strings.HasSuffix(e.Detail, " reason=replaced") {
+			replaced++
+		}
+	}
+	if replaced != 4 {
+		t.Errorf("%d live.leave entries of coach-a say reason=replaced, want 4", replaced)
+	}
 }
 
 // serverClosed reports whether the peer closed c (EOF or reset) before
