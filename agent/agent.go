@@ -70,6 +70,8 @@ type Agent struct {
 	kick     chan struct{}
 	uploadOK time.Time
 	upErr    string
+	// checkpoint is the audit checkpoint waiting to be sent (checkpoint.go).
+	checkpoint *audit.Checkpoint
 }
 
 // New opens what the daemon owns (audit log, spool, control socket) with
@@ -156,6 +158,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer signal.Stop(hup)
 
 	a.auditEvent("daemon.start", "", "ok", fmt.Sprintf("pid=%d", os.Getpid()))
+	// Checkpoints outlive the group: the last one covers daemon.stop.
+	cpCtx, cpStop := context.WithCancel(context.WithoutCancel(ctx))
+	cpDone := make(chan struct{})
+	go func() { defer close(cpDone); a.checkpointLoop(cpCtx) }()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.ctl.Serve(gctx, a.handle) })
 	g.Go(func() error { return a.m.serve(gctx, a.Config().Metrics.Listen) })
@@ -196,6 +202,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	err := g.Wait()
 	notify("STOPPING=1")
 	a.auditEvent("daemon.stop", "", "ok", "")
+	cpStop()
+	<-cpDone
+	a.flushCheckpoint()
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
@@ -222,7 +231,8 @@ func (a *Agent) reload() {
 	for key, changed := range map[string]bool{
 		"spool.dir": old.Spool.Dir != nc.Spool.Dir, "state_dir": old.StateDir != nc.StateDir,
 		"control.socket": old.SocketPath() != nc.SocketPath(), "metrics.listen": old.Metrics.Listen != nc.Metrics.Listen,
-		"audit.path": old.Audit.Path != nc.Audit.Path, "live": !reflect.DeepEqual(old.Live, nc.Live),
+		"audit.path": old.Audit.Path != nc.Audit.Path, "audit.checkpoint_every": old.Audit.CheckpointEvery != nc.Audit.CheckpointEvery,
+		"live": !reflect.DeepEqual(old.Live, nc.Live),
 	} {
 		if changed {
 			a.log.Warn("config key changed on reload takes effect after a restart", "key", key)

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -41,6 +42,9 @@ type AuditReport struct {
 	Entries int    `json:"entries"`
 	First   uint64 `json:"first"`
 	Last    uint64 `json:"last"`
+	// Checkpoint is the last signed checkpoint the log was checked
+	// against; nil before the first one.
+	Checkpoint *audit.Checkpoint `json:"checkpoint,omitempty"`
 }
 
 func consentError(err error) error {
@@ -96,11 +100,17 @@ func (a *Agent) handleConsent(r control.Request) (any, error) {
 		return struct{}{}, nil
 	case "audit.verify":
 		path := a.Config().Audit.Path
-		rep, err := audit.VerifyFile(path)
+		// Checkpoints must be the device key's; before enrollment any
+		// checkpoint is checked against the key it names.
+		var key ed25519.PublicKey
+		if st, err := a.enrolled(); err == nil {
+			key = st.Device.Public().Bytes()
+		}
+		rep, err := audit.VerifyAnchored(path, key)
 		if err != nil {
 			return nil, control.Errorf("audit-broken", "audit log %s: %v", path, err)
 		}
-		return AuditReport{Path: path, Entries: rep.Entries, First: rep.First, Last: rep.Last}, nil
+		return AuditReport{Path: path, Entries: rep.Entries, First: rep.First, Last: rep.Last, Checkpoint: rep.Checkpoint}, nil
 	case "audit.list":
 		var p AuditList
 		if err := r.Decode(&p); err != nil {

@@ -67,6 +67,7 @@ func (a *Agent) uploadLoop(ctx context.Context) error {
 			a.log.Warn("upload paused; retrying", "in", wait.Round(time.Second), "err", err)
 			continue
 		}
+		a.sendCheckpoint(ctx, up)
 		failures = 0
 		a.mu.Lock()
 		a.upErr = ""

@@ -59,6 +59,10 @@ type ServerConfig struct {
 	Logger     *slog.Logger
 	// AuditRetention is how long audit entries are kept (default 180 days).
 	AuditRetention time.Duration
+	// AuditCheckpointEvery is how often the audit log's head is signed
+	// with the receipt key (default and at most 10 minutes; once more at
+	// shutdown).
+	AuditCheckpointEvery time.Duration
 	// PasswordPolicy for viewer accounts, stored in the database so admin
 	// commands apply it too (default medium).
 	PasswordPolicy viewers.Policy
@@ -100,6 +104,10 @@ func Open(cfg ServerConfig) (*Server, error) {
 	if cfg.AuditRetention == 0 {
 		cfg.AuditRetention = 180 * 24 * time.Hour
 	}
+	var err error
+	if cfg.AuditCheckpointEvery, err = checkpointInterval(cfg.AuditCheckpointEvery); err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
 	if len(cfg.Hosts) == 0 {
 		host, _, err := net.SplitHostPort(cfg.Listen)
 		if err != nil {
@@ -118,7 +126,6 @@ func Open(cfg ServerConfig) (*Server, error) {
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return nil, fmt.Errorf("serve: data directory: %w", err)
 	}
-	var err error
 	var created bool
 	if s.ca, s.cert, created, err = pki.LoadOrCreate(cfg.Data, cfg.Hosts, time.Now()); err != nil {
 		return nil, fmt.Errorf("serve: certificates: %w", err)
@@ -284,6 +291,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /v1/login", s.login) // viewers: a password, no client certificate
 	mux.Handle("/v1/uploads/", s.deviceOnly(http.StripPrefix("/v1/uploads/", s.tus)))
 	mux.Handle("POST /v1/commit", s.deviceOnly(http.HandlerFunc(s.handleCommit)))
+	mux.Handle("POST /v1/audit/checkpoint", s.deviceOnly(http.HandlerFunc(s.handleAuditCheckpoint)))
 	return mux
 }
 
@@ -341,6 +349,12 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	errc := make(chan error, 2)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	go func() { errc <- adminSrv.Serve(admin) }()
+	// The checkpoint loop outlives the servers: its last checkpoint
+	// covers the last entry a connection wrote.
+	cpCtx, cpStop := context.WithCancel(context.WithoutCancel(ctx))
+	cpDone := make(chan struct{})
+	go func() { defer close(cpDone); s.runCheckpoints(cpCtx) }()
+	defer func() { cpStop(); <-cpDone }()
 	if ready != nil {
 		ready(ln.Addr().String())
 	}

@@ -141,6 +141,9 @@ type Indicator struct {
 type Audit struct {
 	Path      string   `yaml:"path"`
 	Retention Duration `yaml:"retention"`
+	// CheckpointEvery is how often the log's head is signed with the
+	// device key and sent to the receiver (at most 10m; also at stop).
+	CheckpointEvery Duration `yaml:"checkpoint_every"`
 }
 
 // Log sets the daemon's log output.
@@ -175,7 +178,7 @@ func Default() *Config {
 			Listen: "0.0.0.0:8444", MaxViewers: 4, GrantDefault: Duration(60 * time.Minute),
 			IdleTimeout: Duration(60 * time.Second), ReadTimeout: Duration(10 * time.Second), MaxConnsPerAddress: 16,
 		},
-		Audit: Audit{Path: "/var/lib/uploadbox/audit.jsonl", Retention: Duration(180 * 24 * time.Hour)},
+		Audit: Audit{Path: "/var/lib/uploadbox/audit.jsonl", Retention: Duration(180 * 24 * time.Hour), CheckpointEvery: Duration(10 * time.Minute)},
 		Log:   Log{Level: "info", Format: "text"},
 	}
 }
@@ -346,6 +349,9 @@ func (c *Config) Validate() []Problem {
 	}
 	if c.Audit.Retention.D() < 24*time.Hour {
 		add("audit.retention", "%s: keep at least 1d", c.Audit.Retention)
+	}
+	if ce := c.Audit.CheckpointEvery.D(); ce < time.Second || ce > 10*time.Minute {
+		add("audit.checkpoint_every", "%s: use 1s to 10m", c.Audit.CheckpointEvery)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -4,11 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/uploadbox/uploadbox/crypto"
-	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/internal/cli"
 	"github.com/uploadbox/uploadbox/receiver"
 )
@@ -93,6 +93,7 @@ func newDevicesCommand() *cobra.Command {
 				fmt.Fprintf(cmd.OutOrStdout(), "device %s unlocked\n", args[0])
 				return nil
 			}),
+		newDevicesAuditCheckCommand(),
 	)
 	return devs
 }
@@ -123,14 +124,17 @@ func newAuditCommand() *cobra.Command {
 	a := &cobra.Command{Use: "audit", Short: "Check the audit log"}
 	verify := &cobra.Command{
 		Use:   "verify --data DIR",
-		Short: "Check the audit log's hash chain and name the first bad entry",
+		Short: "Check the audit log's hash chain (naming the first bad entry) and that no entry the last checkpoint covers is missing",
 		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rep, err := audit.VerifyFile(data + "/" + receiver.AuditFile)
+			rep, err := receiver.VerifyAudit(data)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "audit log OK: %d entries, seq %d to %d\n", rep.Entries, rep.First, rep.Last)
+			if c := rep.Checkpoint; c != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "last checkpoint: seq %d at %s, signed with the receipt key\n", c.Seq, c.Time.Format(time.RFC3339))
+			}
 			return nil
 		},
 	}

@@ -19,6 +19,7 @@ type serveOptions struct {
 	data, listen, hostname, recipients string
 	s3                                 store.S3Options
 	auditRetention                     time.Duration
+	auditCheckpointEvery               time.Duration
 	viewers                            viewerServeOptions
 }
 
@@ -34,6 +35,10 @@ func newServeCommand() *cobra.Command {
 				return cli.Usagef("--audit-retention %s: keep at least 24h of audit entries", o.auditRetention)
 			}
 			cfg.AuditRetention = o.auditRetention
+			if o.auditCheckpointEvery < time.Second || o.auditCheckpointEvery > 10*time.Minute {
+				return cli.Usagef("--audit-checkpoint-every %s: use 1s to 10m", o.auditCheckpointEvery)
+			}
+			cfg.AuditCheckpointEvery = o.auditCheckpointEvery
 			if o.hostname != "" {
 				cfg.Hosts = []string{o.hostname}
 			}
@@ -72,6 +77,7 @@ func newServeCommand() *cobra.Command {
 	f.StringVar(&o.s3.Region, "s3-region", "", "S3 region")
 	f.BoolVar(&o.s3.PathStyle, "s3-path-style", false, "use path-style S3 addressing")
 	f.DurationVar(&o.auditRetention, "audit-retention", 180*24*time.Hour, "how long audit entries are kept (pruned at start, daily while running)")
+	f.DurationVar(&o.auditCheckpointEvery, "audit-checkpoint-every", 10*time.Minute, "how often the audit log's head is signed with the receipt key (1s to 10m; once more at shutdown)")
 	o.viewers.AddFlags(f)
 	cmd.MarkFlagRequired("data")
 	return cmd

@@ -124,7 +124,7 @@ func newConsentCommand() *cobra.Command {
 	var last int
 	auditCmd := &cobra.Command{
 		Use:   "audit [--last N] | audit --verify [--file PATH]",
-		Short: "Show the box's audit log (who decided what, for which viewer, when), or check its hash chain",
+		Short: "Show the box's audit log (who decided what, for which viewer, when), or check its hash chain and that nothing its last checkpoint covers is missing",
 		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !verify {
@@ -132,11 +132,14 @@ func newConsentCommand() *cobra.Command {
 			}
 			var rep agent.AuditReport
 			if file != "" {
-				r, err := audit.VerifyFile(file)
+				// Offline, the checkpoints are checked against the key they
+				// name; the receiver checks against the enrolled key
+				// (uploadbox-receiver devices audit-check).
+				r, err := audit.VerifyAnchored(file, nil)
 				if err != nil {
 					return fmt.Errorf("audit log %s: %w", file, err)
 				}
-				rep = agent.AuditReport{Path: file, Entries: r.Entries, First: r.First, Last: r.Last}
+				rep = agent.AuditReport{Path: file, Entries: r.Entries, First: r.First, Last: r.Last, Checkpoint: r.Checkpoint}
 			} else if err := vf.call(cmd.Context(), "audit.verify", nil, &rep); err != nil {
 				return err
 			}
@@ -144,6 +147,9 @@ func newConsentCommand() *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), rep)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "audit log OK: %s, %d entries, seq %d to %d\n", rep.Path, rep.Entries, rep.First, rep.Last)
+			if c := rep.Checkpoint; c != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "last checkpoint: seq %d at %s, signed by %s\n", c.Seq, c.Time.Format(time.RFC3339), c.Key)
+			}
 			return nil
 		},
 	}

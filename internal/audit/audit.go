@@ -61,6 +61,8 @@ type Log struct {
 	path string
 	now  func() time.Time
 	mu   sync.Mutex
+	// head is what the last Checkpoint verified and signed (checkpoint.go).
+	head *signedHead
 }
 
 // Open opens (creating, 0600) the log at path.
@@ -138,25 +140,35 @@ func (l *Log) lock(flag int) (*os.File, error) {
 	}
 }
 
-// lastEntry reads the final line of f, which the caller has locked.
-func lastEntry(f *os.File) (*Entry, error) {
+// lastLine returns the final line of f (nil for an empty file) and the
+// offset it starts at; a line is at most 64 KiB.
+func lastLine(f *os.File) ([]byte, int64, error) {
 	st, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	size := st.Size()
 	if size == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
 	const window = 64 << 10
 	start := max(0, size-window)
 	buf := make([]byte, size-start)
 	if _, err := f.ReadAt(buf, start); err != nil && err != io.EOF {
-		return nil, err
+		return nil, 0, err
 	}
 	buf = bytes.TrimRight(buf, "\n")
 	if i := bytes.LastIndexByte(buf, '\n'); i >= 0 {
-		buf = buf[i+1:]
+		buf, start = buf[i+1:], start+int64(i)+1
+	}
+	return buf, start, nil
+}
+
+// lastEntry reads the final line of f, which the caller has locked.
+func lastEntry(f *os.File) (*Entry, error) {
+	buf, _, err := lastLine(f)
+	if err != nil || buf == nil {
+		return nil, err
 	}
 	var e Entry
 	if err := json.Unmarshal(buf, &e); err != nil {
@@ -182,11 +194,18 @@ type Report struct {
 	First   uint64 // seq of the first entry (above 1 after retention)
 	Last    uint64
 	Anchor  string // Prev of the first entry
+	// Checkpoint is the last checkpoint the log was checked against
+	// (VerifyCheckpointed, VerifyAnchored); nil if there was none.
+	Checkpoint *Checkpoint
 }
 
 // Verify checks every entry's hash and link, and that seq increases by
 // one. It returns a *VerifyError for the first bad entry.
-func Verify(r io.Reader) (Report, error) {
+func Verify(r io.Reader) (Report, error) { return verify(r, nil) }
+
+// verify is Verify; for every seq in hashes it also records that entry's
+// hash there.
+func verify(r io.Reader, hashes map[uint64]string) (Report, error) {
 	var rep Report
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -219,6 +238,9 @@ func Verify(r io.Reader) (Report, error) {
 			if e.Seq != prev.Seq+1 {
 				return rep, &VerifyError{Line: line, Seq: e.Seq, Reason: fmt.Sprintf("sequence jumps from %d", prev.Seq)}
 			}
+		}
+		if _, ok := hashes[e.Seq]; ok {
+			hashes[e.Seq] = e.Hash
 		}
 		rep.Entries++
 		rep.Last = e.Seq
@@ -262,6 +284,9 @@ func (l *Log) Prune(retention time.Duration) (removed int, err error) {
 		return 0, err
 	}
 	cutoff := l.now().Add(-retention)
+	if err := pruneCheckpoints(CheckpointPath(l.path), cutoff); err != nil {
+		return 0, err
+	}
 	var kept bytes.Buffer
 	var lastOld []byte
 	sc := bufio.NewScanner(f)
@@ -291,33 +316,42 @@ func (l *Log) Prune(retention time.Duration) (removed int, err error) {
 	if removed == 0 {
 		return 0, nil
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(l.path), ".audit-*")
-	if err != nil {
+	if err := writeAtomic(l.path, kept.Bytes()); err != nil {
 		return 0, err
+	}
+	return removed, nil
+}
+
+// writeAtomic replaces path with data (0600): a temp file in the same
+// directory, fsynced, renamed over path, and the directory fsynced.
+func writeAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".audit-*")
+	if err != nil {
+		return err
 	}
 	defer os.Remove(tmp.Name())
 	if err := tmp.Chmod(0o600); err != nil {
 		tmp.Close()
-		return 0, err
+		return err
 	}
-	if _, err := tmp.Write(kept.Bytes()); err != nil {
+	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
-		return 0, err
+		return err
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return 0, err
+		return err
 	}
 	if err := tmp.Close(); err != nil {
-		return 0, err
+		return err
 	}
-	if err := os.Rename(tmp.Name(), l.path); err != nil {
-		return 0, err
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
 	}
-	d, err := os.Open(filepath.Dir(l.path))
+	d, err := os.Open(filepath.Dir(path))
 	if err == nil {
 		d.Sync()
 		d.Close()
 	}
-	return removed, nil
+	return nil
 }
