@@ -20,6 +20,7 @@ type serveOptions struct {
 	s3                                 store.S3Options
 	auditRetention                     time.Duration
 	viewers                            viewerServeOptions
+	uploads                            uploadServeOptions
 }
 
 func newServeCommand() *cobra.Command {
@@ -38,6 +39,9 @@ func newServeCommand() *cobra.Command {
 				cfg.Hosts = []string{o.hostname}
 			}
 			if err := o.viewers.apply(&cfg); err != nil {
+				return err
+			}
+			if err := o.uploads.apply(&cfg); err != nil {
 				return err
 			}
 			if o.s3.Bucket != "" {
@@ -73,6 +77,7 @@ func newServeCommand() *cobra.Command {
 	f.BoolVar(&o.s3.PathStyle, "s3-path-style", false, "use path-style S3 addressing")
 	f.DurationVar(&o.auditRetention, "audit-retention", 180*24*time.Hour, "how long audit entries are kept (pruned at start, daily while running)")
 	o.viewers.AddFlags(f)
+	o.uploads.AddFlags(f)
 	cmd.MarkFlagRequired("data")
 	return cmd
 }
