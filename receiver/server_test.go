@@ -213,6 +213,12 @@ func TestCommitVerifiesAndIsIdempotent(t *testing.T) {
 	if code, _, body := h.commit(t, client, receiver.CommitRequest{UploadID: path.Base(u4), Size: int64(len(bad)), SHA256: hex.EncodeToString(bsum[:])}); code != http.StatusConflict || !strings.Contains(body, "chain") {
 		t.Fatalf("broken chain: HTTP %d %s", code, body)
 	}
+	// Uploads refused for good are removed at once.
+	for _, gone := range []string{u3, u4} {
+		if _, err := c.Offset(t.Context(), gone); err == nil {
+			t.Fatal("an upload refused as existing or off-chain is still there")
+		}
+	}
 	// Garbage is not a segment.
 	junk := make([]byte, 5000)
 	rand.Read(junk)

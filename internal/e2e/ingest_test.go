@@ -358,6 +358,156 @@ func TestCommitTakesTheWholeUploadLocked(t *testing.T) {
 	box.checkStored(t, rcv, again, seg)
 }
 
+// refused checks that r is a refusal with status code and reason.
+func refused(t *testing.T, what string, r reply, code int, reason string) {
+	t.Helper()
+	var ref receiver.Refusal
+	if r.code != code || json.Unmarshal([]byte(r.body), &ref) != nil || ref.Reason != reason || ref.Error == "" {
+		t.Fatalf("%s: HTTP %d %s, want %d with reason %q", what, r.code, r.body, code, reason)
+	}
+}
+
+// uploadFiles lists the files of upload id in the receiver's uploads dir.
+func uploadFiles(rcv *receiverProc, id string) []string {
+	files, _ := filepath.Glob(filepath.Join(rcv.data, receiver.UploadsDir, id+"*"))
+	return files
+}
+
+// TestUploadQuota (issue 10, item 10): a device's unfinished uploads are
+// bounded in bytes (--upload-quota) and in number (64); a creation over
+// either is refused 413 "quota" and audited. Uploads refused at commit are
+// removed at once and free their quota.
+func TestUploadQuota(t *testing.T) {
+	rcv := startReceiver(t, filepath.Join(t.TempDir(), "receiver"), "127.0.0.1:0", "--upload-quota", "100000")
+	a := newIngestBox(t, rcv, "room-a")
+	b := newIngestBox(t, rcv, "room-b")
+	create := func(box ingestBox, n int) reply {
+		return box.tus(t, http.MethodPost, "", map[string]string{"Upload-Length": strconv.Itoa(n)}, nil)
+	}
+	big := a.create(t, 60_000)
+	refused(t, "a creation over the byte quota", create(a, 50_000), http.StatusRequestEntityTooLarge, receiver.ReasonQuota)
+	a.create(t, 40_000) // exactly the quota
+	// The quota is per device: b has its own, bounded in number too.
+	for i := range 64 {
+		if r := create(b, 1); r.code != http.StatusCreated {
+			t.Fatalf("creation %d of 64: HTTP %d %s", i+1, r.code, r.body)
+		}
+	}
+	refused(t, "the 65th unfinished upload", create(b, 1), http.StatusRequestEntityTooLarge, receiver.ReasonQuota)
+	// A deleted upload no longer counts.
+	if r := a.tus(t, http.MethodDelete, big, nil, nil); r.code != http.StatusNoContent {
+		t.Fatalf("DELETE: HTTP %d %s", r.code, r.body)
+	}
+	// Refused at commit (corrupt, then mismatch): removed at once.
+	junk := make([]byte, 30_000)
+	rand.Read(junk)
+	id := a.create(t, len(junk))
+	a.patch(t, id, 0, junk)
+	r, ref := a.commit(t, id, junk)
+	if r.code != http.StatusUnprocessableEntity || ref.Reason != receiver.ReasonCorrupt {
+		t.Fatalf("commit of garbage: HTTP %d %+v", r.code, ref)
+	}
+	if files := uploadFiles(rcv, id); len(files) != 0 || a.tus(t, http.MethodHead, id, nil, nil).code != http.StatusNotFound {
+		t.Fatalf("the upload refused as corrupt is still there: %v", files)
+	}
+	seg := a.seal(t, 20_000)
+	id = a.create(t, len(seg))
+	a.patch(t, id, 0, seg)
+	other := bytes.Clone(seg)
+	other[len(other)-1] ^= 1
+	r, ref = a.commit(t, id, other)
+	if r.code != http.StatusConflict || ref.Reason != receiver.ReasonMismatch {
+		t.Fatalf("commit with another SHA-256: HTTP %d %+v", r.code, ref)
+	}
+	if files := uploadFiles(rcv, id); len(files) != 0 || a.tus(t, http.MethodHead, id, nil, nil).code != http.StatusNotFound {
+		t.Fatalf("the upload refused for a mismatch is still there: %v", files)
+	}
+	// Neither the deleted nor the refused uploads count any more.
+	a.create(t, 60_000)
+	// Both devices connect from 127.0.0.1: room-b's refusal is counted in
+	// the coalesced summary that closes the minute.
+	if log := auditLog(t, rcv); !strings.Contains(log, `"event":"upload.quota","identity":"room-a","source":"127.0.0.1","outcome":"denied"`) {
+		t.Fatalf("no upload.quota entry:\n%s", log)
+	}
+}
+
+// TestUploadExpiry (issue 10, item 10): an unfinished upload older than
+// --upload-expiry is removed with its files and no longer counts against
+// the device's quota.
+func TestUploadExpiry(t *testing.T) {
+	rcv := startReceiver(t, filepath.Join(t.TempDir(), "receiver"), "127.0.0.1:0", "--upload-quota", "1000", "--upload-expiry", "5s")
+	a := newIngestBox(t, rcv, "room-a")
+	id := a.create(t, 1000)
+	if r := a.patch(t, id, 0, make([]byte, 100)); r.code != http.StatusNoContent {
+		t.Fatalf("PATCH: HTTP %d %s", r.code, r.body)
+	}
+	refused(t, "a creation over the quota", a.tus(t, http.MethodPost, "", map[string]string{"Upload-Length": "1"}, nil), http.StatusRequestEntityTooLarge, receiver.ReasonQuota)
+	for deadline := time.Now().Add(60 * time.Second); a.tus(t, http.MethodHead, id, nil, nil).code != http.StatusNotFound; {
+		if time.Now().After(deadline) {
+			t.Fatal("an upload with --upload-expiry 5s is still there after 60 s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if files := uploadFiles(rcv, id); len(files) != 0 {
+		t.Fatalf("the expired upload left files: %v", files)
+	}
+	a.create(t, 1000) // the expired upload no longer counts
+}
+
+// TestStalledPatchIsCut (issue 10, item 5): a PATCH that sends some bytes
+// and then stalls is cut after --patch-timeout; the bytes it sent are
+// kept, the upload resumes from there and commits.
+func TestStalledPatchIsCut(t *testing.T) {
+	rcv := startReceiver(t, filepath.Join(t.TempDir(), "receiver"), "127.0.0.1:0", "--patch-timeout", "2s")
+	box := newIngestBox(t, rcv, "room-1")
+	seg := box.seal(t, 50_000)
+	id := box.create(t, len(seg))
+	const sent = 20_000
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPatch, box.base+"/v1/uploads/"+id, pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = int64(len(seg))
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Upload-Offset", "0")
+	req.Header.Set("Content-Type", "application/offset+octet-stream")
+	done := make(chan string, 1)
+	go func() {
+		resp, err := box.client.Do(req)
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- resp.Status + " " + string(body)
+	}()
+	if _, err := pw.Write(seg[:sent]); err != nil {
+		t.Fatal(err)
+	}
+	// Now the PATCH stalls. The default (30 s) would keep it longer than
+	// this wait; --patch-timeout 2s cuts it.
+	select {
+	case got := <-done:
+		t.Logf("the stalled PATCH ended: %s", got)
+	case <-time.After(20 * time.Second):
+		t.Fatal("a PATCH stalled for 20 s with --patch-timeout 2s is still open")
+	}
+	if off := box.offset(t, id); off != sent {
+		t.Fatalf("after the cut the upload is at offset %d, want the %d bytes sent", off, sent)
+	}
+	if r := box.patch(t, id, sent, seg[sent:]); r.code != http.StatusNoContent {
+		t.Fatalf("resumed PATCH: HTTP %d %s", r.code, r.body)
+	}
+	r, ref := box.commit(t, id, seg)
+	if r.code != http.StatusOK {
+		t.Fatalf("commit: HTTP %d %+v", r.code, ref)
+	}
+	box.checkStored(t, rcv, r, seg)
+}
+
 // lockedBuffer collects a process's output for a test to read.
 type lockedBuffer struct {
 	mu  sync.Mutex
