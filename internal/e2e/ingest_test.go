@@ -110,6 +110,34 @@ func (b ingestBox) patch(t *testing.T, id string, offset int, data []byte) reply
 	return b.tus(t, http.MethodPatch, id, map[string]string{"Upload-Offset": strconv.Itoa(offset)}, bytes.NewReader(data))
 }
 
+// openPatch starts a PATCH of length bytes at offset whose body the test
+// writes through the returned pipe; done gets the answer's status and body
+// (or the client's error) when it ends.
+func (b ingestBox) openPatch(t *testing.T, id string, offset, length int) (body *io.PipeWriter, done <-chan string) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPatch, b.base+"/v1/uploads/"+id, pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = int64(length)
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Upload-Offset", strconv.Itoa(offset))
+	req.Header.Set("Content-Type", "application/offset+octet-stream")
+	ch := make(chan string, 1)
+	go func() {
+		resp, err := b.client.Do(req)
+		if err != nil {
+			ch <- err.Error()
+			return
+		}
+		data, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		ch <- resp.Status + " " + string(data)
+	}()
+	return pw, ch
+}
+
 func (b ingestBox) offset(t *testing.T, id string) int {
 	t.Helper()
 	r := b.tus(t, http.MethodHead, id, nil, nil)
@@ -285,26 +313,7 @@ func TestCommitTakesTheWholeUploadLocked(t *testing.T) {
 	if r := box.patch(t, id, 0, seg[:n]); r.code != http.StatusNoContent {
 		t.Fatalf("first PATCH: HTTP %d %s", r.code, r.body)
 	}
-	pr, pw := io.Pipe()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPatch, box.base+"/v1/uploads/"+id, pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.ContentLength = 4096
-	req.Header.Set("Tus-Resumable", "1.0.0")
-	req.Header.Set("Upload-Offset", strconv.Itoa(n))
-	req.Header.Set("Content-Type", "application/offset+octet-stream")
-	second := make(chan int, 1)
-	go func() {
-		resp, err := box.client.Do(req)
-		if err != nil {
-			second <- 0
-			return
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		second <- resp.StatusCode
-	}()
+	pw, second := box.openPatch(t, id, n, 4096)
 	// The second PATCH is open once the receiver holds its lock: a HEAD
 	// then waits for it (or, newer tusd, stops it), so wait for the lock
 	// file instead.
@@ -335,7 +344,7 @@ func TestCommitTakesTheWholeUploadLocked(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("the second PATCH got no answer within 60 s")
 	}
-	pr.CloseWithError(io.ErrClosedPipe)
+	pw.CloseWithError(io.ErrClosedPipe)
 	if off := box.offset(t, id); off < len(seg) {
 		if r := box.patch(t, id, off, seg[off:]); r.code != http.StatusNoContent {
 			t.Fatalf("resumed PATCH: HTTP %d %s", r.code, r.body)
@@ -463,27 +472,8 @@ func TestStalledPatchIsCut(t *testing.T) {
 	seg := box.seal(t, 50_000)
 	id := box.create(t, len(seg))
 	const sent = 20_000
-	pr, pw := io.Pipe()
+	pw, done := box.openPatch(t, id, 0, len(seg))
 	defer pw.Close()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPatch, box.base+"/v1/uploads/"+id, pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.ContentLength = int64(len(seg))
-	req.Header.Set("Tus-Resumable", "1.0.0")
-	req.Header.Set("Upload-Offset", "0")
-	req.Header.Set("Content-Type", "application/offset+octet-stream")
-	done := make(chan string, 1)
-	go func() {
-		resp, err := box.client.Do(req)
-		if err != nil {
-			done <- err.Error()
-			return
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		done <- resp.Status + " " + string(body)
-	}()
 	if _, err := pw.Write(seg[:sent]); err != nil {
 		t.Fatal(err)
 	}
