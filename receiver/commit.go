@@ -281,7 +281,7 @@ func (s *Server) commit(ctx context.Context, d *devices.Device, source string, r
 	defer lock.Unlock()
 	resp, err := s.commitLocked(ctx, d, source, req)
 	if ce := (*commitError)(nil); errors.As(err, &ce) && ce.remove {
-		if rerr := s.removeUpload(ctx, req.UploadID); rerr != nil {
+		if rerr := s.removeUpload(req.UploadID); rerr != nil {
 			s.log.Warn("refused upload not removed", "device", d.Name, "err", strings.ReplaceAll(rerr.Error(), req.UploadID, "UPLOAD"))
 		}
 	}
@@ -346,7 +346,7 @@ func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source str
 		if prev.SHA256 != rec.SHA256 {
 			return nil, refuseForGood(http.StatusConflict, ReasonExists, "commit: segment %d of recording %s was already stored with other bytes", rec.Sequence, rec.Recording)
 		}
-		return s.finishCommit(ctx, req.UploadID, prev, true)
+		return s.finishCommit(req.UploadID, prev, true)
 	}
 	if err := s.checkChain(rec); err != nil {
 		return nil, err
@@ -365,7 +365,7 @@ func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source str
 		return nil, err
 	}
 	rec.Receipt = rb
-	resp, err := s.finishCommit(ctx, req.UploadID, &rec, false)
+	resp, err := s.finishCommit(req.UploadID, &rec, false)
 	if err == nil {
 		s.log.Info("segment committed", "device", d.Name, "key", rec.Key, "outcome", rec.Outcome, "size", size)
 	}
@@ -375,7 +375,7 @@ func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source str
 // finishCommit records the segment (unless repeated), maps the upload id
 // to it so that a commit repeated after the upload files were removed gets
 // the same receipt, ends the upload's ownership and removes its files.
-func (s *Server) finishCommit(ctx context.Context, id string, rec *SegmentRecord, repeated bool) (*CommitResponse, error) {
+func (s *Server) finishCommit(id string, rec *SegmentRecord, repeated bool) (*CommitResponse, error) {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if !repeated {
 			b := tx.Bucket(segmentsBucket)
@@ -411,7 +411,7 @@ func (s *Server) finishCommit(ctx context.Context, id string, rec *SegmentRecord
 	if err != nil {
 		return nil, err
 	}
-	if err := s.removeUpload(ctx, id); err != nil {
+	if err := s.removeUpload(id); err != nil {
 		s.log.Warn("committed upload not removed (the janitor will)", "err", strings.ReplaceAll(err.Error(), id, "UPLOAD"))
 	}
 	return &CommitResponse{Receipt: base64.StdEncoding.EncodeToString(rec.Receipt), Key: rec.Key, Outcome: rec.Outcome, Repeated: repeated}, nil

@@ -167,3 +167,37 @@ func FuzzUploadOwnership(f *testing.F) {
 		}
 	})
 }
+
+// TestExpireUploads: the janitor removes uploads opened before the cutoff
+// with their owner rows, and ownerless upload files (from an older
+// receiver) last written before it; younger ones stay.
+func TestExpireUploads(t *testing.T) {
+	td := newTwoDevices(t)
+	old, _ := td.create(0, 10)
+	legacy := filepath.Join(td.s.uploads, "0123456789abcdef0123456789abcdef")
+	for _, p := range []string{legacy, legacy + ".info"} {
+		if err := os.WriteFile(p, []byte("{}"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		past := time.Now().Add(-48 * time.Hour)
+		os.Chtimes(p, past, past)
+	}
+	n, err := td.s.expireUploads(t.Context(), time.Now().Add(-time.Hour))
+	if err != nil || n != 1 {
+		t.Fatalf("expired %d (%v), want the legacy upload only", n, err)
+	}
+	if _, open := td.s.owner(old); !open {
+		t.Fatal("a young upload was expired")
+	}
+	n, err = td.s.expireUploads(t.Context(), time.Now().Add(time.Hour))
+	if err != nil || n != 1 {
+		t.Fatalf("expired %d (%v), want 1", n, err)
+	}
+	if _, open := td.s.owner(old); open {
+		t.Fatal("the expired upload still has its owner row")
+	}
+	left, _ := filepath.Glob(filepath.Join(td.s.uploads, "*"))
+	if len(left) != 0 {
+		t.Fatalf("files left: %v", left)
+	}
+}

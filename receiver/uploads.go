@@ -220,22 +220,22 @@ func (s *Server) lockUpload(ctx context.Context, id string) (tusd.Lock, error) {
 	return lock, nil
 }
 
-// removeUpload deletes an open upload's files and its ownership rows; the
-// caller holds its lock.
-func (s *Server) removeUpload(ctx context.Context, id string) error {
-	if up, err := s.tusStore.GetUpload(ctx, id); err == nil {
-		if err := s.tusStore.AsTerminatableUpload(up).Terminate(ctx); err != nil {
+// removeUpload deletes an upload's files and its ownership rows; the
+// caller holds its lock. The files are named by the id alone (the receiver
+// never sets another path), not by what an .info file says.
+func (s *Server) removeUpload(id string) error {
+	for _, p := range []string{filepath.Join(s.uploads, id), filepath.Join(s.uploads, id+".info")} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
-	} else if !errors.Is(err, tusd.ErrNotFound) {
-		return err
 	}
 	return s.db.Update(func(tx *bolt.Tx) error { return forgetUpload(tx, id) })
 }
 
 // expireUploads removes the uploads opened before cutoff, and upload files
-// without an owner (left by an older receiver) last written before it. An
-// upload whose lock is held (a PATCH in progress) waits for the next round.
+// without an owner (left by an older receiver) last written before it. A
+// PATCH still running on an expired upload is stopped (tusd keeps its lock
+// until then); if it does not stop in time, the next round removes it.
 func (s *Server) expireUploads(ctx context.Context, cutoff time.Time) (int, error) {
 	var ids []string
 	known := map[string]bool{}
@@ -262,13 +262,13 @@ func (s *Server) expireUploads(ctx context.Context, cutoff time.Time) (int, erro
 	}
 	n := 0
 	for _, id := range ids {
-		lctx, cancel := context.WithTimeout(ctx, time.Second)
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		lock, err := s.lockUpload(lctx, id)
 		cancel()
 		if err != nil {
 			continue
 		}
-		err = s.removeUpload(ctx, id)
+		err = s.removeUpload(id)
 		lock.Unlock()
 		if err != nil {
 			return n, fmt.Errorf("expire upload: %w", err)
