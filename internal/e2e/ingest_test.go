@@ -29,6 +29,7 @@ import (
 // ingestBox is an enrolled box driven by hand: its state and an HTTP
 // client presenting its device certificate.
 type ingestBox struct {
+	enrolled
 	st     *uploader.State
 	client *http.Client
 	base   string // https://ADDR
@@ -41,7 +42,7 @@ func newIngestBox(t *testing.T, rcv *receiverProc, name string) ingestBox {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ingestBox{st: st, client: st.HTTPClient(), base: "https://" + rcv.addr}
+	return ingestBox{enrolled: b, st: st, client: st.HTTPClient(), base: "https://" + rcv.addr}
 }
 
 // seal makes a real segment of about size bytes with the box's keys.
@@ -307,7 +308,20 @@ func equalHeaders(a, b http.Header) bool {
 func TestCommitTakesTheWholeUploadLocked(t *testing.T) {
 	rcv := startReceiver(t, filepath.Join(t.TempDir(), "receiver"), "127.0.0.1:0")
 	box := newIngestBox(t, rcv, "room-1")
-	seg := box.seal(t, 50_000)
+	// A real recording of one segment, so that its export can be played.
+	spool := filepath.Join(t.TempDir(), "spool")
+	os.Mkdir(spool, 0o700)
+	if sealed := recordInto(t, box.enrolled, spool, "2s"); sealed != 1 {
+		t.Fatalf("recorded %d segments, want 1", sealed)
+	}
+	files := spoolSegments(t, spool)
+	if len(files) != 1 {
+		t.Fatalf("spool holds %v", files)
+	}
+	seg, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
 	n := len(seg) - 4096
 	id := box.create(t, len(seg))
 	if r := box.patch(t, id, 0, seg[:n]); r.code != http.StatusNoContent {
@@ -365,6 +379,15 @@ func TestCommitTakesTheWholeUploadLocked(t *testing.T) {
 		t.Fatalf("repeated commit: HTTP %d %s %+v", again.code, again.body, ref)
 	}
 	box.checkStored(t, rcv, again, seg)
+	rs := recordings(t, rcv.data)
+	if len(rs) != 1 || rs[0].Segments != 1 {
+		t.Fatalf("receiver has %+v, want one recording of one segment", rs)
+	}
+	mp4 := filepath.Join(t.TempDir(), "rec.mp4")
+	run(t, "uploadbox-receiver", "recordings", "export", rs[0].ID, "-o", mp4, "--identity", filepath.Join(rcv.data, "org.key"), "--data", rcv.data)
+	if d := checkRecording(t, mp4, true); d < 1.5 {
+		t.Fatalf("exported %.2fs of a 2 s recording", d)
+	}
 }
 
 // refused checks that r is a refusal with status code and reason.
