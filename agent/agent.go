@@ -67,6 +67,7 @@ type Agent struct {
 	last     *SessionStatus  // the last session that ended
 	reloads  int
 	alert    string // why recording stopped on its own (spool full), until the next start
+	upAlert  string // the receiver refuses this box's enrollment (uploads wait)
 	kick     chan struct{}
 	uploadOK time.Time
 	upErr    string

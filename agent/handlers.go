@@ -11,6 +11,7 @@ import (
 	"github.com/uploadbox/uploadbox/agent/config"
 	"github.com/uploadbox/uploadbox/agent/control"
 	"github.com/uploadbox/uploadbox/internal/cli"
+	"github.com/uploadbox/uploadbox/uploader/spool"
 )
 
 // Status is the answer to the "status" call.
@@ -24,7 +25,9 @@ type Status struct {
 	Session  SessionStatus `json:"session"`
 	Queue    Queue         `json:"queue"`
 	// UploadError is the last upload failure while the uploader backs off.
-	UploadError  string    `json:"upload_error,omitempty"`
+	UploadError string `json:"upload_error,omitempty"`
+	// UploadAlert is set while the receiver refuses this box's enrollment.
+	UploadAlert  string    `json:"upload_alert,omitempty"`
 	LastUploadOK time.Time `json:"last_upload_ok,omitzero"`
 	Reloads      int       `json:"reloads"`
 }
@@ -36,6 +39,36 @@ type Queue struct {
 	Oldest  time.Time      `json:"oldest,omitzero"`
 	Age     float64        `json:"oldest_age_seconds"`
 	ByState map[string]int `json:"by_state"`
+	// Held are the segments that wait for a technician: quarantined (the
+	// receiver refused them for good), corrupt and missing ones.
+	Held []HeldSegment `json:"held,omitempty"`
+}
+
+// HeldSegment is a segment that is not uploaded until a technician acts.
+type HeldSegment struct {
+	ID     string    `json:"id"` // the segment's name, for queue retry and discard
+	State  string    `json:"state"`
+	File   string    `json:"file"`
+	Bytes  int64     `json:"bytes"`
+	Sealed time.Time `json:"sealed,omitzero"`
+	// Status, Reason and Message are the receiver's refusal of a
+	// quarantined segment; Message is the box's reason for the others.
+	Status  int       `json:"status,omitempty"`
+	Reason  string    `json:"reason,omitempty"`
+	Message string    `json:"message,omitempty"`
+	Since   time.Time `json:"since,omitzero"`
+}
+
+// QueueID names a segment ("queue.retry").
+type QueueID struct {
+	ID string `json:"id"`
+}
+
+// QueueDiscard are the parameters of "queue.discard": without Yes nothing
+// is deleted and the answer says what would be.
+type QueueDiscard struct {
+	ID  string `json:"id"`
+	Yes bool   `json:"yes,omitempty"`
 }
 
 // SessionStart are the parameters of "session.start".
@@ -57,6 +90,8 @@ func (a *Agent) handle(_ context.Context, r control.Request) (any, error) {
 		return a.Status()
 	case "queue":
 		return a.Queue()
+	case "queue.retry", "queue.discard":
+		return a.handleQueue(r)
 	case "session.status":
 		return a.SessionStatus(), nil
 	case "session.start":
@@ -115,7 +150,7 @@ func (a *Agent) Status() (Status, error) {
 		s.Enrolled = true
 		s.Receiver = a.state.Receiver.String()
 	}
-	s.UploadError, s.LastUploadOK, s.Reloads = a.upErr, a.uploadOK, a.reloads
+	s.UploadError, s.UploadAlert, s.LastUploadOK, s.Reloads = a.upErr, a.upAlert, a.uploadOK, a.reloads
 	a.mu.Unlock()
 	return s, nil
 }
@@ -129,6 +164,23 @@ func (a *Agent) Queue() (Queue, error) {
 	q := Queue{Count: st.Count, Bytes: st.Bytes, Oldest: st.Oldest, Age: st.Age.Seconds(), ByState: map[string]int{}}
 	for k, v := range st.ByState {
 		q.ByState[string(k)] = v
+	}
+	if st.ByState[spool.Quarantined]+st.ByState[spool.Corrupt]+st.ByState[spool.Missing] == 0 {
+		return q, nil
+	}
+	all, err := a.spool.All()
+	if err != nil {
+		return Queue{}, fmt.Errorf("spool: %w", err)
+	}
+	for _, r := range all {
+		if r.State != spool.Quarantined && r.State != spool.Corrupt && r.State != spool.Missing {
+			continue
+		}
+		h := HeldSegment{ID: r.Name, State: string(r.State), File: a.spool.Path(r), Bytes: r.Size, Sealed: r.SealedAt, Message: r.Reason}
+		if r.Refusal != nil {
+			h.Status, h.Reason, h.Message, h.Since = r.Refusal.Status, r.Refusal.Reason, r.Refusal.Message, r.Refusal.At
+		}
+		q.Held = append(q.Held, h)
 	}
 	return q, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/uploadbox/uploadbox/capture"
+	"github.com/uploadbox/uploadbox/uploader/spool"
 )
 
 // metrics are the daemon's Prometheus series. Capture counters survive
@@ -30,6 +31,7 @@ type metrics struct {
 	reloadFailures prometheus.Counter
 	sessionActive  prometheus.Gauge
 	alert          prometheus.Gauge
+	deviceRefused  prometheus.Gauge
 	liveViewers    prometheus.Gauge
 	consentState   *prometheus.GaugeVec
 
@@ -62,6 +64,7 @@ func newMetrics(a *Agent) *metrics {
 	m.reg.MustRegister(m.commitLatency)
 	m.sessionActive = g("session_active", "1 while a recording session runs.")
 	m.alert = g("alert", "1 when recording stopped on its own (spool full or disk reserve) until the next session.")
+	m.deviceRefused = g("upload_device_refused", "1 while the receiver refuses this box's enrollment: uploads wait, nothing is quarantined.")
 	m.liveViewers = g("live_viewers", "Viewers connected to the live view.")
 	m.consentState = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "uploadbox_consent_requests", Help: "Consent requests by state."}, []string{"state"})
 	m.reg.MustRegister(m.consentState)
@@ -81,6 +84,7 @@ func newMetrics(a *Agent) *metrics {
 		prometheus.NewDesc("uploadbox_spool_segments", "Segments on the box not yet wiped.", nil, nil),
 		prometheus.NewDesc("uploadbox_spool_bytes", "Bytes of segments on the box not yet wiped.", nil, nil),
 		prometheus.NewDesc("uploadbox_spool_oldest_age_seconds", "Age of the oldest segment not yet wiped.", nil, nil),
+		prometheus.NewDesc("uploadbox_quarantined_segments", "Segments the receiver refused for good, kept on the box until `uploadbox queue retry` or `discard`; alert when above 0.", nil, nil),
 	}
 	m.reg.MustRegister(collectorFunc{desc: spoolDesc[0], more: spoolDesc[1:], collect: func(ch chan<- prometheus.Metric) {
 		st, err := a.spool.Stats()
@@ -90,6 +94,7 @@ func newMetrics(a *Agent) *metrics {
 		ch <- prometheus.MustNewConstMetric(spoolDesc[0], prometheus.GaugeValue, float64(st.Count))
 		ch <- prometheus.MustNewConstMetric(spoolDesc[1], prometheus.GaugeValue, float64(st.Bytes))
 		ch <- prometheus.MustNewConstMetric(spoolDesc[2], prometheus.GaugeValue, st.Age.Seconds())
+		ch <- prometheus.MustNewConstMetric(spoolDesc[3], prometheus.GaugeValue, float64(st.ByState[spool.Quarantined]))
 	}})
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

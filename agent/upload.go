@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -48,6 +50,11 @@ func (a *Agent) uploadLoop(ctx context.Context) error {
 		up := uploader.New(st, a.spool, a.log, uploader.WithBackoffMax(retryMax),
 			uploader.WithCommitObserver(func(d time.Duration) { a.m.commitLatency.Observe(d.Seconds()) }))
 		_, err = up.Drain(ctx, func(r uploader.Result) {
+			if r.Quarantined != nil {
+				a.auditEvent("queue.quarantine", "", "refused", fmt.Sprintf("segment=%s bytes=%d status=%d reason=%s message=%q",
+					r.Name, r.Size, r.Quarantined.Status, r.Quarantined.Reason, r.Quarantined.Message))
+				return
+			}
 			a.m.uploadedBytes.Add(float64(r.Size))
 			a.m.wipes.Inc()
 		}, nil)
@@ -56,6 +63,22 @@ func (a *Agent) uploadLoop(ctx context.Context) error {
 		a.m.sentBytes.Add(float64(ts.BytesSent))
 		if ctx.Err() != nil {
 			return nil
+		}
+		refused := errors.Is(err, uploader.ErrDeviceRefused)
+		a.mu.Lock()
+		if refused {
+			// The receiver refuses the box itself: every segment stays
+			// queued (none is quarantined for it) until the enrollment
+			// is fixed, and the alert says so.
+			a.upAlert = err.Error()
+		} else if err == nil {
+			a.upAlert = ""
+		}
+		a.mu.Unlock()
+		if refused {
+			a.m.deviceRefused.Set(1)
+		} else if err == nil {
+			a.m.deviceRefused.Set(0)
 		}
 		if err != nil {
 			failures++

@@ -69,6 +69,14 @@ type ServerConfig struct {
 	// ViewerTokenTTL is the lifetime of a token issued at login (default
 	// 15 minutes, at most 12 hours).
 	ViewerTokenTTL time.Duration
+	// UploadQuota bounds the declared bytes of one device's unfinished
+	// uploads (default DefaultUploadQuota); MaxOpenUploads bounds their number.
+	UploadQuota int64
+	// UploadExpiry is how long an unfinished upload is kept (default 24h).
+	UploadExpiry time.Duration
+	// PatchTimeout cuts a PATCH that receives no byte for this long (default
+	// 30s); the bytes received so far stay, and the upload can be resumed.
+	PatchTimeout time.Duration
 }
 
 // Server is the cloud receiver.
@@ -88,6 +96,10 @@ type Server struct {
 	store      store.Store
 	uploads    string
 	tus        *tusd.Handler
+	tusStore   filestore.FileStore
+	locker     tusd.Locker
+	// failures coalesces audit entries of refused device requests.
+	failures *audit.Failures
 	// Notes for the operator from the first run (e.g. a generated org key).
 	Warnings []string
 }
@@ -107,6 +119,9 @@ func Open(cfg ServerConfig) (*Server, error) {
 	var err error
 	if cfg.AuditCheckpointEvery, err = checkpointInterval(cfg.AuditCheckpointEvery); err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
+	}
+	if err := cfg.uploadDefaults(); err != nil {
+		return nil, err
 	}
 	if len(cfg.Hosts) == 0 {
 		host, _, err := net.SplitHostPort(cfg.Listen)
@@ -148,6 +163,7 @@ func Open(cfg ServerConfig) (*Server, error) {
 	if _, err := s.audit.Prune(cfg.AuditRetention); err != nil {
 		return nil, err
 	}
+	s.failures = audit.NewFailures(s.audit, time.Minute)
 	// The server holds the database; admin commands reach it through the
 	// admin socket while it runs (see admin.go), so they never wait on it.
 	if s.db, err = bolt.Open(filepath.Join(cfg.Data, DBFile), 0o600, &bolt.Options{Timeout: 2 * time.Second}); err != nil {
@@ -158,6 +174,10 @@ func Open(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	if err := initSegments(s.db); err != nil {
+		s.db.Close()
+		return nil, err
+	}
+	if err := initUploads(s.db); err != nil {
 		s.db.Close()
 		return nil, err
 	}
@@ -178,8 +198,10 @@ func Open(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	composer := tusd.NewStoreComposer()
-	filestore.New(s.uploads).UseIn(composer)
-	filelocker.New(s.uploads).UseIn(composer)
+	s.tusStore = filestore.New(s.uploads)
+	s.tusStore.UseIn(composer)
+	s.locker = filelocker.New(s.uploads)
+	composer.UseLocker(s.locker)
 	s.tus, err = tusd.NewHandler(tusd.Config{
 		StoreComposer:           composer,
 		BasePath:                "/v1/uploads/",
@@ -188,6 +210,11 @@ func Open(cfg ServerConfig) (*Server, error) {
 		DisableConcatenation:    true,
 		Logger:                  expslog.New(expslog.NewTextHandler(io.Discard, nil)),
 		PreUploadCreateCallback: s.preCreate,
+		// The owner's DELETE also ends the upload's ownership.
+		PreUploadTerminateCallback: s.preTerminate,
+		// A PATCH is cut when no byte arrives for this long (a per-read
+		// deadline, renewed by every read); its bytes so far are kept.
+		NetworkTimeout: cfg.PatchTimeout,
 		// Bytes of a cut PATCH are saved within this time; short, so that
 		// shutdown stays well inside systemd's stop timeout.
 		GracefulRequestCompletionTimeout: 2 * time.Second,
@@ -289,7 +316,7 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/enroll", s.handleEnroll)
 	mux.Handle("POST /v1/login", s.login) // viewers: a password, no client certificate
-	mux.Handle("/v1/uploads/", s.deviceOnly(http.StripPrefix("/v1/uploads/", s.tus)))
+	mux.Handle("/v1/uploads/", s.deviceOnly(http.StripPrefix("/v1/uploads/", s.ownUploads(s.tus))))
 	mux.Handle("POST /v1/commit", s.deviceOnly(http.HandlerFunc(s.handleCommit)))
 	mux.Handle("POST /v1/audit/checkpoint", s.deviceOnly(http.HandlerFunc(s.handleAuditCheckpoint)))
 	return mux
@@ -360,6 +387,10 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	}
 	prune := time.NewTicker(24 * time.Hour)
 	defer prune.Stop()
+	bg, stopBg := context.WithCancel(ctx)
+	bgDone := make(chan error, 2)
+	go func() { s.runJanitor(bg); bgDone <- nil }()
+	go func() { bgDone <- s.failures.Run(bg) }()
 wait:
 	for {
 		select {
@@ -379,9 +410,11 @@ wait:
 	defer cancel()
 	serr := srv.Shutdown(shutdown)
 	aerr := adminSrv.Shutdown(shutdown)
+	stopBg()
+	jerr, ferr := <-bgDone, <-bgDone
 	os.Remove(filepath.Join(s.cfg.Data, AdminSocket))
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
-	return errors.Join(err, serr, aerr)
+	return errors.Join(err, serr, aerr, jerr, ferr)
 }

@@ -1,4 +1,9 @@
-// Package uploader will hold the bbolt spool, the tus client, TLS pinning, receipts and the wipe (issue: upload and receiver).
-//
-// It is empty until that issue lands; the layout is fixed by the design card.
+// Package uploader drains the box's spool (uploader/spool) to the receiver:
+// tus uploads resumed from the receiver's offset (uploader/tus), the commit,
+// and the receiver's signed receipt checked and stored before the local file
+// is wiped. A refused commit is acted on by the receiver's reason, else by
+// its status: resume, a bounded fresh upload of the same file, quarantine of
+// the segment (kept on disk, no longer blocking the others), or, when the
+// receiver refuses the box itself, an error wrapping ErrDeviceRefused that
+// keeps every segment queued.
 package uploader

@@ -30,14 +30,18 @@ type Result struct {
 	Outcome  string // OK or TRUNCATED, as the receiver classified it
 	Repeated bool   // the receiver had it already (a commit after a crash)
 	Key      string // where the receiver stored it
+	// Quarantined, if set, is why the receiver refused the segment for
+	// good: it stays on disk in the quarantined state, nothing was wiped.
+	Quarantined *spool.Refusal
 }
 
 // Summary is the result of one drain.
 type Summary struct {
-	Segments  int
-	Bytes     int64
-	BytesSent int64 // including re-sent bytes after faults
-	Retries   int64
+	Segments    int // committed and wiped
+	Bytes       int64
+	Quarantined int   // refused for good and set aside
+	BytesSent   int64 // including re-sent bytes after faults
+	Retries     int64
 }
 
 // Uploader drains a spool to the receiver.
@@ -92,7 +96,11 @@ func (u *Uploader) Stats() tus.Stats { return u.tus.Stats() }
 
 // Drain uploads every pending segment, oldest first, and returns when the
 // spool holds nothing to upload. Each segment is wiped only after a
-// receipt for exactly its bytes was verified and stored durably.
+// receipt for exactly its bytes was verified and stored durably. A segment
+// the receiver refuses for good is quarantined (reported with
+// Result.Quarantined) and the drain goes on with the next one; a refusal
+// of the box itself (errors.Is(err, ErrDeviceRefused)) or a fault that may
+// pass ends the drain with an error, the segment still queued.
 func (u *Uploader) Drain(ctx context.Context, report func(Result), progress func(name string, off, size int64)) (Summary, error) {
 	var sum Summary
 	for {
@@ -107,15 +115,28 @@ func (u *Uploader) Drain(ctx context.Context, report func(Result), progress func
 		}
 		res, err := u.one(ctx, rec, progress)
 		if err != nil {
+			if tus.CertificateRefused(err) {
+				// The receiver refuses this box's certificate (revoked,
+				// not active): the box's problem, not the segment's.
+				err = fmt.Errorf("%w: %w", ErrDeviceRefused, err)
+			}
 			return sum, fmt.Errorf("upload %s: %w", rec.Name, err)
 		}
-		sum.Segments++
-		sum.Bytes += rec.Size
+		if res.Quarantined != nil {
+			sum.Quarantined++
+		} else {
+			sum.Segments++
+			sum.Bytes += rec.Size
+		}
 		if report != nil {
 			report(res)
 		}
 	}
 }
+
+// maxRounds bounds the upload-and-commit rounds of one segment in one
+// drain (fresh starts and resumes after an unfinished commit).
+const maxRounds = 2*spool.MaxFreshStarts + 4
 
 func (u *Uploader) one(ctx context.Context, rec spool.Record, progress func(string, int64, int64)) (Result, error) {
 	f, err := os.Open(u.sp.Path(rec))
@@ -123,15 +144,14 @@ func (u *Uploader) one(ctx context.Context, rec spool.Record, progress func(stri
 		return Result{}, err
 	}
 	defer f.Close()
-	for attempt := 0; ; attempt++ {
-		if attempt > 0 {
-			// The server lost the upload (expired, or its files were
-			// removed): start a new one; the spool forgets the old offset.
-			rec.UploadURL = ""
-		}
+	var last error
+	for range maxRounds {
 		if rec.UploadURL == "" {
 			loc, err := u.tus.Create(ctx, rec.Size, map[string]string{"filename": rec.Name})
 			if err != nil {
+				if ref := tusRefusal(err); ref != nil && ref.action == actDeviceRefused {
+					return Result{}, ref
+				}
 				return Result{}, err
 			}
 			if err := u.sp.StartUpload(rec.Name, loc); err != nil {
@@ -144,93 +164,154 @@ func (u *Uploader) one(ctx context.Context, rec spool.Record, progress func(stri
 				progress(rec.Name, off, rec.Size)
 			}
 		})
-		var se *tus.StatusError
-		if errors.As(err, &se) && (se.StatusCode == http.StatusNotFound || se.StatusCode == http.StatusGone) && attempt < 3 {
-			continue
-		}
 		if err != nil {
-			return Result{}, err
+			ref := tusRefusal(err)
+			if ref == nil || (ref.action != actFresh && ref.action != actDeviceRefused) {
+				return Result{}, err
+			}
+			if ref.action == actDeviceRefused {
+				return Result{}, ref
+			}
+			// The receiver lost the upload (expired, or its files were
+			// removed): start a new one.
+			if res, done, err := u.freshStart(&rec, ref); done || err != nil {
+				return res, err
+			}
+			last = ref
+			continue
 		}
 		if err := u.sp.SetOffset(rec.Name, rec.Size); err != nil {
 			return Result{}, err
 		}
-		cr, err := u.commitUpload(ctx, rec)
-		if errors.Is(err, errUploadGone) && attempt < 3 {
-			continue
+		res, ref, err := u.commitUpload(ctx, rec)
+		if err != nil || ref == nil {
+			return res, err
 		}
-		if err != nil {
-			return Result{}, err
+		last = ref
+		u.log.Warn("commit refused", "segment", rec.Name, "status", ref.Status, "reason", ref.Reason, "action", ref.action, "message", ref.Message)
+		switch ref.action {
+		case actResume:
+			// The next round's HEAD asks the receiver's offset again and
+			// sends the rest from there.
+			if ref.Offset != nil && *ref.Offset >= 0 && *ref.Offset <= rec.Size {
+				if err := u.sp.SetOffset(rec.Name, *ref.Offset); err != nil {
+					return Result{}, err
+				}
+			}
+		case actFresh:
+			if res, done, err := u.freshStart(&rec, ref); done || err != nil {
+				return res, err
+			}
+		case actQuarantine:
+			return u.quarantine(rec, spool.Refusal{Status: ref.Status, Reason: ref.Reason, Message: ref.Message})
+		default:
+			return Result{}, ref
 		}
-		return cr, nil
 	}
+	return Result{}, fmt.Errorf("gave up for now after %d upload rounds: %w", maxRounds, last)
 }
 
-var errUploadGone = errors.New("the receiver no longer has the upload")
+// tusRefusal turns a tus status error into a refusal; nil for other errors.
+func tusRefusal(err error) *RefusedError {
+	var se *tus.StatusError
+	if !errors.As(err, &se) {
+		return nil
+	}
+	return refusalOf("tus "+se.Method, se.StatusCode, []byte(se.Body), false)
+}
+
+// freshStart forgets the segment's unusable upload so that the next round
+// creates a new one; past spool.MaxFreshStarts it quarantines the segment
+// instead (done is then true).
+func (u *Uploader) freshStart(rec *spool.Record, ref *RefusedError) (res Result, done bool, err error) {
+	if rec.FreshStarts >= spool.MaxFreshStarts {
+		why := spool.Refusal{Status: ref.Status, Reason: ref.Reason,
+			Message: fmt.Sprintf("%s (still refused after %d fresh uploads)", ref.Message, rec.FreshStarts)}
+		res, err := u.quarantine(*rec, why)
+		return res, true, err
+	}
+	n, err := u.sp.FreshStart(rec.Name)
+	if err != nil {
+		return Result{}, true, err
+	}
+	rec.UploadURL, rec.Offset, rec.FreshStarts = "", 0, n
+	return Result{}, false, nil
+}
+
+func (u *Uploader) quarantine(rec spool.Record, why spool.Refusal) (Result, error) {
+	if err := u.sp.Quarantine(rec.Name, why); err != nil {
+		return Result{}, err
+	}
+	q, err := u.sp.Get(rec.Name)
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{Name: rec.Name, Size: rec.Size, Quarantined: q.Refusal}, nil
+}
 
 // commitUpload asks for the receipt, checks it against the pinned receipt
-// key and these exact bytes, stores it, and only then wipes the file.
-func (u *Uploader) commitUpload(ctx context.Context, rec spool.Record) (Result, error) {
+// key and these exact bytes, stores it, and only then wipes the file. A
+// refusal (after retrying server errors a few times) is returned as ref.
+func (u *Uploader) commitUpload(ctx context.Context, rec spool.Record) (Result, *RefusedError, error) {
 	body, _ := json.Marshal(receiver.CommitRequest{UploadID: path.Base(rec.UploadURL), Size: rec.Size, SHA256: hex.EncodeToString(rec.SHA256[:])})
 	var cr receiver.CommitResponse
 	began := time.Now()
 	for attempt := 0; ; attempt++ {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.commit.String(), bytes.NewReader(body))
 		if err != nil {
-			return Result{}, err
+			return Result{}, nil, err
 		}
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := u.http.Do(req)
 		if err != nil {
-			if attempt < 5 && ctx.Err() == nil {
+			if attempt < 5 && ctx.Err() == nil && !tus.CertificateRefused(err) {
 				u.log.Warn("commit failed, retrying", "segment", rec.Name, "err", err)
 				if err := sleep(ctx, time.Duration(attempt+1)*500*time.Millisecond); err != nil {
-					return Result{}, err
+					return Result{}, nil, err
 				}
 				continue
 			}
-			return Result{}, fmt.Errorf("commit: %w", err)
+			return Result{}, nil, fmt.Errorf("commit: %w", err)
 		}
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
 		resp.Body.Close()
-		switch {
-		case resp.StatusCode == http.StatusOK:
-		case resp.StatusCode == http.StatusNotFound:
-			return Result{}, errUploadGone
-		case resp.StatusCode >= 500 && attempt < 5:
+		if resp.StatusCode == http.StatusOK {
+			if err := json.Unmarshal(data, &cr); err != nil {
+				return Result{}, nil, fmt.Errorf("commit: bad response: %w", err)
+			}
+			break
+		}
+		ref := refusalOf("commit", resp.StatusCode, data, true)
+		if resp.StatusCode >= 500 && ref.action == actLater && attempt < 5 {
 			if err := sleep(ctx, time.Duration(attempt+1)*500*time.Millisecond); err != nil {
-				return Result{}, err
+				return Result{}, nil, err
 			}
 			continue
-		default:
-			return Result{}, fmt.Errorf("commit refused (HTTP %d): %s", resp.StatusCode, bytes.TrimSpace(data))
 		}
-		if err := json.Unmarshal(data, &cr); err != nil {
-			return Result{}, fmt.Errorf("commit: bad response: %w", err)
-		}
-		break
+		return Result{}, ref, nil
 	}
 	rb, err := base64.StdEncoding.DecodeString(cr.Receipt)
 	if err != nil {
-		return Result{}, fmt.Errorf("commit: receipt is not base64: %w", err)
+		return Result{}, nil, fmt.Errorf("commit: receipt is not base64: %w", err)
 	}
 	r, err := receipt.Verify(u.st.ReceiptKey, rb)
 	if err != nil {
-		return Result{}, fmt.Errorf("commit: %w", err)
+		return Result{}, nil, fmt.Errorf("commit: %w", err)
 	}
 	if err := r.Matches(ed25519.PublicKey(u.st.Device.Public().Bytes()), rec.RecordingID, rec.Sequence, rec.SHA256, rec.Size); err != nil {
-		return Result{}, fmt.Errorf("commit: %w", err)
+		return Result{}, nil, fmt.Errorf("commit: %w", err)
 	}
 	if err := u.sp.Commit(rec.Name, rb); err != nil {
-		return Result{}, err
+		return Result{}, nil, err
 	}
 	if u.opts.onCommit != nil {
 		u.opts.onCommit(time.Since(began))
 	}
 	if err := u.sp.Wipe(rec.Name); err != nil {
-		return Result{}, err
+		return Result{}, nil, err
 	}
 	u.log.Info("segment committed and wiped", "segment", rec.Name, "key", cr.Key, "outcome", cr.Outcome)
-	return Result{Name: rec.Name, Size: rec.Size, Outcome: cr.Outcome, Repeated: cr.Repeated, Key: cr.Key}, nil
+	return Result{Name: rec.Name, Size: rec.Size, Outcome: cr.Outcome, Repeated: cr.Repeated, Key: cr.Key}, nil, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

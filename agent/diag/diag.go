@@ -116,6 +116,17 @@ type QueueInfo struct {
 	Count  int
 	Bytes  int64
 	Oldest time.Time // zero when empty
+	// Quarantined are the segments the receiver refused for good (only
+	// the daemon knows them; a scan of the directory cannot tell).
+	Quarantined []Quarantined
+}
+
+// Quarantined is one segment the receiver refused for good.
+type Quarantined struct {
+	ID      string
+	Status  int
+	Reason  string // the receiver's reason; empty if it sent none
+	Message string
 }
 
 // DiskSpace is what statfs reports for the spool's filesystem.

@@ -280,6 +280,20 @@ func TestSpoolFromDaemon(t *testing.T) {
 	if r.Status != Warn || r.Metrics["segments"] != 7 || r.Metrics["source"] != "daemon" {
 		t.Fatalf("got %s %v", r.Status, r.Metrics)
 	}
+	// A quarantined segment fails the check, however young, with the remedy.
+	o.Queue = func(context.Context) (QueueInfo, error) {
+		return QueueInfo{Count: 2, Bytes: 2 << 20, Oldest: time.Now(), Quarantined: []Quarantined{
+			{ID: "00112233445566778899aabbccddeeff-000003.ubx", Status: 409, Reason: "exists", Message: "segment 3 was already stored\nwith other bytes"},
+			{ID: "00112233445566778899aabbccddeeff-000004.ubx", Status: 403, Message: "signed by another device"},
+		}}, nil
+	}
+	r = result(t, Run(t.Context(), o), "spool")
+	if r.Status != Fail || r.Metrics["quarantined"] != 2 ||
+		!strings.Contains(r.Summary, "-000003.ubx") || !strings.Contains(r.Summary, "HTTP 409 exists: segment 3 was already stored with other bytes") ||
+		!strings.Contains(r.Remedy, "uploadbox queue retry 00112233445566778899aabbccddeeff-000003.ubx") ||
+		!strings.Contains(r.Remedy, "uploadbox queue discard 00112233445566778899aabbccddeeff-000003.ubx --yes") {
+		t.Fatalf("quarantined: %s %v %q %q", r.Status, r.Metrics, r.Summary, r.Remedy)
+	}
 	// The daemon does not answer: the directory is scanned.
 	o.Queue = func(context.Context) (QueueInfo, error) { return QueueInfo{}, errors.New("connection refused") }
 	if r := result(t, Run(t.Context(), o), "spool"); r.Status != Pass || r.Metrics["source"] != "scan" || r.Metrics["segments"] != 0 {

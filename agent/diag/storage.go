@@ -89,6 +89,18 @@ func checkSpool(e *env) Result {
 	if source == "scan" {
 		from = "scanned " + dir
 	}
+	m["quarantined"] = len(q.Quarantined)
+	if n := len(q.Quarantined); n > 0 {
+		first := q.Quarantined[0]
+		more := ""
+		if n > 1 {
+			more = fmt.Sprintf(" and %d more (uploadbox queue lists them)", n-1)
+		}
+		return Result{Status: Fail, Metrics: m,
+			Summary: fmt.Sprintf("%d segment(s) quarantined: the receiver refused %s for good (%s)%s; the segments after it still upload",
+				n, first.ID, spool.Refusal{Status: first.Status, Reason: first.Reason, Message: first.Message}, more),
+			Remedy: fmt.Sprintf("fix the cause, then `uploadbox queue retry %s`; or, if the segment is not wanted, `uploadbox queue discard %s --yes` (deletes it for good)", first.ID, first.ID)}
+	}
 	if q.Count == 0 {
 		return Result{Status: Pass, Metrics: m, Summary: "empty: every segment is uploaded (" + from + ")"}
 	}

@@ -21,6 +21,7 @@ type serveOptions struct {
 	auditRetention                     time.Duration
 	auditCheckpointEvery               time.Duration
 	viewers                            viewerServeOptions
+	uploads                            uploadServeOptions
 }
 
 func newServeCommand() *cobra.Command {
@@ -43,6 +44,9 @@ func newServeCommand() *cobra.Command {
 				cfg.Hosts = []string{o.hostname}
 			}
 			if err := o.viewers.apply(&cfg); err != nil {
+				return err
+			}
+			if err := o.uploads.apply(&cfg); err != nil {
 				return err
 			}
 			if o.s3.Bucket != "" {
@@ -79,6 +83,7 @@ func newServeCommand() *cobra.Command {
 	f.DurationVar(&o.auditRetention, "audit-retention", 180*24*time.Hour, "how long audit entries are kept (pruned at start, daily while running)")
 	f.DurationVar(&o.auditCheckpointEvery, "audit-checkpoint-every", 10*time.Minute, "how often the audit log's head is signed with the receipt key (1s to 10m; once more at shutdown)")
 	o.viewers.AddFlags(f)
+	o.uploads.AddFlags(f)
 	cmd.MarkFlagRequired("data")
 	return cmd
 }

@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,6 +18,7 @@ import (
 	"github.com/uploadbox/uploadbox/agent/config"
 	"github.com/uploadbox/uploadbox/agent/control"
 	"github.com/uploadbox/uploadbox/internal/cli"
+	"github.com/uploadbox/uploadbox/uploader/spool"
 )
 
 // configPath is --config, else $UPLOADBOX_CONFIG, else the packaged path.
@@ -190,7 +193,7 @@ func newQueueCommand() *cobra.Command {
 	var f ctlFlags
 	cmd := &cobra.Command{
 		Use:   "queue [--json]",
-		Short: "Show the upload backlog: segments, bytes, age of the oldest",
+		Short: "Show the upload backlog: segments, bytes, age of the oldest, and the segments held for a technician",
 		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var q agent.Queue
@@ -206,7 +209,7 @@ func newQueueCommand() *cobra.Command {
 				return nil
 			}
 			var states []string
-			for _, s := range []string{"recording", "sealed", "truncated", "uploading", "committed", "corrupt", "missing"} {
+			for _, s := range []string{"recording", "sealed", "truncated", "uploading", "committed", "quarantined", "corrupt", "missing"} {
 				if n := q.ByState[s]; n > 0 {
 					if s == "recording" {
 						s = "being recorded"
@@ -216,10 +219,90 @@ func newQueueCommand() *cobra.Command {
 			}
 			fmt.Fprintf(out, "%d segments, %s, oldest %s ago (%s)\n", q.Count, humanBytes(q.Bytes),
 				(time.Duration(q.Age) * time.Second).Round(time.Second), strings.Join(states, ", "))
+			return printHeld(out, q.Held)
+		},
+	}
+	f.add(cmd, true)
+	cmd.AddCommand(newQueueRetryCommand(), newQueueDiscardCommand())
+	return cmd
+}
+
+// printHeld lists the segments that wait for a technician, with the
+// receiver's reason and what to do.
+func printHeld(out io.Writer, held []agent.HeldSegment) error {
+	if len(held) == 0 {
+		return nil
+	}
+	fmt.Fprintln(out, "\nheld for a technician (not uploaded, not blocking the others):")
+	w := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tSTATE\tSIZE\tWHY")
+	quarantined := false
+	for _, h := range held {
+		why := h.Message
+		if h.State == "quarantined" {
+			quarantined = true
+			why = "receiver refused it: " + spool.Refusal{Status: h.Status, Reason: h.Reason, Message: h.Message}.String()
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", h.ID, h.State, humanBytes(h.Bytes), why)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if quarantined {
+		fmt.Fprintln(out, "fix the cause, then `uploadbox queue retry ID`; or delete it for good with `uploadbox queue discard ID --yes`")
+	}
+	return nil
+}
+
+func newQueueRetryCommand() *cobra.Command {
+	var f ctlFlags
+	cmd := &cobra.Command{
+		Use:   "retry ID",
+		Short: "Put a quarantined segment back in the upload queue (verified again first)",
+		Args:  cli.Args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var h agent.HeldSegment
+			if err := f.call(cmd.Context(), "queue.retry", agent.QueueID{ID: args[0]}, &h); err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(cmd.OutOrStdout(), h)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s is %s again and will be uploaded afresh\n", h.ID, h.State)
 			return nil
 		},
 	}
 	f.add(cmd, true)
+	return cmd
+}
+
+func newQueueDiscardCommand() *cobra.Command {
+	var f ctlFlags
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "discard ID --yes",
+		Short: "Delete a quarantined or corrupt segment's file for good, without a receipt",
+		Long: "The only way a sealed segment leaves the box without the receiver's receipt. Without --yes\n" +
+			"nothing is deleted and the command says what it would delete. Audited with the caller's uid.",
+		Args: cli.Args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var h agent.HeldSegment
+			if err := f.call(cmd.Context(), "queue.discard", agent.QueueDiscard{ID: args[0], Yes: yes}, &h); err != nil {
+				var ce *control.Error
+				if errors.As(err, &ce) && ce.Code == "confirm" {
+					return &cli.CodeError{Code: cli.ExitUsage, Err: ce}
+				}
+				return err
+			}
+			if f.json {
+				return printJSON(cmd.OutOrStdout(), h)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "discarded %s: deleted %s (%s) without a receipt\n", h.ID, h.File, humanBytes(h.Bytes))
+			return nil
+		},
+	}
+	f.add(cmd, true)
+	cmd.Flags().BoolVar(&yes, "yes", false, "really delete the file")
 	return cmd
 }
 
@@ -264,6 +347,12 @@ func newStatusCommand() *cobra.Command {
 			fmt.Fprintf(out, "queue:     %d segments, %s\n", st.Queue.Count, humanBytes(st.Queue.Bytes))
 			if st.UploadError != "" {
 				fmt.Fprintf(out, "upload:    waiting to retry: %s\n", st.UploadError)
+			}
+			if st.UploadAlert != "" {
+				fmt.Fprintf(out, "ALERT:     %s\n", st.UploadAlert)
+			}
+			if n := st.Queue.ByState["quarantined"]; n > 0 {
+				fmt.Fprintf(out, "ALERT:     %d segment(s) quarantined: see uploadbox queue\n", n)
 			}
 			if st.Session.Alert != "" {
 				fmt.Fprintf(out, "ALERT:     %s\n", st.Session.Alert)

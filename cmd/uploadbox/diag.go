@@ -71,7 +71,13 @@ func runDiag(cmd *cobra.Command, o diagOptions) error {
 		if err := sock.call(ctx, "queue", nil, &q); err != nil {
 			return diag.QueueInfo{}, err
 		}
-		return diag.QueueInfo{Count: q.Count, Bytes: q.Bytes, Oldest: q.Oldest}, nil
+		qi := diag.QueueInfo{Count: q.Count, Bytes: q.Bytes, Oldest: q.Oldest}
+		for _, h := range q.Held {
+			if h.State == "quarantined" {
+				qi.Quarantined = append(qi.Quarantined, diag.Quarantined{ID: h.ID, Status: h.Status, Reason: h.Reason, Message: h.Message})
+			}
+		}
+		return qi, nil
 	}
 	opts.Audit = func(ctx context.Context, e audit.Entry) error {
 		// The daemon owns the audit log; it appends for us. Without a

@@ -52,6 +52,10 @@ func newUploadCommand() *cobra.Command {
 				if progress != nil {
 					fmt.Fprintln(cmd.ErrOrStderr())
 				}
+				if q := r.Quarantined; q != nil {
+					fmt.Fprintf(out, "quarantined %s: the receiver refused it (%s); kept in the spool\n", r.Name, q)
+					return
+				}
 				again := ""
 				if r.Repeated {
 					again = ", already stored"
@@ -65,10 +69,10 @@ func newUploadCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "uploaded %d segments, %d bytes (%d sent, %d retries); %d segments left in the spool\n",
-				sum.Segments, sum.Bytes, sum.BytesSent, sum.Retries, stats.Count)
+			fmt.Fprintf(out, "uploaded %d segments, %d bytes (%d sent, %d retries); %d quarantined; %d segments left in the spool\n",
+				sum.Segments, sum.Bytes, sum.BytesSent, sum.Retries, sum.Quarantined, stats.Count)
 			if stats.Count > 0 {
-				return fmt.Errorf("%d segments could not be uploaded (corrupt or missing): see the log above and %s", stats.Count, o.spool)
+				return fmt.Errorf("%d segments could not be uploaded (quarantined, corrupt or missing): see the log above and %s", stats.Count, o.spool)
 			}
 			return nil
 		},

@@ -35,14 +35,15 @@ type Decision struct {
 //     added as sealed, truncated or corrupt; its sealed time is the file's
 //     modification time, so that the queue keeps the recording order.
 //   - an entry whose file vanished in a state that needs it (recording,
-//     sealed, truncated, uploading, corrupt) becomes missing: kept and
+//     sealed, truncated, uploading, corrupt, quarantined) becomes missing: kept and
 //     reported, never dropped.
 //   - a missing entry whose file is back is verified: the same bytes
 //     restore the state before; other bytes are classified afresh.
 //   - a committed entry is wiped now (its receipt is durable): the file
 //     is unlinked if it is still there, then the wipe is recorded.
-//   - a wiped entry whose file exists again is reported and left alone:
-//     nothing is uploaded twice.
+//   - a wiped or discarded entry whose file exists again is reported and
+//     left alone: nothing is uploaded twice, nothing discarded comes back.
+//   - a quarantined entry keeps its state while its file is there.
 //   - other file names (the index itself, temp files) are ignored.
 //
 // Every decision is logged and returned. An error on one segment (an
@@ -191,9 +192,9 @@ func (s *Spool) reconcileOne(key string, r Record, inIndex, hasSealed, hasPartia
 		out = append(out, Decision{Name: key, From: from, To: Wiped, Reason: reason})
 		return out, nil
 
-	case r.State == Wiped:
+	case r.State.gone():
 		if hasSealed || hasPartial {
-			stray("a file exists for a wiped segment; it is not uploaded again and left alone")
+			stray("a file exists for a " + string(r.State) + " segment; it is not uploaded again and left alone")
 		}
 		return out, nil
 
@@ -232,7 +233,7 @@ func (s *Spool) reconcileOne(key string, r Record, inIndex, hasSealed, hasPartia
 		return append(out, d), nil
 	}
 
-	// sealed, truncated, uploading, corrupt: the file must be there.
+	// sealed, truncated, uploading, corrupt, quarantined: the file must be there.
 	present := (r.File == key && hasSealed) || (r.File == partialName && hasPartial)
 	if hasPartial && r.File != partialName {
 		stray("stray " + partialName + " beside a " + string(r.State) + " segment; left alone")

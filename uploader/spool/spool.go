@@ -17,10 +17,17 @@
 //	uploading   → committed   Commit (stores the receipt; the same receipt again is a no-op)
 //	committed   → wiped       Wipe (unlink, fsync the directory, record the wipe)
 //	wiped       → wiped       Wipe is a no-op
+//	uploading   → uploading   FreshStart (forget the upload URL, count the fresh start)
+//	sealed, truncated, uploading → quarantined   Quarantine (the receiver refused it for good)
+//	quarantined → sealed, truncated or corrupt   Retry (verified again, as Reconcile does)
+//	quarantined, corrupt → discarded             Discard (unlink, fsync the directory)
 //
 // Reconcile adds truncated, corrupt and missing; see Reconcile. Corrupt and
 // missing segments are never uploaded, deleted or dropped from the index:
-// they wait for a technician.
+// they wait for a technician. Quarantined segments are kept on disk with the
+// receiver's refusal and are not uploaded until Retry; they never hold up
+// the segments after them. Discard, a technician's decision, is the only
+// way a sealed file is deleted without a receipt.
 package spool
 
 import (
@@ -72,7 +79,17 @@ const (
 	Wiped     State = "wiped"     // file removed, record kept
 	Corrupt   State = "corrupt"   // verified CORRUPT; kept and reported, never uploaded
 	Missing   State = "missing"   // the file vanished before its wipe; kept and reported
+	// Quarantined: the receiver refused the segment for good (Refusal
+	// says why); kept on disk, skipped by Next until Retry.
+	Quarantined State = "quarantined"
+	// Discarded: a technician deleted the file without a receipt
+	// (Discard); the record is kept so the segment is never sent again.
+	Discarded State = "discarded"
 )
+
+// MaxFreshStarts is how many times a segment may be uploaded afresh after
+// the receiver found its upload unusable before it is quarantined.
+const MaxFreshStarts = 3
 
 func (s State) String() string {
 	if s == "" {
@@ -85,7 +102,10 @@ func (s State) String() string {
 func (s State) needsUpload() bool { return s == Sealed || s == Truncated || s == Uploading }
 
 // onDisk reports whether a segment in state s is expected to hold a file.
-func (s State) onDisk() bool { return s != Wiped && s != Missing && s != "" }
+func (s State) onDisk() bool { return s != Wiped && s != Missing && s != Discarded && s != "" }
+
+// gone reports whether a segment in state s has left the box for good.
+func (s State) gone() bool { return s == Wiped || s == Discarded }
 
 // Errors callers branch on.
 var (
@@ -128,10 +148,33 @@ type Record struct {
 	Offset      int64  // bytes the receiver confirmed
 	Receipt     []byte `json:",omitempty"`
 	Attempts    int    // StartUpload calls
+	FreshStarts int    `json:",omitempty"` // FreshStart calls since the last Retry
+	// Refusal is the receiver's answer that quarantined the segment.
+	Refusal     *Refusal `json:",omitempty"`
 	CreatedAt   time.Time
 	SealedAt    time.Time `json:",omitzero"`
 	CommittedAt time.Time `json:",omitzero"`
 	WipedAt     time.Time `json:",omitzero"`
+	// DiscardedAt is when a technician discarded the quarantined file.
+	DiscardedAt time.Time `json:",omitzero"`
+}
+
+// Refusal is what the receiver said when it refused a segment for good.
+type Refusal struct {
+	Status  int    // HTTP status
+	Reason  string `json:",omitempty"` // the receiver's machine-readable reason, if it sent one
+	Message string // the receiver's message, or the box's own when it gave up
+	At      time.Time
+}
+
+// String reads "HTTP 409 exists: message" ("HTTP 409: message" without a
+// reason), on one line.
+func (r Refusal) String() string {
+	s := fmt.Sprintf("HTTP %d", r.Status)
+	if r.Reason != "" {
+		s += " " + r.Reason
+	}
+	return s + ": " + strings.Join(strings.Fields(r.Message), " ")
 }
 
 // recordJSON stores the byte arrays as hex, readable with bbolt tools.
@@ -541,6 +584,135 @@ func (s *Spool) wipeLocked(r Record) error {
 	return nil
 }
 
+// FreshStart forgets the upload URL of an uploading segment so that the
+// next attempt creates a new upload from offset 0, and counts the fresh
+// start. The receiver found the old upload unusable (gone, or its bytes are
+// not the segment's); the local file is not touched. It returns the count
+// since the last Retry; the caller quarantines past MaxFreshStarts.
+func (s *Spool) FreshStart(name string) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, err := s.update(name, existing(name, func(r Record) (Record, error) {
+		if r.State != Uploading {
+			return r, &TransitionError{Name: r.Name, From: r.State, To: Uploading}
+		}
+		r.UploadURL, r.Offset = "", 0
+		r.FreshStarts++
+		return r, nil
+	}))
+	if err != nil {
+		return 0, err
+	}
+	s.log.Info("segment upload starts afresh", "segment", r.Name, "fresh_starts", r.FreshStarts)
+	return r.FreshStarts, nil
+}
+
+// Quarantine records that the receiver refused segment name for good. The
+// file stays on disk and the refusal is stored; Next skips the segment
+// until Retry.
+func (s *Spool) Quarantine(name string, why Refusal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if why.At.IsZero() {
+		why.At = s.opts.now()
+	}
+	r, err := s.update(name, existing(name, func(r Record) (Record, error) {
+		if !r.State.needsUpload() {
+			return r, &TransitionError{Name: r.Name, From: r.State, To: Quarantined}
+		}
+		r.State = Quarantined
+		r.UploadURL, r.Offset = "", 0
+		r.Refusal = &why
+		return r, nil
+	}))
+	if err != nil {
+		return err
+	}
+	s.log.Warn("segment quarantined: the receiver refused it; kept on disk until `uploadbox queue retry` or `discard`",
+		"segment", r.Name, "status", why.Status, "reason", why.Reason, "message", why.Message)
+	return nil
+}
+
+// Retry puts a quarantined segment back in the queue. The file is verified
+// again, as Reconcile would: a file that still verifies becomes sealed or
+// truncated (and is uploaded afresh), one that no longer does becomes
+// corrupt. The refusal and the fresh-start count are cleared.
+func (s *Spool) Retry(name string) (Record, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur, err := s.getFor(name, Sealed, "only a quarantined segment can be retried", Quarantined)
+	if err != nil {
+		return cur, err
+	}
+	key := cur.Name
+	v, err := s.verify(cur.File)
+	if err != nil {
+		return Record{}, fmt.Errorf("retry %s: %w", key, err)
+	}
+	r, err := s.update(key, existing(key, func(r Record) (Record, error) {
+		if r.State != Quarantined {
+			return r, &TransitionError{Name: key, From: r.State, To: Sealed}
+		}
+		r = s.applyOutcome(r, v)
+		r.UploadURL, r.Offset, r.FreshStarts, r.Refusal = "", 0, 0, nil
+		return r, nil
+	}))
+	if err != nil {
+		return Record{}, err
+	}
+	s.log.Info("quarantined segment retried", "segment", r.Name, "state", r.State)
+	return r, nil
+}
+
+// Discard deletes the file of a quarantined or corrupt segment without a
+// receipt: unlink, fsync the directory, record the discard. It is a
+// technician's decision (`uploadbox queue discard ID --yes`) and the only
+// way a sealed segment leaves the box unconfirmed. It returns the record
+// as it was before the discard.
+func (s *Spool) Discard(name string) (Record, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, err := s.getFor(name, Discarded, "only a quarantined or corrupt segment can be discarded", Quarantined, Corrupt)
+	if err != nil {
+		return r, err
+	}
+	key := r.Name
+	if err := os.Remove(s.Path(r)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return Record{}, fmt.Errorf("discard %s: %w", key, err)
+	}
+	if err := syncDir(s.dir); err != nil {
+		return Record{}, fmt.Errorf("discard %s: sync directory: %w", key, err)
+	}
+	if _, err := s.update(key, existing(key, func(cur Record) (Record, error) {
+		cur.State = Discarded
+		cur.DiscardedAt = s.opts.now()
+		return cur, nil
+	})); err != nil {
+		return Record{}, err
+	}
+	s.log.Warn("segment discarded without a receipt", "segment", key, "bytes", r.Size)
+	return r, nil
+}
+
+// getFor returns the record of name for a technician's transition to
+// state to, which only the states in from allow (why says so otherwise).
+func (s *Spool) getFor(name string, to State, why string, from ...State) (Record, error) {
+	key, err := keyOf(name)
+	if err != nil {
+		return Record{}, err
+	}
+	r, ok, err := s.get(key)
+	switch {
+	case err != nil:
+		return Record{}, err
+	case !ok:
+		return Record{}, fmt.Errorf("%w: %s is not in the spool index", ErrUnknownSegment, key)
+	case !slices.Contains(from, r.State):
+		return r, &TransitionError{Name: key, From: r.State, To: to, Err: errors.New(why)}
+	}
+	return r, nil
+}
+
 func (s *Spool) get(key string) (Record, bool, error) {
 	var r Record
 	var ok bool
@@ -627,7 +799,7 @@ func (s *Spool) Next() (r Record, ok bool, err error) {
 
 // Stats summarises the segments not yet wiped.
 type Stats struct {
-	Count   int           // segments not wiped, whatever their state
+	Count   int           // segments not wiped or discarded, whatever their state
 	Bytes   int64         // their size on disk (missing ones count 0)
 	Oldest  time.Time     // sealed (or, while recording, created) time of the oldest
 	Age     time.Duration // now - Oldest; 0 when Count is 0
@@ -644,7 +816,7 @@ func (s *Spool) Stats() (Stats, error) {
 	st := Stats{ByState: map[State]int{}}
 	for _, r := range all {
 		st.ByState[r.State]++
-		if r.State == Wiped {
+		if r.State.gone() {
 			continue
 		}
 		st.Count++

@@ -808,3 +808,152 @@ func TestAdmitCountsRecordingFile(t *testing.T) {
 		t.Fatalf("err = %v, want ErrSpoolFull", err)
 	}
 }
+
+// TestQuarantine: a refused segment is kept on disk with the refusal,
+// no longer blocks the segments after it, survives a reopen, and goes back
+// to the queue on Retry; Discard deletes only a quarantined or corrupt file.
+func TestQuarantine(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	s := f.open(t, dir, Options{})
+	rec := f.recording(t)
+	var names []string
+	for range 3 {
+		name, seg := rec.next(t, 10_000)
+		writeFile(t, dir, name, seg, time.Time{})
+		if err := s.MarkRecording(name); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.MarkSealed(name); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, name)
+	}
+	first := names[0]
+	if err := s.StartUpload(first, "https://r.test/u/1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetOffset(first, 400); err != nil {
+		t.Fatal(err)
+	}
+	for want := 1; want <= 2; want++ {
+		n, err := s.FreshStart(first)
+		if err != nil || n != want {
+			t.Fatalf("FreshStart = %d, %v; want %d", n, err, want)
+		}
+	}
+	if r := mustGet(t, s, first); r.UploadURL != "" || r.Offset != 0 || r.State != Uploading {
+		t.Fatalf("after FreshStart: %+v", r)
+	}
+	if _, err := s.FreshStart(names[1]); err == nil {
+		t.Error("FreshStart of a sealed segment (no upload yet) succeeded")
+	}
+	why := Refusal{Status: 409, Reason: "exists", Message: "already stored with other bytes"}
+	if err := s.Quarantine(first, why); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Quarantine(first, why); err == nil {
+		t.Error("quarantining a quarantined segment succeeded")
+	}
+	if next, ok, err := s.Next(); err != nil || !ok || next.Name != names[1] {
+		t.Fatalf("Next = %s, %v, %v; want %s behind the quarantined one", next.Name, ok, err, names[1])
+	}
+	st, err := s.Stats()
+	if err != nil || st.Count != 3 || st.ByState[Quarantined] != 1 {
+		t.Fatalf("stats %+v, %v", st, err)
+	}
+
+	// A reopen (reconcile) keeps the quarantine and its reason.
+	s.Close()
+	s = f.open(t, dir, Options{})
+	defer s.Close()
+	r := mustGet(t, s, first)
+	if r.State != Quarantined || r.Refusal == nil || r.Refusal.Reason != "exists" || r.Refusal.Status != 409 || r.Refusal.At.IsZero() || !exists(dir, first) {
+		t.Fatalf("after reopen: %+v (refusal %+v)", r, r.Refusal)
+	}
+
+	// Retry: verified again, back in the queue at its old place.
+	if r, err = s.Retry(first); err != nil || r.State != Sealed || r.Refusal != nil || r.FreshStarts != 0 {
+		t.Fatalf("Retry = %+v, %v", r, err)
+	}
+	if next, _, _ := s.Next(); next.Name != first {
+		t.Fatalf("Next after retry = %s, want %s", next.Name, first)
+	}
+	if _, err := s.Retry(first); err == nil {
+		t.Error("retrying a sealed segment succeeded")
+	}
+
+	// Discard refuses a segment that is not quarantined or corrupt.
+	var te *TransitionError
+	if _, err := s.Discard(first); !errors.As(err, &te) || !exists(dir, first) {
+		t.Fatalf("Discard of a sealed segment: %v (file kept: %v)", err, exists(dir, first))
+	}
+	if err := s.Quarantine(first, why); err != nil {
+		t.Fatal(err)
+	}
+	before, err := s.Discard(first)
+	if err != nil || before.State != Quarantined || exists(dir, first) {
+		t.Fatalf("Discard = %+v, %v (file still there: %v)", before, err, exists(dir, first))
+	}
+	if r := mustGet(t, s, first); r.State != Discarded || r.DiscardedAt.IsZero() {
+		t.Fatalf("after discard: %+v", r)
+	}
+	if st, _ := s.Stats(); st.Count != 2 || st.ByState[Discarded] != 1 {
+		t.Fatalf("stats after discard: %+v", st)
+	}
+	if _, err := s.Discard(first); err == nil {
+		t.Error("discarding twice succeeded")
+	}
+	if _, err := s.Discard("nope.ubx"); !errors.Is(err, ErrUnknownSegment) {
+		t.Errorf("Discard of a bad name: %v", err)
+	}
+}
+
+// TestQuarantineReconcile: a quarantined file that vanishes becomes
+// missing and comes back quarantined; a discarded file that reappears is
+// left alone and never uploaded.
+func TestQuarantineReconcile(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	s, name := f.reach(t, dir, Uploading)
+	if err := s.Quarantine(name, Refusal{Status: 403, Reason: "foreign-key", Message: "signed by another device"}); err != nil {
+		t.Fatal(err)
+	}
+	seg, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	os.Rename(filepath.Join(dir, name), filepath.Join(dir, "aside"))
+	s = f.open(t, dir, Options{})
+	if r := mustGet(t, s, name); r.State != Missing || r.Before != Quarantined {
+		t.Fatalf("vanished quarantined file: %+v", r)
+	}
+	s.Close()
+	os.Rename(filepath.Join(dir, "aside"), filepath.Join(dir, name))
+	s = f.open(t, dir, Options{})
+	if r := mustGet(t, s, name); r.State != Quarantined || r.Refusal == nil || r.Refusal.Reason != "foreign-key" {
+		t.Fatalf("quarantined file back: %+v", r)
+	}
+	if _, err := s.Discard(name); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	writeFile(t, dir, name, seg, time.Time{})
+	s = f.open(t, dir, Options{})
+	defer s.Close()
+	if r := mustGet(t, s, name); r.State != Discarded {
+		t.Fatalf("discarded file reappeared: %+v", r)
+	}
+	if _, ok, _ := s.Next(); ok {
+		t.Fatal("a discarded segment is offered for upload again")
+	}
+
+	// A corrupt segment can be discarded too.
+	dir2 := t.TempDir()
+	c, cname := f.reach(t, dir2, Corrupt)
+	defer c.Close()
+	if _, err := c.Discard(cname); err != nil || exists(dir2, partial(cname)) {
+		t.Fatalf("discard corrupt: %v", err)
+	}
+}

@@ -470,7 +470,7 @@ func retryable(err error) bool {
 	var cve *tls.CertificateVerificationError
 	var uae x509.UnknownAuthorityError
 	var hne x509.HostnameError
-	if errors.As(err, &cve) || errors.As(err, &uae) || errors.As(err, &hne) {
+	if errors.As(err, &cve) || errors.As(err, &uae) || errors.As(err, &hne) || CertificateRefused(err) {
 		return false
 	}
 	// Network and transport errors (reset, EOF, TLS alerts, timeouts).

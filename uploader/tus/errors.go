@@ -3,6 +3,7 @@ package tus
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 )
@@ -59,6 +60,24 @@ func retryableStatus(code int) bool {
 		return true
 	}
 	return code >= 500
+}
+
+// CertificateRefused reports whether the server refused this client's
+// certificate in the TLS handshake (a remote alert: bad, revoked, expired
+// or unknown certificate, unknown CA, certificate required). Retrying
+// does not help until the client's enrollment is fixed. crypto/tls does
+// not export the alert type, so its text is matched.
+func CertificateRefused(err error) bool {
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "remote error" || oe.Err == nil {
+		return false
+	}
+	switch oe.Err.Error() {
+	case "tls: bad certificate", "tls: revoked certificate", "tls: expired certificate", "tls: unknown certificate",
+		"tls: unknown certificate authority", "tls: certificate required", "tls: unsupported certificate":
+		return true
+	}
+	return false
 }
 
 func protocolErr(method, url, format string, args ...any) error {

@@ -1,0 +1,233 @@
+package uploader_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/receiver"
+	"github.com/uploadbox/uploadbox/receiver/pki"
+	"github.com/uploadbox/uploadbox/uploader"
+	"github.com/uploadbox/uploadbox/uploader/spool"
+)
+
+// rig is the real receiver (in process, on loopback TLS) and, in front of
+// it, a TLS proxy with the receiver's own certificate that forwards every
+// request with the box's client certificate, except the commit answers a
+// test replaces. The proxy stands in for refusals this branch's receiver
+// does not send yet (reasons, incomplete, device-inactive); the e2e tests
+// produce the ones it does send with the real binaries.
+type rig struct {
+	st *uploader.State
+
+	mu      sync.Mutex
+	commits int
+	rewrite func(n int) (status int, body string, ok bool)
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	dir := t.TempDir()
+	data := filepath.Join(dir, "receiver")
+	srv, err := receiver.Open(receiver.ServerConfig{Data: data, Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Run(ctx, func(a string) { ready <- a })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		srv.Close()
+	})
+	addr := <-ready
+	admin, err := receiver.OpenAdmin(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd, err := admin.AddDevice("room-1")
+	admin.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := uploader.Enroll(t.Context(), "https://"+addr, nd.Token, nd.CAFingerprint, filepath.Join(dir, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := pki.LoadKeyPair(filepath.Join(data, pki.ServerCertFile), filepath.Join(data, pki.ServerKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{st: st}
+	target, _ := url.Parse("https://" + addr)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = st.HTTPClient().Transport
+	rp.ErrorLog = log.New(io.Discard, "", 0)
+	proxy := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/v1/commit" {
+			r.mu.Lock()
+			n := r.commits
+			r.commits++
+			rewrite := r.rewrite
+			r.mu.Unlock()
+			if rewrite != nil {
+				if status, body, ok := rewrite(n); ok {
+					io.Copy(io.Discard, req.Body)
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(status)
+					io.WriteString(w, body)
+					return
+				}
+			}
+		}
+		rp.ServeHTTP(w, req)
+	}))
+	proxy.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	proxy.Config.ErrorLog = log.New(io.Discard, "", 0)
+	proxy.StartTLS()
+	t.Cleanup(proxy.Close)
+	st.Receiver, _ = url.Parse(proxy.URL)
+	return r
+}
+
+// spoolWith seals n segments of a new recording with the box's key into a
+// new spool.
+func (r *rig) spoolWith(t *testing.T, n int) (*spool.Spool, []string) {
+	t.Helper()
+	dir := t.TempDir()
+	rec, _ := crypto.NewRecordingID()
+	var prev [crypto.CommitmentSize]byte
+	var names []string
+	for i := range n {
+		name := fmt.Sprintf("%x-%06d.ubx", rec, i)
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := crypto.NewWriter(f, r.st.Recipients, r.st.Device, crypto.Params{RecordingID: rec, Sequence: uint64(i), Prev: prev, Codec: "video/mp4"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte(strings.Repeat(name, 500)))
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		prev = w.Commitment()
+		names = append(names, name)
+	}
+	sp, err := spool.Open(dir, spool.Options{Device: r.st.Device.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Close() })
+	return sp, names
+}
+
+// TestDrainActsOnRefusals: how the uploader reacts to each kind of refused
+// commit of the first of two segments: the second is always tried unless
+// the refusal concerns the box itself or may pass.
+func TestDrainActsOnRefusals(t *testing.T) {
+	r := newRig(t)
+	refuse := func(upTo int, status int, body string) func(int) (int, string, bool) {
+		return func(n int) (int, string, bool) { return status, body, n < upTo }
+	}
+	tests := []struct {
+		name    string
+		rewrite func(n int) (int, string, bool)
+		// want for the first segment
+		state       spool.State
+		freshStarts int
+		reason      string
+		// want for the drain
+		segments, quarantined int
+		errIs                 error // nil: no error
+		errAny                bool
+	}{
+		{name: "incomplete: resumed at the receiver's offset", rewrite: refuse(1, 409, `{"error":"not finished","reason":"incomplete","offset":0}`),
+			state: spool.Wiped, segments: 2},
+		{name: "mismatch: a fresh upload", rewrite: refuse(1, 409, `{"error":"other bytes","reason":"mismatch"}`),
+			state: spool.Wiped, freshStarts: 1, segments: 2},
+		{name: "not-found: a fresh upload", rewrite: refuse(2, 404, `{"error":"no upload","reason":"not-found"}`),
+			state: spool.Wiped, freshStarts: 2, segments: 2},
+		{name: "mismatch every time: 3 fresh uploads, then quarantine", rewrite: refuse(4, 409, `{"error":"other bytes","reason":"mismatch"}`),
+			state: spool.Quarantined, freshStarts: 3, reason: "mismatch", segments: 1, quarantined: 1},
+		{name: "409 without reason, every time: bounded, then quarantine", rewrite: refuse(4, 409, `{"error":"already stored with other bytes"}`),
+			state: spool.Quarantined, freshStarts: 3, segments: 1, quarantined: 1},
+		{name: "exists: quarantined at once", rewrite: refuse(1, 409, `{"error":"stored with other bytes","reason":"exists"}`),
+			state: spool.Quarantined, reason: "exists", segments: 1, quarantined: 1},
+		{name: "chain: quarantined", rewrite: refuse(1, 409, `{"error":"chain broken","reason":"chain"}`),
+			state: spool.Quarantined, reason: "chain", segments: 1, quarantined: 1},
+		{name: "foreign-key: quarantined", rewrite: refuse(1, 403, `{"error":"signed by another device","reason":"foreign-key"}`),
+			state: spool.Quarantined, reason: "foreign-key", segments: 1, quarantined: 1},
+		{name: "corrupt: quarantined", rewrite: refuse(1, 422, `{"error":"does not verify","reason":"corrupt"}`),
+			state: spool.Quarantined, reason: "corrupt", segments: 1, quarantined: 1},
+		{name: "422 without reason: quarantined", rewrite: refuse(1, 422, `{"error":"does not verify"}`),
+			state: spool.Quarantined, segments: 1, quarantined: 1},
+		{name: "device-inactive: kept queued, the box is refused", rewrite: refuse(1, 403, `{"error":"device is not active","reason":"device-inactive"}`),
+			state: spool.Uploading, errIs: uploader.ErrDeviceRefused},
+		{name: "quota: kept, retried later", rewrite: refuse(1, 413, `{"error":"quota used up","reason":"quota"}`),
+			state: spool.Uploading, errAny: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r.mu.Lock()
+			r.commits, r.rewrite = 0, tt.rewrite
+			r.mu.Unlock()
+			sp, names := r.spoolWith(t, 2)
+			var reported []uploader.Result
+			sum, err := uploader.New(r.st, sp, nil).Drain(t.Context(), func(res uploader.Result) { reported = append(reported, res) }, nil)
+			switch {
+			case tt.errIs != nil && !errors.Is(err, tt.errIs):
+				t.Fatalf("Drain: %v, want %v", err, tt.errIs)
+			case tt.errIs == nil && tt.errAny && err == nil:
+				t.Fatal("Drain succeeded, want an error")
+			case tt.errIs == nil && !tt.errAny && err != nil:
+				t.Fatalf("Drain: %v", err)
+			}
+			if tt.errIs == nil && errors.Is(err, uploader.ErrDeviceRefused) {
+				t.Errorf("%v is reported as the box being refused", err)
+			}
+			if sum.Segments != tt.segments || sum.Quarantined != tt.quarantined {
+				t.Errorf("summary %+v, want %d committed and %d quarantined", sum, tt.segments, tt.quarantined)
+			}
+			first, _ := sp.Get(names[0])
+			if first.State != tt.state || first.FreshStarts != tt.freshStarts {
+				t.Errorf("first segment %s with %d fresh starts, want %s with %d", first.State, first.FreshStarts, tt.state, tt.freshStarts)
+			}
+			if tt.state == spool.Quarantined {
+				q := first.Refusal
+				if q == nil || q.Reason != tt.reason || q.Message == "" {
+					t.Fatalf("refusal %+v, want reason %q", q, tt.reason)
+				}
+				if _, err := os.Stat(sp.Path(first)); err != nil {
+					t.Errorf("the quarantined file is gone: %v", err)
+				}
+				if len(reported) == 0 || reported[0].Quarantined == nil {
+					t.Errorf("reported %+v, want the quarantine first", reported)
+				}
+			}
+			if second, _ := sp.Get(names[1]); (tt.segments > 0) != (second.State == spool.Wiped) {
+				t.Errorf("second segment is %s", second.State)
+			}
+		})
+	}
+}
