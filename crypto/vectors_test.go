@@ -317,6 +317,10 @@ func generateVectors(t *testing.T) {
 	l = layoutOf(t, seg)
 	add(vector{File: "truncated-in-trailer.seg", Description: "cut 40 bytes into the trailer (its magic survives): the final chunk is not released without a trailer", Expect: "truncated", Verify: "truncated"}, seg[:l.trailer+40], msg[:chunk])
 
+	seg, msg, _ = g.seal("truncated-in-trailer-long-final.seg", x, keyDevice, 0, zero, 2*chunk-1, false)
+	l = layoutOf(t, seg)
+	add(vector{File: "truncated-in-trailer-long-final.seg", Description: "a final chunk of 16399 bytes cut 10 bytes into the trailer: the last 16400-byte piece fails as a full chunk but is a final chunk and a trailer cut short, so the full chunk before it is released", Expect: "truncated", Verify: "truncated"}, seg[:l.trailer+10], msg[:chunk])
+
 	seg, _, _ = g.seal("corrupt-chunk-bit-flip.seg", x, keyDevice, 0, zero, chunk+10, false)
 	l = layoutOf(t, seg)
 	add(vector{File: "corrupt-chunk-bit-flip.seg", Description: "one bit flipped in the first chunk", Expect: "corrupt", Verify: "corrupt"}, flipBit(seg, (l.chunks+1234)*8+5), nil)

@@ -1,0 +1,110 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// exitResult is how a command ended.
+type exitResult struct {
+	code           int
+	stdout, stderr string
+}
+
+// runExit runs a command that may fail and returns its exit code and
+// output. A command still running after within is killed and fails the
+// test: a key file or input must never make a command wait.
+func runExit(t *testing.T, within time.Duration, name string, args ...string) exitResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), within)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, name), args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("%s %s did not exit within %s (it waits on something); stderr:\n%s", name, strings.Join(args, " "), within, stderr.String())
+	}
+	res := exitResult{stdout: stdout.String(), stderr: stderr.String()}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		res.code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("%s %s: %v", name, strings.Join(args, " "), err)
+	}
+	return res
+}
+
+// sealed is one segment sealed by the real `uploadbox seal`.
+type sealed struct {
+	keys   keys
+	devPub string // the device public key file
+	media  []byte
+	seg    []byte
+}
+
+// sealMedia seals size random bytes with fresh keys.
+func sealMedia(t *testing.T, dir string, size int) sealed {
+	t.Helper()
+	k := keys{filepath.Join(dir, "org.key"), filepath.Join(dir, "org.pub"), filepath.Join(dir, "dev.key")}
+	devPub := filepath.Join(dir, "dev.pub")
+	run(t, "uploadbox-receiver", "keys", "generate", "--out", k.org, "--public-out", k.pub)
+	run(t, "uploadbox", "keys", "device", "--out", k.dev, "--public-out", devPub)
+	media := make([]byte, size)
+	rand.Read(media)
+	in, segPath := filepath.Join(dir, "media.bin"), filepath.Join(dir, "seg.ubx")
+	if err := os.WriteFile(in, media, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "uploadbox", "seal", "--recipients-file", k.pub, "--device-key", k.dev, "-o", segPath, in)
+	seg, err := os.ReadFile(segPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sealed{k, devPub, media, seg}
+}
+
+// TestOpenCutInsideTrailer: a power cut while the trailer of a 32,767-byte
+// recording was written (its final chunk is 16,399 bytes, so any trailer
+// byte completes a 16,400-byte piece that fails as a full chunk) opens as
+// TRUNCATED, exit 3, with the full chunk in the output; the keyless verify
+// says TRUNCATED too.
+func TestOpenCutInsideTrailer(t *testing.T) {
+	dir := t.TempDir()
+	s := sealMedia(t, dir, 32767)
+	const trailer, fullChunk = 72, 16384
+	for _, into := range []int{1, 10, 71} {
+		cut := filepath.Join(dir, "cut.ubx")
+		if err := os.WriteFile(cut, s.seg[:len(s.seg)-trailer+into], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(dir, "out.bin")
+		os.Remove(out)
+		res := runExit(t, time.Minute, "uploadbox-receiver", "open", "--identity", s.keys.org, "-o", out, cut)
+		if res.code != 3 {
+			t.Errorf("cut %d bytes into the trailer: exit %d, want 3 (TRUNCATED)\nstdout: %sstderr: %s", into, res.code, res.stdout, res.stderr)
+		}
+		if !strings.Contains(res.stderr, "ends inside the trailer") {
+			t.Errorf("cut %d bytes into the trailer: stderr does not say where the file ends:\n%s", into, res.stderr)
+		}
+		got, err := os.ReadFile(out)
+		if err != nil {
+			t.Errorf("cut %d bytes into the trailer: no output: %v", into, err)
+		} else if !bytes.Equal(got, s.media[:fullChunk]) {
+			t.Errorf("cut %d bytes into the trailer: output is %d bytes, want the full chunk (%d bytes of the media)", into, len(got), fullChunk)
+		}
+		res = runExit(t, time.Minute, "uploadbox-receiver", "verify", "--device-pub", s.devPub, cut)
+		if res.code != 3 || !strings.HasPrefix(res.stdout, "TRUNCATED ") {
+			t.Errorf("verify, cut %d bytes into the trailer: exit %d, want 3 (TRUNCATED)\nstdout: %s", into, res.code, res.stdout)
+		}
+	}
+}
