@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -106,5 +107,43 @@ func TestOpenCutInsideTrailer(t *testing.T) {
 		if res.code != 3 || !strings.HasPrefix(res.stdout, "TRUNCATED ") {
 			t.Errorf("verify, cut %d bytes into the trailer: exit %d, want 3 (TRUNCATED)\nstdout: %s", into, res.code, res.stdout)
 		}
+	}
+}
+
+// TestOpenIdentityFileKinds: a FIFO given as --identity is refused at once
+// (it is never opened for a blocking read), naming the file; a symlink to
+// the key file is followed and works.
+func TestOpenIdentityFileKinds(t *testing.T) {
+	dir := t.TempDir()
+	s := sealMedia(t, dir, 1000)
+	seg := filepath.Join(dir, "seg.ubx")
+
+	fifo := filepath.Join(dir, "org.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "fifo.out")
+	res := runExit(t, 20*time.Second, "uploadbox-receiver", "open", "--identity", fifo, "-o", out, seg)
+	if res.code != 1 {
+		t.Errorf("FIFO as --identity: exit %d, want 1\nstderr: %s", res.code, res.stderr)
+	}
+	if !strings.Contains(res.stderr, fifo) || !strings.Contains(res.stderr, "not a regular file") {
+		t.Errorf("FIFO as --identity: the error does not name the file and say it is not a regular file:\n%s", res.stderr)
+	}
+	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("FIFO as --identity: output exists (%v)", err)
+	}
+
+	link := filepath.Join(dir, "org-link.key")
+	if err := os.Symlink(s.keys.org, link); err != nil {
+		t.Fatal(err)
+	}
+	out = filepath.Join(dir, "link.out")
+	res = runExit(t, time.Minute, "uploadbox-receiver", "open", "--identity", link, "-o", out, seg)
+	if res.code != 0 {
+		t.Fatalf("symlink to the key as --identity: exit %d, want 0\nstderr: %s", res.code, res.stderr)
+	}
+	if got, err := os.ReadFile(out); err != nil || !bytes.Equal(got, s.media) {
+		t.Errorf("symlink to the key as --identity: output %d bytes (%v), want the %d media bytes", len(got), err, len(s.media))
 	}
 }
