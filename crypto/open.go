@@ -182,10 +182,22 @@ type Reader struct {
 // first identity that opens a stanza, and checks the key commitment before
 // any chunk is decrypted.
 func NewReader(src io.Reader, identities ...*Identity) (*Reader, error) {
+	return newReader(src, nil, identities)
+}
+
+// newReader is NewReader that, when device is not nil, first refuses a
+// segment whose header names another device (ErrWrongDevice), before any
+// key is tried.
+func newReader(src io.Reader, device *DevicePublicKey, identities []*Identity) (*Reader, error) {
 	h := blake3.New()
 	hdr, err := ReadHeader(src)
 	if err != nil {
 		return nil, err
+	}
+	if device != nil {
+		if err := hdr.CheckDevice(device); err != nil {
+			return nil, err
+		}
 	}
 	h.Write(hdr.raw)
 	key, err := unwrap(hdr, identities)
@@ -349,8 +361,10 @@ func Verify(src io.Reader, device *DevicePublicKey) (*Info, error) {
 		return nil, err
 	}
 	info := &Info{Header: hdr}
-	if device != nil && !device.Equal(hdr.Device) {
-		return info, fmt.Errorf("%w: segment was made by device %s, not %s", ErrCorrupt, hdr.Device, device)
+	if device != nil {
+		if err := hdr.CheckDevice(device); err != nil {
+			return info, err
+		}
 	}
 	h.Write(hdr.raw)
 	sp := newSplitter(cr, h)

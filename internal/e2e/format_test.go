@@ -147,3 +147,59 @@ func TestOpenIdentityFileKinds(t *testing.T) {
 		t.Errorf("symlink to the key as --identity: output %d bytes (%v), want the %d media bytes", len(got), err, len(s.media))
 	}
 }
+
+// TestOpenDevicePub: open --device-pub refuses a whole, validly signed
+// segment of another device with exit 4 and a message naming both keys,
+// writing nothing; with the sealing device's key (as a file or inline) it
+// opens. verify --device-pub says the same.
+func TestOpenDevicePub(t *testing.T) {
+	dir := t.TempDir()
+	s := sealMedia(t, dir, 40000)
+	seg := filepath.Join(dir, "seg.ubx")
+	other := filepath.Join(dir, "other.pub")
+	run(t, "uploadbox", "keys", "device", "--out", filepath.Join(dir, "other.key"), "--public-out", other)
+	otherKey := strings.TrimSpace(readFile(t, other))
+	ownKey := strings.TrimSpace(readFile(t, s.devPub))
+
+	for _, pub := range []string{other, otherKey} {
+		out := filepath.Join(dir, "wrong.out")
+		res := runExit(t, time.Minute, "uploadbox-receiver", "open", "--identity", s.keys.org, "--device-pub", pub, "-o", out, seg)
+		if res.code != 4 {
+			t.Errorf("open --device-pub %s: exit %d, want 4\nstderr: %s", pub, res.code, res.stderr)
+		}
+		if !strings.Contains(res.stderr, "signed by another device than "+otherKey) || !strings.Contains(res.stderr, ownKey) {
+			t.Errorf("open --device-pub %s: the message does not name both devices:\n%s", pub, res.stderr)
+		}
+		if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("open --device-pub %s of another device wrote %s (%v)", pub, out, err)
+		}
+		res = runExit(t, time.Minute, "uploadbox-receiver", "verify", "--device-pub", pub, seg)
+		if res.code != 4 || !strings.Contains(res.stderr, "signed by another device than "+otherKey) {
+			t.Errorf("verify --device-pub %s: exit %d, want 4 naming the device\nstderr: %s", pub, res.code, res.stderr)
+		}
+	}
+	for _, pub := range []string{s.devPub, ownKey} {
+		out := filepath.Join(dir, "right.out")
+		os.Remove(out)
+		res := runExit(t, time.Minute, "uploadbox-receiver", "open", "--identity", s.keys.org, "--device-pub", pub, "-o", out, seg)
+		if res.code != 0 {
+			t.Fatalf("open --device-pub %s of its own device: exit %d\nstderr: %s", pub, res.code, res.stderr)
+		}
+		if got := readFile(t, out); got != string(s.media) {
+			t.Errorf("open --device-pub %s: output is %d bytes, want the %d media bytes", pub, len(got), len(s.media))
+		}
+	}
+	// A device key that does not parse is a usage error.
+	if res := runExit(t, time.Minute, "uploadbox-receiver", "open", "--identity", s.keys.org, "--device-pub", "ubx-dev-pub-ed25519:AAAA", "-o", filepath.Join(dir, "x.out"), seg); res.code != 2 {
+		t.Errorf("open --device-pub with a bad key: exit %d, want 2\nstderr: %s", res.code, res.stderr)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
