@@ -181,6 +181,9 @@ func ParseHeader(raw []byte) (*Header, error) {
 		return nil, h.headerErr("declared length %d, have %d", total, len(raw))
 	}
 	p := raw[12:]
+	if err := checkDevicePoint(p[:32]); err != nil {
+		return nil, h.headerErr("device key %v", err)
+	}
 	h.Device = &DevicePublicKey{pub: ed25519.PublicKey(append([]byte(nil), p[:32]...))}
 	p = p[32:]
 	copy(h.RecordingID[:], p[:16])
