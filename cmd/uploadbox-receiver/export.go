@@ -26,6 +26,9 @@ func newExportCommand() *cobra.Command {
 		Short: "Check a recording's chain, decrypt its segments and write one playable MP4",
 		Args:  cli.Args(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.out == "" || o.identity == "" {
+				return cli.Usagef("--identity and -o: give the organisation key file and the MP4 file to write")
+			}
 			dev, err := devicePubFlag(o.devicePub)
 			if err != nil {
 				return err

@@ -32,6 +32,9 @@ func newOpenCommand() *cobra.Command {
 		Short: "Decrypt a segment (exit 0 OK, 3 TRUNCATED with the authentic prefix written, 4 corrupt, not for this key or from another device)",
 		Args:  cli.Args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.out == "" || o.identity == "" {
+				return cli.Usagef("--identity and -o: give the organisation key file and the file to write the plaintext to")
+			}
 			dev, err := devicePubFlag(o.devicePub)
 			if err != nil {
 				return err

@@ -203,3 +203,114 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// TestOpenExitCodes runs the real `uploadbox-receiver open` and `verify`
+// once for every error class of the exit-code table in docs/format.md §13
+// and checks, for open, whether OUT exists afterwards and what it holds.
+func TestOpenExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	s := sealMedia(t, dir, 3*16384+500)
+	const hdrLen = 1287 - len("video/mp4") + len("application/octet-stream") // X-Wing, one recipient
+	write := func(name string, b []byte, perm os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, perm); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	seg := filepath.Join(dir, "seg.ubx")
+	flipped := bytes.Clone(s.seg)
+	flipped[hdrLen+56+100] ^= 1
+	otherOrg := filepath.Join(dir, "other.key")
+	run(t, "uploadbox-receiver", "keys", "generate", "--out", otherOrg)
+	otherDev := filepath.Join(dir, "other-dev.pub")
+	run(t, "uploadbox", "keys", "device", "--out", filepath.Join(dir, "other-dev.key"), "--public-out", otherDev)
+	loose := write("loose.key", []byte(readFile(t, s.keys.org)), 0o644)
+
+	const (
+		noOutput = -1 // OUT must not exist
+		kept     = -2 // OUT existed before and must be unchanged
+	)
+	tests := []struct {
+		name string
+		code int
+		seg  string
+		args []string // extra flags; -o is added unless the test is about it
+		out  int      // bytes of media OUT holds, or noOutput / kept
+	}{
+		{"ok", 0, seg, nil, len(s.media)},
+		{"usage: empty -o", 2, seg, []string{"-o", ""}, noOutput},
+		{"usage: empty --identity", 2, seg, []string{"--identity", ""}, kept},
+		{"usage: unknown flag", 2, seg, []string{"--no-such-flag"}, noOutput},
+		{"usage: two segments", 2, seg, []string{seg}, noOutput},
+		{"usage: bad --device-pub", 2, seg, []string{"--device-pub", "ubx-dev-pub-ed25519:AAAA"}, noOutput},
+		{"truncated after two chunks", 3, write("cut.ubx", s.seg[:hdrLen+56+2*16400+300], 0o644), nil, 2 * 16384},
+		{"truncated in the first chunk", 3, write("cut0.ubx", s.seg[:hdrLen+56+100], 0o644), nil, 0},
+		{"truncated in the header", 3, write("cuthdr.ubx", s.seg[:100], 0o644), nil, noOutput},
+		{"truncated in the commitment", 3, write("cutsalt.ubx", s.seg[:hdrLen+40], 0o644), nil, noOutput},
+		{"corrupt", 4, write("flipped.ubx", flipped, 0o644), nil, kept},
+		{"not for this key", 4, seg, []string{"--identity", otherOrg}, kept},
+		{"another device", 4, seg, []string{"--device-pub", otherDev}, kept},
+		{"identity missing", 1, seg, []string{"--identity", filepath.Join(dir, "nope.key")}, kept},
+		{"identity readable by others", 1, seg, []string{"--identity", loose}, kept},
+		{"segment missing", 1, filepath.Join(dir, "nope.ubx"), nil, kept},
+		{"output directory missing", 1, seg, []string{"-o", filepath.Join(dir, "no", "dir", "out.bin")}, noOutput},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".out")
+			if tc.out == kept {
+				write(filepath.Base(out), []byte("already here"), 0o600)
+			}
+			args := []string{"open", "--identity", s.keys.org, "-o", out}
+			args = append(args, tc.args...)
+			args = append(args, tc.seg)
+			res := runExit(t, time.Minute, "uploadbox-receiver", args...)
+			if res.code != tc.code {
+				t.Fatalf("exit %d, want %d\nstdout: %sstderr: %s", res.code, tc.code, res.stdout, res.stderr)
+			}
+			got, err := os.ReadFile(out)
+			switch tc.out {
+			case noOutput:
+				if !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("OUT exists (%d bytes, %v), want none", len(got), err)
+				}
+			case kept:
+				if string(got) != "already here" {
+					t.Errorf("OUT was changed: %d bytes, %v", len(got), err)
+				}
+			default:
+				if err != nil || !bytes.Equal(got, s.media[:tc.out]) {
+					t.Errorf("OUT holds %d bytes (%v), want the first %d media bytes", len(got), err, tc.out)
+				}
+				if tc.code == 3 && !strings.Contains(res.stdout, "TRUNCATED") {
+					t.Errorf("stdout does not say TRUNCATED: %s", res.stdout)
+				}
+			}
+			if tc.code != 0 && !strings.Contains(res.stderr, "uploadbox-receiver: ") {
+				t.Errorf("no error message on stderr: %q", res.stderr)
+			}
+		})
+	}
+
+	verify := []struct {
+		name string
+		code int
+		args []string
+	}{
+		{"ok", 0, []string{"--device-pub", s.devPub, seg}},
+		{"truncated", 3, []string{"--device-pub", s.devPub, filepath.Join(dir, "cut.ubx")}},
+		{"corrupt signature", 4, []string{"--device-pub", s.devPub, write("badsig.ubx", append(bytes.Clone(s.seg[:len(s.seg)-1]), s.seg[len(s.seg)-1]^1), 0o644)}},
+		{"another device", 4, []string{"--device-pub", otherDev, seg}},
+		{"usage: no --device-pub", 2, []string{seg}},
+		{"segment missing", 1, []string{"--device-pub", s.devPub, filepath.Join(dir, "nope.ubx")}},
+	}
+	for _, tc := range verify {
+		t.Run("verify "+tc.name, func(t *testing.T) {
+			res := runExit(t, time.Minute, "uploadbox-receiver", append([]string{"verify"}, tc.args...)...)
+			if res.code != tc.code {
+				t.Errorf("exit %d, want %d\nstdout: %sstderr: %s", res.code, tc.code, res.stdout, res.stderr)
+			}
+		})
+	}
+}
