@@ -24,6 +24,8 @@ var (
 	edP   = new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 255), big.NewInt(19))
 	edD   = new(big.Int).Mod(new(big.Int).Mul(big.NewInt(-121665), new(big.Int).ModInverse(big.NewInt(121666), edP)), edP)
 	edOne = big.NewInt(1)
+	// edHalf is (p − 1) / 2: w^edHalf is 1 exactly for the non-zero squares.
+	edHalf = new(big.Int).Rsh(edP, 1)
 )
 
 // checkDevicePoint refuses an Ed25519 public key encoding that is not the
@@ -42,43 +44,52 @@ func checkDevicePoint(enc []byte) error {
 	if y.Cmp(edP) >= 0 {
 		return errPointEncoding
 	}
-	// x² = (y² − 1) / (d·y² + 1)
-	y2 := mulMod(y, y)
-	u := new(big.Int).Sub(y2, edOne)
-	v := new(big.Int).Add(mulMod(edD, y2), edOne)
-	x2 := mulMod(u, new(big.Int).ModInverse(v, edP))
-	x := new(big.Int).ModSqrt(x2, edP)
-	if x == nil {
+	// On −x² + y² = 1 + d·x²·y², x² = (y² − 1) / (d·y² + 1); the
+	// denominator is never 0 (−1/d is not a square). A point exists when
+	// that is a square, that is when (y² − 1)·(d·y² + 1) is.
+	num, den := xSquared(y, edOne)
+	if num.Sign() == 0 && sign == 1 {
+		return errPointEncoding // x = 0 has no negative
+	}
+	if w := mulMod(num, den); w.Sign() != 0 && new(big.Int).Exp(w, edHalf, edP).Cmp(edOne) != 0 {
 		return errPointCurve
 	}
-	if x.Sign() == 0 && sign == 1 {
-		return errPointEncoding
-	}
 	// The group is the prime-order subgroup times 8 small-order points: P
-	// has small order exactly when [8]P is the identity (0, 1).
+	// has small order exactly when [8]P is the identity, the only point
+	// with y = 1. Doubling depends on y alone (x² is a function of y):
+	// y(2P) = (x² + y²) / (2 + x² − y²); with y = Y/Z this needs no
+	// inverse.
+	yn, yd := y, new(big.Int).Set(edOne)
 	for range 3 {
-		x, y = edDouble(x, y)
+		num, den := xSquared(yn, yd) // x² = num/den
+		y2, z2 := mulMod(yn, yn), mulMod(yd, yd)
+		a := mulMod(num, z2) // x²·den·Z²
+		b := mulMod(y2, den) // y²·den·Z²
+		dz2 := mulMod(den, z2)
+		yn = new(big.Int).Add(a, b)
+		yn.Mod(yn, edP)
+		yd = new(big.Int).Add(new(big.Int).Lsh(dz2, 1), a)
+		yd.Sub(yd, b)
+		yd.Mod(yd, edP)
 	}
-	if x.Sign() == 0 && y.Cmp(edOne) == 0 {
+	if yn.Cmp(yd) == 0 {
 		return errPointOrder
 	}
 	return nil
 }
 
+// xSquared returns x² = num/den for the point with y = yn/yd:
+// num = yn² − yd², den = d·yn² + yd² (mod p).
+func xSquared(yn, yd *big.Int) (num, den *big.Int) {
+	y2, z2 := mulMod(yn, yn), mulMod(yd, yd)
+	num = new(big.Int).Sub(y2, z2)
+	num.Mod(num, edP)
+	den = new(big.Int).Add(mulMod(edD, y2), z2)
+	den.Mod(den, edP)
+	return num, den
+}
+
 func mulMod(a, b *big.Int) *big.Int {
 	r := new(big.Int).Mul(a, b)
 	return r.Mod(r, edP)
-}
-
-// edDouble doubles the affine point (x, y) on −x² + y² = 1 + d·x²·y²:
-// x' = 2xy / (1 + d·x²·y²), y' = (y² + x²) / (1 − d·x²·y²). The formula is
-// complete (d is not a square), so no denominator is ever zero.
-func edDouble(x, y *big.Int) (*big.Int, *big.Int) {
-	xy := mulMod(x, y)
-	dxy2 := mulMod(edD, mulMod(xy, xy))
-	nx := mulMod(new(big.Int).Lsh(xy, 1), new(big.Int).ModInverse(new(big.Int).Add(dxy2, edOne), edP))
-	den := new(big.Int).Sub(edOne, dxy2)
-	den.Mod(den, edP)
-	ny := mulMod(new(big.Int).Add(mulMod(y, y), mulMod(x, x)), new(big.Int).ModInverse(den, edP))
-	return nx, ny
 }

@@ -428,6 +428,13 @@ func TestSmallOrderDeviceKeys(t *testing.T) {
 			t.Fatalf("a generated device key: %v", err)
 		}
 	}
+	// A key of mixed order, the base point plus the point of order 2
+	// (y = −4/5), is not refused (docs/format.md §6.1).
+	yB := new(big.Int).Mul(big.NewInt(4), new(big.Int).ModInverse(big.NewInt(5), p))
+	mixed, _ := hex.DecodeString(le(new(big.Int).Sub(p, yB.Mod(yB, p))))
+	if err := checkDevicePoint(mixed); err != nil {
+		t.Errorf("base point + order-2 point: %v, want accepted", err)
+	}
 	notOnCurve, _ := hex.DecodeString("0200000000000000000000000000000000000000000000000000000000000000")
 	if err := checkDevicePoint(notOnCurve); !errors.Is(err, errPointCurve) {
 		t.Errorf("y = 2: %v, want not on the curve", err)
