@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
 	"github.com/uploadbox/uploadbox/receiver/devices"
 )
@@ -39,26 +40,31 @@ type EnrollResponse struct {
 func EnrollProof(token string) []byte { return []byte("uploadbox.enroll.v1\x00" + token) }
 
 func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
+	// refuse answers 400 and audits the attempt (coalesced per source).
+	refuse := func(msg, detail string) {
+		s.fails.Record(audit.Entry{Event: "device.enroll", Source: r.RemoteAddr, Outcome: "denied", Detail: detail})
+		httpError(w, http.StatusBadRequest, msg)
+	}
 	var req EnrollRequest
 	dec := json.NewDecoder(io.LimitReader(r.Body, 8192))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		httpError(w, http.StatusBadRequest, "enroll: bad request body: "+err.Error())
+	if err := dec.Decode(&req); err != nil || dec.More() {
+		refuse(`enroll: bad request body: send {"token": …, "device_key": …, "proof": …} (uploadbox enroll does)`, "malformed request body")
 		return
 	}
 	pub, err := crypto.ParseDevicePublicKey(req.DeviceKey)
 	if err != nil {
-		httpError(w, http.StatusBadRequest, "enroll: "+err.Error())
+		refuse("enroll: "+err.Error(), "malformed device key")
 		return
 	}
 	proof, err := base64.StdEncoding.DecodeString(req.Proof)
 	if err != nil || !ed25519.Verify(pub.Bytes(), EnrollProof(req.Token), proof) {
-		httpError(w, http.StatusBadRequest, "enroll: the proof is not the device key's signature over the token")
+		refuse("enroll: the proof is not the device key's signature over the token", "bad proof of the device key")
 		return
 	}
 	name, err := devices.TokenName(req.Token)
 	if err != nil {
-		httpError(w, http.StatusBadRequest, "enroll: "+err.Error())
+		refuse("enroll: "+err.Error(), "malformed token")
 		return
 	}
 	cert, err := s.ca.IssueDevice(name, pub.Bytes(), time.Now())
@@ -67,12 +73,17 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.devices.Enroll(req.Token, pub.Bytes(), cert.SerialNumber.String(), r.RemoteAddr); err != nil {
-		code := http.StatusForbidden
-		if errors.Is(err, devices.ErrLocked) {
-			code = http.StatusLocked
+		switch {
+		case errors.Is(err, devices.ErrKeyEnrolled):
+			// Only the holder of a valid token and of the key gets here.
+			httpError(w, http.StatusConflict, "enroll: "+devices.ErrKeyEnrolled.Error())
+		case errors.Is(err, devices.ErrLocked):
+			httpError(w, http.StatusLocked, "enrollment refused")
+		default:
+			// The reason stays in the audit log; the client learns only that
+			// it failed, the same for every name (see devices.Enroll).
+			httpError(w, http.StatusForbidden, "enrollment refused")
 		}
-		// The reason stays in the audit log; the client learns only that it failed.
-		httpError(w, code, "enrollment refused")
 		return
 	}
 	resp := EnrollResponse{
