@@ -260,7 +260,8 @@ func (r *Registry) Enroll(token string, pub ed25519.PublicKey, certSerial, sourc
 			}
 			if d.Fail(now) {
 				lockedNow = true
-				outcome, detail = "locked", fmt.Sprintf("%d failures within %s", len(d.Failures), FailureWindow)
+				outcome, detail = "locked", fmt.Sprintf("%s; %d failures within %s", result, len(d.Failures), FailureWindow)
+				result = ErrLocked
 				if d.State == Pending {
 					d.Before, d.State = d.State, Locked
 				}
