@@ -168,7 +168,6 @@ func (s *Server) bounded(next http.Handler) http.Handler {
 		rc := http.NewResponseController(w)
 		rc.SetReadDeadline(time.Now().Add(t))
 		body, err := io.ReadAll(io.LimitReader(r.Body, maxSmallBody+1))
-		rc.SetReadDeadline(time.Time{})
 		var ne net.Error
 		switch {
 		case errors.As(err, &ne) && ne.Timeout():
@@ -184,6 +183,9 @@ func (s *Server) bounded(next http.Handler) http.Handler {
 			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the request body is larger than %d KiB", maxSmallBody>>10))
 			return
 		}
+		// Only now: after a refusal above, the passed deadline also stops
+		// the server from reading the rest of the body to discard it.
+		rc.SetReadDeadline(time.Time{})
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		dw := &deadlineWriter{ResponseWriter: w, rc: rc, t: t}
 		next.ServeHTTP(dw, r)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/receiver"
+	"github.com/uploadbox/uploadbox/receiver/pki"
 )
 
 // authClient trusts the CA of the receiver whose data directory is data.
@@ -308,5 +310,229 @@ func TestEnrollNoEnumeration(t *testing.T) {
 	run(t, "uploadbox-receiver", "devices", "unlock", "room-1", "--data", data)
 	if a := postJSON(t, c, url, enrollAttempt(t, token, nil)); a.code != http.StatusOK {
 		t.Fatalf("after devices unlock: HTTP %d %s", a.code, a.body)
+	}
+}
+
+// TestSlowBodyIsCut (issue 10 item 5): a body sent one byte every 2 s to
+// /v1/login or /v1/enroll is cut at --request-timeout instead of holding
+// the connection open.
+func TestSlowBodyIsCut(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "receiver")
+	rcv := startReceiver(t, data, "127.0.0.1:0", "--request-timeout", "2s")
+	pem, err := os.ReadFile(filepath.Join(data, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	const bodyLen = 20 // 40 s at one byte every 2 s
+	for _, path := range []string{"/v1/login", "/v1/enroll"} {
+		t.Run(path, func(t *testing.T) {
+			conn, err := tls.Dial("tcp", rcv.addr, &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: receiver\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", path, bodyLen)
+			answered := make(chan string, 1)
+			go func() {
+				b, _ := io.ReadAll(conn) // the answer, then the close
+				answered <- string(b)
+			}()
+			sent := 0
+			var reply string
+		send:
+			for sent < bodyLen {
+				if _, err := conn.Write([]byte("x")); err != nil {
+					break
+				}
+				sent++
+				select {
+				case reply = <-answered:
+					break send
+				case <-time.After(2 * time.Second):
+				}
+			}
+			if reply == "" {
+				select {
+				case reply = <-answered:
+				case <-time.After(5 * time.Second):
+				}
+			}
+			t.Logf("cut after %d of %d body bytes: %q", sent, bodyLen, strings.SplitN(reply, "\r\n", 2)[0])
+			// The timeout is 2 s: the server must give up after about one byte.
+			if sent > 3 {
+				t.Fatalf("%s: the server kept reading a 1-byte-per-2-s body: %d of %d bytes sent before it answered %q", path, sent, bodyLen, reply)
+			}
+			if !strings.HasPrefix(reply, "HTTP/1.1 408") {
+				t.Fatalf("%s: answer to a body that did not arrive in time: %q, want 408", path, reply)
+			}
+		})
+	}
+}
+
+// stopAndReadAudit stops the receiver (writing the coalesced summaries)
+// and returns its audit log.
+func stopAndReadAudit(t *testing.T, rcv *receiverProc) string {
+	t.Helper()
+	rcv.stop(t)
+	b, err := os.ReadFile(filepath.Join(rcv.data, "audit.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestFailedAuthAudited (issue 10 item 8, receiver side): an enrollment
+// with a bad proof, one with a garbage body and an mTLS handshake with a
+// certificate from another CA are in the audit log.
+func TestFailedAuthAudited(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "receiver")
+	rcv := startReceiver(t, data, "127.0.0.1:0")
+	c := authClient(t, data)
+	url := "https://" + rcv.addr + "/v1/enroll"
+	token := addDevice(t, data, "room-1")
+	key, err := crypto.GenerateDeviceKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	badProof, _ := json.Marshal(receiver.EnrollRequest{Token: token, DeviceKey: key.Public().String(), Proof: base64.StdEncoding.EncodeToString(key.Sign([]byte("something else")))})
+	if a := postJSON(t, c, url, string(badProof)); a.code != http.StatusBadRequest {
+		t.Fatalf("bad proof: HTTP %d %s", a.code, a.body)
+	}
+	if a := postJSON(t, c, url, "garbage"); a.code != http.StatusBadRequest {
+		t.Fatalf("garbage body: HTTP %d %s", a.code, a.body)
+	}
+
+	// A device certificate from another CA, for a real device key.
+	foreign, err := pki.NewCA("elsewhere", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := foreign.IssueDevice("room-1", ed25519.PublicKey(key.Public().Bytes()), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, _ := os.ReadFile(filepath.Join(data, "ca.crt"))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		// Sent whatever CAs the server names (crypto/tls would otherwise
+		// leave out a certificate the server did not ask for).
+		dc := pki.DeviceCertificate(cert, key.Signer())
+		conn, err := tls.Dial("tcp", rcv.addr, &tls.Config{RootCAs: pool, MinVersion: v, MaxVersion: v,
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &dc, nil }})
+		if err == nil {
+			// TLS 1.3: the client learns of the refusal at its first read.
+			conn.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+			_, err = conn.Read(make([]byte, 1))
+			conn.Close()
+		}
+		if err == nil {
+			t.Fatalf("TLS %x: a certificate from another CA was accepted", v)
+		}
+	}
+
+	log := stopAndReadAudit(t, rcv)
+	for _, want := range []string{
+		`"event":"device.enroll","source":"127.0.0.1","outcome":"denied","detail":"bad proof of the device key"`,
+		`"event":"device.enroll","source":"127.0.0.1","outcome":"denied","detail":"1 more failures from 127.0.0.1`,
+		`"event":"device.connect","source":"127.0.0.1","outcome":"denied","detail":"client certificate \"room-1\"`,
+		`"event":"device.connect","source":"127.0.0.1","outcome":"denied","detail":"1 more failures from 127.0.0.1`,
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("audit log lacks %s:\n%s", want, log)
+		}
+	}
+}
+
+// TestEnrollRefusesKnownKey (issue 10 item 13): a device key already
+// enrolled under one name is refused for another (409, clear message);
+// the token stays valid for a new key.
+func TestEnrollRefusesKnownKey(t *testing.T) {
+	dir := t.TempDir()
+	rcv := startReceiver(t, filepath.Join(dir, "receiver"), "127.0.0.1:0")
+	b := enrollBox(t, rcv, "room-1", rcv.addr, filepath.Join(dir, "state"))
+	key, err := crypto.ReadDeviceKeyFile(filepath.Join(b.state, "device.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := addDevice(t, rcv.data, "room-2")
+	c := authClient(t, rcv.data)
+	a := postJSON(t, c, "https://"+rcv.addr+"/v1/enroll", enrollAttempt(t, token, key))
+	if a.code != http.StatusConflict || !strings.Contains(a.body, "already enrolled under another name") {
+		t.Fatalf("room-1's key for room-2: HTTP %d %s, want 409 already enrolled", a.code, a.body)
+	}
+	if a := postJSON(t, c, "https://"+rcv.addr+"/v1/enroll", enrollAttempt(t, token, nil)); a.code != http.StatusOK {
+		t.Fatalf("the same token with a new key: HTTP %d %s", a.code, a.body)
+	}
+}
+
+// TestTLS12OnlyAEAD (issue 10 item 13): under TLS 1.2 the receiver
+// refuses CBC suites (openssl s_client, a real peer) and takes AEAD ones.
+func TestTLS12OnlyAEAD(t *testing.T) {
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Fatalf("openssl is required: %v", err)
+	}
+	rcv := startReceiver(t, filepath.Join(t.TempDir(), "receiver"), "127.0.0.1:0")
+	for _, tc := range []struct {
+		cipher string
+		ok     bool
+	}{
+		{"ECDHE-ECDSA-AES128-SHA", false},
+		{"ECDHE-ECDSA-AES256-SHA", false},
+		{"ECDHE-ECDSA-AES128-SHA256", false},
+		{"ECDHE-ECDSA-AES128-GCM-SHA256", true},
+		{"ECDHE-ECDSA-AES256-GCM-SHA384", true},
+		{"ECDHE-ECDSA-CHACHA20-POLY1305", true},
+	} {
+		cmd := exec.Command(openssl, "s_client", "-connect", rcv.addr, "-tls1_2", "-cipher", tc.cipher)
+		cmd.Stdin = strings.NewReader("")
+		out, err := cmd.CombinedOutput()
+		accepted := err == nil && strings.Contains(string(out), "Cipher is "+tc.cipher)
+		if accepted != tc.ok {
+			t.Errorf("TLS 1.2 with %s: accepted %v, want %v\n%s", tc.cipher, accepted, tc.ok, out)
+		}
+	}
+}
+
+// TestEnrollTokenFromFileOrStdin (issue 10 item 13): uploadbox enroll
+// reads the token from --token-file (refused when group/world-readable)
+// or from standard input with --token -, so it is not in /proc.
+func TestEnrollTokenFromFileOrStdin(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "receiver")
+	rcv := startReceiver(t, data, "127.0.0.1:0")
+	var add struct {
+		Token         string `json:"token"`
+		CAFingerprint string `json:"ca_fingerprint"`
+	}
+	json.Unmarshal([]byte(run(t, "uploadbox-receiver", "devices", "add", "room-1", "--data", data, "--json")), &add)
+	tokFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokFile, []byte("# from devices add\n"+add.Token+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	enroll := func(stdin string, args ...string) (string, error) {
+		cmd := exec.Command(filepath.Join(binDir, "uploadbox"), append([]string{"enroll", "--receiver", "https://" + rcv.addr, "--ca-fingerprint", add.CAFingerprint}, args...)...)
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := enroll("", "--token-file", tokFile, "--state", filepath.Join(dir, "s1"))
+	if err == nil || !strings.Contains(out, "chmod 600 "+tokFile) {
+		t.Fatalf("a world-readable token file: %v\n%s", err, out)
+	}
+	os.Chmod(tokFile, 0o600)
+	if out, err := enroll("", "--token-file", tokFile, "--state", filepath.Join(dir, "s1")); err != nil || !strings.Contains(out, "enrolled with") {
+		t.Fatalf("--token-file: %v\n%s", err, out)
+	}
+	json.Unmarshal([]byte(run(t, "uploadbox-receiver", "devices", "add", "room-2", "--data", data, "--json")), &add)
+	if out, err := enroll(add.Token+"\n", "--token", "-", "--state", filepath.Join(dir, "s2")); err != nil || !strings.Contains(out, "as room-2") {
+		t.Fatalf("--token -: %v\n%s", err, out)
+	}
+	if out, err := enroll("", "--token", "-", "--state", filepath.Join(dir, "s3")); err == nil || !strings.Contains(out, "standard input held no token") {
+		t.Fatalf("--token - with nothing on stdin: %v\n%s", err, out)
 	}
 }
