@@ -370,3 +370,26 @@ func TestLoginHandler(t *testing.T) {
 		t.Fatalf("%d login attempts audited", n)
 	}
 }
+
+// TestLoginQueueBounded: with every hashing slot and waiting place taken,
+// a further login gets ErrBusy at once instead of waiting without bound.
+func TestLoginQueueBounded(t *testing.T) {
+	r, _, _ := open(t)
+	WithQueue(1, 1)(r)
+	r.slots, r.queue = make(chan struct{}, r.running), make(chan struct{}, r.running+r.waiting)
+	if err := r.Add("anna", "lowercase12345"); err != nil {
+		t.Fatal(err)
+	}
+	// Fill the queue as two logins in progress would.
+	r.queue <- struct{}{}
+	r.queue <- struct{}{}
+	for _, name := range []string{"anna", "ghost"} {
+		if err := r.Login(name, "lowercase12345", "192.0.2.1:1"); !errors.Is(err, ErrBusy) {
+			t.Fatalf("%s with a full queue: %v, want ErrBusy", name, err)
+		}
+	}
+	<-r.queue
+	if err := r.Login("anna", "lowercase12345", "192.0.2.1:1"); err != nil {
+		t.Fatalf("with a free place: %v", err)
+	}
+}
