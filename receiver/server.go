@@ -317,6 +317,11 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /v1/login", s.perAddress("viewer.login", s.bounded(s.perAccount("viewer.login", loginName, s.login)))) // viewers: a password, no client certificate
 	mux.Handle("/v1/uploads/", s.deviceOnly(http.StripPrefix("/v1/uploads/", s.tus)))
 	mux.Handle("POST /v1/commit", s.bounded(s.deviceOnly(http.HandlerFunc(s.handleCommit))))
+	// Anything else is answered 404, also within the request timeout: a
+	// slow body sent to an unknown path is not kept either.
+	mux.Handle("/", s.bounded(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		httpError(w, http.StatusNotFound, "no such endpoint")
+	})))
 	return mux
 }
 

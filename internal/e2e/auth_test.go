@@ -359,8 +359,8 @@ func TestEnrollNoEnumeration(t *testing.T) {
 }
 
 // TestSlowBodyIsCut (issue 10 item 5): a body sent one byte every 2 s to
-// /v1/login or /v1/enroll is cut at --request-timeout instead of holding
-// the connection open.
+// /v1/login, /v1/enroll or a path the receiver does not serve is cut at
+// --request-timeout instead of holding the connection open.
 func TestSlowBodyIsCut(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "receiver")
 	rcv := startReceiver(t, data, "127.0.0.1:0", "--request-timeout", "2s")
@@ -371,7 +371,7 @@ func TestSlowBodyIsCut(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
 	const bodyLen = 20 // 40 s at one byte every 2 s
-	for _, path := range []string{"/v1/login", "/v1/enroll"} {
+	for _, path := range []string{"/v1/login", "/v1/enroll", "/v1/no-such-endpoint"} {
 		t.Run(path, func(t *testing.T) {
 			conn, err := tls.Dial("tcp", rcv.addr, &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}})
 			if err != nil {
