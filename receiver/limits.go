@@ -215,5 +215,8 @@ func (d *deadlineWriter) WriteHeader(code int) { d.arm(); d.ResponseWriter.Write
 
 func (d *deadlineWriter) Write(b []byte) (int, error) { d.arm(); return d.ResponseWriter.Write(b) }
 
+// Flush sends what is buffered, under the deadline.
+func (d *deadlineWriter) Flush() { d.arm(); d.rc.Flush() }
+
 // Unwrap lets http.ResponseController reach the connection.
 func (d *deadlineWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }
