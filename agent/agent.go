@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -47,9 +48,11 @@ type Agent struct {
 	opts  Options
 	log   *slog.Logger
 	audit *audit.Log
-	spool *spool.Spool
-	m     *metrics
-	ctl   *control.Server
+	// authFails audits refused viewer tokens, coalesced per source.
+	authFails *audit.Failures
+	spool     *spool.Spool
+	m         *metrics
+	ctl       *control.Server
 
 	ledger  *consent.Ledger
 	ind     *indicator.Indicator
@@ -89,6 +92,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 	if a.audit, err = audit.Open(cfg.Audit.Path); err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
+	a.authFails = audit.NewFailures(a.audit, time.Minute)
 	if n, err := a.audit.Prune(cfg.Audit.Retention.D()); err != nil {
 		log.Warn("audit retention not applied", "err", err)
 	} else if n > 0 {
@@ -168,6 +172,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.ind.Run(gctx) })
 	g.Go(func() error { return a.serveLive(gctx) })
 	g.Go(func() error {
+		// Flushes the counted failures every window and at shutdown; an
+		// audit log that cannot be written must not stop the daemon.
+		if err := a.authFails.Run(gctx); err != nil {
+			a.log.Error("audit of failed live view logins", "err", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
 		for {
 			select {
 			case <-gctx.Done():
@@ -181,7 +193,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		<-gctx.Done()
 		// The session is stopped before the group returns: its last
 		// segment is sealed and its upload can be parked.
-		if err := a.stopSession("daemon stopping"); err != nil && !errors.Is(err, errNoSession) {
+		if err := a.stopSession("daemon stopping", consent.ByDaemon); err != nil && !errors.Is(err, errNoSession) {
 			a.log.Warn("session stop", "err", err)
 		}
 		return nil
@@ -221,6 +233,7 @@ func (a *Agent) reload() {
 		"spool.dir": old.Spool.Dir != nc.Spool.Dir, "state_dir": old.StateDir != nc.StateDir,
 		"control.socket": old.SocketPath() != nc.SocketPath(), "metrics.listen": old.Metrics.Listen != nc.Metrics.Listen,
 		"audit.path": old.Audit.Path != nc.Audit.Path, "audit.checkpoint_every": old.Audit.CheckpointEvery != nc.Audit.CheckpointEvery,
+		"live": !reflect.DeepEqual(old.Live, nc.Live),
 	} {
 		if changed {
 			a.log.Warn("config key changed on reload takes effect after a restart", "key", key)
@@ -247,8 +260,9 @@ func LogLevel(s string) slog.Level {
 	return slog.LevelInfo
 }
 
-func (a *Agent) auditEvent(event, identity, outcome, detail string) {
-	if _, err := a.audit.Append(audit.Entry{Event: event, Identity: identity, Source: "local", Outcome: outcome, Detail: detail}); err != nil {
+// auditEvent appends what the daemon did; by is who asked for it.
+func (a *Agent) auditEvent(event, by, outcome, detail string) {
+	if _, err := a.audit.Append(audit.Entry{Event: event, Source: "local", By: by, Outcome: outcome, Detail: detail}); err != nil {
 		a.log.Error("audit log append failed", "event", event, "err", err)
 	}
 }

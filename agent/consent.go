@@ -31,6 +31,11 @@ type ConsentViewer struct {
 	Viewer string `json:"viewer"`
 }
 
+// AuditList are the parameters of "audit.list".
+type AuditList struct {
+	Last int `json:"last,omitempty"` // the last N entries; 0: all
+}
+
 // AuditReport is the answer to "audit.verify".
 type AuditReport struct {
 	Path    string `json:"path"`
@@ -52,7 +57,7 @@ func consentError(err error) error {
 	return err
 }
 
-// handleConsent answers the consent.* and audit.verify calls.
+// handleConsent answers the consent.*, audit.verify and audit.list calls.
 func (a *Agent) handleConsent(r control.Request) (any, error) {
 	defer a.updateIndicator()
 	switch r.Method {
@@ -70,18 +75,17 @@ func (a *Agent) handleConsent(r control.Request) (any, error) {
 				return nil, control.Errorf("bad-request", "--for %q: give a positive duration such as 45m", p.For)
 			}
 		}
-		g, err := a.ledger.Accept(p.ID, ttl, p.NoAudio)
+		g, err := a.ledger.Accept(p.ID, ttl, p.NoAudio, r.Caller())
 		if err != nil {
 			return nil, consentError(err)
 		}
-		a.log.Info("consent accepted", "request", g.ID, "viewer", g.Viewer, "audio", g.Audio, "expires", g.Expires, "by", caller(r))
 		return g, nil
 	case "consent.deny":
 		var p ConsentID
 		if err := r.Decode(&p); err != nil {
 			return nil, err
 		}
-		if err := a.ledger.Deny(p.ID); err != nil {
+		if err := a.ledger.Deny(p.ID, r.Caller()); err != nil {
 			return nil, consentError(err)
 		}
 		return a.ledger.Get(p.ID)
@@ -90,10 +94,9 @@ func (a *Agent) handleConsent(r control.Request) (any, error) {
 		if err := r.Decode(&p); err != nil {
 			return nil, err
 		}
-		if err := a.ledger.Revoke(p.Viewer); err != nil {
+		if err := a.ledger.Revoke(p.Viewer, r.Caller()); err != nil {
 			return nil, consentError(err)
 		}
-		a.log.Info("consent revoked", "viewer", p.Viewer, "by", caller(r))
 		return struct{}{}, nil
 	case "audit.verify":
 		path := a.Config().Audit.Path
@@ -108,6 +111,19 @@ func (a *Agent) handleConsent(r control.Request) (any, error) {
 			return nil, control.Errorf("audit-broken", "audit log %s: %v", path, err)
 		}
 		return AuditReport{Path: path, Entries: rep.Entries, First: rep.First, Last: rep.Last, Checkpoint: rep.Checkpoint}, nil
+	case "audit.list":
+		var p AuditList
+		if err := r.Decode(&p); err != nil {
+			return nil, err
+		}
+		if p.Last < 0 {
+			return nil, control.Errorf("bad-request", "--last %d: give a positive number of entries (0: all)", p.Last)
+		}
+		es, err := audit.Tail(a.Config().Audit.Path, p.Last)
+		if err != nil {
+			return nil, control.Errorf("audit-broken", "%v", err)
+		}
+		return es, nil
 	}
 	return nil, control.Errorf("unknown-method", "unknown control method %q", r.Method)
 }
@@ -153,7 +169,7 @@ func (a *Agent) openConsent(cfg *config.Config) error {
 		return fmt.Errorf("consent ledger: %w", err)
 	}
 	// The daemon starts without a session: no grant outlives a restart.
-	a.ledger.SessionEnded()
+	a.ledger.SessionEnded(consent.ByDaemon)
 	a.ind, err = indicator.New(cfg.Indicator.Path)
 	if err != nil {
 		a.log.Error("privacy indicator cannot be driven: live view is refused until it can", "err", err)
@@ -173,7 +189,7 @@ func (a *Agent) indicatorFailed(err error) {
 	}
 	for _, r := range rs {
 		if r.State == consent.StateAccepted {
-			if err := a.ledger.Revoke(r.Viewer); err != nil && !errors.Is(err, consent.ErrNoGrant) {
+			if err := a.ledger.Revoke(r.Viewer, consent.ByDaemon); err != nil && !errors.Is(err, consent.ErrNoGrant) {
 				a.log.Error("end live view", "viewer", r.Viewer, "err", err)
 			}
 		}

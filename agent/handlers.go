@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -84,13 +83,6 @@ type AuditAppend struct {
 	Detail  string `json:"detail,omitempty"`
 }
 
-func caller(r control.Request) string {
-	if r.UID < 0 {
-		return "local"
-	}
-	return "uid:" + strconv.Itoa(r.UID)
-}
-
 // handle answers the control socket.
 func (a *Agent) handle(_ context.Context, r control.Request) (any, error) {
 	switch r.Method {
@@ -114,20 +106,20 @@ func (a *Agent) handle(_ context.Context, r control.Request) (any, error) {
 				return nil, control.Errorf("bad-request", "--for: %v", err)
 			}
 		}
-		st, err := a.startSession(d, caller(r))
+		st, err := a.startSession(d, r.Caller())
 		if err != nil {
 			return nil, control.Errorf("refused", "%v", err)
 		}
 		return st, nil
 	case "session.stop":
-		if err := a.stopSession("stopped"); err != nil {
+		if err := a.stopSession("stopped", r.Caller()); err != nil {
 			if errors.Is(err, errNoSession) {
 				return nil, control.Errorf("not-found", "%v", err)
 			}
 			return nil, err
 		}
 		return a.SessionStatus(), nil
-	case "consent.list", "consent.accept", "consent.deny", "consent.revoke", "audit.verify":
+	case "consent.list", "consent.accept", "consent.deny", "consent.revoke", "audit.verify", "audit.list":
 		return a.handleConsent(r)
 	case "audit.append":
 		var p AuditAppend
@@ -137,7 +129,7 @@ func (a *Agent) handle(_ context.Context, r control.Request) (any, error) {
 		if !strings.HasPrefix(p.Event, "diag.") || p.Outcome == "" || len(p.Detail) > 4096 {
 			return nil, control.Errorf("bad-request", "audit.append takes diag.* events with an outcome and a detail under 4 KiB")
 		}
-		a.auditEvent(p.Event, caller(r), p.Outcome, p.Detail)
+		a.auditEvent(p.Event, r.Caller(), p.Outcome, p.Detail)
 		return struct{}{}, nil
 	}
 	return nil, control.Errorf("unknown-method", "unknown control method %q (is the CLI newer than the daemon?)", r.Method)

@@ -17,6 +17,7 @@ import (
 	"github.com/uploadbox/uploadbox/agent/live"
 	"github.com/uploadbox/uploadbox/capture"
 	"github.com/uploadbox/uploadbox/consent"
+	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
 	"github.com/uploadbox/uploadbox/receiver/pki"
 )
@@ -52,8 +53,18 @@ func (g liveGate) Admit(viewer string, wantAudio bool) (live.Admission, error) {
 	return live.Admission{Audio: grant.Audio, Ended: ended, Cancel: cancel}, nil
 }
 
+// AwaitDecision lets an offer sent with Prefer: wait=N wait for the
+// teacher's decision instead of the viewer polling.
+func (g liveGate) AwaitDecision(ctx context.Context, request string) error {
+	return g.a.ledger.AwaitDecision(ctx, request)
+}
+
+var _ live.Waiter = liveGate{}
+
 func (g liveGate) Joined(viewer, session string) { g.a.ledger.Joined(viewer, session) }
-func (g liveGate) Left(viewer, session string)   { g.a.ledger.Left(viewer, session) }
+func (g liveGate) Left(viewer, session, reason string) {
+	g.a.ledger.Left(viewer, session, reason)
+}
 
 // liveAuth checks viewer tokens offline: signed by the receiver's token key
 // (from enrollment) or by the box's local key (`uploadbox viewer token`).
@@ -69,6 +80,18 @@ func (l liveAuth) Viewer(token string) (string, error) {
 		return "", err
 	}
 	return c.Subject, nil
+}
+
+// liveAuthFailed audits a refused viewer token ("live.auth"), coalesced
+// per source address so that a flood cannot fill the disk.
+func (a *Agent) liveAuthFailed(remote string, err error) {
+	detail := err.Error()
+	if len(detail) > 256 {
+		detail = detail[:256]
+	}
+	if _, aerr := a.authFails.Record(audit.Entry{Event: "live.auth", Source: remote, Outcome: "denied", Detail: detail}); aerr != nil {
+		a.log.Error("audit of a refused live view token failed", "err", aerr)
+	}
 }
 
 // liveSource hands the live view a subscription to the session's capture.
@@ -122,6 +145,7 @@ func (a *Agent) serveLive(ctx context.Context) error {
 	srv, err := live.New(live.Config{
 		MaxViewers: cfg.Live.MaxViewers, ICEServers: ice, Loopback: isLoopback(cfg.Live.Listen),
 		Auth: liveAuth{cfg.StateDir}, Gate: liveGate{a}, Source: liveSource{a}, Logger: a.log,
+		AuthFailed: a.liveAuthFailed,
 		Indicator: func(n int) {
 			a.viewers.Store(int64(n))
 			a.m.liveViewers.Set(float64(n))
@@ -135,10 +159,16 @@ func (a *Agent) serveLive(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("live.listen %s: %w", cfg.Live.Listen, err)
 	}
+	ln = live.CapPerAddress(ln, cfg.Live.MaxConnsPerAddress, a.log.With("component", "live"))
+	// No WriteTimeout: an offer may be held for the teacher's decision
+	// (Prefer: wait, at most live.MaxWait). ReadTimeout does not cut it:
+	// net/http clears the read deadline once the body is read.
 	hs := &http.Server{
 		Handler:           srv.Handler(),
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}},
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: min(10*time.Second, cfg.Live.ReadTimeout.D()),
+		ReadTimeout:       cfg.Live.ReadTimeout.D(),
+		IdleTimeout:       cfg.Live.IdleTimeout.D(),
 	}
 	a.log.Info("live view listening (HTTPS, consent-gated)", "addr", ln.Addr().String(), "certificate_sha256", fp)
 	go func() {

@@ -3,7 +3,6 @@ package agent
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/uploadbox/uploadbox/agent/control"
@@ -57,8 +56,8 @@ func (a *Agent) handleQueue(r control.Request) (any, error) {
 		if err != nil {
 			return nil, queueError(p.ID, err)
 		}
-		a.auditEvent("queue.retry", queueCaller(r), "ok", fmt.Sprintf("segment=%s now=%s%s", rec.Name, rec.State, refusalDetail(before.Refusal)))
-		a.log.Info("quarantined segment put back in the queue", "segment", rec.Name, "state", rec.State, "by", queueCaller(r))
+		a.auditEvent("queue.retry", r.Caller(), "ok", fmt.Sprintf("segment=%s now=%s%s", rec.Name, rec.State, refusalDetail(before.Refusal)))
+		a.log.Info("quarantined segment put back in the queue", "segment", rec.Name, "state", rec.State, "by", r.Caller())
 		a.kickUpload()
 		return HeldSegment{ID: rec.Name, State: string(rec.State), File: a.spool.Path(rec), Bytes: rec.Size, Sealed: rec.SealedAt, Message: rec.Reason}, nil
 	case "queue.discard":
@@ -85,21 +84,12 @@ func (a *Agent) handleQueue(r control.Request) (any, error) {
 		if err != nil {
 			return nil, queueError(p.ID, err)
 		}
-		a.auditEvent("queue.discard", queueCaller(r), "deleted", fmt.Sprintf("segment=%s file=%s bytes=%d sha256=%x was=%s%s",
+		a.auditEvent("queue.discard", r.Caller(), "deleted", fmt.Sprintf("segment=%s file=%s bytes=%d sha256=%x was=%s%s",
 			rec.Name, a.spool.Path(rec), rec.Size, rec.SHA256, rec.State, refusalDetail(rec.Refusal)))
-		a.log.Warn("segment discarded without a receipt", "segment", rec.Name, "bytes", rec.Size, "by", queueCaller(r))
+		a.log.Warn("segment discarded without a receipt", "segment", rec.Name, "bytes", rec.Size, "by", r.Caller())
 		return HeldSegment{ID: rec.Name, State: string(spool.Discarded), File: a.spool.Path(rec), Bytes: rec.Size, Sealed: rec.SealedAt}, nil
 	}
 	return nil, control.Errorf("unknown-method", "unknown control method %q", r.Method)
-}
-
-// queueCaller names who ran a queue command, by the uid in the control
-// socket's peer credentials.
-func queueCaller(r control.Request) string {
-	if r.UID < 0 {
-		return "uid:unknown"
-	}
-	return "uid:" + strconv.Itoa(r.UID)
 }
 
 func refusalDetail(r *spool.Refusal) string {

@@ -14,6 +14,7 @@ import (
 	"github.com/uploadbox/uploadbox/capture"
 	"github.com/uploadbox/uploadbox/capture/recorder"
 	"github.com/uploadbox/uploadbox/capture/segment"
+	"github.com/uploadbox/uploadbox/consent"
 	"github.com/uploadbox/uploadbox/uploader/spool"
 )
 
@@ -46,6 +47,10 @@ type session struct {
 	segments atomic.Int64
 	bytes    atomic.Int64
 	status   SessionStatus // set when done is closed
+	// stoppedBy is who stopped the session (a control-socket caller or
+	// consent.ByDaemon), set under Agent.mu before cancel; empty when it
+	// stopped by itself (time up, capture ended, an error).
+	stoppedBy string
 }
 
 var errStopped = errors.New("stopped")
@@ -161,10 +166,14 @@ func (a *Agent) sessionEnded(s *session, cause, err error) {
 	s.status = st
 	a.last = &st
 	a.sess = nil
+	by := s.stoppedBy
 	a.mu.Unlock()
+	if by == "" {
+		by = consent.ByDaemon
+	}
 	a.m.session(false)
 	// Every grant ends with the session: the live view closes at once.
-	a.ledger.SessionEnded()
+	a.ledger.SessionEnded(by)
 	a.updateIndicator()
 	id := st.Recording
 	if err != nil {
@@ -172,16 +181,19 @@ func (a *Agent) sessionEnded(s *session, cause, err error) {
 	} else {
 		a.log.Info("session ended", "recording", id, "reason", st.StopReason, "segments", st.Segments)
 	}
-	a.auditEvent("session.stop", "", outcome, fmt.Sprintf("recording=%s reason=%s segments=%d", id, strings.ReplaceAll(st.StopReason, " ", "_"), st.Segments))
+	a.auditEvent("session.stop", by, outcome, fmt.Sprintf("recording=%s reason=%s segments=%d", id, strings.ReplaceAll(st.StopReason, " ", "_"), st.Segments))
 	notify("STATUS=idle: no session")
 	close(s.done)
 }
 
 // stopSession ends the running session and waits until its last segment
-// is sealed.
-func (a *Agent) stopSession(reason string) error {
+// is sealed; by is who stopped it, for the audit log.
+func (a *Agent) stopSession(reason, by string) error {
 	a.mu.Lock()
 	s := a.sess
+	if s != nil && s.stoppedBy == "" {
+		s.stoppedBy = by
+	}
 	a.mu.Unlock()
 	if s == nil {
 		return errNoSession

@@ -30,13 +30,13 @@ func Example() {
 	if errors.As(err, &denied) {
 		fmt.Println("live view refused:", denied.Reason)
 	}
-	g, _ := l.Accept(denied.Request, 20*time.Minute, true)
+	g, _ := l.Accept(denied.Request, 20*time.Minute, true, "uid:1000(teacher)")
 	g, _ = l.Ask("coach-anna", true)
 	fmt.Println("granted to", g.Viewer, "audio:", g.Audio)
 
 	ended, cancel := l.Watch("coach-anna")
 	defer cancel()
-	l.Revoke("coach-anna")
+	l.Revoke("coach-anna", "uid:1000(teacher)")
 	fmt.Println("watch ended:", <-ended)
 
 	rep, err := consent.VerifyAudit(filepath.Join(dir, "audit.jsonl"))

@@ -60,7 +60,12 @@ var (
 	ErrNoSession      = errors.New("no recording session is running")
 	ErrBadViewer      = errors.New("viewer names are 1-128 printable characters")
 	ErrClosed         = errors.New("consent ledger is closed")
+	ErrNoDecider      = errors.New("consent decision without a decider (say who decided: the caller's uid, an account, or ByDaemon)")
 )
+
+// ByDaemon is the decider of what the daemon does itself: expiries, and
+// grants it ends because a session ended or the privacy indicator failed.
+const ByDaemon = "daemon"
 
 // Options configure a Ledger.
 type Options struct {
@@ -350,7 +355,7 @@ func (l *Ledger) Ask(viewer string, wantAudio bool) (Grant, error) {
 		}
 		// Audited inside the transaction: a request that cannot be
 		// audited is not stored.
-		return l.auditLocked("consent.request", viewer, fmt.Sprintf("request=%s audio=%t", id, wantAudio), now)
+		return l.auditLocked("consent.request", viewer, "", fmt.Sprintf("request=%s audio=%t", id, wantAudio), now)
 	})
 	if err != nil {
 		return Grant{}, fmt.Errorf("consent request for %s: %w", viewer, err)
@@ -443,8 +448,12 @@ func (l *Ledger) pendingRequestLocked(id string) (*record, error) {
 // Accept turns the pending request id into a grant lasting ttl (0:
 // Options.DefaultTTL), cut short by the end of the recording session and
 // by Options.MaxTTL. noAudio withholds audio; a request that did not ask
-// for audio never gets it.
-func (l *Ledger) Accept(id string, ttl time.Duration, noAudio bool) (Grant, error) {
+// for audio never gets it. by names who decided (e.g. "uid:1000(alice)");
+// it is audited.
+func (l *Ledger) Accept(id string, ttl time.Duration, noAudio bool, by string) (Grant, error) {
+	if by == "" {
+		return Grant{}, fmt.Errorf("accept consent request %s: %w", id, ErrNoDecider)
+	}
 	if ttl < 0 {
 		return Grant{}, fmt.Errorf("accept consent request %s: negative duration %v", id, ttl)
 	}
@@ -477,7 +486,7 @@ func (l *Ledger) Accept(id string, ttl time.Duration, noAudio bool) (Grant, erro
 			return err
 		}
 		// A grant that cannot be audited is not given.
-		return l.auditLocked("consent.accept", nr.Viewer,
+		return l.auditLocked("consent.accept", nr.Viewer, by,
 			fmt.Sprintf("request=%s audio=%t expires=%s", id, nr.Audio, expires.Format(time.RFC3339)), now)
 	})
 	if err != nil {
@@ -486,12 +495,16 @@ func (l *Ledger) Accept(id string, ttl time.Duration, noAudio bool) (Grant, erro
 	l.active[id] = &nr
 	l.decidedLocked()
 	l.wake()
-	l.log.Info("consent granted", "viewer", nr.Viewer, "request", id, "audio", nr.Audio, "expires", expires)
+	l.log.Info("consent granted", "viewer", nr.Viewer, "request", id, "audio", nr.Audio, "expires", expires, "by", by)
 	return Grant{ID: id, Viewer: nr.Viewer, Audio: nr.Audio, Expires: expires}, nil
 }
 
-// Deny refuses the pending request id. The viewer may ask again.
-func (l *Ledger) Deny(id string) error {
+// Deny refuses the pending request id; by names who decided. The viewer
+// may ask again.
+func (l *Ledger) Deny(id, by string) error {
+	if by == "" {
+		return fmt.Errorf("deny consent request %s: %w", id, ErrNoDecider)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -505,12 +518,12 @@ func (l *Ledger) Deny(id string) error {
 	}
 	nr := *r
 	nr.State, nr.Decided = StateDenied, now
-	err = l.finishLocked(&nr, "consent.deny", fmt.Sprintf("request=%s", id), now)
+	err = l.finishLocked(&nr, "consent.deny", by, fmt.Sprintf("request=%s", id), now)
 	l.decidedLocked()
 	if err != nil {
 		return fmt.Errorf("deny consent request %s: %w", id, err)
 	}
-	l.log.Info("consent denied", "viewer", nr.Viewer, "request", id)
+	l.log.Info("consent denied", "viewer", nr.Viewer, "request", id, "by", by)
 	return nil
 }
 
@@ -543,10 +556,14 @@ func (l *Ledger) AwaitDecision(ctx context.Context, id string) error {
 }
 
 // Revoke ends every live grant of viewer now; watchers get EndRevoked.
-// It returns an error wrapping ErrNoGrant if viewer has none.
-func (l *Ledger) Revoke(viewer string) error {
+// by names who decided. It returns an error wrapping ErrNoGrant if viewer
+// has none.
+func (l *Ledger) Revoke(viewer, by string) error {
 	if err := checkViewer(viewer); err != nil {
 		return err
+	}
+	if by == "" {
+		return fmt.Errorf("revoke consent of %s: %w", viewer, ErrNoDecider)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -562,12 +579,12 @@ func (l *Ledger) Revoke(viewer string) error {
 			continue
 		}
 		n++
-		errs = append(errs, l.endLocked(r, StateRevoked, EndRevoked, "consent.revoke", now))
+		errs = append(errs, l.endLocked(r, StateRevoked, EndRevoked, "consent.revoke", by, now))
 	}
 	if n == 0 {
 		return fmt.Errorf("revoke consent: %w for viewer %q", ErrNoGrant, viewer)
 	}
-	l.log.Info("consent revoked", "viewer", viewer, "grants", n)
+	l.log.Info("consent revoked", "viewer", viewer, "grants", n, "by", by)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("revoke consent of %s (the grant is ended, recording it failed): %w", viewer, err)
 	}
@@ -631,15 +648,18 @@ func (l *Ledger) notifyLocked(id, reason string) {
 }
 
 // Joined records that viewer's peer connection session started.
-func (l *Ledger) Joined(viewer, session string) { l.auditOnly("live.join", viewer, session) }
+func (l *Ledger) Joined(viewer, session string) { l.auditOnly("live.join", viewer, "session="+session) }
 
-// Left records that viewer's peer connection session ended.
-func (l *Ledger) Left(viewer, session string) { l.auditOnly("live.leave", viewer, session) }
+// Left records that viewer's peer connection session ended, and why
+// ("viewer left", "revoked", "replaced", …).
+func (l *Ledger) Left(viewer, session, reason string) {
+	l.auditOnly("live.leave", viewer, "session="+session+" reason="+strings.ReplaceAll(reason, " ", "_"))
+}
 
-func (l *Ledger) auditOnly(event, viewer, sess string) {
+func (l *Ledger) auditOnly(event, viewer, detail string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err := l.auditLocked(event, viewer, "session="+sess, l.now()); err != nil {
+	if err := l.auditLocked(event, viewer, "", detail, l.now()); err != nil {
 		l.log.Error("audit failed", "event", event, "viewer", viewer, "err", err)
 	}
 }
@@ -680,9 +700,9 @@ func (l *Ledger) SessionStarted(end time.Time) {
 }
 
 // SessionEnded ends every live grant now (EndSession, audited
-// "consent.end") and cancels pending requests. Until the next
-// SessionStarted, Ask returns ReasonNoSession.
-func (l *Ledger) SessionEnded() {
+// "consent.end" with by, who ended the session) and cancels pending
+// requests. Until the next SessionStarted, Ask returns ReasonNoSession.
+func (l *Ledger) SessionEnded(by string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -690,24 +710,24 @@ func (l *Ledger) SessionEnded() {
 	}
 	now := l.now()
 	l.sweepAndLogLocked(now)
-	if err := l.endSessionLocked(now); err != nil {
+	if err := l.endSessionLocked(now, by); err != nil {
 		l.log.Error("recording session end failed", "err", err)
 	}
 	l.log.Info("recording session ended")
 }
 
-func (l *Ledger) endSessionLocked(now time.Time) error {
+func (l *Ledger) endSessionLocked(now time.Time, by string) error {
 	l.session = session{}
 	err := l.db.Update(func(tx *bolt.Tx) error { return putSession(tx, l.session) })
 	errs := []error{err}
 	for _, r := range l.sortedActiveLocked() {
 		switch r.State {
 		case StateAccepted:
-			errs = append(errs, l.endLocked(r, StateExpired, EndSession, "consent.end", now))
+			errs = append(errs, l.endLocked(r, StateExpired, EndSession, "consent.end", by, now))
 		case StatePending:
 			nr := *r
 			nr.State, nr.Ended, nr.Reason = StateCancelled, now, EndSession
-			errs = append(errs, l.finishLocked(&nr, "consent.end", fmt.Sprintf("request=%s cancelled (session ended)", r.ID), now))
+			errs = append(errs, l.finishLocked(&nr, "consent.end", by, fmt.Sprintf("request=%s cancelled (session ended)", r.ID), now))
 		}
 	}
 	l.decidedLocked()
@@ -716,7 +736,7 @@ func (l *Ledger) endSessionLocked(now time.Time) error {
 
 // endLocked ends the accepted grant r: watchers are told first, so media
 // stops even if recording the end fails.
-func (l *Ledger) endLocked(r *record, state, reason, event string, now time.Time) error {
+func (l *Ledger) endLocked(r *record, state, reason, event, by string, now time.Time) error {
 	nr := *r
 	nr.State, nr.Ended, nr.Reason = state, now, reason
 	if reason == EndSession && now.Before(nr.Expires) {
@@ -724,16 +744,16 @@ func (l *Ledger) endLocked(r *record, state, reason, event string, now time.Time
 	}
 	l.notifyLocked(r.ID, reason)
 	detail := fmt.Sprintf("request=%s audio=%t expires=%s", r.ID, r.Audio, r.Expires.Format(time.RFC3339))
-	return l.finishLocked(&nr, event, detail, now)
+	return l.finishLocked(&nr, event, by, detail, now)
 }
 
 // finishLocked moves a request out of the active set and stores and
 // audits its final state. The in-memory state changes even if storing or
 // auditing fails: every final state is more restrictive than before.
-func (l *Ledger) finishLocked(nr *record, event, detail string, now time.Time) error {
+func (l *Ledger) finishLocked(nr *record, event, by, detail string, now time.Time) error {
 	delete(l.active, nr.ID)
 	err := l.db.Update(func(tx *bolt.Tx) error { return put(tx, nr) })
-	return errors.Join(err, l.auditLocked(event, nr.Viewer, detail, now))
+	return errors.Join(err, l.auditLocked(event, nr.Viewer, by, detail, now))
 }
 
 // sweepLocked records every grant whose time is up as expired, and ends
@@ -742,11 +762,11 @@ func (l *Ledger) sweepLocked(now time.Time) error {
 	var errs []error
 	for _, r := range l.sortedActiveLocked() {
 		if r.State == StateAccepted && !now.Before(r.Expires) {
-			errs = append(errs, l.endLocked(r, StateExpired, EndExpired, "consent.expire", now))
+			errs = append(errs, l.endLocked(r, StateExpired, EndExpired, "consent.expire", ByDaemon, now))
 		}
 	}
 	if l.session.Running && !l.sessionRunningLocked(now) {
-		errs = append(errs, l.endSessionLocked(now))
+		errs = append(errs, l.endSessionLocked(now, ByDaemon))
 	}
 	return errors.Join(errs...)
 }
@@ -816,8 +836,10 @@ func (l *Ledger) Run(ctx context.Context) error {
 	}
 }
 
-func (l *Ledger) auditLocked(event, viewer, detail string, now time.Time) error {
-	_, err := l.opts.Audit.Append(audit.Entry{Time: now, Event: event, Identity: viewer, Source: "local", Outcome: "ok", Detail: detail})
+// auditLocked appends event about viewer; by is who decided it (empty for
+// what the viewer did: a request, a join, a leave).
+func (l *Ledger) auditLocked(event, viewer, by, detail string, now time.Time) error {
+	_, err := l.opts.Audit.Append(audit.Entry{Time: now, Event: event, Identity: viewer, Source: "local", By: by, Outcome: "ok", Detail: detail})
 	if err != nil {
 		return fmt.Errorf("audit %s of %s: %w", event, viewer, err)
 	}

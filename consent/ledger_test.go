@@ -116,7 +116,7 @@ func pending(t *testing.T, l *Ledger, viewer string, audio bool) string {
 // grant asks for viewer and accepts the request.
 func grant(t *testing.T, l *Ledger, viewer string, ttl time.Duration) Grant {
 	t.Helper()
-	g, err := l.Accept(pending(t, l, viewer, true), ttl, false)
+	g, err := l.Accept(pending(t, l, viewer, true), ttl, false, "uid:1000(teacher)")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestRequestAcceptGrant(t *testing.T) {
 	if len(list) != 1 || list[0].ID != id || list[0].State != StatePending || list[0].Viewer != "coach-anna" || !list[0].Audio {
 		t.Fatalf("List = %+v", list)
 	}
-	g, err := l.Accept(id, 0, false)
+	g, err := l.Accept(id, 0, false, "uid:1000(teacher)")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,11 +199,11 @@ func TestDeny(t *testing.T) {
 	l := r.l
 	l.SessionStarted(time.Time{})
 	id := pending(t, l, "coach-ben", false)
-	if err := l.Deny(id); err != nil {
+	if err := l.Deny(id, "uid:1000(teacher)"); err != nil {
 		t.Fatal(err)
 	}
 	mustState(t, l, id, StateDenied)
-	if _, err := l.Accept(id, 0, false); !errors.Is(err, ErrNotPending) || !strings.Contains(err.Error(), id) {
+	if _, err := l.Accept(id, 0, false, "uid:1000(teacher)"); !errors.Is(err, ErrNotPending) || !strings.Contains(err.Error(), id) {
 		t.Fatalf("Accept of denied request: %v, want ErrNotPending naming %s", err, id)
 	}
 	// The coach may ask again: a new pending request.
@@ -226,7 +226,7 @@ func TestDecisionErrors(t *testing.T) {
 	l := r.l
 	l.SessionStarted(time.Time{})
 	id := pending(t, l, "coach-cy", true)
-	if _, err := l.Accept(id, 0, false); err != nil {
+	if _, err := l.Accept(id, 0, false, "uid:1000(teacher)"); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -235,12 +235,15 @@ func TestDecisionErrors(t *testing.T) {
 		want error
 		in   string
 	}{
-		{"accept twice", func() error { _, err := l.Accept(id, 0, false); return err }, ErrNotPending, id},
-		{"deny accepted", func() error { return l.Deny(id) }, ErrNotPending, id},
-		{"accept unknown", func() error { _, err := l.Accept("00ff00ff00ff00ff", 0, false); return err }, ErrUnknownRequest, "00ff00ff00ff00ff"},
-		{"deny unknown", func() error { return l.Deny("nope") }, ErrUnknownRequest, "nope"},
-		{"negative ttl", func() error { _, err := l.Accept(id, -time.Minute, false); return err }, nil, id},
-		{"revoke without grant", func() error { return l.Revoke("coach-nobody") }, ErrNoGrant, "coach-nobody"},
+		{"accept twice", func() error { _, err := l.Accept(id, 0, false, "uid:1000(teacher)"); return err }, ErrNotPending, id},
+		{"deny accepted", func() error { return l.Deny(id, "uid:1000(teacher)") }, ErrNotPending, id},
+		{"accept unknown", func() error { _, err := l.Accept("00ff00ff00ff00ff", 0, false, "uid:1000(teacher)"); return err }, ErrUnknownRequest, "00ff00ff00ff00ff"},
+		{"deny unknown", func() error { return l.Deny("nope", "uid:1000(teacher)") }, ErrUnknownRequest, "nope"},
+		{"negative ttl", func() error { _, err := l.Accept(id, -time.Minute, false, "uid:1000(teacher)"); return err }, nil, id},
+		{"revoke without grant", func() error { return l.Revoke("coach-nobody", "uid:1000(teacher)") }, ErrNoGrant, "coach-nobody"},
+		{"accept without a decider", func() error { _, err := l.Accept(id, 0, false, ""); return err }, ErrNoDecider, id},
+		{"deny without a decider", func() error { return l.Deny(id, "") }, ErrNoDecider, id},
+		{"revoke without a decider", func() error { return l.Revoke("coach-cy", "") }, ErrNoDecider, "coach-cy"},
 		{"bad viewer", func() error { _, err := l.Ask("", true); return err }, ErrBadViewer, `""`},
 		{"control characters", func() error { _, err := l.Ask("a\nb", true); return err }, ErrBadViewer, `a\nb`},
 	}
@@ -269,7 +272,7 @@ func TestViewerCannotUseAnothersGrant(t *testing.T) {
 		cancel()
 	}
 	// Revoking B (who has nothing) must not touch A.
-	if err := l.Revoke("coach-b"); !errors.Is(err, ErrNoGrant) {
+	if err := l.Revoke("coach-b", "uid:1000(teacher)"); !errors.Is(err, ErrNoGrant) {
 		t.Fatalf("Revoke(b) = %v", err)
 	}
 	if g, err := l.Ask("coach-a", true); err != nil || g.ID != a.ID {
@@ -294,7 +297,7 @@ func TestAudio(t *testing.T) {
 			r := newRig(t, newClock().Now)
 			l := r.l
 			l.SessionStarted(time.Time{})
-			g, err := l.Accept(pending(t, l, "coach", tt.asked), 0, tt.no)
+			g, err := l.Accept(pending(t, l, "coach", tt.asked), 0, tt.no, "uid:1000(teacher)")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -334,7 +337,7 @@ func TestExpiryIsCapped(t *testing.T) {
 				end = c.Now().Add(tt.sessionEnd)
 			}
 			r.l.SessionStarted(end)
-			g, err := r.l.Accept(pending(t, r.l, "coach", true), tt.ttl, false)
+			g, err := r.l.Accept(pending(t, r.l, "coach", true), tt.ttl, false, "uid:1000(teacher)")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -360,7 +363,7 @@ func TestSessionEnd(t *testing.T) {
 	waiting := pending(t, l, "coach-2", true)
 	ch, cancel := l.Watch("coach")
 	defer cancel()
-	l.SessionEnded()
+	l.SessionEnded(ByDaemon)
 	if got := receive(t, ch, time.Second); got != EndSession {
 		t.Fatalf("watch reason %q, want %q", got, EndSession)
 	}
@@ -372,7 +375,7 @@ func TestSessionEnd(t *testing.T) {
 		t.Fatalf("ended grant %+v", ended)
 	}
 	mustState(t, l, waiting, StateCancelled)
-	if _, err := l.Accept(waiting, 0, false); !errors.Is(err, ErrNotPending) {
+	if _, err := l.Accept(waiting, 0, false, "uid:1000(teacher)"); !errors.Is(err, ErrNotPending) {
 		t.Fatalf("Accept after session end: %v", err)
 	}
 
@@ -411,7 +414,7 @@ func TestRevokeEndsWatchWithinOneSecond(t *testing.T) {
 	defer cancelOther()
 
 	start := time.Now()
-	if err := l.Revoke("coach"); err != nil {
+	if err := l.Revoke("coach", "uid:1000(teacher)"); err != nil {
 		t.Fatal(err)
 	}
 	for _, ch := range []<-chan string{ch1, ch2} {
@@ -429,7 +432,7 @@ func TestRevokeEndsWatchWithinOneSecond(t *testing.T) {
 	}
 	mustState(t, l, g.ID, StateRevoked)
 	mustState(t, l, other.ID, StateAccepted)
-	if err := l.Revoke("coach"); !errors.Is(err, ErrNoGrant) {
+	if err := l.Revoke("coach", "uid:1000(teacher)"); !errors.Is(err, ErrNoGrant) {
 		t.Fatalf("second revoke: %v", err)
 	}
 	// The next Ask is a new request, not the revoked grant.
@@ -446,7 +449,7 @@ func TestWatchCancel(t *testing.T) {
 	ch, cancel := l.Watch("coach")
 	cancel()
 	cancel()
-	if err := l.Revoke("coach"); err != nil {
+	if err := l.Revoke("coach", "uid:1000(teacher)"); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -578,7 +581,7 @@ func TestRestartNeverRevives(t *testing.T) {
 	short := grant(t, r.l, "coach-short", 10*time.Minute)
 	revoked := grant(t, r.l, "coach-revoked", 0)
 	valid := grant(t, r.l, "coach-valid", 0)
-	if err := r.l.Revoke("coach-revoked"); err != nil {
+	if err := r.l.Revoke("coach-revoked", "uid:1000(teacher)"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -604,7 +607,7 @@ func TestRestartNeverRevives(t *testing.T) {
 
 	// The daemon starting without a session ends the surviving grant.
 	r.reopen()
-	r.l.SessionEnded()
+	r.l.SessionEnded(ByDaemon)
 	mustState(t, r.l, valid.ID, StateExpired)
 	r.reopen()
 	if _, err := r.l.Ask("coach-valid", true); !isDenied(err, ReasonNoSession) {
@@ -631,16 +634,16 @@ func TestAuditChain(t *testing.T) {
 	l := r.l
 	l.SessionStarted(time.Time{})
 	id := pending(t, l, "coach-a", true)
-	if err := l.Deny(id); err != nil {
+	if err := l.Deny(id, "uid:1001(bea)"); err != nil {
 		t.Fatal(err)
 	}
-	g, err := l.Accept(pending(t, l, "coach-a", true), 5*time.Minute, true)
+	g, err := l.Accept(pending(t, l, "coach-a", true), 5*time.Minute, true, "uid:1000(teacher)")
 	if err != nil {
 		t.Fatal(err)
 	}
 	l.Joined("coach-a", "whep-1")
-	l.Left("coach-a", "whep-1")
-	if err := l.Revoke("coach-a"); err != nil {
+	l.Left("coach-a", "whep-1", "viewer left")
+	if err := l.Revoke("coach-a", "uid:0(root)"); err != nil {
 		t.Fatal(err)
 	}
 	grant(t, l, "coach-b", time.Minute)
@@ -649,20 +652,24 @@ func TestAuditChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	grant(t, l, "coach-c", 0)
-	l.SessionEnded()
+	l.SessionEnded(ByDaemon)
 
+	// Every decision names who made it; what the viewer did names nobody else.
 	want := []string{
-		"consent.request coach-a", "consent.deny coach-a",
-		"consent.request coach-a", "consent.accept coach-a",
-		"live.join coach-a", "live.leave coach-a", "consent.revoke coach-a",
-		"consent.request coach-b", "consent.accept coach-b", "consent.expire coach-b",
-		"consent.request coach-c", "consent.accept coach-c", "consent.end coach-c",
+		"consent.request coach-a ", "consent.deny coach-a uid:1001(bea)",
+		"consent.request coach-a ", "consent.accept coach-a uid:1000(teacher)",
+		"live.join coach-a ", "live.leave coach-a ", "consent.revoke coach-a uid:0(root)",
+		"consent.request coach-b ", "consent.accept coach-b uid:1000(teacher)", "consent.expire coach-b daemon",
+		"consent.request coach-c ", "consent.accept coach-c uid:1000(teacher)", "consent.end coach-c daemon",
 	}
 	var got []string
 	for _, e := range r.events() {
-		got = append(got, e.Event+" "+e.Identity)
+		got = append(got, e.Event+" "+e.Identity+" "+e.By)
 		if e.Source != "local" || e.Outcome != "ok" {
 			t.Errorf("entry %d: source %q outcome %q", e.Seq, e.Source, e.Outcome)
+		}
+		if e.Event == "live.leave" && e.Detail != "session=whep-1 reason=viewer_left" {
+			t.Errorf("leave detail %q, want the session and why it ended", e.Detail)
 		}
 		if e.Event == "consent.accept" && e.Identity == "coach-a" {
 			wantDetail := fmt.Sprintf("request=%s audio=false expires=%s", g.ID, g.Expires.Format(time.RFC3339))
@@ -712,14 +719,14 @@ func TestAuditFailureFailsClosed(t *testing.T) {
 	if err := os.Remove(r.auditPath); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Accept(id, 0, false); err == nil || isDenied(err, ReasonPending) {
+	if _, err := l.Accept(id, 0, false, "uid:1000(teacher)"); err == nil || isDenied(err, ReasonPending) {
 		t.Fatalf("Accept without an audit log: %v", err)
 	}
 	mustState(t, l, id, StatePending)
 	if _, err := l.Ask("coach-3", true); err == nil || isDenied(err, ReasonPending) {
 		t.Fatalf("Ask without an audit log: %v", err)
 	}
-	if err := l.Revoke("coach"); err == nil {
+	if err := l.Revoke("coach", "uid:1000(teacher)"); err == nil {
 		t.Fatal("Revoke without an audit log reported success")
 	}
 	if got := receive(t, ch, time.Second); got != EndRevoked {
@@ -744,14 +751,14 @@ func TestConcurrent(t *testing.T) {
 				var d *Denied
 				if errors.As(err, &d) {
 					// Racing the other goroutine's Accept is fine.
-					if _, err := l.Accept(d.Request, 50*time.Millisecond, false); err != nil && !errors.Is(err, ErrNotPending) {
+					if _, err := l.Accept(d.Request, 50*time.Millisecond, false, "uid:1000(teacher)"); err != nil && !errors.Is(err, ErrNotPending) {
 						t.Error(err)
 					}
 				} else if err != nil {
 					t.Error(err)
 				}
 				ch, stop := l.Watch(viewer)
-				if err := l.Revoke(viewer); err != nil && !errors.Is(err, ErrNoGrant) {
+				if err := l.Revoke(viewer, "uid:1000(teacher)"); err != nil && !errors.Is(err, ErrNoGrant) {
 					t.Error(err)
 				}
 				<-ch // revoked, expired or no grant: it must end either way
@@ -767,7 +774,7 @@ func TestConcurrent(t *testing.T) {
 				}
 				for _, q := range list {
 					if q.Viewer == viewer && q.State == StatePending {
-						if _, err := l.Accept(q.ID, time.Second, false); err != nil && !errors.Is(err, ErrNotPending) {
+						if _, err := l.Accept(q.ID, time.Second, false, "uid:1000(teacher)"); err != nil && !errors.Is(err, ErrNotPending) {
 							t.Error(err)
 						}
 					}
@@ -857,7 +864,7 @@ func TestAwaitDecision(t *testing.T) {
 	go func() { done <- l.AwaitDecision(t.Context(), d.Request) }()
 	time.Sleep(50 * time.Millisecond)
 	accepted := time.Now()
-	if _, err := l.Accept(d.Request, 0, false); err != nil {
+	if _, err := l.Accept(d.Request, 0, false, "uid:1000(teacher)"); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -22,7 +21,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/uploadbox/uploadbox/crypto"
-	"github.com/uploadbox/uploadbox/internal/viewtoken"
+	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/receiver/devices"
 	"github.com/uploadbox/uploadbox/receiver/receipt"
 )
@@ -66,16 +65,26 @@ const deviceKey ctxKey = 0
 func (s *Server) deviceOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-			httpError(w, http.StatusUnauthorized, "a device certificate is required (enroll the box first)")
+			writeRefusal(w, http.StatusUnauthorized, Refusal{Error: "a device certificate is required (enroll the box first)", Reason: ReasonNoCertificate})
 			return
 		}
 		d, ok := s.devices.Authorized(r.TLS.PeerCertificates[0].SerialNumber.String())
 		if !ok {
-			httpError(w, http.StatusForbidden, "device is not active")
+			writeRefusal(w, http.StatusForbidden, Refusal{Error: "device is not active", Reason: ReasonDeviceInactive})
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), deviceKey, d)))
 	})
+}
+
+// writeRefusal answers a refused device request with its JSON Refusal.
+func writeRefusal(w http.ResponseWriter, code int, r Refusal) {
+	w.Header().Set("Content-Type", "application/json")
+	if code == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "5")
+	}
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(r)
 }
 
 func httpError(w http.ResponseWriter, code int, msg string) {
@@ -88,12 +97,34 @@ func httpError(w http.ResponseWriter, code int, msg string) {
 // well-formed metadata (tusd itself skips pairs it cannot decode).
 func (s *Server) preCreate(hook tusd.HookEvent) (tusd.HTTPResponse, tusd.FileInfoChanges, error) {
 	if hook.Upload.SizeIsDeferred || hook.Upload.Size <= 0 {
-		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusd.NewError("ERR_SIZE", "Upload-Length is required and must be positive", http.StatusBadRequest)
+		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusRefusal(http.StatusBadRequest, ReasonBadRequest, "Upload-Length is required and must be positive")
 	}
 	if err := checkMetadata(hook.HTTPRequest.Header.Get("Upload-Metadata")); err != nil {
-		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusd.NewError("ERR_METADATA", err.Error(), http.StatusBadRequest)
+		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusRefusal(http.StatusBadRequest, ReasonBadRequest, err.Error())
 	}
-	return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, nil
+	d, ok := hook.Context.Value(deviceKey).(*devices.Device)
+	if !ok {
+		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, errors.New("upload created without a device")
+	}
+	id, refused, err := s.claimUpload(d, hook.Upload.Size)
+	if err != nil {
+		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, err
+	}
+	if refused != "" {
+		if _, aerr := s.fails.Record(audit.Entry{Event: "upload.quota", Identity: d.Name, Source: hook.HTTPRequest.RemoteAddr, Outcome: "denied", Detail: refused}); aerr != nil {
+			s.log.Warn("audit upload.quota", "err", aerr)
+		}
+		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusRefusal(http.StatusRequestEntityTooLarge, ReasonQuota, refused)
+	}
+	// The receiver chooses the id, so that its owner is recorded before the
+	// upload exists.
+	return tusd.HTTPResponse{}, tusd.FileInfoChanges{ID: id}, nil
+}
+
+// preTerminate forgets the owner of an upload its device deletes (tusd
+// holds the upload's lock).
+func (s *Server) preTerminate(hook tusd.HookEvent) (tusd.HTTPResponse, error) {
+	return tusd.HTTPResponse{}, s.db.Update(func(tx *bolt.Tx) error { return forgetUpload(tx, hook.Upload.ID) })
 }
 
 var metadataKey = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
@@ -142,34 +173,59 @@ type CommitResponse struct {
 
 var uploadID = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
-// commitError carries the HTTP status of a refused commit.
+// commitError is a refused commit: its status and the Refusal sent.
 type commitError struct {
-	code int
-	msg  string
+	code   int
+	reason string
+	msg    string
+	offset *int64
+	// remove: the upload can never be committed as it is, so it is deleted
+	// at once (the box starts a fresh one or gives up on the segment).
+	remove bool
 }
 
 func (e *commitError) Error() string { return e.msg }
 
-func refuse(code int, format string, args ...any) error {
-	return &commitError{code: code, msg: fmt.Sprintf(format, args...)}
+func refuse(code int, reason, format string, args ...any) *commitError {
+	return &commitError{code: code, reason: reason, msg: fmt.Sprintf(format, args...)}
 }
+
+// refuseForGood is a refusal after which the upload is removed.
+func refuseForGood(code int, reason, format string, args ...any) *commitError {
+	e := refuse(code, reason, format, args...)
+	e.remove = true
+	return e
+}
+
+// notFound is the answer for an upload that is not the device's, whether
+// it is missing or another device's: the two cannot be told apart.
+func notFound(id string) *commitError {
+	return refuse(http.StatusNotFound, ReasonNotFound, "commit: no upload %s", id)
+}
+
+// commitLockTimeout bounds the wait for an upload's tus lock; a PATCH that
+// holds it is asked to stop within filelocker's poll interval (5 s).
+const commitLockTimeout = 20 * time.Second
 
 func (s *Server) handleCommit(w http.ResponseWriter, r *http.Request) {
 	d := r.Context().Value(deviceKey).(*devices.Device)
 	req, err := parseCommitRequest(r.Body)
 	if err != nil {
-		httpError(w, http.StatusBadRequest, err.Error())
+		s.log.Warn("commit refused", "device", d.Name, "reason", ReasonBadRequest)
+		writeRefusal(w, http.StatusBadRequest, Refusal{Error: err.Error(), Reason: ReasonBadRequest})
 		return
 	}
-	resp, err := s.commit(r.Context(), d, req)
+	resp, err := s.commit(r.Context(), d, r.RemoteAddr, req)
 	if err != nil {
-		var ce *commitError
-		code := http.StatusInternalServerError
-		if errors.As(err, &ce) {
-			code = ce.code
+		ce := &commitError{code: http.StatusInternalServerError, reason: ReasonInternal, msg: err.Error()}
+		errors.As(err, &ce)
+		// Upload ids stay out of the log: they are the device's handles.
+		attrs := []any{"device", d.Name, "reason", ce.reason, "status", ce.code}
+		if ce.code == http.StatusInternalServerError {
+			attrs = append(attrs, "err", strings.ReplaceAll(err.Error(), req.UploadID, "UPLOAD"))
 		}
-		s.log.Warn("commit refused", "device", d.Name, "upload", req.UploadID, "err", err)
-		httpError(w, code, err.Error())
+		s.log.Warn("commit refused", attrs...)
+		writeRefusal(w, ce.code, Refusal{Error: ce.msg, Reason: ce.reason, Offset: ce.offset})
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -199,23 +255,62 @@ func parseCommitRequest(body io.Reader) (CommitRequest, error) {
 	return req, nil
 }
 
-// commit verifies an upload keylessly, stores it exactly once and signs a
-// receipt. A repeated commit of the same bytes returns the same receipt.
-func (s *Server) commit(ctx context.Context, d *devices.Device, req CommitRequest) (*CommitResponse, error) {
-	// req passed parseCommitRequest: the id is 32 hex digits, never a path.
-	path := filepath.Join(s.uploads, req.UploadID)
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return s.repeatedCommit(d, req)
+// commit takes a finished upload of device d under its tus lock, verifies
+// it keylessly, stores a copy exactly once and signs a receipt. A repeated
+// commit of the same bytes returns the same receipt.
+func (s *Server) commit(ctx context.Context, d *devices.Device, source string, req CommitRequest) (*CommitResponse, error) {
+	o, open := s.owner(req.UploadID)
+	if !open {
+		return s.repeatedCommit(d, source, req)
+	}
+	if o.Serial != d.CertSerial {
+		s.denyUpload(d, source, "commit", o)
+		return nil, notFound(req.UploadID)
+	}
+	lctx, cancel := context.WithTimeout(ctx, commitLockTimeout)
+	lock, err := s.lockUpload(lctx, req.UploadID)
+	cancel()
+	if errors.Is(err, tusd.ErrLockTimeout) {
+		return nil, refuse(http.StatusServiceUnavailable, ReasonBusy, "commit: the upload is busy (a PATCH did not stop): try again")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("commit: lock upload: %w", err)
+	}
+	defer lock.Unlock()
+	resp, err := s.commitLocked(ctx, d, source, req)
+	if ce := (*commitError)(nil); errors.As(err, &ce) && ce.remove {
+		if rerr := s.removeUpload(req.UploadID); rerr != nil {
+			s.log.Warn("refused upload not removed", "device", d.Name, "err", strings.ReplaceAll(rerr.Error(), req.UploadID, "UPLOAD"))
+		}
+	}
+	return resp, err
+}
+
+func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source string, req CommitRequest) (*CommitResponse, error) {
+	up, err := s.tusStore.GetUpload(ctx, req.UploadID)
+	if errors.Is(err, tusd.ErrNotFound) {
+		// Committed or deleted while this commit waited for the lock.
+		return s.repeatedCommit(d, source, req)
 	}
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	// tusd never fsyncs: make the bytes durable before anything is promised.
-	if err := f.Sync(); err != nil {
-		return nil, fmt.Errorf("commit: fsync upload: %w", err)
+	tinfo, err := up.GetInfo(ctx)
+	if err != nil {
+		return nil, err
 	}
+	if tinfo.Offset < tinfo.Size {
+		e := refuse(http.StatusConflict, ReasonIncomplete, "commit: the upload has %d of its %d bytes: finish it (PATCH from offset %d), then commit", tinfo.Offset, tinfo.Size, tinfo.Offset)
+		e.offset = &tinfo.Offset
+		return nil, e
+	}
+	// req passed parseCommitRequest and the id is open: never a path.
+	path := filepath.Join(s.uploads, req.UploadID)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
 	// One read: the SHA-256 for the receipt and the keyless verification.
 	h := sha256.New()
 	cr := &countReader{r: io.TeeReader(f, h)}
@@ -227,15 +322,15 @@ func (s *Server) commit(ctx context.Context, d *devices.Device, req CommitReques
 	var sum [32]byte
 	h.Sum(sum[:0])
 	if size != req.Size || hex.EncodeToString(sum[:]) != req.SHA256 {
-		return nil, refuse(http.StatusConflict, "commit: upload %s has %d bytes with SHA-256 %x; the box announced %d bytes with %s: resume the upload", req.UploadID, size, sum[:8], req.Size, req.SHA256)
+		return nil, refuseForGood(http.StatusConflict, ReasonMismatch, "commit: the upload has %d bytes with SHA-256 %x; the box announced %d bytes with %s: upload the segment again", size, sum[:8], req.Size, req.SHA256)
 	}
 	outcome := crypto.OutcomeOf(verr)
 	if outcome == crypto.Corrupt || info == nil || info.Header == nil {
-		return nil, refuse(http.StatusUnprocessableEntity, "commit: segment does not verify: %v", verr)
+		return nil, refuseForGood(http.StatusUnprocessableEntity, ReasonCorrupt, "commit: segment does not verify: %v", verr)
 	}
 	hdr := info.Header
 	if !ed25519.PublicKey(hdr.Device.Bytes()).Equal(ed25519.PublicKey(d.PublicKey)) {
-		return nil, refuse(http.StatusForbidden, "commit: the segment was signed by another device than %s", d.Name)
+		return nil, refuseForGood(http.StatusForbidden, ReasonForeignKey, "commit: the segment was signed by another device than %s", d.Name)
 	}
 	rec := SegmentRecord{
 		Device: d.Name, DeviceKey: d.PublicKey, Recording: hex.EncodeToString(hdr.RecordingID[:]), Sequence: hdr.Sequence,
@@ -247,16 +342,19 @@ func (s *Server) commit(ctx context.Context, d *devices.Device, req CommitReques
 	// decides before anything is stored.
 	if prev, err := s.lookup(rec.Key); err == nil {
 		if prev.SHA256 != rec.SHA256 {
-			return nil, refuse(http.StatusConflict, "commit: segment %d of recording %s was already stored with other bytes", rec.Sequence, rec.Recording)
+			return nil, refuseForGood(http.StatusConflict, ReasonExists, "commit: segment %d of recording %s was already stored with other bytes", rec.Sequence, rec.Recording)
 		}
-		os.Remove(path)
-		os.Remove(path + ".info")
-		return &CommitResponse{Receipt: base64.StdEncoding.EncodeToString(prev.Receipt), Key: prev.Key, Outcome: prev.Outcome, Repeated: true}, nil
+		return s.finishCommit(req.UploadID, prev, true)
 	}
 	if err := s.checkChain(rec); err != nil {
 		return nil, err
 	}
-	if err := s.put(ctx, rec.Key, f, path, size, sum); err != nil {
+	// A copy, never a link: the stored object shares nothing with a file
+	// the tus handler can write. Put checks size and SHA-256 once more.
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	if err := s.store.Put(ctx, rec.Key, f, size, sum); err != nil {
 		return nil, fmt.Errorf("commit: store %s: %w", rec.Key, err)
 	}
 	rec.Committed = time.Now().UTC()
@@ -265,41 +363,56 @@ func (s *Server) commit(ctx context.Context, d *devices.Device, req CommitReques
 		return nil, err
 	}
 	rec.Receipt = rb
-	if err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(segmentsBucket)
-		if b.Get([]byte(rec.Key)) != nil {
-			return refuse(http.StatusConflict, "commit: segment %s committed concurrently", rec.Key)
+	resp, err := s.finishCommit(req.UploadID, &rec, false)
+	if err == nil {
+		s.log.Info("segment committed", "device", d.Name, "key", rec.Key, "outcome", rec.Outcome, "size", size)
+	}
+	return resp, err
+}
+
+// finishCommit records the segment (unless repeated), maps the upload id
+// to it so that a commit repeated after the upload files were removed gets
+// the same receipt, ends the upload's ownership and removes its files.
+func (s *Server) finishCommit(id string, rec *SegmentRecord, repeated bool) (*CommitResponse, error) {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if !repeated {
+			b := tx.Bucket(segmentsBucket)
+			if v := b.Get([]byte(rec.Key)); v != nil {
+				// Another upload of this segment was committed meanwhile.
+				var other SegmentRecord
+				if err := json.Unmarshal(v, &other); err != nil {
+					return err
+				}
+				if other.SHA256 != rec.SHA256 {
+					return refuseForGood(http.StatusConflict, ReasonExists, "commit: segment %d of recording %s was already stored with other bytes", rec.Sequence, rec.Recording)
+				}
+				*rec, repeated = other, true
+			} else {
+				v, err := json.Marshal(rec)
+				if err != nil {
+					return err
+				}
+				if err := b.Put([]byte(rec.Key), v); err != nil {
+					return err
+				}
+			}
 		}
-		v, err := json.Marshal(rec)
+		ub, err := tx.CreateBucketIfNotExists(uploadsBucket)
 		if err != nil {
 			return err
 		}
-		return b.Put([]byte(rec.Key), v)
-	}); err != nil {
+		if err := ub.Put([]byte(id), []byte(rec.Key)); err != nil {
+			return err
+		}
+		return forgetUpload(tx, id)
+	})
+	if err != nil {
 		return nil, err
 	}
-	// The upload is no longer needed; a repeated commit finds the record.
-	s.rememberUpload(req.UploadID, rec.Key)
-	os.Remove(path)
-	os.Remove(path + ".info")
-	s.log.Info("segment committed", "device", d.Name, "key", rec.Key, "outcome", rec.Outcome, "size", size)
-	return &CommitResponse{Receipt: base64.StdEncoding.EncodeToString(rb), Key: rec.Key, Outcome: rec.Outcome}, nil
-}
-
-// fileStore is the optional capability of a store that can take a finished,
-// fsynced upload file as it is (the local filesystem links it).
-type fileStore interface {
-	PutFile(ctx context.Context, key, src string, size int64, sum [32]byte) error
-}
-
-func (s *Server) put(ctx context.Context, key string, f *os.File, path string, size int64, sum [32]byte) error {
-	if fs, ok := s.store.(fileStore); ok {
-		return fs.PutFile(ctx, key, path, size, sum)
+	if err := s.removeUpload(id); err != nil {
+		s.log.Warn("committed upload not removed (the janitor will)", "err", strings.ReplaceAll(err.Error(), id, "UPLOAD"))
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	return s.store.Put(ctx, key, f, size, sum)
+	return &CommitResponse{Receipt: base64.StdEncoding.EncodeToString(rec.Receipt), Key: rec.Key, Outcome: rec.Outcome, Repeated: repeated}, nil
 }
 
 type countReader struct {
@@ -318,30 +431,20 @@ func (s *Server) checkChain(rec SegmentRecord) error {
 	prefix := rec.Key[:len(rec.Key)-len("000000.ubx")]
 	if rec.Sequence > 0 {
 		if prev, err := s.lookup(fmt.Sprintf("%s%06d.ubx", prefix, rec.Sequence-1)); err == nil && prev.Commitment != rec.Prev {
-			return refuse(http.StatusConflict, "commit: segment %d does not link to the stored segment %d of recording %s (chain broken)", rec.Sequence, rec.Sequence-1, rec.Recording)
+			return refuseForGood(http.StatusConflict, ReasonChain, "commit: segment %d does not link to the stored segment %d of recording %s (chain broken)", rec.Sequence, rec.Sequence-1, rec.Recording)
 		}
 	}
 	if next, err := s.lookup(fmt.Sprintf("%s%06d.ubx", prefix, rec.Sequence+1)); err == nil && next.Prev != rec.Commitment {
-		return refuse(http.StatusConflict, "commit: the stored segment %d does not link to segment %d of recording %s (chain broken)", rec.Sequence+1, rec.Sequence, rec.Recording)
+		return refuseForGood(http.StatusConflict, ReasonChain, "commit: the stored segment %d does not link to segment %d of recording %s (chain broken)", rec.Sequence+1, rec.Sequence, rec.Recording)
 	}
 	return nil
 }
 
 var uploadsBucket = []byte("uploads")
 
-// rememberUpload maps a finished upload id to its segment so that a commit
-// repeated after the upload files were removed gets the same receipt.
-func (s *Server) rememberUpload(id, key string) {
-	s.db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(uploadsBucket)
-		if err != nil {
-			return err
-		}
-		return b.Put([]byte(id), []byte(key))
-	})
-}
-
-func (s *Server) repeatedCommit(d *devices.Device, req CommitRequest) (*CommitResponse, error) {
+// repeatedCommit answers a commit of an upload that is no longer open:
+// the receipt again if this device committed it with these bytes.
+func (s *Server) repeatedCommit(d *devices.Device, source string, req CommitRequest) (*CommitResponse, error) {
 	var key string
 	s.db.View(func(tx *bolt.Tx) error {
 		if b := tx.Bucket(uploadsBucket); b != nil {
@@ -350,14 +453,18 @@ func (s *Server) repeatedCommit(d *devices.Device, req CommitRequest) (*CommitRe
 		return nil
 	})
 	if key == "" {
-		return nil, refuse(http.StatusNotFound, "commit: no upload %s", req.UploadID)
+		return nil, notFound(req.UploadID)
 	}
 	rec, err := s.lookup(key)
 	if err != nil {
 		return nil, err
 	}
-	if rec.Device != d.Name || rec.SHA256 != req.SHA256 || rec.Size != req.Size {
-		return nil, refuse(http.StatusConflict, "commit: upload %s was committed with other bytes", req.UploadID)
+	if !ed25519.PublicKey(rec.DeviceKey).Equal(ed25519.PublicKey(d.PublicKey)) {
+		s.denyUpload(d, source, "commit", &uploadOwner{Device: rec.Device})
+		return nil, notFound(req.UploadID)
+	}
+	if rec.SHA256 != req.SHA256 || rec.Size != req.Size {
+		return nil, refuse(http.StatusConflict, ReasonMismatch, "commit: upload %s was committed with other bytes: upload the segment again", req.UploadID)
 	}
 	return &CommitResponse{Receipt: base64.StdEncoding.EncodeToString(rec.Receipt), Key: rec.Key, Outcome: rec.Outcome, Repeated: true}, nil
 }
@@ -373,77 +480,4 @@ func (s *Server) lookup(key string) (*SegmentRecord, error) {
 		return json.Unmarshal(v, rec)
 	})
 	return rec, err
-}
-
-// EnrollRequest is what a box sends, over anonymous TLS, to enroll. The
-// token names the device.
-type EnrollRequest struct {
-	Token     string `json:"token"`
-	DeviceKey string `json:"device_key"` // ubx-dev-pub-ed25519:…
-	// Proof is the device key's Ed25519 signature over EnrollProof(token).
-	Proof string `json:"proof"` // base64
-}
-
-// EnrollResponse carries what the box stores at enrollment.
-type EnrollResponse struct {
-	Certificate string   `json:"certificate"` // PEM
-	CA          string   `json:"ca"`          // PEM
-	ReceiptKey  string   `json:"receipt_key"` // base64 Ed25519 public key
-	Recipients  []string `json:"recipients"`
-	// TokenKey verifies viewer tokens: ubx-viewer-token-pub-ed25519:…
-	// (absent from receivers older than viewer accounts).
-	TokenKey string `json:"token_key,omitempty"`
-}
-
-// EnrollProof is the message a box signs to prove it holds its key.
-func EnrollProof(token string) []byte { return []byte("uploadbox.enroll.v1\x00" + token) }
-
-func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
-	var req EnrollRequest
-	dec := json.NewDecoder(io.LimitReader(r.Body, 8192))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		httpError(w, http.StatusBadRequest, "enroll: bad request body: "+err.Error())
-		return
-	}
-	pub, err := crypto.ParseDevicePublicKey(req.DeviceKey)
-	if err != nil {
-		httpError(w, http.StatusBadRequest, "enroll: "+err.Error())
-		return
-	}
-	proof, err := base64.StdEncoding.DecodeString(req.Proof)
-	if err != nil || !ed25519.Verify(pub.Bytes(), EnrollProof(req.Token), proof) {
-		httpError(w, http.StatusBadRequest, "enroll: the proof is not the device key's signature over the token")
-		return
-	}
-	name, err := devices.TokenName(req.Token)
-	if err != nil {
-		httpError(w, http.StatusBadRequest, "enroll: "+err.Error())
-		return
-	}
-	cert, err := s.ca.IssueDevice(name, pub.Bytes(), time.Now())
-	if err != nil {
-		httpError(w, http.StatusInternalServerError, "enroll: issue certificate")
-		return
-	}
-	if err := s.devices.Enroll(req.Token, pub.Bytes(), cert.SerialNumber.String(), r.RemoteAddr); err != nil {
-		code := http.StatusForbidden
-		if errors.Is(err, devices.ErrLocked) {
-			code = http.StatusLocked
-		}
-		// The reason stays in the audit log; the client learns only that it failed.
-		httpError(w, code, "enrollment refused")
-		return
-	}
-	resp := EnrollResponse{
-		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})),
-		CA:          string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.ca.Cert.Raw})),
-		ReceiptKey:  base64.StdEncoding.EncodeToString(s.receiptKey.Public().(ed25519.PublicKey)),
-		TokenKey:    viewtoken.FormatPublicKey(s.tokenKey.Public().(ed25519.PublicKey)),
-	}
-	for _, rc := range s.recipients {
-		resp.Recipients = append(resp.Recipients, rc.String())
-	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(resp)
 }

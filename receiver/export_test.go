@@ -616,3 +616,23 @@ func probe(t *testing.T, path string, want time.Duration) {
 	}
 	t.Logf("ffprobe: format duration %.3f s; video %.3f s in %d packets, audio %.3f s in %d packets", format, video, count[0], audio, count[1])
 }
+
+// TestExportDevice: with ExportOptions.Device, segments of another device
+// are refused (crypto.ErrWrongDevice) and nothing is written; the right
+// device exports.
+func TestExportDevice(t *testing.T) {
+	k, rec := fixture(t)
+	other := newKeys(t)
+	out := filepath.Join(t.TempDir(), "rec.mp4")
+	rep, err := Export(t.Context(), out, []*crypto.Identity{k.org}, rec.paths, ExportOptions{Device: other.device.Public()})
+	if !errors.Is(err, crypto.ErrWrongDevice) || rep != nil {
+		t.Fatalf("export with another device: %v, want crypto.ErrWrongDevice", err)
+	}
+	if !strings.Contains(err.Error(), rec.paths[0]) || !strings.Contains(err.Error(), "signed by another device than "+other.device.Public().String()) {
+		t.Errorf("the error does not name the segment and the device: %v", err)
+	}
+	noOutput(t, out)
+	if _, err := Export(t.Context(), out, []*crypto.Identity{k.org}, rec.paths, ExportOptions{Device: k.device.Public()}); err != nil {
+		t.Fatalf("export with the right device: %v", err)
+	}
+}

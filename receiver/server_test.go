@@ -141,27 +141,37 @@ func TestCommitVerifiesAndIsIdempotent(t *testing.T) {
 	good := receiver.CommitRequest{UploadID: path.Base(u), Size: int64(len(seg)), SHA256: hex.EncodeToString(sum[:])}
 
 	refusals := []struct {
-		name string
-		req  receiver.CommitRequest
-		code int
+		name   string
+		req    receiver.CommitRequest
+		code   int
+		reason string
 	}{
-		{"wrong hash", receiver.CommitRequest{UploadID: good.UploadID, Size: good.Size, SHA256: strings.Repeat("00", 32)}, http.StatusConflict},
-		{"wrong size", receiver.CommitRequest{UploadID: good.UploadID, Size: good.Size - 1, SHA256: good.SHA256}, http.StatusConflict},
-		{"path in upload id", receiver.CommitRequest{UploadID: "../../ca.key", Size: 1, SHA256: good.SHA256}, http.StatusBadRequest},
-		{"unknown upload", receiver.CommitRequest{UploadID: strings.Repeat("ab", 16), Size: 1, SHA256: good.SHA256}, http.StatusNotFound},
-		{"bad hash text", receiver.CommitRequest{UploadID: good.UploadID, Size: good.Size, SHA256: "xyz"}, http.StatusBadRequest},
+		{"path in upload id", receiver.CommitRequest{UploadID: "../../ca.key", Size: 1, SHA256: good.SHA256}, http.StatusBadRequest, receiver.ReasonBadRequest},
+		{"unknown upload", receiver.CommitRequest{UploadID: strings.Repeat("ab", 16), Size: 1, SHA256: good.SHA256}, http.StatusNotFound, receiver.ReasonNotFound},
+		{"bad hash text", receiver.CommitRequest{UploadID: good.UploadID, Size: good.Size, SHA256: "xyz"}, http.StatusBadRequest, receiver.ReasonBadRequest},
+		// A mismatch removes the upload at once: these come last.
+		{"wrong hash", receiver.CommitRequest{UploadID: good.UploadID, Size: good.Size, SHA256: strings.Repeat("00", 32)}, http.StatusConflict, receiver.ReasonMismatch},
+		{"wrong size", receiver.CommitRequest{UploadID: path.Base(h.upload(t, seg)), Size: good.Size - 1, SHA256: good.SHA256}, http.StatusConflict, receiver.ReasonMismatch},
 	}
 	for _, tc := range refusals {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, body := h.commit(t, client, tc.req)
-			if code != tc.code {
-				t.Fatalf("HTTP %d (%s), want %d", code, body, tc.code)
+			var ref receiver.Refusal
+			if code != tc.code || json.Unmarshal([]byte(body), &ref) != nil || ref.Reason != tc.reason {
+				t.Fatalf("HTTP %d (%s), want %d with reason %s", code, body, tc.code, tc.reason)
 			}
 			if files := h.stored(t); len(files) != 0 {
 				t.Fatalf("a refused commit stored %v", files)
 			}
 		})
 	}
+	// The refused uploads are gone.
+	c := tus.NewClient(client, h.box.Receiver.JoinPath("/v1/uploads/"), tus.Options{})
+	if _, err := c.Offset(t.Context(), u); err == nil {
+		t.Fatal("an upload refused for a mismatch is still there")
+	}
+	u = h.upload(t, seg)
+	good.UploadID = path.Base(u)
 
 	code, first, body := h.commit(t, client, good)
 	if code != http.StatusOK {
@@ -202,6 +212,12 @@ func TestCommitVerifiesAndIsIdempotent(t *testing.T) {
 	bsum := sha256.Sum256(bad)
 	if code, _, body := h.commit(t, client, receiver.CommitRequest{UploadID: path.Base(u4), Size: int64(len(bad)), SHA256: hex.EncodeToString(bsum[:])}); code != http.StatusConflict || !strings.Contains(body, "chain") {
 		t.Fatalf("broken chain: HTTP %d %s", code, body)
+	}
+	// Uploads refused for good are removed at once.
+	for _, gone := range []string{u3, u4} {
+		if _, err := c.Offset(t.Context(), gone); err == nil {
+			t.Fatal("an upload refused as existing or off-chain is still there")
+		}
 	}
 	// Garbage is not a segment.
 	junk := make([]byte, 5000)
@@ -317,7 +333,7 @@ func TestDeviceAccess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(log), `"event":"device.connect","identity":"room-9","outcome":"denied"`) {
+	if !strings.Contains(string(log), `"event":"device.connect","identity":"room-9","source":"127.0.0.1","outcome":"denied"`) {
 		t.Fatalf("revoked connection not audited:\n%s", log)
 	}
 	if !strings.Contains(string(log), `"event":"device.revoke","identity":"room-9","source":"local","outcome":"ok"`) {

@@ -112,6 +112,15 @@ type Live struct {
 	TURN       []TURN   `yaml:"turn"`
 	// GrantDefault is the length of a grant accepted without --for.
 	GrantDefault Duration `yaml:"grant_default"`
+	// IdleTimeout closes a connection that waits this long for its next
+	// request (default 60s).
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// ReadTimeout bounds reading a request's headers and body (default
+	// 10s); an offer held for the teacher's decision is not cut by it.
+	ReadTimeout Duration `yaml:"read_timeout"`
+	// MaxConnsPerAddress caps the open connections from one remote
+	// address (default 16); more are closed at once.
+	MaxConnsPerAddress int `yaml:"max_conns_per_address"`
 }
 
 // TURN is one TURN server.
@@ -165,9 +174,12 @@ func Default() *Config {
 		Upload:  Upload{Enabled: &yes, RetryMax: Duration(5 * time.Minute)},
 		Control: Control{Group: ""},
 		Metrics: Metrics{Listen: "127.0.0.1:9464"},
-		Live:    Live{Listen: "0.0.0.0:8444", MaxViewers: 4, GrantDefault: Duration(60 * time.Minute)},
-		Audit:   Audit{Path: "/var/lib/uploadbox/audit.jsonl", Retention: Duration(180 * 24 * time.Hour), CheckpointEvery: Duration(10 * time.Minute)},
-		Log:     Log{Level: "info", Format: "text"},
+		Live: Live{
+			Listen: "0.0.0.0:8444", MaxViewers: 4, GrantDefault: Duration(60 * time.Minute),
+			IdleTimeout: Duration(60 * time.Second), ReadTimeout: Duration(10 * time.Second), MaxConnsPerAddress: 16,
+		},
+		Audit: Audit{Path: "/var/lib/uploadbox/audit.jsonl", Retention: Duration(180 * 24 * time.Hour), CheckpointEvery: Duration(10 * time.Minute)},
+		Log:   Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -325,6 +337,15 @@ func (c *Config) Validate() []Problem {
 	}
 	if lv.GrantDefault.D() < time.Minute || lv.GrantDefault.D() > 8*time.Hour {
 		add("live.grant_default", "%s: use 1m to 8h", lv.GrantDefault)
+	}
+	if lv.IdleTimeout.D() < time.Second || lv.IdleTimeout.D() > time.Hour {
+		add("live.idle_timeout", "%s: use 1s to 1h", lv.IdleTimeout)
+	}
+	if lv.ReadTimeout.D() < time.Second || lv.ReadTimeout.D() > 5*time.Minute {
+		add("live.read_timeout", "%s: use 1s to 5m", lv.ReadTimeout)
+	}
+	if lv.MaxConnsPerAddress < 1 || lv.MaxConnsPerAddress > 1024 {
+		add("live.max_conns_per_address", "%d: use 1 to 1024", lv.MaxConnsPerAddress)
 	}
 	if c.Audit.Retention.D() < 24*time.Hour {
 		add("audit.retention", "%s: keep at least 1d", c.Audit.Retention)

@@ -160,3 +160,28 @@ func TestUnits(t *testing.T) {
 		t.Error("String forms")
 	}
 }
+
+// The live view's connection limits default to safe values and refuse
+// values that would leave idle or slow connections open for ever.
+func TestLiveConnectionLimits(t *testing.T) {
+	c, err := Parse(nil, []string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Live.IdleTimeout.D() != time.Minute || c.Live.ReadTimeout.D() != 10*time.Second || c.Live.MaxConnsPerAddress != 16 {
+		t.Errorf("live defaults: %+v", c.Live)
+	}
+	tests := []struct{ name, src, want string }{
+		{"idle zero", "live:\n  idle_timeout: 0s\n", "live.idle_timeout:"},
+		{"idle too long", "live:\n  idle_timeout: 2h\n", "live.idle_timeout:"},
+		{"read zero", "live:\n  read_timeout: 0s\n", "live.read_timeout:"},
+		{"no connections", "live:\n  max_conns_per_address: 0\n", "live.max_conns_per_address:"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := Parse([]byte(tt.src), []string{}); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %v, want one naming %s", err, tt.want)
+			}
+		})
+	}
+}

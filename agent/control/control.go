@@ -29,9 +29,24 @@ const MaxRequest = 64 << 10
 type Request struct {
 	Method string          `json:"method"`
 	Params json.RawMessage `json:"params,omitempty"`
-	// UID and PID of the caller, from the socket's peer credentials.
-	UID int `json:"-"`
-	PID int `json:"-"`
+	// UID and PID of the caller, from the socket's peer credentials (-1
+	// when the kernel gave none), and the user name of UID if it has one.
+	UID  int    `json:"-"`
+	PID  int    `json:"-"`
+	User string `json:"-"`
+}
+
+// Caller names the caller for the audit log and the daemon's log:
+// "uid:1000(alice)", or "uid:1000" for a uid without a user name.
+func (r Request) Caller() string {
+	if r.UID < 0 {
+		return "uid:unknown"
+	}
+	c := "uid:" + strconv.Itoa(r.UID)
+	if r.User != "" {
+		c += "(" + r.User + ")"
+	}
+	return c
 }
 
 // Decode unmarshals the request's parameters into v, strictly.
@@ -166,6 +181,11 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn, h Handler) {
 				req.UID, req.PID = int(cred.Uid), int(cred.Pid)
 			}
 		})
+	}
+	if req.UID >= 0 {
+		if u, err := user.LookupId(strconv.Itoa(req.UID)); err == nil {
+			req.User = u.Username
+		}
 	}
 	r := bufio.NewReader(&limitedReader{c, MaxRequest})
 	line, err := r.ReadBytes('\n')

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,20 +30,29 @@ func TestCallRoundTripAndErrors(t *testing.T) {
 				if err := r.Decode(&p); err != nil {
 					return nil, err
 				}
-				return map[string]any{"text": p.Text, "uid": r.UID}, nil
+				return map[string]any{"text": p.Text, "uid": r.UID, "caller": r.Caller()}, nil
 			}
 			return nil, Errorf("unknown-method", "no method %q", r.Method)
 		})
 	}()
 	var out struct {
-		Text string
-		UID  int
+		Text   string
+		UID    int
+		Caller string
 	}
 	if err := Call(t.Context(), sock, "echo", map[string]string{"text": "hi"}, &out); err != nil {
 		t.Fatal(err)
 	}
 	if out.Text != "hi" || out.UID != os.Getuid() {
 		t.Errorf("got %+v", out)
+	}
+	// The caller is named by the socket's peer credentials, for the audit log.
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "uid:" + me.Uid + "(" + me.Username + ")"; out.Caller != want {
+		t.Errorf("caller %q, want %q", out.Caller, want)
 	}
 	err = Call(t.Context(), sock, "nope", nil, nil)
 	var ce *Error
@@ -88,5 +98,24 @@ func TestStaleSocketReplaced(t *testing.T) {
 	long := "/" + strings.Repeat("x", 120)
 	if _, err := Listen(long, "", nil); err == nil || !strings.Contains(err.Error(), "107") {
 		t.Errorf("long path: %v", err)
+	}
+}
+
+func TestCallerNames(t *testing.T) {
+	tests := []struct {
+		name string
+		r    Request
+		want string
+	}{
+		{"user", Request{UID: 1000, User: "alice"}, "uid:1000(alice)"},
+		{"uid without a name", Request{UID: 4242}, "uid:4242"},
+		{"no credentials", Request{UID: -1}, "uid:unknown"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.r.Caller(); got != tt.want {
+				t.Errorf("Caller() = %q, want %q", got, tt.want)
+			}
+		})
 	}
 }

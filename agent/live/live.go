@@ -40,9 +40,10 @@ type Gate interface {
 	// *Refusal.
 	Admit(viewer string, wantAudio bool) (Admission, error)
 	// Joined and Left are audit hooks called when a viewer's session
-	// starts and ends.
+	// starts and ends; reason says why it ended ("viewer left",
+	// "replaced", "revoked", "connect timeout", …).
 	Joined(viewer, session string)
-	Left(viewer, session string)
+	Left(viewer, session, reason string)
 }
 
 // Waiter is a Gate that can wait for the teacher's decision on a pending
@@ -94,7 +95,9 @@ const DefaultMaxViewers = 4
 // Config configures a Server.
 type Config struct {
 	// MaxViewers limits the number of viewers at once (default 4); a
-	// viewer over it gets 503 with reason "too many viewers".
+	// viewer over it gets 503 with reason "too many viewers". A viewer
+	// has at most one session: a new offer replaces the viewer's session
+	// (ended with reason "replaced") and takes no second slot.
 	MaxViewers int
 	// ICEServers are the STUN and TURN servers; empty means host
 	// candidates only.
@@ -120,6 +123,10 @@ type Config struct {
 	// session ends, so the indicator is on before any media flows. It must
 	// not call back into the Server.
 	Indicator func(watching int)
+	// AuthFailed, if set, is told of every request whose bearer token is
+	// missing or refused, with the remote address and why (never the
+	// token), so that it can be audited.
+	AuthFailed func(remote string, err error)
 	// Logger receives the server's log (default: discard). Tokens are
 	// never logged; viewer names are.
 	Logger *slog.Logger
@@ -136,7 +143,9 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[string]*session
 	gone     *endedSessions
-	reserved int     // POSTs between the limit check and their session
+	// offering holds the viewers whose POST is between the limit check
+	// and its session: at most one each.
+	offering map[string]bool
 	feed     *feeder // nil while nobody watches
 	closed   bool
 
@@ -207,6 +216,7 @@ func New(cfg Config) (*Server, error) {
 		video:    video,
 		audio:    audio,
 		sessions: make(map[string]*session),
+		offering: make(map[string]bool),
 		gone:     newEndedSessions(256),
 		indLast:  -1,
 	}, nil

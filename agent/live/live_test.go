@@ -105,7 +105,7 @@ func (g *fakeGate) Joined(viewer, session string) {
 	g.joinedAt = time.Now()
 }
 
-func (g *fakeGate) Left(viewer, session string) {
+func (g *fakeGate) Left(viewer, session, _ string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.left = append(g.left, viewer+" "+session)
@@ -579,6 +579,9 @@ func TestOfferWaitsForDecision(t *testing.T) {
 	if resp.Status != http.StatusForbidden || time.Since(start) < time.Second {
 		t.Fatalf("undecided: status %d after %v, want 403 after the 1 s wait", resp.Status, time.Since(start))
 	}
+	if pa := resp.Header.Get("Preference-Applied"); pa != "wait=1" {
+		t.Errorf("undecided: Preference-Applied %q, want wait=1", pa)
+	}
 	grantedAt := make(chan time.Time, 1)
 	go func() {
 		time.Sleep(300 * time.Millisecond)
@@ -624,6 +627,52 @@ func TestMaxViewers(t *testing.T) {
 	r.watch(t, "tok-carol", false)
 	if n := r.srv.Viewers(); n != 2 {
 		t.Errorf("Viewers() = %d, want 2", n)
+	}
+}
+
+// A viewer has one session: a new offer replaces the last (which then
+// answers 410 "replaced"), so one viewer cannot take every slot.
+func TestOneSessionPerViewer(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.MaxViewers = 2 })
+	r.gate.grant("alice", false)
+	r.gate.grant("bob", false)
+	var first []*livetest.Response
+	for range 5 {
+		resp, err := livetest.Offer(t.Context(), r.client, r.ts.URL+"/whep", "tok-alice", livetest.Options{Loopback: true, NoAnswer: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Viewer.Close() })
+		if resp.Status != http.StatusCreated {
+			t.Fatalf("offer %d of alice: status %d %s, want 201", len(first)+1, resp.Status, resp.Body)
+		}
+		first = append(first, resp)
+	}
+	if n := r.srv.Viewers(); n != 1 {
+		t.Fatalf("Viewers() = %d after 5 offers of one viewer, want 1", n)
+	}
+	for _, old := range first[:4] {
+		if code, body := r.do(t, http.MethodGet, old.Viewer.Location, "tok-alice"); code != http.StatusGone || body["reason"] != "replaced" {
+			t.Errorf("GET of a replaced session: %d %v, want 410 replaced", code, body)
+		}
+		if code, _ := r.do(t, http.MethodDelete, old.Viewer.Location, "tok-alice"); code != http.StatusGone {
+			t.Errorf("DELETE of a replaced session: %d, want 410", code)
+		}
+	}
+	if code, _ := r.do(t, http.MethodGet, first[4].Viewer.Location, "tok-alice"); code != http.StatusOK {
+		t.Errorf("GET of the newest session: %d, want 200", code)
+	}
+	r.watch(t, "tok-bob", false)
+	if n := r.srv.Viewers(); n != 2 {
+		t.Errorf("Viewers() = %d with alice and bob, want 2", n)
+	}
+	// Full: alice may still replace her own session; carol gets 503.
+	if resp := r.offer(t, "tok-alice", false); resp.Status != http.StatusCreated {
+		t.Errorf("alice replacing her session at the limit: %d %s, want 201", resp.Status, resp.Body)
+	}
+	r.gate.grant("carol", false)
+	if resp := r.offer(t, "tok-carol", false); resp.Status != http.StatusServiceUnavailable {
+		t.Errorf("a third viewer: %d, want 503", resp.Status)
 	}
 }
 
@@ -825,5 +874,33 @@ func TestConnectTimeout(t *testing.T) {
 	}
 	if n := r.gate.watching(); n != 0 {
 		t.Errorf("%d admissions not cancelled", n)
+	}
+}
+
+// Every missing or refused token is reported to AuthFailed with the
+// remote address, never with the token.
+func TestAuthFailedReported(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	r := newRig(t, func(c *Config) {
+		c.AuthFailed = func(remote string, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, remote+" "+err.Error())
+		}
+	})
+	r.offer(t, "", false)
+	r.offer(t, "tok-forged", false)
+	r.gate.grant("alice", false)
+	r.watch(t, "tok-alice", false)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 {
+		t.Fatalf("AuthFailed called %d times, want 2 (no token, bad token): %q", len(got), got)
+	}
+	for _, g := range got {
+		if !strings.HasPrefix(g, "127.0.0.1:") || strings.Contains(g, "tok-forged") {
+			t.Errorf("AuthFailed(%q): want the remote address and no token", g)
+		}
 	}
 }

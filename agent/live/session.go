@@ -102,10 +102,22 @@ func (s *Server) open(viewer string, offer webrtc.SessionDescription, adm Admiss
 		s.mu.Unlock()
 		return fail(errClosed)
 	}
+	// The viewer's earlier session is replaced: one session per viewer.
+	var replaced []*session
+	for _, old := range s.sessions {
+		if old.viewer == viewer {
+			replaced = append(replaced, old)
+		}
+	}
 	s.sessions[id] = sess
-	s.reserved--
+	delete(s.offering, viewer)
 	s.wg.Add(1 + len(senders))
 	s.mu.Unlock()
+	for _, old := range replaced {
+		if err := s.end(old, "replaced"); err != nil {
+			s.log.Warn("end replaced live session", "session", old.id, "err", err)
+		}
+	}
 
 	go func() {
 		defer s.wg.Done()
@@ -196,7 +208,7 @@ func (s *Server) end(sess *session, reason string) error {
 	if sess.adm.Cancel != nil {
 		sess.adm.Cancel()
 	}
-	s.cfg.Gate.Left(sess.viewer, sess.id)
+	s.cfg.Gate.Left(sess.viewer, sess.id, reason)
 	s.indicate()
 	s.log.Info("viewer left", "viewer", sess.viewer, "session", sess.id, "reason", reason)
 	if err != nil {

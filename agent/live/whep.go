@@ -29,7 +29,7 @@ var (
 //
 //	POST   /whep       SDP offer → 201 answer, Location /whep/{id}
 //	GET    /whep/{id}  200 while the session is live, 410 with the reason after it ended
-//	DELETE /whep/{id}  ends the session (the same viewer only)
+//	DELETE /whep/{id}  ends the session (the same viewer only); 410 after it ended
 //	GET    /           the viewer page
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -65,18 +65,31 @@ func writeProblem(w http.ResponseWriter, code int, reason, msg string) {
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (string, bool) {
 	token, ok := bearer(r)
 	if !ok {
+		s.authFailed(r, errNoToken)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="uploadbox live view"`)
 		writeProblem(w, http.StatusUnauthorized, "token", "an Authorization: Bearer token is required; log in to get one")
 		return "", false
 	}
 	viewer, err := s.cfg.Auth.Viewer(token)
 	if err != nil || viewer == "" {
-		s.log.Warn("live view token refused", "remote", r.RemoteAddr)
+		if err == nil {
+			err = errors.New("the token names no viewer")
+		}
+		s.authFailed(r, err)
+		s.log.Warn("live view token refused", "remote", r.RemoteAddr, "err", err)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="uploadbox live view", error="invalid_token"`)
 		writeProblem(w, http.StatusUnauthorized, "token", "the bearer token is invalid or expired; log in again")
 		return "", false
 	}
 	return viewer, true
+}
+
+var errNoToken = errors.New("no bearer token")
+
+func (s *Server) authFailed(r *http.Request, err error) {
+	if s.cfg.AuthFailed != nil {
+		s.cfg.AuthFailed(r.RemoteAddr, err)
+	}
 }
 
 func bearer(r *http.Request) (string, bool) {
@@ -115,7 +128,7 @@ func (s *Server) handleOffer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	adm, err := s.admit(r, viewer, wantAudio)
+	adm, err := s.admit(w, r, viewer, wantAudio)
 	if err != nil {
 		var ref *Refusal
 		if errors.As(err, &ref) {
@@ -131,17 +144,21 @@ func (s *Server) handleOffer(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusServiceUnavailable, "consent", "the consent check failed; try again later")
 		return
 	}
-	if code, reason := s.reserve(); code != 0 {
+	if code, reason := s.reserve(viewer); code != 0 {
 		if adm.Cancel != nil {
 			adm.Cancel()
 		}
-		writeProblem(w, code, reason, "the live view cannot take another viewer now: "+reason)
+		msg := "the live view cannot take another viewer now: " + reason
+		if code == http.StatusConflict {
+			msg = "another offer of yours is being set up; wait for its answer"
+		}
+		writeProblem(w, code, reason, msg)
 		return
 	}
 	registered := false
 	defer func() {
 		if !registered {
-			s.unreserve()
+			s.unreserve(viewer)
 		}
 	}()
 	sess, err := s.open(viewer, offer, adm, wantAudio && adm.Audio, r.Context().Done())
@@ -178,8 +195,10 @@ const MaxWait = 30 * time.Second
 // admit asks the gate. When the answer is "pending", the request carries
 // Prefer: wait=N and the gate can wait for decisions (a Waiter), the offer
 // waits up to N seconds for the teacher and is asked again once decided,
-// so the viewer's connection starts the moment the teacher accepts.
-func (s *Server) admit(r *http.Request, viewer string, wantAudio bool) (Admission, error) {
+// so the viewer's connection starts the moment the teacher accepts. The
+// answer then carries Preference-Applied: wait=N, which tells the viewer
+// page it need not poll.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, viewer string, wantAudio bool) (Admission, error) {
 	adm, err := s.cfg.Gate.Admit(viewer, wantAudio)
 	var ref *Refusal
 	waiter, ok := s.cfg.Gate.(Waiter)
@@ -190,6 +209,7 @@ func (s *Server) admit(r *http.Request, viewer string, wantAudio bool) (Admissio
 	if wait <= 0 {
 		return adm, err
 	}
+	w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
 	if werr := waiter.AwaitDecision(ctx, ref.Request); werr != nil {
@@ -225,24 +245,38 @@ func kinds(d *sdp.SessionDescription) (video, audio bool) {
 	return video, audio
 }
 
-// reserve takes a viewer slot, or returns the status and reason of the
-// refusal.
-func (s *Server) reserve() (int, string) {
+// reserve takes a viewer slot for viewer, or returns the status and
+// reason of the refusal. Slots count viewers, not offers: a viewer's own
+// session (which the new one replaces) takes no second slot, and a viewer
+// has one offer in progress at a time.
+func (s *Server) reserve(viewer string) (int, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return http.StatusServiceUnavailable, "closed"
 	}
-	if len(s.sessions)+s.reserved >= s.cfg.MaxViewers {
+	if s.offering[viewer] {
+		return http.StatusConflict, "offer in progress"
+	}
+	others := map[string]bool{}
+	for v := range s.offering {
+		others[v] = true
+	}
+	for _, sess := range s.sessions {
+		if sess.viewer != viewer {
+			others[sess.viewer] = true
+		}
+	}
+	if len(others) >= s.cfg.MaxViewers {
 		return http.StatusServiceUnavailable, "too many viewers"
 	}
-	s.reserved++
+	s.offering[viewer] = true
 	return 0, ""
 }
 
-func (s *Server) unreserve() {
+func (s *Server) unreserve(viewer string) {
 	s.mu.Lock()
-	s.reserved--
+	delete(s.offering, viewer)
 	s.mu.Unlock()
 }
 
@@ -296,14 +330,16 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
-	_, sess, _, ok := s.lookup(w, r)
+	_, sess, gone, ok := s.lookup(w, r)
 	if !ok {
 		return
 	}
-	if sess != nil {
-		if err := s.end(sess, "viewer left"); err != nil {
-			s.log.Warn("end live session", "session", sess.id, "err", err)
-		}
+	if sess == nil {
+		writeJSON(w, http.StatusGone, status{State: "ended", Reason: gone.reason})
+		return
+	}
+	if err := s.end(sess, "viewer left"); err != nil {
+		s.log.Warn("end live session", "session", sess.id, "err", err)
 	}
 	w.WriteHeader(http.StatusOK)
 }

@@ -121,13 +121,14 @@ func newConsentCommand() *cobra.Command {
 	var vf ctlFlags
 	var verify bool
 	var file string
+	var last int
 	auditCmd := &cobra.Command{
-		Use:   "audit --verify [--file PATH]",
-		Short: "Check the hash chain of the box's audit log (consent, sessions, diagnostics) and that nothing its last checkpoint covers is missing",
+		Use:   "audit [--last N] | audit --verify [--file PATH]",
+		Short: "Show the box's audit log (who decided what, for which viewer, when), or check its hash chain and that nothing its last checkpoint covers is missing",
 		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !verify {
-				return cli.Usagef("say --verify (the only audit action)")
+				return listAudit(cmd, vf, file, last)
 			}
 			var rep agent.AuditReport
 			if file != "" {
@@ -154,8 +155,42 @@ func newConsentCommand() *cobra.Command {
 	}
 	vf.add(auditCmd, true)
 	auditCmd.Flags().BoolVar(&verify, "verify", false, "verify the hash chain and name the first bad entry")
-	auditCmd.Flags().StringVar(&file, "file", "", "verify this audit file directly instead of asking the daemon")
+	auditCmd.Flags().StringVar(&file, "file", "", "read this audit file directly instead of asking the daemon")
+	auditCmd.Flags().IntVar(&last, "last", 20, "show the last N entries (0: all)")
 
 	cmd.AddCommand(list, accept, deny, revoke, auditCmd)
 	return cmd
+}
+
+// listAudit prints the last entries of the audit log: when, what, which
+// viewer, who decided, the outcome and the detail.
+func listAudit(cmd *cobra.Command, f ctlFlags, file string, last int) error {
+	if last < 0 {
+		return cli.Usagef("--last %d: give a number of entries (0: all)", last)
+	}
+	var es []audit.Entry
+	if file != "" {
+		var err error
+		if es, err = audit.Tail(file, last); err != nil {
+			return err
+		}
+	} else if err := f.call(cmd.Context(), "audit.list", agent.AuditList{Last: last}, &es); err != nil {
+		return err
+	}
+	if f.json {
+		return printJSON(cmd.OutOrStdout(), es)
+	}
+	w := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "TIME\tEVENT\tVIEWER\tBY\tOUTCOME\tDETAIL")
+	for _, e := range es {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format(time.DateTime), e.Event, dash(e.Identity), dash(e.By), e.Outcome, e.Detail)
+	}
+	return w.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

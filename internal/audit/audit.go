@@ -29,8 +29,12 @@ type Entry struct {
 	Event    string    `json:"event"`              // e.g. "enroll", "device.connect", "login", "consent.accept"
 	Identity string    `json:"identity,omitempty"` // device, viewer or administrator
 	Source   string    `json:"source,omitempty"`   // remote address, or "local"
-	Outcome  string    `json:"outcome"`            // "ok", "denied", "locked", …
-	Detail   string    `json:"detail,omitempty"`
+	// By is who decided what the entry records, when that is not Identity:
+	// e.g. "uid:1000(alice)" for a call on the box's control socket, or
+	// "daemon" for what the daemon does itself.
+	By      string `json:"by,omitempty"`
+	Outcome string `json:"outcome"` // "ok", "denied", "locked", …
+	Detail  string `json:"detail,omitempty"`
 	// Prev is the hash of the previous entry; for the first entry of a
 	// file it is the anchor: zero for a new log, or the hash of the last
 	// entry removed by retention.

@@ -226,3 +226,40 @@ func TestPruneWhileAppending(t *testing.T) {
 		t.Fatalf("lost entries while pruning: %+v", rep)
 	}
 }
+
+func TestTail(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	l, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 7 {
+		if _, err := l.Append(Entry{Event: fmt.Sprintf("e%d", i), By: "uid:1000(alice)", Outcome: "ok"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name  string
+		n     int
+		first string
+		count int
+	}{
+		{"all", 0, "e0", 7},
+		{"last 3", 3, "e4", 3},
+		{"more than there are", 20, "e0", 7},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			es, err := Tail(path, tt.n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(es) != tt.count || es[0].Event != tt.first || es[len(es)-1].Event != "e6" || es[0].By != "uid:1000(alice)" {
+				t.Fatalf("Tail(%d) = %+v", tt.n, es)
+			}
+		})
+	}
+	if _, err := Tail(filepath.Join(t.TempDir(), "none"), 1); err == nil {
+		t.Error("Tail of a missing file: no error")
+	}
+}

@@ -30,7 +30,7 @@ func main() {
 	encodeOnly := flag.Duration("encode-only", 0, "internal: run the bare encode for this long in this process and exit")
 	uploadMiB := flag.Int64("upload", 1024, "MiB of segments for the upload comparison")
 	daemonFor := flag.Duration("daemon", 60*time.Second, "length of the daemon's session in the daemon comparison")
-	only := flag.String("only", "", "run one comparison: seal, age, record, upload, daemon, live or powercut")
+	only := flag.String("only", "", "run one comparison: seal, age, record, upload, daemon, live, login or powercut")
 	kills := flag.Int("kills", 20, "SIGKILLs of the recorder in the power-cut measurement")
 	flag.Parse()
 	if *encodeOnly > 0 {
@@ -69,6 +69,7 @@ func run(bin string, size, rounds int, recordFor time.Duration, upload int64, da
 		{"upload", func() error { return uploadBench(upload) }},
 		{"daemon", func() error { return daemonVsEncode(bin, daemonFor) }},
 		{"live", func() error { return liveBench(bin, 10, modules) }},
+		{"login", func() error { return loginBench(rounds) }},
 		{"powercut", func() error { return powerCuts(bin, kills) }},
 	}
 	for _, s := range steps {

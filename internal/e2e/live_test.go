@@ -25,13 +25,18 @@ type liveBox struct {
 	client    *http.Client
 }
 
-// startLiveBox enrolls a box, turns live view on and starts its daemon.
-func startLiveBox(t *testing.T, dir string) (enrolled, liveBox, *daemonProc) {
+// startLiveBox enrolls a box, turns live view on and starts its daemon;
+// liveKeys are more "key: value" lines of the live section.
+func startLiveBox(t *testing.T, dir string, liveKeys ...string) (enrolled, liveBox, *daemonProc) {
 	t.Helper()
 	b := setupBox(t, dir, nil)
 	lb := liveBox{live: freePort(t), indicator: filepath.Join(dir, "indicator")}
 	os.WriteFile(lb.indicator, nil, 0o600)
-	lb.boxDirs = writeBoxConfig(t, dir, b.state, "live:\n  enabled: true\n  listen: "+lb.live+"\nindicator:\n  path: "+lb.indicator+"\n")
+	extra := ""
+	for _, k := range liveKeys {
+		extra += "  " + k + "\n"
+	}
+	lb.boxDirs = writeBoxConfig(t, dir, b.state, "live:\n  enabled: true\n  listen: "+lb.live+"\n"+extra+"indicator:\n  path: "+lb.indicator+"\n")
 	p := startDaemon(t, lb.boxDirs)
 	// Trust the box's own live-view certificate, made at its first start.
 	var pem []byte

@@ -89,15 +89,10 @@ type auditLine struct {
 	Detail   string `json:"detail"`
 }
 
-// decidedBy reports whether the entry names uid ("uid:N", maybe with a
-// user name) as who acted, in identity or in by.
+// decidedBy reports whether the entry names uid as who acted, with the
+// user name: "uid:N(name)".
 func (e auditLine) decidedBy(uid string) bool {
-	for _, s := range []string{e.Identity, e.By} {
-		if s == uid || strings.HasPrefix(s, uid+"(") {
-			return true
-		}
-	}
-	return false
+	return strings.HasPrefix(e.By, uid+"(") && strings.HasSuffix(e.By, ")")
 }
 
 // auditEvents returns the box's audit entries of event.

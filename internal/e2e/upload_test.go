@@ -18,9 +18,10 @@ import (
 
 // receiverProc is a running `uploadbox-receiver serve`.
 type receiverProc struct {
-	cmd  *exec.Cmd
-	addr string
-	data string
+	cmd    *exec.Cmd
+	addr   string
+	data   string
+	stderr lockedBuffer // the receiver's log
 }
 
 // startReceiver runs `uploadbox-receiver serve` on listen; extra are more
@@ -33,10 +34,11 @@ func startReceiver(t *testing.T, data, listen string, extra ...string) *receiver
 	if err != nil {
 		t.Fatal(err)
 	}
+	p := &receiverProc{cmd: cmd, data: data}
+	cmd.Stderr = &p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &receiverProc{cmd: cmd, data: data}
 	t.Cleanup(func() { p.kill() })
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {

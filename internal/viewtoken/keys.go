@@ -148,19 +148,19 @@ func MintLocal(stateDir, viewer string, ttl time.Duration, now time.Time) (strin
 }
 
 // LoadBoxVerifier returns a verifier that trusts the receiver's token key
-// from enrollment (token.pub) and the box's local key (viewer-local.pub),
-// whichever of them stateDir holds.
+// from enrollment (token.pub) for IssuerReceiver and the box's local key
+// (viewer-local.pub) for IssuerLocal, whichever of them stateDir holds.
 func LoadBoxVerifier(stateDir string) (*Verifier, error) {
-	var keys []ed25519.PublicKey
-	for _, name := range []string{ReceiverKeyFile, LocalPublicFile} {
-		k, err := ReadPublicKeyFile(filepath.Join(stateDir, name))
+	var keys []TrustedKey
+	for _, f := range []struct{ name, issuer string }{{ReceiverKeyFile, IssuerReceiver}, {LocalPublicFile, IssuerLocal}} {
+		k, err := ReadPublicKeyFile(filepath.Join(stateDir, f.name))
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		keys = append(keys, k)
+		keys = append(keys, TrustedKey{Issuer: f.issuer, Key: k})
 	}
 	if len(keys) == 0 {
 		return nil, fmt.Errorf("state %s has no viewer token key (%s or %s): enroll the box or run `uploadbox viewer token` first", stateDir, ReceiverKeyFile, LocalPublicFile)

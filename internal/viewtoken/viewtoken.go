@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -39,6 +40,7 @@ const (
 var (
 	ErrMalformed    = errors.New("viewer token is malformed")
 	ErrBadSignature = errors.New("viewer token signature does not verify with any trusted key")
+	ErrWrongIssuer  = errors.New("viewer token's issuer is not the one its signing key may issue for")
 	ErrExpired      = errors.New("viewer token has expired")
 	ErrNotYetValid  = errors.New("viewer token is not valid yet (check the clocks)")
 	ErrBadName      = errors.New("viewer names are 1-64 characters of [A-Za-z0-9._@-]")
@@ -91,25 +93,35 @@ func Mint(key ed25519.PrivateKey, iss, viewer string, ttl time.Duration, now tim
 	return signed + "." + b64.EncodeToString(ed25519.Sign(key, []byte(signed))), nil
 }
 
-// Verifier checks tokens against a fixed set of trusted public keys.
-type Verifier struct {
-	keys []ed25519.PublicKey
+// TrustedKey is a public key and the one issuer whose tokens it signs: a
+// token is accepted only if the key that signed it is trusted for the
+// issuer the token names.
+type TrustedKey struct {
+	Issuer string
+	Key    ed25519.PublicKey
 }
 
-// NewVerifier trusts keys; keys of the wrong size are ignored.
-func NewVerifier(keys ...ed25519.PublicKey) *Verifier {
+// Verifier checks tokens against a fixed set of trusted keys.
+type Verifier struct {
+	keys []TrustedKey
+}
+
+// NewVerifier trusts keys, each for its issuer; keys of the wrong size or
+// without an issuer are ignored.
+func NewVerifier(keys ...TrustedKey) *Verifier {
 	v := &Verifier{}
 	for _, k := range keys {
-		if len(k) == ed25519.PublicKeySize {
+		if len(k.Key) == ed25519.PublicKeySize && k.Issuer != "" {
 			v.keys = append(v.keys, k)
 		}
 	}
 	return v
 }
 
-// Verify checks token's signature, shape and validity period at now and
-// returns its claims. Errors wrap ErrMalformed, ErrBadSignature,
-// ErrExpired or ErrNotYetValid.
+// Verify checks token's signature, its issuer against the signing key's,
+// its shape and validity period at now and returns its claims. Errors
+// wrap ErrMalformed, ErrBadSignature, ErrWrongIssuer, ErrExpired or
+// ErrNotYetValid.
 func (v *Verifier) Verify(token string, now time.Time) (Claims, error) {
 	var c Claims
 	if len(token) > maxToken {
@@ -133,14 +145,13 @@ func (v *Verifier) Verify(token string, now time.Time) (Claims, error) {
 	}
 	// The signature first: nothing in unsigned claims is looked at.
 	signed := []byte(token[:len(prefix)+len(payloadB64)])
-	trusted := false
+	var issuers []string // of the keys the signature verifies with
 	for _, k := range v.keys {
-		if ed25519.Verify(k, signed, sig) {
-			trusted = true
-			break
+		if ed25519.Verify(k.Key, signed, sig) {
+			issuers = append(issuers, k.Issuer)
 		}
 	}
-	if !trusted {
+	if len(issuers) == 0 {
 		return c, ErrBadSignature
 	}
 	dec := json.NewDecoder(strings.NewReader(string(payload)))
@@ -153,6 +164,8 @@ func (v *Verifier) Verify(token string, now time.Time) (Claims, error) {
 		return Claims{}, fmt.Errorf("%w: %v", ErrMalformed, ErrBadName)
 	case c.Issuer == "" || c.ID == "":
 		return Claims{}, fmt.Errorf("%w: issuer or id missing", ErrMalformed)
+	case !slices.Contains(issuers, c.Issuer):
+		return Claims{}, fmt.Errorf("%w: it names issuer %q, its key signs for %s", ErrWrongIssuer, c.Issuer, strings.Join(issuers, ", "))
 	case c.Expires <= c.IssuedAt || c.Expires-c.IssuedAt > int64(MaxTTL/time.Second):
 		return Claims{}, fmt.Errorf("%w: lifetime %ds is outside (0, %s]", ErrMalformed, c.Expires-c.IssuedAt, MaxTTL)
 	}

@@ -33,7 +33,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("token shape %q", tok)
 	}
 	other := newKey(t)
-	v := NewVerifier(other.Public().(ed25519.PublicKey), k.Public().(ed25519.PublicKey))
+	v := NewVerifier(TrustedKey{IssuerLocal, other.Public().(ed25519.PublicKey)}, TrustedKey{IssuerReceiver, k.Public().(ed25519.PublicKey)})
 	c, err := v.Verify(tok, t0.Add(59*time.Minute))
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +90,7 @@ func forge(k ed25519.PrivateKey, claims string) string {
 
 func TestVerifyErrors(t *testing.T) {
 	k := newKey(t)
-	v := NewVerifier(k.Public().(ed25519.PublicKey))
+	v := NewVerifier(TrustedKey{IssuerReceiver, k.Public().(ed25519.PublicKey)})
 	good, err := Mint(k, IssuerReceiver, "anna", time.Hour, t0)
 	if err != nil {
 		t.Fatal(err)
@@ -101,6 +101,10 @@ func TestVerifyErrors(t *testing.T) {
 	sig, _ := b64.DecodeString(parts[2])
 	sig[0] ^= 1
 	wrongKey, _ := Mint(newKey(t), IssuerReceiver, "anna", time.Hour, t0)
+	// Signed by the receiver's key, but claiming the box's local issuer
+	// (or another): the key is trusted for "receiver" only.
+	localByReceiverKey, _ := Mint(k, IssuerLocal, "anna", time.Hour, t0)
+	otherIssuer, _ := Mint(k, "receiver:other", "anna", time.Hour, t0)
 	claimsJSON := func(c Claims) string { b, _ := json.Marshal(c); return string(b) }
 	for _, tc := range []struct {
 		name  string
@@ -119,6 +123,8 @@ func TestVerifyErrors(t *testing.T) {
 		{"tampered claims", "ubxv1." + b64.EncodeToString([]byte(tampered)) + "." + parts[2], t0, ErrBadSignature},
 		{"tampered signature", "ubxv1." + parts[1] + "." + b64.EncodeToString(sig), t0, ErrBadSignature},
 		{"wrong key", wrongKey, t0, ErrBadSignature},
+		{"box:local token signed by the receiver key", localByReceiverKey, t0, ErrWrongIssuer},
+		{"other issuer signed by the receiver key", otherIssuer, t0, ErrWrongIssuer},
 		{"expired", good, t0.Add(time.Hour), ErrExpired},
 		{"long expired", good, t0.Add(48 * time.Hour), ErrExpired},
 		{"issued in the future", good, t0.Add(-61 * time.Second), ErrNotYetValid},
@@ -155,7 +161,7 @@ func FuzzVerify(f *testing.F) {
 	for _, s := range []string{"", "ubxv1.", "ubxv1..", "ubxv1.e30.", good, good + "x", strings.ReplaceAll(good, ".", "")} {
 		f.Add(s)
 	}
-	v := NewVerifier(k.Public().(ed25519.PublicKey))
+	v := NewVerifier(TrustedKey{IssuerLocal, k.Public().(ed25519.PublicKey)})
 	f.Fuzz(func(t *testing.T, s string) {
 		c, err := v.Verify(s, t0)
 		if err == nil && (c.Subject != "anna" || s != good) {
@@ -208,6 +214,20 @@ func TestKeyFiles(t *testing.T) {
 	for _, tk := range []string{tok, rt} {
 		if _, err := v.Verify(tk, t0); err != nil {
 			t.Fatal(err)
+		}
+	}
+	// Each key only for its issuer: a box:local token signed by the
+	// receiver's key, and a receiver token signed by the local key, are
+	// refused.
+	localKey, err := ReadKeyFile(filepath.Join(dir, LocalKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forgedLocal, _ := Mint(rk, IssuerLocal, "carl", time.Hour, t0)
+	forgedReceiver, _ := Mint(localKey, IssuerReceiver, "carl", time.Hour, t0)
+	for _, tk := range []string{forgedLocal, forgedReceiver} {
+		if _, err := v.Verify(tk, t0); !errors.Is(err, ErrWrongIssuer) {
+			t.Errorf("token signed by the other issuer's key: %v, want ErrWrongIssuer", err)
 		}
 	}
 	// A key file others can read is refused.

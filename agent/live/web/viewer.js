@@ -9,9 +9,11 @@
   const tokenInput = document.getElementById('token');
   const stopBtn = document.getElementById('stop');
   const RETRY_MS = 2000;
-  // While the teacher decides, ask again often: the first frame should show
-  // within a few hundred milliseconds of the accept. A refused offer costs
-  // the box one consent lookup and no peer connection.
+  // While the teacher decides the box holds the offer (Prefer: wait) and
+  // answers the moment they accept; it says so with Preference-Applied, and
+  // the page then asks again at once instead of polling. A box that does
+  // not hold offers is asked again often, so the first frame still shows
+  // within a few hundred milliseconds of the accept.
   const PENDING_MS = 250;
   const POLL_MS = 400;
 
@@ -70,6 +72,7 @@
     await p.setLocalDescription(await p.createOffer());
     await waitGathering(p, 1000);
     let resp;
+    const sent = Date.now();
     try {
       resp = await fetch('/whep', {
         method: 'POST',
@@ -106,7 +109,11 @@
     }
     if (resp.status === 403 && reason === 'pending') {
       setState('waiting', 'Waiting for the teacher to accept…', reason);
-      retryTimer = setTimeout(() => run(gen), PENDING_MS);
+      // The box held the offer: ask again at once (a long poll); at most
+      // every PENDING_MS all the same, should it answer early.
+      const held = /(^|,)\s*wait=/.test(resp.headers.get('Preference-Applied') || '');
+      const delay = held ? Math.max(0, PENDING_MS - (Date.now() - sent)) : PENDING_MS;
+      retryTimer = setTimeout(() => run(gen), delay);
       return;
     } else if (resp.status === 403 && reason === 'denied') {
       setState('error', 'The teacher declined the live view.', reason);
