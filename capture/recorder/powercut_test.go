@@ -100,7 +100,8 @@ func (s *spy) Flush() error {
 // TestFragmentDurableAtItsFsync: at the first fsync after a fragment was
 // flushed, the file on disk opens as TRUNCATED to media that holds that
 // fragment whole, every sample of it, and every fragment before it. A
-// power cut right after that fsync loses nothing of those fragments.
+// power cut right after that fsync loses nothing of those fragments, nor
+// does a cut inside the trailer.
 func TestFragmentDurableAtItsFsync(t *testing.T) {
 	frames, err := segmenttest.Frames(segmenttest.Options{Duration: 6 * time.Second, Width: 320, Height: 240, Bitrate: 1_000_000, Audio: true})
 	if err != nil {
@@ -152,9 +153,13 @@ func TestFragmentDurableAtItsFsync(t *testing.T) {
 		if len(s.cuts) != len(whole) || len(whole) < 4 {
 			t.Fatalf("segment %d: %d flushes for %d fragments", seq, len(s.cuts), len(whole))
 		}
-		// The last flush comes right before the segment is sealed; closing
-		// puts everything on disk, so only the earlier ones are cuts.
-		for _, c := range s.cuts[:len(s.cuts)-1] {
+		// A cut inside the trailer releases the full chunks only, not the
+		// final one: the last fragment is padded too, so all media is there.
+		sealed := files[uint64(seq)].buf.Bytes()
+		if media := open(t, k, sealed[:len(sealed)-crypto.TrailerSize/2], crypto.ErrTruncated); !bytes.Equal(media, full) {
+			t.Errorf("segment %d cut inside its trailer: %d of %d media bytes", seq, len(media), len(full))
+		}
+		for _, c := range s.cuts {
 			media := open(t, k, c.onDisk, crypto.ErrTruncated)
 			if len(media) < c.plain {
 				t.Fatalf("segment %d, fsync after fragment %d: %d media bytes on disk, %d were flushed: the fragment's end is not durable",

@@ -74,8 +74,7 @@ type Config struct {
 	// segment's length at every Flush is a multiple of Align. The recorder
 	// sets the sealing writer's chunk size: a flush then hands the whole
 	// fragment to the file in complete chunks, none of it waits in memory.
-	// Each fragment but the last of a segment grows by 8 to Align+7 bytes.
-	// 0 (none) or 8 to 1 MiB.
+	// Each fragment grows by 8 to Align+7 bytes. 0 (none) or 8 to 1 MiB.
 	Align int
 	// Audio adds an Opus track. When false, audio frames are ignored.
 	Audio bool
@@ -342,7 +341,7 @@ func (s *Segmenter) writeAudio(f capture.Frame) error {
 func (s *Segmenter) maybeFlush() error {
 	if ticks(s.cfg.FragmentLength, VideoTimescale) <= s.video.span() ||
 		ticks(s.cfg.FragmentLength, AudioTimescale) <= s.audio.span() {
-		return s.flush(true)
+		return s.flush()
 	}
 	return nil
 }
@@ -350,7 +349,7 @@ func (s *Segmenter) maybeFlush() error {
 // cut ends the current segment before the IDR captured at at, whose
 // decode time is start, and opens the next one.
 func (s *Segmenter) cut(at time.Duration, start int64) error {
-	if err := s.flush(false); err != nil {
+	if err := s.flush(); err != nil {
 		return err
 	}
 	out := s.out
@@ -392,10 +391,9 @@ func (s *Segmenter) openSegment(at time.Duration, start int64) error {
 	return nil
 }
 
-// flush writes the buffered samples as one fragment and flushes. pad is
-// false for the last fragment of a segment: closing the segment puts all
-// of it on disk anyway.
-func (s *Segmenter) flush(pad bool) error {
+// flush writes the buffered samples as one fragment, padded if asked,
+// and flushes.
+func (s *Segmenter) flush() error {
 	if len(s.video.samples) == 0 && len(s.audio.samples) == 0 {
 		return nil
 	}
@@ -414,7 +412,7 @@ func (s *Segmenter) flush(pad bool) error {
 		return fmt.Errorf("segment %d: marshal fragment %d: %w", s.seq-1, s.fragSeq, err)
 	}
 	s.video.samples, s.audio.samples = nil, nil
-	if pad && s.cfg.Align > 0 {
+	if s.cfg.Align > 0 {
 		s.pad(int64(s.buf.Len()))
 	}
 	s.written += int64(s.buf.Len())
@@ -466,7 +464,7 @@ func (s *Segmenter) Close() error {
 			t.held = nil
 		}
 	}
-	err := s.flush(false)
+	err := s.flush()
 	out := s.out
 	s.out = nil
 	if err != nil {
