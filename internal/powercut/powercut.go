@@ -91,7 +91,11 @@ func Kill(ctx context.Context, bin string, k Keys, dir string, after time.Durati
 		cmd.Wait()
 		return Result{}, fmt.Errorf("record never said it started: %s", stderr.String())
 	}
-	go io.Copy(io.Discard, stdout)
+	drained := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, stdout)
+		close(drained)
+	}()
 	select {
 	case <-time.After(time.Until(started.Add(after))):
 	case <-ctx.Done():
@@ -99,8 +103,11 @@ func Kill(ctx context.Context, bin string, k Keys, dir string, after time.Durati
 	}
 	killed := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		<-drained
+		cmd.Wait()
 		return Result{}, fmt.Errorf("kill record: %w (it stopped early? %s)", err, stderr.String())
 	}
+	<-drained // the pipe closes with the process; Wait must come after the reads
 	cmd.Wait()
 	res := Result{KilledAt: killed.Sub(started)}
 
