@@ -27,6 +27,7 @@ import (
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
 	"github.com/uploadbox/uploadbox/receiver"
 	"github.com/uploadbox/uploadbox/receiver/pki"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // Files in the box's state directory, all 0600.
@@ -122,10 +123,8 @@ func LoadState(dir string) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	if k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(rk))); err != nil || len(k) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("state %s: %s is not an Ed25519 public key", dir, ReceiptKeyFile)
-	} else {
-		s.ReceiptKey = k
+	if s.ReceiptKey, err = wire.ParseReceiptKey(string(rk)); err != nil {
+		return nil, fmt.Errorf("state %s: %s: %w", dir, ReceiptKeyFile, err)
 	}
 	if s.Recipients, err = crypto.ReadRecipientsFile(filepath.Join(dir, RecipientsFile)); err != nil {
 		return nil, err
@@ -226,9 +225,8 @@ func Enroll(ctx context.Context, receiverURL, token, caFingerprint, dir string) 
 	if cb, _ := pem.Decode([]byte(er.CA)); cb == nil || pki.Fingerprint(mustParse(cb.Bytes)) != caFingerprint {
 		return nil, errors.New("enroll: the receiver sent another CA than the pinned one")
 	}
-	rk, err := base64.StdEncoding.DecodeString(er.ReceiptKey)
-	if err != nil || len(rk) != ed25519.PublicKeySize {
-		return nil, errors.New("enroll: the receiver sent no valid receipt key")
+	if _, err := wire.ParseReceiptKey(er.ReceiptKey); err != nil {
+		return nil, fmt.Errorf("enroll: the receiver sent no valid receipt key: %w", err)
 	}
 	var rs []*crypto.Recipient
 	for _, line := range er.Recipients {

@@ -17,7 +17,6 @@ import (
 	"path"
 	"time"
 
-	"github.com/uploadbox/uploadbox/receiver/receipt"
 	"github.com/uploadbox/uploadbox/uploader/spool"
 	"github.com/uploadbox/uploadbox/uploader/tus"
 	"github.com/uploadbox/uploadbox/wire"
@@ -294,7 +293,7 @@ func (u *Uploader) commitUpload(ctx context.Context, rec spool.Record) (Result, 
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("commit: receipt is not base64: %w", err)
 	}
-	r, err := receipt.Verify(u.st.ReceiptKey, rb)
+	r, err := wire.VerifyReceipt(u.st.ReceiptKey, rb)
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("commit: %w", err)
 	}
