@@ -26,7 +26,6 @@ import (
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
 	"github.com/uploadbox/uploadbox/receiver"
-	"github.com/uploadbox/uploadbox/receiver/pki"
 	"github.com/uploadbox/uploadbox/wire"
 )
 
@@ -62,7 +61,7 @@ type State struct {
 func (s *State) TLSConfig() *tls.Config {
 	pool := x509.NewCertPool()
 	pool.AddCert(s.CA)
-	return pki.ClientTLS(pool, s.Receiver.Hostname(), &s.DeviceCert)
+	return wire.ClientTLS(pool, s.Receiver.Hostname(), &s.DeviceCert)
 }
 
 // HTTPClient is a client for the receiver with the state's TLS settings.
@@ -108,7 +107,7 @@ func LoadState(dir string) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.DeviceCert = pki.DeviceCertificate(cert, s.Device.Signer())
+	s.DeviceCert = wire.DeviceCertificate(cert, s.Device.Signer())
 	caPEM, err := read(CAFile)
 	if err != nil {
 		return nil, err
@@ -164,7 +163,7 @@ func Enroll(ctx context.Context, receiverURL, token, caFingerprint, dir string) 
 	var pinned *x509.Certificate
 	tlsCfg := &tls.Config{
 		MinVersion:         tls.VersionTLS12,
-		CipherSuites:       pki.TLS12Suites(),
+		CipherSuites:       wire.TLS12Suites(),
 		InsecureSkipVerify: true, // replaced by the pinned verification below
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
 			var certs []*x509.Certificate
@@ -174,7 +173,7 @@ func Enroll(ctx context.Context, receiverURL, token, caFingerprint, dir string) 
 					return err
 				}
 				certs = append(certs, c)
-				if pki.Fingerprint(c) == caFingerprint {
+				if wire.Fingerprint(c) == caFingerprint {
 					pinned = c
 				}
 			}
@@ -222,7 +221,7 @@ func Enroll(ctx context.Context, receiverURL, token, caFingerprint, dir string) 
 	if pk, ok := cert.PublicKey.(ed25519.PublicKey); !ok || !pk.Equal(ed25519.PublicKey(dev.Public().Bytes())) {
 		return nil, errors.New("enroll: the certificate is not for this device's key")
 	}
-	if cb, _ := pem.Decode([]byte(er.CA)); cb == nil || pki.Fingerprint(mustParse(cb.Bytes)) != caFingerprint {
+	if cb, _ := pem.Decode([]byte(er.CA)); cb == nil || wire.Fingerprint(mustParse(cb.Bytes)) != caFingerprint {
 		return nil, errors.New("enroll: the receiver sent another CA than the pinned one")
 	}
 	if _, err := wire.ParseReceiptKey(er.ReceiptKey); err != nil {
