@@ -25,7 +25,6 @@ import (
 
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
-	"github.com/uploadbox/uploadbox/receiver"
 	"github.com/uploadbox/uploadbox/wire"
 )
 
@@ -186,10 +185,10 @@ func Enroll(ctx context.Context, receiverURL, token, caFingerprint, dir string) 
 			return err
 		},
 	}
-	body, _ := json.Marshal(receiver.EnrollRequest{
+	body, _ := json.Marshal(wire.EnrollRequest{
 		Token:     token,
 		DeviceKey: dev.Public().String(),
-		Proof:     base64.StdEncoding.EncodeToString(dev.Sign(receiver.EnrollProof(token))),
+		Proof:     base64.StdEncoding.EncodeToString(dev.Sign(wire.EnrollProof(token))),
 	})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.JoinPath("/v1/enroll").String(), bytes.NewReader(body))
 	if err != nil {
@@ -206,7 +205,7 @@ func Enroll(ctx context.Context, receiverURL, token, caFingerprint, dir string) 
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("enroll: the receiver refused (HTTP %d): %s; check the token (one use, 24 h) or ask the administrator (devices unlock)", resp.StatusCode, strings.TrimSpace(string(data)))
 	}
-	var er receiver.EnrollResponse
+	var er wire.EnrollResponse
 	if err := json.Unmarshal(data, &er); err != nil {
 		return nil, fmt.Errorf("enroll: bad response: %w", err)
 	}

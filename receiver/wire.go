@@ -29,3 +29,14 @@ type (
 	CommitRequest  = wire.CommitRequest
 	CommitResponse = wire.CommitResponse
 )
+
+// EnrollRequest and EnrollResponse are enrollment's body and answer (see
+// package wire).
+type (
+	EnrollRequest  = wire.EnrollRequest
+	EnrollResponse = wire.EnrollResponse
+)
+
+// EnrollProof is wire.EnrollProof: the message a box signs to prove it
+// holds its key.
+func EnrollProof(token string) []byte { return wire.EnrollProof(token) }
