@@ -311,7 +311,7 @@ func TestCommitTakesTheWholeUploadLocked(t *testing.T) {
 	// A real recording of one segment, so that its export can be played.
 	spool := filepath.Join(t.TempDir(), "spool")
 	os.Mkdir(spool, 0o700)
-	if sealed := recordInto(t, box.enrolled, spool, "2s"); sealed != 1 {
+	if sealed := recordInto(t, box.enrolled, spool, "1s"); sealed != 1 { // 1 s in 2 s segments: always one
 		t.Fatalf("recorded %d segments, want 1", sealed)
 	}
 	files := spoolSegments(t, spool)
