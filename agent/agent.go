@@ -193,7 +193,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		<-gctx.Done()
 		// The session is stopped before the group returns: its last
 		// segment is sealed and its upload can be parked.
-		if err := a.stopSession("daemon stopping", consent.ByDaemon); err != nil && !errors.Is(err, errNoSession) {
+		if err := a.stopSession(StopDaemonStopping, consent.ByDaemon); err != nil && !errors.Is(err, errNoSession) {
 			a.log.Warn("session stop", "err", err)
 		}
 		return nil

@@ -29,8 +29,8 @@ type SessionStatus struct {
 	Ended     time.Time `json:"ended,omitzero"`
 	Segments  int       `json:"segments"` // sealed so far
 	Bytes     int64     `json:"bytes"`
-	// StopReason says why an ended session stopped ("stopped", "time is up",
-	// "daemon stopping", or the error that stopped it).
+	// StopReason says why an ended session stopped: one of the Stop*
+	// constants.
 	StopReason string `json:"stop_reason,omitempty"`
 	Error      string `json:"error,omitempty"`
 	// Alert is set when recording stopped on its own (spool full, disk
@@ -53,8 +53,21 @@ type session struct {
 	stoppedBy string
 }
 
-var errStopped = errors.New("stopped")
-var errTimeUp = errors.New("time is up")
+// Why a session ended: SessionStatus.StopReason and the audit log's
+// session.stop reason. These words are stable; the receiver shows them as
+// the recording's end reason.
+const (
+	StopStopped        = "stopped"         // someone stopped it
+	StopTimeUp         = "session time up" // the session's length ran out
+	StopSpoolFull      = "spool full"      // no room for the next segment
+	StopDiskError      = "disk error"      // writing the spool failed
+	StopDaemonStopping = "daemon stopping" // the daemon was asked to stop
+	StopCaptureEnded   = "capture ended"   // the source ended by itself
+	StopError          = "error"           // any other failure
+)
+
+var errStopped = errors.New(StopStopped)
+var errTimeUp = errors.New(StopTimeUp)
 
 // captureConfig maps the daemon config to the capture's.
 func captureConfig(c *config.Config) capture.Config {
@@ -149,12 +162,14 @@ func (a *Agent) sessionEnded(s *session, cause, err error) {
 	st.Ended = time.Now()
 	outcome := "ok"
 	switch {
+	case err != nil && (errors.Is(err, spool.ErrSpoolFull) || errors.Is(err, spool.ErrDiskReserve)):
+		st.StopReason, st.Error, outcome = StopSpoolFull, err.Error(), "failed"
 	case err != nil:
-		st.StopReason, st.Error, outcome = "error", err.Error(), "failed"
+		st.StopReason, st.Error, outcome = StopError, err.Error(), "failed"
 	case cause != nil:
 		st.StopReason = cause.Error()
 	default:
-		st.StopReason = "capture ended"
+		st.StopReason = StopCaptureEnded
 	}
 	a.mu.Lock()
 	a.m.sessionDone(s.rs.Capture)
@@ -199,7 +214,7 @@ func (a *Agent) stopSession(reason, by string) error {
 		return errNoSession
 	}
 	cause := errStopped
-	if reason != "" && reason != "stopped" {
+	if reason != "" && reason != StopStopped {
 		cause = errors.New(reason)
 	}
 	s.cancel(cause)

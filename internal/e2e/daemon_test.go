@@ -238,7 +238,7 @@ func TestDaemonSessionUploadWipe(t *testing.T) {
 			break
 		}
 	}
-	if st.Active || st.StopReason != "time is up" || st.Segments < 3 {
+	if st.Active || st.StopReason != "session time up" || st.Segments < 3 {
 		t.Fatalf("session after its time: %+v", st)
 	}
 	waitDrained(t, d, 60*time.Second)
