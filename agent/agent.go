@@ -60,17 +60,20 @@ type Agent struct {
 
 	started time.Time
 
-	mu       sync.Mutex
-	cfg      *config.Config
-	state    *uploader.State // nil until the box is enrolled
-	sess     *session        // the running session, if any
-	last     *SessionStatus  // the last session that ended
-	reloads  int
-	alert    string // why recording stopped on its own (spool full), until the next start
-	upAlert  string // the receiver refuses this box's enrollment (uploads wait)
-	kick     chan struct{}
-	uploadOK time.Time
-	upErr    string
+	mu      sync.Mutex
+	cfg     *config.Config
+	state   *uploader.State // nil until the box is enrolled
+	sess    *session        // the running session, if any
+	last    *SessionStatus  // the last session that ended
+	reloads int
+	alert   string // why recording stopped on its own (spool full, disk error), until the next start
+	// unsettled are segments a failed session left in state recording
+	// that the spool could not classify yet (settle retries them).
+	unsettled []string
+	upAlert   string // the receiver refuses this box's enrollment (uploads wait)
+	kick      chan struct{}
+	uploadOK  time.Time
+	upErr     string
 	// checkpoint is the audit checkpoint waiting to be sent (checkpoint.go).
 	checkpoint *audit.Checkpoint
 }

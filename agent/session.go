@@ -15,7 +15,6 @@ import (
 	"github.com/uploadbox/uploadbox/capture/recorder"
 	"github.com/uploadbox/uploadbox/capture/segment"
 	"github.com/uploadbox/uploadbox/consent"
-	"github.com/uploadbox/uploadbox/uploader/spool"
 )
 
 var errNoSession = errors.New("no session is running")
@@ -51,6 +50,9 @@ type session struct {
 	// consent.ByDaemon), set under Agent.mu before cancel; empty when it
 	// stopped by itself (time up, capture ended, an error).
 	stoppedBy string
+	// partial is the spool name of the segment the recorder started
+	// last; written by the recorder's goroutine, read after Run returned.
+	partial string
 }
 
 // Why a session ended: SessionStatus.StopReason and the audit log's
@@ -119,7 +121,11 @@ func (a *Agent) startSession(d time.Duration, who string) (SessionStatus, error)
 			if err := a.spool.Admit(estimate); err != nil {
 				return err
 			}
-			return a.spool.MarkRecording(filepath.Base(partial))
+			if err := a.spool.MarkRecording(filepath.Base(partial)); err != nil {
+				return err
+			}
+			s.partial = filepath.Base(partial)
+			return nil
 		},
 		OnSealed: func(sl recorder.Sealed) {
 			if err := a.spool.MarkSealed(filepath.Base(sl.Path)); err != nil {
@@ -161,11 +167,14 @@ func (a *Agent) sessionEnded(s *session, cause, err error) {
 	st.Active = false
 	st.Ended = time.Now()
 	outcome := "ok"
+	// The segment being written when the recorder failed is classified
+	// now (truncated and uploaded, or empty), not at the next start.
+	seg := a.settle(s.partial)
+	alert := ""
 	switch {
-	case err != nil && (errors.Is(err, spool.ErrSpoolFull) || errors.Is(err, spool.ErrDiskReserve)):
-		st.StopReason, st.Error, outcome = StopSpoolFull, err.Error(), "failed"
 	case err != nil:
-		st.StopReason, st.Error, outcome = StopError, err.Error(), "failed"
+		st.StopReason, alert = stopAlert(err, a.Config(), seg)
+		st.Error, outcome = err.Error(), "failed"
 	case cause != nil:
 		st.StopReason = cause.Error()
 	default:
@@ -173,8 +182,8 @@ func (a *Agent) sessionEnded(s *session, cause, err error) {
 	}
 	a.mu.Lock()
 	a.m.sessionDone(s.rs.Capture)
-	if err != nil && (errors.Is(err, spool.ErrSpoolFull) || errors.Is(err, spool.ErrDiskReserve)) {
-		a.alert = err.Error()
+	if alert != "" {
+		a.alert = alert
 		a.m.alert.Set(1)
 	}
 	st.Alert = a.alert
@@ -192,7 +201,7 @@ func (a *Agent) sessionEnded(s *session, cause, err error) {
 	a.updateIndicator()
 	id := st.Recording
 	if err != nil {
-		a.log.Error("recording stopped", "recording", id, "err", err, "alert", st.Alert != "")
+		a.log.Error("recording stopped on its own", "recording", id, "reason", st.StopReason, "alert", st.Alert, "err", err)
 	} else {
 		a.log.Info("session ended", "recording", id, "reason", st.StopReason, "segments", st.Segments)
 	}

@@ -36,6 +36,7 @@ func (a *Agent) uploadLoop(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		a.settlePending()
 		cfg := a.Config()
 		retryMax := cfg.Upload.RetryMax.D()
 		if !cfg.UploadOn() {

@@ -172,14 +172,14 @@ func newSessionCommand() *cobra.Command {
 					st.Started.Local().Format(time.TimeOnly), st.Until.Local().Format(time.TimeOnly), st.Segments, humanBytes(st.Bytes))
 			case st.Recording != "":
 				fmt.Fprintf(out, "idle: last session %s ended %s (%s), %d segments\n", st.Recording, st.Ended.Local().Format(time.DateTime), st.StopReason, st.Segments)
-				if st.Error != "" {
+				if st.Error != "" && st.Alert == "" {
 					fmt.Fprintf(out, "error: %s\n", st.Error)
 				}
 			default:
 				fmt.Fprintln(out, "idle: no session since the daemon started")
 			}
 			if st.Alert != "" {
-				fmt.Fprintf(out, "ALERT: recording stopped on its own: %s\n", st.Alert)
+				fmt.Fprintf(out, "ALERT: %s\n", st.Alert)
 			}
 			return nil
 		},

@@ -416,12 +416,14 @@ func TestDaemonFaultsAreClear(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if st.Active || !strings.Contains(st.Alert, "spool full") || !strings.Contains(st.Error, "spool full") || st.Segments < 1 {
+	if st.Active || !strings.Contains(st.Alert, "the spool is full") || !strings.Contains(st.Error, "spool full") ||
+		st.StopReason != "spool full" || st.Segments < 1 {
 		t.Fatalf("a full spool did not stop the session with an alert: %+v", st)
 	}
 	out := run(t, "uploadbox", "session", "status", "--socket", d.socket)
-	if !strings.Contains(out, "ALERT: recording stopped on its own") {
-		t.Errorf("session status does not show the alert:\n%s", out)
+	if strings.Count(out, "recording stopped on its own") != 1 || !strings.Contains(out, "ALERT: recording stopped on its own: the spool is full") ||
+		strings.Contains(out, "until space") || strings.Contains(out, "not started") {
+		t.Errorf("session status does not show the alert once, as one sentence:\n%s", out)
 	}
 	if v := metricValue(t, d.metrics, "uploadbox_alert"); v != 1 {
 		t.Errorf("uploadbox_alert = %v, want 1", v)

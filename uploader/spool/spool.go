@@ -887,7 +887,7 @@ func (s *Spool) Admit(size int64) error {
 			return err
 		}
 		if st.Bytes+size > maxBytes {
-			return fmt.Errorf("%w: %d bytes in %d segments + %d requested exceeds the limit of %d bytes; recording stops until uploads are confirmed (nothing unsent is deleted)",
+			return fmt.Errorf("%w: %d bytes in %d segments + %d requested exceeds the limit of %d bytes",
 				ErrSpoolFull, st.Bytes, st.Count, size, maxBytes)
 		}
 	}
@@ -897,7 +897,7 @@ func (s *Spool) Admit(size int64) error {
 			return fmt.Errorf("check free space in %s: %w", s.dir, err)
 		}
 		if free-size < minFree {
-			return fmt.Errorf("%w: %d bytes free - %d requested is below the reserve of %d bytes on %s; recording stops until space is freed (nothing unsent is deleted)",
+			return fmt.Errorf("%w: %d bytes free - %d requested is below the reserve of %d bytes on %s",
 				ErrDiskReserve, free, size, minFree, s.dir)
 		}
 	}
