@@ -44,7 +44,7 @@ type Decision struct {
 //   - a wiped or discarded entry whose file exists again is reported and
 //     left alone: nothing is uploaded twice, nothing discarded comes back.
 //   - a quarantined entry keeps its state while its file is there.
-//   - a .partial or .ubx file that ends before its first full payload
+//   - a .partial or .ubx file that ends inside its header or before its first full payload
 //     chunk holds no media (crypto.Info.NoMedia): it becomes empty with
 //     the reason "empty after a crash", and the file is removed.
 //   - other file names (the index itself, temp files) are ignored.
@@ -308,7 +308,7 @@ func (s *Spool) classify(key string, r Record, inIndex bool, file string, partia
 	if err != nil {
 		return Decision{}, err
 	}
-	if v.outcome == crypto.Truncated && v.info.NoMedia() {
+	if v.noMedia() {
 		return s.markEmpty(key, r, inIndex, file, v, cause)
 	}
 	if partial && v.outcome != crypto.Corrupt {
@@ -379,6 +379,12 @@ func (s *Spool) markEmpty(key string, r Record, inIndex bool, file string, v *ve
 		return Decision{}, err
 	}
 	return Decision{Name: key, From: r.State, To: Empty, Reason: fmt.Sprintf("%s (%d bytes); file removed", reason, v.size)}, nil
+}
+
+// noMedia reports whether a file cut short holds nothing to decrypt: it
+// ends inside its header or before its first full payload chunk.
+func (v *verified) noMedia() bool {
+	return v.outcome == crypto.Truncated && (v.info == nil || v.info.Header == nil || v.info.NoMedia())
 }
 
 func (s *Spool) removeFile(file string) error {

@@ -24,7 +24,7 @@
 //	recording   → truncated, sealed, corrupt or empty   Settle (the recorder failed; no restart needed)
 //
 // Reconcile adds truncated, corrupt, missing and empty; see Reconcile. A
-// segment that ends before its first full payload chunk (the box stopped
+// segment that ends inside its header or before its first full payload chunk (the box stopped
 // right after writing its header) holds no media: it becomes empty, its
 // file is removed at once and it is never uploaded. Corrupt and
 // missing segments are never uploaded, deleted or dropped from the index:

@@ -989,6 +989,8 @@ func TestEmptyAfterCrash(t *testing.T) {
 		want    State
 	}{
 		{"header only, recording", 0, true, true, Empty},
+		{"inside the header", -400, true, true, Empty},
+		{"zero bytes", -100_000, true, true, Empty},
 		{"header only, not indexed", 0, true, false, Empty},
 		{"inside the prefix", -20, true, true, Empty},
 		{"part of a chunk", 9_000, true, true, Empty},
@@ -1000,7 +1002,7 @@ func TestEmptyAfterCrash(t *testing.T) {
 			dir := t.TempDir()
 			rec := f.recording(t)
 			name, seg, hdr := rec.headerOnly(t)
-			b := seg[:hdr+tc.extra]
+			b := seg[:max(0, hdr+tc.extra)]
 			file := name
 			if tc.partial {
 				file = partial(name)
