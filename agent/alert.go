@@ -16,8 +16,9 @@ import (
 // stopAlert maps the error that stopped a recording to the session's stop
 // reason and, when recording stopped on its own for lack of room or a
 // failing disk, to the alert: one sentence with what happened and what to
-// do. seg is what became of the segment being written (Settle), if known.
-func stopAlert(err error, c *config.Config, seg *spool.Decision) (reason, alert string) {
+// do. seg is what became of the segment being written (Settle), if known;
+// pending says the spool could not record it yet.
+func stopAlert(err error, c *config.Config, seg *spool.Decision, pending bool) (reason, alert string) {
 	const stopped = "recording stopped on its own: "
 	switch {
 	case errors.Is(err, spool.ErrSpoolFull):
@@ -34,10 +35,14 @@ func stopAlert(err error, c *config.Config, seg *spool.Decision) (reason, alert 
 	kept := "the segments sealed before are kept and uploaded"
 	if seg != nil {
 		name := strings.TrimSuffix(seg.Name, spool.SealedSuffix)
-		switch seg.To {
-		case spool.Truncated, spool.Sealed:
+		switch {
+		case (seg.To == spool.Truncated || seg.To == spool.Sealed) && pending:
+			kept = fmt.Sprintf("segment %s was kept as far as it got and is uploaded once there is room again", name)
+		case seg.To == spool.Truncated || seg.To == spool.Sealed:
 			kept = fmt.Sprintf("segment %s was kept as far as it got and is uploaded", name)
-		case spool.Empty:
+		case seg.To == spool.Empty && pending:
+			kept = fmt.Sprintf("segment %s held no media yet and is dropped once there is room again", name)
+		case seg.To == spool.Empty:
 			kept = fmt.Sprintf("segment %s held no media yet and was dropped", name)
 		}
 	}
@@ -73,26 +78,28 @@ func spoolWriteError(err error, dir string) (syscall.Errno, bool) {
 // session was writing when it ended, so that a segment cut by a write
 // error is uploaded (or dropped when it holds no media) at once. It
 // returns what became of it, or nil when it was sealed as usual. When the
-// spool index cannot be written (a full disk), the upload loop tries again.
-func (a *Agent) settle(name string) *spool.Decision {
+// spool index cannot be written (a full disk), pending is true and the
+// upload loop tries again.
+func (a *Agent) settle(name string) (seg *spool.Decision, pending bool) {
 	if name == "" {
-		return nil
+		return nil, false
 	}
 	d, err := a.spool.Settle(name)
+	if len(d) > 0 {
+		seg = &d[len(d)-1]
+	}
 	if err != nil {
-		a.log.Error("segment cut by the failure not classified yet; retrying with the uploads", "segment", name, "err", err)
+		a.log.Error("segment cut short not recorded in the spool index yet; retrying with the uploads", "segment", name, "err", err)
 		a.mu.Lock()
 		a.unsettled = append(a.unsettled, name)
 		a.mu.Unlock()
-		return nil
+		return seg, true
 	}
-	var last *spool.Decision
 	for _, x := range d {
 		a.auditSegment(x)
-		last = &x
 	}
 	a.kickUpload()
-	return last
+	return seg, false
 }
 
 // settlePending retries the segments settle could not classify.

@@ -28,26 +28,29 @@ func TestStopAlert(t *testing.T) {
 		name       string
 		err        error
 		seg        *spool.Decision
+		pending    bool
 		wantReason string
 		want       []string // in the alert; "" alert when nil
 	}{
-		{"spool full", fmt.Errorf("record: recording stopped: open segment 2: segment 2 not started: %w: 10 bytes", spool.ErrSpoolFull), nil,
+		{"spool full", fmt.Errorf("record: recording stopped: open segment 2: segment 2 not started: %w: 10 bytes", spool.ErrSpoolFull), nil, false,
 			StopSpoolFull, []string{"the spool is full", "spool.max_size", "start a new session"}},
-		{"disk reserve", fmt.Errorf("record: recording stopped: open segment 2: segment 2 not started: %w: 10 bytes", spool.ErrDiskReserve), nil,
+		{"disk reserve", fmt.Errorf("record: recording stopped: open segment 2: segment 2 not started: %w: 10 bytes", spool.ErrDiskReserve), nil, false,
 			StopSpoolFull, []string{"down to its reserve", "spool.min_free", "free space there"}},
-		{"no space mid-segment", write(syscall.ENOSPC), seg,
+		{"no space mid-segment", write(syscall.ENOSPC), seg, false,
 			StopDiskError, []string{"is full", "segment 00112233445566778899aabbccddeeff-000002 was kept as far as it got and is uploaded", "free space there"}},
-		{"no space, header only", write(syscall.ENOSPC), empty,
+		{"no space, header only", write(syscall.ENOSPC), empty, false,
 			StopDiskError, []string{"held no media yet and was dropped"}},
-		{"I/O error on fsync", fmt.Errorf("fsync segment 2: %w", &fs.PathError{Op: "sync", Path: c.Spool.Dir + "/x.ubx.partial", Err: syscall.EIO}), nil,
+		{"no space, index full", write(syscall.ENOSPC), seg, true,
+			StopDiskError, []string{"was kept as far as it got and is uploaded once there is room again"}},
+		{"I/O error on fsync", fmt.Errorf("fsync segment 2: %w", &fs.PathError{Op: "sync", Path: c.Spool.Dir + "/x.ubx.partial", Err: syscall.EIO}), nil, false,
 			StopDiskError, []string{"input/output error", "uploadbox diag"}},
-		{"rename", &os.LinkError{Op: "rename", Old: c.Spool.Dir + "/a", New: c.Spool.Dir + "/b", Err: syscall.EIO}, nil,
+		{"rename", &os.LinkError{Op: "rename", Old: c.Spool.Dir + "/a", New: c.Spool.Dir + "/b", Err: syscall.EIO}, nil, false,
 			StopDiskError, []string{"writing to"}},
-		{"camera error", &fs.PathError{Op: "read", Path: "/dev/video0", Err: syscall.EIO}, nil, StopError, nil},
+		{"camera error", &fs.PathError{Op: "read", Path: "/dev/video0", Err: syscall.EIO}, nil, false, StopError, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			reason, alert := stopAlert(tc.err, c, tc.seg)
+			reason, alert := stopAlert(tc.err, c, tc.seg, tc.pending)
 			if reason != tc.wantReason {
 				t.Errorf("reason %q, want %q", reason, tc.wantReason)
 			}

@@ -129,7 +129,12 @@ func (a *Agent) startSession(d time.Duration, who string) (SessionStatus, error)
 		},
 		OnSealed: func(sl recorder.Sealed) {
 			if err := a.spool.MarkSealed(filepath.Base(sl.Path)); err != nil {
-				a.log.Error("sealed segment not queued; the spool reconciles it at the next start", "segment", sl.Path, "err", err)
+				// A full disk can refuse the index write: the upload
+				// loop settles the segment again, no restart needed.
+				a.log.Error("sealed segment not queued yet; retrying with the uploads", "segment", sl.Path, "err", err)
+				a.mu.Lock()
+				a.unsettled = append(a.unsettled, filepath.Base(sl.Path))
+				a.mu.Unlock()
 			}
 			s.segments.Add(1)
 			s.bytes.Add(sl.Bytes)
@@ -169,11 +174,11 @@ func (a *Agent) sessionEnded(s *session, cause, err error) {
 	outcome := "ok"
 	// The segment being written when the recorder failed is classified
 	// now (truncated and uploaded, or empty), not at the next start.
-	seg := a.settle(s.partial)
+	seg, pending := a.settle(s.partial)
 	alert := ""
 	switch {
 	case err != nil:
-		st.StopReason, alert = stopAlert(err, a.Config(), seg)
+		st.StopReason, alert = stopAlert(err, a.Config(), seg, pending)
 		st.Error, outcome = err.Error(), "failed"
 	case cause != nil:
 		st.StopReason = cause.Error()

@@ -151,7 +151,10 @@ func (s *Spool) logDecisions(msg string, d []Decision) {
 // truncated (renamed to its .ubx name when the rename works, uploaded as
 // it is otherwise), sealed, corrupt, or empty ("empty after a write
 // error", file removed). The recorder must no longer write the file. A
-// segment past recording is left alone and no decision is returned.
+// segment past recording is left alone and no decision is returned. When
+// the index cannot be written (a full disk) it returns the decision it
+// could not record with the error; the segment stays recording and a
+// later Settle (or Open) records it.
 func (s *Spool) Settle(name string) ([]Decision, error) {
 	key, err := keyOf(name)
 	if err != nil {
@@ -169,7 +172,7 @@ func (s *Spool) Settle(name string) ([]Decision, error) {
 	partialName := key[:len(key)-len(SealedSuffix)] + PartialSuffix
 	d, err := s.reconcileOne(key, r, ok, fileExists(s.dir, key), fileExists(s.dir, partialName), "a write error")
 	if err != nil {
-		return nil, fmt.Errorf("settle %s: %w", key, err)
+		return d, fmt.Errorf("settle %s: %w", key, err)
 	}
 	s.logDecisions("segment settled", d)
 	return d, nil
@@ -204,13 +207,13 @@ func (s *Spool) reconcileOne(key string, r Record, inIndex, hasSealed, hasPartia
 			}
 			d, err := s.classify(key, r, inIndex, key, false, cause)
 			if err != nil {
-				return nil, err
+				return unrecorded(d), err
 			}
 			out = append(out, d)
 		case hasPartial:
 			d, err := s.classify(key, r, inIndex, partialName, true, cause)
 			if err != nil {
-				return nil, err
+				return unrecorded(d), err
 			}
 			out = append(out, d)
 		case inIndex: // recording, and no file at all
@@ -356,6 +359,7 @@ func (s *Spool) classify(key string, r Record, inIndex bool, file string, partia
 // the next reconcile removes).
 func (s *Spool) markEmpty(key string, r Record, inIndex bool, file string, v *verified, cause string) (Decision, error) {
 	reason := EmptyReason(cause)
+	d := Decision{Name: key, From: r.State, To: Empty, Reason: fmt.Sprintf("%s (%d bytes); file removed", reason, v.size)}
 	_, err := s.update(key, func(cur Record, ok bool) (Record, error) {
 		if ok != inIndex || cur.State != r.State {
 			return cur, fmt.Errorf("index changed during reconcile (now %s)", cur.State)
@@ -373,12 +377,21 @@ func (s *Spool) markEmpty(key string, r Record, inIndex bool, file string, v *ve
 		return cur, nil
 	})
 	if err != nil {
-		return Decision{}, err
+		return d, err
 	}
 	if err := s.removeFile(file); err != nil {
 		return Decision{}, err
 	}
-	return Decision{Name: key, From: r.State, To: Empty, Reason: fmt.Sprintf("%s (%d bytes); file removed", reason, v.size)}, nil
+	return d, nil
+}
+
+// unrecorded returns the decision classify made but could not record (the
+// index write failed), for Settle's caller.
+func unrecorded(d Decision) []Decision {
+	if d.To == "" {
+		return nil
+	}
+	return []Decision{d}
 }
 
 // noMedia reports whether a file cut short holds nothing to decrypt: it
