@@ -161,6 +161,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
+	// A run that did not end cleanly is a fact in the audit log, before
+	// this run's start; the marker says whether this one ends cleanly.
+	a.recordUncleanStop()
+	defer a.clearMarker()
+	for _, d := range a.spool.Reconciled() {
+		a.auditSegment(d)
+	}
 	a.auditEvent("daemon.start", "", "ok", fmt.Sprintf("pid=%d", os.Getpid()))
 	// Checkpoints outlive the group: the last one covers daemon.stop.
 	cpCtx, cpStop := context.WithCancel(context.WithoutCancel(ctx))

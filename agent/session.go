@@ -66,6 +66,9 @@ const (
 	StopDaemonStopping = "daemon stopping" // the daemon was asked to stop
 	StopCaptureEnded   = "capture ended"   // the source ended by itself
 	StopError          = "error"           // any other failure
+	// StopCrashed: the daemon did not end the session itself (killed, a
+	// power cut); the next start says so.
+	StopCrashed = "box crashed"
 )
 
 var errStopped = errors.New(StopStopped)

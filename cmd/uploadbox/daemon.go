@@ -170,6 +170,8 @@ func newSessionCommand() *cobra.Command {
 			case st.Active:
 				fmt.Fprintf(out, "recording %s since %s until %s: %d segments sealed (%s)\n", st.Recording,
 					st.Started.Local().Format(time.TimeOnly), st.Until.Local().Format(time.TimeOnly), st.Segments, humanBytes(st.Bytes))
+			case st.Recording != "" && st.StopReason == agent.StopCrashed:
+				fmt.Fprintf(out, "idle: last session %s ended by a crash at about %s, %d segments\n", st.Recording, st.Ended.Local().Format(time.DateTime), st.Segments)
 			case st.Recording != "":
 				fmt.Fprintf(out, "idle: last session %s ended %s (%s), %d segments\n", st.Recording, st.Ended.Local().Format(time.DateTime), st.StopReason, st.Segments)
 				if st.Error != "" && st.Alert == "" {

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	spoolpkg "github.com/uploadbox/uploadbox/uploader/spool"
 )
 
 // smallFS mounts a small filesystem of size bytes at dir: an ext4 image
@@ -207,5 +209,119 @@ func TestDiskFullMidSegment(t *testing.T) {
 	audit, _ := os.ReadFile(d.audit)
 	if n := bytes.Count(audit, []byte(`"segment.truncated"`)); n != rounds {
 		t.Errorf("box audit log has %d segment.truncated events, want %d", n, rounds)
+	}
+}
+
+// killAtSegmentStart waits until segment seq of the running session has
+// its header on disk and no payload chunk yet, then SIGKILLs the daemon,
+// and returns the file's size at the kill.
+func killAtSegmentStart(t *testing.T, p *daemonProc, spool string, seq int) int64 {
+	t.Helper()
+	pattern := filepath.Join(spool, fmt.Sprintf("*-%06d.ubx.partial", seq))
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		files, _ := filepath.Glob(pattern)
+		if len(files) == 1 {
+			if st, err := os.Stat(files[0]); err == nil && st.Size() > 0 {
+				p.cmd.Process.Signal(syscall.SIGKILL)
+				<-p.done
+				st, _ = os.Stat(files[0])
+				if st.Size() >= 16<<10 {
+					t.Fatalf("killed too late: segment %d already holds %d bytes", seq, st.Size())
+				}
+				return st.Size()
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("segment %d was not started within 30 s", seq)
+	return 0
+}
+
+// TestCrashAtSegmentStart: the daemon is killed right after a segment's
+// header is written. At the next start the audit log says the previous run
+// did not end cleanly (daemon.unclean_stop with the session and its last
+// sealed segment) and ends its session; session status says the session
+// ended by a crash; the header-only segment is recorded as empty after a
+// crash, removed and never uploaded, so the receiver never counts it. A
+// clean stop afterwards reports no crash, and a start without a session
+// logs no "recording session ended".
+func TestCrashAtSegmentStart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon with a receiver; skipped under -short")
+	}
+	dir := t.TempDir()
+	b := setupBox(t, dir, nil)
+	d := writeBoxConfig(t, dir, b.state, "")
+	p := startDaemon(t, d)
+	var st sessionStatus
+	ctl(t, d, &st, "session", "start", "--for", "60s")
+	id := st.Recording
+	size := killAtSegmentStart(t, p, d.spool, 1)
+	t.Logf("killed with segment 1 at %d bytes", size)
+
+	p = startDaemon(t, d)
+	out := run(t, "uploadbox", "session", "status", "--socket", d.socket)
+	if !strings.Contains(out, "last session "+id+" ended by a crash at about ") {
+		t.Errorf("session status after the crash:\n%s", out)
+	}
+	ctl(t, d, &st, "session", "status")
+	if st.Recording != id || st.StopReason != "box crashed" || st.Active {
+		t.Errorf("session status --json after the crash: %+v", st)
+	}
+	waitDrained(t, d, 60*time.Second)
+	if left := spoolSegments(t, d.spool); len(left) != 0 {
+		t.Errorf("segment files left on the box: %v", left)
+	}
+	if r := recordingOf(t, b.rcv.data, id); r.Segments != 1 || r.Truncated != 0 {
+		t.Errorf("receiver has %+v; want only the sealed segment 0, the empty one never counted", r)
+	}
+	audit, _ := os.ReadFile(d.audit)
+	var unclean, stops, empty int
+	for _, l := range strings.Split(string(audit), "\n") {
+		switch {
+		case strings.Contains(l, `"daemon.unclean_stop"`):
+			unclean++
+			if !strings.Contains(l, "recording="+id) || !strings.Contains(l, "last_sealed=0") {
+				t.Errorf("daemon.unclean_stop does not name the session and its last sealed segment: %s", l)
+			}
+		case strings.Contains(l, `"session.stop"`) && strings.Contains(l, "recording="+id):
+			stops++
+			if !strings.Contains(l, "reason=box_crashed") {
+				t.Errorf("the crashed session ended in the log as: %s", l)
+			}
+		case strings.Contains(l, `"segment.empty"`):
+			empty++
+			if !strings.Contains(l, fmt.Sprintf("%s-000001.ubx", id)) || !strings.Contains(l, "empty after a crash") {
+				t.Errorf("segment.empty: %s", l)
+			}
+		}
+	}
+	if unclean != 1 || stops != 1 || empty != 1 {
+		t.Errorf("audit log: %d daemon.unclean_stop, %d session.stop, %d segment.empty; want 1 each", unclean, stops, empty)
+	}
+
+	// A clean stop and a start: no crash reported, no session ended.
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.done
+	sp, err := spoolpkg.Open(d.spool, spoolpkg.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := sp.Get(fmt.Sprintf("%s-000001.ubx", id))
+	sp.Close()
+	if err != nil || rec.State != spoolpkg.Empty || !strings.Contains(rec.Reason, "empty after a crash") {
+		t.Errorf("spool index has %+v, %v; want segment 1 empty after a crash", rec, err)
+	}
+	p = startDaemon(t, d)
+	out = run(t, "uploadbox", "session", "status", "--socket", d.socket)
+	if !strings.Contains(out, "no session since the daemon started") {
+		t.Errorf("session status after a clean restart:\n%s", out)
+	}
+	audit, _ = os.ReadFile(d.audit)
+	if n := bytes.Count(audit, []byte(`"daemon.unclean_stop"`)); n != 1 {
+		t.Errorf("%d daemon.unclean_stop after a clean stop, want still 1", n)
+	}
+	if strings.Contains(p.log(), "recording session ended") {
+		t.Errorf("a start without a session logs that a session ended:\n%s", p.log())
 	}
 }
