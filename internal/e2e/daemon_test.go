@@ -344,7 +344,9 @@ func TestDaemonKilledDuringSessions(t *testing.T) {
 			t.Errorf("recording %s lost", id)
 			continue
 		}
-		if r.Segments < 2 || len(r.Keys) != r.Segments {
+		// Segment 0 is sealed before the kill; the one cut by it is
+		// uploaded truncated, or not at all when it held only its header.
+		if r.Segments < 1 || len(r.Keys) != r.Segments {
 			t.Errorf("recording %s: %+v", id, r)
 		}
 	}
@@ -357,6 +359,9 @@ func TestDaemonKilledDuringSessions(t *testing.T) {
 	all, _ := sp.All()
 	total := 0
 	for _, r := range all {
+		if r.State == spoolpkg.Empty && strings.HasPrefix(r.Reason, "empty after a crash") {
+			continue // killed right after its header: no media, never uploaded
+		}
 		if r.State != spoolpkg.Wiped || len(r.Receipt) == 0 {
 			t.Errorf("segment %s: state %s, receipt %d bytes", r.Name, r.State, len(r.Receipt))
 		}
