@@ -17,6 +17,7 @@ import (
 	"path"
 	"time"
 
+	"github.com/uploadbox/uploadbox/internal/netfail"
 	"github.com/uploadbox/uploadbox/receiver"
 	"github.com/uploadbox/uploadbox/receiver/receipt"
 	"github.com/uploadbox/uploadbox/uploader/spool"
@@ -278,7 +279,7 @@ func (u *Uploader) commitUpload(ctx context.Context, rec spool.Record) (Result, 
 		resp, err := u.http.Do(req)
 		if err != nil {
 			if attempt < 5 && ctx.Err() == nil && !tus.CertificateRefused(err) {
-				u.log.Warn("commit failed, retrying", "segment", rec.Name, "err", err)
+				u.log.Warn("commit failed, retrying", append([]any{"segment", rec.Name}, netfail.Attrs(err)...)...)
 				if err := sleep(ctx, time.Duration(attempt+1)*500*time.Millisecond); err != nil {
 					return Result{}, nil, err
 				}

@@ -455,6 +455,10 @@ func TestDaemonFaultsAreClear(t *testing.T) {
 	if !strings.Contains(ds.UploadError, "refused") {
 		t.Errorf("status upload_error = %q, want the refused connection", ds.UploadError)
 	}
+	// The log classifies the failure as diag does, in a person's words.
+	if l := p.log(); !strings.Contains(l, "cause=refused") || strings.Contains(l, "http2:") || strings.Contains(l, "dial tcp") {
+		t.Errorf("the daemon log does not classify the unreachable receiver, or carries raw transport errors")
+	}
 
 	// A missing camera: reload a config that names one, and the session is
 	// refused with the device's name.
