@@ -143,7 +143,7 @@ func (r *Recorder) Run(ctx context.Context, frames <-chan capture.Frame) error {
 		case f, ok := <-frames:
 			if !ok {
 				if err := seg.Close(); err != nil {
-					return fmt.Errorf("recording stopped: %w", err)
+					return err
 				}
 				return nil
 			}
@@ -155,7 +155,7 @@ func (r *Recorder) Run(ctx context.Context, frames <-chan capture.Frame) error {
 			}
 			if err != nil {
 				r.abort()
-				return fmt.Errorf("recording stopped: %w", err)
+				return err // the segmenter's error names the segment
 			}
 		}
 	}
@@ -173,7 +173,7 @@ func (r *Recorder) open(seq uint64, start time.Duration) (segment.Output, error)
 	base := r.segmentName(seq)
 	if r.cfg.BeforeSegment != nil {
 		if err := r.cfg.BeforeSegment(base + PartialSuffix); err != nil {
-			return nil, fmt.Errorf("segment %d not started: %w", seq, err)
+			return nil, err // the segmenter says "open segment N"
 		}
 	}
 	f, err := r.cfg.create(base + PartialSuffix)

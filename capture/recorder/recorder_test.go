@@ -129,8 +129,8 @@ func TestDiskFullStopsWithSealedSegmentsIntact(t *testing.T) {
 	if err == nil || !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("err = %v, want the disk-full error", err)
 	}
-	if !strings.Contains(err.Error(), "recording stopped") {
-		t.Errorf("error does not say the recording stopped: %v", err)
+	if !strings.Contains(err.Error(), "segment ") || strings.Count(err.Error(), "recording stopped") > 0 {
+		t.Errorf("error does not name the segment, or repeats itself: %v", err)
 	}
 	if len(sealed) == 0 {
 		t.Fatal("no segment was sealed before the disk filled up; raise the limit")
@@ -181,7 +181,7 @@ func TestBeforeSegmentRefusalStops(t *testing.T) {
 			return nil
 		},
 	})
-	if !errors.Is(err, errFull) || !strings.Contains(err.Error(), "segment 2 not started") {
+	if !errors.Is(err, errFull) || err.Error() != "open segment 2: spool full" {
 		t.Fatalf("err = %v, want the refusal of segment 2", err)
 	}
 	if len(sealed) != 2 || len(asked) != 3 || !strings.HasSuffix(asked[2], "-000002"+PartialSuffix) {
