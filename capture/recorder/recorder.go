@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/uploadbox/uploadbox/capture"
@@ -178,7 +179,7 @@ func (r *Recorder) open(seq uint64, start time.Duration) (segment.Output, error)
 	}
 	f, err := r.cfg.create(base + PartialSuffix)
 	if err != nil {
-		return nil, fmt.Errorf("create segment %d: %w", seq, err)
+		return nil, err // "open PATH: …", after the segmenter's "open segment N"
 	}
 	w, err := crypto.NewWriter(f, r.cfg.Recipients, r.cfg.Device, crypto.Params{
 		RecordingID: r.recordingID,
@@ -189,7 +190,7 @@ func (r *Recorder) open(seq uint64, start time.Duration) (segment.Output, error)
 	})
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("seal segment %d: %w", seq, err)
+		return nil, err
 	}
 	o := &output{r: r, f: f, w: w, base: base, seq: seq, start: start, syncReq: make(chan struct{}, 1), syncDone: make(chan error, 1)}
 	go o.syncer()
@@ -210,6 +211,7 @@ type output struct {
 	n        int64
 	syncReq  chan struct{}
 	syncDone chan error
+	syncErr  atomic.Value // the first fsync error, for the next Flush
 	closed   bool
 }
 
@@ -218,7 +220,8 @@ func (o *output) syncer() {
 	for range o.syncReq {
 		if err == nil {
 			if serr := o.f.Sync(); serr != nil {
-				err = fmt.Errorf("fsync segment %d: %w", o.seq, serr)
+				err = fmt.Errorf("fsync: %w", serr)
+				o.syncErr.Store(err)
 			}
 		}
 	}
@@ -237,6 +240,11 @@ func (o *output) Write(p []byte) (int, error) {
 // Flush is called at every fragment boundary: every complete chunk goes to
 // the file and an fsync is requested (coalesced if one is still running).
 func (o *output) Flush() error {
+	// A failed fsync stops the recording at the next fragment, not when
+	// the segment closes.
+	if err, _ := o.syncErr.Load().(error); err != nil {
+		return err
+	}
 	if err := o.w.Flush(); err != nil {
 		return fmt.Errorf("segment %d: %w", o.seq, err)
 	}
@@ -264,15 +272,16 @@ func (o *output) Close(last bool) error {
 		serr = o.f.Sync()
 	}
 	cerr := o.f.Close()
+	// The segmenter's error names the segment ("close segment N").
 	if err := errors.Join(werr, serr, cerr); err != nil {
-		return fmt.Errorf("seal segment %d: %w", o.seq, err)
+		return err
 	}
 	final := o.base + SealedSuffix
 	if err := os.Rename(o.base+PartialSuffix, final); err != nil {
-		return fmt.Errorf("seal segment %d: %w", o.seq, err)
+		return err
 	}
 	if err := syncDir(o.r.cfg.Dir); err != nil {
-		return fmt.Errorf("seal segment %d: sync directory: %w", o.seq, err)
+		return fmt.Errorf("sync directory: %w", err)
 	}
 	size := o.n
 	if st, err := os.Stat(final); err == nil {

@@ -196,3 +196,37 @@ func TestBeforeSegmentRefusalStops(t *testing.T) {
 		t.Errorf("the refused segment's file exists: %v", err)
 	}
 }
+
+// failingSync is a spool file whose fsync fails (an I/O error).
+type failingSync struct{ *os.File }
+
+func (f failingSync) Sync() error {
+	return &os.PathError{Op: "sync", Path: f.Name(), Err: syscall.EIO}
+}
+
+// TestFailedFsyncStopsAtTheNextFragment: a failed fsync stops the
+// recording at the next fragment boundary, not when the segment would
+// close, and the error says what failed.
+func TestFailedFsyncStopsAtTheNextFragment(t *testing.T) {
+	dir := t.TempDir()
+	k := newKeys(t)
+	cfg := Config{
+		Dir: dir, Recipients: []*crypto.Recipient{k.id.Recipient()}, Device: k.dev,
+		// The segment outlasts the recording: only a fragment can stop it early.
+		Segment: segment.Config{SegmentLength: time.Minute},
+	}
+	cfg.create = func(path string) (file, error) {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		return failingSync{f}, nil
+	}
+	_, err := record(t, 10*time.Second, cfg)
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("err = %v, want the fsync error", err)
+	}
+	if !strings.Contains(err.Error(), "flush fragment") || strings.Count(err.Error(), "segment 0") != 1 {
+		t.Errorf("err = %v: want the stop at a fragment of segment 0, named once", err)
+	}
+}
