@@ -235,10 +235,7 @@ func (o *output) syncer() {
 func (o *output) Write(p []byte) (int, error) {
 	n, err := o.w.Write(p)
 	o.n += int64(n)
-	if err != nil {
-		return n, fmt.Errorf("segment %d: %w", o.seq, err)
-	}
-	return n, nil
+	return n, err // the segmenter's error names the segment
 }
 
 // Flush is called at every fragment boundary: every complete chunk goes to
@@ -250,7 +247,7 @@ func (o *output) Flush() error {
 		return err
 	}
 	if err := o.w.Flush(); err != nil {
-		return fmt.Errorf("segment %d: %w", o.seq, err)
+		return err
 	}
 	select {
 	case o.syncReq <- struct{}{}:

@@ -3,6 +3,7 @@ package recorder
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -129,8 +130,9 @@ func TestDiskFullStopsWithSealedSegmentsIntact(t *testing.T) {
 	if err == nil || !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("err = %v, want the disk-full error", err)
 	}
-	if !strings.Contains(err.Error(), "segment ") || strings.Count(err.Error(), "recording stopped") > 0 {
-		t.Errorf("error does not name the segment, or repeats itself: %v", err)
+	if !strings.Contains(err.Error(), "segment ") || strings.Count(err.Error(), "recording stopped") > 0 ||
+		strings.Count(err.Error(), fmt.Sprintf("segment %d", len(sealed))) != 1 {
+		t.Errorf("error does not name the segment once: %v", err)
 	}
 	if len(sealed) == 0 {
 		t.Fatal("no segment was sealed before the disk filled up; raise the limit")
