@@ -60,17 +60,20 @@ type Agent struct {
 
 	started time.Time
 
-	mu       sync.Mutex
-	cfg      *config.Config
-	state    *uploader.State // nil until the box is enrolled
-	sess     *session        // the running session, if any
-	last     *SessionStatus  // the last session that ended
-	reloads  int
-	alert    string // why recording stopped on its own (spool full), until the next start
-	upAlert  string // the receiver refuses this box's enrollment (uploads wait)
-	kick     chan struct{}
-	uploadOK time.Time
-	upErr    string
+	mu      sync.Mutex
+	cfg     *config.Config
+	state   *uploader.State // nil until the box is enrolled
+	sess    *session        // the running session, if any
+	last    *SessionStatus  // the last session that ended
+	reloads int
+	alert   string // why recording stopped on its own (spool full, disk error), until the next start
+	// unsettled are segments a failed session left in state recording
+	// that the spool could not classify yet (settle retries them).
+	unsettled []string
+	upAlert   string // the receiver refuses this box's enrollment (uploads wait)
+	kick      chan struct{}
+	uploadOK  time.Time
+	upErr     string
 	// checkpoint is the audit checkpoint waiting to be sent (checkpoint.go).
 	checkpoint *audit.Checkpoint
 }
@@ -158,6 +161,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
+	// A run that did not end cleanly is a fact in the audit log, before
+	// this run's start; the marker says whether this one ends cleanly.
+	a.recordUncleanStop()
+	defer a.clearMarker()
+	for _, d := range a.spool.Reconciled() {
+		a.auditSegment(d)
+	}
 	a.auditEvent("daemon.start", "", "ok", fmt.Sprintf("pid=%d", os.Getpid()))
 	// Checkpoints outlive the group: the last one covers daemon.stop.
 	cpCtx, cpStop := context.WithCancel(context.WithoutCancel(ctx))
@@ -193,7 +203,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		<-gctx.Done()
 		// The session is stopped before the group returns: its last
 		// segment is sealed and its upload can be parked.
-		if err := a.stopSession("daemon stopping", consent.ByDaemon); err != nil && !errors.Is(err, errNoSession) {
+		if err := a.stopSession(StopDaemonStopping, consent.ByDaemon); err != nil && !errors.Is(err, errNoSession) {
 			a.log.Warn("session stop", "err", err)
 		}
 		return nil

@@ -112,7 +112,7 @@ func (a *Agent) handle(_ context.Context, r control.Request) (any, error) {
 		}
 		return st, nil
 	case "session.stop":
-		if err := a.stopSession("stopped", r.Caller()); err != nil {
+		if err := a.stopSession(StopStopped, r.Caller()); err != nil {
 			if errors.Is(err, errNoSession) {
 				return nil, control.Errorf("not-found", "%v", err)
 			}

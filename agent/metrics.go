@@ -63,7 +63,7 @@ func newMetrics(a *Agent) *metrics {
 	})
 	m.reg.MustRegister(m.commitLatency)
 	m.sessionActive = g("session_active", "1 while a recording session runs.")
-	m.alert = g("alert", "1 when recording stopped on its own (spool full or disk reserve) until the next session.")
+	m.alert = g("alert", "1 when recording stopped on its own (spool full, disk reserve, or a write error such as a full disk) until the next session.")
 	m.deviceRefused = g("upload_device_refused", "1 while the receiver refuses this box's enrollment: uploads wait, nothing is quarantined.")
 	m.liveViewers = g("live_viewers", "Viewers connected to the live view.")
 	m.consentState = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "uploadbox_consent_requests", Help: "Consent requests by state."}, []string{"state"})

@@ -349,6 +349,19 @@ type Info struct {
 	Size       int64 // bytes read, the whole file when complete
 }
 
+// NoMedia reports whether a segment that did not verify complete ends
+// before its first full payload chunk: nothing in it can be decrypted, as
+// when the box stopped right after writing the header.
+func (i *Info) NoMedia() bool {
+	if i == nil || i.Header == nil {
+		return false
+	}
+	if i.Trailer != nil {
+		return false
+	}
+	return i.Size-int64(len(i.Header.raw))-stream.PrefixSize < stream.EncChunkSize
+}
+
 // Verify checks a segment without any decryption key: the header parses,
 // the payload has a valid Cobblestone length (full chunks and a short final
 // chunk), the trailer is present, and the signature verifies with the
@@ -371,6 +384,7 @@ func Verify(src io.Reader, device *DevicePublicKey) (*Info, error) {
 	var prefix [stream.PrefixSize]byte
 	if _, err := io.ReadFull(sp, prefix[:]); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, stream.ErrUnterminated) {
+			info.Size = cr.n
 			return info, fmt.Errorf("%w: file ends inside the salt and commitment", ErrTruncated)
 		}
 		return info, err

@@ -3,7 +3,6 @@ package recorder
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/uploadbox/uploadbox/capture"
 )
@@ -59,7 +58,7 @@ func (s *Session) Run(ctx context.Context) ([]Sealed, error) {
 	}
 	recErr := <-recDone
 	if err := errors.Join(recErr, capErr); err != nil {
-		return s.Recorder.Sealed(), fmt.Errorf("record: %w", err)
+		return s.Recorder.Sealed(), err
 	}
 	return s.Recorder.Sealed(), nil
 }

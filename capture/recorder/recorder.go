@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/uploadbox/uploadbox/capture"
@@ -147,7 +148,7 @@ func (r *Recorder) Run(ctx context.Context, frames <-chan capture.Frame) error {
 		case f, ok := <-frames:
 			if !ok {
 				if err := seg.Close(); err != nil {
-					return fmt.Errorf("recording stopped: %w", err)
+					return err
 				}
 				return nil
 			}
@@ -159,7 +160,7 @@ func (r *Recorder) Run(ctx context.Context, frames <-chan capture.Frame) error {
 			}
 			if err != nil {
 				r.abort()
-				return fmt.Errorf("recording stopped: %w", err)
+				return err // the segmenter's error names the segment
 			}
 		}
 	}
@@ -177,12 +178,12 @@ func (r *Recorder) open(seq uint64, start time.Duration) (segment.Output, error)
 	base := r.segmentName(seq)
 	if r.cfg.BeforeSegment != nil {
 		if err := r.cfg.BeforeSegment(base + PartialSuffix); err != nil {
-			return nil, fmt.Errorf("segment %d not started: %w", seq, err)
+			return nil, err // the segmenter says "open segment N"
 		}
 	}
 	f, err := r.cfg.create(base + PartialSuffix)
 	if err != nil {
-		return nil, fmt.Errorf("create segment %d: %w", seq, err)
+		return nil, err // "open PATH: …", after the segmenter's "open segment N"
 	}
 	w, err := crypto.NewWriter(f, r.cfg.Recipients, r.cfg.Device, crypto.Params{
 		RecordingID: r.recordingID,
@@ -193,7 +194,7 @@ func (r *Recorder) open(seq uint64, start time.Duration) (segment.Output, error)
 	})
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("seal segment %d: %w", seq, err)
+		return nil, err
 	}
 	o := &output{r: r, f: f, w: w, base: base, seq: seq, start: start, syncReq: make(chan struct{}, 1), syncDone: make(chan error, 1)}
 	go o.syncer()
@@ -214,6 +215,7 @@ type output struct {
 	n        int64
 	syncReq  chan struct{}
 	syncDone chan error
+	syncErr  atomic.Value // the first fsync error, for the next Flush
 	closed   bool
 }
 
@@ -222,7 +224,8 @@ func (o *output) syncer() {
 	for range o.syncReq {
 		if err == nil {
 			if serr := o.f.Sync(); serr != nil {
-				err = fmt.Errorf("fsync segment %d: %w", o.seq, serr)
+				err = fmt.Errorf("fsync: %w", serr)
+				o.syncErr.Store(err)
 			}
 		}
 	}
@@ -232,17 +235,19 @@ func (o *output) syncer() {
 func (o *output) Write(p []byte) (int, error) {
 	n, err := o.w.Write(p)
 	o.n += int64(n)
-	if err != nil {
-		return n, fmt.Errorf("segment %d: %w", o.seq, err)
-	}
-	return n, nil
+	return n, err // the segmenter's error names the segment
 }
 
 // Flush is called at every fragment boundary: every complete chunk goes to
 // the file and an fsync is requested (coalesced if one is still running).
 func (o *output) Flush() error {
+	// A failed fsync stops the recording at the next fragment, not when
+	// the segment closes.
+	if err, _ := o.syncErr.Load().(error); err != nil {
+		return err
+	}
 	if err := o.w.Flush(); err != nil {
-		return fmt.Errorf("segment %d: %w", o.seq, err)
+		return err
 	}
 	select {
 	case o.syncReq <- struct{}{}:
@@ -268,15 +273,16 @@ func (o *output) Close(last bool) error {
 		serr = o.f.Sync()
 	}
 	cerr := o.f.Close()
+	// The segmenter's error names the segment ("close segment N").
 	if err := errors.Join(werr, serr, cerr); err != nil {
-		return fmt.Errorf("seal segment %d: %w", o.seq, err)
+		return err
 	}
 	final := o.base + SealedSuffix
 	if err := os.Rename(o.base+PartialSuffix, final); err != nil {
-		return fmt.Errorf("seal segment %d: %w", o.seq, err)
+		return err
 	}
 	if err := syncDir(o.r.cfg.Dir); err != nil {
-		return fmt.Errorf("seal segment %d: sync directory: %w", o.seq, err)
+		return fmt.Errorf("sync directory: %w", err)
 	}
 	size := o.n
 	if st, err := os.Stat(final); err == nil {

@@ -3,6 +3,7 @@ package recorder
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -129,8 +130,9 @@ func TestDiskFullStopsWithSealedSegmentsIntact(t *testing.T) {
 	if err == nil || !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("err = %v, want the disk-full error", err)
 	}
-	if !strings.Contains(err.Error(), "recording stopped") {
-		t.Errorf("error does not say the recording stopped: %v", err)
+	if !strings.Contains(err.Error(), "segment ") || strings.Count(err.Error(), "recording stopped") > 0 ||
+		strings.Count(err.Error(), fmt.Sprintf("segment %d", len(sealed))) != 1 {
+		t.Errorf("error does not name the segment once: %v", err)
 	}
 	if len(sealed) == 0 {
 		t.Fatal("no segment was sealed before the disk filled up; raise the limit")
@@ -181,7 +183,7 @@ func TestBeforeSegmentRefusalStops(t *testing.T) {
 			return nil
 		},
 	})
-	if !errors.Is(err, errFull) || !strings.Contains(err.Error(), "segment 2 not started") {
+	if !errors.Is(err, errFull) || err.Error() != "open segment 2: spool full" {
 		t.Fatalf("err = %v, want the refusal of segment 2", err)
 	}
 	if len(sealed) != 2 || len(asked) != 3 || !strings.HasSuffix(asked[2], "-000002"+PartialSuffix) {
@@ -194,5 +196,39 @@ func TestBeforeSegmentRefusalStops(t *testing.T) {
 	}
 	if _, err := os.Stat(asked[2]); !os.IsNotExist(err) {
 		t.Errorf("the refused segment's file exists: %v", err)
+	}
+}
+
+// failingSync is a spool file whose fsync fails (an I/O error).
+type failingSync struct{ *os.File }
+
+func (f failingSync) Sync() error {
+	return &os.PathError{Op: "sync", Path: f.Name(), Err: syscall.EIO}
+}
+
+// TestFailedFsyncStopsAtTheNextFragment: a failed fsync stops the
+// recording at the next fragment boundary, not when the segment would
+// close, and the error says what failed.
+func TestFailedFsyncStopsAtTheNextFragment(t *testing.T) {
+	dir := t.TempDir()
+	k := newKeys(t)
+	cfg := Config{
+		Dir: dir, Recipients: []*crypto.Recipient{k.id.Recipient()}, Device: k.dev,
+		// The segment outlasts the recording: only a fragment can stop it early.
+		Segment: segment.Config{SegmentLength: time.Minute},
+	}
+	cfg.create = func(path string) (file, error) {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		return failingSync{f}, nil
+	}
+	_, err := record(t, 10*time.Second, cfg)
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("err = %v, want the fsync error", err)
+	}
+	if !strings.Contains(err.Error(), "flush fragment") || strings.Count(err.Error(), "segment 0") != 1 {
+		t.Errorf("err = %v: want the stop at a fragment of segment 0, named once", err)
 	}
 }

@@ -170,16 +170,18 @@ func newSessionCommand() *cobra.Command {
 			case st.Active:
 				fmt.Fprintf(out, "recording %s since %s until %s: %d segments sealed (%s)\n", st.Recording,
 					st.Started.Local().Format(time.TimeOnly), st.Until.Local().Format(time.TimeOnly), st.Segments, humanBytes(st.Bytes))
+			case st.Recording != "" && st.StopReason == agent.StopCrashed:
+				fmt.Fprintf(out, "idle: last session %s ended by a crash at about %s, %d segments\n", st.Recording, st.Ended.Local().Format(time.DateTime), st.Segments)
 			case st.Recording != "":
 				fmt.Fprintf(out, "idle: last session %s ended %s (%s), %d segments\n", st.Recording, st.Ended.Local().Format(time.DateTime), st.StopReason, st.Segments)
-				if st.Error != "" {
+				if st.Error != "" && st.Alert == "" {
 					fmt.Fprintf(out, "error: %s\n", st.Error)
 				}
 			default:
 				fmt.Fprintln(out, "idle: no session since the daemon started")
 			}
 			if st.Alert != "" {
-				fmt.Fprintf(out, "ALERT: recording stopped on its own: %s\n", st.Alert)
+				fmt.Fprintf(out, "ALERT: %s\n", st.Alert)
 			}
 			return nil
 		},
