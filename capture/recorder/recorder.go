@@ -37,8 +37,9 @@ type Sealed struct {
 	Sequence    uint64
 	Commitment  [crypto.CommitmentSize]byte
 	Last        bool
-	Bytes       int64         // size of the sealed file
-	Start       time.Duration // media time of the segment's first frame
+	End         crypto.EndReason // why the recording ended; set on the last segment only
+	Bytes       int64            // size of the sealed file
+	Start       time.Duration    // media time of the segment's first frame
 }
 
 // file is what the recorder needs of a spool file; tests inject failures.
@@ -59,7 +60,9 @@ type Config struct {
 	// created, with the path it will have while it is written (the
 	// PartialSuffix name). An error stops the recording with that error
 	// (the daemon refuses a segment when the spool is full); the segments
-	// sealed before stay intact.
+	// sealed before stay intact. It is asked before the previous segment
+	// is sealed, so that a refusal seals that one as the last, with the
+	// end reason "spool full" (or the error's EndReason, if it has one).
 	BeforeSegment func(partialPath string) error
 	// OnSealed, if set, is called for every sealed segment, in order.
 	OnSealed func(Sealed)
@@ -79,6 +82,15 @@ type Recorder struct {
 	wallStart   time.Time
 
 	cur *output // the segment being written, if any
+	// end, if set, says why the recording is ending when its last segment
+	// is sealed (Session.Run sets it from its context's cause).
+	end func() crypto.EndReason
+	// admitted: BeforeSegment already admitted segment seq; refused: it
+	// refused it, and opening it returns this error.
+	admitted bool
+	refused  error
+	aborting bool // Close(false) now means "abandoned", not "cut"
+	ended    bool // the last segment is sealed
 
 	mu     sync.Mutex
 	sealed []Sealed
@@ -143,6 +155,7 @@ func (r *Recorder) Run(ctx context.Context, frames <-chan capture.Frame) error {
 		case f, ok := <-frames:
 			if !ok {
 				if err := seg.Close(); err != nil {
+					r.closeAfterError(err)
 					return fmt.Errorf("recording stopped: %w", err)
 				}
 				return nil
@@ -155,6 +168,7 @@ func (r *Recorder) Run(ctx context.Context, frames <-chan capture.Frame) error {
 			}
 			if err != nil {
 				r.abort()
+				r.closeAfterError(err)
 				return fmt.Errorf("recording stopped: %w", err)
 			}
 		}
@@ -162,7 +176,12 @@ func (r *Recorder) Run(ctx context.Context, frames <-chan capture.Frame) error {
 }
 
 func (r *Recorder) segmentName(seq uint64) string {
-	return filepath.Join(r.cfg.Dir, fmt.Sprintf("%x-%06d", r.recordingID, seq))
+	return fmt.Sprintf("%s-%06d", cfgBase(r.cfg, r.recordingID), seq)
+}
+
+// cfgBase is the path prefix of recording id's segment files.
+func cfgBase(cfg Config, id [16]byte) string {
+	return filepath.Join(cfg.Dir, fmt.Sprintf("%x", id))
 }
 
 // open starts segment seq: a partial spool file with a sealing writer.
@@ -171,11 +190,15 @@ func (r *Recorder) open(seq uint64, start time.Duration) (segment.Output, error)
 		return nil, fmt.Errorf("segment %d opened out of order (want %d)", seq, r.seq)
 	}
 	base := r.segmentName(seq)
-	if r.cfg.BeforeSegment != nil {
+	if r.refused != nil {
+		return nil, r.refused
+	}
+	if r.cfg.BeforeSegment != nil && !r.admitted {
 		if err := r.cfg.BeforeSegment(base + PartialSuffix); err != nil {
 			return nil, fmt.Errorf("segment %d not started: %w", seq, err)
 		}
 	}
+	r.admitted = false
 	f, err := r.cfg.create(base + PartialSuffix)
 	if err != nil {
 		return nil, fmt.Errorf("create segment %d: %w", seq, err)
@@ -208,9 +231,11 @@ type output struct {
 	seq      uint64
 	start    time.Duration
 	n        int64
+	failed   bool // a write or flush failed: the segment cannot be sealed
 	syncReq  chan struct{}
 	syncDone chan error
 	closed   bool
+	sealed   bool
 }
 
 func (o *output) syncer() {
@@ -229,6 +254,7 @@ func (o *output) Write(p []byte) (int, error) {
 	n, err := o.w.Write(p)
 	o.n += int64(n)
 	if err != nil {
+		o.failed = true
 		return n, fmt.Errorf("segment %d: %w", o.seq, err)
 	}
 	return n, nil
@@ -238,6 +264,7 @@ func (o *output) Write(p []byte) (int, error) {
 // the file and an fsync is requested (coalesced if one is still running).
 func (o *output) Flush() error {
 	if err := o.w.Flush(); err != nil {
+		o.failed = true
 		return fmt.Errorf("segment %d: %w", o.seq, err)
 	}
 	select {
@@ -254,8 +281,19 @@ func (o *output) Close(last bool) error {
 		return nil
 	}
 	o.closed = true
+	end := crypto.EndUnknown
 	if last {
-		o.w.SetLast()
+		end = o.r.endReason()
+	} else if !o.r.aborting && !o.failed {
+		// A cut: the segmenter opens seq+1 next. Ask for its room now, so
+		// that a refusal ends the recording with this segment as the last.
+		if err := o.r.admitNext(o.seq + 1); err != nil {
+			last, end = true, EndReasonOf(err)
+			o.r.log.Warn("no room for the next segment: this one is the last", "sequence", o.seq, "err", err)
+		}
+	}
+	if last {
+		o.w.SetEnd(end)
 	}
 	werr := o.w.Close()
 	close(o.syncReq)
@@ -278,13 +316,19 @@ func (o *output) Close(last bool) error {
 	if st, err := os.Stat(final); err == nil {
 		size = st.Size()
 	}
-	s := Sealed{Path: final, RecordingID: o.r.recordingID, Sequence: o.seq, Commitment: o.w.Commitment(), Last: last, Bytes: size, Start: o.start}
+	s := Sealed{Path: final, RecordingID: o.r.recordingID, Sequence: o.seq, Commitment: o.w.Commitment(), Last: last, End: end, Bytes: size, Start: o.start}
+	o.sealed = true
+	o.r.ended = last
 	o.r.prev = s.Commitment
 	o.r.seq++
 	o.r.mu.Lock()
 	o.r.sealed = append(o.r.sealed, s)
 	o.r.mu.Unlock()
-	o.r.log.Info("segment sealed", "path", final, "sequence", o.seq, "last", last)
+	if last {
+		o.r.log.Info("segment sealed", "path", final, "sequence", o.seq, "last", true, "end", end.String())
+	} else {
+		o.r.log.Info("segment sealed", "path", final, "sequence", o.seq, "last", false)
+	}
 	if o.r.cfg.OnSealed != nil {
 		o.r.cfg.OnSealed(s)
 	}
@@ -296,6 +340,7 @@ func (o *output) Close(last bool) error {
 // a write error it stays under its partial name, its flushed prefix
 // readable as TRUNCATED, like after a power cut.
 func (r *Recorder) abort() {
+	r.aborting = true
 	if r.cur != nil && !r.cur.closed {
 		if err := r.cur.Close(false); err != nil {
 			r.log.Warn("segment left partial", "sequence", r.cur.seq, "err", err)

@@ -3,6 +3,7 @@ package recorder
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,6 +81,10 @@ func TestSegmentsAreChainedAndSealed(t *testing.T) {
 		if last := i == len(sealed)-1; info.Trailer.Last() != last || s.Last != last {
 			t.Fatalf("segment %d: last flag %v, want %v", i, info.Trailer.Last(), last)
 		}
+		// The recording ran until its deadline: the time was up.
+		if want := map[bool]crypto.EndReason{true: crypto.EndTimeUp}[s.Last]; info.Trailer.End() != want || s.End != want {
+			t.Fatalf("segment %d: end reason %v (reported %v), want %v", i, info.Trailer.End(), s.End, want)
+		}
 		prev = info.Commitment
 	}
 	if partial, _ := filepath.Glob(filepath.Join(dir, "*"+PartialSuffix)); len(partial) != 0 {
@@ -145,8 +150,26 @@ func TestDiskFullStopsWithSealedSegmentsIntact(t *testing.T) {
 		t.Fatalf("want the failing segment left as one partial file, got %v", partial)
 	}
 	out := filepath.Join(t.TempDir(), "prefix")
-	if _, err := crypto.OpenFile(partial[0], out, k.id); crypto.OutcomeOf(err) == crypto.OK {
+	pinfo, err := crypto.OpenFile(partial[0], out, k.id)
+	if crypto.OutcomeOf(err) == crypto.OK {
 		t.Fatal("the segment cut by the full disk opened as complete")
+	}
+	// After the cut segment, an empty last segment says "disk error".
+	end := sealed[len(sealed)-1]
+	info, err := crypto.VerifyFile(end.Path, k.dev.Public())
+	if err != nil {
+		t.Fatalf("the end segment does not verify: %v", err)
+	}
+	if !end.Last || end.End != crypto.EndDiskError || !info.Trailer.Last() || info.Trailer.End() != crypto.EndDiskError {
+		t.Fatalf("end segment %+v, trailer flags %#02x: want last with \"disk error\"", end, info.Trailer.Flags)
+	}
+	if end.Sequence != pinfo.Header.Sequence+1 || info.Header.Prev != pinfo.Commitment {
+		t.Errorf("end segment %d does not link to the cut segment %d", end.Sequence, pinfo.Header.Sequence)
+	}
+	for _, s := range sealed[:len(sealed)-1] {
+		if s.Last {
+			t.Errorf("segment %d before the cut is marked last", s.Sequence)
+		}
 	}
 }
 
@@ -188,11 +211,78 @@ func TestBeforeSegmentRefusalStops(t *testing.T) {
 		t.Fatalf("sealed %d, asked %v", len(sealed), asked)
 	}
 	for _, s := range sealed {
-		if _, err := crypto.VerifyFile(s.Path, k.dev.Public()); err != nil {
+		info, err := crypto.VerifyFile(s.Path, k.dev.Public())
+		if err != nil {
 			t.Errorf("segment %d: %v", s.Sequence, err)
+			continue
+		}
+		// Segment 2 was refused before segment 1 was sealed, so 1 is the
+		// last one and says the spool was full: the recording is whole.
+		want := map[bool]crypto.EndReason{true: crypto.EndSpoolFull}[s.Sequence == 1]
+		if s.Last != (s.Sequence == 1) || info.Trailer.Last() != s.Last || info.Trailer.End() != want || s.End != want {
+			t.Errorf("segment %d: last %v/%v end %v/%v, want end %v", s.Sequence, s.Last, info.Trailer.Last(), s.End, info.Trailer.End(), want)
 		}
 	}
 	if _, err := os.Stat(asked[2]); !os.IsNotExist(err) {
 		t.Errorf("the refused segment's file exists: %v", err)
+	}
+}
+
+// A session stopped by a command (a cancelled context whose cause is not a
+// deadline) ends with "stopped".
+func TestStopEndsWithStopped(t *testing.T) {
+	dir := t.TempDir()
+	k := newKeys(t)
+	ctx, cancel := context.WithCancelCause(t.Context())
+	sealed, err := Record(ctx, smallCapture(), Config{
+		Dir: dir, Recipients: []*crypto.Recipient{k.id.Recipient()}, Device: k.dev,
+		Segment: segment.Config{SegmentLength: time.Second},
+		OnSealed: func(s Sealed) {
+			if s.Sequence == 1 {
+				cancel(errors.New("stopped"))
+			}
+		},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := sealed[len(sealed)-1]
+	info, err := crypto.VerifyFile(end.Path, k.dev.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !end.Last || info.Trailer.End() != crypto.EndStopped {
+		t.Fatalf("last segment %d: last %v, end %v, want stopped", end.Sequence, end.Last, info.Trailer.End())
+	}
+}
+
+type reasonErr struct{ r crypto.EndReason }
+
+func (e reasonErr) Error() string               { return "custom" }
+func (e reasonErr) EndReason() crypto.EndReason { return e.r }
+
+func TestEndReasonOf(t *testing.T) {
+	tests := []struct {
+		name  string
+		cause error
+		want  crypto.EndReason
+	}{
+		{"capture ended", nil, crypto.EndUnknown},
+		{"stop command", errors.New("stopped"), crypto.EndStopped},
+		{"signal", context.Canceled, crypto.EndStopped},
+		{"daemon stopping", errors.New("daemon stopping"), crypto.EndStopped},
+		{"deadline", context.DeadlineExceeded, crypto.EndTimeUp},
+		{"daemon timer", errors.New("time is up"), crypto.EndTimeUp},
+		{"new words", errors.New("session time up"), crypto.EndTimeUp},
+		{"spool", fmt.Errorf("segment 3 not started: %w", errors.New("spool full: 3 MB of 2 MB")), crypto.EndSpoolFull},
+		{"reserve", errors.New("disk reserve reached: 10 MB free"), crypto.EndSpoolFull},
+		{"says itself", fmt.Errorf("wrapped: %w", reasonErr{crypto.EndDiskError}), crypto.EndDiskError},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := EndReasonOf(tc.cause); got != tc.want {
+				t.Errorf("EndReasonOf(%v) = %v, want %v", tc.cause, got, tc.want)
+			}
+		})
 	}
 }
