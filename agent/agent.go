@@ -159,6 +159,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer signal.Stop(hup)
 
 	a.auditEvent("daemon.start", "", "ok", fmt.Sprintf("pid=%d", os.Getpid()))
+	a.closeCrashed()
 	// Checkpoints outlive the group: the last one covers daemon.stop.
 	cpCtx, cpStop := context.WithCancel(context.WithoutCancel(ctx))
 	cpDone := make(chan struct{})

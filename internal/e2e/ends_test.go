@@ -48,6 +48,15 @@ func waitSessionEnd(t *testing.T, d boxDirs, within time.Duration) sessionStatus
 	return st
 }
 
+// enrolledDaemon starts a receiver, enrolls a box and runs its daemon.
+func enrolledDaemon(t *testing.T) (enrolled, boxDirs, *daemonProc) {
+	t.Helper()
+	dir := t.TempDir()
+	b := setupBox(t, dir, nil)
+	d := writeBoxConfig(t, dir, b.state, "")
+	return b, d, startDaemon(t, d)
+}
+
 func wantEnded(t *testing.T, rs map[string]endedInfo, id string, complete bool, ended string) endedInfo {
 	t.Helper()
 	r, ok := rs[id]
@@ -67,10 +76,7 @@ func TestRecordingsSayWhyTheyEnded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the daemon with a receiver; skipped under -short")
 	}
-	dir := t.TempDir()
-	b := setupBox(t, dir, nil)
-	d := writeBoxConfig(t, dir, b.state, "")
-	p := startDaemon(t, d)
+	b, d, p := enrolledDaemon(t)
 
 	var st sessionStatus
 	ctl(t, d, &st, "session", "start", "--for", "5s")
@@ -117,5 +123,54 @@ func TestRecordingsSayWhyTheyEnded(t *testing.T) {
 	r := wantEnded(t, rs, spoolFull.Recording, true, "spool full")
 	if r.Segments != spoolFull.Segments || r.Truncated != 0 || r.Missing != 0 {
 		t.Errorf("recording stopped by a full spool: %+v, want the %d segments the box sealed, none truncated or missing", r, spoolFull.Segments)
+	}
+}
+
+// TestCrashedRecordingIsClosed: the daemon is killed in the middle of a
+// session; at its next start it seals the recording's end as "box
+// crashed", and the receiver lists the recording complete (every segment
+// the box sealed, the cut one TRUNCATED) with that reason.
+func TestCrashedRecordingIsClosed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon with a receiver; skipped under -short")
+	}
+	b, d, p := enrolledDaemon(t)
+	var st sessionStatus
+	ctl(t, d, &st, "session", "start", "--for", "60s")
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		var now sessionStatus
+		ctl(t, d, &now, "session", "status")
+		if now.Segments >= 2 {
+			break
+		}
+	}
+	time.Sleep(time.Second) // inside segment 2
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+
+	p = startDaemon(t, d)
+	waitDrained(t, d, 60*time.Second)
+	rs := endedRecordings(t, b.rcv.data)
+	r := wantEnded(t, rs, st.Recording, true, "box crashed")
+	if r.Truncated != 1 || r.Missing != 0 || r.Segments < 4 {
+		t.Errorf("crashed recording: %+v, want its sealed segments, the cut one truncated, and the end", r)
+	}
+	if !strings.Contains(p.log(), "recording end sealed") {
+		t.Errorf("the daemon did not log the end it sealed")
+	}
+	audit, _ := os.ReadFile(d.audit)
+	if !bytes.Contains(audit, []byte(`"recording.end"`)) || !bytes.Contains(audit, []byte("reason=box_crashed")) {
+		t.Errorf("the box audit log lacks the recording.end entry:\n%s", audit)
+	}
+	// A second start finds nothing left to close.
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.done
+	p = startDaemon(t, d)
+	waitDrained(t, d, 30*time.Second)
+	if n := strings.Count(p.log(), "recording end sealed"); n != 0 {
+		t.Errorf("a clean restart sealed %d more ends", n)
+	}
+	if got := endedRecordings(t, b.rcv.data)[st.Recording]; got != r {
+		t.Errorf("after a clean restart: %+v, was %+v", got, r)
 	}
 }
