@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -172,5 +173,31 @@ func TestCrashedRecordingIsClosed(t *testing.T) {
 	}
 	if got := endedRecordings(t, b.rcv.data)[st.Recording]; got != r {
 		t.Errorf("after a clean restart: %+v, was %+v", got, r)
+	}
+}
+
+// TestRecordDurationEndsTimeUp: `uploadbox record --duration` seals its
+// last segment with "session time up", prints it, and after `uploadbox
+// upload` the receiver lists the recording complete with that end.
+func TestRecordDurationEndsTimeUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("records and uploads; skipped under -short")
+	}
+	dir := t.TempDir()
+	b := setupBox(t, dir, nil)
+	spool := filepath.Join(dir, "spool")
+	os.Mkdir(spool, 0o700)
+	out := run(t, "uploadbox", "record", "--source", "test", "--size", "320x240", "--fps", "15", "--bitrate", "500k",
+		"--duration", "3s", "--segment", "1s", "--state", b.state, "--out", spool)
+	if !strings.Contains(out, "last, ended: session time up)") {
+		t.Fatalf("record does not print the end of its last segment:\n%s", out)
+	}
+	run(t, "uploadbox", "upload", "--state", b.state, "--spool", spool)
+	rs := endedRecordings(t, b.rcv.data)
+	if len(rs) != 1 {
+		t.Fatalf("receiver has %+v, want one recording", rs)
+	}
+	for id := range rs {
+		wantEnded(t, rs, id, true, "session time up")
 	}
 }
