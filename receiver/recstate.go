@@ -4,9 +4,9 @@ import "time"
 
 // StillUploadingFor is how long after its latest commit a recording that
 // lacks segments (no last segment yet, or a gap) is shown as
-// "still uploading": a box records and uploads a segment every few
-// seconds, and retries a lost connection within upload.retry_max (at
-// most a few minutes), so a longer silence means the box stopped sending.
+// "still uploading": a recording box commits a segment every few seconds
+// and, by default, retries a lost connection at least every 5 minutes
+// (upload.retry_max), so a longer silence means it stopped sending.
 const StillUploadingFor = 10 * time.Minute
 
 // Ended words beside the box's own end reasons (crypto.EndReason).
@@ -15,8 +15,8 @@ const (
 	EndedUnknown        = "unknown"
 )
 
-// State is what the receiver can say about one recording.
-type State struct {
+// RecordingStatus is what the receiver can say about one recording.
+type RecordingStatus struct {
 	Complete bool   // every segment the box sealed is here
 	Ended    string // see RecordingState
 	Missing  int    // absent sequence numbers up to the highest known
@@ -35,7 +35,7 @@ type State struct {
 //   - Otherwise the box's reason if its last segment arrived (segments
 //     are missing), else "unknown": the box never sent the end of the
 //     recording.
-func RecordingState(segs []SegmentRecord, now time.Time) State {
+func RecordingState(segs []SegmentRecord, now time.Time) RecordingStatus {
 	seen := map[uint64]bool{}
 	var top uint64
 	var latest time.Time
@@ -51,12 +51,12 @@ func RecordingState(segs []SegmentRecord, now time.Time) State {
 			last = s
 		}
 	}
-	st := State{Ended: EndedUnknown}
+	st := RecordingStatus{Ended: EndedUnknown}
 	if len(segs) == 0 {
 		return st
 	}
 	if last != nil {
-		top = last.Sequence // anything after a last segment is refused at commit
+		top = last.Sequence // the recording ends at its last segment
 		if last.End != "" {
 			st.Ended = last.End
 		}

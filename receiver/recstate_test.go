@@ -25,24 +25,24 @@ func TestRecordingState(t *testing.T) {
 	tests := []struct {
 		name string
 		segs []SegmentRecord
-		want State
+		want RecordingStatus
 	}{
-		{"stopped", []SegmentRecord{seg(0, old), seg(1, old), last(2, old, "stopped")}, State{true, "stopped", 0}},
-		{"session time up, arrived out of order", []SegmentRecord{last(2, old, "session time up"), seg(0, old), seg(1, old)}, State{true, "session time up", 0}},
+		{"stopped", []SegmentRecord{seg(0, old), seg(1, old), last(2, old, "stopped")}, RecordingStatus{true, "stopped", 0}},
+		{"session time up, arrived out of order", []SegmentRecord{last(2, old, "session time up"), seg(0, old), seg(1, old)}, RecordingStatus{true, "session time up", 0}},
 		// A full spool seals the last segment it could: nothing is lost.
-		{"spool full", []SegmentRecord{seg(0, old), last(1, old, "spool full")}, State{true, "spool full", 0}},
-		{"disk error after a cut segment", []SegmentRecord{seg(0, old), truncated(1, old), last(2, old, "disk error")}, State{true, "disk error", 0}},
-		{"box crashed", []SegmentRecord{seg(0, old), truncated(1, old), last(2, old, "box crashed")}, State{true, "box crashed", 0}},
-		{"still recording", []SegmentRecord{seg(0, recent), seg(1, recent)}, State{false, "still uploading", 0}},
-		{"last arrived, a segment still on its way", []SegmentRecord{seg(0, recent), last(2, recent, "stopped")}, State{false, "still uploading", 1}},
-		{"last arrived long ago, a segment missing", []SegmentRecord{seg(0, old), last(2, old, "stopped")}, State{false, "stopped", 1}},
-		{"the box never sent its end", []SegmentRecord{seg(0, old), seg(1, old)}, State{false, "unknown", 0}},
-		{"gaps and no end", []SegmentRecord{seg(0, old), seg(3, old)}, State{false, "unknown", 2}},
+		{"spool full", []SegmentRecord{seg(0, old), last(1, old, "spool full")}, RecordingStatus{true, "spool full", 0}},
+		{"disk error after a cut segment", []SegmentRecord{seg(0, old), truncated(1, old), last(2, old, "disk error")}, RecordingStatus{true, "disk error", 0}},
+		{"box crashed", []SegmentRecord{seg(0, old), truncated(1, old), last(2, old, "box crashed")}, RecordingStatus{true, "box crashed", 0}},
+		{"still recording", []SegmentRecord{seg(0, recent), seg(1, recent)}, RecordingStatus{false, "still uploading", 0}},
+		{"last arrived, a segment still on its way", []SegmentRecord{seg(0, recent), last(2, recent, "stopped")}, RecordingStatus{false, "still uploading", 1}},
+		{"last arrived long ago, a segment missing", []SegmentRecord{seg(0, old), last(2, old, "stopped")}, RecordingStatus{false, "stopped", 1}},
+		{"the box never sent its end", []SegmentRecord{seg(0, old), seg(1, old)}, RecordingStatus{false, "unknown", 0}},
+		{"gaps and no end", []SegmentRecord{seg(0, old), seg(3, old)}, RecordingStatus{false, "unknown", 2}},
 		// Stored before the box sent end reasons: the flag alone.
-		{"old recording, last flag without a reason", []SegmentRecord{seg(0, old), last(1, old, "")}, State{true, "unknown", 0}},
-		{"last flag, reason not given", []SegmentRecord{last(0, old, "unknown")}, State{true, "unknown", 0}},
-		{"no segments", nil, State{false, "unknown", 0}},
-		{"window edge: exactly StillUploadingFor ago", []SegmentRecord{seg(0, now.Add(-StillUploadingFor))}, State{false, "unknown", 0}},
+		{"old recording, last flag without a reason", []SegmentRecord{seg(0, old), last(1, old, "")}, RecordingStatus{true, "unknown", 0}},
+		{"last flag, reason not given", []SegmentRecord{last(0, old, "unknown")}, RecordingStatus{true, "unknown", 0}},
+		{"no segments", nil, RecordingStatus{false, "unknown", 0}},
+		{"window edge: exactly StillUploadingFor ago", []SegmentRecord{seg(0, now.Add(-StillUploadingFor))}, RecordingStatus{false, "unknown", 0}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
