@@ -12,7 +12,8 @@ func TestClassification(t *testing.T) {
 	f := newX25519Fixture(t)
 	l := f.l
 	// A final chunk of 16399 bytes: any trailer byte after it completes a
-	// 16400-byte piece, which is read as a non-final chunk (step 6).
+	// 16400-byte piece, which fails as a non-final chunk (step 6); a cut
+	// inside the trailer is still TRUNCATED, a damaged one CORRUPT.
 	long := &fixture{ids: f.ids, dev: f.dev, p: f.p, msg: plaintext("long", 2*chunk-1)}
 	long.seg, long.w = sealSegment(t, []*Recipient{f.ids[0].Recipient()}, f.dev, long.p, long.msg, sealOpts{})
 	long.l = layoutOf(t, long.seg)
@@ -61,7 +62,9 @@ func TestClassification(t *testing.T) {
 		{"data appended", f, concat(f.seg, make([]byte, 100)), nil, "corrupt", "truncated", 0},
 		{"trailer magic damaged", f, flipBit(f.seg, l.trailer*8), nil, "corrupt", "truncated", 0},
 		{"cut inside the trailer", f, f.seg[:l.trailer+30], nil, "truncated", "truncated", 3},
-		{"cut inside the trailer after a long final chunk", long, long.seg[:long.l.trailer+30], nil, "corrupt", "truncated", 1},
+		{"cut inside the trailer after a long final chunk", long, long.seg[:long.l.trailer+30], nil, "truncated", "truncated", 1},
+		{"damaged cut trailer after a long final chunk", long, flipBit(long.seg[:long.l.trailer+30], long.l.trailer*8), nil, "corrupt", "truncated", 0},
+		{"cut trailer with version 2 after a long final chunk", long, setByte(long.seg[:long.l.trailer+30], long.l.trailer+6, 2), nil, "corrupt", "truncated", 0},
 		{"cut before the trailer after a long final chunk", long, long.seg[:long.l.trailer], nil, "truncated", "truncated", 1},
 		{"trailer after no final chunk", f, concat(f.seg[:l.final], f.seg[l.trailer:]), nil, "corrupt", "corrupt", 0},
 		{"trailer after a 15-byte final chunk", f, concat(f.seg[:l.final+15], f.seg[l.trailer:]), nil, "corrupt", "corrupt", 0},

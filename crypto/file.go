@@ -98,12 +98,19 @@ type OpenResult struct {
 // is written; on ErrTruncated the authentic prefix is written and the error
 // returned; on any other error out is not created at all.
 func OpenFile(seg, out string, identities ...*Identity) (*OpenResult, error) {
+	return OpenFileFrom(seg, out, nil, identities...)
+}
+
+// OpenFileFrom is OpenFile for a segment that must come from device: one
+// whose header names another device fails with ErrWrongDevice before
+// anything is decrypted or written. A nil device accepts any.
+func OpenFileFrom(seg, out string, device *DevicePublicKey, identities ...*Identity) (*OpenResult, error) {
 	src, err := os.Open(seg)
 	if err != nil {
 		return nil, fmt.Errorf("open: %w", err)
 	}
 	defer src.Close()
-	r, err := NewReader(bufio.NewReaderSize(src, fileBuffer), identities...)
+	r, err := newReader(bufio.NewReaderSize(src, fileBuffer), device, identities)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", seg, err)
 	}

@@ -108,3 +108,61 @@ func TestFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenFileFromDevice: OpenFileFrom and Verify refuse a segment of
+// another device with ErrWrongDevice (also an ErrCorrupt) naming both
+// keys, before anything is written, even when the segment is whole and
+// validly signed by its own device; the right device opens it.
+func TestOpenFileFromDevice(t *testing.T) {
+	ids, rcs := newIdentities(t, SuiteX25519, 1)
+	dev, other := newDevice(t), newDevice(t)
+	dir := t.TempDir()
+	in, seg := filepath.Join(dir, "media"), filepath.Join(dir, "media.seg")
+	msg := plaintext(t.Name(), chunk+10)
+	if err := os.WriteFile(in, msg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := SealFile(in, seg, rcs, dev, testParams("from", 0, [CommitmentSize]byte{})); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := filepath.Join(dir, "cut.seg")
+	if err := os.WriteFile(cut, data[:len(data)-100], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{seg, cut} {
+		out := filepath.Join(dir, "wrong.out")
+		_, err := OpenFileFrom(path, out, other.Public(), ids...)
+		if !errors.Is(err, ErrWrongDevice) || !errors.Is(err, ErrCorrupt) || errors.Is(err, ErrTruncated) {
+			t.Fatalf("%s from another device: %v, want ErrWrongDevice and ErrCorrupt", path, err)
+		}
+		text := err.Error()
+		if !strings.Contains(text, "signed by another device than "+other.Public().String()) || !strings.Contains(text, dev.Public().String()) {
+			t.Errorf("the error does not name both devices: %v", err)
+		}
+		if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s from another device wrote an output (%v)", path, err)
+		}
+		if _, err := VerifyFile(path, other.Public()); !errors.Is(err, ErrWrongDevice) || !errors.Is(err, ErrCorrupt) {
+			t.Errorf("VerifyFile(%s) from another device: %v, want ErrWrongDevice", path, err)
+		}
+		// Not for this key either: the device is refused first.
+		stranger, _ := newIdentities(t, SuiteX25519, 1)
+		if _, err := OpenFileFrom(path, out, other.Public(), stranger...); !errors.Is(err, ErrWrongDevice) {
+			t.Errorf("another device and another key: %v, want ErrWrongDevice", err)
+		}
+	}
+	out := filepath.Join(dir, "right.out")
+	if _, err := OpenFileFrom(seg, out, dev.Public(), ids...); err != nil {
+		t.Fatalf("OpenFileFrom with the right device: %v", err)
+	}
+	if got, err := os.ReadFile(out); err != nil || !bytes.Equal(got, msg) {
+		t.Errorf("output %d bytes (%v), want %d", len(got), err, len(msg))
+	}
+	if _, err := OpenFileFrom(cut, filepath.Join(dir, "cut.out"), dev.Public(), ids...); !errors.Is(err, ErrTruncated) {
+		t.Errorf("a cut segment of the right device: %v, want ErrTruncated", err)
+	}
+}

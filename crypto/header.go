@@ -35,6 +35,32 @@ var ErrTruncated = errors.New("segment is truncated")
 // given keys: the segment is not for this organisation key.
 var ErrNoIdentity = errors.New("no recipient stanza opens with this key (the segment is for another key, or its header was modified)")
 
+// ErrWrongDevice marks a segment whose header names, and whose trailer is
+// signed by, another device than the one expected. Such an error is also
+// an ErrCorrupt.
+var ErrWrongDevice = errors.New("segment is signed by another device")
+
+// wrongDeviceError is an ErrWrongDevice naming both keys.
+type wrongDeviceError struct{ want, got *DevicePublicKey }
+
+func (e *wrongDeviceError) Error() string {
+	return fmt.Sprintf("segment is signed by another device than %s (its header names %s)", e.want, e.got)
+}
+
+func (e *wrongDeviceError) Is(target error) bool {
+	return target == ErrWrongDevice || target == ErrCorrupt
+}
+
+// CheckDevice returns an ErrWrongDevice unless the header names device.
+// The signature is checked with the header's key, so a segment that
+// passes both is signed by device.
+func (h *Header) CheckDevice(device *DevicePublicKey) error {
+	if !device.Equal(h.Device) {
+		return &wrongDeviceError{want: device, got: h.Device}
+	}
+	return nil
+}
+
 // Header is the authenticated, non-secret description of a segment.
 type Header struct {
 	Suite       Suite
@@ -155,6 +181,9 @@ func ParseHeader(raw []byte) (*Header, error) {
 		return nil, h.headerErr("declared length %d, have %d", total, len(raw))
 	}
 	p := raw[12:]
+	if err := checkDevicePoint(p[:32]); err != nil {
+		return nil, h.headerErr("device key %v", err)
+	}
 	h.Device = &DevicePublicKey{pub: ed25519.PublicKey(append([]byte(nil), p[:32]...))}
 	p = p[32:]
 	copy(h.RecordingID[:], p[:16])

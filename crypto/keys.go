@@ -74,6 +74,21 @@ const (
 // b64 is strict: non-canonical encodings (stray trailing bits) are refused.
 var b64 = base64.RawURLEncoding.Strict()
 
+// decodeKey decodes the base64 of a key line and accepts only the one
+// canonical encoding: unpadded base64url, no stray trailing bits, and
+// nothing the decoder would skip (Go's decoder ignores CR and LF inside).
+func decodeKey(data string) ([]byte, error) {
+	raw, err := b64.DecodeString(data)
+	if err != nil {
+		return nil, err
+	}
+	if b64.EncodeToString(raw) != data {
+		clear(raw)
+		return nil, errors.New("not the canonical base64url encoding")
+	}
+	return raw, nil
+}
+
 // Recipient is an organisation public key: segments sealed to it can be
 // opened only by the matching Identity.
 type Recipient struct {
@@ -140,7 +155,7 @@ func ParseRecipient(s string) (*Recipient, error) {
 	if err != nil || suites[suite].name != name {
 		return nil, fmt.Errorf("public key has unknown suite %q", name)
 	}
-	raw, err := b64.DecodeString(data)
+	raw, err := decodeKey(data)
 	if err != nil {
 		return nil, fmt.Errorf("public key is not valid base64url: %w", err)
 	}
@@ -169,7 +184,7 @@ func ParseIdentity(s string) (*Identity, error) {
 	if err != nil || strings.ToUpper(suites[suite].name) != name {
 		return nil, fmt.Errorf("private key has unknown suite %q", name)
 	}
-	raw, err := b64.DecodeString(data)
+	raw, err := decodeKey(data)
 	if err != nil {
 		return nil, errors.New("private key is not valid base64url")
 	}
@@ -231,9 +246,12 @@ func ParseDevicePublicKey(s string) (*DevicePublicKey, error) {
 	if !ok {
 		return nil, fmt.Errorf("not a device public key (want %s…)", devPubPrefix)
 	}
-	raw, err := b64.DecodeString(data)
+	raw, err := decodeKey(data)
 	if err != nil || len(raw) != ed25519.PublicKeySize {
 		return nil, errors.New("device public key must be 32 bytes of base64url")
+	}
+	if err := checkDevicePoint(raw); err != nil {
+		return nil, fmt.Errorf("device public key %w", err)
 	}
 	return &DevicePublicKey{pub: raw}, nil
 }
@@ -244,7 +262,7 @@ func ParseDeviceKey(s string) (*DeviceKey, error) {
 	if !ok {
 		return nil, fmt.Errorf("not a device private key (want %s…)", devKeyPrefix)
 	}
-	raw, err := b64.DecodeString(data)
+	raw, err := decodeKey(data)
 	if err != nil || len(raw) != ed25519.SeedSize {
 		return nil, errors.New("device private key must be a 32-byte seed in base64url")
 	}

@@ -145,7 +145,13 @@ func openSegment(seg []byte, ids ...*Identity) result {
 		res.newErr, res.err = err, err
 		return res
 	}
-	res.reader = r
+	return drain(r)
+}
+
+// drain reads r to its end with an odd buffer size, checks that the
+// terminal state is sticky and closes r.
+func drain(r *Reader) result {
+	res := result{reader: r}
 	buf := make([]byte, 7000)
 	for {
 		n, err := r.Read(buf)
@@ -232,4 +238,10 @@ func concat(parts ...[]byte) []byte {
 		out = append(out, p...)
 	}
 	return out
+}
+
+func setByte(b []byte, at int, v byte) []byte {
+	c := bytes.Clone(b)
+	c[at] = v
+	return c
 }

@@ -143,6 +143,33 @@ func probe(tail []byte) []int {
 	return ends
 }
 
+// cutTrailer finds where a final chunk could end in rest, the last bytes
+// of an unterminated segment, if what follows it is a trailer cut short:
+// fewer than TrailerSize bytes that begin as a writer writes a trailer
+// (the magic, version 1, known flags, as far as they reach).
+func cutTrailer(rest []byte) []int {
+	var ends []int
+	for l := max(stream.TagSize, len(rest)-(TrailerSize-1)); l < len(rest); l++ {
+		if trailerStart(rest[l:]) {
+			ends = append(ends, l)
+		}
+	}
+	return ends
+}
+
+// trailerStart reports whether b, shorter than a trailer, is how a trailer
+// begins.
+func trailerStart(b []byte) bool {
+	n := min(len(b), len(trailerMagic))
+	if string(b[:n]) != trailerMagic[:n] {
+		return false
+	}
+	if len(b) > 6 && b[6] != Version {
+		return false
+	}
+	return len(b) <= 7 || b[7]&^FlagLast == 0
+}
+
 // Reader opens a segment with an organisation identity. It releases only
 // authenticated plaintext; errors are sticky. The final io.EOF comes only
 // after the device signature over the whole file verified.
@@ -160,10 +187,22 @@ type Reader struct {
 // first identity that opens a stanza, and checks the key commitment before
 // any chunk is decrypted.
 func NewReader(src io.Reader, identities ...*Identity) (*Reader, error) {
+	return newReader(src, nil, identities)
+}
+
+// newReader is NewReader that, when device is not nil, first refuses a
+// segment whose header names another device (ErrWrongDevice), before any
+// key is tried.
+func newReader(src io.Reader, device *DevicePublicKey, identities []*Identity) (*Reader, error) {
 	h := blake3.New()
 	hdr, err := ReadHeader(src)
 	if err != nil {
 		return nil, err
+	}
+	if device != nil {
+		if err := hdr.CheckDevice(device); err != nil {
+			return nil, err
+		}
 	}
 	h.Write(hdr.raw)
 	key, err := unwrap(hdr, identities)
@@ -171,6 +210,12 @@ func NewReader(src io.Reader, identities ...*Identity) (*Reader, error) {
 		return nil, err
 	}
 	defer clear(key)
+	return newKeyedReader(src, hdr, key, h)
+}
+
+// newKeyedReader reads the payload and trailer of src, whose header hdr
+// was read already and hashed into h, with the unwrapped segment key.
+func newKeyedReader(src io.Reader, hdr *Header, key []byte, h hash.Hash) (*Reader, error) {
 	sp := newSplitter(src, h)
 	tee := &prefixTee{src: sp}
 	payload, err := stream.NewReader(key, hdr.raw, tee)
@@ -183,6 +228,7 @@ func NewReader(src io.Reader, identities ...*Identity) (*Reader, error) {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	payload.Probe = probe
+	payload.Cut, payload.CutWindow = cutTrailer, TrailerSize-1
 	r := &Reader{header: hdr, split: sp, payload: payload, hash: h}
 	copy(r.commit[:], tee.prefix[stream.SaltSize:])
 	return r, nil
@@ -254,6 +300,8 @@ func (r *Reader) finish(err error) error {
 		}
 		r.trailer = t
 		return io.EOF
+	case errors.Is(err, stream.ErrTerminatorCut):
+		return fmt.Errorf("%w: the file ends inside the trailer (cut while the segment was closed); the full chunks were released, the final chunk is not", ErrTruncated)
 	case errors.Is(err, stream.ErrTruncated) && r.split.trailer != nil:
 		// A power cut cannot leave a trailer after a missing final chunk.
 		return fmt.Errorf("%w: the trailer follows no valid final chunk", ErrCorrupt)
@@ -321,8 +369,10 @@ func Verify(src io.Reader, device *DevicePublicKey) (*Info, error) {
 		return nil, err
 	}
 	info := &Info{Header: hdr}
-	if device != nil && !device.Equal(hdr.Device) {
-		return info, fmt.Errorf("%w: segment was made by device %s, not %s", ErrCorrupt, hdr.Device, device)
+	if device != nil {
+		if err := hdr.CheckDevice(device); err != nil {
+			return info, err
+		}
 	}
 	h.Write(hdr.raw)
 	sp := newSplitter(cr, h)

@@ -27,6 +27,11 @@ const (
 	endMask  byte = 0x7 << 1
 	endShift      = 1
 
+	// ChunkSize is the plaintext size of every payload chunk but the last.
+	// Flush hands only whole chunks to the file, so a writer that wants all
+	// it wrote on disk at a flush pads its plaintext to a multiple of it.
+	ChunkSize = stream.ChunkSize
+
 	wrapInfo     = "uploadbox.segment-key.v1"
 	signDomain   = "uploadbox.segment-signature.v1\x00"
 	signHashSize = 32

@@ -317,6 +317,20 @@ func generateVectors(t *testing.T) {
 	l = layoutOf(t, seg)
 	add(vector{File: "truncated-in-trailer.seg", Description: "cut 40 bytes into the trailer (its magic survives): the final chunk is not released without a trailer", Expect: "truncated", Verify: "truncated"}, seg[:l.trailer+40], msg[:chunk])
 
+	seg, msg, _ = g.seal("truncated-in-trailer-long-final.seg", x, keyDevice, 0, zero, 2*chunk-1, false)
+	l = layoutOf(t, seg)
+	add(vector{File: "truncated-in-trailer-long-final.seg", Description: "a final chunk of 16399 bytes cut 10 bytes into the trailer: the last 16400-byte piece fails as a full chunk but is a final chunk and a trailer cut short, so the full chunk before it is released", Expect: "truncated", Verify: "truncated"}, seg[:l.trailer+10], msg[:chunk])
+
+	seg, _, _ = g.seal("corrupt-cut-trailer-damaged.seg", x, keyDevice, 0, zero, 2*chunk-1, false)
+	l = layoutOf(t, seg)
+	add(vector{File: "corrupt-cut-trailer-damaged.seg", Description: "as truncated-in-trailer-long-final, but the second byte of the cut trailer is damaged: the last 16400-byte piece is neither a full chunk nor a final chunk and a trailer cut short; without the key it reads as a cut", Expect: "corrupt", Verify: "truncated"}, setByte(seg[:l.trailer+10], l.trailer+1, 'X'), nil)
+
+	seg, _, _ = g.seal("corrupt-small-order-device.seg", x, keyDevice, 0, zero, 1000, false)
+	seg = bytes.Clone(seg)
+	copy(seg[12:44], append([]byte{1}, make([]byte, 31)...))
+	copy(seg[len(seg)-64:], forgedSignature())
+	add(vector{File: "corrupt-small-order-device.seg", Description: "the header's device is the identity point 01 00…00 and the trailer holds R = base point, S = 1, which Go's cofactorless Ed25519 accepts for any message: a small-order device key is refused when the header is parsed", Expect: "corrupt", Verify: "corrupt"}, seg, nil)
+
 	seg, _, _ = g.seal("corrupt-chunk-bit-flip.seg", x, keyDevice, 0, zero, chunk+10, false)
 	l = layoutOf(t, seg)
 	add(vector{File: "corrupt-chunk-bit-flip.seg", Description: "one bit flipped in the first chunk", Expect: "corrupt", Verify: "corrupt"}, flipBit(seg, (l.chunks+1234)*8+5), nil)

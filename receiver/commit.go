@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -23,7 +22,6 @@ import (
 
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/audit"
-	"github.com/uploadbox/uploadbox/internal/viewtoken"
 	"github.com/uploadbox/uploadbox/receiver/devices"
 	"github.com/uploadbox/uploadbox/receiver/receipt"
 )
@@ -117,7 +115,7 @@ func (s *Server) preCreate(hook tusd.HookEvent) (tusd.HTTPResponse, tusd.FileInf
 		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, err
 	}
 	if refused != "" {
-		if _, aerr := s.failures.Record(audit.Entry{Event: "upload.quota", Identity: d.Name, Source: hook.HTTPRequest.RemoteAddr, Outcome: "denied", Detail: refused}); aerr != nil {
+		if _, aerr := s.fails.Record(audit.Entry{Event: "upload.quota", Identity: d.Name, Source: hook.HTTPRequest.RemoteAddr, Outcome: "denied", Detail: refused}); aerr != nil {
 			s.log.Warn("audit upload.quota", "err", aerr)
 		}
 		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusRefusal(http.StatusRequestEntityTooLarge, ReasonQuota, refused)
@@ -489,77 +487,4 @@ func (s *Server) lookup(key string) (*SegmentRecord, error) {
 		return json.Unmarshal(v, rec)
 	})
 	return rec, err
-}
-
-// EnrollRequest is what a box sends, over anonymous TLS, to enroll. The
-// token names the device.
-type EnrollRequest struct {
-	Token     string `json:"token"`
-	DeviceKey string `json:"device_key"` // ubx-dev-pub-ed25519:…
-	// Proof is the device key's Ed25519 signature over EnrollProof(token).
-	Proof string `json:"proof"` // base64
-}
-
-// EnrollResponse carries what the box stores at enrollment.
-type EnrollResponse struct {
-	Certificate string   `json:"certificate"` // PEM
-	CA          string   `json:"ca"`          // PEM
-	ReceiptKey  string   `json:"receipt_key"` // base64 Ed25519 public key
-	Recipients  []string `json:"recipients"`
-	// TokenKey verifies viewer tokens: ubx-viewer-token-pub-ed25519:…
-	// (absent from receivers older than viewer accounts).
-	TokenKey string `json:"token_key,omitempty"`
-}
-
-// EnrollProof is the message a box signs to prove it holds its key.
-func EnrollProof(token string) []byte { return []byte("uploadbox.enroll.v1\x00" + token) }
-
-func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
-	var req EnrollRequest
-	dec := json.NewDecoder(io.LimitReader(r.Body, 8192))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		httpError(w, http.StatusBadRequest, "enroll: bad request body: "+err.Error())
-		return
-	}
-	pub, err := crypto.ParseDevicePublicKey(req.DeviceKey)
-	if err != nil {
-		httpError(w, http.StatusBadRequest, "enroll: "+err.Error())
-		return
-	}
-	proof, err := base64.StdEncoding.DecodeString(req.Proof)
-	if err != nil || !ed25519.Verify(pub.Bytes(), EnrollProof(req.Token), proof) {
-		httpError(w, http.StatusBadRequest, "enroll: the proof is not the device key's signature over the token")
-		return
-	}
-	name, err := devices.TokenName(req.Token)
-	if err != nil {
-		httpError(w, http.StatusBadRequest, "enroll: "+err.Error())
-		return
-	}
-	cert, err := s.ca.IssueDevice(name, pub.Bytes(), time.Now())
-	if err != nil {
-		httpError(w, http.StatusInternalServerError, "enroll: issue certificate")
-		return
-	}
-	if err := s.devices.Enroll(req.Token, pub.Bytes(), cert.SerialNumber.String(), r.RemoteAddr); err != nil {
-		code := http.StatusForbidden
-		if errors.Is(err, devices.ErrLocked) {
-			code = http.StatusLocked
-		}
-		// The reason stays in the audit log; the client learns only that it failed.
-		httpError(w, code, "enrollment refused")
-		return
-	}
-	resp := EnrollResponse{
-		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})),
-		CA:          string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.ca.Cert.Raw})),
-		ReceiptKey:  base64.StdEncoding.EncodeToString(s.receiptKey.Public().(ed25519.PublicKey)),
-		TokenKey:    viewtoken.FormatPublicKey(s.tokenKey.Public().(ed25519.PublicKey)),
-	}
-	for _, rc := range s.recipients {
-		resp.Recipients = append(resp.Recipients, rc.String())
-	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(resp)
 }

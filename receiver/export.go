@@ -42,6 +42,9 @@ type ExportOptions struct {
 	// Progress, if set, is called as the segments are read, with the
 	// bytes of segment files read so far and their total.
 	Progress func(done, total int64)
+	// Device, if set, is the only device whose segments are accepted: a
+	// segment of another device is an error (crypto.ErrWrongDevice).
+	Device *crypto.DevicePublicKey
 }
 
 // ExportReport describes a finished export.
@@ -98,7 +101,7 @@ func Export(ctx context.Context, out string, ids []*crypto.Identity, segments []
 		return nil, errors.New("export: no identity given")
 	}
 	rep := &ExportReport{Output: out}
-	files, err := readHeaders(ctx, ids, segments, rep)
+	files, err := readHeaders(ctx, ids, segments, opts.Device, rep)
 	if err != nil {
 		return nil, err
 	}
@@ -114,13 +117,13 @@ func Export(ctx context.Context, out string, ids []*crypto.Identity, segments []
 
 // readHeaders opens every segment far enough to authenticate its header
 // and learn its chain link: key unwrap and key commitment, no media.
-func readHeaders(ctx context.Context, ids []*crypto.Identity, paths []string, rep *ExportReport) ([]*segmentFile, error) {
+func readHeaders(ctx context.Context, ids []*crypto.Identity, paths []string, device *crypto.DevicePublicKey, rep *ExportReport) ([]*segmentFile, error) {
 	var files []*segmentFile
 	for i, path := range paths {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		sf, err := readHeader(ids, path)
+		sf, err := readHeader(ids, path, device)
 		if errors.Is(err, crypto.ErrTruncated) {
 			// Cut inside the header: no authentic media, no place in the
 			// chain. Typical of a power cut just after a segment began.
@@ -149,7 +152,7 @@ func readHeaders(ctx context.Context, ids []*crypto.Identity, paths []string, re
 	return files, nil
 }
 
-func readHeader(ids []*crypto.Identity, path string) (*segmentFile, error) {
+func readHeader(ids []*crypto.Identity, path string, device *crypto.DevicePublicKey) (*segmentFile, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("export: %w", err)
@@ -164,6 +167,11 @@ func readHeader(ids []*crypto.Identity, path string) (*segmentFile, error) {
 		return nil, fmt.Errorf("export: segment %s: %w", path, err)
 	}
 	defer r.Close()
+	if device != nil {
+		if err := r.Header().CheckDevice(device); err != nil {
+			return nil, fmt.Errorf("export: segment %s: %w", path, err)
+		}
+	}
 	return &segmentFile{path: path, size: st.Size(), header: r.Header(), commit: r.Commitment()}, nil
 }
 

@@ -89,7 +89,8 @@ type recording struct {
 }
 
 // record seals the test media as a recording with the given id into dir,
-// one file per segment named NAME-SEQ.ubx.
+// one file per segment named NAME-SEQ.ubx, its fragments padded to chunk
+// boundaries with free boxes as the recorder pads them.
 func record(t *testing.T, k keys, id [16]byte, dir, name string) *recording {
 	t.Helper()
 	frames, err := media()
@@ -100,7 +101,7 @@ func record(t *testing.T, k keys, id [16]byte, dir, name string) *recording {
 		t.Fatal(err)
 	}
 	r := &recording{id: id, dir: dir, name: name}
-	seg := segment.New(segment.Config{Audio: true}, func(seq uint64, start time.Duration) (segment.Output, error) {
+	seg := segment.New(segment.Config{Audio: true, Align: crypto.ChunkSize}, func(seq uint64, start time.Duration) (segment.Output, error) {
 		path := filepath.Join(dir, fmt.Sprintf("%s-%d.ubx", name, seq))
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
@@ -614,4 +615,24 @@ func probe(t *testing.T, path string, want time.Duration) {
 		t.Log("ffmpeg not found: the decode check was not run")
 	}
 	t.Logf("ffprobe: format duration %.3f s; video %.3f s in %d packets, audio %.3f s in %d packets", format, video, count[0], audio, count[1])
+}
+
+// TestExportDevice: with ExportOptions.Device, segments of another device
+// are refused (crypto.ErrWrongDevice) and nothing is written; the right
+// device exports.
+func TestExportDevice(t *testing.T) {
+	k, rec := fixture(t)
+	other := newKeys(t)
+	out := filepath.Join(t.TempDir(), "rec.mp4")
+	rep, err := Export(t.Context(), out, []*crypto.Identity{k.org}, rec.paths, ExportOptions{Device: other.device.Public()})
+	if !errors.Is(err, crypto.ErrWrongDevice) || rep != nil {
+		t.Fatalf("export with another device: %v, want crypto.ErrWrongDevice", err)
+	}
+	if !strings.Contains(err.Error(), rec.paths[0]) || !strings.Contains(err.Error(), "signed by another device than "+other.device.Public().String()) {
+		t.Errorf("the error does not name the segment and the device: %v", err)
+	}
+	noOutput(t, out)
+	if _, err := Export(t.Context(), out, []*crypto.Identity{k.org}, rec.paths, ExportOptions{Device: k.device.Public()}); err != nil {
+		t.Fatalf("export with the right device: %v", err)
+	}
 }

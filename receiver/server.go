@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
 	"github.com/uploadbox/uploadbox/receiver/devices"
+	"github.com/uploadbox/uploadbox/receiver/internal/limit"
 	"github.com/uploadbox/uploadbox/receiver/pki"
 	"github.com/uploadbox/uploadbox/receiver/store"
 	"github.com/uploadbox/uploadbox/receiver/viewers"
@@ -77,6 +79,16 @@ type ServerConfig struct {
 	// PatchTimeout cuts a PATCH that receives no byte for this long (default
 	// 30s); the bytes received so far stay, and the upload can be resumed.
 	PatchTimeout time.Duration
+	// AuthRate (per second, default DefaultAuthRate) and AuthBurst
+	// (default DefaultAuthBurst) are the token buckets of POST /v1/login
+	// and /v1/enroll, one per source address and one per account name.
+	AuthRate  float64
+	AuthBurst int
+	// AuditMaxBytes caps the audit log (default DefaultAuditMaxBytes): see auditGuard.
+	AuditMaxBytes int64
+	// RequestTimeout bounds reading the body and writing the answer of every
+	// non-upload request (default DefaultRequestTimeout).
+	RequestTimeout time.Duration
 }
 
 // Server is the cloud receiver.
@@ -98,8 +110,11 @@ type Server struct {
 	tus        *tusd.Handler
 	tusStore   filestore.FileStore
 	locker     tusd.Locker
-	// failures coalesces audit entries of refused device requests.
-	failures *audit.Failures
+	// fails takes every failed-authentication and refused-device entry
+	// (coalesced, capped).
+	fails     *auditGuard
+	byAddress *limit.Keyed
+	byAccount *limit.Keyed
 	// Notes for the operator from the first run (e.g. a generated org key).
 	Warnings []string
 }
@@ -123,6 +138,18 @@ func Open(cfg ServerConfig) (*Server, error) {
 	if err := cfg.uploadDefaults(); err != nil {
 		return nil, err
 	}
+	if cfg.AuthRate == 0 {
+		cfg.AuthRate = DefaultAuthRate
+	}
+	if cfg.AuthBurst == 0 {
+		cfg.AuthBurst = DefaultAuthBurst
+	}
+	if cfg.AuditMaxBytes == 0 {
+		cfg.AuditMaxBytes = DefaultAuditMaxBytes
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
 	if len(cfg.Hosts) == 0 {
 		host, _, err := net.SplitHostPort(cfg.Listen)
 		if err != nil {
@@ -138,6 +165,8 @@ func Open(cfg ServerConfig) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, log: log.With("component", "receiver")}
+	s.byAddress = limit.NewKeyed(cfg.AuthRate, cfg.AuthBurst)
+	s.byAccount = limit.NewKeyed(cfg.AuthRate, cfg.AuthBurst)
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return nil, fmt.Errorf("serve: data directory: %w", err)
 	}
@@ -163,13 +192,13 @@ func Open(cfg ServerConfig) (*Server, error) {
 	if _, err := s.audit.Prune(cfg.AuditRetention); err != nil {
 		return nil, err
 	}
-	s.failures = audit.NewFailures(s.audit, time.Minute)
+	s.fails = &auditGuard{log: s.audit, fails: audit.NewFailures(s.audit, 0), max: cfg.AuditMaxBytes, slog: s.log}
 	// The server holds the database; admin commands reach it through the
 	// admin socket while it runs (see admin.go), so they never wait on it.
 	if s.db, err = bolt.Open(filepath.Join(cfg.Data, DBFile), 0o600, &bolt.Options{Timeout: 2 * time.Second}); err != nil {
 		return nil, fmt.Errorf("serve: database %s: %w (is another receiver running on this data directory?)", filepath.Join(cfg.Data, DBFile), err)
 	}
-	if s.devices, err = devices.New(s.db, s.audit); err != nil {
+	if s.devices, err = devices.New(s.db, s.audit, devices.WithFailures(s.fails)); err != nil {
 		s.db.Close()
 		return nil, err
 	}
@@ -239,7 +268,7 @@ func (s *Server) Viewers() *viewers.Registry { return s.viewers }
 // prepares the login handler.
 func (s *Server) openViewers() error {
 	var err error
-	if s.viewers, err = viewers.New(s.db, s.audit); err != nil {
+	if s.viewers, err = viewers.New(s.db, s.audit, viewers.WithFailures(s.fails)); err != nil {
 		return err
 	}
 	policy := s.cfg.PasswordPolicy
@@ -314,43 +343,67 @@ func (s *Server) loadRecipients() error {
 // Handler returns the receiver's HTTP handler.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/enroll", s.handleEnroll)
-	mux.Handle("POST /v1/login", s.login) // viewers: a password, no client certificate
+	mux.Handle("POST /v1/enroll", s.perAddress("device.enroll", s.bounded(s.perAccount("device.enroll", enrollName, http.HandlerFunc(s.handleEnroll)))))
+	mux.Handle("POST /v1/login", s.perAddress("viewer.login", s.bounded(s.perAccount("viewer.login", loginName, s.login)))) // viewers: a password, no client certificate
 	mux.Handle("/v1/uploads/", s.deviceOnly(http.StripPrefix("/v1/uploads/", s.ownUploads(s.tus))))
-	mux.Handle("POST /v1/commit", s.deviceOnly(http.HandlerFunc(s.handleCommit)))
-	mux.Handle("POST /v1/audit/checkpoint", s.deviceOnly(http.HandlerFunc(s.handleAuditCheckpoint)))
+	mux.Handle("POST /v1/commit", s.bounded(s.deviceOnly(http.HandlerFunc(s.handleCommit))))
+	mux.Handle("POST /v1/audit/checkpoint", s.bounded(s.deviceOnly(http.HandlerFunc(s.handleAuditCheckpoint))))
+	// Anything else is answered 404, also within the request timeout: a
+	// slow body sent to an unknown path is not kept either.
+	mux.Handle("/", s.bounded(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		httpError(w, http.StatusNotFound, "no such endpoint")
+	})))
 	return mux
 }
 
-// TLSConfig is the server's TLS configuration: 1.2 minimum, device
-// certificates checked against the CA and the registry (revoked devices
-// are refused in the handshake), every device connection audited.
+// TLSConfig is the server's TLS configuration: 1.2 minimum with AEAD
+// suites only, device certificates checked against the CA and the
+// registry (revoked devices are refused in the handshake), every device
+// connection audited, and every refused client certificate (a foreign
+// CA's, an expired or a revoked one) audited as a failure with its source.
 func (s *Server) TLSConfig() *tls.Config {
-	// Revocation is checked in VerifyConnection rather than through
-	// pki.ServerTLS's hook so that the refusal is audited too.
-	cfg := pki.ServerTLS(s.ca, s.cert, nil)
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		if len(cs.PeerCertificates) == 0 {
-			return nil // enrollment: anonymous TLS
+	base := pki.ServerTLS(s.ca, s.cert, nil)
+	// The per-connection configurations below replace the one http.Server
+	// extends with ALPN: name its protocols here.
+	base.NextProtos = []string{"h2", "http/1.1"}
+	cfg := base.Clone()
+	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		src := hello.Conn.RemoteAddr().String()
+		c := base.Clone()
+		verify := c.VerifyPeerCertificate
+		c.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+			err := verify(raw, chains)
+			if err != nil {
+				s.fails.Record(audit.Entry{Event: "device.connect", Source: src, Outcome: "denied", Detail: err.Error()})
+			}
+			return err
 		}
-		c := cs.PeerCertificates[0]
-		d, ok := s.devices.Authorized(c.SerialNumber.String())
-		outcome, name := "ok", c.Subject.CommonName
-		if d != nil {
-			name = d.Name
-		}
-		if !ok {
-			outcome = "denied"
-		}
-		if _, err := s.audit.Append(audit.Entry{Event: "device.connect", Identity: name, Outcome: outcome, Detail: "certificate serial " + c.SerialNumber.String()}); err != nil {
-			return fmt.Errorf("audit: %w", err)
-		}
-		if !ok {
-			return fmt.Errorf("device %q is not enrolled or not active", name)
-		}
-		return nil
+		// Revocation is checked here rather than through pki.ServerTLS's
+		// hook so that the refusal names the device.
+		c.VerifyConnection = func(cs tls.ConnectionState) error { return s.verifyDevice(cs, src) }
+		return c, nil
 	}
 	return cfg
+}
+
+func (s *Server) verifyDevice(cs tls.ConnectionState, src string) error {
+	if len(cs.PeerCertificates) == 0 {
+		return nil // enrollment: anonymous TLS
+	}
+	c := cs.PeerCertificates[0]
+	d, ok := s.devices.Authorized(c.SerialNumber.String())
+	name := c.Subject.CommonName
+	if d != nil {
+		name = d.Name
+	}
+	if !ok {
+		s.fails.Record(audit.Entry{Event: "device.connect", Identity: name, Source: src, Outcome: "denied", Detail: "certificate serial " + c.SerialNumber.String() + ": not enrolled or not active"})
+		return fmt.Errorf("device %q is not enrolled or not active", name)
+	}
+	if _, err := s.audit.Append(audit.Entry{Event: "device.connect", Identity: name, Source: src, Outcome: "ok", Detail: "certificate serial " + c.SerialNumber.String()}); err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	return nil
 }
 
 // Run serves on cfg.Listen until ctx is done; ready gets the address.
@@ -388,9 +441,14 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	prune := time.NewTicker(24 * time.Hour)
 	defer prune.Stop()
 	bg, stopBg := context.WithCancel(ctx)
-	bgDone := make(chan error, 2)
-	go func() { s.runJanitor(bg); bgDone <- nil }()
-	go func() { bgDone <- s.failures.Run(bg) }()
+	janitorDone := make(chan struct{})
+	go func() { s.runJanitor(bg); close(janitorDone) }()
+	// The coalesced failures are summed up once a minute and at shutdown.
+	fctx, stopFails := context.WithCancel(context.WithoutCancel(ctx))
+	failsDone := make(chan error, 1)
+	go func() { failsDone <- s.fails.fails.Run(fctx) }()
+	sizeCheck := time.NewTicker(time.Minute)
+	defer sizeCheck.Stop()
 wait:
 	for {
 		select {
@@ -398,6 +456,8 @@ wait:
 			break wait
 		case err = <-errc:
 			break wait
+		case <-sizeCheck.C:
+			s.fails.check()
 		case <-prune.C:
 			if n, perr := s.audit.Prune(s.cfg.AuditRetention); perr != nil {
 				s.log.Warn("audit retention not applied", "err", perr)
@@ -411,10 +471,12 @@ wait:
 	serr := srv.Shutdown(shutdown)
 	aerr := adminSrv.Shutdown(shutdown)
 	stopBg()
-	jerr, ferr := <-bgDone, <-bgDone
+	<-janitorDone
+	stopFails()
+	ferr := <-failsDone
 	os.Remove(filepath.Join(s.cfg.Data, AdminSocket))
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
-	return errors.Join(err, serr, aerr, jerr, ferr)
+	return errors.Join(err, serr, aerr, ferr)
 }

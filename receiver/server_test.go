@@ -333,7 +333,7 @@ func TestDeviceAccess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(log), `"event":"device.connect","identity":"room-9","outcome":"denied"`) {
+	if !strings.Contains(string(log), `"event":"device.connect","identity":"room-9","source":"127.0.0.1","outcome":"denied"`) {
 		t.Fatalf("revoked connection not audited:\n%s", log)
 	}
 	if !strings.Contains(string(log), `"event":"device.revoke","identity":"room-9","source":"local","outcome":"ok"`) {

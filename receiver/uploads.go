@@ -200,7 +200,7 @@ func missingUploadID() string {
 // denyUpload audits a device's request for another device's upload. The
 // upload id stays out of the entry: the owner's name says enough.
 func (s *Server) denyUpload(d *devices.Device, source, what string, o *uploadOwner) {
-	if _, err := s.failures.Record(audit.Entry{Event: "upload.denied", Identity: d.Name, Source: source, Outcome: "denied",
+	if _, err := s.fails.Record(audit.Entry{Event: "upload.denied", Identity: d.Name, Source: source, Outcome: "denied",
 		Detail: fmt.Sprintf("%s of an upload of device %s", what, o.Device)}); err != nil {
 		s.log.Warn("audit upload.denied", "err", err)
 	}

@@ -165,6 +165,7 @@ func Enroll(ctx context.Context, receiverURL, token, caFingerprint, dir string) 
 	var pinned *x509.Certificate
 	tlsCfg := &tls.Config{
 		MinVersion:         tls.VersionTLS12,
+		CipherSuites:       pki.TLS12Suites(),
 		InsecureSkipVerify: true, // replaced by the pinned verification below
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
 			var certs []*x509.Certificate

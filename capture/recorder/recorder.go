@@ -55,7 +55,8 @@ type Config struct {
 	Dir        string
 	Recipients []*crypto.Recipient
 	Device     *crypto.DeviceKey
-	Segment    segment.Config
+	// Segment shapes the fMP4; its Align is set to the sealing chunk size.
+	Segment segment.Config
 	// BeforeSegment, if set, is called before each segment file is
 	// created, with the path it will have while it is written (the
 	// PartialSuffix name). An error stops the recording with that error
@@ -113,6 +114,9 @@ func New(cfg Config) (*Recorder, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	// Every fragment ends on a chunk boundary, so at its flush it reaches
+	// the file whole and its fsync makes it durable.
+	cfg.Segment.Align = crypto.ChunkSize
 	if cfg.create == nil {
 		cfg.create = func(path string) (file, error) {
 			return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)

@@ -1,9 +1,10 @@
 // Package segment cuts the encoded frames of a recording into fragmented
 // MP4 (CMAF) segments: H.264 video and, when enabled, Opus audio, in
-// fragments of about a second, segments of a configured length cut at
+// fragments of about half a second, segments of a configured length cut at
 // keyframes. Every segment is a standalone playable file (its own init,
-// then moof+mdat fragments), and the fragments of consecutive segments
-// share one timeline, so appending them gives continuous timestamps.
+// then moof+mdat fragments, each optionally padded with a free box), and
+// the fragments of consecutive segments share one timeline, so appending
+// them gives continuous timestamps.
 //
 // The package does no I/O of its own: the caller opens an Output per
 // segment (in the recorder, a sealing writer on a spool file) and decides
@@ -12,6 +13,7 @@ package segment
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -35,9 +37,18 @@ const (
 
 // Defaults for the zero Config fields.
 const (
-	DefaultSegmentLength  = 10 * time.Second
-	DefaultFragmentLength = time.Second
+	DefaultSegmentLength = 10 * time.Second
+	// DefaultFragmentLength bounds what a power cut loses: the fragment
+	// being built is not on disk yet.
+	DefaultFragmentLength = 500 * time.Millisecond
 )
+
+// freeHeader is the size of a free box with no payload, the least padding
+// that can be added.
+const freeHeader = 8
+
+// maxAlign keeps a padding box far below the 32-bit box size limit.
+const maxAlign = 1 << 20
 
 // audioResync is how far the audio sample count may drift from the
 // capture clock (lost packets, a microphone clock that runs fast or slow)
@@ -57,8 +68,14 @@ type Config struct {
 	// the first IDR at or after it. Default 10 s.
 	SegmentLength time.Duration
 	// FragmentLength is the target length of a fragment, the unit that is
-	// flushed (and fsynced by the recorder). Default 1 s.
+	// flushed (and fsynced by the recorder). Default 500 ms.
 	FragmentLength time.Duration
+	// Align, if set, pads every fragment with a free box so that the
+	// segment's length at every Flush is a multiple of Align. The recorder
+	// sets the sealing writer's chunk size: a flush then hands the whole
+	// fragment to the file in complete chunks, none of it waits in memory.
+	// Each fragment grows by 8 to Align+7 bytes. 0 (none) or 8 to 1 MiB.
+	Align int
 	// Audio adds an Opus track. When false, audio frames are ignored.
 	Audio bool
 	// AudioChannels is the Opus channel count, 1 or 2. Default 1.
@@ -76,6 +93,9 @@ func (c Config) Validate() error {
 	}
 	if c.SegmentLength > 0 && c.FragmentLength > c.SegmentLength {
 		errs = append(errs, fmt.Errorf("fragment length %v is longer than the segment length %v", c.FragmentLength, c.SegmentLength))
+	}
+	if c.Align < 0 || (c.Align > 0 && c.Align < freeHeader) || c.Align > maxAlign {
+		errs = append(errs, fmt.Errorf("alignment %d: want 0 (none) or %d (an empty free box) to %d", c.Align, freeHeader, maxAlign))
 	}
 	if c.Audio && (c.AudioChannels < 0 || c.AudioChannels > 2) {
 		errs = append(errs, fmt.Errorf("audio channels %d: Opus in MP4 takes 1 or 2", c.AudioChannels))
@@ -165,6 +185,7 @@ type Segmenter struct {
 	seq      uint64 // sequence of the next segment
 	segStart int64  // video decode time of the current segment's first frame
 	fragSeq  uint32 // mfhd sequence number of the last fragment
+	written  int64  // bytes of the current segment written to out
 
 	video track
 	audio track
@@ -366,10 +387,12 @@ func (s *Segmenter) openSegment(at time.Duration, start int64) error {
 	if _, err := out.Write(s.buf.Bytes()); err != nil {
 		return fmt.Errorf("segment %d: write init: %w", s.seq-1, err)
 	}
+	s.written = int64(s.buf.Len())
 	return nil
 }
 
-// flush writes the buffered samples as one fragment and flushes.
+// flush writes the buffered samples as one fragment, padded if asked,
+// and flushes.
 func (s *Segmenter) flush() error {
 	if len(s.video.samples) == 0 && len(s.audio.samples) == 0 {
 		return nil
@@ -389,6 +412,10 @@ func (s *Segmenter) flush() error {
 		return fmt.Errorf("segment %d: marshal fragment %d: %w", s.seq-1, s.fragSeq, err)
 	}
 	s.video.samples, s.audio.samples = nil, nil
+	if s.cfg.Align > 0 {
+		s.pad(int64(s.buf.Len()))
+	}
+	s.written += int64(s.buf.Len())
 	if _, err := s.out.Write(s.buf.Bytes()); err != nil {
 		return fmt.Errorf("segment %d: write fragment %d: %w", s.seq-1, s.fragSeq, err)
 	}
@@ -396,6 +423,20 @@ func (s *Segmenter) flush() error {
 		return fmt.Errorf("segment %d: flush fragment %d: %w", s.seq-1, s.fragSeq, err)
 	}
 	return nil
+}
+
+// pad appends to s.buf a free box that brings the segment, once the n
+// bytes in s.buf are written, to a multiple of Align.
+func (s *Segmenter) pad(n int64) {
+	align := int64(s.cfg.Align)
+	size := (align - (s.written+n)%align) % align
+	if size < freeHeader {
+		size += align
+	}
+	box := make([]byte, size)
+	binary.BigEndian.PutUint32(box, uint32(size))
+	copy(box[4:], "free")
+	s.buf.Write(box)
 }
 
 // Close ends the last fragment and closes the last segment with last set.

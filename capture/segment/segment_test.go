@@ -2,6 +2,7 @@ package segment
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -125,6 +126,26 @@ func parse(t *testing.T, b []byte) parsed {
 	return p
 }
 
+// freeBytes sums the sizes of the top-level free boxes in b.
+func freeBytes(t *testing.T, b []byte) int {
+	t.Helper()
+	n := 0
+	for len(b) > 0 {
+		if len(b) < 8 {
+			t.Fatalf("%d bytes after the last box", len(b))
+		}
+		size := int(binary.BigEndian.Uint32(b))
+		if size < 8 || size > len(b) {
+			t.Fatalf("box %q of %d bytes in %d", b[4:8], size, len(b))
+		}
+		if string(b[4:8]) == "free" {
+			n += size
+		}
+		b = b[size:]
+	}
+	return n
+}
+
 // span is where a track's samples sit on the timeline of one segment.
 type span struct {
 	first, end uint64
@@ -176,8 +197,10 @@ func TestSegments(t *testing.T) {
 		starts   []time.Duration // expected segment starts (IDRs every 2 s)
 		fragment time.Duration
 	}{
-		{"defaults with audio", Config{Audio: true}, true, []time.Duration{0, 10 * time.Second, 20 * time.Second}, time.Second},
-		{"video only", Config{}, false, []time.Duration{0, 10 * time.Second, 20 * time.Second}, time.Second},
+		{"defaults with audio", Config{Audio: true}, true, []time.Duration{0, 10 * time.Second, 20 * time.Second}, DefaultFragmentLength},
+		{"video only", Config{}, false, []time.Duration{0, 10 * time.Second, 20 * time.Second}, DefaultFragmentLength},
+		{"aligned to sealing chunks", Config{Audio: true, Align: 16384}, true, []time.Duration{0, 10 * time.Second, 20 * time.Second}, DefaultFragmentLength},
+		{"one-second fragments, odd alignment", Config{FragmentLength: time.Second, Align: 1000}, false, []time.Duration{0, 10 * time.Second, 20 * time.Second}, time.Second},
 		{"short segments", Config{SegmentLength: 3 * time.Second, FragmentLength: 500 * time.Millisecond, Audio: true, AudioChannels: 1}, true,
 			[]time.Duration{0, 4 * time.Second, 8 * time.Second, 12 * time.Second, 16 * time.Second, 20 * time.Second, 24 * time.Second}, 500 * time.Millisecond},
 		{"one segment", Config{SegmentLength: time.Hour, Audio: true}, true, []time.Duration{0}, time.Second},
@@ -220,6 +243,20 @@ func TestSegments(t *testing.T) {
 				// One flush per fragment, right after its bytes; nothing after the last.
 				if o.flushes != len(p.parts) || o.flushed[len(o.flushed)-1] != o.buf.Len() {
 					t.Errorf("segment %d: %d flushes for %d fragments", i, o.flushes, len(p.parts))
+				}
+				// Aligned: at every flush the segment is a multiple of
+				// Align, its padding a free box.
+				if a := tt.cfg.Align; a > 0 {
+					for j, n := range o.flushed {
+						if n%a != 0 {
+							t.Errorf("segment %d: flush %d at %d bytes, not a multiple of %d", i, j, n, a)
+						}
+					}
+					if free := freeBytes(t, o.buf.Bytes()); free < 8*o.flushes || free > (a+7)*o.flushes {
+						t.Errorf("segment %d: %d bytes of free boxes for %d fragments", i, free, o.flushes)
+					}
+				} else if free := freeBytes(t, o.buf.Bytes()); free != 0 {
+					t.Errorf("segment %d: %d bytes of padding, none asked for", i, free)
 				}
 				for j, part := range p.parts {
 					if part.SequenceNumber != lastSeq+1 {
@@ -417,7 +454,7 @@ func TestErrorsAreSticky(t *testing.T) {
 		}
 	})
 	t.Run("bad config", func(t *testing.T) {
-		s := New(Config{SegmentLength: -1, FragmentLength: -1, Audio: true, AudioChannels: 6}, func(uint64, time.Duration) (Output, error) {
+		s := New(Config{SegmentLength: -1, FragmentLength: -1, Audio: true, AudioChannels: 6, Align: 7}, func(uint64, time.Duration) (Output, error) {
 			t.Fatal("opened a segment")
 			return nil, nil
 		})
@@ -425,7 +462,7 @@ func TestErrorsAreSticky(t *testing.T) {
 		if err == nil || s.Close() != err {
 			t.Fatalf("error %v", err)
 		}
-		for _, want := range []string{"segment length", "fragment length", "audio channels 6"} {
+		for _, want := range []string{"segment length", "fragment length", "audio channels 6", "alignment 7"} {
 			if !bytes.Contains([]byte(err.Error()), []byte(want)) {
 				t.Errorf("error %q does not mention %q", err, want)
 			}

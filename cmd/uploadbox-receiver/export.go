@@ -14,22 +14,30 @@ import (
 )
 
 type exportOptions struct {
-	identity string
-	out      string
+	identity  string
+	out       string
+	devicePub string
 }
 
 func newExportCommand() *cobra.Command {
 	var o exportOptions
 	cmd := &cobra.Command{
-		Use:   "export --identity org.key -o rec.mp4 SEG...",
+		Use:   "export --identity org.key [--device-pub PUB] -o rec.mp4 SEG...",
 		Short: "Check a recording's chain, decrypt its segments and write one playable MP4",
 		Args:  cli.Args(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.out == "" || o.identity == "" {
+				return cli.Usagef("--identity and -o: give the organisation key file and the MP4 file to write")
+			}
+			dev, err := devicePubFlag(o.devicePub)
+			if err != nil {
+				return err
+			}
 			id, err := crypto.ReadIdentityFile(o.identity)
 			if err != nil {
 				return err
 			}
-			var opts receiver.ExportOptions
+			opts := receiver.ExportOptions{Device: dev}
 			if isTerminal(os.Stderr) {
 				opts.Progress = progressBar(cmd.ErrOrStderr())
 			}
@@ -54,6 +62,7 @@ func newExportCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&o.identity, "identity", "", "organisation private key file")
 	cmd.Flags().StringVarP(&o.out, "output", "o", "", "MP4 file to write")
+	cmd.Flags().StringVar(&o.devicePub, "device-pub", "", "refuse segments not signed by this device: its public key, or a file holding it")
 	cmd.MarkFlagRequired("identity")
 	cmd.MarkFlagRequired("output")
 	return cmd

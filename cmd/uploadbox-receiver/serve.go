@@ -20,6 +20,10 @@ type serveOptions struct {
 	s3                                 store.S3Options
 	auditRetention                     time.Duration
 	auditCheckpointEvery               time.Duration
+	authRate                           string
+	authBurst                          int
+	auditMaxBytes                      int64
+	requestTimeout                     time.Duration
 	viewers                            viewerServeOptions
 	uploads                            uploadServeOptions
 }
@@ -40,6 +44,20 @@ func newServeCommand() *cobra.Command {
 				return cli.Usagef("--audit-checkpoint-every %s: use 1s to 10m", o.auditCheckpointEvery)
 			}
 			cfg.AuditCheckpointEvery = o.auditCheckpointEvery
+			rate, err := receiver.ParseRate(o.authRate)
+			if err != nil {
+				return cli.Usagef("--auth-rate: %v", err)
+			}
+			if o.authBurst < 1 || o.authBurst > 1000 {
+				return cli.Usagef("--auth-burst %d: give 1 to 1000", o.authBurst)
+			}
+			if o.auditMaxBytes < 1<<20 {
+				return cli.Usagef("--audit-max-bytes %d: give at least 1048576 (1 MiB)", o.auditMaxBytes)
+			}
+			if o.requestTimeout < time.Second {
+				return cli.Usagef("--request-timeout %s: give at least 1s", o.requestTimeout)
+			}
+			cfg.AuthRate, cfg.AuthBurst, cfg.AuditMaxBytes, cfg.RequestTimeout = rate, o.authBurst, o.auditMaxBytes, o.requestTimeout
 			if o.hostname != "" {
 				cfg.Hosts = []string{o.hostname}
 			}
@@ -82,6 +100,10 @@ func newServeCommand() *cobra.Command {
 	f.BoolVar(&o.s3.PathStyle, "s3-path-style", false, "use path-style S3 addressing")
 	f.DurationVar(&o.auditRetention, "audit-retention", 180*24*time.Hour, "how long audit entries are kept (pruned at start, daily while running)")
 	f.DurationVar(&o.auditCheckpointEvery, "audit-checkpoint-every", 10*time.Minute, "how often the audit log's head is signed with the receipt key (1s to 10m; once more at shutdown)")
+	f.StringVar(&o.authRate, "auth-rate", "10/min", "login and enrollment attempts allowed per source address and per account name (N/s, N/min or N/h); more get 429 with Retry-After")
+	f.IntVar(&o.authBurst, "auth-burst", receiver.DefaultAuthBurst, "attempts allowed at once on top of --auth-rate")
+	f.Int64Var(&o.auditMaxBytes, "audit-max-bytes", receiver.DefaultAuditMaxBytes, "audit log size that raises an alert at 90% and, when reached, drops failed-authentication entries (never logins or handshakes)")
+	f.DurationVar(&o.requestTimeout, "request-timeout", receiver.DefaultRequestTimeout, "time to receive the body and send the answer of every non-upload request (login, enroll, commit)")
 	o.viewers.AddFlags(f)
 	o.uploads.AddFlags(f)
 	cmd.MarkFlagRequired("data")

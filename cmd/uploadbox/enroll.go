@@ -1,26 +1,34 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/cli"
 	"github.com/uploadbox/uploadbox/uploader"
 )
 
 type enrollOptions struct {
-	receiver, token, fingerprint, state string
+	receiver, token, tokenFile, fingerprint, state string
 }
 
 func newEnrollCommand() *cobra.Command {
 	var o enrollOptions
 	cmd := &cobra.Command{
-		Use:   "enroll --receiver URL --token T --ca-fingerprint FP --state DIR",
+		Use:   "enroll --receiver URL (--token-file FILE | --token - | --token T) --ca-fingerprint FP --state DIR",
 		Short: "Enroll this box with a receiver: make the device key, get a client certificate",
 		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := uploader.Enroll(cmd.Context(), o.receiver, o.token, o.fingerprint, o.state)
+			token, err := o.readToken(cmd.InOrStdin())
+			if err != nil {
+				return err
+			}
+			st, err := uploader.Enroll(cmd.Context(), o.receiver, token, o.fingerprint, o.state)
 			if err != nil {
 				return err
 			}
@@ -31,11 +39,41 @@ func newEnrollCommand() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.receiver, "receiver", "", "receiver URL, https://HOST:PORT")
-	f.StringVar(&o.token, "token", "", "one-time token from uploadbox-receiver devices add")
+	f.StringVar(&o.token, "token", "", "one-time token from uploadbox-receiver devices add, or - to read it from standard input (on the command line it is visible to other users in /proc: prefer - or --token-file)")
+	f.StringVar(&o.tokenFile, "token-file", "", "read the one-time token from this file (one line; it must not be readable by group or others)")
 	f.StringVar(&o.fingerprint, "ca-fingerprint", "", "the receiver CA's SHA-256 fingerprint from devices add")
 	f.StringVar(&o.state, "state", "", "state directory for the device key, certificate and receiver keys")
-	for _, n := range []string{"receiver", "token", "ca-fingerprint", "state"} {
+	for _, n := range []string{"receiver", "ca-fingerprint", "state"} {
 		cmd.MarkFlagRequired(n)
 	}
 	return cmd
+}
+
+// readToken takes the token from exactly one of --token, --token - and
+// --token-file. A token file is a secret: it follows the private key file
+// rule (regular, not group/world-readable).
+func (o enrollOptions) readToken(stdin io.Reader) (string, error) {
+	switch {
+	case o.token != "" && o.tokenFile != "":
+		return "", cli.Usagef("give the token once: --token or --token-file, not both")
+	case o.tokenFile != "":
+		tok, err := crypto.ReadKeyLine(o.tokenFile, true)
+		if err != nil {
+			return "", fmt.Errorf("enroll: --token-file: %w", err)
+		}
+		return tok, nil
+	case o.token == "-":
+		line, err := bufio.NewReader(io.LimitReader(stdin, 4096)).ReadString('\n')
+		tok := strings.TrimSpace(line)
+		if tok == "" {
+			if err == nil || err == io.EOF {
+				return "", cli.Usagef("--token -: standard input held no token (pipe the token from devices add)")
+			}
+			return "", fmt.Errorf("enroll: --token -: %w", err)
+		}
+		return tok, nil
+	case o.token != "":
+		return o.token, nil
+	}
+	return "", cli.Usagef("the enrollment token is required: --token-file FILE, --token - (standard input) or --token T")
 }

@@ -30,7 +30,8 @@ func main() {
 	encodeOnly := flag.Duration("encode-only", 0, "internal: run the bare encode for this long in this process and exit")
 	uploadMiB := flag.Int64("upload", 1024, "MiB of segments for the upload comparison")
 	daemonFor := flag.Duration("daemon", 60*time.Second, "length of the daemon's session in the daemon comparison")
-	only := flag.String("only", "", "run one comparison: seal, age, record, upload, daemon or live")
+	only := flag.String("only", "", "run one comparison: seal, age, record, upload, daemon, live, login or powercut")
+	kills := flag.Int("kills", 20, "SIGKILLs of the recorder in the power-cut measurement")
 	flag.Parse()
 	if *encodeOnly > 0 {
 		n, err := capture.EncodeOnly(context.Background(), benchCapture, *encodeOnly)
@@ -41,7 +42,7 @@ func main() {
 		fmt.Println(n)
 		return
 	}
-	if err := run(*bin, *size<<20, *rounds, *recordFor, *uploadMiB<<20, *daemonFor, *only); err != nil {
+	if err := run(*bin, *size<<20, *rounds, *recordFor, *uploadMiB<<20, *daemonFor, *kills, *only); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -53,7 +54,7 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-func run(bin string, size, rounds int, recordFor time.Duration, upload int64, daemonFor time.Duration, only string) error {
+func run(bin string, size, rounds int, recordFor time.Duration, upload int64, daemonFor time.Duration, kills int, only string) error {
 	modules, err := filepath.Abs(".cache/npm/node_modules")
 	if err != nil {
 		return err
@@ -68,6 +69,8 @@ func run(bin string, size, rounds int, recordFor time.Duration, upload int64, da
 		{"upload", func() error { return uploadBench(upload) }},
 		{"daemon", func() error { return daemonVsEncode(bin, daemonFor) }},
 		{"live", func() error { return liveBench(bin, 10, modules) }},
+		{"login", func() error { return loginBench(rounds) }},
+		{"powercut", func() error { return powerCuts(bin, kills) }},
 	}
 	for _, s := range steps {
 		if only != "" && only != s.name {

@@ -55,6 +55,7 @@ var (
 	ErrLocked        = errors.New("device is locked after repeated failures (an administrator must run: uploadbox-receiver devices unlock NAME)")
 	ErrRevoked       = errors.New("device is revoked")
 	ErrBadName       = errors.New("device names are 1-64 characters of [A-Za-z0-9._-]")
+	ErrKeyEnrolled   = errors.New("this device key is already enrolled under another name: enroll with a new key (a new --state directory)")
 )
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -77,20 +78,54 @@ var bucket = []byte("devices")
 
 // Registry keeps devices in a bbolt database owned by the caller.
 type Registry struct {
-	db  *bolt.DB
-	log *audit.Log
-	now func() time.Time
+	db      *bolt.DB
+	log     *audit.Log
+	now     func() time.Time
+	fails   FailureLog
+	unknown *lockout.Unknown
 }
 
+// FailureLog takes failed-authentication entries (audit.Failures).
+type FailureLog interface {
+	Record(audit.Entry) (wrote bool, err error)
+}
+
+// Option configures a Registry.
+type Option func(*Registry)
+
+// WithFailures sends failed-enrollment entries through f (an
+// audit.Failures, which coalesces them per source) instead of appending
+// each one.
+func WithFailures(f FailureLog) Option { return func(r *Registry) { r.fails = f } }
+
 // New returns a registry over db, auditing to log.
-func New(db *bolt.DB, log *audit.Log) (*Registry, error) {
+func New(db *bolt.DB, log *audit.Log, opts ...Option) (*Registry, error) {
 	if err := db.Update(func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bucket)
 		return err
 	}); err != nil {
 		return nil, fmt.Errorf("device registry: %w", err)
 	}
-	return &Registry{db: db, log: log, now: time.Now}, nil
+	r := &Registry{db: db, log: log, now: time.Now}
+	for _, o := range opts {
+		o(r)
+	}
+	var err error
+	if r.unknown, err = lockout.NewUnknown(db, "devices.unknown", lockout.DefaultMaxUnknown); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// fail audits a failed attempt, coalesced per source when WithFailures is set.
+func (r *Registry) fail(event, name, source, outcome, detail string) error {
+	if r.fails == nil {
+		return r.audit(event, name, source, outcome, detail)
+	}
+	if _, err := r.fails.Record(audit.Entry{Event: event, Identity: name, Source: source, Outcome: outcome, Detail: detail}); err != nil {
+		return fmt.Errorf("audit %s of %s: %w", event, name, err)
+	}
+	return nil
 }
 
 func hashToken(tok string) []byte {
@@ -149,6 +184,10 @@ func (r *Registry) Add(name string) (token string, expiry time.Time, err error) 
 		if tx.Bucket(bucket).Get([]byte(name)) != nil {
 			return fmt.Errorf("%w: %s", ErrExists, name)
 		}
+		// Failures recorded while the name had no device do not carry over.
+		if _, err := r.unknown.Forget(tx, name); err != nil {
+			return err
+		}
 		return put(tx, &Device{Name: name, State: Pending, TokenHash: hashToken(token), TokenExpiry: expiry, Created: now})
 	})
 	if err != nil {
@@ -172,45 +211,69 @@ func TokenName(token string) (string, error) {
 
 // Enroll redeems a token for the device key pub and records the serial of
 // the certificate the caller will issue. Wrong tokens count as failures
-// of the device they name; MaxFailures within FailureWindow lock it.
+// of the device they name; MaxFailures within FailureWindow lock it. A
+// name without a device, and a device that is already enrolled or
+// revoked, fail and lock the same way, so that an outsider cannot tell
+// which names exist; the lock of an active device stops only enrollment
+// under its name, never the device itself. A device key enrolled under
+// another name is refused with ErrKeyEnrolled.
 func (r *Registry) Enroll(token string, pub ed25519.PublicKey, certSerial, source string) error {
 	if len(pub) != ed25519.PublicKeySize {
 		return errors.New("enroll: device key must be an Ed25519 public key")
 	}
 	name, err := TokenName(token)
 	if err != nil {
-		return errors.Join(err, r.audit("device.enroll", "", source, "denied", "malformed token"))
+		return errors.Join(err, r.fail("device.enroll", "", source, "denied", "malformed token"))
 	}
 	var outcome, detail string
 	var result error
+	var lockedNow bool
 	err = r.db.Update(func(tx *bolt.Tx) error {
-		d, err := r.get(tx, name)
-		if err != nil {
-			outcome, result = "denied", err
-			return nil
-		}
 		now := r.now().UTC()
-		switch d.State {
-		case Locked:
+		d, err := r.get(tx, name)
+		if errors.Is(err, ErrUnknownDevice) {
+			if prev := r.unknown.Get(tx, name); prev.Locked() {
+				outcome, result = "locked", ErrLocked
+				return nil
+			}
+			outcome, result = "denied", ErrUnknownDevice
+			_, lockedNow, err = r.unknown.Fail(tx, name, now)
+			if lockedNow {
+				outcome, result = "locked", fmt.Errorf("%w (no such device)", ErrLocked)
+			}
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		if d.State == Locked || d.Record.Locked() {
 			outcome, result = "locked", ErrLocked
 			return nil
-		case Revoked:
-			outcome, result = "denied", ErrRevoked
-			return nil
-		case Active:
-			outcome, result = "denied", ErrTokenUsed
-			return nil
 		}
-		if subtle.ConstantTimeCompare(d.TokenHash, hashToken(token)) != 1 {
+		if d.State != Pending || subtle.ConstantTimeCompare(d.TokenHash, hashToken(token)) != 1 {
 			outcome, result = "denied", ErrBadToken
+			switch d.State {
+			case Active:
+				result = ErrTokenUsed
+			case Revoked:
+				result = ErrRevoked
+			}
 			if d.Fail(now) {
-				d.Before, d.State = d.State, Locked
-				outcome, detail = "locked", fmt.Sprintf("%d failures within %s", len(d.Failures), FailureWindow)
+				lockedNow = true
+				outcome, detail = "locked", fmt.Sprintf("%s; %d failures within %s", result, len(d.Failures), FailureWindow)
+				result = ErrLocked
+				if d.State == Pending {
+					d.Before, d.State = d.State, Locked
+				}
 			}
 			return put(tx, d)
 		}
 		if now.After(d.TokenExpiry) {
 			outcome, result = "denied", ErrTokenExpired
+			return nil
+		}
+		if other := keyOwner(tx, pub); other != "" {
+			outcome, result = "denied", fmt.Errorf("%w (%s)", ErrKeyEnrolled, other)
 			return nil
 		}
 		d.State, d.TokenHash, d.PublicKey, d.CertSerial, d.Enrolled, d.Failures = Active, nil, pub, certSerial, now, nil
@@ -223,11 +286,30 @@ func (r *Registry) Enroll(token string, pub ed25519.PublicKey, certSerial, sourc
 	if result != nil {
 		detail = strings.TrimSpace(detail + " " + result.Error())
 	}
-	aerr := r.audit("device.enroll", name, source, outcome, detail)
+	var aerr error
+	if result == nil || lockedNow || errors.Is(result, ErrKeyEnrolled) {
+		// Successes, locks and key conflicts (which need a valid token) in full.
+		aerr = r.audit("device.enroll", name, source, outcome, detail)
+	} else {
+		aerr = r.fail("device.enroll", name, source, outcome, detail)
+	}
 	if result != nil {
 		return errors.Join(fmt.Errorf("enroll %s: %w", name, result), aerr)
 	}
 	return aerr
+}
+
+// keyOwner returns the name of the device enrolled with pub, if any.
+func keyOwner(tx *bolt.Tx, pub ed25519.PublicKey) string {
+	var owner string
+	tx.Bucket(bucket).ForEach(func(k, v []byte) error {
+		var d Device
+		if json.Unmarshal(v, &d) == nil && len(d.PublicKey) > 0 && pub.Equal(ed25519.PublicKey(d.PublicKey)) {
+			owner = string(k)
+		}
+		return nil
+	})
+	return owner
 }
 
 // Revoke marks the device revoked; its certificate is refused from then on.
@@ -238,13 +320,32 @@ func (r *Registry) Revoke(name string) error {
 	})
 }
 
-// Unlock returns a locked device to the state it had and clears its failures.
+// Unlock returns a locked device to the state it had and clears its
+// failures; for an active or revoked device it unlocks enrollment under
+// its name, and for a name without a device it clears the failures
+// recorded for that name.
 func (r *Registry) Unlock(name string) error {
+	var unknown bool
+	if err := r.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucket).Get([]byte(name)) != nil {
+			return nil
+		}
+		var err error
+		unknown, err = r.unknown.Forget(tx, name)
+		return err
+	}); err != nil {
+		return err
+	}
+	if unknown {
+		return r.audit("device.unlock", name, "local", "ok", "no such device: cleared the failed enrollments recorded for this name")
+	}
 	return r.set(name, "device.unlock", func(d *Device) error {
-		if d.State != Locked {
+		switch {
+		case d.State == Locked:
+			d.State, d.Before = d.Before, ""
+		case !d.Record.Locked():
 			return fmt.Errorf("device %s is %s, not locked", name, d.State)
 		}
-		d.State, d.Before = d.Before, ""
 		d.Clear()
 		return nil
 	})

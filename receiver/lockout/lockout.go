@@ -4,8 +4,12 @@
 package lockout
 
 import (
+	"encoding/json"
+	"fmt"
 	"slices"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // The rule.
@@ -51,3 +55,86 @@ func (r *Record) recent(now time.Time) []time.Time {
 // Clear forgets every failure and unlocks (a success, or an
 // administrator's unlock).
 func (r *Record) Clear() { r.Failures, r.LockedAt = nil, time.Time{} }
+
+// Unknown keeps failure records for names that have no account, so that
+// an unknown name locks after MaxFailures like a real one and an outsider
+// cannot tell the two apart by the answers. The records live in their own
+// bbolt bucket, at most max of them: when full, records whose failures
+// have all left the window go first, then the oldest by lock time.
+type Unknown struct {
+	bucket []byte
+	max    int
+}
+
+// DefaultMaxUnknown bounds the records of unknown names.
+const DefaultMaxUnknown = 10000
+
+// NewUnknown creates the bucket in db if needed.
+func NewUnknown(db *bolt.DB, bucket string, max int) (*Unknown, error) {
+	u := &Unknown{bucket: []byte(bucket), max: max}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(u.bucket)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("lockout records %s: %w", bucket, err)
+	}
+	return u, nil
+}
+
+// Get returns name's record (empty if none).
+func (u *Unknown) Get(tx *bolt.Tx, name string) Record {
+	var r Record
+	if v := tx.Bucket(u.bucket).Get([]byte(name)); v != nil {
+		json.Unmarshal(v, &r)
+	}
+	return r
+}
+
+// Fail records a failure of name at now in a write transaction and
+// returns the updated record and whether this failure locked it.
+func (u *Unknown) Fail(tx *bolt.Tx, name string, now time.Time) (Record, bool, error) {
+	b := tx.Bucket(u.bucket)
+	r := u.Get(tx, name)
+	if b.Get([]byte(name)) == nil && b.Stats().KeyN >= u.max {
+		u.evict(b, now)
+	}
+	locked := r.Fail(now)
+	v, err := json.Marshal(r)
+	if err != nil {
+		return r, false, err
+	}
+	return r, locked, b.Put([]byte(name), v)
+}
+
+// evict makes room for one record.
+func (u *Unknown) evict(b *bolt.Bucket, now time.Time) {
+	var stale [][]byte
+	var oldest []byte
+	var oldestAt time.Time
+	b.ForEach(func(k, v []byte) error {
+		var r Record
+		json.Unmarshal(v, &r)
+		if !r.Locked() && r.Recent(now) == 0 {
+			stale = append(stale, slices.Clone(k))
+		} else if oldest == nil || r.LockedAt.Before(oldestAt) {
+			oldest, oldestAt = slices.Clone(k), r.LockedAt
+		}
+		return nil
+	})
+	if len(stale) == 0 && oldest != nil {
+		stale = append(stale, oldest)
+	}
+	for _, k := range stale {
+		b.Delete(k)
+	}
+}
+
+// Forget removes name's record (an administrator's unlock, or an account
+// of that name was created) and reports whether there was one.
+func (u *Unknown) Forget(tx *bolt.Tx, name string) (bool, error) {
+	b := tx.Bucket(u.bucket)
+	if b.Get([]byte(name)) == nil {
+		return false, nil
+	}
+	return true, b.Delete([]byte(name))
+}

@@ -1,8 +1,11 @@
 package lockout
 
 import (
+	"path/filepath"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 func TestFailuresLockWithinWindowOnly(t *testing.T) {
@@ -34,5 +37,58 @@ func TestFailuresLockWithinWindowOnly(t *testing.T) {
 	r.Clear()
 	if r.Locked() || r.Recent(now) != 0 {
 		t.Errorf("Clear: %+v", r)
+	}
+}
+
+func TestUnknown(t *testing.T) {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	u, err := NewUnknown(db, "unknown", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	fail := func(name string) (locked bool) {
+		t.Helper()
+		if err := db.Update(func(tx *bolt.Tx) error {
+			_, locked, err = u.Fail(tx, name, now)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return locked
+	}
+	get := func(name string) (r Record) {
+		db.View(func(tx *bolt.Tx) error { r = u.Get(tx, name); return nil })
+		return r
+	}
+	for i := range MaxFailures {
+		if locked := fail("ghost"); locked != (i == MaxFailures-1) {
+			t.Fatalf("failure %d: locked %v", i+1, locked)
+		}
+	}
+	if r := get("ghost"); !r.Locked() {
+		t.Fatal("not locked after MaxFailures")
+	}
+	// Full (3 records): the one whose failures left the window goes first,
+	// then unlocked ones before the locked one.
+	fail("old")
+	now = now.Add(Window + time.Minute)
+	fail("recent")
+	fail("new")
+	if r := get("old"); len(r.Failures) != 0 {
+		t.Fatal("the stale record was kept")
+	}
+	fail("newer")
+	if r := get("ghost"); !r.Locked() {
+		t.Fatal("a locked record went before unlocked ones")
+	}
+	var forgot bool
+	db.Update(func(tx *bolt.Tx) error { forgot, err = u.Forget(tx, "ghost"); return err })
+	if r := get("ghost"); !forgot || r.Locked() {
+		t.Fatal("Forget did not clear the lock")
 	}
 }

@@ -214,20 +214,61 @@ func (ca *CA) VerifyDevice(c *x509.Certificate, now time.Time) error {
 	return nil
 }
 
-// ServerTLS is the receiver's TLS configuration: TLS 1.2 minimum, client
-// certificates requested (enrollment has none yet) and checked against the
-// CA, and revoked reports whether a device certificate is revoked.
+// TLS12Suites are the cipher suites the receiver and its clients allow
+// under TLS 1.2: ECDHE key exchange with an AEAD (AES-GCM or
+// ChaCha20-Poly1305), never CBC. TLS 1.3 suites are not configurable and
+// all AEAD.
+func TLS12Suites() []uint16 {
+	return []uint16{
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+	}
+}
+
+// ServerTLS is the receiver's TLS configuration: TLS 1.2 minimum with
+// TLS12Suites, client certificates requested (enrollment has none yet)
+// and checked against the CA, and revoked reports whether a device
+// certificate is revoked. The check is done in VerifyPeerCertificate
+// rather than by crypto/tls itself so that a caller can wrap that
+// function and see (and audit) every refused certificate, a foreign CA's
+// included.
 func ServerTLS(ca *CA, cert tls.Certificate, revoked func(*x509.Certificate) bool) *tls.Config {
+	pool := ca.Pool()
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS12,
+		CipherSuites: TLS12Suites(),
 		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-		ClientCAs:    ca.Pool(),
-		VerifyPeerCertificate: func(_ [][]byte, chains [][]*x509.Certificate) error {
-			for _, chain := range chains {
-				if len(chain) > 0 && revoked != nil && revoked(chain[0]) {
-					return fmt.Errorf("device certificate %q (serial %x) is revoked", chain[0].Subject.CommonName, chain[0].SerialNumber)
+		ClientAuth:   tls.RequestClientCert,
+		ClientCAs:    pool, // named in the certificate request, so clients pick the right one
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 {
+				return nil
+			}
+			certs := make([]*x509.Certificate, len(raw))
+			for i, r := range raw {
+				c, err := x509.ParseCertificate(r)
+				if err != nil {
+					return fmt.Errorf("client certificate: %w", err)
 				}
+				certs[i] = c
+			}
+			inter := x509.NewCertPool()
+			for _, c := range certs[1:] {
+				inter.AddCert(c)
+			}
+			leaf := certs[0]
+			if _, err := leaf.Verify(x509.VerifyOptions{
+				Roots: pool, Intermediates: inter, CurrentTime: time.Now(),
+				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+			}); err != nil {
+				return fmt.Errorf("client certificate %q (serial %x) is not valid for this receiver: %w", leaf.Subject.CommonName, leaf.SerialNumber, err)
+			}
+			if revoked != nil && revoked(leaf) {
+				return fmt.Errorf("device certificate %q (serial %x) is revoked", leaf.Subject.CommonName, leaf.SerialNumber)
 			}
 			return nil
 		},
@@ -237,7 +278,7 @@ func ServerTLS(ca *CA, cert tls.Certificate, revoked func(*x509.Certificate) boo
 // ClientTLS is a box's TLS configuration: it trusts only the pinned CA,
 // never the system roots, and presents the device certificate if given.
 func ClientTLS(caPool *x509.CertPool, serverName string, device *tls.Certificate) *tls.Config {
-	c := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: caPool, ServerName: serverName}
+	c := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: TLS12Suites(), RootCAs: caPool, ServerName: serverName}
 	if device != nil {
 		c.Certificates = []tls.Certificate{*device}
 	}

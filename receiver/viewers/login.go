@@ -29,7 +29,9 @@ type LoginResponse struct {
 
 // LoginHandler serves POST /v1/login: a password login that returns a
 // viewer token signed with key, valid for ttl. Wrong credentials get 401
-// with a generic message, a locked account 423 with reason "locked".
+// with a generic message, a locked account (or a name that failed as
+// often) 423 with reason "locked", a full hashing queue 503 with
+// Retry-After.
 type LoginHandler struct {
 	reg *Registry
 	key ed25519.PrivateKey
@@ -58,7 +60,7 @@ func (h *LoginHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil || dec.More() {
 		// Audited too: a login attempt, even a garbled one.
-		h.reg.audit("viewer.login", "", r.RemoteAddr, "denied", "malformed request body")
+		h.reg.fail("viewer.login", "", r.RemoteAddr, "denied", "malformed request body")
 		reply(w, http.StatusBadRequest, map[string]string{"error": `login: the body must be {"name": …, "password": …}`})
 		return
 	}
@@ -66,6 +68,10 @@ func (h *LoginHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, ErrLocked):
 		reply(w, http.StatusLocked, map[string]string{"error": "account locked: ask an administrator to unlock it", "reason": "locked"})
+		return
+	case errors.Is(err, ErrBusy):
+		w.Header().Set("Retry-After", "1")
+		reply(w, http.StatusServiceUnavailable, map[string]string{"error": "too many logins in progress: try again in a second", "reason": "busy"})
 		return
 	case errors.Is(err, ErrBadCredentials):
 		reply(w, http.StatusUnauthorized, map[string]string{"error": "wrong name or password", "reason": "credentials"})

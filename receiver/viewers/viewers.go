@@ -34,12 +34,15 @@ var (
 	ErrBadName        = viewtoken.ErrBadName
 	ErrBadCredentials = errors.New("wrong viewer name or password")
 	ErrLocked         = errors.New("viewer is locked after repeated failed logins (an administrator must run: uploadbox-receiver viewers unlock NAME)")
+	// ErrBusy: the password-hashing queue is full; try again shortly.
+	ErrBusy = errors.New("too many logins in progress")
 )
 
 var (
-	bucket       = []byte("viewers")
-	configBucket = []byte("viewers.config")
-	policyKey    = []byte("password_policy")
+	bucket        = []byte("viewers")
+	unknownBucket = "viewers.unknown"
+	configBucket  = []byte("viewers.config")
+	policyKey     = []byte("password_policy")
 )
 
 // record is what the database holds about a viewer.
@@ -71,6 +74,21 @@ func WithHashParams(p Params) Option { return func(r *Registry) { r.params = p }
 // WithClock replaces time.Now.
 func WithClock(now func() time.Time) Option { return func(r *Registry) { r.now = now } }
 
+// WithFailures sends failed-login entries through f (an audit.Failures,
+// which coalesces them per source) instead of appending each one.
+func WithFailures(f FailureLog) Option { return func(r *Registry) { r.fails = f } }
+
+// WithQueue bounds password hashing at login: running hashes at once and
+// waiting more in line; a login beyond that gets ErrBusy (default 2 and 8).
+func WithQueue(running, waiting int) Option {
+	return func(r *Registry) { r.running, r.waiting = max(running, 1), max(waiting, 0) }
+}
+
+// FailureLog takes failed-authentication entries (audit.Failures).
+type FailureLog interface {
+	Record(audit.Entry) (wrote bool, err error)
+}
+
 // Registry keeps viewer accounts in a bbolt database owned by the caller.
 type Registry struct {
 	db     *bolt.DB
@@ -79,16 +97,23 @@ type Registry struct {
 	params Params
 	// slots bounds concurrent hashing: each one holds Params.Memory.
 	slots chan struct{}
+	// queue bounds the logins running or waiting for a slot.
+	queue            chan struct{}
+	running, waiting int
+	fails            FailureLog
+	unknown          *lockout.Unknown
 	// dummy is a hash to spend the same time on unknown names as on known ones.
 	dummy func() (string, error)
 }
 
 // New returns a registry over db, auditing to log.
 func New(db *bolt.DB, log *audit.Log, opts ...Option) (*Registry, error) {
-	r := &Registry{db: db, log: log, now: time.Now, params: DefaultParams, slots: make(chan struct{}, 2)}
+	r := &Registry{db: db, log: log, now: time.Now, params: DefaultParams, running: 2, waiting: 8}
 	for _, o := range opts {
 		o(r)
 	}
+	r.slots = make(chan struct{}, r.running)
+	r.queue = make(chan struct{}, r.running+r.waiting)
 	if err := db.Update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(bucket); err != nil {
 			return err
@@ -97,6 +122,10 @@ func New(db *bolt.DB, log *audit.Log, opts ...Option) (*Registry, error) {
 		return err
 	}); err != nil {
 		return nil, fmt.Errorf("viewer accounts: %w", err)
+	}
+	var err error
+	if r.unknown, err = lockout.NewUnknown(db, unknownBucket, lockout.DefaultMaxUnknown); err != nil {
+		return nil, err
 	}
 	r.dummy = sync.OnceValues(func() (string, error) { return hashPassword("not a password", r.params) })
 	return r, nil
@@ -114,10 +143,37 @@ func (r *Registry) check(password, encoded string) (bool, error) {
 	return checkPassword(password, encoded)
 }
 
-func (r *Registry) checkDummy(password string) {
-	if h, err := r.dummy(); err == nil {
-		r.check(password, h)
+// checkLogin is check for a login: it waits in the bounded queue and
+// returns ErrBusy when the queue is full.
+func (r *Registry) checkLogin(password, encoded string) (bool, error) {
+	select {
+	case r.queue <- struct{}{}:
+	default:
+		return false, ErrBusy
 	}
+	defer func() { <-r.queue }()
+	return r.check(password, encoded)
+}
+
+// checkDummy spends the work of a real check on a name that has no hash.
+func (r *Registry) checkDummy(password string) error {
+	h, err := r.dummy()
+	if err != nil {
+		return err
+	}
+	_, err = r.checkLogin(password, h)
+	return err
+}
+
+// fail audits a failed attempt, coalesced per source when WithFailures is set.
+func (r *Registry) fail(event, name, source, outcome, detail string) error {
+	if r.fails == nil {
+		return r.audit(event, name, source, outcome, detail)
+	}
+	if _, err := r.fails.Record(audit.Entry{Event: event, Identity: name, Source: source, Outcome: outcome, Detail: detail}); err != nil {
+		return fmt.Errorf("audit %s of %s: %w", event, name, err)
+	}
+	return nil
 }
 
 func (r *Registry) audit(event, name, source, outcome, detail string) error {
@@ -203,6 +259,10 @@ func (r *Registry) Add(name, password string) error {
 		if tx.Bucket(bucket).Get([]byte(name)) != nil {
 			return fmt.Errorf("%w: %s", ErrExists, name)
 		}
+		// Failures recorded while the name had no account do not carry over.
+		if _, err := r.unknown.Forget(tx, name); err != nil {
+			return err
+		}
 		return put(tx, &record{Name: name, Hash: h, Created: now, Changed: now})
 	})
 	outcome := "ok"
@@ -235,8 +295,24 @@ func (r *Registry) SetPassword(name, password string) error {
 	})
 }
 
-// Unlock clears a locked viewer's failures.
+// Unlock clears a locked viewer's failures. For a name without an
+// account it clears the failures recorded for that name (unknown names
+// lock like real ones, see Login).
 func (r *Registry) Unlock(name string) error {
+	var unknown bool
+	if err := r.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucket).Get([]byte(name)) != nil {
+			return nil
+		}
+		var err error
+		unknown, err = r.unknown.Forget(tx, name)
+		return err
+	}); err != nil {
+		return err
+	}
+	if unknown {
+		return r.audit("viewer.unlock", name, "local", "ok", "no such viewer: cleared the failed logins recorded for this name")
+	}
 	return r.set(name, "viewer.unlock", func(rec *record) error {
 		if !rec.Locked() {
 			return fmt.Errorf("viewer %s is not locked", name)
@@ -282,13 +358,20 @@ func (r *Registry) List() ([]Viewer, error) {
 }
 
 // Login checks name and password from source (a remote address). It
-// returns ErrBadCredentials for an unknown name or a wrong password, and
-// ErrLocked for a locked account, whatever the password. Every attempt is
-// audited; an attempt that cannot be audited fails.
+// returns ErrBadCredentials for a wrong password and ErrLocked for a
+// locked account, whatever the password. An unknown name answers exactly
+// like an existing one: the same password-hash work, and after
+// MaxFailures failures it is locked too, until an administrator unlocks
+// it. ErrBusy means the hashing queue is full. Every attempt is audited
+// (failures through WithFailures, coalesced); an attempt that cannot be
+// audited fails.
 func (r *Registry) Login(name, password, source string) error {
 	if !viewtoken.ValidName(name) || len(password) > 4*MaxPasswordLength {
-		r.checkDummy(password[:min(len(password), MaxPasswordLength)])
-		return errors.Join(ErrBadCredentials, r.audit("viewer.login", "", source, "denied", "malformed name or password"))
+		// No account can have such a name: nothing to tell apart.
+		if err := r.checkDummy(password[:min(len(password), MaxPasswordLength)]); errors.Is(err, ErrBusy) {
+			return errors.Join(ErrBusy, r.fail("viewer.login", "", source, "busy", "password-hashing queue full"))
+		}
+		return errors.Join(ErrBadCredentials, r.fail("viewer.login", "", source, "denied", "malformed name or password"))
 	}
 	var rec *record
 	err := r.db.View(func(tx *bolt.Tx) error {
@@ -296,21 +379,28 @@ func (r *Registry) Login(name, password, source string) error {
 		rec, err = get(tx, name)
 		return err
 	})
-	if errors.Is(err, ErrUnknownViewer) {
-		// The same work as for a known name, so timing does not tell them apart.
-		r.checkDummy(password)
-		return errors.Join(ErrBadCredentials, r.audit("viewer.login", name, source, "denied", "unknown viewer"))
-	}
-	if err != nil {
+	known := err == nil
+	if err != nil && !errors.Is(err, ErrUnknownViewer) {
 		return err
 	}
-	if rec.Locked() {
-		return errors.Join(ErrLocked, r.audit("viewer.login", name, source, "locked", "account is locked"))
+	// One hash check whatever the name and state (locked or not), so that
+	// timing does not tell names apart either.
+	var ok bool
+	var cerr error
+	if known {
+		ok, cerr = r.checkLogin(password, rec.Hash)
+	} else {
+		cerr = r.checkDummy(password)
 	}
-	// Hash outside the write transaction: it takes a while.
-	ok, cerr := r.check(password, rec.Hash)
+	if errors.Is(cerr, ErrBusy) {
+		return errors.Join(ErrBusy, r.fail("viewer.login", name, source, "busy", "password-hashing queue full"))
+	}
+	if !known {
+		return r.failUnknown(name, source)
+	}
 	var outcome, detail string
 	var result error
+	var lockedNow bool
 	err = r.db.Update(func(tx *bolt.Tx) error {
 		rec, err := get(tx, name)
 		if err != nil {
@@ -319,7 +409,6 @@ func (r *Registry) Login(name, password, source string) error {
 		now := r.now().UTC()
 		switch {
 		case rec.Locked():
-			// Locked by a concurrent attempt meanwhile.
 			outcome, detail, result = "locked", "account is locked", ErrLocked
 			return nil
 		case ok && cerr == nil:
@@ -332,6 +421,7 @@ func (r *Registry) Login(name, password, source string) error {
 				detail = cerr.Error()
 			}
 			if rec.Fail(now) {
+				lockedNow = true
 				outcome, detail, result = "locked", fmt.Sprintf("wrong password; locked after %d failures within %s", len(rec.Failures), FailureWindow), ErrLocked
 			}
 		}
@@ -340,9 +430,36 @@ func (r *Registry) Login(name, password, source string) error {
 	if err != nil {
 		return errors.Join(fmt.Errorf("login %s: %w", name, err), r.audit("viewer.login", name, source, "error", err.Error()))
 	}
-	aerr := r.audit("viewer.login", name, source, outcome, strings.TrimSpace(detail))
+	var aerr error
+	if result == nil || lockedNow {
+		// Successes and the failure that locks an account are written in full.
+		aerr = r.audit("viewer.login", name, source, outcome, strings.TrimSpace(detail))
+	} else {
+		aerr = r.fail("viewer.login", name, source, outcome, strings.TrimSpace(detail))
+	}
 	if result != nil {
 		return errors.Join(result, aerr)
 	}
 	return aerr
+}
+
+// failUnknown counts a failed login for a name without an account.
+func (r *Registry) failUnknown(name, source string) error {
+	var locked bool
+	err := r.db.Update(func(tx *bolt.Tx) error {
+		if prev := r.unknown.Get(tx, name); prev.Locked() {
+			locked = true
+			return nil
+		}
+		rec, _, err := r.unknown.Fail(tx, name, r.now().UTC())
+		locked = rec.Locked()
+		return err
+	})
+	if err != nil {
+		return errors.Join(fmt.Errorf("login %s: %w", name, err), r.audit("viewer.login", name, source, "error", err.Error()))
+	}
+	if locked {
+		return errors.Join(ErrLocked, r.fail("viewer.login", name, source, "locked", "unknown viewer (locked like an account)"))
+	}
+	return errors.Join(ErrBadCredentials, r.fail("viewer.login", name, source, "denied", "unknown viewer"))
 }

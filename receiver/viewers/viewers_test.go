@@ -265,11 +265,22 @@ func TestLockout(t *testing.T) {
 	if err := r.Login("anna", pw, "192.0.2.1:1"); err != nil {
 		t.Fatalf("after unlock: %v", err)
 	}
-	// Unknown names are refused like wrong passwords and never lock anything.
-	for range MaxFailures + 1 {
-		if err := r.Login("ghost", pw, "192.0.2.3:3"); !errors.Is(err, ErrBadCredentials) {
-			t.Fatal(err)
+	// Unknown names answer like existing ones: refused, then locked after
+	// MaxFailures, until an administrator unlocks the name.
+	for i := range MaxFailures + 1 {
+		want := ErrBadCredentials
+		if i >= MaxFailures-1 {
+			want = ErrLocked
 		}
+		if err := r.Login("ghost", pw, "192.0.2.3:3"); !errors.Is(err, want) {
+			t.Fatalf("unknown name, attempt %d: %v, want %v", i+1, err, want)
+		}
+	}
+	if err := r.Unlock("ghost"); err != nil {
+		t.Fatalf("unlock an unknown name: %v", err)
+	}
+	if err := r.Login("ghost", pw, "192.0.2.3:3"); !errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("unknown name after unlock: %v", err)
 	}
 	if err := r.Login("bad name", pw, "192.0.2.3:3"); !errors.Is(err, ErrBadCredentials) {
 		t.Fatal(err)
@@ -287,8 +298,9 @@ func TestLockout(t *testing.T) {
 			withSource++
 		}
 	}
-	// 4+1+1 before, 5 to lock, 2 while locked, 1 after unlock, 6 ghost, 1 malformed: 21.
-	if logins != 21 || locked != 3 || withSource != logins {
+	// 4+1+1 before, 5 to lock, 2 while locked, 1 after unlock, 7 ghost
+	// (2 of them locked), 1 malformed: 22.
+	if logins != 22 || locked != 5 || withSource != logins {
 		t.Fatalf("audit: %d logins, %d locked, %d with a source", logins, locked, withSource)
 	}
 }
@@ -356,5 +368,28 @@ func TestLoginHandler(t *testing.T) {
 	}
 	if n != 1+4+(MaxFailures-1)+1 {
 		t.Fatalf("%d login attempts audited", n)
+	}
+}
+
+// TestLoginQueueBounded: with every hashing slot and waiting place taken,
+// a further login gets ErrBusy at once instead of waiting without bound.
+func TestLoginQueueBounded(t *testing.T) {
+	r, _, _ := open(t)
+	WithQueue(1, 1)(r)
+	r.slots, r.queue = make(chan struct{}, r.running), make(chan struct{}, r.running+r.waiting)
+	if err := r.Add("anna", "lowercase12345"); err != nil {
+		t.Fatal(err)
+	}
+	// Fill the queue as two logins in progress would.
+	r.queue <- struct{}{}
+	r.queue <- struct{}{}
+	for _, name := range []string{"anna", "ghost"} {
+		if err := r.Login(name, "lowercase12345", "192.0.2.1:1"); !errors.Is(err, ErrBusy) {
+			t.Fatalf("%s with a full queue: %v, want ErrBusy", name, err)
+		}
+	}
+	<-r.queue
+	if err := r.Login("anna", "lowercase12345", "192.0.2.1:1"); err != nil {
+		t.Fatalf("with a free place: %v", err)
 	}
 }

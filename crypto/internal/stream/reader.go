@@ -28,6 +28,18 @@ type Reader struct {
 	// and the Reader fails with ErrTrailing instead of ErrTruncated.
 	Probe func(tail []byte) []int
 
+	// Cut, if set, recognises a message whose end was cut inside the
+	// outer terminator, as by a power cut while it was written. It is
+	// called when the source is unterminated and its last bytes rest (a
+	// full-size piece that failed as a non-final chunk and fewer than
+	// CutWindow bytes after it, or the leftover tail) may be a final chunk
+	// followed by the start of the terminator; it returns the candidate
+	// final-chunk lengths. If one authenticates, the Reader fails with
+	// ErrTerminatorCut (an ErrTruncated) instead of ErrAuth; the final
+	// chunk's plaintext is not released.
+	Cut       func(rest []byte) []int
+	CutWindow int
+
 	// Opened counts chunks that were passed to AES-GCM Open.
 	Opened int
 }
@@ -97,7 +109,11 @@ func (r *Reader) next() error {
 	switch {
 	case n == EncChunkSize:
 		// A full-size chunk is never final, whatever follows it.
-		return r.open(r.enc)
+		err := r.open(r.enc)
+		if err == ErrAuth && r.Cut != nil {
+			return r.cutAfterFull()
+		}
+		return err
 	case err == io.EOF:
 		if n == 0 {
 			return ErrTruncated // the final short chunk is missing
@@ -121,12 +137,49 @@ func (r *Reader) next() error {
 				}
 			}
 		}
+		if r.cutFinal(r.enc[:n]) {
+			return ErrTerminatorCut
+		}
 		return ErrTruncated
 	case err == io.ErrUnexpectedEOF:
 		return ErrTruncated
 	default:
 		return err
 	}
+}
+
+// cutAfterFull decides what a full-size piece that failed as a non-final
+// chunk is: when the source ends unterminated less than CutWindow bytes
+// later and a final chunk followed by a cut terminator authenticates in
+// it, the message was whole up to a cut inside its terminator
+// (ErrTerminatorCut); otherwise the chunk is bad (ErrAuth).
+func (r *Reader) cutAfterFull() error {
+	rest := make([]byte, EncChunkSize+r.CutWindow)
+	copy(rest, r.enc)
+	m, err := r.readFull(rest[EncChunkSize:])
+	if errors.Is(err, ErrUnterminated) && m < r.CutWindow && r.cutFinal(rest[:EncChunkSize+m]) {
+		return ErrTerminatorCut
+	}
+	return ErrAuth
+}
+
+// cutFinal reports whether one of Cut's candidate prefixes of rest opens
+// as the final chunk. The plaintext is discarded.
+func (r *Reader) cutFinal(rest []byte) bool {
+	if r.Cut == nil {
+		return false
+	}
+	for _, l := range r.Cut(rest) {
+		if l >= TagSize && l < EncChunkSize && l <= len(rest) {
+			r.Opened++
+			_, oerr := r.keys.open(r.pbuf[:0], rest[:l], r.index)
+			clear(r.pbuf[:cap(r.pbuf)])
+			if oerr == nil {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // open authenticates one chunk and makes its plaintext available.

@@ -51,6 +51,9 @@ var (
 	ErrAuth = errors.New("chunk failed authentication")
 	// ErrTrailing means data follows a valid final chunk.
 	ErrTrailing = errors.New("data after the final chunk")
+	// ErrTerminatorCut means the final chunk authenticated but the outer
+	// terminator after it is cut short (see Reader.Cut): a truncation.
+	ErrTerminatorCut = fmt.Errorf("%w: the final chunk is followed by a terminator cut short", ErrTruncated)
 	// ErrTooLong means the message exceeds 2^38 chunks.
 	ErrTooLong = errors.New("message exceeds 2^38 chunks")
 )
