@@ -167,7 +167,19 @@ func trailerStart(b []byte) bool {
 	if len(b) > 6 && b[6] != Version {
 		return false
 	}
-	return len(b) <= 7 || b[7]&^FlagLast == 0
+	return len(b) <= 7 || checkTrailerFlags(b[7]) == nil
+}
+
+// checkTrailerFlags accepts the last flag and, with it, a defined end
+// reason (format.md §6).
+func checkTrailerFlags(flags byte) error {
+	if flags&^(FlagLast|endMask) != 0 {
+		return fmt.Errorf("%w: trailer has unknown flags %#02x", ErrCorrupt, flags)
+	}
+	if end := EndReason(flags & endMask >> endShift); end != EndUnknown && (flags&FlagLast == 0 || !end.valid()) {
+		return fmt.Errorf("%w: trailer flags %#02x: end reason %d on a segment that is not last, or undefined", ErrCorrupt, flags, end)
+	}
+	return nil
 }
 
 // Reader opens a segment with an organisation identity. It releases only
@@ -327,11 +339,8 @@ func checkTrailer(raw []byte, hdr *Header, h hash.Hash) (*Trailer, error) {
 		return nil, fmt.Errorf("%w: trailer version %d is not supported", ErrCorrupt, raw[6])
 	}
 	flags := raw[7]
-	if flags&^(FlagLast|endMask) != 0 {
-		return nil, fmt.Errorf("%w: trailer has unknown flags %#02x", ErrCorrupt, flags)
-	}
-	if end := EndReason(flags & endMask >> endShift); end != EndUnknown && (flags&FlagLast == 0 || !end.valid()) {
-		return nil, fmt.Errorf("%w: trailer flags %#02x: end reason %d on a segment that is not last, or undefined", ErrCorrupt, flags, end)
+	if err := checkTrailerFlags(flags); err != nil {
+		return nil, err
 	}
 	h.Write(raw[:8])
 	if !ed25519.Verify(hdr.Device.pub, signedMessage(h), raw[8:]) {
