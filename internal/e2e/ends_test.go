@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/uploadbox/uploadbox/crypto"
 )
 
 // endedInfo is one line of `recordings list --json` with its end.
@@ -191,6 +194,16 @@ func TestRecordDurationEndsTimeUp(t *testing.T) {
 		"--duration", "3s", "--segment", "1s", "--state", b.state, "--out", spool)
 	if !strings.Contains(out, "last, ended: session time up)") {
 		t.Fatalf("record does not print the end of its last segment:\n%s", out)
+	}
+	// verify reads the end from the signed trailer, without any key.
+	dev, err := crypto.ReadDeviceKeyFile(filepath.Join(b.state, "device.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	segs, _ := filepath.Glob(filepath.Join(spool, "*.ubx"))
+	slices.Sort(segs)
+	if v := run(t, "uploadbox-receiver", "verify", "--device-pub", dev.Public().String(), segs[len(segs)-1]); !strings.Contains(v, "\nended:      session time up\n") {
+		t.Errorf("verify of the last segment does not say how the recording ended:\n%s", v)
 	}
 	run(t, "uploadbox", "upload", "--state", b.state, "--spool", spool)
 	rs := endedRecordings(t, b.rcv.data)
