@@ -114,7 +114,7 @@ func TestRecordingsSayWhyTheyEnded(t *testing.T) {
 	}
 	ctl(t, d, &st, "session", "start", "--for", "60s")
 	spoolFull := waitSessionEnd(t, d, 60*time.Second)
-	if !strings.Contains(spoolFull.Alert, "spool full") {
+	if !strings.Contains(spoolFull.Error, "spool full") || spoolFull.Alert == "" {
 		t.Fatalf("the session did not stop for a full spool: %+v", spoolFull)
 	}
 	os.WriteFile(d.config, good, 0o600)
