@@ -2,7 +2,9 @@ package agent
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"strings"
 
@@ -20,7 +22,7 @@ func (a *Agent) CloseRecording(id [16]byte, next uint64, prev [crypto.Commitment
 	}
 	rec := hex.EncodeToString(id[:])
 	why := strings.ReplaceAll(reason.String(), " ", "_")
-	_, err = recorder.SealEnd(recorder.Config{
+	s, err := recorder.SealEnd(recorder.Config{
 		Dir: a.Config().Spool.Dir, Recipients: st.Recipients, Device: st.Device, Logger: a.log,
 		OnSealed: func(sl recorder.Sealed) {
 			if err := a.spool.MarkSealed(filepath.Base(sl.Path)); err != nil {
@@ -28,6 +30,10 @@ func (a *Agent) CloseRecording(id [16]byte, next uint64, prev [crypto.Commitment
 			}
 		},
 	}, id, next, prev, reason)
+	if errors.Is(err, fs.ErrExist) {
+		// Sealed before, but not queued (the index write failed): queue it.
+		err = a.spool.MarkSealed(filepath.Base(s.Path))
+	}
 	if err != nil {
 		a.auditEvent("recording.end", "", "failed", fmt.Sprintf("recording=%s reason=%s: %v", rec, why, err))
 		return err
@@ -35,6 +41,33 @@ func (a *Agent) CloseRecording(id [16]byte, next uint64, prev [crypto.Commitment
 	a.auditEvent("recording.end", "", "ok", fmt.Sprintf("recording=%s segment=%d reason=%s", rec, next, why))
 	a.kickUpload()
 	return nil
+}
+
+// closeEnded runs before every upload round: a recording without a last
+// segment that is not the running session's was stopped by a write error
+// whose own end (the recorder's "disk error" segment) could not be
+// written, the disk being full; it is sealed now, once there is room.
+// Crashes are closed at start, so nothing else leaves such a recording.
+func (a *Agent) closeEnded() {
+	open, err := a.spool.Unclosed()
+	if err != nil || len(open) == 0 {
+		return
+	}
+	a.mu.Lock()
+	var live [16]byte
+	if a.sess != nil {
+		live = a.sess.rs.Recorder.RecordingID()
+	}
+	a.mu.Unlock()
+	for _, u := range open {
+		if u.RecordingID == live {
+			continue
+		}
+		if err := a.CloseRecording(u.RecordingID, u.Next, u.Prev, crypto.EndDiskError); err != nil {
+			a.log.Warn("the end of a recording stopped by a write error is not sealed yet; retrying with the uploads",
+				"recording", hex.EncodeToString(u.RecordingID[:]), "err", err)
+		}
+	}
 }
 
 // closeCrashed runs at daemon start, before any session: every recording

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"time"
@@ -100,12 +101,17 @@ func (r *Recorder) closeAfterError(cause error) {
 // the daemon calls it at start for a recording the box never closed (a
 // crash). It writes into cfg.Dir under the usual names and calls
 // cfg.OnSealed; BeforeSegment is not asked (the segment is ~1.3 KB and
-// ends a recording the spool already holds).
+// ends a recording the spool already holds). If segment seq is already
+// sealed (an earlier call whose caller failed after it), the error wraps
+// fs.ErrExist and the Sealed holds its path.
 func SealEnd(cfg Config, id [16]byte, seq uint64, prev [crypto.CommitmentSize]byte, reason crypto.EndReason) (Sealed, error) {
 	if seq == 0 {
 		return Sealed{}, errors.New("seal end: a recording's end follows at least one segment")
 	}
 	base := fmt.Sprintf("%s-%06d", cfgBase(cfg, id), seq)
+	if _, err := os.Stat(base + SealedSuffix); err == nil {
+		return Sealed{Path: base + SealedSuffix}, fmt.Errorf("seal end of recording %x: segment %d: %w", id, seq, fs.ErrExist)
+	}
 	f, err := os.OpenFile(base+PartialSuffix, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return Sealed{}, fmt.Errorf("seal end of recording %x: %w", id, err)
