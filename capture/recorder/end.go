@@ -50,17 +50,24 @@ func (r *Recorder) endReason() crypto.EndReason {
 }
 
 // admitNext asks BeforeSegment for the room of segment seq before the
-// segment before it is sealed. A refusal is kept for open.
+// segment before it is sealed; open's own call then gets the same answer.
 func (r *Recorder) admitNext(seq uint64) error {
-	if r.cfg.BeforeSegment == nil {
+	if r.before == nil {
 		return nil
 	}
-	if err := r.cfg.BeforeSegment(r.segmentName(seq) + PartialSuffix); err != nil {
-		r.refused = fmt.Errorf("segment %d not started: %w", seq, err)
-		return err
+	r.asked = r.segmentName(seq) + PartialSuffix
+	r.answer = r.before(r.asked)
+	return r.answer
+}
+
+// admission is cfg.BeforeSegment once New wrapped it: a segment
+// admitNext asked about is not asked twice.
+func (r *Recorder) admission(partialPath string) error {
+	if partialPath == r.asked {
+		r.asked = ""
+		return r.answer
 	}
-	r.admitted = true
-	return nil
+	return r.before(partialPath)
 }
 
 // closeAfterError ends a recording that a write error stopped: the segment

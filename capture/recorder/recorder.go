@@ -86,10 +86,11 @@ type Recorder struct {
 	// end, if set, says why the recording is ending when its last segment
 	// is sealed (Session.Run sets it from its context's cause).
 	end func() crypto.EndReason
-	// admitted: BeforeSegment already admitted segment seq; refused: it
-	// refused it, and opening it returns this error.
-	admitted bool
-	refused  error
+	// before is the caller's BeforeSegment; cfg.BeforeSegment answers a
+	// segment admitNext already asked about (asked) with its answer.
+	before   func(partialPath string) error
+	asked    string
+	answer   error
 	aborting bool // Close(false) now means "abandoned", not "cut"
 	ended    bool // the last segment is sealed
 
@@ -130,7 +131,11 @@ func New(cfg Config) (*Recorder, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Recorder{cfg: cfg, log: log.With("component", "recorder"), recordingID: id}, nil
+	r := &Recorder{cfg: cfg, log: log.With("component", "recorder"), recordingID: id}
+	if cfg.BeforeSegment != nil {
+		r.before, r.cfg.BeforeSegment = cfg.BeforeSegment, r.admission
+	}
+	return r, nil
 }
 
 // RecordingID returns the id written into every segment header.
@@ -145,10 +150,19 @@ func (r *Recorder) Sealed() []Sealed {
 
 // Run consumes frames until the channel is closed, then seals the last
 // segment with the last flag. A write error (disk full, I/O error) stops
-// the recording: Run returns it, segments sealed before stay intact, and
-// the failing segment is left under its partial name. Cancelling ctx
-// abandons the current segment the same way a power cut would.
+// the recording: Run returns it, segments sealed before stay intact, the
+// failing segment is left under its partial name, and an empty last
+// segment after it says "disk error". Cancelling ctx abandons the current
+// segment the same way a power cut would.
 func (r *Recorder) Run(ctx context.Context, frames <-chan capture.Frame) error {
+	err := r.run(ctx, frames)
+	if err != nil && ctx.Err() == nil {
+		r.closeAfterError(err)
+	}
+	return err
+}
+
+func (r *Recorder) run(ctx context.Context, frames <-chan capture.Frame) error {
 	r.wallStart = time.Now()
 	seg := segment.New(r.cfg.Segment, r.open)
 	for {
@@ -159,7 +173,6 @@ func (r *Recorder) Run(ctx context.Context, frames <-chan capture.Frame) error {
 		case f, ok := <-frames:
 			if !ok {
 				if err := seg.Close(); err != nil {
-					r.closeAfterError(err)
 					return fmt.Errorf("recording stopped: %w", err)
 				}
 				return nil
@@ -172,7 +185,6 @@ func (r *Recorder) Run(ctx context.Context, frames <-chan capture.Frame) error {
 			}
 			if err != nil {
 				r.abort()
-				r.closeAfterError(err)
 				return fmt.Errorf("recording stopped: %w", err)
 			}
 		}
@@ -194,15 +206,11 @@ func (r *Recorder) open(seq uint64, start time.Duration) (segment.Output, error)
 		return nil, fmt.Errorf("segment %d opened out of order (want %d)", seq, r.seq)
 	}
 	base := r.segmentName(seq)
-	if r.refused != nil {
-		return nil, r.refused
-	}
-	if r.cfg.BeforeSegment != nil && !r.admitted {
+	if r.cfg.BeforeSegment != nil {
 		if err := r.cfg.BeforeSegment(base + PartialSuffix); err != nil {
 			return nil, fmt.Errorf("segment %d not started: %w", seq, err)
 		}
 	}
-	r.admitted = false
 	f, err := r.cfg.create(base + PartialSuffix)
 	if err != nil {
 		return nil, fmt.Errorf("create segment %d: %w", seq, err)
