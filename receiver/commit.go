@@ -160,21 +160,6 @@ func checkMetadata(h string) error {
 	return nil
 }
 
-// CommitRequest asks the receiver to take a finished upload.
-type CommitRequest struct {
-	UploadID string `json:"upload_id"`
-	Size     int64  `json:"size"`
-	SHA256   string `json:"sha256"` // hex
-}
-
-// CommitResponse carries the signed receipt.
-type CommitResponse struct {
-	Receipt  string `json:"receipt"` // base64 of receipt.Size bytes
-	Key      string `json:"key"`
-	Outcome  string `json:"outcome"`
-	Repeated bool   `json:"repeated"`
-}
-
 var uploadID = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 // commitError is a refused commit: its status and the Refusal sent.

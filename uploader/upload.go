@@ -17,10 +17,9 @@ import (
 	"path"
 	"time"
 
-	"github.com/uploadbox/uploadbox/receiver"
-	"github.com/uploadbox/uploadbox/receiver/receipt"
 	"github.com/uploadbox/uploadbox/uploader/spool"
 	"github.com/uploadbox/uploadbox/uploader/tus"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // Result is what happened to one segment.
@@ -253,8 +252,8 @@ func (u *Uploader) quarantine(rec spool.Record, why spool.Refusal) (Result, erro
 // key and these exact bytes, stores it, and only then wipes the file. A
 // refusal (after retrying server errors a few times) is returned as ref.
 func (u *Uploader) commitUpload(ctx context.Context, rec spool.Record) (Result, *RefusedError, error) {
-	body, _ := json.Marshal(receiver.CommitRequest{UploadID: path.Base(rec.UploadURL), Size: rec.Size, SHA256: hex.EncodeToString(rec.SHA256[:])})
-	var cr receiver.CommitResponse
+	body, _ := json.Marshal(wire.CommitRequest{UploadID: path.Base(rec.UploadURL), Size: rec.Size, SHA256: hex.EncodeToString(rec.SHA256[:])})
+	var cr wire.CommitResponse
 	began := time.Now()
 	for attempt := 0; ; attempt++ {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.commit.String(), bytes.NewReader(body))
@@ -294,7 +293,7 @@ func (u *Uploader) commitUpload(ctx context.Context, rec spool.Record) (Result, 
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("commit: receipt is not base64: %w", err)
 	}
-	r, err := receipt.Verify(u.st.ReceiptKey, rb)
+	r, err := wire.VerifyReceipt(u.st.ReceiptKey, rb)
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("commit: %w", err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/uploadbox/uploadbox/receiver/pki"
 	"github.com/uploadbox/uploadbox/uploader"
 	"github.com/uploadbox/uploadbox/uploader/spool"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // rig is the real receiver (in process, on loopback TLS) and, in front of
@@ -72,7 +73,7 @@ func newRig(t *testing.T) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := pki.LoadKeyPair(filepath.Join(data, pki.ServerCertFile), filepath.Join(data, pki.ServerKeyFile))
+	cert, err := wire.LoadKeyPair(filepath.Join(data, pki.ServerCertFile), filepath.Join(data, pki.ServerKeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
