@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -165,6 +166,15 @@ func TestCrashedRecordingIsClosed(t *testing.T) {
 	audit, _ := os.ReadFile(d.audit)
 	if !bytes.Contains(audit, []byte(`"recording.end"`)) || !bytes.Contains(audit, []byte("reason=box_crashed")) {
 		t.Errorf("the box audit log lacks the recording.end entry:\n%s", audit)
+	}
+	// The empty end segment exports with the rest, and the recording plays.
+	mp4 := filepath.Join(t.TempDir(), "crashed.mp4")
+	exp := run(t, "uploadbox-receiver", "recordings", "export", st.Recording, "-o", mp4, "--identity", filepath.Join(b.rcv.data, "org.key"), "--data", b.rcv.data)
+	if !strings.Contains(exp, fmt.Sprintf("exported %d segments", r.Segments)) {
+		t.Errorf("export: %s", exp)
+	}
+	if d := checkRecording(t, mp4, true); d < 4 {
+		t.Errorf("the crashed recording exports %.2f s, want the two sealed segments and the cut one's prefix", d)
 	}
 	// A second start finds nothing left to close.
 	p.cmd.Process.Signal(syscall.SIGTERM)
