@@ -169,6 +169,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.auditSegment(d)
 	}
 	a.auditEvent("daemon.start", "", "ok", fmt.Sprintf("pid=%d", os.Getpid()))
+	a.closeCrashed()
 	// Checkpoints outlive the group: the last one covers daemon.stop.
 	cpCtx, cpStop := context.WithCancel(context.WithoutCancel(ctx))
 	cpDone := make(chan struct{})

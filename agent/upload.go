@@ -49,6 +49,7 @@ func (a *Agent) uploadLoop(ctx context.Context) error {
 			wait = retryMax
 			continue
 		}
+		a.closeEnded()
 		up := uploader.New(st, a.spool, a.log, uploader.WithBackoffMax(retryMax),
 			uploader.WithCommitObserver(func(d time.Duration) { a.m.commitLatency.Observe(d.Seconds()) }))
 		_, err = up.Drain(ctx, func(r uploader.Result) {

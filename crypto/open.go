@@ -56,6 +56,11 @@ type Trailer struct {
 // Last reports whether the segment is the last of its recording.
 func (t *Trailer) Last() bool { return t.Flags&FlagLast != 0 }
 
+// End returns why the recording ended, as the last segment's trailer says;
+// EndUnknown on other segments and on segments sealed before end reasons
+// were defined.
+func (t *Trailer) End() EndReason { return EndReason(t.Flags & endMask >> endShift) }
+
 // splitter hides the final TrailerSize bytes of src from the payload
 // reader. At the end it checks that they look like a trailer: if they do,
 // the payload ends there (io.EOF); if not, the segment has no end and the
@@ -162,7 +167,19 @@ func trailerStart(b []byte) bool {
 	if len(b) > 6 && b[6] != Version {
 		return false
 	}
-	return len(b) <= 7 || b[7]&^FlagLast == 0
+	return len(b) <= 7 || checkTrailerFlags(b[7]) == nil
+}
+
+// checkTrailerFlags accepts the last flag and, with it, a defined end
+// reason (format.md §6).
+func checkTrailerFlags(flags byte) error {
+	if flags&^(FlagLast|endMask) != 0 {
+		return fmt.Errorf("%w: trailer has unknown flags %#02x", ErrCorrupt, flags)
+	}
+	if end := EndReason(flags & endMask >> endShift); end != EndUnknown && (flags&FlagLast == 0 || !end.valid()) {
+		return fmt.Errorf("%w: trailer flags %#02x: end reason %d on a segment that is not last, or undefined", ErrCorrupt, flags, end)
+	}
+	return nil
 }
 
 // Reader opens a segment with an organisation identity. It releases only
@@ -322,8 +339,8 @@ func checkTrailer(raw []byte, hdr *Header, h hash.Hash) (*Trailer, error) {
 		return nil, fmt.Errorf("%w: trailer version %d is not supported", ErrCorrupt, raw[6])
 	}
 	flags := raw[7]
-	if flags&^FlagLast != 0 {
-		return nil, fmt.Errorf("%w: trailer has unknown flags %#02x", ErrCorrupt, flags)
+	if err := checkTrailerFlags(flags); err != nil {
+		return nil, err
 	}
 	h.Write(raw[:8])
 	if !ed25519.Verify(hdr.Device.pub, signedMessage(h), raw[8:]) {

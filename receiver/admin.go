@@ -53,11 +53,19 @@ type Admin interface {
 
 // Recording summarises the committed segments of one recording.
 type Recording struct {
-	Device    string    `json:"device"`
-	ID        string    `json:"id"`
-	Segments  int       `json:"segments"`
-	Bytes     int64     `json:"bytes"`
-	Complete  bool      `json:"complete"` // 0..N present and N carries the last flag
+	Device   string `json:"device"`
+	ID       string `json:"id"`
+	Segments int    `json:"segments"`
+	Bytes    int64  `json:"bytes"`
+	// Complete: every segment the box sealed is here — 0..N all stored
+	// and N carries the last flag (segments cut by a crash count: they
+	// were uploaded as far as they got, see Truncated).
+	Complete bool `json:"complete"`
+	// Ended says why the recording ended (see RecordingState).
+	Ended string `json:"ended"`
+	// Missing counts the sequence numbers below the highest known one
+	// (or the last-flagged one) that are not stored.
+	Missing   int       `json:"missing"`
 	Truncated int       `json:"truncated"`
 	First     time.Time `json:"first_committed"`
 	Last      time.Time `json:"last_committed"`
@@ -212,7 +220,7 @@ func (a *localAdmin) UnlockDevice(name string) error { return a.reg.Unlock(name)
 
 func (a *localAdmin) ListRecordings() ([]Recording, error) {
 	byID := map[string]*Recording{}
-	lastSeq := map[string]int64{}
+	segs := map[string][]SegmentRecord{}
 	err := a.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(segmentsBucket).ForEach(func(k, v []byte) error {
 			var rec SegmentRecord
@@ -223,8 +231,8 @@ func (a *localAdmin) ListRecordings() ([]Recording, error) {
 			if r == nil {
 				r = &Recording{Device: rec.Device, ID: rec.Recording, First: rec.Committed}
 				byID[rec.Recording] = r
-				lastSeq[rec.Recording] = -1
 			}
+			segs[rec.Recording] = append(segs[rec.Recording], rec)
 			r.Segments++
 			r.Bytes += rec.Size
 			r.Keys = append(r.Keys, rec.Key)
@@ -237,15 +245,14 @@ func (a *localAdmin) ListRecordings() ([]Recording, error) {
 			if rec.Committed.After(r.Last) {
 				r.Last = rec.Committed
 			}
-			if rec.Last {
-				lastSeq[rec.Recording] = int64(rec.Sequence)
-			}
 			return nil
 		})
 	})
 	var out []Recording
+	now := time.Now()
 	for id, r := range byID {
-		r.Complete = lastSeq[id] >= 0 && int64(r.Segments) == lastSeq[id]+1
+		st := RecordingState(segs[id], now)
+		r.Complete, r.Ended, r.Missing = st.Complete, st.Ended, st.Missing
 		sort.Strings(r.Keys)
 		out = append(out, *r)
 	}

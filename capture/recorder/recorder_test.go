@@ -81,6 +81,10 @@ func TestSegmentsAreChainedAndSealed(t *testing.T) {
 		if last := i == len(sealed)-1; info.Trailer.Last() != last || s.Last != last {
 			t.Fatalf("segment %d: last flag %v, want %v", i, info.Trailer.Last(), last)
 		}
+		// The recording ran until its deadline: the time was up.
+		if want := map[bool]crypto.EndReason{true: crypto.EndTimeUp}[s.Last]; info.Trailer.End() != want || s.End != want {
+			t.Fatalf("segment %d: end reason %v (reported %v), want %v", i, info.Trailer.End(), s.End, want)
+		}
 		prev = info.Commitment
 	}
 	if partial, _ := filepath.Glob(filepath.Join(dir, "*"+PartialSuffix)); len(partial) != 0 {
@@ -131,7 +135,7 @@ func TestDiskFullStopsWithSealedSegmentsIntact(t *testing.T) {
 		t.Fatalf("err = %v, want the disk-full error", err)
 	}
 	if !strings.Contains(err.Error(), "segment ") || strings.Count(err.Error(), "recording stopped") > 0 ||
-		strings.Count(err.Error(), fmt.Sprintf("segment %d", len(sealed))) != 1 {
+		strings.Count(err.Error(), fmt.Sprintf("segment %d", len(sealed)-1)) != 1 { // the cut one; an empty end segment follows it
 		t.Errorf("error does not name the segment once: %v", err)
 	}
 	if len(sealed) == 0 {
@@ -147,8 +151,26 @@ func TestDiskFullStopsWithSealedSegmentsIntact(t *testing.T) {
 		t.Fatalf("want the failing segment left as one partial file, got %v", partial)
 	}
 	out := filepath.Join(t.TempDir(), "prefix")
-	if _, err := crypto.OpenFile(partial[0], out, k.id); crypto.OutcomeOf(err) == crypto.OK {
+	pinfo, err := crypto.OpenFile(partial[0], out, k.id)
+	if crypto.OutcomeOf(err) == crypto.OK {
 		t.Fatal("the segment cut by the full disk opened as complete")
+	}
+	// After the cut segment, an empty last segment says "disk error".
+	end := sealed[len(sealed)-1]
+	info, err := crypto.VerifyFile(end.Path, k.dev.Public())
+	if err != nil {
+		t.Fatalf("the end segment does not verify: %v", err)
+	}
+	if !end.Last || end.End != crypto.EndDiskError || !info.Trailer.Last() || info.Trailer.End() != crypto.EndDiskError {
+		t.Fatalf("end segment %+v, trailer flags %#02x: want last with \"disk error\"", end, info.Trailer.Flags)
+	}
+	if end.Sequence != pinfo.Header.Sequence+1 || info.Header.Prev != pinfo.Commitment {
+		t.Errorf("end segment %d does not link to the cut segment %d", end.Sequence, pinfo.Header.Sequence)
+	}
+	for _, s := range sealed[:len(sealed)-1] {
+		if s.Last {
+			t.Errorf("segment %d before the cut is marked last", s.Sequence)
+		}
 	}
 }
 
@@ -190,8 +212,16 @@ func TestBeforeSegmentRefusalStops(t *testing.T) {
 		t.Fatalf("sealed %d, asked %v", len(sealed), asked)
 	}
 	for _, s := range sealed {
-		if _, err := crypto.VerifyFile(s.Path, k.dev.Public()); err != nil {
+		info, err := crypto.VerifyFile(s.Path, k.dev.Public())
+		if err != nil {
 			t.Errorf("segment %d: %v", s.Sequence, err)
+			continue
+		}
+		// Segment 2 was refused before segment 1 was sealed, so 1 is the
+		// last one and says the spool was full: the recording is whole.
+		want := map[bool]crypto.EndReason{true: crypto.EndSpoolFull}[s.Sequence == 1]
+		if s.Last != (s.Sequence == 1) || info.Trailer.Last() != s.Last || info.Trailer.End() != want || s.End != want {
+			t.Errorf("segment %d: last %v/%v end %v/%v, want end %v", s.Sequence, s.Last, info.Trailer.Last(), s.End, info.Trailer.End(), want)
 		}
 	}
 	if _, err := os.Stat(asked[2]); !os.IsNotExist(err) {

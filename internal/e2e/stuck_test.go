@@ -135,6 +135,8 @@ type recordingState struct {
 	ID        string `json:"id"`
 	Segments  int    `json:"segments"`
 	Truncated int    `json:"truncated"`
+	Complete  bool   `json:"complete"`
+	Ended     string `json:"ended"`
 }
 
 func recordingOf(t *testing.T, data, id string) recordingState {
@@ -201,9 +203,18 @@ func TestDiskFullMidSegment(t *testing.T) {
 		if left := spoolSegments(t, d.spool); len(left) != 0 {
 			t.Fatalf("round %d: segments left on the box: %v", round, left)
 		}
-		r := recordingOf(t, b.rcv.data, st.Recording)
-		if r.Segments != st.Segments+1 || r.Truncated != 1 {
-			t.Fatalf("round %d: receiver has %+v; want the %d sealed segments and the one cut short (truncated)", round, r, st.Segments)
+		// The receiver gets the sealed segments, the one cut short
+		// (truncated) and, once there is room, the empty end segment that
+		// says "disk error"; then the recording is complete.
+		var r recordingState
+		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			r = recordingOf(t, b.rcv.data, st.Recording)
+			if r.Complete || time.Now().After(deadline) {
+				break
+			}
+		}
+		if !r.Complete || r.Ended != "disk error" || r.Truncated != 1 || r.Segments < st.Segments+1 {
+			t.Fatalf("round %d: receiver has %+v; want the %d sealed segments, the one cut short (truncated) and the end, complete, ended by a disk error", round, r, st.Segments)
 		}
 	}
 	audit, _ := os.ReadFile(d.audit)

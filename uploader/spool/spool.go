@@ -151,6 +151,11 @@ type Record struct {
 	Sequence    uint64
 	Size        int64    // file size when sealed or reconciled
 	SHA256      [32]byte `json:"-"`
+	// Commitment is the segment's key commitment (the next segment's
+	// link), and Last its trailer's last flag, from verification; zero
+	// and false in records written before they were kept.
+	Commitment  [crypto.CommitmentSize]byte `json:"-"`
+	Last        bool                        `json:",omitempty"`
 	State       State
 	Before      State  `json:",omitempty"` // the state before Missing
 	Reason      string `json:",omitempty"` // why a segment is truncated, corrupt or missing
@@ -192,12 +197,16 @@ type recordJSON struct {
 	Record
 	RecordingID string
 	SHA256      string `json:",omitempty"`
+	Commitment  string `json:",omitempty"`
 }
 
 func (r Record) encode() ([]byte, error) {
 	j := recordJSON{Record: r, RecordingID: hex.EncodeToString(r.RecordingID[:])}
 	if r.SHA256 != ([32]byte{}) {
 		j.SHA256 = hex.EncodeToString(r.SHA256[:])
+	}
+	if r.Commitment != ([crypto.CommitmentSize]byte{}) {
+		j.Commitment = hex.EncodeToString(r.Commitment[:])
 	}
 	return json.Marshal(j)
 }
@@ -214,6 +223,11 @@ func decodeRecord(b []byte) (Record, error) {
 	if j.SHA256 != "" {
 		if err := decodeHex(r.SHA256[:], j.SHA256); err != nil {
 			return Record{}, fmt.Errorf("sha256: %w", err)
+		}
+	}
+	if j.Commitment != "" {
+		if err := decodeHex(r.Commitment[:], j.Commitment); err != nil {
+			return Record{}, fmt.Errorf("commitment: %w", err)
 		}
 	}
 	return r, nil
@@ -936,6 +950,11 @@ func (v *verified) apply(r *Record) {
 	if v.info != nil && v.info.Header != nil {
 		r.RecordingID = v.info.Header.RecordingID
 		r.Sequence = v.info.Header.Sequence
+	}
+	r.Commitment, r.Last = [crypto.CommitmentSize]byte{}, false
+	if v.info != nil && v.outcome != crypto.Corrupt {
+		r.Commitment = v.info.Commitment
+		r.Last = v.info.Trailer != nil && v.info.Trailer.Last()
 	}
 	r.Reason = ""
 	if v.err != nil {

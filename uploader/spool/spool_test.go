@@ -61,6 +61,12 @@ func (f *fixture) recording(t testing.TB) *recording {
 // file name and bytes.
 func (r *recording) next(t testing.TB, n int) (string, []byte) {
 	t.Helper()
+	return r.seal(t, n, nil)
+}
+
+// seal seals the next segment; end, if set, makes it the last one.
+func (r *recording) seal(t testing.TB, n int, end *crypto.EndReason) (string, []byte) {
+	t.Helper()
 	var buf bytes.Buffer
 	w, err := crypto.NewWriter(&buf, r.f.rcpt, r.f.dev, crypto.Params{
 		RecordingID: r.id, Sequence: r.seq, Prev: r.prev, Start: time.Unix(1_700_000_000, 0), Codec: "video/mp4",
@@ -71,6 +77,9 @@ func (r *recording) next(t testing.TB, n int) (string, []byte) {
 	if _, err := w.Write(bytes.Repeat([]byte{byte(r.seq)}, n)); err != nil {
 		w.Close()
 		t.Fatal(err)
+	}
+	if end != nil {
+		w.SetEnd(*end)
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
