@@ -71,7 +71,7 @@ func (e *env) connect(host, port string, cfg *tls.Config) *probe {
 	}
 	p := &probe{host: host, port: port, stage: stageDNS}
 	fail := func(err error) *probe {
-		p.err, p.cause = err, classify(err)
+		p.err, p.cause = err, Classify(err)
 		if p.stage == stageDNS {
 			// Not found, no server or no answer: all a DNS problem.
 			p.cause = causeDNS
@@ -144,8 +144,10 @@ func (e *env) connect(host, port string, cfg *tls.Config) *probe {
 	return p
 }
 
-// classify names the cause of a connection failure.
-func classify(err error) string {
+// Classify names the cause of a connection failure (dns, tcp refused,
+// timeout, TLS causes): the daemon's control connection reports its
+// failures with the same names.
+func Classify(err error) string {
 	var (
 		hostErr    x509.HostnameError
 		authErr    x509.UnknownAuthorityError
