@@ -252,19 +252,8 @@ func (s *Server) handleControl(w http.ResponseWriter, r *http.Request) {
 	c := &controlConn{device: d.Name, source: src, version: hello.Version, since: time.Now().UTC(), end: end, conn: conn}
 	s.hub.attach(c)
 	s.auditControl(c, "connected", fmt.Sprintf("connected from %s version=%s", src, hello.Version))
-	err = s.serveControl(ctx, c)
+	cause := s.serveControl(ctx, c, func() bool { return r.Context().Err() != nil })
 	s.hub.detach(c)
-	cause := context.Cause(ctx)
-	switch {
-	case errors.Is(cause, errReplaced), errors.Is(cause, errRevoked):
-	case r.Context().Err() != nil:
-		cause = errStopping
-	default:
-		cause = err
-	}
-	if errors.Is(cause, errStopping) || errors.Is(cause, errRevoked) || errors.Is(cause, errReplaced) {
-		closeSoon(conn, websocket.StatusGoingAway, cause.Error())
-	}
 	s.auditControl(c, "disconnected", fmt.Sprintf("disconnected after %s: %v", time.Since(c.since).Round(time.Second), cause))
 }
 
@@ -303,27 +292,29 @@ func readHello(ctx context.Context, conn *websocket.Conn, device string) (wire.H
 	return h, nil
 }
 
-// serveControl reads the box's messages and pings it until the connection
-// ends or ctx is done.
-func (s *Server) serveControl(ctx context.Context, c *controlConn) error {
-	ctx, stop := context.WithCancel(ctx)
-	defer stop()
+// serveControl reads the box's messages and pings it until the
+// connection fails or ctx ends (replaced, revoked, or the server stopping,
+// as stopping says); then it closes the connection, telling the box why,
+// and returns the cause.
+func (s *Server) serveControl(ctx context.Context, c *controlConn, stopping func() bool) error {
+	pctx, stopPing := context.WithCancel(ctx)
+	defer stopPing()
 	errc := make(chan error, 2)
 	go func() {
 		t := time.NewTicker(s.cfg.ControlPing)
 		defer t.Stop()
 		for {
 			select {
-			case <-ctx.Done():
-				errc <- ctx.Err()
+			case <-pctx.Done():
+				errc <- pctx.Err()
 				return
 			case <-t.C:
 			}
-			pctx, cancel := context.WithTimeout(ctx, s.cfg.ControlPing)
-			err := c.conn.Ping(pctx)
+			tctx, cancel := context.WithTimeout(pctx, s.cfg.ControlPing)
+			err := c.conn.Ping(tctx)
 			cancel()
 			if err != nil {
-				if ctx.Err() == nil {
+				if pctx.Err() == nil {
 					err = fmt.Errorf("no pong within %s: %w", s.cfg.ControlPing, err)
 				}
 				errc <- err
@@ -331,16 +322,19 @@ func (s *Server) serveControl(ctx context.Context, c *controlConn) error {
 			}
 		}
 	}()
+	// The reader is not cancelled with ctx: ending a connection sends a
+	// close frame with the reason first, which ends the read.
+	rctx := context.WithoutCancel(ctx)
 	go func() {
 		for {
-			_, data, err := c.conn.Read(ctx)
+			_, data, err := c.conn.Read(rctx)
 			if err != nil {
 				errc <- err
 				return
 			}
 			e, err := wire.ParseEnvelope(data)
 			if err != nil {
-				if werr := writeRaw(ctx, c.conn, wire.ErrorEnvelope(e.ID, err)); werr != nil {
+				if werr := writeRaw(rctx, c.conn, wire.ErrorEnvelope(e.ID, err)); werr != nil {
 					errc <- werr
 					return
 				}
@@ -353,20 +347,40 @@ func (s *Server) serveControl(ctx context.Context, c *controlConn) error {
 				// The receiver serves no op to boxes yet.
 				var req wire.Request
 				e.Decode(&req)
-				writeRaw(ctx, c.conn, wire.ErrorEnvelope(e.ID, &wire.ControlError{Code: wire.CodeUnknownOp, Message: fmt.Sprintf("op %q is not served by the receiver", req.Op)}))
+				writeRaw(rctx, c.conn, wire.ErrorEnvelope(e.ID, &wire.ControlError{Code: wire.CodeUnknownOp, Message: fmt.Sprintf("op %q is not served by the receiver", req.Op)}))
 			default:
-				writeRaw(ctx, c.conn, wire.ErrorEnvelope(e.ID, fmt.Errorf("%w: %q is not expected from a box", wire.ErrUnknownType, e.Type)))
+				writeRaw(rctx, c.conn, wire.ErrorEnvelope(e.ID, fmt.Errorf("%w: %q is not expected from a box", wire.ErrUnknownType, e.Type)))
 			}
 		}
 	}()
-	err := <-errc
-	stop()
-	<-errc
-	return err
+	var cause error
+	pending := 2
+	select {
+	case cause = <-errc:
+		pending--
+	case <-ctx.Done():
+		cause = context.Cause(ctx)
+		if stopping() {
+			cause = errStopping
+		}
+	}
+	code := websocket.StatusGoingAway
+	if websocket.CloseStatus(cause) != -1 {
+		code = websocket.CloseStatus(cause) // the box closed it: answer in kind
+	}
+	closeSoon(c.conn, code, cause.Error())
+	stopPing()
+	for ; pending > 0; pending-- {
+		<-errc
+	}
+	return cause
 }
 
 // closeSoon sends a close frame but does not wait long for the answer.
 func closeSoon(conn *websocket.Conn, code websocket.StatusCode, reason string) {
+	if len(reason) > 120 {
+		reason = reason[:120] // a close frame carries at most 123 bytes of reason
+	}
 	done := make(chan struct{})
 	go func() { conn.Close(code, reason); close(done) }()
 	select {

@@ -278,6 +278,9 @@ func (s *Server) Fingerprint() string { return s.ca.Fingerprint() }
 // Devices is the device registry.
 func (s *Server) Devices() *devices.Registry { return s.devices }
 
+// Hub holds the boxes' control connections.
+func (s *Server) Hub() *Hub { return &s.hub }
+
 // Viewers is the viewer account registry.
 func (s *Server) Viewers() *viewers.Registry { return s.viewers }
 
