@@ -286,6 +286,10 @@ func readHello(ctx context.Context, conn *websocket.Conn, device string) (wire.H
 	if err := e.Decode(&h); err != nil {
 		return h, err
 	}
+	if len(h.Version) > 64 {
+		// It goes into the audit log: bounded.
+		return h, &wire.ControlError{Code: wire.CodeBadMessage, Message: fmt.Sprintf("hello version is %d bytes, more than 64", len(h.Version))}
+	}
 	if h.Device != device {
 		return h, &wire.ControlError{Code: wire.CodeRefused, Message: fmt.Sprintf("hello names device %q but the certificate is %q's", h.Device, device)}
 	}

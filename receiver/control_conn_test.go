@@ -100,6 +100,7 @@ func TestControlRefusesBadHello(t *testing.T) {
 		{"other device", `{"v":1,"type":"hello","body":{"device":"room-1","version":"x","capabilities":[]}}`, wire.CodeRefused},
 		{"unknown version", `{"v":9,"type":"hello","body":{"device":"room-9"}}`, wire.CodeUnknownVersion},
 		{"unknown type", `{"v":1,"type":"shell","body":{}}`, wire.CodeUnknownType},
+		{"long version", `{"v":1,"type":"hello","body":{"device":"room-9","version":"` + strings.Repeat("x", 65) + `"}}`, wire.CodeBadMessage},
 		{"not a hello", `{"v":1,"type":"request","id":"r1","body":{"op":"x"}}`, wire.CodeBadMessage},
 	}
 	for _, tt := range tests {
