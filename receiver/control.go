@@ -216,13 +216,15 @@ func (s *Server) handleControl(w http.ResponseWriter, r *http.Request) {
 	fail := func(detail string) {
 		s.fails.Record(audit.Entry{Event: "device.control", Identity: d.Name, Source: src, Outcome: "failed", Detail: detail})
 	}
+	// Counted before the upgrade, while the server still tracks this
+	// request: once Shutdown returns, Run's Wait sees every connection.
+	s.hub.wg.Add(1)
+	defer s.hub.wg.Done()
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{wire.ControlSubprotocol}})
 	if err != nil {
 		fail("upgrade: " + err.Error()) // Accept has answered the request
 		return
 	}
-	s.hub.wg.Add(1)
-	defer s.hub.wg.Done()
 	defer conn.CloseNow()
 	if conn.Subprotocol() != wire.ControlSubprotocol {
 		fail("the client did not speak " + wire.ControlSubprotocol)
