@@ -25,6 +25,7 @@ import (
 	"github.com/uploadbox/uploadbox/agent/config"
 	"github.com/uploadbox/uploadbox/agent/control"
 	"github.com/uploadbox/uploadbox/agent/indicator"
+	"github.com/uploadbox/uploadbox/agent/link"
 	"github.com/uploadbox/uploadbox/consent"
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/uploader"
@@ -74,6 +75,8 @@ type Agent struct {
 	kick      chan struct{}
 	uploadOK  time.Time
 	upErr     string
+	// link is the control connection to the receiver, once it runs.
+	link *link.Client
 	// checkpoint is the audit checkpoint waiting to be sent (checkpoint.go).
 	checkpoint *audit.Checkpoint
 }
@@ -178,6 +181,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.ctl.Serve(gctx, a.handle) })
 	g.Go(func() error { return a.m.serve(gctx, a.Config().Metrics.Listen) })
 	g.Go(func() error { return a.uploadLoop(gctx) })
+	g.Go(func() error { return a.linkLoop(gctx) })
 	g.Go(func() error { return a.watchdog(gctx) })
 	g.Go(func() error { return a.ledger.Run(gctx) })
 	g.Go(func() error { return a.ind.Run(gctx) })
@@ -244,7 +248,7 @@ func (a *Agent) reload() {
 		"spool.dir": old.Spool.Dir != nc.Spool.Dir, "state_dir": old.StateDir != nc.StateDir,
 		"control.socket": old.SocketPath() != nc.SocketPath(), "metrics.listen": old.Metrics.Listen != nc.Metrics.Listen,
 		"audit.path": old.Audit.Path != nc.Audit.Path, "audit.checkpoint_every": old.Audit.CheckpointEvery != nc.Audit.CheckpointEvery,
-		"live": !reflect.DeepEqual(old.Live, nc.Live),
+		"live": !reflect.DeepEqual(old.Live, nc.Live), "link": !reflect.DeepEqual(old.Link, nc.Link),
 	} {
 		if changed {
 			a.log.Warn("config key changed on reload takes effect after a restart", "key", key)

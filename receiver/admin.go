@@ -39,7 +39,8 @@ type NewDevice struct {
 // Admin is what the admin commands need, whether the server runs or not.
 type Admin interface {
 	AddDevice(name string) (*NewDevice, error)
-	ListDevices() ([]devices.Device, error)
+	// ListDevices lists the devices with their control connections.
+	ListDevices() ([]DeviceStatus, error)
 	RevokeDevice(name string) error
 	UnlockDevice(name string) error
 	ListRecordings() ([]Recording, error)
@@ -93,7 +94,7 @@ func (s *Server) listenAdmin() (net.Listener, error) {
 }
 
 func (s *Server) adminHandler() http.Handler {
-	local := &localAdmin{reg: s.devices, db: s.db, ca: s.ca, viewers: s.viewers}
+	local := &localAdmin{reg: s.devices, db: s.db, ca: s.ca, viewers: s.viewers, hub: &s.hub}
 	mux := http.NewServeMux()
 	reply := func(w http.ResponseWriter, v any, err error) {
 		if err != nil {
@@ -197,6 +198,8 @@ type localAdmin struct {
 	ca      *pki.CA
 	closeDB bool
 	viewers *viewers.Registry
+	// hub is the running server's control connections; nil without one.
+	hub *Hub
 }
 
 func (a *localAdmin) AddDevice(name string) (*NewDevice, error) {
@@ -207,15 +210,38 @@ func (a *localAdmin) AddDevice(name string) (*NewDevice, error) {
 	return &NewDevice{Name: name, Token: tok, Expires: exp, CAFingerprint: a.ca.Fingerprint()}, nil
 }
 
-func (a *localAdmin) ListDevices() ([]devices.Device, error) {
+func (a *localAdmin) ListDevices() ([]DeviceStatus, error) {
 	ds, err := a.reg.List()
-	for i := range ds {
-		ds[i].TokenHash, ds[i].Failures = nil, nil
+	if err != nil {
+		return nil, err
 	}
-	return ds, err
+	seen, err := lastSeen(a.db)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]DeviceStatus, len(ds))
+	for i, d := range ds {
+		d.TokenHash, d.Failures = nil, nil
+		out[i] = DeviceStatus{Device: d, Control: ControlStatus{LastSeen: seen[d.Name]}}
+		if a.hub != nil {
+			if cs, ok := a.hub.status(d.Name); ok {
+				out[i].Control = cs
+			}
+		}
+	}
+	return out, nil
 }
 
-func (a *localAdmin) RevokeDevice(name string) error { return a.reg.Revoke(name) }
+// RevokeDevice revokes name and ends its control connection.
+func (a *localAdmin) RevokeDevice(name string) error {
+	if err := a.reg.Revoke(name); err != nil {
+		return err
+	}
+	if a.hub != nil {
+		a.hub.drop(name, errRevoked)
+	}
+	return nil
+}
 func (a *localAdmin) UnlockDevice(name string) error { return a.reg.Unlock(name) }
 
 func (a *localAdmin) ListRecordings() ([]Recording, error) {
@@ -319,8 +345,8 @@ func (a *socketAdmin) AddDevice(name string) (*NewDevice, error) {
 	return &d, a.call("POST", "/devices/"+name, &d)
 }
 
-func (a *socketAdmin) ListDevices() ([]devices.Device, error) {
-	var ds []devices.Device
+func (a *socketAdmin) ListDevices() ([]DeviceStatus, error) {
+	var ds []DeviceStatus
 	return ds, a.call("GET", "/devices", &ds)
 }
 

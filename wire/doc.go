@@ -1,7 +1,8 @@
 // Package wire holds what the box and the receiver say to each other: the
 // enrollment request and response, the commit request and response, the
 // refusals and their reasons, the signed receipts and the receipt key's
-// format, and the certificate and TLS helpers both ends use.
+// format, the certificate and TLS helpers both ends use, and the typed,
+// versioned messages of the box's control connection (control.go).
 //
 // It imports neither side. The box (uploader, agent, cmd/uploadbox)
 // imports wire and never a receiver package, so that the box binary does

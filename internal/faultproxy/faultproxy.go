@@ -30,6 +30,9 @@ type Proxy struct {
 	sent  atomic.Int64
 	cuts  atomic.Int64
 	close sync.Once
+	// resume is closed when a stall ends; nil while not stalled.
+	resume chan struct{}
+	done   chan struct{}
 }
 
 // Start listens on 127.0.0.1:0 and forwards to target.
@@ -38,7 +41,7 @@ func Start(target string, opts Options) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{ln: ln, opts: opts, addr: target, open: map[net.Conn]bool{}}
+	p := &Proxy{ln: ln, opts: opts, addr: target, open: map[net.Conn]bool{}, done: make(chan struct{})}
 	go p.accept()
 	return p, nil
 }
@@ -52,10 +55,48 @@ func (p *Proxy) Cuts() int { return int(p.cuts.Load()) }
 // Close stops accepting and closes every connection.
 func (p *Proxy) Close() error {
 	p.close.Do(func() {
+		close(p.done)
 		p.ln.Close()
 		p.cutAll()
 	})
 	return nil
+}
+
+// Stall holds every byte in both directions, on open and new connections,
+// without closing anything (a link that went dead without a reset), until
+// Resume.
+func (p *Proxy) Stall() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.resume == nil {
+		p.resume = make(chan struct{})
+	}
+}
+
+// Resume forwards again what a Stall held, and what follows.
+func (p *Proxy) Resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.resume != nil {
+		close(p.resume)
+		p.resume = nil
+	}
+}
+
+// wait returns when the proxy is not stalled; false if it closed.
+func (p *Proxy) wait() bool {
+	p.mu.Lock()
+	ch := p.resume
+	p.mu.Unlock()
+	if ch == nil {
+		return true
+	}
+	select {
+	case <-ch:
+		return true
+	case <-p.done:
+		return false
+	}
 }
 
 func (p *Proxy) cutAll() {
@@ -95,6 +136,9 @@ func (p *Proxy) pipe(dst, src net.Conn, upstream bool) {
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
+			if !p.wait() {
+				return
+			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}

@@ -79,3 +79,35 @@ func TestRate(t *testing.T) {
 		t.Fatalf("50 kB came back in %v: the rate limit does nothing", d)
 	}
 }
+
+func TestStallHoldsBytesUntilResume(t *testing.T) {
+	p, err := Start(echo(t), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p.Stall()
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := c.Read(make([]byte, 4)); n != 0 || !isTimeout(err) {
+		t.Fatalf("a stalled link delivered %d bytes (%v)", n, err)
+	}
+	p.Resume()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("after Resume: %q %v", buf, err)
+	}
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
