@@ -21,6 +21,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/uploadbox/uploadbox/internal/netfail"
 	"github.com/uploadbox/uploadbox/wire"
 )
 
@@ -159,11 +160,11 @@ func (c *Client) Run(ctx context.Context) error {
 			}
 			s.Connected = false
 			s.Failures++
-			s.LastError, s.Cause = err.Error(), c.o.Classify(err)
+			s.LastError, s.Cause = netfail.Text(err), c.o.Classify(err)
 			wait = Backoff(s.Failures, c.o.RetryMax, rand.Int64N)
 			s.NextRetry = now.Add(wait)
 		})
-		c.log.Warn("control connection down; retrying", "in", wait.Round(100*time.Millisecond), "err", err)
+		c.log.Warn("control connection down; retrying", append([]any{"in", wait.Round(100 * time.Millisecond)}, netfail.Attrs(err)...)...)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

@@ -180,9 +180,13 @@ func TestQuarantinedSegmentDoesNotBlockQueue(t *testing.T) {
 	os.Chtimes(conflict, old, old)
 	startDaemon(t, d)
 
+	// The planted recording has no last segment, so at start the daemon
+	// closes it as crashed with an empty end segment 1; that one links to
+	// the "other bytes" segment 0 and is refused too (chain).
+	endName := rec + "-000001.ubx"
 	st := recordSession(t, d, "5s")
-	q := waitQueue(t, d, 90*time.Second, "the segments after the refused one upload", func(q queueHeld) bool {
-		return q.Count == 1 && q.ByState["quarantined"] == 1
+	q := waitQueue(t, d, 90*time.Second, "the segments after the refused ones upload", func(q queueHeld) bool {
+		return q.Count == 2 && q.ByState["quarantined"] == 2
 	})
 	rs := recordings(t, b.rcv.data)
 	var later *recordingInfo
@@ -194,10 +198,16 @@ func TestQuarantinedSegmentDoesNotBlockQueue(t *testing.T) {
 	if later == nil || later.Segments != st.Segments || !later.Complete {
 		t.Fatalf("receiver has %+v, want recording %s complete with %d segments", rs, st.Recording, st.Segments)
 	}
-	if len(q.Held) != 1 {
-		t.Fatalf("queue held %+v, want the one quarantined segment", q.Held)
+	if len(q.Held) != 2 {
+		t.Fatalf("queue held %+v, want the two quarantined segments", q.Held)
 	}
-	h := q.Held[0]
+	h, end := q.Held[0], q.Held[1]
+	if h.ID != name {
+		h, end = end, h
+	}
+	if end.ID != endName || end.State != "quarantined" || end.Status != 409 || end.Reason != "chain" {
+		t.Fatalf("held end segment %+v", end)
+	}
 	// Until the receiver sends reasons, the box falls back on the 409:
 	// fresh uploads, bounded, then quarantine. With a reason it is "exists".
 	if h.ID != name || h.State != "quarantined" || h.Status != 409 || (h.Reason != "" && h.Reason != "exists") || h.Message == "" || h.File != conflict {
@@ -208,13 +218,13 @@ func TestQuarantinedSegmentDoesNotBlockQueue(t *testing.T) {
 	}
 	text := run(t, "uploadbox", "queue", "--socket", d.socket)
 	t.Logf("uploadbox queue:\n%s", text)
-	for _, want := range []string{"1 quarantined", name, "HTTP 409", h.Message, "uploadbox queue retry ID", "uploadbox queue discard ID --yes"} {
+	for _, want := range []string{"2 quarantined", name, "HTTP 409", h.Message, "uploadbox queue retry ID", "uploadbox queue discard ID --yes"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("uploadbox queue does not show %q:\n%s", want, text)
 		}
 	}
-	metricAt(t, d, "uploadbox_quarantined_segments", 1)
-	waitAudit(t, d.audit, "queue.quarantine", 1)
+	metricAt(t, d, "uploadbox_quarantined_segments", 2)
+	waitAudit(t, d.audit, "queue.quarantine", 2)
 
 	// diag fails the spool check and says what to do.
 	stdout, _, code := runCode(t, "uploadbox", "diag", "--config", d.config, "--check", "spool")
@@ -244,9 +254,9 @@ func TestQuarantinedSegmentDoesNotBlockQueue(t *testing.T) {
 		t.Errorf("queue retry: %s", out)
 	}
 	waitQueue(t, d, 60*time.Second, "the retried segment is refused and quarantined again", func(q queueHeld) bool {
-		return q.ByState["quarantined"] == 1
+		return q.ByState["quarantined"] == 2
 	})
-	waitAudit(t, d.audit, "queue.quarantine", 2)
+	waitAudit(t, d.audit, "queue.quarantine", 3)
 	if es := auditEvents(t, d.audit, "queue.retry"); len(es) != 1 || !es[0].decidedBy(uid) || !strings.Contains(es[0].Detail, name) {
 		t.Errorf("queue.retry audit entries %+v, want one by %s naming %s", es, uid, name)
 	}
@@ -259,9 +269,10 @@ func TestQuarantinedSegmentDoesNotBlockQueue(t *testing.T) {
 	if _, err := os.Stat(conflict); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the discarded file is still there: %v", err)
 	}
+	run(t, "uploadbox", "queue", "discard", endName, "--yes", "--socket", d.socket)
 	waitQueue(t, d, 10*time.Second, "the queue is empty after the discard", func(q queueHeld) bool { return q.Count == 0 })
 	metricAt(t, d, "uploadbox_quarantined_segments", 0)
-	if es := auditEvents(t, d.audit, "queue.discard"); len(es) != 1 || !es[0].decidedBy(uid) || es[0].Outcome != "deleted" || !strings.Contains(es[0].Detail, conflict) {
+	if es := auditEvents(t, d.audit, "queue.discard"); len(es) != 2 || !es[0].decidedBy(uid) || es[0].Outcome != "deleted" || !strings.Contains(es[0].Detail, conflict) {
 		t.Errorf("queue.discard audit entries %+v, want one by %s naming %s", es, uid, conflict)
 	}
 	if stdout, _, code := runCode(t, "uploadbox", "diag", "--config", d.config, "--check", "spool"); code != 0 {

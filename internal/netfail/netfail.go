@@ -24,7 +24,10 @@ const (
 	Refused    = "refused"
 	Timeout    = "timeout"
 	DNS        = "dns"
-	Other      = "other"
+	// CertRefused: the receiver refused the box's client certificate in
+	// the handshake (revoked, expired, from another CA).
+	CertRefused = "certificate-refused"
+	Other       = "other"
 )
 
 // Classify names the cause of a connection failure.
@@ -53,8 +56,27 @@ func Classify(err error) string {
 		return Timeout
 	case errors.As(err, &dnsErr):
 		return DNS
+	case CertificateRefused(err):
+		return CertRefused
 	}
 	return Other
+}
+
+// CertificateRefused reports whether the server refused this side's
+// client certificate during the TLS handshake (a TLS alert such as "bad
+// certificate" or "revoked certificate"): how the receiver treats a
+// revoked or foreign device.
+func CertificateRefused(err error) bool {
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "remote error" || oe.Err == nil {
+		return false
+	}
+	switch oe.Err.Error() {
+	case "tls: bad certificate", "tls: revoked certificate", "tls: expired certificate", "tls: unknown certificate",
+		"tls: unknown certificate authority", "tls: certificate required", "tls: unsupported certificate":
+		return true
+	}
+	return false
 }
 
 // Is reports whether err is a failure of the connection itself (DNS, TCP,
@@ -95,6 +117,8 @@ func Describe(err error) (cause, text string, ok bool) {
 		text = "a certificate is expired or not yet valid at the box's time: check the clock"
 	case TLSVersion:
 		text = "the receiver offers neither TLS 1.2 nor 1.3: upgrade it or the proxy in front of it"
+	case CertRefused:
+		text = "the receiver refused this box's certificate (revoked, expired or from another enrollment): check the device with the receiver's admin and enroll the box again if it was revoked"
 	default:
 		text = "the connection to the receiver failed or broke off: check the network and that the receiver runs (`uploadbox diag`)"
 	}

@@ -3,9 +3,10 @@ package tus
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
+
+	"github.com/uploadbox/uploadbox/internal/netfail"
 )
 
 var (
@@ -67,18 +68,7 @@ func retryableStatus(code int) bool {
 // or unknown certificate, unknown CA, certificate required). Retrying
 // does not help until the client's enrollment is fixed. crypto/tls does
 // not export the alert type, so its text is matched.
-func CertificateRefused(err error) bool {
-	var oe *net.OpError
-	if !errors.As(err, &oe) || oe.Op != "remote error" || oe.Err == nil {
-		return false
-	}
-	switch oe.Err.Error() {
-	case "tls: bad certificate", "tls: revoked certificate", "tls: expired certificate", "tls: unknown certificate",
-		"tls: unknown certificate authority", "tls: certificate required", "tls: unsupported certificate":
-		return true
-	}
-	return false
-}
+func CertificateRefused(err error) bool { return netfail.CertificateRefused(err) }
 
 func protocolErr(method, url, format string, args ...any) error {
 	return fmt.Errorf("%w: %s %s: %s", ErrProtocol, method, url, fmt.Sprintf(format, args...))
