@@ -46,7 +46,9 @@ func (a *Agent) CloseRecording(id [16]byte, next uint64, prev [crypto.Commitment
 // closeEnded runs before every upload round: a recording without a last
 // segment that is not the running session's was stopped by a write error
 // whose own end (the recorder's "disk error" segment) could not be
-// written, the disk being full; it is sealed now, once there is room.
+// written, the disk being full, or was not, the segment cut being empty
+// (the end then takes that segment's number); it is sealed now, once there
+// is room.
 // Crashes are closed at start, so nothing else leaves such a recording.
 func (a *Agent) closeEnded() {
 	open, err := a.spool.Unclosed()

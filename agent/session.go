@@ -200,6 +200,10 @@ func (a *Agent) sessionEnded(s *session, cause, err error) {
 	a.sess = nil
 	by := s.stoppedBy
 	a.mu.Unlock()
+	// A recording a write error left without its end (the recorder could
+	// not seal it, or the cut segment was empty) is closed by the next
+	// upload round, now that it is no longer the running one.
+	a.kickUpload()
 	if by == "" {
 		by = consent.ByDaemon
 	}

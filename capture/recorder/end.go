@@ -75,12 +75,23 @@ func (r *Recorder) admission(partialPath string) error {
 // it says "disk error". Nothing is done when the recording already has its
 // last segment or has no segment at all; a failure is logged (the disk may
 // be full): the daemon then closes the recording at its next start.
+//
+// A segment cut before its first full payload chunk holds no media: the
+// spool records it as empty and never uploads it, so an end linked to it
+// would point at a segment the receiver never gets. Its partial file is
+// left for the spool (Settle), and the daemon seals the end under its
+// number, linked to the segment before it (spool.Unclosed).
 func (r *Recorder) closeAfterError(cause error) {
 	if r.ended {
 		return
 	}
 	seq, prev := r.seq, r.prev
 	if r.cur != nil && !r.cur.sealed {
+		if noMedia(r.cur.base + PartialSuffix) {
+			r.log.Warn("the segment cut by the write error holds no media; the daemon seals the recording's end in its place",
+				"sequence", r.cur.seq)
+			return
+		}
 		seq, prev = r.cur.seq+1, r.cur.w.Commitment()
 	}
 	if seq == 0 {
@@ -158,4 +169,17 @@ func SealEnd(cfg Config, id [16]byte, seq uint64, prev [crypto.CommitmentSize]by
 		cfg.OnSealed(s)
 	}
 	return s, nil
+}
+
+// noMedia reports whether the partial file at path ends before its first
+// full payload chunk (or inside its header), as the spool judges a segment
+// empty. A file that cannot be read is not judged empty.
+func noMedia(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	info, err := crypto.Verify(f, nil)
+	return crypto.OutcomeOf(err) == crypto.Truncated && (info == nil || info.Header == nil || info.NoMedia())
 }

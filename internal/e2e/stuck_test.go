@@ -137,6 +137,7 @@ type recordingState struct {
 	Truncated int    `json:"truncated"`
 	Complete  bool   `json:"complete"`
 	Ended     string `json:"ended"`
+	Missing   int    `json:"missing"`
 }
 
 func recordingOf(t *testing.T, data, id string) recordingState {
@@ -151,6 +152,19 @@ func recordingOf(t *testing.T, data, id string) recordingState {
 		}
 	}
 	return recordingState{}
+}
+
+// waitComplete polls the receiver's listing of recording id until it is
+// complete or within has passed, and returns the last listing.
+func waitComplete(t *testing.T, data, id string, within time.Duration) recordingState {
+	t.Helper()
+	var r recordingState
+	for deadline := time.Now().Add(within); ; time.Sleep(200 * time.Millisecond) {
+		r = recordingOf(t, data, id)
+		if r.Complete || time.Now().After(deadline) {
+			return r
+		}
+	}
 }
 
 // TestDiskFullMidSegment: the spool's filesystem (a small real one) fills
@@ -206,13 +220,7 @@ func TestDiskFullMidSegment(t *testing.T) {
 		// The receiver gets the sealed segments, the one cut short
 		// (truncated) and, once there is room, the empty end segment that
 		// says "disk error"; then the recording is complete.
-		var r recordingState
-		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-			r = recordingOf(t, b.rcv.data, st.Recording)
-			if r.Complete || time.Now().After(deadline) {
-				break
-			}
-		}
+		r := waitComplete(t, b.rcv.data, st.Recording, 60*time.Second)
 		if !r.Complete || r.Ended != "disk error" || r.Truncated != 1 || r.Segments < st.Segments+1 {
 			t.Fatalf("round %d: receiver has %+v; want the %d sealed segments, the one cut short (truncated) and the end, complete, ended by a disk error", round, r, st.Segments)
 		}
@@ -228,16 +236,28 @@ func TestDiskFullMidSegment(t *testing.T) {
 // and returns the file's size at the kill.
 func killAtSegmentStart(t *testing.T, p *daemonProc, spool string, seq int) int64 {
 	t.Helper()
+	return signalAtSegmentStart(t, p, spool, seq, syscall.SIGKILL)
+}
+
+// signalAtSegmentStart waits until segment seq of the running session has
+// its header on disk and no payload chunk yet, then sends sig to the
+// daemon, and returns the file's size right after.
+func signalAtSegmentStart(t *testing.T, p *daemonProc, spool string, seq int, sig syscall.Signal) int64 {
+	t.Helper()
 	pattern := filepath.Join(spool, fmt.Sprintf("*-%06d.ubx.partial", seq))
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
 		files, _ := filepath.Glob(pattern)
 		if len(files) == 1 {
 			if st, err := os.Stat(files[0]); err == nil && st.Size() > 0 {
-				p.cmd.Process.Signal(syscall.SIGKILL)
-				<-p.done
+				p.cmd.Process.Signal(sig)
+				if sig == syscall.SIGKILL {
+					<-p.done
+				} else {
+					waitProcState(t, p.cmd.Process.Pid, 'T')
+				}
 				st, _ = os.Stat(files[0])
 				if st.Size() >= 16<<10 {
-					t.Fatalf("killed too late: segment %d already holds %d bytes", seq, st.Size())
+					t.Fatalf("signalled too late: segment %d already holds %d bytes", seq, st.Size())
 				}
 				return st.Size()
 			}
@@ -248,13 +268,89 @@ func killAtSegmentStart(t *testing.T, p *daemonProc, spool string, seq int) int6
 	return 0
 }
 
+// waitProcState waits until process pid is in state (as /proc shows it:
+// 'T' stopped).
+func waitProcState(t *testing.T, pid int, state byte) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// "pid (comm) S ...": the state follows the last ')'.
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && b[i+2] == state {
+			return
+		}
+	}
+	t.Fatalf("process %d did not reach state %c", pid, state)
+}
+
+// TestDiskFullAtSegmentStart: the spool's filesystem fills right after a
+// segment's header was written, before its first payload chunk (the daemon
+// is frozen there with SIGSTOP while the disk is filled). That segment
+// holds no media and is never uploaded; once there is room, without a
+// restart, the recording's end ("disk error") is sealed under its number,
+// linked to the segment before it, so the receiver lists the recording
+// complete with nothing missing.
+func TestDiskFullAtSegmentStart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mounts a filesystem and runs the daemon with a receiver; skipped under -short")
+	}
+	dir := t.TempDir()
+	b := setupBox(t, dir, nil)
+	d := writeBoxConfig(t, dir, b.state, "")
+	smallFS(t, d.spool, 48<<20)
+	p := startDaemon(t, d)
+	var st sessionStatus
+	ctl(t, d, &st, "session", "start", "--for", "60s")
+	id := st.Recording
+	size := signalAtSegmentStart(t, p, d.spool, 1, syscall.SIGSTOP)
+	filler := filepath.Join(d.spool, "filler")
+	n := fill(t, filler)
+	p.cmd.Process.Signal(syscall.SIGCONT)
+	t.Logf("segment 1 at %d bytes when the disk was filled (%d MiB)", size, n>>20)
+	st = waitStopped(t, d, 20*time.Second)
+	if st.StopReason != "disk error" || !strings.Contains(st.Alert, "held no media yet") {
+		t.Errorf("session ended %q with alert %q; want a disk error, segment 1 dropped as holding no media", st.StopReason, st.Alert)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	waitDrained(t, d, 60*time.Second)
+	r := waitComplete(t, b.rcv.data, id, 60*time.Second)
+	if !r.Complete || r.Ended != "disk error" || r.Missing != 0 || r.Segments != 2 || r.Truncated != 0 {
+		t.Errorf("receiver has %+v; want segment 0 and the end in place of the empty segment 1: complete, ended by a disk error, none missing", r)
+	}
+	audit, _ := os.ReadFile(d.audit)
+	var empty, ends int
+	for _, l := range strings.Split(string(audit), "\n") {
+		switch {
+		case strings.Contains(l, `"segment.empty"`):
+			empty++
+			if !strings.Contains(l, id+"-000001.ubx") || !strings.Contains(l, "empty after a write error") {
+				t.Errorf("segment.empty: %s", l)
+			}
+		case strings.Contains(l, `"recording.end"`):
+			ends++
+			if !strings.Contains(l, "recording="+id+" segment=1 reason=disk_error") {
+				t.Errorf("recording.end: %s", l)
+			}
+		}
+	}
+	if empty != 1 || ends != 1 {
+		t.Errorf("audit log: %d segment.empty, %d recording.end; want 1 each", empty, ends)
+	}
+}
+
 // TestCrashAtSegmentStart: the daemon is killed right after a segment's
 // header is written. At the next start the audit log says the previous run
 // did not end cleanly (daemon.unclean_stop with the session and its last
 // sealed segment) and ends its session; session status says the session
 // ended by a crash; the header-only segment is recorded as empty after a
-// crash, removed and never uploaded, so the receiver never counts it. A
-// clean stop afterwards reports no crash, and a start without a session
+// crash, removed and never uploaded, and the recording's end ("box
+// crashed") takes its number, linked to the segment before it, so the
+// receiver lists the recording complete with nothing missing. A clean stop
+// afterwards reports no crash, and a start without a session
 // logs no "recording session ended".
 func TestCrashAtSegmentStart(t *testing.T) {
 	if testing.Short() {
@@ -283,8 +379,11 @@ func TestCrashAtSegmentStart(t *testing.T) {
 	if left := spoolSegments(t, d.spool); len(left) != 0 {
 		t.Errorf("segment files left on the box: %v", left)
 	}
-	if r := recordingOf(t, b.rcv.data, id); r.Segments != 1 || r.Truncated != 0 {
-		t.Errorf("receiver has %+v; want only the sealed segment 0, the empty one never counted", r)
+	// The empty segment 1 is never uploaded; the end "box crashed" takes
+	// its number, linked to segment 0, so nothing the box sealed is missing.
+	r := waitComplete(t, b.rcv.data, id, 60*time.Second)
+	if !r.Complete || r.Ended != "box crashed" || r.Missing != 0 || r.Segments != 2 || r.Truncated != 0 {
+		t.Errorf("receiver has %+v; want segment 0 and the end in place of the empty segment 1: complete, ended by a crash, none missing", r)
 	}
 	audit, _ := os.ReadFile(d.audit)
 	var unclean, stops, empty int
@@ -320,8 +419,8 @@ func TestCrashAtSegmentStart(t *testing.T) {
 	}
 	rec, err := sp.Get(fmt.Sprintf("%s-000001.ubx", id))
 	sp.Close()
-	if err != nil || rec.State != spoolpkg.Empty || !strings.Contains(rec.Reason, "empty after a crash") {
-		t.Errorf("spool index has %+v, %v; want segment 1 empty after a crash", rec, err)
+	if err != nil || rec.State != spoolpkg.Wiped || !rec.Last {
+		t.Errorf("spool index has %+v, %v; want segment 1 the recording's end, uploaded and wiped", rec, err)
 	}
 	p = startDaemon(t, d)
 	out = run(t, "uploadbox", "session", "status", "--socket", d.socket)

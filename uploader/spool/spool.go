@@ -11,6 +11,7 @@
 //	(none)      → recording   MarkRecording
 //	(none)      → sealed      MarkSealed (the file verifies OK)
 //	recording   → sealed      MarkSealed
+//	empty       → sealed      MarkSealed, only for a last segment: the recording's end sealed in its place
 //	sealed      → uploading   StartUpload
 //	truncated   → uploading   StartUpload
 //	uploading   → uploading   StartUpload (same URL keeps the offset, a new URL restarts at 0), SetOffset
@@ -92,6 +93,7 @@ const (
 	// Empty: the segment was cut before any media reached the disk (only
 	// its header was written); the file is removed, the record kept, and
 	// nothing is uploaded. Reason says "empty after a crash" (or a write error).
+	// The recording's end may later be sealed under its number (MarkSealed).
 	Empty State = "empty"
 )
 
@@ -461,7 +463,7 @@ func (s *Spool) MarkSealed(name string) error {
 	// Check the state before the expensive verification, again after it.
 	if cur, ok, err := s.get(key); err != nil {
 		return err
-	} else if ok && cur.State != Recording {
+	} else if ok && cur.State != Recording && cur.State != Empty {
 		return &TransitionError{Name: key, From: cur.State, To: Sealed}
 	}
 	v, err := s.verify(key)
@@ -471,12 +473,17 @@ func (s *Spool) MarkSealed(name string) error {
 	if v.outcome != crypto.OK {
 		return fmt.Errorf("mark %s sealed: the file is %s, not a complete segment: %w", key, v.outcome, v.err)
 	}
+	end := v.info != nil && v.info.Trailer != nil && v.info.Trailer.Last()
 	r, err := s.update(key, func(r Record, ok bool) (Record, error) {
-		if ok && r.State != Recording {
-			return r, &TransitionError{Name: key, From: r.State, To: Sealed}
-		}
-		if !ok {
+		switch {
+		case !ok:
 			r.CreatedAt = s.opts.now()
+		case r.State == Empty && end:
+			// The recording's end takes the number of the empty segment
+			// it replaces, so that it links to the last one uploaded.
+			r.UploadURL, r.Offset, r.Receipt, r.WipedAt = "", 0, nil, time.Time{}
+		case r.State != Recording:
+			return r, &TransitionError{Name: key, From: r.State, To: Sealed}
 		}
 		v.apply(&r)
 		r.File = key

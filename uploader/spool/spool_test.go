@@ -974,9 +974,10 @@ func TestQuarantineReconcile(t *testing.T) {
 // its header (header, salt and commitment).
 func (r *recording) headerOnly(t testing.TB) (string, []byte, int) {
 	t.Helper()
+	prev := r.prev
 	name, seg := r.next(t, 40_000)
 	w, err := crypto.NewWriter(io.Discard, r.f.rcpt, r.f.dev, crypto.Params{
-		RecordingID: r.id, Sequence: r.seq - 1, Start: time.Unix(1_700_000_000, 0), Codec: "video/mp4",
+		RecordingID: r.id, Sequence: r.seq - 1, Prev: prev, Start: time.Unix(1_700_000_000, 0), Codec: "video/mp4",
 	})
 	if err != nil {
 		t.Fatal(err)
