@@ -30,6 +30,8 @@ type Proxy struct {
 	sent  atomic.Int64
 	cuts  atomic.Int64
 	close sync.Once
+	// stall, while not nil, holds every byte until it is closed.
+	stall chan struct{}
 }
 
 // Start listens on 127.0.0.1:0 and forwards to target.
@@ -49,10 +51,48 @@ func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 // Cuts reports how many times the proxy cut its connections.
 func (p *Proxy) Cuts() int { return int(p.cuts.Load()) }
 
+// Sent reports how many bytes went upstream so far.
+func (p *Proxy) Sent() int64 { return p.sent.Load() }
+
+// Cut closes every open connection now, as a network fault would; new
+// connections are accepted as before.
+func (p *Proxy) Cut() { p.cutAll() }
+
+// Stall holds every byte in both directions, connections left open, until
+// Resume: a link that stops answering without closing.
+func (p *Proxy) Stall() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stall == nil {
+		p.stall = make(chan struct{})
+	}
+}
+
+// Resume lets stalled bytes through again.
+func (p *Proxy) Resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stall != nil {
+		close(p.stall)
+		p.stall = nil
+	}
+}
+
+// held waits while the link is stalled.
+func (p *Proxy) held() {
+	p.mu.Lock()
+	s := p.stall
+	p.mu.Unlock()
+	if s != nil {
+		<-s
+	}
+}
+
 // Close stops accepting and closes every connection.
 func (p *Proxy) Close() error {
 	p.close.Do(func() {
 		p.ln.Close()
+		p.Resume()
 		p.cutAll()
 	})
 	return nil
@@ -95,15 +135,16 @@ func (p *Proxy) pipe(dst, src net.Conn, upstream bool) {
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
+			p.held()
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}
 			if p.opts.Rate > 0 {
 				time.Sleep(time.Duration(n) * time.Second / time.Duration(p.opts.Rate))
 			}
-			if upstream && p.opts.CutEvery > 0 {
+			if upstream {
 				total := p.sent.Add(int64(n))
-				if c := p.cuts.Load(); c < int64(p.opts.Cuts) && total >= (c+1)*p.opts.CutEvery && p.cuts.CompareAndSwap(c, c+1) {
+				if c := p.cuts.Load(); p.opts.CutEvery > 0 && c < int64(p.opts.Cuts) && total >= (c+1)*p.opts.CutEvery && p.cuts.CompareAndSwap(c, c+1) {
 					p.cutAll()
 				}
 			}

@@ -79,3 +79,36 @@ func TestRate(t *testing.T) {
 		t.Fatalf("50 kB came back in %v: the rate limit does nothing", d)
 	}
 }
+
+func TestStallCutAndResume(t *testing.T) {
+	p, err := Start(echo(t), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p.Stall()
+	if _, err := c.Write([]byte("held")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := c.Read(make([]byte, 4)); err == nil {
+		t.Fatalf("read %d bytes through a stalled proxy", n)
+	}
+	p.Resume()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+		t.Fatalf("nothing came back after Resume: %v", err)
+	}
+	if p.Sent() != 4 {
+		t.Fatalf("Sent = %d, want 4", p.Sent())
+	}
+	p.Cut()
+	if _, err := io.ReadFull(c, make([]byte, 1)); err == nil {
+		t.Fatal("the connection is open after Cut")
+	}
+}
