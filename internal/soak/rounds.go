@@ -51,13 +51,13 @@ func (s *soak) round(ctx context.Context, kind string) (string, error) {
 	}
 	switch kind {
 	case killSession:
-		if err := sleep(ctx, s.between(1500*time.Millisecond, 9*time.Second)); err != nil {
+		if err := sleep(ctx, s.between(1500*time.Millisecond, 12*time.Second)); err != nil {
 			return "", err
 		}
 		at := s.killDaemon(st, kind)
 		return fmt.Sprintf("daemon killed %.2fs into recording %.8s", at.Seconds(), st.Recording), s.restartDaemon(ctx)
 	case killCommit:
-		if err := sleep(ctx, s.between(2*time.Second, 5*time.Second)); err != nil {
+		if err := sleep(ctx, s.between(2*time.Second, 10*time.Second)); err != nil {
 			return "", err
 		}
 		for len(s.committed) > 0 {
@@ -98,7 +98,7 @@ func (s *soak) round(ctx context.Context, kind string) (string, error) {
 		if _, err := s.startReceiver(ctx, s.rcvAddr); err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("receiver killed (mid-transfer: %v), down %.1fs", mid, down.Seconds()), s.endSession(ctx, s.between(3*time.Second, 8*time.Second))
+		return fmt.Sprintf("receiver killed (mid-transfer: %v), down %.1fs", mid, down.Seconds()), s.endSession(ctx, s.between(5*time.Second, 20*time.Second))
 	case cutLink:
 		mids := 0
 		for range 3 {
@@ -114,7 +114,7 @@ func (s *soak) round(ctx context.Context, kind string) (string, error) {
 			}
 			s.proxy.Cut()
 		}
-		return fmt.Sprintf("3 cuts, %d mid-transfer", mids), s.endSession(ctx, s.between(3*time.Second, 8*time.Second))
+		return fmt.Sprintf("3 cuts, %d mid-transfer", mids), s.endSession(ctx, s.between(5*time.Second, 20*time.Second))
 	case stallLink:
 		if err := sleep(ctx, s.between(time.Second, 4*time.Second)); err != nil {
 			return "", err
@@ -130,7 +130,7 @@ func (s *soak) round(ctx context.Context, kind string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("link stalled %.1fs (mid-transfer: %v)", d.Seconds(), mid), s.endSession(ctx, s.between(3*time.Second, 8*time.Second))
+		return fmt.Sprintf("link stalled %.1fs (mid-transfer: %v)", d.Seconds(), mid), s.endSession(ctx, s.between(5*time.Second, 20*time.Second))
 	case fullDisk:
 		return s.fullDiskRound(ctx, st)
 	}
@@ -280,11 +280,11 @@ func (s *soak) boxState(key string) (string, error) {
 // passed, frees the space and checks that what was being written is not
 // left behind.
 func (s *soak) fullDiskRound(ctx context.Context, st session) (string, error) {
-	if err := sleep(ctx, s.between(1500*time.Millisecond, 7*time.Second)); err != nil {
+	if err := sleep(ctx, s.between(1500*time.Millisecond, 12*time.Second)); err != nil {
 		return "", err
 	}
 	partial := "no segment open"
-	if ps, _ := filepath.Glob(filepath.Join(s.spool, "*.partial")); len(ps) > 0 {
+	if ps, _ := filepath.Glob(filepath.Join(s.spool, st.Recording+"-*.partial")); len(ps) > 0 {
 		if fi, err := os.Stat(ps[0]); err == nil {
 			partial = fmt.Sprintf("%s at %d bytes", filepath.Base(ps[0]), fi.Size())
 		}
