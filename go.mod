@@ -11,6 +11,7 @@ require (
 	github.com/aws/smithy-go v1.28.8
 	github.com/blackjack/webcam v0.6.1
 	github.com/bluenviron/mediacommon/v2 v2.4.1
+	github.com/coder/websocket v1.8.15
 	github.com/gen2brain/malgo v0.11.24
 	github.com/pion/mediadevices v0.9.4
 	github.com/rogpeppe/go-internal v1.16.0

@@ -25,6 +25,7 @@ import (
 	"github.com/uploadbox/uploadbox/agent/config"
 	"github.com/uploadbox/uploadbox/agent/control"
 	"github.com/uploadbox/uploadbox/agent/indicator"
+	"github.com/uploadbox/uploadbox/agent/link"
 	"github.com/uploadbox/uploadbox/consent"
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/uploader"
@@ -60,17 +61,22 @@ type Agent struct {
 
 	started time.Time
 
-	mu       sync.Mutex
-	cfg      *config.Config
-	state    *uploader.State // nil until the box is enrolled
-	sess     *session        // the running session, if any
-	last     *SessionStatus  // the last session that ended
-	reloads  int
-	alert    string // why recording stopped on its own (spool full), until the next start
-	upAlert  string // the receiver refuses this box's enrollment (uploads wait)
-	kick     chan struct{}
-	uploadOK time.Time
-	upErr    string
+	mu      sync.Mutex
+	cfg     *config.Config
+	state   *uploader.State // nil until the box is enrolled
+	sess    *session        // the running session, if any
+	last    *SessionStatus  // the last session that ended
+	reloads int
+	alert   string // why recording stopped on its own (spool full, disk error), until the next start
+	// unsettled are segments a failed session left in state recording
+	// that the spool could not classify yet (settle retries them).
+	unsettled []string
+	upAlert   string // the receiver refuses this box's enrollment (uploads wait)
+	kick      chan struct{}
+	uploadOK  time.Time
+	upErr     string
+	// link is the control connection to the receiver, once it runs.
+	link *link.Client
 	// checkpoint is the audit checkpoint waiting to be sent (checkpoint.go).
 	checkpoint *audit.Checkpoint
 }
@@ -158,7 +164,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
+	// A run that did not end cleanly is a fact in the audit log, before
+	// this run's start; the marker says whether this one ends cleanly.
+	a.recordUncleanStop()
+	defer a.clearMarker()
+	for _, d := range a.spool.Reconciled() {
+		a.auditSegment(d)
+	}
 	a.auditEvent("daemon.start", "", "ok", fmt.Sprintf("pid=%d", os.Getpid()))
+	a.closeCrashed()
 	// Checkpoints outlive the group: the last one covers daemon.stop.
 	cpCtx, cpStop := context.WithCancel(context.WithoutCancel(ctx))
 	cpDone := make(chan struct{})
@@ -167,6 +181,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.ctl.Serve(gctx, a.handle) })
 	g.Go(func() error { return a.m.serve(gctx, a.Config().Metrics.Listen) })
 	g.Go(func() error { return a.uploadLoop(gctx) })
+	g.Go(func() error { return a.linkLoop(gctx) })
 	g.Go(func() error { return a.watchdog(gctx) })
 	g.Go(func() error { return a.ledger.Run(gctx) })
 	g.Go(func() error { return a.ind.Run(gctx) })
@@ -193,7 +208,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		<-gctx.Done()
 		// The session is stopped before the group returns: its last
 		// segment is sealed and its upload can be parked.
-		if err := a.stopSession("daemon stopping", consent.ByDaemon); err != nil && !errors.Is(err, errNoSession) {
+		if err := a.stopSession(StopDaemonStopping, consent.ByDaemon); err != nil && !errors.Is(err, errNoSession) {
 			a.log.Warn("session stop", "err", err)
 		}
 		return nil
@@ -233,7 +248,7 @@ func (a *Agent) reload() {
 		"spool.dir": old.Spool.Dir != nc.Spool.Dir, "state_dir": old.StateDir != nc.StateDir,
 		"control.socket": old.SocketPath() != nc.SocketPath(), "metrics.listen": old.Metrics.Listen != nc.Metrics.Listen,
 		"audit.path": old.Audit.Path != nc.Audit.Path, "audit.checkpoint_every": old.Audit.CheckpointEvery != nc.Audit.CheckpointEvery,
-		"live": !reflect.DeepEqual(old.Live, nc.Live),
+		"live": !reflect.DeepEqual(old.Live, nc.Live), "link": !reflect.DeepEqual(old.Link, nc.Link),
 	} {
 		if changed {
 			a.log.Warn("config key changed on reload takes effect after a restart", "key", key)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/uploadbox/uploadbox/agent/config"
 	"github.com/uploadbox/uploadbox/agent/control"
+	"github.com/uploadbox/uploadbox/agent/link"
 	"github.com/uploadbox/uploadbox/internal/cli"
 	"github.com/uploadbox/uploadbox/uploader/spool"
 )
@@ -30,6 +31,9 @@ type Status struct {
 	UploadAlert  string    `json:"upload_alert,omitempty"`
 	LastUploadOK time.Time `json:"last_upload_ok,omitzero"`
 	Reloads      int       `json:"reloads"`
+	// Control is the control connection to the receiver; absent when it
+	// does not run (not enrolled, or link.enabled is false).
+	Control *link.State `json:"control,omitempty"`
 }
 
 // Queue is the upload backlog (`uploadbox queue`).
@@ -112,7 +116,7 @@ func (a *Agent) handle(_ context.Context, r control.Request) (any, error) {
 		}
 		return st, nil
 	case "session.stop":
-		if err := a.stopSession("stopped", r.Caller()); err != nil {
+		if err := a.stopSession(StopStopped, r.Caller()); err != nil {
 			if errors.Is(err, errNoSession) {
 				return nil, control.Errorf("not-found", "%v", err)
 			}
@@ -143,7 +147,7 @@ func (a *Agent) Status() (Status, error) {
 	}
 	s := Status{
 		PID: os.Getpid(), Version: cli.Version, Started: a.started, Uptime: time.Since(a.started).Seconds(),
-		Session: a.SessionStatus(), Queue: q,
+		Session: a.SessionStatus(), Queue: q, Control: a.linkState(),
 	}
 	a.mu.Lock()
 	if a.state != nil {

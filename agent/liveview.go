@@ -19,7 +19,7 @@ import (
 	"github.com/uploadbox/uploadbox/consent"
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
-	"github.com/uploadbox/uploadbox/receiver/pki"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // Files of the live view's TLS identity in the state directory.
@@ -197,10 +197,10 @@ func isLoopback(listen string) bool {
 // which a viewer can compare with the one the daemon logs.
 func liveCertificate(stateDir, listen string) (tls.Certificate, string, error) {
 	certPath, keyPath := filepath.Join(stateDir, LiveCertFile), filepath.Join(stateDir, LiveKeyFile)
-	c, err := pki.LoadKeyPair(certPath, keyPath)
+	c, err := wire.LoadKeyPair(certPath, keyPath)
 	switch {
 	case err == nil && time.Until(c.Leaf.NotAfter) > 7*24*time.Hour:
-		return c, pki.Fingerprint(c.Leaf), nil
+		return c, wire.Fingerprint(c.Leaf), nil
 	case err != nil && !errors.Is(err, os.ErrNotExist):
 		// A key others can read (or a FIFO, or garbage) is refused, not
 		// silently replaced: the message names what to do.
@@ -215,12 +215,12 @@ func liveCertificate(stateDir, listen string) (tls.Certificate, string, error) {
 			hosts = append(hosts, h)
 		}
 	}
-	c, err = pki.SelfSigned(hosts, time.Now(), 365*24*time.Hour)
+	c, err = wire.SelfSigned(hosts, time.Now(), 365*24*time.Hour)
 	if err != nil {
 		return tls.Certificate{}, "", err
 	}
-	if err := pki.WriteKeyPair(certPath, keyPath, c); err != nil {
+	if err := wire.WriteKeyPair(certPath, keyPath, c); err != nil {
 		return tls.Certificate{}, "", err
 	}
-	return c, pki.Fingerprint(c.Leaf), nil
+	return c, wire.Fingerprint(c.Leaf), nil
 }

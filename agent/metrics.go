@@ -22,18 +22,19 @@ import (
 type metrics struct {
 	reg *prometheus.Registry
 
-	segmentsSealed prometheus.Counter
-	uploadedBytes  prometheus.Counter
-	sentBytes      prometheus.Counter
-	retries        prometheus.Counter
-	wipes          prometheus.Counter
-	commitLatency  prometheus.Histogram
-	reloadFailures prometheus.Counter
-	sessionActive  prometheus.Gauge
-	alert          prometheus.Gauge
-	deviceRefused  prometheus.Gauge
-	liveViewers    prometheus.Gauge
-	consentState   *prometheus.GaugeVec
+	segmentsSealed   prometheus.Counter
+	uploadedBytes    prometheus.Counter
+	sentBytes        prometheus.Counter
+	retries          prometheus.Counter
+	wipes            prometheus.Counter
+	commitLatency    prometheus.Histogram
+	reloadFailures   prometheus.Counter
+	sessionActive    prometheus.Gauge
+	alert            prometheus.Gauge
+	deviceRefused    prometheus.Gauge
+	controlConnected prometheus.Gauge
+	liveViewers      prometheus.Gauge
+	consentState     *prometheus.GaugeVec
 
 	mu   sync.Mutex
 	base capture.Stats // counters of the sessions that ended
@@ -63,8 +64,9 @@ func newMetrics(a *Agent) *metrics {
 	})
 	m.reg.MustRegister(m.commitLatency)
 	m.sessionActive = g("session_active", "1 while a recording session runs.")
-	m.alert = g("alert", "1 when recording stopped on its own (spool full or disk reserve) until the next session.")
+	m.alert = g("alert", "1 when recording stopped on its own (spool full, disk reserve, or a write error such as a full disk) until the next session.")
 	m.deviceRefused = g("upload_device_refused", "1 while the receiver refuses this box's enrollment: uploads wait, nothing is quarantined.")
+	m.controlConnected = g("control_connected", "1 while the control connection to the receiver is open.")
 	m.liveViewers = g("live_viewers", "Viewers connected to the live view.")
 	m.consentState = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "uploadbox_consent_requests", Help: "Consent requests by state."}, []string{"state"})
 	m.reg.MustRegister(m.consentState)

@@ -15,7 +15,6 @@ import (
 	"github.com/uploadbox/uploadbox/capture/recorder"
 	"github.com/uploadbox/uploadbox/capture/segment"
 	"github.com/uploadbox/uploadbox/consent"
-	"github.com/uploadbox/uploadbox/uploader/spool"
 )
 
 var errNoSession = errors.New("no session is running")
@@ -29,8 +28,8 @@ type SessionStatus struct {
 	Ended     time.Time `json:"ended,omitzero"`
 	Segments  int       `json:"segments"` // sealed so far
 	Bytes     int64     `json:"bytes"`
-	// StopReason says why an ended session stopped ("stopped", "time is up",
-	// "daemon stopping", or the error that stopped it).
+	// StopReason says why an ended session stopped: one of the Stop*
+	// constants.
 	StopReason string `json:"stop_reason,omitempty"`
 	Error      string `json:"error,omitempty"`
 	// Alert is set when recording stopped on its own (spool full, disk
@@ -51,10 +50,29 @@ type session struct {
 	// consent.ByDaemon), set under Agent.mu before cancel; empty when it
 	// stopped by itself (time up, capture ended, an error).
 	stoppedBy string
+	// partial is the spool name of the segment the recorder started
+	// last; written by the recorder's goroutine, read after Run returned.
+	partial string
 }
 
-var errStopped = errors.New("stopped")
-var errTimeUp = errors.New("time is up")
+// Why a session ended: SessionStatus.StopReason and the audit log's
+// session.stop reason. These words are stable; the receiver shows them as
+// the recording's end reason.
+const (
+	StopStopped        = "stopped"         // someone stopped it
+	StopTimeUp         = "session time up" // the session's length ran out
+	StopSpoolFull      = "spool full"      // no room for the next segment
+	StopDiskError      = "disk error"      // writing the spool failed
+	StopDaemonStopping = "daemon stopping" // the daemon was asked to stop
+	StopCaptureEnded   = "capture ended"   // the source ended by itself
+	StopError          = "error"           // any other failure
+	// StopCrashed: the daemon did not end the session itself (killed, a
+	// power cut); the next start says so.
+	StopCrashed = "box crashed"
+)
+
+var errStopped = errors.New(StopStopped)
+var errTimeUp = errors.New(StopTimeUp)
 
 // captureConfig maps the daemon config to the capture's.
 func captureConfig(c *config.Config) capture.Config {
@@ -106,11 +124,20 @@ func (a *Agent) startSession(d time.Duration, who string) (SessionStatus, error)
 			if err := a.spool.Admit(estimate); err != nil {
 				return err
 			}
-			return a.spool.MarkRecording(filepath.Base(partial))
+			if err := a.spool.MarkRecording(filepath.Base(partial)); err != nil {
+				return err
+			}
+			s.partial = filepath.Base(partial)
+			return nil
 		},
 		OnSealed: func(sl recorder.Sealed) {
 			if err := a.spool.MarkSealed(filepath.Base(sl.Path)); err != nil {
-				a.log.Error("sealed segment not queued; the spool reconciles it at the next start", "segment", sl.Path, "err", err)
+				// A full disk can refuse the index write: the upload
+				// loop settles the segment again, no restart needed.
+				a.log.Error("sealed segment not queued yet; retrying with the uploads", "segment", sl.Path, "err", err)
+				a.mu.Lock()
+				a.unsettled = append(a.unsettled, filepath.Base(sl.Path))
+				a.mu.Unlock()
 			}
 			s.segments.Add(1)
 			s.bytes.Add(sl.Bytes)
@@ -148,18 +175,23 @@ func (a *Agent) sessionEnded(s *session, cause, err error) {
 	st.Active = false
 	st.Ended = time.Now()
 	outcome := "ok"
+	// The segment being written when the recorder failed is classified
+	// now (truncated and uploaded, or empty), not at the next start.
+	seg, pending := a.settle(s.partial)
+	alert := ""
 	switch {
 	case err != nil:
-		st.StopReason, st.Error, outcome = "error", err.Error(), "failed"
+		st.StopReason, alert = stopAlert(err, a.Config(), seg, pending)
+		st.Error, outcome = err.Error(), "failed"
 	case cause != nil:
 		st.StopReason = cause.Error()
 	default:
-		st.StopReason = "capture ended"
+		st.StopReason = StopCaptureEnded
 	}
 	a.mu.Lock()
 	a.m.sessionDone(s.rs.Capture)
-	if err != nil && (errors.Is(err, spool.ErrSpoolFull) || errors.Is(err, spool.ErrDiskReserve)) {
-		a.alert = err.Error()
+	if alert != "" {
+		a.alert = alert
 		a.m.alert.Set(1)
 	}
 	st.Alert = a.alert
@@ -177,7 +209,7 @@ func (a *Agent) sessionEnded(s *session, cause, err error) {
 	a.updateIndicator()
 	id := st.Recording
 	if err != nil {
-		a.log.Error("recording stopped", "recording", id, "err", err, "alert", st.Alert != "")
+		a.log.Error("recording stopped on its own", "recording", id, "reason", st.StopReason, "alert", st.Alert, "err", err)
 	} else {
 		a.log.Info("session ended", "recording", id, "reason", st.StopReason, "segments", st.Segments)
 	}
@@ -199,7 +231,7 @@ func (a *Agent) stopSession(reason, by string) error {
 		return errNoSession
 	}
 	cause := errStopped
-	if reason != "" && reason != "stopped" {
+	if reason != "" && reason != StopStopped {
 		cause = errors.New(reason)
 	}
 	s.cancel(cause)

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/uploadbox/uploadbox/internal/netfail"
 	"github.com/uploadbox/uploadbox/uploader"
 )
 
@@ -36,6 +37,7 @@ func (a *Agent) uploadLoop(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		a.settlePending()
 		cfg := a.Config()
 		retryMax := cfg.Upload.RetryMax.D()
 		if !cfg.UploadOn() {
@@ -47,6 +49,7 @@ func (a *Agent) uploadLoop(ctx context.Context) error {
 			wait = retryMax
 			continue
 		}
+		a.closeEnded()
 		up := uploader.New(st, a.spool, a.log, uploader.WithBackoffMax(retryMax),
 			uploader.WithCommitObserver(func(d time.Duration) { a.m.commitLatency.Observe(d.Seconds()) }))
 		_, err = up.Drain(ctx, func(r uploader.Result) {
@@ -85,9 +88,9 @@ func (a *Agent) uploadLoop(ctx context.Context) error {
 			backoff := min(retryMax, time.Second<<min(failures, 16))
 			wait = backoff/2 + rand.N(backoff/2+1)
 			a.mu.Lock()
-			a.upErr = err.Error()
+			a.upErr = netfail.Text(err)
 			a.mu.Unlock()
-			a.log.Warn("upload paused; retrying", "in", wait.Round(time.Second), "err", err)
+			a.log.Warn("upload paused; retrying", append([]any{"in", wait.Round(time.Second)}, netfail.Attrs(err)...)...)
 			continue
 		}
 		a.sendCheckpoint(ctx, up)

@@ -709,11 +709,15 @@ func (l *Ledger) SessionEnded(by string) {
 		return
 	}
 	now := l.now()
+	// Said only when a session ran (the daemon calls this at every start).
+	running := l.session.Running
 	l.sweepAndLogLocked(now)
 	if err := l.endSessionLocked(now, by); err != nil {
 		l.log.Error("recording session end failed", "err", err)
 	}
-	l.log.Info("recording session ended")
+	if running {
+		l.log.Info("recording session ended")
+	}
 }
 
 func (l *Ledger) endSessionLocked(now time.Time, by string) error {

@@ -20,12 +20,18 @@ func TestCutEveryByteAtTheEnd(t *testing.T) {
 	ids, _ := newIdentities(t, SuiteX25519, 1)
 	dev := newDevice(t)
 	finals := []int{0, 100, chunk - TrailerSize, chunk - TrailerSize + 1, chunk - 1}
-	for _, final := range finals {
+	// A last segment's trailer carries flags beyond bit 0 (its end
+	// reason): a cut inside it is a cut trailer all the same.
+	for i, final := range append(finals, chunk-1) {
 		size := chunk + final
-		t.Run(fmt.Sprintf("final chunk of %d bytes", final+tagSize), func(t *testing.T) {
+		opts, name := sealOpts{}, fmt.Sprintf("final chunk of %d bytes", final+tagSize)
+		if i == len(finals) {
+			opts, name = sealOpts{last: true, end: EndCrashed}, name+", last, box crashed"
+		}
+		t.Run(name, func(t *testing.T) {
 			msg := plaintext(t.Name(), size)
 			p := testParams(t.Name(), 0, [CommitmentSize]byte{})
-			seg, _ := sealSegment(t, []*Recipient{ids[0].Recipient()}, dev, p, msg, sealOpts{})
+			seg, _ := sealSegment(t, []*Recipient{ids[0].Recipient()}, dev, p, msg, opts)
 			l := layoutOf(t, seg)
 			if l.full != 1 {
 				t.Fatalf("%d full chunks, want 1", l.full)

@@ -83,6 +83,7 @@ type sealOpts struct {
 	writeSize  int // bytes per Write; 0 means all at once
 	flushEvery int // call Flush after every flushEvery writes; 0 never
 	last       bool
+	end        EndReason // with last: the end reason in the trailer
 }
 
 // sealSegment seals msg and returns the segment and the closed Writer.
@@ -119,7 +120,7 @@ func sealSegment(t testing.TB, rcs []*Recipient, dev *DeviceKey, p Params, msg [
 		}
 	}
 	if o.last {
-		w.SetLast()
+		w.SetEnd(o.end)
 	}
 	if err := w.Close(); err != nil {
 		t.Fatalf("Close: %v", err)

@@ -56,6 +56,11 @@ type Trailer struct {
 // Last reports whether the segment is the last of its recording.
 func (t *Trailer) Last() bool { return t.Flags&FlagLast != 0 }
 
+// End returns why the recording ended, as the last segment's trailer says;
+// EndUnknown on other segments and on segments sealed before end reasons
+// were defined.
+func (t *Trailer) End() EndReason { return EndReason(t.Flags & endMask >> endShift) }
+
 // splitter hides the final TrailerSize bytes of src from the payload
 // reader. At the end it checks that they look like a trailer: if they do,
 // the payload ends there (io.EOF); if not, the segment has no end and the
@@ -162,7 +167,19 @@ func trailerStart(b []byte) bool {
 	if len(b) > 6 && b[6] != Version {
 		return false
 	}
-	return len(b) <= 7 || b[7]&^FlagLast == 0
+	return len(b) <= 7 || checkTrailerFlags(b[7]) == nil
+}
+
+// checkTrailerFlags accepts the last flag and, with it, a defined end
+// reason (format.md §6).
+func checkTrailerFlags(flags byte) error {
+	if flags&^(FlagLast|endMask) != 0 {
+		return fmt.Errorf("%w: trailer has unknown flags %#02x", ErrCorrupt, flags)
+	}
+	if end := EndReason(flags & endMask >> endShift); end != EndUnknown && (flags&FlagLast == 0 || !end.valid()) {
+		return fmt.Errorf("%w: trailer flags %#02x: end reason %d on a segment that is not last, or undefined", ErrCorrupt, flags, end)
+	}
+	return nil
 }
 
 // Reader opens a segment with an organisation identity. It releases only
@@ -322,8 +339,8 @@ func checkTrailer(raw []byte, hdr *Header, h hash.Hash) (*Trailer, error) {
 		return nil, fmt.Errorf("%w: trailer version %d is not supported", ErrCorrupt, raw[6])
 	}
 	flags := raw[7]
-	if flags&^FlagLast != 0 {
-		return nil, fmt.Errorf("%w: trailer has unknown flags %#02x", ErrCorrupt, flags)
+	if err := checkTrailerFlags(flags); err != nil {
+		return nil, err
 	}
 	h.Write(raw[:8])
 	if !ed25519.Verify(hdr.Device.pub, signedMessage(h), raw[8:]) {
@@ -349,6 +366,19 @@ type Info struct {
 	Size       int64 // bytes read, the whole file when complete
 }
 
+// NoMedia reports whether a segment that did not verify complete ends
+// before its first full payload chunk: nothing in it can be decrypted, as
+// when the box stopped right after writing the header.
+func (i *Info) NoMedia() bool {
+	if i == nil || i.Header == nil {
+		return false
+	}
+	if i.Trailer != nil {
+		return false
+	}
+	return i.Size-int64(len(i.Header.raw))-stream.PrefixSize < stream.EncChunkSize
+}
+
 // Verify checks a segment without any decryption key: the header parses,
 // the payload has a valid Cobblestone length (full chunks and a short final
 // chunk), the trailer is present, and the signature verifies with the
@@ -371,6 +401,7 @@ func Verify(src io.Reader, device *DevicePublicKey) (*Info, error) {
 	var prefix [stream.PrefixSize]byte
 	if _, err := io.ReadFull(sp, prefix[:]); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, stream.ErrUnterminated) {
+			info.Size = cr.n
 			return info, fmt.Errorf("%w: file ends inside the salt and commitment", ErrTruncated)
 		}
 		return info, err

@@ -22,6 +22,10 @@ const (
 
 	// FlagLast in the trailer marks the last segment of a recording.
 	FlagLast byte = 1 << 0
+	// endMask covers the trailer flag bits 1–3, the EndReason of a last
+	// segment (zero on every other segment).
+	endMask  byte = 0x7 << 1
+	endShift      = 1
 
 	// ChunkSize is the plaintext size of every payload chunk but the last.
 	// Flush hands only whole chunks to the file, so a writer that wants all
@@ -58,6 +62,7 @@ type Writer struct {
 	device     *DeviceKey
 	commitment [CommitmentSize]byte
 	last       bool
+	end        EndReason
 	closed     bool
 }
 
@@ -159,6 +164,15 @@ func (w *Writer) Commitment() [CommitmentSize]byte { return w.commitment }
 // the signed trailer, so it can be decided after the header is written.
 func (w *Writer) SetLast() { w.last = true }
 
+// SetEnd marks the segment as the last of its recording and records why the
+// recording ended, in the signed trailer. An invalid reason panics.
+func (w *Writer) SetEnd(reason EndReason) {
+	if !reason.valid() {
+		panic(fmt.Sprintf("crypto: end reason %d is not defined", reason))
+	}
+	w.last, w.end = true, reason
+}
+
 // Write seals media bytes; every full 16 KiB chunk is sealed at once.
 func (w *Writer) Write(p []byte) (int, error) { return w.stream.Write(p) }
 
@@ -178,7 +192,7 @@ func (w *Writer) Close() error {
 	}
 	flags := byte(0)
 	if w.last {
-		flags |= FlagLast
+		flags |= FlagLast | byte(w.end)<<endShift
 	}
 	trailer := make([]byte, 0, TrailerSize)
 	trailer = append(trailer, trailerMagic...)

@@ -420,15 +420,24 @@ func TestTamperTrailer(t *testing.T) {
 		flags   byte
 		want    string
 		last    bool
+		end     EndReason
 	}{
-		{"resigned as is", Version, 0, "ok", false},
-		{"resigned as last", Version, FlagLast, "ok", true},
-		{"flag 0x02", Version, 0x02, "corrupt", false},
-		{"flags 0x03", Version, 0x03, "corrupt", false},
-		{"flag 0x80", Version, 0x80, "corrupt", false},
-		{"flags 0xff", Version, 0xff, "corrupt", false},
-		{"version 0", 0, 0, "corrupt", false},
-		{"version 2", 2, 0, "corrupt", false},
+		{"resigned as is", Version, 0, "ok", false, EndUnknown},
+		{"resigned as last", Version, FlagLast, "ok", true, EndUnknown},
+		{"last, stopped", Version, 0x03, "ok", true, EndStopped},
+		{"last, session time up", Version, 0x05, "ok", true, EndTimeUp},
+		{"last, spool full", Version, 0x07, "ok", true, EndSpoolFull},
+		{"last, disk error", Version, 0x09, "ok", true, EndDiskError},
+		{"last, box crashed", Version, 0x0b, "ok", true, EndCrashed},
+		{"last, undefined reason 6", Version, 0x0d, "corrupt", false, 0},
+		{"last, undefined reason 7", Version, 0x0f, "corrupt", false, 0},
+		{"reason without last 0x02", Version, 0x02, "corrupt", false, 0},
+		{"reason without last 0x0a", Version, 0x0a, "corrupt", false, 0},
+		{"flag 0x10", Version, 0x10, "corrupt", false, 0},
+		{"flag 0x80", Version, 0x80, "corrupt", false, 0},
+		{"flags 0xff", Version, 0xff, "corrupt", false, 0},
+		{"version 0", 0, 0, "corrupt", false, 0},
+		{"version 2", 2, 0, "corrupt", false, 0},
 	}
 	for _, tc := range tests {
 		t.Run("signed "+tc.name, func(t *testing.T) {
@@ -441,6 +450,9 @@ func TestTamperTrailer(t *testing.T) {
 				}
 				if res.reader.Trailer().Last() != tc.last || info.Trailer.Last() != tc.last {
 					t.Errorf("Last() = %v/%v, want %v", res.reader.Trailer().Last(), info.Trailer.Last(), tc.last)
+				}
+				if res.reader.Trailer().End() != tc.end || info.Trailer.End() != tc.end {
+					t.Errorf("End() = %v/%v, want %v", res.reader.Trailer().End(), info.Trailer.End(), tc.end)
 				}
 				return
 			}

@@ -39,7 +39,8 @@ type NewDevice struct {
 // Admin is what the admin commands need, whether the server runs or not.
 type Admin interface {
 	AddDevice(name string) (*NewDevice, error)
-	ListDevices() ([]devices.Device, error)
+	// ListDevices lists the devices with their control connections.
+	ListDevices() ([]DeviceStatus, error)
 	RevokeDevice(name string) error
 	UnlockDevice(name string) error
 	ListRecordings() ([]Recording, error)
@@ -53,11 +54,19 @@ type Admin interface {
 
 // Recording summarises the committed segments of one recording.
 type Recording struct {
-	Device    string    `json:"device"`
-	ID        string    `json:"id"`
-	Segments  int       `json:"segments"`
-	Bytes     int64     `json:"bytes"`
-	Complete  bool      `json:"complete"` // 0..N present and N carries the last flag
+	Device   string `json:"device"`
+	ID       string `json:"id"`
+	Segments int    `json:"segments"`
+	Bytes    int64  `json:"bytes"`
+	// Complete: every segment the box sealed is here — 0..N all stored
+	// and N carries the last flag (segments cut by a crash count: they
+	// were uploaded as far as they got, see Truncated).
+	Complete bool `json:"complete"`
+	// Ended says why the recording ended (see RecordingState).
+	Ended string `json:"ended"`
+	// Missing counts the sequence numbers below the highest known one
+	// (or the last-flagged one) that are not stored.
+	Missing   int       `json:"missing"`
 	Truncated int       `json:"truncated"`
 	First     time.Time `json:"first_committed"`
 	Last      time.Time `json:"last_committed"`
@@ -85,7 +94,7 @@ func (s *Server) listenAdmin() (net.Listener, error) {
 }
 
 func (s *Server) adminHandler() http.Handler {
-	local := &localAdmin{reg: s.devices, db: s.db, ca: s.ca, viewers: s.viewers}
+	local := &localAdmin{reg: s.devices, db: s.db, ca: s.ca, viewers: s.viewers, hub: &s.hub}
 	mux := http.NewServeMux()
 	reply := func(w http.ResponseWriter, v any, err error) {
 		if err != nil {
@@ -189,6 +198,8 @@ type localAdmin struct {
 	ca      *pki.CA
 	closeDB bool
 	viewers *viewers.Registry
+	// hub is the running server's control connections; nil without one.
+	hub *Hub
 }
 
 func (a *localAdmin) AddDevice(name string) (*NewDevice, error) {
@@ -199,20 +210,43 @@ func (a *localAdmin) AddDevice(name string) (*NewDevice, error) {
 	return &NewDevice{Name: name, Token: tok, Expires: exp, CAFingerprint: a.ca.Fingerprint()}, nil
 }
 
-func (a *localAdmin) ListDevices() ([]devices.Device, error) {
+func (a *localAdmin) ListDevices() ([]DeviceStatus, error) {
 	ds, err := a.reg.List()
-	for i := range ds {
-		ds[i].TokenHash, ds[i].Failures = nil, nil
+	if err != nil {
+		return nil, err
 	}
-	return ds, err
+	seen, err := lastSeen(a.db)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]DeviceStatus, len(ds))
+	for i, d := range ds {
+		d.TokenHash, d.Failures = nil, nil
+		out[i] = DeviceStatus{Device: d, Control: ControlStatus{LastSeen: seen[d.Name]}}
+		if a.hub != nil {
+			if cs, ok := a.hub.status(d.Name); ok {
+				out[i].Control = cs
+			}
+		}
+	}
+	return out, nil
 }
 
-func (a *localAdmin) RevokeDevice(name string) error { return a.reg.Revoke(name) }
+// RevokeDevice revokes name and ends its control connection.
+func (a *localAdmin) RevokeDevice(name string) error {
+	if err := a.reg.Revoke(name); err != nil {
+		return err
+	}
+	if a.hub != nil {
+		a.hub.drop(name, errRevoked)
+	}
+	return nil
+}
 func (a *localAdmin) UnlockDevice(name string) error { return a.reg.Unlock(name) }
 
 func (a *localAdmin) ListRecordings() ([]Recording, error) {
 	byID := map[string]*Recording{}
-	lastSeq := map[string]int64{}
+	segs := map[string][]SegmentRecord{}
 	err := a.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(segmentsBucket).ForEach(func(k, v []byte) error {
 			var rec SegmentRecord
@@ -223,8 +257,8 @@ func (a *localAdmin) ListRecordings() ([]Recording, error) {
 			if r == nil {
 				r = &Recording{Device: rec.Device, ID: rec.Recording, First: rec.Committed}
 				byID[rec.Recording] = r
-				lastSeq[rec.Recording] = -1
 			}
+			segs[rec.Recording] = append(segs[rec.Recording], rec)
 			r.Segments++
 			r.Bytes += rec.Size
 			r.Keys = append(r.Keys, rec.Key)
@@ -237,15 +271,14 @@ func (a *localAdmin) ListRecordings() ([]Recording, error) {
 			if rec.Committed.After(r.Last) {
 				r.Last = rec.Committed
 			}
-			if rec.Last {
-				lastSeq[rec.Recording] = int64(rec.Sequence)
-			}
 			return nil
 		})
 	})
 	var out []Recording
+	now := time.Now()
 	for id, r := range byID {
-		r.Complete = lastSeq[id] >= 0 && int64(r.Segments) == lastSeq[id]+1
+		st := RecordingState(segs[id], now)
+		r.Complete, r.Ended, r.Missing = st.Complete, st.Ended, st.Missing
 		sort.Strings(r.Keys)
 		out = append(out, *r)
 	}
@@ -312,8 +345,8 @@ func (a *socketAdmin) AddDevice(name string) (*NewDevice, error) {
 	return &d, a.call("POST", "/devices/"+name, &d)
 }
 
-func (a *socketAdmin) ListDevices() ([]devices.Device, error) {
-	var ds []devices.Device
+func (a *socketAdmin) ListDevices() ([]DeviceStatus, error) {
+	var ds []DeviceStatus
 	return ds, a.call("GET", "/devices", &ds)
 }
 

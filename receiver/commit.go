@@ -37,19 +37,23 @@ func initSegments(db *bolt.DB) error {
 
 // SegmentRecord is what the receiver keeps about a committed segment.
 type SegmentRecord struct {
-	Device     string    `json:"device"` // registry name
-	DeviceKey  []byte    `json:"device_key"`
-	Recording  string    `json:"recording"` // hex
-	Sequence   uint64    `json:"sequence"`
-	Size       int64     `json:"size"`
-	SHA256     string    `json:"sha256"`
-	Commitment string    `json:"commitment"`
-	Prev       string    `json:"prev"`
-	Last       bool      `json:"last"`
-	Outcome    string    `json:"outcome"` // OK or TRUNCATED
-	Key        string    `json:"key"`     // in the store
-	Receipt    []byte    `json:"receipt"`
-	Committed  time.Time `json:"committed"`
+	Device     string `json:"device"` // registry name
+	DeviceKey  []byte `json:"device_key"`
+	Recording  string `json:"recording"` // hex
+	Sequence   uint64 `json:"sequence"`
+	Size       int64  `json:"size"`
+	SHA256     string `json:"sha256"`
+	Commitment string `json:"commitment"`
+	Prev       string `json:"prev"`
+	Last       bool   `json:"last"`
+	// End is why the recording ended, from the last segment's signed
+	// trailer ("stopped", "session time up", …; "unknown" when the box did
+	// not say). Empty on other segments and on records stored before.
+	End       string    `json:"end,omitempty"`
+	Outcome   string    `json:"outcome"` // OK or TRUNCATED
+	Key       string    `json:"key"`     // in the store
+	Receipt   []byte    `json:"receipt"`
+	Committed time.Time `json:"committed"`
 }
 
 func segmentKey(devKey []byte, rec [16]byte, seq uint64) string {
@@ -154,21 +158,6 @@ func checkMetadata(h string) error {
 		}
 	}
 	return nil
-}
-
-// CommitRequest asks the receiver to take a finished upload.
-type CommitRequest struct {
-	UploadID string `json:"upload_id"`
-	Size     int64  `json:"size"`
-	SHA256   string `json:"sha256"` // hex
-}
-
-// CommitResponse carries the signed receipt.
-type CommitResponse struct {
-	Receipt  string `json:"receipt"` // base64 of receipt.Size bytes
-	Key      string `json:"key"`
-	Outcome  string `json:"outcome"`
-	Repeated bool   `json:"repeated"`
 }
 
 var uploadID = regexp.MustCompile(`^[0-9a-f]{32}$`)
@@ -337,6 +326,9 @@ func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source str
 		Size: size, SHA256: req.SHA256, Commitment: hex.EncodeToString(info.Commitment[:]), Prev: hex.EncodeToString(hdr.Prev[:]),
 		Last: info.Trailer != nil && info.Trailer.Last(), Outcome: outcome.String(),
 		Key: segmentKey(d.PublicKey, hdr.RecordingID, hdr.Sequence),
+	}
+	if rec.Last {
+		rec.End = info.Trailer.End().String()
 	}
 	// Exactly once: an earlier record of this (device, recording, sequence)
 	// decides before anything is stored.

@@ -14,30 +14,8 @@ import (
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
 	"github.com/uploadbox/uploadbox/receiver/devices"
+	"github.com/uploadbox/uploadbox/wire"
 )
-
-// EnrollRequest is what a box sends, over anonymous TLS, to enroll. The
-// token names the device.
-type EnrollRequest struct {
-	Token     string `json:"token"`
-	DeviceKey string `json:"device_key"` // ubx-dev-pub-ed25519:…
-	// Proof is the device key's Ed25519 signature over EnrollProof(token).
-	Proof string `json:"proof"` // base64
-}
-
-// EnrollResponse carries what the box stores at enrollment.
-type EnrollResponse struct {
-	Certificate string   `json:"certificate"` // PEM
-	CA          string   `json:"ca"`          // PEM
-	ReceiptKey  string   `json:"receipt_key"` // base64 Ed25519 public key
-	Recipients  []string `json:"recipients"`
-	// TokenKey verifies viewer tokens: ubx-viewer-token-pub-ed25519:…
-	// (absent from receivers older than viewer accounts).
-	TokenKey string `json:"token_key,omitempty"`
-}
-
-// EnrollProof is the message a box signs to prove it holds its key.
-func EnrollProof(token string) []byte { return []byte("uploadbox.enroll.v1\x00" + token) }
 
 func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	// refuse answers 400 and audits the attempt (coalesced per source).
@@ -58,7 +36,7 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	proof, err := base64.StdEncoding.DecodeString(req.Proof)
-	if err != nil || !ed25519.Verify(pub.Bytes(), EnrollProof(req.Token), proof) {
+	if err != nil || !ed25519.Verify(pub.Bytes(), wire.EnrollProof(req.Token), proof) {
 		refuse("enroll: the proof is not the device key's signature over the token", "bad proof of the device key")
 		return
 	}
@@ -89,7 +67,7 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	resp := EnrollResponse{
 		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})),
 		CA:          string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.ca.Cert.Raw})),
-		ReceiptKey:  base64.StdEncoding.EncodeToString(s.receiptKey.Public().(ed25519.PublicKey)),
+		ReceiptKey:  wire.FormatReceiptKey(s.receiptKey.Public().(ed25519.PublicKey)),
 		TokenKey:    viewtoken.FormatPublicKey(s.tokenKey.Public().(ed25519.PublicKey)),
 	}
 	for _, rc := range s.recipients {

@@ -32,6 +32,7 @@ import (
 	"github.com/uploadbox/uploadbox/receiver/pki"
 	"github.com/uploadbox/uploadbox/receiver/store"
 	"github.com/uploadbox/uploadbox/receiver/viewers"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // Files and directories inside the receiver's data directory.
@@ -89,6 +90,10 @@ type ServerConfig struct {
 	// RequestTimeout bounds reading the body and writing the answer of every
 	// non-upload request (default DefaultRequestTimeout).
 	RequestTimeout time.Duration
+	// ControlPing is how often each box's control connection is pinged; a
+	// ping unanswered within as long again ends it (default
+	// DefaultControlPing).
+	ControlPing time.Duration
 }
 
 // Server is the cloud receiver.
@@ -112,7 +117,9 @@ type Server struct {
 	locker     tusd.Locker
 	// fails takes every failed-authentication and refused-device entry
 	// (coalesced, capped).
-	fails     *auditGuard
+	fails *auditGuard
+	// hub holds the boxes' control connections.
+	hub       Hub
 	byAddress *limit.Keyed
 	byAccount *limit.Keyed
 	// Notes for the operator from the first run (e.g. a generated org key).
@@ -149,6 +156,12 @@ func Open(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = DefaultRequestTimeout
+	}
+	if cfg.ControlPing == 0 {
+		cfg.ControlPing = DefaultControlPing
+	}
+	if cfg.ControlPing < 100*time.Millisecond || cfg.ControlPing > 10*time.Minute {
+		return nil, fmt.Errorf("serve: --control-ping %s: use 100ms to 10m", cfg.ControlPing)
 	}
 	if len(cfg.Hosts) == 0 {
 		host, _, err := net.SplitHostPort(cfg.Listen)
@@ -210,6 +223,10 @@ func Open(cfg ServerConfig) (*Server, error) {
 		s.db.Close()
 		return nil, err
 	}
+	if err := initControl(s.db); err != nil {
+		s.db.Close()
+		return nil, err
+	}
 	if err := s.openViewers(); err != nil {
 		s.db.Close()
 		return nil, err
@@ -260,6 +277,9 @@ func (s *Server) Fingerprint() string { return s.ca.Fingerprint() }
 
 // Devices is the device registry.
 func (s *Server) Devices() *devices.Registry { return s.devices }
+
+// Hub holds the boxes' control connections.
+func (s *Server) Hub() *Hub { return &s.hub }
 
 // Viewers is the viewer account registry.
 func (s *Server) Viewers() *viewers.Registry { return s.viewers }
@@ -347,6 +367,9 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /v1/login", s.perAddress("viewer.login", s.bounded(s.perAccount("viewer.login", loginName, s.login)))) // viewers: a password, no client certificate
 	mux.Handle("/v1/uploads/", s.deviceOnly(http.StripPrefix("/v1/uploads/", s.ownUploads(s.tus))))
 	mux.Handle("POST /v1/commit", s.bounded(s.deviceOnly(http.HandlerFunc(s.handleCommit))))
+	// The control connection is long-lived: not bounded by the request
+	// timeout (pings bound it instead).
+	mux.Handle("GET "+wire.ControlPath, s.deviceOnly(http.HandlerFunc(s.handleControl)))
 	mux.Handle("POST /v1/audit/checkpoint", s.bounded(s.deviceOnly(http.HandlerFunc(s.handleAuditCheckpoint))))
 	// Anything else is answered 404, also within the request timeout: a
 	// slow body sent to an unknown path is not kept either.
@@ -470,6 +493,9 @@ wait:
 	defer cancel()
 	serr := srv.Shutdown(shutdown)
 	aerr := adminSrv.Shutdown(shutdown)
+	// Control connections are hijacked, so Shutdown does not wait for
+	// them: their handlers end with ctx and audit the disconnect.
+	s.hub.wg.Wait()
 	stopBg()
 	<-janitorDone
 	stopFails()

@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/uploadbox/uploadbox/receiver"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // action is what the uploader does after the receiver refused a request.
@@ -36,7 +36,7 @@ func (a action) String() string {
 }
 
 // decide maps a refusal to an action: by the receiver's reason when it sent
-// one (receiver.Refusal), else by the HTTP status. atCommit says whether the
+// one (wire.Refusal), else by the HTTP status. atCommit says whether the
 // refusal answered the commit (after the same connection's tus requests
 // were accepted) or a tus request.
 //
@@ -47,15 +47,15 @@ func (a action) String() string {
 // about the box and is never a reason to quarantine a segment.
 func decide(status int, reason string, atCommit bool) action {
 	switch reason {
-	case receiver.ReasonIncomplete:
+	case wire.ReasonIncomplete:
 		return actResume
-	case receiver.ReasonNotFound, receiver.ReasonMismatch:
+	case wire.ReasonNotFound, wire.ReasonMismatch:
 		return actFresh
-	case receiver.ReasonExists, receiver.ReasonChain, receiver.ReasonForeignKey, receiver.ReasonCorrupt:
+	case wire.ReasonExists, wire.ReasonChain, wire.ReasonForeignKey, wire.ReasonCorrupt:
 		return actQuarantine
-	case receiver.ReasonDeviceInactive, receiver.ReasonNoCertificate:
+	case wire.ReasonDeviceInactive, wire.ReasonNoCertificate:
 		return actDeviceRefused
-	case receiver.ReasonBusy, receiver.ReasonInternal, receiver.ReasonQuota, receiver.ReasonBadRequest:
+	case wire.ReasonBusy, wire.ReasonInternal, wire.ReasonQuota, wire.ReasonBadRequest:
 		return actLater
 	}
 	switch status {
@@ -112,11 +112,11 @@ func (e *RefusedError) Is(target error) bool {
 	return target == ErrDeviceRefused && e.action == actDeviceRefused
 }
 
-// refusalOf reads a refusal body: receiver.Refusal JSON, or (from a tus
+// refusalOf reads a refusal body: wire.Refusal JSON, or (from a tus
 // handler or a proxy) any text, kept as the message.
 func refusalOf(op string, status int, body []byte, atCommit bool) *RefusedError {
 	e := &RefusedError{Op: op, Status: status}
-	var r receiver.Refusal
+	var r wire.Refusal
 	if err := json.Unmarshal(body, &r); err == nil && (r.Error != "" || r.Reason != "") {
 		e.Reason, e.Message, e.Offset = r.Reason, r.Error, r.Offset
 	} else {

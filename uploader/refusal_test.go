@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/uploadbox/uploadbox/receiver"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 func TestDecide(t *testing.T) {
@@ -16,21 +16,21 @@ func TestDecide(t *testing.T) {
 		atCommit bool
 		want     action
 	}{
-		{"incomplete resumes", http.StatusConflict, receiver.ReasonIncomplete, true, actResume},
-		{"not-found starts afresh", http.StatusNotFound, receiver.ReasonNotFound, true, actFresh},
-		{"mismatch starts afresh", http.StatusConflict, receiver.ReasonMismatch, true, actFresh},
-		{"exists quarantines", http.StatusConflict, receiver.ReasonExists, true, actQuarantine},
-		{"chain quarantines", http.StatusConflict, receiver.ReasonChain, true, actQuarantine},
-		{"foreign-key quarantines", http.StatusForbidden, receiver.ReasonForeignKey, true, actQuarantine},
-		{"corrupt quarantines", http.StatusUnprocessableEntity, receiver.ReasonCorrupt, true, actQuarantine},
-		{"device-inactive is the box, not the segment", http.StatusForbidden, receiver.ReasonDeviceInactive, true, actDeviceRefused},
-		{"device-inactive on a tus request", http.StatusForbidden, receiver.ReasonDeviceInactive, false, actDeviceRefused},
-		{"no-certificate", http.StatusUnauthorized, receiver.ReasonNoCertificate, true, actDeviceRefused},
-		{"busy", http.StatusServiceUnavailable, receiver.ReasonBusy, true, actLater},
-		{"internal", http.StatusInternalServerError, receiver.ReasonInternal, true, actLater},
-		{"quota", http.StatusRequestEntityTooLarge, receiver.ReasonQuota, true, actLater},
-		{"bad-request", http.StatusBadRequest, receiver.ReasonBadRequest, true, actLater},
-		{"reason wins over status", http.StatusForbidden, receiver.ReasonBusy, true, actLater},
+		{"incomplete resumes", http.StatusConflict, wire.ReasonIncomplete, true, actResume},
+		{"not-found starts afresh", http.StatusNotFound, wire.ReasonNotFound, true, actFresh},
+		{"mismatch starts afresh", http.StatusConflict, wire.ReasonMismatch, true, actFresh},
+		{"exists quarantines", http.StatusConflict, wire.ReasonExists, true, actQuarantine},
+		{"chain quarantines", http.StatusConflict, wire.ReasonChain, true, actQuarantine},
+		{"foreign-key quarantines", http.StatusForbidden, wire.ReasonForeignKey, true, actQuarantine},
+		{"corrupt quarantines", http.StatusUnprocessableEntity, wire.ReasonCorrupt, true, actQuarantine},
+		{"device-inactive is the box, not the segment", http.StatusForbidden, wire.ReasonDeviceInactive, true, actDeviceRefused},
+		{"device-inactive on a tus request", http.StatusForbidden, wire.ReasonDeviceInactive, false, actDeviceRefused},
+		{"no-certificate", http.StatusUnauthorized, wire.ReasonNoCertificate, true, actDeviceRefused},
+		{"busy", http.StatusServiceUnavailable, wire.ReasonBusy, true, actLater},
+		{"internal", http.StatusInternalServerError, wire.ReasonInternal, true, actLater},
+		{"quota", http.StatusRequestEntityTooLarge, wire.ReasonQuota, true, actLater},
+		{"bad-request", http.StatusBadRequest, wire.ReasonBadRequest, true, actLater},
+		{"reason wins over status", http.StatusForbidden, wire.ReasonBusy, true, actLater},
 		// No reason (or one this box does not know): the status decides.
 		{"404 without reason", http.StatusNotFound, "", true, actFresh},
 		{"410 on a tus request", http.StatusGone, "", false, actFresh},

@@ -25,8 +25,7 @@ import (
 
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
-	"github.com/uploadbox/uploadbox/receiver"
-	"github.com/uploadbox/uploadbox/receiver/pki"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // Files in the box's state directory, all 0600.
@@ -61,7 +60,7 @@ type State struct {
 func (s *State) TLSConfig() *tls.Config {
 	pool := x509.NewCertPool()
 	pool.AddCert(s.CA)
-	return pki.ClientTLS(pool, s.Receiver.Hostname(), &s.DeviceCert)
+	return wire.ClientTLS(pool, s.Receiver.Hostname(), &s.DeviceCert)
 }
 
 // HTTPClient is a client for the receiver with the state's TLS settings.
@@ -107,7 +106,7 @@ func LoadState(dir string) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.DeviceCert = pki.DeviceCertificate(cert, s.Device.Signer())
+	s.DeviceCert = wire.DeviceCertificate(cert, s.Device.Signer())
 	caPEM, err := read(CAFile)
 	if err != nil {
 		return nil, err
@@ -122,10 +121,8 @@ func LoadState(dir string) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	if k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(rk))); err != nil || len(k) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("state %s: %s is not an Ed25519 public key", dir, ReceiptKeyFile)
-	} else {
-		s.ReceiptKey = k
+	if s.ReceiptKey, err = wire.ParseReceiptKey(string(rk)); err != nil {
+		return nil, fmt.Errorf("state %s: %s: %w", dir, ReceiptKeyFile, err)
 	}
 	if s.Recipients, err = crypto.ReadRecipientsFile(filepath.Join(dir, RecipientsFile)); err != nil {
 		return nil, err
@@ -165,7 +162,7 @@ func Enroll(ctx context.Context, receiverURL, token, caFingerprint, dir string) 
 	var pinned *x509.Certificate
 	tlsCfg := &tls.Config{
 		MinVersion:         tls.VersionTLS12,
-		CipherSuites:       pki.TLS12Suites(),
+		CipherSuites:       wire.TLS12Suites(),
 		InsecureSkipVerify: true, // replaced by the pinned verification below
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
 			var certs []*x509.Certificate
@@ -175,7 +172,7 @@ func Enroll(ctx context.Context, receiverURL, token, caFingerprint, dir string) 
 					return err
 				}
 				certs = append(certs, c)
-				if pki.Fingerprint(c) == caFingerprint {
+				if wire.Fingerprint(c) == caFingerprint {
 					pinned = c
 				}
 			}
@@ -188,10 +185,10 @@ func Enroll(ctx context.Context, receiverURL, token, caFingerprint, dir string) 
 			return err
 		},
 	}
-	body, _ := json.Marshal(receiver.EnrollRequest{
+	body, _ := json.Marshal(wire.EnrollRequest{
 		Token:     token,
 		DeviceKey: dev.Public().String(),
-		Proof:     base64.StdEncoding.EncodeToString(dev.Sign(receiver.EnrollProof(token))),
+		Proof:     base64.StdEncoding.EncodeToString(dev.Sign(wire.EnrollProof(token))),
 	})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.JoinPath("/v1/enroll").String(), bytes.NewReader(body))
 	if err != nil {
@@ -208,7 +205,7 @@ func Enroll(ctx context.Context, receiverURL, token, caFingerprint, dir string) 
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("enroll: the receiver refused (HTTP %d): %s; check the token (one use, 24 h) or ask the administrator (devices unlock)", resp.StatusCode, strings.TrimSpace(string(data)))
 	}
-	var er receiver.EnrollResponse
+	var er wire.EnrollResponse
 	if err := json.Unmarshal(data, &er); err != nil {
 		return nil, fmt.Errorf("enroll: bad response: %w", err)
 	}
@@ -223,12 +220,11 @@ func Enroll(ctx context.Context, receiverURL, token, caFingerprint, dir string) 
 	if pk, ok := cert.PublicKey.(ed25519.PublicKey); !ok || !pk.Equal(ed25519.PublicKey(dev.Public().Bytes())) {
 		return nil, errors.New("enroll: the certificate is not for this device's key")
 	}
-	if cb, _ := pem.Decode([]byte(er.CA)); cb == nil || pki.Fingerprint(mustParse(cb.Bytes)) != caFingerprint {
+	if cb, _ := pem.Decode([]byte(er.CA)); cb == nil || wire.Fingerprint(mustParse(cb.Bytes)) != caFingerprint {
 		return nil, errors.New("enroll: the receiver sent another CA than the pinned one")
 	}
-	rk, err := base64.StdEncoding.DecodeString(er.ReceiptKey)
-	if err != nil || len(rk) != ed25519.PublicKeySize {
-		return nil, errors.New("enroll: the receiver sent no valid receipt key")
+	if _, err := wire.ParseReceiptKey(er.ReceiptKey); err != nil {
+		return nil, fmt.Errorf("enroll: the receiver sent no valid receipt key: %w", err)
 	}
 	var rs []*crypto.Recipient
 	for _, line := range er.Recipients {

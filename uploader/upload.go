@@ -17,10 +17,10 @@ import (
 	"path"
 	"time"
 
-	"github.com/uploadbox/uploadbox/receiver"
-	"github.com/uploadbox/uploadbox/receiver/receipt"
+	"github.com/uploadbox/uploadbox/internal/netfail"
 	"github.com/uploadbox/uploadbox/uploader/spool"
 	"github.com/uploadbox/uploadbox/uploader/tus"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // Result is what happened to one segment.
@@ -145,6 +145,7 @@ func (u *Uploader) one(ctx context.Context, rec spool.Record, progress func(stri
 	}
 	defer f.Close()
 	var last error
+	probed := false
 	for range maxRounds {
 		if rec.UploadURL == "" {
 			loc, err := u.tus.Create(ctx, rec.Size, map[string]string{"filename": rec.Name})
@@ -171,6 +172,18 @@ func (u *Uploader) one(ctx context.Context, rec spool.Record, progress func(stri
 			}
 			if ref.action == actDeviceRefused {
 				return Result{}, ref
+			}
+			// Every byte was sent before: the box may have stopped after
+			// the receiver committed the upload (and removed it) but
+			// before the receipt was stored. Asking for the receipt again
+			// costs one request; re-sending costs the whole segment.
+			if !probed && rec.Offset == rec.Size && rec.Size > 0 {
+				probed = true
+				res, cref, err := u.commitUpload(ctx, rec)
+				if err != nil || cref == nil {
+					return res, err
+				}
+				u.log.Info("the receiver does not have the upload; sending the segment again", "segment", rec.Name, "status", cref.Status, "reason", cref.Reason)
 			}
 			// The receiver lost the upload (expired, or its files were
 			// removed): start a new one.
@@ -253,8 +266,8 @@ func (u *Uploader) quarantine(rec spool.Record, why spool.Refusal) (Result, erro
 // key and these exact bytes, stores it, and only then wipes the file. A
 // refusal (after retrying server errors a few times) is returned as ref.
 func (u *Uploader) commitUpload(ctx context.Context, rec spool.Record) (Result, *RefusedError, error) {
-	body, _ := json.Marshal(receiver.CommitRequest{UploadID: path.Base(rec.UploadURL), Size: rec.Size, SHA256: hex.EncodeToString(rec.SHA256[:])})
-	var cr receiver.CommitResponse
+	body, _ := json.Marshal(wire.CommitRequest{UploadID: path.Base(rec.UploadURL), Size: rec.Size, SHA256: hex.EncodeToString(rec.SHA256[:])})
+	var cr wire.CommitResponse
 	began := time.Now()
 	for attempt := 0; ; attempt++ {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.commit.String(), bytes.NewReader(body))
@@ -265,7 +278,7 @@ func (u *Uploader) commitUpload(ctx context.Context, rec spool.Record) (Result, 
 		resp, err := u.http.Do(req)
 		if err != nil {
 			if attempt < 5 && ctx.Err() == nil && !tus.CertificateRefused(err) {
-				u.log.Warn("commit failed, retrying", "segment", rec.Name, "err", err)
+				u.log.Warn("commit failed, retrying", append([]any{"segment", rec.Name}, netfail.Attrs(err)...)...)
 				if err := sleep(ctx, time.Duration(attempt+1)*500*time.Millisecond); err != nil {
 					return Result{}, nil, err
 				}
@@ -294,7 +307,7 @@ func (u *Uploader) commitUpload(ctx context.Context, rec spool.Record) (Result, 
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("commit: receipt is not base64: %w", err)
 	}
-	r, err := receipt.Verify(u.st.ReceiptKey, rb)
+	r, err := wire.VerifyReceipt(u.st.ReceiptKey, rb)
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("commit: %w", err)
 	}
@@ -310,7 +323,11 @@ func (u *Uploader) commitUpload(ctx context.Context, rec spool.Record) (Result, 
 	if err := u.sp.Wipe(rec.Name); err != nil {
 		return Result{}, nil, err
 	}
-	u.log.Info("segment committed and wiped", "segment", rec.Name, "key", cr.Key, "outcome", cr.Outcome)
+	if cr.Repeated {
+		u.log.Info("segment committed and wiped: the receiver already had it (receipt checked)", "segment", rec.Name, "key", cr.Key, "outcome", cr.Outcome)
+	} else {
+		u.log.Info("segment committed and wiped", "segment", rec.Name, "key", cr.Key, "outcome", cr.Outcome)
+	}
 	return Result{Name: rec.Name, Size: rec.Size, Outcome: cr.Outcome, Repeated: cr.Repeated, Key: cr.Key}, nil, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -22,6 +23,7 @@ import (
 	"github.com/uploadbox/uploadbox/receiver/pki"
 	"github.com/uploadbox/uploadbox/uploader"
 	"github.com/uploadbox/uploadbox/uploader/spool"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // rig is the real receiver (in process, on loopback TLS) and, in front of
@@ -36,6 +38,10 @@ type rig struct {
 	mu      sync.Mutex
 	commits int
 	rewrite func(n int) (status int, body string, ok bool)
+	// lose, if it says so for commit n, forwards the commit to the
+	// receiver and drops its answer, as if the box had stopped before
+	// reading the receipt.
+	lose func(n int) bool
 }
 
 func newRig(t *testing.T) *rig {
@@ -72,7 +78,7 @@ func newRig(t *testing.T) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := pki.LoadKeyPair(filepath.Join(data, pki.ServerCertFile), filepath.Join(data, pki.ServerKeyFile))
+	cert, err := wire.LoadKeyPair(filepath.Join(data, pki.ServerCertFile), filepath.Join(data, pki.ServerKeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,8 +92,13 @@ func newRig(t *testing.T) *rig {
 			r.mu.Lock()
 			n := r.commits
 			r.commits++
-			rewrite := r.rewrite
+			rewrite, lose := r.rewrite, r.lose
 			r.mu.Unlock()
+			if lose != nil && lose(n) {
+				rp.ServeHTTP(httptest.NewRecorder(), req)
+				w.WriteHeader(http.StatusOK) // no body: the box reads no receipt
+				return
+			}
 			if rewrite != nil {
 				if status, body, ok := rewrite(n); ok {
 					io.Copy(io.Discard, req.Body)
@@ -229,5 +240,37 @@ func TestDrainActsOnRefusals(t *testing.T) {
 				t.Errorf("second segment is %s", second.State)
 			}
 		})
+	}
+}
+
+// TestCommitWindow: the receiver committed a segment but the box never
+// read the receipt (it stopped in the commit window). The next drain asks
+// for the receipt again instead of sending the segment again, checks it,
+// and says that the receiver already had the segment.
+func TestCommitWindow(t *testing.T) {
+	r := newRig(t)
+	r.lose = func(n int) bool { return n == 0 }
+	sp, names := r.spoolWith(t, 1)
+	if _, err := uploader.New(r.st, sp, nil).Drain(t.Context(), nil, nil); err == nil {
+		t.Fatal("a drain whose receipt was lost succeeded")
+	}
+	if rec, _ := sp.Get(names[0]); rec.State != spool.Uploading || rec.Offset != rec.Size {
+		t.Fatalf("after the lost receipt: %+v", rec)
+	}
+	var logs strings.Builder
+	up := uploader.New(r.st, sp, slog.New(slog.NewTextHandler(&logs, nil)))
+	var results []uploader.Result
+	sum, err := up.Drain(t.Context(), func(res uploader.Result) { results = append(results, res) }, nil)
+	if err != nil || sum.Segments != 1 || len(results) != 1 || !results[0].Repeated {
+		t.Fatalf("second drain: %+v, %+v, %v", sum, results, err)
+	}
+	if sent := up.Stats().BytesSent; sent != 0 {
+		t.Errorf("the segment was sent again (%d bytes) although the receiver had it", sent)
+	}
+	if !strings.Contains(logs.String(), "the receiver already had it (receipt checked)") {
+		t.Errorf("no log line says the receiver already had it:\n%s", logs.String())
+	}
+	if rec, _ := sp.Get(names[0]); rec.State != spool.Wiped || len(rec.Receipt) == 0 {
+		t.Errorf("segment %+v, want wiped with its receipt", rec)
 	}
 }

@@ -32,6 +32,7 @@ type Config struct {
 	Recording  Recording `yaml:"recording"`
 	Spool      Spool     `yaml:"spool"`
 	Upload     Upload    `yaml:"upload"`
+	Link       Link      `yaml:"link"`
 	Control    Control   `yaml:"control"`
 	Metrics    Metrics   `yaml:"metrics"`
 	Live       Live      `yaml:"live"`
@@ -84,6 +85,20 @@ type Upload struct {
 	// Enabled turns background upload on (default true).
 	Enabled *bool `yaml:"enabled"`
 	// RetryMax is the longest wait between two attempts.
+	RetryMax Duration `yaml:"retry_max"`
+}
+
+// Link is the control connection: one WebSocket the enrolled box keeps
+// open to its receiver over its mutual TLS.
+type Link struct {
+	// Enabled turns the control connection on once the box is enrolled
+	// (default true).
+	Enabled *bool `yaml:"enabled"`
+	// PingInterval is how often the box pings; a ping unanswered within
+	// PingTimeout ends the connection and the box reconnects.
+	PingInterval Duration `yaml:"ping_interval"`
+	PingTimeout  Duration `yaml:"ping_timeout"`
+	// RetryMax caps the backoff between attempts.
 	RetryMax Duration `yaml:"retry_max"`
 }
 
@@ -172,6 +187,7 @@ func Default() *Config {
 		},
 		Spool:   Spool{Dir: "/var/lib/uploadbox/spool", MaxSize: 8 << 30, MinFree: 512 << 20},
 		Upload:  Upload{Enabled: &yes, RetryMax: Duration(5 * time.Minute)},
+		Link:    Link{Enabled: &yes, PingInterval: Duration(10 * time.Second), PingTimeout: Duration(10 * time.Second), RetryMax: Duration(60 * time.Second)},
 		Control: Control{Group: ""},
 		Metrics: Metrics{Listen: "127.0.0.1:9464"},
 		Live: Live{
@@ -196,6 +212,9 @@ func (c *Config) AudioOn() bool { return c.Capture.Audio == nil || *c.Capture.Au
 
 // UploadOn reports whether background upload runs.
 func (c *Config) UploadOn() bool { return c.Upload.Enabled == nil || *c.Upload.Enabled }
+
+// LinkOn reports whether the control connection runs (once enrolled).
+func (c *Config) LinkOn() bool { return c.Link.Enabled == nil || *c.Link.Enabled }
 
 // Problem is one thing wrong with a config, at its key.
 type Problem struct {
@@ -308,6 +327,15 @@ func (c *Config) Validate() []Problem {
 	}
 	if c.Upload.RetryMax.D() < time.Second || c.Upload.RetryMax.D() > time.Hour {
 		add("upload.retry_max", "%s: use 1s to 1h", c.Upload.RetryMax)
+	}
+	if d := c.Link.PingInterval.D(); d < 100*time.Millisecond || d > 10*time.Minute {
+		add("link.ping_interval", "%s: use 100ms to 10m", c.Link.PingInterval)
+	}
+	if d := c.Link.PingTimeout.D(); d < 100*time.Millisecond || d > 10*time.Minute {
+		add("link.ping_timeout", "%s: use 100ms to 10m", c.Link.PingTimeout)
+	}
+	if d := c.Link.RetryMax.D(); d < time.Second || d > time.Hour {
+		add("link.retry_max", "%s: use 1s to 1h", c.Link.RetryMax)
 	}
 	if c.Metrics.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {

@@ -109,6 +109,19 @@ type DaemonInfo struct {
 	// Session is true while a recording session runs (the camera is then
 	// the daemon's).
 	Session bool
+	// Control is the daemon's control connection to the receiver; nil if
+	// it does not run (not enrolled, or link.enabled off).
+	Control *ControlInfo
+}
+
+// ControlInfo is the state of the daemon's control connection.
+type ControlInfo struct {
+	Connected bool
+	// Since is when it opened, or when it was lost.
+	Since     time.Time
+	LastError string
+	Cause     string // one of Classify's causes
+	NextRetry time.Time
 }
 
 // QueueInfo is the spool backlog: segments not yet wiped.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -597,6 +598,37 @@ func TestDeviceFailure(t *testing.T) {
 			}
 			if strings.Contains(r.Summary, "\n") {
 				t.Errorf("summary spans lines: %q", r.Summary)
+			}
+		})
+	}
+}
+
+// TestDaemonControlConnection: the daemon check reports the control
+// connection, and warns while it is down with the cause and next retry.
+func TestDaemonControlConnection(t *testing.T) {
+	since := time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name    string
+		control *ControlInfo
+		status  string
+		metric  string
+		summary string
+	}{
+		{"off", nil, Pass, "off", "no control connection"},
+		{"connected", &ControlInfo{Connected: true, Since: since}, Pass, "connected", "control connection up since 2026-12-03T08:00:00Z"},
+		{"down", &ControlInfo{Since: since, Cause: "refused", LastError: "dial tcp: connection refused", NextRetry: time.Now().Add(time.Minute)},
+			Warn, "disconnected", "control connection down since 2026-12-03T08:00:00Z (refused): dial tcp: connection refused; next retry in "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := &env{ctx: t.Context(), o: Options{StageTimeout: time.Second,
+				Command: func(context.Context, string, ...string) (string, error) { return "", exec.ErrNotFound },
+				Daemon: func(context.Context) (DaemonInfo, error) {
+					return DaemonInfo{Running: true, PID: 7, Control: tt.control}, nil
+				}}}
+			r := checkDaemon(e)
+			if r.Status != tt.status || r.Metrics["control"] != tt.metric || !strings.Contains(r.Summary, tt.summary) {
+				t.Fatalf("got %s %v %q; want %s, control=%s, %q", r.Status, r.Metrics, r.Summary, tt.status, tt.metric, tt.summary)
 			}
 		})
 	}

@@ -2,18 +2,16 @@ package diag
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net"
 	"net/http"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/uploadbox/uploadbox/internal/netfail"
 )
 
 // Stages of the connection to the receiver, in order.
@@ -24,16 +22,16 @@ const (
 	stageHTTP = "http"
 )
 
-// Causes of a failed connection.
+// Causes of a failed connection, named as the daemon's log names them.
 const (
-	causeClock      = "clock"
-	causeWrongName  = "wrong-name"
-	causeUnknownCA  = "unknown-ca"
-	causeTLSVersion = "tls-version"
-	causeRefused    = "refused"
-	causeTimeout    = "timeout"
-	causeDNS        = "dns"
-	causeOther      = "other"
+	causeClock      = netfail.Clock
+	causeWrongName  = netfail.WrongName
+	causeUnknownCA  = netfail.UnknownCA
+	causeTLSVersion = netfail.TLSVersion
+	causeRefused    = netfail.Refused
+	causeTimeout    = netfail.Timeout
+	causeDNS        = netfail.DNS
+	causeOther      = netfail.Other
 )
 
 // probe is one connection to the receiver, stage by stage.
@@ -145,34 +143,7 @@ func (e *env) connect(host, port string, cfg *tls.Config) *probe {
 }
 
 // classify names the cause of a connection failure.
-func classify(err error) string {
-	var (
-		hostErr    x509.HostnameError
-		authErr    x509.UnknownAuthorityError
-		invalidErr x509.CertificateInvalidError
-		dnsErr     *net.DNSError
-		netErr     net.Error
-	)
-	switch {
-	case errors.As(err, &hostErr):
-		return causeWrongName
-	case errors.As(err, &authErr):
-		return causeUnknownCA
-	case errors.As(err, &invalidErr) && invalidErr.Reason == x509.Expired:
-		return causeClock
-	case strings.Contains(err.Error(), "protocol version"):
-		// A TLS alert 70 from the server, or a server that chose a
-		// version the client refuses.
-		return causeTLSVersion
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return causeRefused
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
-		return causeTimeout
-	case errors.As(err, &dnsErr):
-		return causeDNS
-	}
-	return causeOther
-}
+func classify(err error) string { return netfail.Classify(err) }
 
 func tlsVersionName(v uint16) string {
 	switch v {

@@ -126,6 +126,23 @@ func checkDaemon(e *env) Result {
 			session = "a session runs"
 		}
 		sum := fmt.Sprintf("running, pid %d, up %s, %s", info.PID, info.Uptime.Round(time.Second), session)
+		if c := info.Control; c == nil {
+			m["control"] = "off"
+			sum += "; no control connection (not enrolled, or link.enabled is false)"
+		} else if c.Connected {
+			m["control"] = "connected"
+			sum += fmt.Sprintf("; control connection up since %s", c.Since.UTC().Format(time.RFC3339))
+		} else {
+			m["control"] = "disconnected"
+			m["control_cause"] = c.Cause
+			next := "now"
+			if d := time.Until(c.NextRetry); d > 0 {
+				next = "in " + d.Round(time.Second).String()
+			}
+			return Result{Status: Warn, Metrics: m,
+				Summary: fmt.Sprintf("%s; control connection down since %s (%s): %s; next retry %s", sum, c.Since.UTC().Format(time.RFC3339), c.Cause, c.LastError, next),
+				Remedy:  "the box retries by itself; see the receiver check for the cause (a revoked box is refused: ask the administrator)"}
+		}
 		if restarts > 0 {
 			return Result{Status: Warn, Metrics: m, Summary: fmt.Sprintf("%s; restarted %d time(s)", sum, restarts),
 				Remedy: "see why it restarted: journalctl -u uploadbox -b"}

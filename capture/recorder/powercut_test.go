@@ -89,10 +89,13 @@ func (s *spy) Write(p []byte) (int, error) {
 }
 
 func (s *spy) Flush() error {
+	// Count the syncs before the flush: its fsync may start, and even end,
+	// before Flush returns. No request is pending here (each flush waits
+	// for the sync it asked for), so the next sync is this flush's.
+	next := s.f.syncs()
 	if err := s.Output.Flush(); err != nil {
 		return err
 	}
-	next := s.f.syncs()
 	s.cuts = append(s.cuts, cut{onDisk: s.f.snapshot(next), plain: s.plain, fragment: len(s.cuts) + 1})
 	return nil
 }

@@ -3,9 +3,9 @@ package recorder
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/uploadbox/uploadbox/capture"
+	"github.com/uploadbox/uploadbox/crypto"
 )
 
 // Session is one recording: a capture and the recorder that consumes its
@@ -44,6 +44,14 @@ func (s *Session) Run(ctx context.Context) ([]Sealed, error) {
 	capCtx, stopCapture := context.WithCancel(ctx)
 	defer stopCapture()
 	recDone := make(chan error, 1)
+	// The last segment is sealed after ctx is done (capture drains first),
+	// so its end reason is ctx's cause, read then.
+	s.Recorder.end = func() crypto.EndReason {
+		if ctx.Err() == nil {
+			return crypto.EndUnknown // capture ended by itself
+		}
+		return EndReasonOf(context.Cause(ctx))
+	}
 	go func() {
 		err := s.Recorder.Run(context.WithoutCancel(ctx), s.sub.Frames())
 		if err != nil {
@@ -59,7 +67,7 @@ func (s *Session) Run(ctx context.Context) ([]Sealed, error) {
 	}
 	recErr := <-recDone
 	if err := errors.Join(recErr, capErr); err != nil {
-		return s.Recorder.Sealed(), fmt.Errorf("record: %w", err)
+		return s.Recorder.Sealed(), err
 	}
 	return s.Recorder.Sealed(), nil
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/uploadbox/uploadbox/capture"
@@ -37,8 +38,9 @@ type Sealed struct {
 	Sequence    uint64
 	Commitment  [crypto.CommitmentSize]byte
 	Last        bool
-	Bytes       int64         // size of the sealed file
-	Start       time.Duration // media time of the segment's first frame
+	End         crypto.EndReason // why the recording ended; set on the last segment only
+	Bytes       int64            // size of the sealed file
+	Start       time.Duration    // media time of the segment's first frame
 }
 
 // file is what the recorder needs of a spool file; tests inject failures.
@@ -60,7 +62,9 @@ type Config struct {
 	// created, with the path it will have while it is written (the
 	// PartialSuffix name). An error stops the recording with that error
 	// (the daemon refuses a segment when the spool is full); the segments
-	// sealed before stay intact.
+	// sealed before stay intact. It is asked before the previous segment
+	// is sealed, so that a refusal seals that one as the last, with the
+	// end reason "spool full" (or the error's EndReason, if it has one).
 	BeforeSegment func(partialPath string) error
 	// OnSealed, if set, is called for every sealed segment, in order.
 	OnSealed func(Sealed)
@@ -80,6 +84,16 @@ type Recorder struct {
 	wallStart   time.Time
 
 	cur *output // the segment being written, if any
+	// end, if set, says why the recording is ending when its last segment
+	// is sealed (Session.Run sets it from its context's cause).
+	end func() crypto.EndReason
+	// before is the caller's BeforeSegment; cfg.BeforeSegment answers a
+	// segment admitNext already asked about (asked) with its answer.
+	before   func(partialPath string) error
+	asked    string
+	answer   error
+	aborting bool // Close(false) now means "abandoned", not "cut"
+	ended    bool // the last segment is sealed
 
 	mu     sync.Mutex
 	sealed []Sealed
@@ -118,7 +132,11 @@ func New(cfg Config) (*Recorder, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Recorder{cfg: cfg, log: log.With("component", "recorder"), recordingID: id}, nil
+	r := &Recorder{cfg: cfg, log: log.With("component", "recorder"), recordingID: id}
+	if cfg.BeforeSegment != nil {
+		r.before, r.cfg.BeforeSegment = cfg.BeforeSegment, r.admission
+	}
+	return r, nil
 }
 
 // RecordingID returns the id written into every segment header.
@@ -133,10 +151,19 @@ func (r *Recorder) Sealed() []Sealed {
 
 // Run consumes frames until the channel is closed, then seals the last
 // segment with the last flag. A write error (disk full, I/O error) stops
-// the recording: Run returns it, segments sealed before stay intact, and
-// the failing segment is left under its partial name. Cancelling ctx
-// abandons the current segment the same way a power cut would.
+// the recording: Run returns it, segments sealed before stay intact, the
+// failing segment is left under its partial name, and an empty last
+// segment after it says "disk error". Cancelling ctx abandons the current
+// segment the same way a power cut would.
 func (r *Recorder) Run(ctx context.Context, frames <-chan capture.Frame) error {
+	err := r.run(ctx, frames)
+	if err != nil && ctx.Err() == nil {
+		r.closeAfterError(err)
+	}
+	return err
+}
+
+func (r *Recorder) run(ctx context.Context, frames <-chan capture.Frame) error {
 	r.wallStart = time.Now()
 	seg := segment.New(r.cfg.Segment, r.open)
 	for {
@@ -147,7 +174,7 @@ func (r *Recorder) Run(ctx context.Context, frames <-chan capture.Frame) error {
 		case f, ok := <-frames:
 			if !ok {
 				if err := seg.Close(); err != nil {
-					return fmt.Errorf("recording stopped: %w", err)
+					return err
 				}
 				return nil
 			}
@@ -159,14 +186,19 @@ func (r *Recorder) Run(ctx context.Context, frames <-chan capture.Frame) error {
 			}
 			if err != nil {
 				r.abort()
-				return fmt.Errorf("recording stopped: %w", err)
+				return err // the segmenter's error names the segment
 			}
 		}
 	}
 }
 
 func (r *Recorder) segmentName(seq uint64) string {
-	return filepath.Join(r.cfg.Dir, fmt.Sprintf("%x-%06d", r.recordingID, seq))
+	return fmt.Sprintf("%s-%06d", cfgBase(r.cfg, r.recordingID), seq)
+}
+
+// cfgBase is the path prefix of recording id's segment files.
+func cfgBase(cfg Config, id [16]byte) string {
+	return filepath.Join(cfg.Dir, fmt.Sprintf("%x", id))
 }
 
 // open starts segment seq: a partial spool file with a sealing writer.
@@ -177,12 +209,12 @@ func (r *Recorder) open(seq uint64, start time.Duration) (segment.Output, error)
 	base := r.segmentName(seq)
 	if r.cfg.BeforeSegment != nil {
 		if err := r.cfg.BeforeSegment(base + PartialSuffix); err != nil {
-			return nil, fmt.Errorf("segment %d not started: %w", seq, err)
+			return nil, err // the segmenter says "open segment N"
 		}
 	}
 	f, err := r.cfg.create(base + PartialSuffix)
 	if err != nil {
-		return nil, fmt.Errorf("create segment %d: %w", seq, err)
+		return nil, err // "open PATH: …", after the segmenter's "open segment N"
 	}
 	w, err := crypto.NewWriter(f, r.cfg.Recipients, r.cfg.Device, crypto.Params{
 		RecordingID: r.recordingID,
@@ -193,7 +225,7 @@ func (r *Recorder) open(seq uint64, start time.Duration) (segment.Output, error)
 	})
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("seal segment %d: %w", seq, err)
+		return nil, err
 	}
 	o := &output{r: r, f: f, w: w, base: base, seq: seq, start: start, syncReq: make(chan struct{}, 1), syncDone: make(chan error, 1)}
 	go o.syncer()
@@ -212,9 +244,12 @@ type output struct {
 	seq      uint64
 	start    time.Duration
 	n        int64
+	failed   bool // a write or flush failed: the segment cannot be sealed
 	syncReq  chan struct{}
 	syncDone chan error
+	syncErr  atomic.Value // the first fsync error, for the next Flush
 	closed   bool
+	sealed   bool
 }
 
 func (o *output) syncer() {
@@ -222,7 +257,8 @@ func (o *output) syncer() {
 	for range o.syncReq {
 		if err == nil {
 			if serr := o.f.Sync(); serr != nil {
-				err = fmt.Errorf("fsync segment %d: %w", o.seq, serr)
+				err = fmt.Errorf("fsync: %w", serr)
+				o.syncErr.Store(err)
 			}
 		}
 	}
@@ -233,16 +269,23 @@ func (o *output) Write(p []byte) (int, error) {
 	n, err := o.w.Write(p)
 	o.n += int64(n)
 	if err != nil {
-		return n, fmt.Errorf("segment %d: %w", o.seq, err)
+		o.failed = true
 	}
-	return n, nil
+	return n, err // the segmenter's error names the segment
 }
 
 // Flush is called at every fragment boundary: every complete chunk goes to
 // the file and an fsync is requested (coalesced if one is still running).
 func (o *output) Flush() error {
+	// A failed fsync stops the recording at the next fragment, not when
+	// the segment closes.
+	if err, _ := o.syncErr.Load().(error); err != nil {
+		o.failed = true
+		return err
+	}
 	if err := o.w.Flush(); err != nil {
-		return fmt.Errorf("segment %d: %w", o.seq, err)
+		o.failed = true
+		return err
 	}
 	select {
 	case o.syncReq <- struct{}{}:
@@ -258,8 +301,19 @@ func (o *output) Close(last bool) error {
 		return nil
 	}
 	o.closed = true
+	end := crypto.EndUnknown
 	if last {
-		o.w.SetLast()
+		end = o.r.endReason()
+	} else if !o.r.aborting && !o.failed {
+		// A cut: the segmenter opens seq+1 next. Ask for its room now, so
+		// that a refusal ends the recording with this segment as the last.
+		if err := o.r.admitNext(o.seq + 1); err != nil {
+			last, end = true, EndReasonOf(err)
+			o.r.log.Warn("no room for the next segment: this one is the last", "sequence", o.seq, "err", err)
+		}
+	}
+	if last {
+		o.w.SetEnd(end)
 	}
 	werr := o.w.Close()
 	close(o.syncReq)
@@ -268,27 +322,34 @@ func (o *output) Close(last bool) error {
 		serr = o.f.Sync()
 	}
 	cerr := o.f.Close()
+	// The segmenter's error names the segment ("close segment N").
 	if err := errors.Join(werr, serr, cerr); err != nil {
-		return fmt.Errorf("seal segment %d: %w", o.seq, err)
+		return err
 	}
 	final := o.base + SealedSuffix
 	if err := os.Rename(o.base+PartialSuffix, final); err != nil {
-		return fmt.Errorf("seal segment %d: %w", o.seq, err)
+		return err
 	}
 	if err := syncDir(o.r.cfg.Dir); err != nil {
-		return fmt.Errorf("seal segment %d: sync directory: %w", o.seq, err)
+		return fmt.Errorf("sync directory: %w", err)
 	}
 	size := o.n
 	if st, err := os.Stat(final); err == nil {
 		size = st.Size()
 	}
-	s := Sealed{Path: final, RecordingID: o.r.recordingID, Sequence: o.seq, Commitment: o.w.Commitment(), Last: last, Bytes: size, Start: o.start}
+	s := Sealed{Path: final, RecordingID: o.r.recordingID, Sequence: o.seq, Commitment: o.w.Commitment(), Last: last, End: end, Bytes: size, Start: o.start}
+	o.sealed = true
+	o.r.ended = last
 	o.r.prev = s.Commitment
 	o.r.seq++
 	o.r.mu.Lock()
 	o.r.sealed = append(o.r.sealed, s)
 	o.r.mu.Unlock()
-	o.r.log.Info("segment sealed", "path", final, "sequence", o.seq, "last", last)
+	if last {
+		o.r.log.Info("segment sealed", "path", final, "sequence", o.seq, "last", true, "end", end.String())
+	} else {
+		o.r.log.Info("segment sealed", "path", final, "sequence", o.seq, "last", false)
+	}
 	if o.r.cfg.OnSealed != nil {
 		o.r.cfg.OnSealed(s)
 	}
@@ -300,6 +361,7 @@ func (o *output) Close(last bool) error {
 // a write error it stays under its partial name, its flushed prefix
 // readable as TRUNCATED, like after a power cut.
 func (r *Recorder) abort() {
+	r.aborting = true
 	if r.cur != nil && !r.cur.closed {
 		if err := r.cur.Close(false); err != nil {
 			r.log.Warn("segment left partial", "sequence", r.cur.seq, "err", err)

@@ -3,6 +3,7 @@ package recorder
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,6 +81,10 @@ func TestSegmentsAreChainedAndSealed(t *testing.T) {
 		if last := i == len(sealed)-1; info.Trailer.Last() != last || s.Last != last {
 			t.Fatalf("segment %d: last flag %v, want %v", i, info.Trailer.Last(), last)
 		}
+		// The recording ran until its deadline: the time was up.
+		if want := map[bool]crypto.EndReason{true: crypto.EndTimeUp}[s.Last]; info.Trailer.End() != want || s.End != want {
+			t.Fatalf("segment %d: end reason %v (reported %v), want %v", i, info.Trailer.End(), s.End, want)
+		}
 		prev = info.Commitment
 	}
 	if partial, _ := filepath.Glob(filepath.Join(dir, "*"+PartialSuffix)); len(partial) != 0 {
@@ -129,8 +134,9 @@ func TestDiskFullStopsWithSealedSegmentsIntact(t *testing.T) {
 	if err == nil || !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("err = %v, want the disk-full error", err)
 	}
-	if !strings.Contains(err.Error(), "recording stopped") {
-		t.Errorf("error does not say the recording stopped: %v", err)
+	if !strings.Contains(err.Error(), "segment ") || strings.Count(err.Error(), "recording stopped") > 0 ||
+		strings.Count(err.Error(), fmt.Sprintf("segment %d", len(sealed)-1)) != 1 { // the cut one; an empty end segment follows it
+		t.Errorf("error does not name the segment once: %v", err)
 	}
 	if len(sealed) == 0 {
 		t.Fatal("no segment was sealed before the disk filled up; raise the limit")
@@ -145,8 +151,26 @@ func TestDiskFullStopsWithSealedSegmentsIntact(t *testing.T) {
 		t.Fatalf("want the failing segment left as one partial file, got %v", partial)
 	}
 	out := filepath.Join(t.TempDir(), "prefix")
-	if _, err := crypto.OpenFile(partial[0], out, k.id); crypto.OutcomeOf(err) == crypto.OK {
+	pinfo, err := crypto.OpenFile(partial[0], out, k.id)
+	if crypto.OutcomeOf(err) == crypto.OK {
 		t.Fatal("the segment cut by the full disk opened as complete")
+	}
+	// After the cut segment, an empty last segment says "disk error".
+	end := sealed[len(sealed)-1]
+	info, err := crypto.VerifyFile(end.Path, k.dev.Public())
+	if err != nil {
+		t.Fatalf("the end segment does not verify: %v", err)
+	}
+	if !end.Last || end.End != crypto.EndDiskError || !info.Trailer.Last() || info.Trailer.End() != crypto.EndDiskError {
+		t.Fatalf("end segment %+v, trailer flags %#02x: want last with \"disk error\"", end, info.Trailer.Flags)
+	}
+	if end.Sequence != pinfo.Header.Sequence+1 || info.Header.Prev != pinfo.Commitment {
+		t.Errorf("end segment %d does not link to the cut segment %d", end.Sequence, pinfo.Header.Sequence)
+	}
+	for _, s := range sealed[:len(sealed)-1] {
+		if s.Last {
+			t.Errorf("segment %d before the cut is marked last", s.Sequence)
+		}
 	}
 }
 
@@ -181,18 +205,60 @@ func TestBeforeSegmentRefusalStops(t *testing.T) {
 			return nil
 		},
 	})
-	if !errors.Is(err, errFull) || !strings.Contains(err.Error(), "segment 2 not started") {
+	if !errors.Is(err, errFull) || err.Error() != "open segment 2: spool full" {
 		t.Fatalf("err = %v, want the refusal of segment 2", err)
 	}
 	if len(sealed) != 2 || len(asked) != 3 || !strings.HasSuffix(asked[2], "-000002"+PartialSuffix) {
 		t.Fatalf("sealed %d, asked %v", len(sealed), asked)
 	}
 	for _, s := range sealed {
-		if _, err := crypto.VerifyFile(s.Path, k.dev.Public()); err != nil {
+		info, err := crypto.VerifyFile(s.Path, k.dev.Public())
+		if err != nil {
 			t.Errorf("segment %d: %v", s.Sequence, err)
+			continue
+		}
+		// Segment 2 was refused before segment 1 was sealed, so 1 is the
+		// last one and says the spool was full: the recording is whole.
+		want := map[bool]crypto.EndReason{true: crypto.EndSpoolFull}[s.Sequence == 1]
+		if s.Last != (s.Sequence == 1) || info.Trailer.Last() != s.Last || info.Trailer.End() != want || s.End != want {
+			t.Errorf("segment %d: last %v/%v end %v/%v, want end %v", s.Sequence, s.Last, info.Trailer.Last(), s.End, info.Trailer.End(), want)
 		}
 	}
 	if _, err := os.Stat(asked[2]); !os.IsNotExist(err) {
 		t.Errorf("the refused segment's file exists: %v", err)
+	}
+}
+
+// failingSync is a spool file whose fsync fails (an I/O error).
+type failingSync struct{ *os.File }
+
+func (f failingSync) Sync() error {
+	return &os.PathError{Op: "sync", Path: f.Name(), Err: syscall.EIO}
+}
+
+// TestFailedFsyncStopsAtTheNextFragment: a failed fsync stops the
+// recording at the next fragment boundary, not when the segment would
+// close, and the error says what failed.
+func TestFailedFsyncStopsAtTheNextFragment(t *testing.T) {
+	dir := t.TempDir()
+	k := newKeys(t)
+	cfg := Config{
+		Dir: dir, Recipients: []*crypto.Recipient{k.id.Recipient()}, Device: k.dev,
+		// The segment outlasts the recording: only a fragment can stop it early.
+		Segment: segment.Config{SegmentLength: time.Minute},
+	}
+	cfg.create = func(path string) (file, error) {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		return failingSync{f}, nil
+	}
+	_, err := record(t, 10*time.Second, cfg)
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("err = %v, want the fsync error", err)
+	}
+	if !strings.Contains(err.Error(), "flush fragment") || strings.Count(err.Error(), "segment 0") != 1 {
+		t.Errorf("err = %v: want the stop at a fragment of segment 0, named once", err)
 	}
 }

@@ -67,13 +67,13 @@ func newDevicesCommand() *cobra.Command {
 					return printJSON(cmd, ds)
 				}
 				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tSTATE\tENROLLED\tCERTIFICATE")
+				fmt.Fprintln(tw, "NAME\tSTATE\tENROLLED\tCERTIFICATE\tCONTROL")
 				for _, d := range ds {
 					enrolled := "-"
 					if !d.Enrolled.IsZero() {
 						enrolled = d.Enrolled.Format("2006-01-02 15:04")
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.Name, d.State, enrolled, d.CertSerial)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Name, d.State, enrolled, d.CertSerial, controlText(d.Control))
 				}
 				return tw.Flush()
 			}),
@@ -100,7 +100,7 @@ func newDevicesCommand() *cobra.Command {
 
 func newRecordingsCommand() *cobra.Command {
 	recs := &cobra.Command{Use: "recordings", Short: "List stored recordings"}
-	recs.AddCommand(adminCommand("list [--json]", "List recordings and whether they are complete", cobra.NoArgs,
+	recs.AddCommand(adminCommand("list [--json]", "List recordings, whether they are complete and why they ended", cobra.NoArgs,
 		func(cmd *cobra.Command, a receiver.Admin, _ []string, asJSON bool) error {
 			rs, err := a.ListRecordings()
 			if err != nil {
@@ -110,9 +110,9 @@ func newRecordingsCommand() *cobra.Command {
 				return printJSON(cmd, rs)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "RECORDING\tDEVICE\tSEGMENTS\tBYTES\tCOMPLETE\tTRUNCATED")
+			fmt.Fprintln(tw, "RECORDING\tDEVICE\tSEGMENTS\tBYTES\tCOMPLETE\tMISSING\tTRUNCATED\tENDED")
 			for _, r := range rs {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%t\t%d\n", r.ID, r.Device, r.Segments, r.Bytes, r.Complete, r.Truncated)
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%t\t%d\t%d\t%s\n", r.ID, r.Device, r.Segments, r.Bytes, r.Complete, r.Missing, r.Truncated, r.Ended)
 			}
 			return tw.Flush()
 		}), newRecordingsExportCommand())
@@ -174,4 +174,16 @@ func newRecordingsExportCommand() *cobra.Command {
 		cmd.MarkFlagRequired(n)
 	}
 	return cmd
+}
+
+// controlText says whether a box is connected, and since or last seen when.
+func controlText(c receiver.ControlStatus) string {
+	const layout = "2006-01-02 15:04:05"
+	switch {
+	case c.Connected:
+		return "connected since " + c.Since.Local().Format(layout)
+	case !c.LastSeen.IsZero():
+		return "last seen " + c.LastSeen.Local().Format(layout)
+	}
+	return "never connected"
 }

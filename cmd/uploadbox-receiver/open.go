@@ -89,6 +89,9 @@ func newVerifyCommand() *cobra.Command {
 				fmt.Fprintf(out, "commitment: %x\n", info.Commitment)
 				if info.Trailer != nil {
 					fmt.Fprintf(out, "last:       %t\n", info.Trailer.Last())
+					if info.Trailer.Last() {
+						fmt.Fprintf(out, "ended:      %s\n", info.Trailer.End())
+					}
 				}
 			}
 			return err

@@ -24,6 +24,7 @@ type serveOptions struct {
 	authBurst                          int
 	auditMaxBytes                      int64
 	requestTimeout                     time.Duration
+	controlPing                        time.Duration
 	viewers                            viewerServeOptions
 	uploads                            uploadServeOptions
 }
@@ -58,6 +59,7 @@ func newServeCommand() *cobra.Command {
 				return cli.Usagef("--request-timeout %s: give at least 1s", o.requestTimeout)
 			}
 			cfg.AuthRate, cfg.AuthBurst, cfg.AuditMaxBytes, cfg.RequestTimeout = rate, o.authBurst, o.auditMaxBytes, o.requestTimeout
+			cfg.ControlPing = o.controlPing
 			if o.hostname != "" {
 				cfg.Hosts = []string{o.hostname}
 			}
@@ -104,6 +106,7 @@ func newServeCommand() *cobra.Command {
 	f.IntVar(&o.authBurst, "auth-burst", receiver.DefaultAuthBurst, "attempts allowed at once on top of --auth-rate")
 	f.Int64Var(&o.auditMaxBytes, "audit-max-bytes", receiver.DefaultAuditMaxBytes, "audit log size that raises an alert at 90% and, when reached, drops failed-authentication entries (never logins or handshakes)")
 	f.DurationVar(&o.requestTimeout, "request-timeout", receiver.DefaultRequestTimeout, "time to receive the body and send the answer of every non-upload request (login, enroll, commit)")
+	f.DurationVar(&o.controlPing, "control-ping", receiver.DefaultControlPing, "how often each box's control connection is pinged (100ms to 10m); one unanswered for as long again ends it")
 	o.viewers.AddFlags(f)
 	o.uploads.AddFlags(f)
 	cmd.MarkFlagRequired("data")

@@ -170,16 +170,18 @@ func newSessionCommand() *cobra.Command {
 			case st.Active:
 				fmt.Fprintf(out, "recording %s since %s until %s: %d segments sealed (%s)\n", st.Recording,
 					st.Started.Local().Format(time.TimeOnly), st.Until.Local().Format(time.TimeOnly), st.Segments, humanBytes(st.Bytes))
+			case st.Recording != "" && st.StopReason == agent.StopCrashed:
+				fmt.Fprintf(out, "idle: last session %s ended by a crash at about %s, %d segments\n", st.Recording, st.Ended.Local().Format(time.DateTime), st.Segments)
 			case st.Recording != "":
 				fmt.Fprintf(out, "idle: last session %s ended %s (%s), %d segments\n", st.Recording, st.Ended.Local().Format(time.DateTime), st.StopReason, st.Segments)
-				if st.Error != "" {
+				if st.Error != "" && st.Alert == "" {
 					fmt.Fprintf(out, "error: %s\n", st.Error)
 				}
 			default:
 				fmt.Fprintln(out, "idle: no session since the daemon started")
 			}
 			if st.Alert != "" {
-				fmt.Fprintf(out, "ALERT: recording stopped on its own: %s\n", st.Alert)
+				fmt.Fprintf(out, "ALERT: %s\n", st.Alert)
 			}
 			return nil
 		},
@@ -322,7 +324,7 @@ func newStatusCommand() *cobra.Command {
 	var f ctlFlags
 	cmd := &cobra.Command{
 		Use:   "status [--json]",
-		Short: "Show the daemon: version, uptime, enrollment, session, queue, upload errors",
+		Short: "Show the daemon: version, uptime, enrollment, control connection, session, queue, upload errors",
 		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var st agent.Status
@@ -338,6 +340,17 @@ func newStatusCommand() *cobra.Command {
 				fmt.Fprintf(out, "receiver:  %s\n", st.Receiver)
 			} else {
 				fmt.Fprintln(out, "receiver:  not enrolled (run uploadbox enroll)")
+			}
+			if c := st.Control; c != nil && c.Connected {
+				fmt.Fprintf(out, "control:   connected since %s\n", c.Since.Local().Format(time.DateTime))
+			} else if c != nil {
+				next := "now"
+				if d := time.Until(c.NextRetry); d > 0 {
+					next = "in " + d.Round(time.Second).String()
+				}
+				fmt.Fprintf(out, "control:   disconnected since %s (%s): %s; next retry %s\n", c.Since.Local().Format(time.DateTime), c.Cause, c.LastError, next)
+			} else if st.Enrolled {
+				fmt.Fprintln(out, "control:   off (link.enabled is false)")
 			}
 			session := "idle"
 			if st.Session.Active {

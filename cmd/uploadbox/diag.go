@@ -64,7 +64,11 @@ func runDiag(cmd *cobra.Command, o diagOptions) error {
 		if err := sock.call(ctx, "status", nil, &st); err != nil {
 			return diag.DaemonInfo{}, err
 		}
-		return diag.DaemonInfo{Running: true, PID: st.PID, Uptime: time.Duration(st.Uptime * float64(time.Second)), Session: st.Session.Active}, nil
+		info := diag.DaemonInfo{Running: true, PID: st.PID, Uptime: time.Duration(st.Uptime * float64(time.Second)), Session: st.Session.Active}
+		if c := st.Control; c != nil {
+			info.Control = &diag.ControlInfo{Connected: c.Connected, Since: c.Since, LastError: c.LastError, Cause: c.Cause, NextRetry: c.NextRetry}
+		}
+		return info, nil
 	}
 	opts.Queue = func(ctx context.Context) (diag.QueueInfo, error) {
 		var q agent.Queue

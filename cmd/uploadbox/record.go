@@ -79,7 +79,7 @@ func newRecordCommand() *cobra.Command {
 				OnSealed: func(s recorder.Sealed) {
 					last := ""
 					if s.Last {
-						last = ", last"
+						last = ", last, ended: " + s.End.String()
 					}
 					fmt.Fprintf(out, "sealed %s (sequence %d, %d bytes%s)\n", s.Path, s.Sequence, s.Bytes, last)
 				},

@@ -71,7 +71,13 @@ type enrolled struct {
 // via, if set, maps the receiver's address to the one the box should use.
 func setupBox(t *testing.T, dir string, via func(addr string) string) enrolled {
 	t.Helper()
-	rcv := startReceiver(t, filepath.Join(dir, "receiver"), "127.0.0.1:0")
+	return setupBoxWith(t, dir, nil, via)
+}
+
+// setupBoxWith is setupBox with extra serve flags.
+func setupBoxWith(t *testing.T, dir string, serve []string, via func(addr string) string) enrolled {
+	t.Helper()
+	rcv := startReceiver(t, filepath.Join(dir, "receiver"), "127.0.0.1:0", serve...)
 	boxAddr := rcv.addr
 	if via != nil {
 		boxAddr = via(rcv.addr)

@@ -30,8 +30,9 @@ type Proxy struct {
 	sent  atomic.Int64
 	cuts  atomic.Int64
 	close sync.Once
-	// stall, while not nil, holds every byte until it is closed.
-	stall chan struct{}
+	// resume is closed when a stall ends; nil while not stalled.
+	resume chan struct{}
+	done   chan struct{}
 }
 
 // Start listens on 127.0.0.1:0 and forwards to target.
@@ -40,7 +41,7 @@ func Start(target string, opts Options) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{ln: ln, opts: opts, addr: target, open: map[net.Conn]bool{}}
+	p := &Proxy{ln: ln, opts: opts, addr: target, open: map[net.Conn]bool{}, done: make(chan struct{})}
 	go p.accept()
 	return p, nil
 }
@@ -51,6 +52,16 @@ func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 // Cuts reports how many times the proxy cut its connections.
 func (p *Proxy) Cuts() int { return int(p.cuts.Load()) }
 
+// Close stops accepting and closes every connection.
+func (p *Proxy) Close() error {
+	p.close.Do(func() {
+		close(p.done)
+		p.ln.Close()
+		p.cutAll()
+	})
+	return nil
+}
+
 // Sent reports how many bytes went upstream so far.
 func (p *Proxy) Sent() int64 { return p.sent.Load() }
 
@@ -58,44 +69,41 @@ func (p *Proxy) Sent() int64 { return p.sent.Load() }
 // connections are accepted as before.
 func (p *Proxy) Cut() { p.cutAll() }
 
-// Stall holds every byte in both directions, connections left open, until
-// Resume: a link that stops answering without closing.
+// Stall holds every byte in both directions, on open and new connections,
+// without closing anything (a link that went dead without a reset), until
+// Resume.
 func (p *Proxy) Stall() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.stall == nil {
-		p.stall = make(chan struct{})
+	if p.resume == nil {
+		p.resume = make(chan struct{})
 	}
 }
 
-// Resume lets stalled bytes through again.
+// Resume forwards again what a Stall held, and what follows.
 func (p *Proxy) Resume() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.stall != nil {
-		close(p.stall)
-		p.stall = nil
+	if p.resume != nil {
+		close(p.resume)
+		p.resume = nil
 	}
 }
 
-// held waits while the link is stalled.
-func (p *Proxy) held() {
+// wait returns when the proxy is not stalled; false if it closed.
+func (p *Proxy) wait() bool {
 	p.mu.Lock()
-	s := p.stall
+	ch := p.resume
 	p.mu.Unlock()
-	if s != nil {
-		<-s
+	if ch == nil {
+		return true
 	}
-}
-
-// Close stops accepting and closes every connection.
-func (p *Proxy) Close() error {
-	p.close.Do(func() {
-		p.ln.Close()
-		p.Resume()
-		p.cutAll()
-	})
-	return nil
+	select {
+	case <-ch:
+		return true
+	case <-p.done:
+		return false
+	}
 }
 
 func (p *Proxy) cutAll() {
@@ -135,7 +143,9 @@ func (p *Proxy) pipe(dst, src net.Conn, upstream bool) {
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			p.held()
+			if !p.wait() {
+				return
+			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}

@@ -80,7 +80,7 @@ func TestRate(t *testing.T) {
 	}
 }
 
-func TestStallCutAndResume(t *testing.T) {
+func TestStallHoldsBytesUntilResume(t *testing.T) {
 	p, err := Start(echo(t), Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -92,17 +92,43 @@ func TestStallCutAndResume(t *testing.T) {
 	}
 	defer c.Close()
 	p.Stall()
-	if _, err := c.Write([]byte("held")); err != nil {
+	if _, err := c.Write([]byte("ping")); err != nil {
 		t.Fatal(err)
 	}
 	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-	if n, err := c.Read(make([]byte, 4)); err == nil {
-		t.Fatalf("read %d bytes through a stalled proxy", n)
+	if n, err := c.Read(make([]byte, 4)); n != 0 || !isTimeout(err) {
+		t.Fatalf("a stalled link delivered %d bytes (%v)", n, err)
 	}
 	p.Resume()
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("after Resume: %q %v", buf, err)
+	}
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+func TestCutAndSent(t *testing.T) {
+	p, err := Start(echo(t), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
-		t.Fatalf("nothing came back after Resume: %v", err)
+		t.Fatal(err)
 	}
 	if p.Sent() != 4 {
 		t.Fatalf("Sent = %d, want 4", p.Sent())

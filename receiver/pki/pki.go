@@ -1,7 +1,8 @@
 // Package pki is the receiver's small certificate authority: it makes the
 // CA and the server certificate on first run, signs device client
-// certificates at enrollment, and builds TLS configurations that accept
-// only TLS 1.2 and later.
+// certificates at enrollment, and builds the receiver's TLS configuration,
+// which accepts only TLS 1.2 and later. What a box needs too (its client
+// TLS configuration, fingerprints, key pair files) is in package wire.
 //
 // The CA and server keys are ECDSA P-256 (every TLS stack speaks it: Go,
 // OpenSSL, Node). Device certificates certify the device's own Ed25519
@@ -14,21 +15,19 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
 
 	ubxcrypto "github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // File names inside the receiver's data directory.
@@ -54,13 +53,7 @@ type CA struct {
 
 // Fingerprint is the SHA-256 of the CA certificate, in hex: what an
 // administrator hands to a box at enrollment so it can pin the CA.
-func (ca *CA) Fingerprint() string { return Fingerprint(ca.Cert) }
-
-// Fingerprint returns the hex SHA-256 of a certificate's DER encoding.
-func Fingerprint(c *x509.Certificate) string {
-	sum := sha256.Sum256(c.Raw)
-	return hex.EncodeToString(sum[:])
-}
+func (ca *CA) Fingerprint() string { return wire.Fingerprint(ca.Cert) }
 
 // Pool returns a pool holding only the CA.
 func (ca *CA) Pool() *x509.CertPool {
@@ -106,72 +99,7 @@ func NewCA(name string, now time.Time) (*CA, error) {
 
 // IssueServer makes a server certificate for the host names and IPs.
 func (ca *CA) IssueServer(hosts []string, now time.Time) (tls.Certificate, error) {
-	return serverCert(hosts, now, ServerLifetime, ca)
-}
-
-// SelfSigned makes a self-signed server certificate (ECDSA P-256) for the
-// host names and IPs, valid for lifetime: for a server that nobody pins
-// through a CA, such as the box's live view.
-func SelfSigned(hosts []string, now time.Time, lifetime time.Duration) (tls.Certificate, error) {
-	return serverCert(hosts, now, lifetime, nil)
-}
-
-// serverCert makes a server certificate signed by ca, or by its own key
-// when ca is nil.
-func serverCert(hosts []string, now time.Time, lifetime time.Duration, ca *CA) (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	sn, err := serial()
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: sn,
-		Subject:      pkix.Name{CommonName: hosts[0]},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(lifetime),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	for _, h := range hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
-		}
-	}
-	parent, signer := tmpl, stdcrypto.Signer(key)
-	if ca != nil {
-		parent, signer = ca.Cert, ca.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	chain := [][]byte{der}
-	if ca != nil {
-		chain = append(chain, ca.Cert.Raw)
-	}
-	return tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}, nil
-}
-
-// WriteKeyPair stores a certificate's leaf and private key as PEM files,
-// each replaced atomically and fsynced; the key file is 0600.
-func WriteKeyPair(certPath, keyPath string, c tls.Certificate) error {
-	kb, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
-	if err != nil {
-		return err
-	}
-	if err := writeFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		return err
-	}
-	return writeFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o644)
+	return wire.ServerCertificate(hosts, now, ServerLifetime, ca.Cert, ca.key)
 }
 
 // IssueDevice certifies a device's Ed25519 public key for client
@@ -214,21 +142,6 @@ func (ca *CA) VerifyDevice(c *x509.Certificate, now time.Time) error {
 	return nil
 }
 
-// TLS12Suites are the cipher suites the receiver and its clients allow
-// under TLS 1.2: ECDHE key exchange with an AEAD (AES-GCM or
-// ChaCha20-Poly1305), never CBC. TLS 1.3 suites are not configurable and
-// all AEAD.
-func TLS12Suites() []uint16 {
-	return []uint16{
-		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-		tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-		tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-		tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-	}
-}
-
 // ServerTLS is the receiver's TLS configuration: TLS 1.2 minimum with
 // TLS12Suites, client certificates requested (enrollment has none yet)
 // and checked against the CA, and revoked reports whether a device
@@ -240,7 +153,7 @@ func ServerTLS(ca *CA, cert tls.Certificate, revoked func(*x509.Certificate) boo
 	pool := ca.Pool()
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS12,
-		CipherSuites: TLS12Suites(),
+		CipherSuites: wire.TLS12Suites(),
 		Certificates: []tls.Certificate{cert},
 		ClientAuth:   tls.RequestClientCert,
 		ClientCAs:    pool, // named in the certificate request, so clients pick the right one
@@ -275,20 +188,16 @@ func ServerTLS(ca *CA, cert tls.Certificate, revoked func(*x509.Certificate) boo
 	}
 }
 
-// ClientTLS is a box's TLS configuration: it trusts only the pinned CA,
-// never the system roots, and presents the device certificate if given.
+// ClientTLS is wire.ClientTLS, named here for the receiver's tests and
+// tools that dial it as a box would.
 func ClientTLS(caPool *x509.CertPool, serverName string, device *tls.Certificate) *tls.Config {
-	c := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: TLS12Suites(), RootCAs: caPool, ServerName: serverName}
-	if device != nil {
-		c.Certificates = []tls.Certificate{*device}
-	}
-	return c
+	return wire.ClientTLS(caPool, serverName, device)
 }
 
-// DeviceCertificate pairs a device certificate with the device's key for
-// client authentication.
+// DeviceCertificate is wire.DeviceCertificate, named here beside
+// IssueDevice.
 func DeviceCertificate(cert *x509.Certificate, key stdcrypto.Signer) tls.Certificate {
-	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
+	return wire.DeviceCertificate(cert, key)
 }
 
 // LoadOrCreate loads the CA and server certificate from dir or, on first
@@ -314,55 +223,13 @@ func LoadOrCreate(dir string, hosts []string, now time.Time) (*CA, tls.Certifica
 }
 
 func (ca *CA) save(dir string, srv tls.Certificate) error {
-	caKey, err := x509.MarshalPKCS8PrivateKey(ca.key)
-	if err != nil {
+	if err := wire.WriteKeyPair(filepath.Join(dir, ServerCertFile), filepath.Join(dir, ServerKeyFile), srv); err != nil {
 		return err
 	}
-	srvKey, err := x509.MarshalPKCS8PrivateKey(srv.PrivateKey)
-	if err != nil {
-		return err
-	}
-	files := []struct {
-		name  string
-		block *pem.Block
-		mode  os.FileMode
-	}{
-		{CAKeyFile, &pem.Block{Type: "PRIVATE KEY", Bytes: caKey}, 0o600},
-		{ServerKeyFile, &pem.Block{Type: "PRIVATE KEY", Bytes: srvKey}, 0o600},
-		{ServerCertFile, &pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate[0]}, 0o644},
-		// The CA certificate last: its presence marks a complete set.
-		{CACertFile, &pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}, 0o644},
-	}
-	for _, f := range files {
-		if err := writeFile(filepath.Join(dir, f.name), pem.EncodeToMemory(f.block), f.mode); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func writeFile(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".pki-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	// The CA certificate last (WriteKeyPair writes the key first): its
+	// presence marks a complete set.
+	caPair := tls.Certificate{Certificate: [][]byte{ca.Cert.Raw}, PrivateKey: ca.key}
+	return wire.WriteKeyPair(filepath.Join(dir, CACertFile), filepath.Join(dir, CAKeyFile), caPair)
 }
 
 func readPEM(path, typ string) ([]byte, error) {
@@ -406,30 +273,10 @@ func load(dir string) (*CA, tls.Certificate, error) {
 	if !ok {
 		return nil, srv, fmt.Errorf("%s: not an ECDSA key", CAKeyFile)
 	}
-	srv, err = LoadKeyPair(filepath.Join(dir, ServerCertFile), filepath.Join(dir, ServerKeyFile))
+	srv, err = wire.LoadKeyPair(filepath.Join(dir, ServerCertFile), filepath.Join(dir, ServerKeyFile))
 	if err != nil {
 		return nil, srv, fmt.Errorf("server certificate: %w", err)
 	}
 	srv.Certificate = append(srv.Certificate, caCert.Raw)
 	return &CA{Cert: caCert, key: caKey}, srv, nil
-}
-
-// LoadKeyPair is tls.LoadX509KeyPair with the private key read under the
-// one rule for private key files (regular, at most 64 KiB, not readable by
-// group or others: the error names the chmod to run).
-func LoadKeyPair(certPath, keyPath string) (tls.Certificate, error) {
-	certPEM, err := os.ReadFile(certPath)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	keyPEM, err := ubxcrypto.ReadPrivateFile(keyPath)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	defer clear(keyPEM)
-	c, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("%s and %s: %w", certPath, keyPath, err)
-	}
-	return c, nil
 }

@@ -226,34 +226,3 @@ func TestOpenSSLOldVersionsRefused(t *testing.T) {
 		}
 	}
 }
-
-// A self-signed server certificate verifies for its hosts against itself
-// only, and WriteKeyPair stores it with a 0600 key that loads back.
-func TestSelfSigned(t *testing.T) {
-	c, err := SelfSigned([]string{"localhost", "127.0.0.1"}, time.Now(), 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(c.Leaf)
-	for _, h := range []string{"localhost", "127.0.0.1"} {
-		if _, err := c.Leaf.Verify(x509.VerifyOptions{DNSName: h, Roots: roots}); err != nil {
-			t.Errorf("%s: %v", h, err)
-		}
-	}
-	if _, err := c.Leaf.Verify(x509.VerifyOptions{DNSName: "other.example"}); err == nil {
-		t.Error("verified for a host it does not name, or against the system roots")
-	}
-	dir := t.TempDir()
-	crt, key := filepath.Join(dir, "live.crt"), filepath.Join(dir, "live.key")
-	if err := WriteKeyPair(crt, key, c); err != nil {
-		t.Fatal(err)
-	}
-	if st, err := os.Stat(key); err != nil || st.Mode().Perm() != 0o600 {
-		t.Fatalf("key file: %v %v", st.Mode(), err)
-	}
-	back, err := tls.LoadX509KeyPair(crt, key)
-	if err != nil || Fingerprint(back.Leaf) != Fingerprint(c.Leaf) {
-		t.Fatalf("reload: %v", err)
-	}
-}

@@ -1,94 +1,25 @@
-// Package receipt is the receiver's signed statement that it stored one
-// segment: the box wipes its local copy only after it checked a receipt
-// for exactly those bytes against the receipt key pinned at enrollment.
-//
-// Encoding (all integers big-endian), 168 bytes:
-//
-//	device public key (32) || recording id (16) || sequence (8) ||
-//	SHA-256 of the segment file (32) || size (8) || committed at, Unix ns (8) ||
-//	Ed25519 signature (64) over "uploadbox.receipt.v1" || 0x00 || the 104 bytes before it
+// Package receipt is the receiver's name for the signed receipts defined
+// in package wire (which the box imports): the encoding, signing and
+// verification live there.
 package receipt
 
 import (
-	"bytes"
 	"crypto/ed25519"
-	"encoding/binary"
-	"errors"
-	"fmt"
-	"time"
+
+	"github.com/uploadbox/uploadbox/wire"
 )
 
-const (
-	domain = "uploadbox.receipt.v1\x00"
-	body   = 32 + 16 + 8 + 32 + 8 + 8
-	// Size is the length of an encoded receipt.
-	Size = body + ed25519.SignatureSize
-)
+// Size is the length of an encoded receipt.
+const Size = wire.ReceiptSize
 
 // ErrInvalid marks a receipt that is malformed or not signed by the key.
-var ErrInvalid = errors.New("invalid receipt")
+var ErrInvalid = wire.ErrInvalidReceipt
 
 // Receipt says: the receiver stored this segment of this device.
-type Receipt struct {
-	Device      ed25519.PublicKey
-	RecordingID [16]byte
-	Sequence    uint64
-	SHA256      [32]byte
-	Size        int64
-	Committed   time.Time
-}
-
-func (r *Receipt) body() []byte {
-	b := make([]byte, 0, len(domain)+body)
-	b = append(b, domain...)
-	b = append(b, r.Device...)
-	b = append(b, r.RecordingID[:]...)
-	b = binary.BigEndian.AppendUint64(b, r.Sequence)
-	b = append(b, r.SHA256[:]...)
-	b = binary.BigEndian.AppendUint64(b, uint64(r.Size))
-	b = binary.BigEndian.AppendUint64(b, uint64(r.Committed.UnixNano()))
-	return b
-}
+type Receipt = wire.Receipt
 
 // Sign encodes and signs r with the receiver's receipt key.
-func Sign(key ed25519.PrivateKey, r Receipt) ([]byte, error) {
-	if len(r.Device) != ed25519.PublicKeySize || r.Size < 0 {
-		return nil, errors.New("receipt: bad device key or size")
-	}
-	msg := r.body()
-	return append(msg[len(domain):], ed25519.Sign(key, msg)...), nil
-}
+func Sign(key ed25519.PrivateKey, r Receipt) ([]byte, error) { return wire.SignReceipt(key, r) }
 
 // Verify checks b against the pinned receipt key and returns its content.
-func Verify(key ed25519.PublicKey, b []byte) (*Receipt, error) {
-	if len(b) != Size {
-		return nil, fmt.Errorf("%w: %d bytes, want %d", ErrInvalid, len(b), Size)
-	}
-	r := &Receipt{Device: bytes.Clone(b[:32])}
-	p := b[32:]
-	copy(r.RecordingID[:], p[:16])
-	r.Sequence = binary.BigEndian.Uint64(p[16:])
-	copy(r.SHA256[:], p[24:56])
-	r.Size = int64(binary.BigEndian.Uint64(p[56:]))
-	r.Committed = time.Unix(0, int64(binary.BigEndian.Uint64(p[64:]))).UTC()
-	if r.Size < 0 {
-		return nil, fmt.Errorf("%w: negative size", ErrInvalid)
-	}
-	if !ed25519.Verify(key, r.body(), b[body:]) {
-		return nil, fmt.Errorf("%w: signature does not verify with the pinned receipt key", ErrInvalid)
-	}
-	return r, nil
-}
-
-// Matches reports whether the receipt is for exactly this segment.
-func (r *Receipt) Matches(device ed25519.PublicKey, recording [16]byte, seq uint64, sum [32]byte, size int64) error {
-	switch {
-	case !r.Device.Equal(device):
-		return fmt.Errorf("%w: for another device", ErrInvalid)
-	case r.RecordingID != recording || r.Sequence != seq:
-		return fmt.Errorf("%w: for recording %x segment %d, not %x segment %d", ErrInvalid, r.RecordingID, r.Sequence, recording, seq)
-	case r.SHA256 != sum || r.Size != size:
-		return fmt.Errorf("%w: for other bytes (size %d), not these (size %d)", ErrInvalid, r.Size, size)
-	}
-	return nil
-}
+func Verify(key ed25519.PublicKey, b []byte) (*Receipt, error) { return wire.VerifyReceipt(key, b) }

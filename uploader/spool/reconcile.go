@@ -44,6 +44,9 @@ type Decision struct {
 //   - a wiped or discarded entry whose file exists again is reported and
 //     left alone: nothing is uploaded twice, nothing discarded comes back.
 //   - a quarantined entry keeps its state while its file is there.
+//   - a .partial or .ubx file that ends inside its header or before its first full payload
+//     chunk holds no media (crypto.Info.NoMedia): it becomes empty with
+//     the reason "empty after a crash", and the file is removed.
 //   - other file names (the index itself, temp files) are ignored.
 //
 // Every decision is logged and returned. An error on one segment (an
@@ -117,32 +120,76 @@ func (s *Spool) reconcile() ([]Decision, []error, error) {
 	var errs []error
 	for _, k := range sorted {
 		r, inIndex := index[k]
-		d, err := s.reconcileOne(k, r, inIndex, sealedFiles[k], partialFiles[k])
+		d, err := s.reconcileOne(k, r, inIndex, sealedFiles[k], partialFiles[k], "a crash")
 		if err != nil {
 			s.log.Error("reconcile failed", "segment", k, "err", err)
 			errs = append(errs, fmt.Errorf("reconcile %s: %w", k, err))
 			continue
 		}
-		for _, x := range d {
-			level := "info"
-			switch x.To {
-			case Corrupt, Missing, Truncated:
-				level = "warn"
-			}
-			attrs := []any{"segment", x.Name, "from", x.From, "to", x.To, "reason", x.Reason}
-			if level == "warn" {
-				s.log.Warn("reconcile", attrs...)
-			} else {
-				s.log.Info("reconcile", attrs...)
-			}
-		}
+		s.logDecisions("reconcile", d)
 		decisions = append(decisions, d...)
 	}
 	s.log.Info("reconcile done", "decisions", len(decisions), "segments", len(sorted), "errors", len(errs))
 	return decisions, errs, nil
 }
 
-func (s *Spool) reconcileOne(key string, r Record, inIndex, hasSealed, hasPartial bool) ([]Decision, error) {
+func (s *Spool) logDecisions(msg string, d []Decision) {
+	for _, x := range d {
+		attrs := []any{"segment", x.Name, "from", x.From, "to", x.To, "reason", x.Reason}
+		switch x.To {
+		case Corrupt, Missing, Truncated, Empty:
+			s.log.Warn(msg, attrs...)
+		default:
+			s.log.Info(msg, attrs...)
+		}
+	}
+}
+
+// Settle classifies segment name, which the recorder was writing when it
+// failed (a write error, a full disk), at once instead of at the next
+// Open: its file is verified as Reconcile does and the segment becomes
+// truncated (renamed to its .ubx name when the rename works, uploaded as
+// it is otherwise), sealed, corrupt, or empty ("empty after a write
+// error", file removed). The recorder must no longer write the file. A
+// segment past recording is left alone and no decision is returned. When
+// the index cannot be written (a full disk) it returns the decision it
+// could not record with the error; the segment stays recording and a
+// later Settle (or Open) records it.
+func (s *Spool) Settle(name string) ([]Decision, error) {
+	key, err := keyOf(name)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok, err := s.get(key)
+	if err != nil {
+		return nil, err
+	}
+	if ok && r.State != Recording {
+		return nil, nil
+	}
+	partialName := key[:len(key)-len(SealedSuffix)] + PartialSuffix
+	d, err := s.reconcileOne(key, r, ok, fileExists(s.dir, key), fileExists(s.dir, partialName), "a write error")
+	if err != nil {
+		return d, fmt.Errorf("settle %s: %w", key, err)
+	}
+	s.logDecisions("segment settled", d)
+	return d, nil
+}
+
+func fileExists(dir, name string) bool {
+	fi, err := os.Stat(filepath.Join(dir, name))
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// EmptyReason is the Reason of an empty segment: cause is "a crash" or
+// "a write error".
+func EmptyReason(cause string) string {
+	return "empty after " + cause + ": only the header was written, no media"
+}
+
+func (s *Spool) reconcileOne(key string, r Record, inIndex, hasSealed, hasPartial bool, cause string) ([]Decision, error) {
 	partialName := key[:len(key)-len(SealedSuffix)] + PartialSuffix
 	var out []Decision
 	from := r.State
@@ -158,15 +205,15 @@ func (s *Spool) reconcileOne(key string, r Record, inIndex, hasSealed, hasPartia
 			if hasPartial {
 				stray("stray " + partialName + " beside the sealed file; left alone")
 			}
-			d, err := s.classify(key, r, inIndex, key, false)
+			d, err := s.classify(key, r, inIndex, key, false, cause)
 			if err != nil {
-				return nil, err
+				return unrecorded(d), err
 			}
 			out = append(out, d)
 		case hasPartial:
-			d, err := s.classify(key, r, inIndex, partialName, true)
+			d, err := s.classify(key, r, inIndex, partialName, true, cause)
 			if err != nil {
-				return nil, err
+				return unrecorded(d), err
 			}
 			out = append(out, d)
 		case inIndex: // recording, and no file at all
@@ -190,6 +237,15 @@ func (s *Spool) reconcileOne(key string, r Record, inIndex, hasSealed, hasPartia
 			reason = "committed with a stored receipt; wipe finished"
 		}
 		out = append(out, Decision{Name: key, From: from, To: Wiped, Reason: reason})
+		return out, nil
+
+	case r.State == Empty:
+		if (r.File == key && hasSealed) || (r.File == partialName && hasPartial) {
+			if err := s.removeFile(r.File); err != nil {
+				return nil, err
+			}
+			out = append(out, Decision{Name: key, From: Empty, To: Empty, Reason: "the file of an empty segment was still there; removed"})
+		}
 		return out, nil
 
 	case r.State.gone():
@@ -250,19 +306,28 @@ func (s *Spool) reconcileOne(key string, r Record, inIndex, hasSealed, hasPartia
 
 // classify verifies an unindexed (or recording) file and records it. A
 // partial that verifies OK or TRUNCATED is renamed to its sealed name.
-func (s *Spool) classify(key string, r Record, inIndex bool, file string, partial bool) (Decision, error) {
+func (s *Spool) classify(key string, r Record, inIndex bool, file string, partial bool, cause string) (Decision, error) {
 	v, err := s.verify(file)
 	if err != nil {
 		return Decision{}, err
 	}
+	if v.noMedia() {
+		return s.markEmpty(key, r, inIndex, file, v, cause)
+	}
 	if partial && v.outcome != crypto.Corrupt {
 		if err := os.Rename(filepath.Join(s.dir, file), filepath.Join(s.dir, key)); err != nil {
-			return Decision{}, err
+			// A full directory cannot take the rename: the segment is
+			// uploaded under its partial name (Record.File).
+			if cause != "a write error" {
+				return Decision{}, err
+			}
+			s.log.Warn("segment kept under its partial name", "segment", key, "err", err)
+		} else {
+			if err := syncDir(s.dir); err != nil {
+				return Decision{}, fmt.Errorf("sync directory: %w", err)
+			}
+			file = key
 		}
-		if err := syncDir(s.dir); err != nil {
-			return Decision{}, fmt.Errorf("sync directory: %w", err)
-		}
-		file = key
 	}
 	var d Decision
 	_, err = s.update(key, func(cur Record, ok bool) (Record, error) {
@@ -287,6 +352,62 @@ func (s *Spool) classify(key string, r Record, inIndex bool, file string, partia
 		return cur, nil
 	})
 	return d, err
+}
+
+// markEmpty records a segment that holds no media as empty, so it is never
+// uploaded, then removes its file (a crash in between leaves a file that
+// the next reconcile removes).
+func (s *Spool) markEmpty(key string, r Record, inIndex bool, file string, v *verified, cause string) (Decision, error) {
+	reason := EmptyReason(cause)
+	d := Decision{Name: key, From: r.State, To: Empty, Reason: fmt.Sprintf("%s (%d bytes); file removed", reason, v.size)}
+	_, err := s.update(key, func(cur Record, ok bool) (Record, error) {
+		if ok != inIndex || cur.State != r.State {
+			return cur, fmt.Errorf("index changed during reconcile (now %s)", cur.State)
+		}
+		if !ok {
+			_, id, seq, _, _ := parseName(key)
+			cur.RecordingID, cur.Sequence = id, seq
+			cur.CreatedAt = v.modTime
+		}
+		v.apply(&cur)
+		cur.File = file
+		cur.State = Empty
+		cur.Reason = reason
+		cur.WipedAt = s.opts.now()
+		return cur, nil
+	})
+	if err != nil {
+		return d, err
+	}
+	if err := s.removeFile(file); err != nil {
+		return Decision{}, err
+	}
+	return d, nil
+}
+
+// unrecorded returns the decision classify made but could not record (the
+// index write failed), for Settle's caller.
+func unrecorded(d Decision) []Decision {
+	if d.To == "" {
+		return nil
+	}
+	return []Decision{d}
+}
+
+// noMedia reports whether a file cut short holds nothing to decrypt: it
+// ends inside its header or before its first full payload chunk.
+func (v *verified) noMedia() bool {
+	return v.outcome == crypto.Truncated && (v.info == nil || v.info.Header == nil || v.info.NoMedia())
+}
+
+func (s *Spool) removeFile(file string) error {
+	if err := os.Remove(filepath.Join(s.dir, file)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := syncDir(s.dir); err != nil {
+		return fmt.Errorf("sync directory: %w", err)
+	}
+	return nil
 }
 
 func (s *Spool) applyOutcome(r Record, v *verified) Record {

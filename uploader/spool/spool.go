@@ -21,8 +21,12 @@
 //	sealed, truncated, uploading → quarantined   Quarantine (the receiver refused it for good)
 //	quarantined → sealed, truncated or corrupt   Retry (verified again, as Reconcile does)
 //	quarantined, corrupt → discarded             Discard (unlink, fsync the directory)
+//	recording   → truncated, sealed, corrupt or empty   Settle (the recorder failed; no restart needed)
 //
-// Reconcile adds truncated, corrupt and missing; see Reconcile. Corrupt and
+// Reconcile adds truncated, corrupt, missing and empty; see Reconcile. A
+// segment that ends inside its header or before its first full payload chunk (the box stopped
+// right after writing its header) holds no media: it becomes empty, its
+// file is removed at once and it is never uploaded. Corrupt and
 // missing segments are never uploaded, deleted or dropped from the index:
 // they wait for a technician. Quarantined segments are kept on disk with the
 // receiver's refusal and are not uploaded until Retry; they never hold up
@@ -85,6 +89,10 @@ const (
 	// Discarded: a technician deleted the file without a receipt
 	// (Discard); the record is kept so the segment is never sent again.
 	Discarded State = "discarded"
+	// Empty: the segment was cut before any media reached the disk (only
+	// its header was written); the file is removed, the record kept, and
+	// nothing is uploaded. Reason says "empty after a crash" (or a write error).
+	Empty State = "empty"
 )
 
 // MaxFreshStarts is how many times a segment may be uploaded afresh after
@@ -102,10 +110,12 @@ func (s State) String() string {
 func (s State) needsUpload() bool { return s == Sealed || s == Truncated || s == Uploading }
 
 // onDisk reports whether a segment in state s is expected to hold a file.
-func (s State) onDisk() bool { return s != Wiped && s != Missing && s != Discarded && s != "" }
+func (s State) onDisk() bool {
+	return s != Wiped && s != Missing && s != Discarded && s != Empty && s != ""
+}
 
 // gone reports whether a segment in state s has left the box for good.
-func (s State) gone() bool { return s == Wiped || s == Discarded }
+func (s State) gone() bool { return s == Wiped || s == Discarded || s == Empty }
 
 // Errors callers branch on.
 var (
@@ -141,6 +151,11 @@ type Record struct {
 	Sequence    uint64
 	Size        int64    // file size when sealed or reconciled
 	SHA256      [32]byte `json:"-"`
+	// Commitment is the segment's key commitment (the next segment's
+	// link), and Last its trailer's last flag, from verification; zero
+	// and false in records written before they were kept.
+	Commitment  [crypto.CommitmentSize]byte `json:"-"`
+	Last        bool                        `json:",omitempty"`
 	State       State
 	Before      State  `json:",omitempty"` // the state before Missing
 	Reason      string `json:",omitempty"` // why a segment is truncated, corrupt or missing
@@ -182,12 +197,16 @@ type recordJSON struct {
 	Record
 	RecordingID string
 	SHA256      string `json:",omitempty"`
+	Commitment  string `json:",omitempty"`
 }
 
 func (r Record) encode() ([]byte, error) {
 	j := recordJSON{Record: r, RecordingID: hex.EncodeToString(r.RecordingID[:])}
 	if r.SHA256 != ([32]byte{}) {
 		j.SHA256 = hex.EncodeToString(r.SHA256[:])
+	}
+	if r.Commitment != ([crypto.CommitmentSize]byte{}) {
+		j.Commitment = hex.EncodeToString(r.Commitment[:])
 	}
 	return json.Marshal(j)
 }
@@ -204,6 +223,11 @@ func decodeRecord(b []byte) (Record, error) {
 	if j.SHA256 != "" {
 		if err := decodeHex(r.SHA256[:], j.SHA256); err != nil {
 			return Record{}, fmt.Errorf("sha256: %w", err)
+		}
+	}
+	if j.Commitment != "" {
+		if err := decodeHex(r.Commitment[:], j.Commitment); err != nil {
+			return Record{}, fmt.Errorf("commitment: %w", err)
 		}
 	}
 	return r, nil
@@ -246,6 +270,8 @@ type Spool struct {
 	log      *slog.Logger
 
 	mu sync.Mutex // serialises transitions that touch files as well as the index
+
+	reconciled []Decision // what Open's reconcile decided
 }
 
 var bucketSegments = []byte("segments")
@@ -288,11 +314,19 @@ func Open(dir string, opts Options) (*Spool, error) {
 	// A segment that cannot be reconciled now (logged at error level)
 	// keeps its state and is retried at the next Open; it must not keep
 	// the daemon from recording and uploading everything else.
-	if _, _, err := s.reconcile(); err != nil {
+	d, _, err := s.reconcile()
+	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open spool %s: %w", dir, err)
 	}
+	s.reconciled = d
 	return s, nil
+}
+
+// Reconciled returns what the reconcile that Open ran decided, for the
+// daemon's audit log.
+func (s *Spool) Reconciled() []Decision {
+	return slices.Clone(s.reconciled)
 }
 
 // Close closes the index.
@@ -867,7 +901,7 @@ func (s *Spool) Admit(size int64) error {
 			return err
 		}
 		if st.Bytes+size > maxBytes {
-			return fmt.Errorf("%w: %d bytes in %d segments + %d requested exceeds the limit of %d bytes; recording stops until uploads are confirmed (nothing unsent is deleted)",
+			return fmt.Errorf("%w: %d bytes in %d segments + %d requested exceeds the limit of %d bytes",
 				ErrSpoolFull, st.Bytes, st.Count, size, maxBytes)
 		}
 	}
@@ -877,7 +911,7 @@ func (s *Spool) Admit(size int64) error {
 			return fmt.Errorf("check free space in %s: %w", s.dir, err)
 		}
 		if free-size < minFree {
-			return fmt.Errorf("%w: %d bytes free - %d requested is below the reserve of %d bytes on %s; recording stops until space is freed (nothing unsent is deleted)",
+			return fmt.Errorf("%w: %d bytes free - %d requested is below the reserve of %d bytes on %s",
 				ErrDiskReserve, free, size, minFree, s.dir)
 		}
 	}
@@ -916,6 +950,11 @@ func (v *verified) apply(r *Record) {
 	if v.info != nil && v.info.Header != nil {
 		r.RecordingID = v.info.Header.RecordingID
 		r.Sequence = v.info.Header.Sequence
+	}
+	r.Commitment, r.Last = [crypto.CommitmentSize]byte{}, false
+	if v.info != nil && v.outcome != crypto.Corrupt {
+		r.Commitment = v.info.Commitment
+		r.Last = v.info.Trailer != nil && v.info.Trailer.Last()
 	}
 	r.Reason = ""
 	if v.err != nil {

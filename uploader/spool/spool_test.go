@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -60,6 +61,12 @@ func (f *fixture) recording(t testing.TB) *recording {
 // file name and bytes.
 func (r *recording) next(t testing.TB, n int) (string, []byte) {
 	t.Helper()
+	return r.seal(t, n, nil)
+}
+
+// seal seals the next segment; end, if set, makes it the last one.
+func (r *recording) seal(t testing.TB, n int, end *crypto.EndReason) (string, []byte) {
+	t.Helper()
 	var buf bytes.Buffer
 	w, err := crypto.NewWriter(&buf, r.f.rcpt, r.f.dev, crypto.Params{
 		RecordingID: r.id, Sequence: r.seq, Prev: r.prev, Start: time.Unix(1_700_000_000, 0), Codec: "video/mp4",
@@ -70,6 +77,9 @@ func (r *recording) next(t testing.TB, n int) (string, []byte) {
 	if _, err := w.Write(bytes.Repeat([]byte{byte(r.seq)}, n)); err != nil {
 		w.Close()
 		t.Fatal(err)
+	}
+	if end != nil {
+		w.SetEnd(*end)
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
@@ -417,7 +427,8 @@ func TestReconcileAfterCrash(t *testing.T) {
 	var aNames []string
 	var aSegs [][]byte
 	for range 5 {
-		n, b := a.next(t, 20_000)
+		// 40,000 bytes: half a segment still holds a full payload chunk.
+		n, b := a.next(t, 40_000)
 		aNames, aSegs = append(aNames, n), append(aSegs, b)
 	}
 	// Recording B: 0 complete but never renamed (crash between fsync and
@@ -955,5 +966,145 @@ func TestQuarantineReconcile(t *testing.T) {
 	defer c.Close()
 	if _, err := c.Discard(cname); err != nil || exists(dir2, partial(cname)) {
 		t.Fatalf("discard corrupt: %v", err)
+	}
+}
+
+// headerOnly seals the next segment and returns its name, its bytes and
+// how many of them a file holds when the box stopped right after writing
+// its header (header, salt and commitment).
+func (r *recording) headerOnly(t testing.TB) (string, []byte, int) {
+	t.Helper()
+	name, seg := r.next(t, 40_000)
+	w, err := crypto.NewWriter(io.Discard, r.f.rcpt, r.f.dev, crypto.Params{
+		RecordingID: r.id, Sequence: r.seq - 1, Start: time.Unix(1_700_000_000, 0), Codec: "video/mp4",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	return name, seg, len(w.Header().Bytes()) + 56
+}
+
+// TestEmptyAfterCrash: a segment that ends before its first full payload
+// chunk holds no media; it is recorded as empty, its file removed, and it
+// is never uploaded. One that holds a full chunk stays truncated.
+func TestEmptyAfterCrash(t *testing.T) {
+	f := newFixture(t)
+	tests := []struct {
+		name    string
+		extra   int  // payload bytes after the header and prefix
+		partial bool // left under the .partial name
+		indexed bool // recording in the index
+		want    State
+	}{
+		{"header only, recording", 0, true, true, Empty},
+		{"inside the header", -400, true, true, Empty},
+		{"zero bytes", -100_000, true, true, Empty},
+		{"header only, not indexed", 0, true, false, Empty},
+		{"inside the prefix", -20, true, true, Empty},
+		{"part of a chunk", 9_000, true, true, Empty},
+		{"renamed, not indexed", 100, false, false, Empty},
+		{"one full chunk", 16_384 + 16 + 10, true, true, Truncated},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			rec := f.recording(t)
+			name, seg, hdr := rec.headerOnly(t)
+			b := seg[:max(0, hdr+tc.extra)]
+			file := name
+			if tc.partial {
+				file = partial(name)
+			}
+			if tc.indexed {
+				s := f.open(t, dir, Options{})
+				if err := s.MarkRecording(partial(name)); err != nil {
+					t.Fatal(err)
+				}
+				s.Close()
+			}
+			writeFile(t, dir, file, b, time.Time{})
+			s := f.open(t, dir, Options{})
+			defer s.Close()
+			r := mustGet(t, s, name)
+			if r.State != tc.want {
+				t.Fatalf("state %s (%s), want %s", r.State, r.Reason, tc.want)
+			}
+			if tc.want != Empty {
+				return
+			}
+			if r.Reason != EmptyReason("a crash") || exists(dir, file) {
+				t.Errorf("reason %q, file still there: %v", r.Reason, exists(dir, file))
+			}
+			var found bool
+			for _, d := range s.Reconciled() {
+				found = found || d.Name == name && d.To == Empty
+			}
+			if !found {
+				t.Errorf("Reconciled() = %+v, want %s empty", s.Reconciled(), name)
+			}
+			if _, ok, err := s.Next(); err != nil || ok {
+				t.Errorf("Next() = %v, %v: an empty segment is not uploaded", ok, err)
+			}
+			if err := s.StartUpload(name, "http://x/1"); err == nil {
+				t.Error("StartUpload of an empty segment succeeded")
+			}
+			// A second reconcile decides nothing.
+			if d, err := s.Reconcile(); err != nil || len(d) != 0 {
+				t.Errorf("second reconcile: %+v, %v", d, err)
+			}
+		})
+	}
+}
+
+// TestSettle: after a write error the segment the recorder was writing is
+// classified at once, without an Open.
+func TestSettle(t *testing.T) {
+	f := newFixture(t)
+	tests := []struct {
+		name  string
+		cut   func(seg []byte, hdr int) []byte
+		want  State
+		file  func(name string) string
+		queue bool
+	}{
+		{"truncated", func(seg []byte, _ int) []byte { return seg[:len(seg)/2] }, Truncated, func(n string) string { return n }, true},
+		{"header only", func(seg []byte, hdr int) []byte { return seg[:hdr] }, Empty, nil, false},
+		{"complete", func(seg []byte, _ int) []byte { return seg }, Sealed, func(n string) string { return n }, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := f.open(t, dir, Options{})
+			defer s.Close()
+			rec := f.recording(t)
+			name, seg, hdr := rec.headerOnly(t)
+			if err := s.MarkRecording(partial(name)); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, dir, partial(name), tc.cut(seg, hdr), time.Time{})
+			d, err := s.Settle(partial(name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := mustGet(t, s, name)
+			if r.State != tc.want || len(d) != 1 || d[0].To != tc.want {
+				t.Fatalf("state %s, decisions %+v, want %s", r.State, d, tc.want)
+			}
+			if tc.want == Empty && (r.Reason != EmptyReason("a write error") || exists(dir, partial(name))) {
+				t.Errorf("empty: reason %q, partial file there: %v", r.Reason, exists(dir, partial(name)))
+			}
+			if tc.file != nil && (r.File != tc.file(name) || !exists(dir, r.File)) {
+				t.Errorf("file %s", r.File)
+			}
+			next, ok, err := s.Next()
+			if err != nil || ok != tc.queue || (ok && next.Name != name) {
+				t.Errorf("Next() = %s, %v, %v; want queued %v", next.Name, ok, err, tc.queue)
+			}
+			// Settling again (or a segment past recording) decides nothing.
+			if d, err := s.Settle(name); err != nil || len(d) != 0 {
+				t.Errorf("second Settle: %+v, %v", d, err)
+			}
+		})
 	}
 }

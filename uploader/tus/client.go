@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/uploadbox/uploadbox/internal/netfail"
 )
 
 // Version is the tus protocol version this client speaks.
@@ -382,7 +384,7 @@ func (c *Client) Upload(ctx context.Context, uploadURL string, r io.ReaderAt, si
 			return fmt.Errorf("%w: upload %s: retry budget of %s spent: %w", ErrGaveUp, pu.Redacted(), c.opts.MaxElapsed, err)
 		}
 		c.retries.Add(1)
-		log.Warn("upload attempt failed, retrying", "error", err, "attempt", failures, "delay", delay, "offset", confirmed)
+		log.Warn("upload attempt failed, retrying", append(netfail.Attrs(err), "attempt", failures, "delay", delay, "offset", confirmed)...)
 		if err := c.opts.Sleep(ctx, delay); err != nil {
 			return fmt.Errorf("tus: upload %s stopped at offset %d: %w", pu.Redacted(), max(confirmed, 0), context.Cause(ctx))
 		}

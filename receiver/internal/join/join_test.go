@@ -223,7 +223,7 @@ func TestWriter(t *testing.T) {
 		}
 		for j, f := range fs {
 			if i == 1 && j == 1 {
-				continue // a lost fragment: 1 s missing
+				continue // a lost fragment: one fragment length missing
 			}
 			jumps, err := jw.WriteFragment(f)
 			if err != nil {
@@ -232,9 +232,11 @@ func TestWriter(t *testing.T) {
 			if (i == 1 && j == 2) != (len(jumps) > 0) {
 				t.Fatalf("segment %d fragment %d: jumps %+v", i, j, jumps)
 			}
+			// The jump is the lost fragment's length, give or take one
+			// frame or audio packet.
 			for _, jp := range jumps {
-				if jp.Delta < 900*time.Millisecond || jp.Delta > 1100*time.Millisecond {
-					t.Errorf("jump %+v, want about 1 s", jp)
+				if d := jp.Delta - segment.DefaultFragmentLength; d < -110*time.Millisecond || d > 110*time.Millisecond {
+					t.Errorf("jump %+v, want about %v (one fragment)", jp, segment.DefaultFragmentLength)
 				}
 			}
 		}

@@ -1,4 +1,4 @@
-package receiver
+package wire
 
 // Refusal is the JSON body of every refused commit (and of other refused
 // device requests): a human message, a machine-readable reason the box acts

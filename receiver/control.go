@@ -1,0 +1,397 @@
+package receiver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/uploadbox/uploadbox/internal/audit"
+	"github.com/uploadbox/uploadbox/receiver/devices"
+	"github.com/uploadbox/uploadbox/wire"
+)
+
+// DefaultControlPing is how often the receiver pings each box on its
+// control connection; a ping unanswered within as long again ends it.
+const DefaultControlPing = 10 * time.Second
+
+// helloTimeout bounds the wait for a new connection's hello.
+const helloTimeout = 10 * time.Second
+
+// controlBucket keeps each device's last-seen time (RFC 3339), so that
+// devices list shows it while the server is stopped too.
+var controlBucket = []byte("control")
+
+// ErrOffline is returned by Hub.Request for a device with no control
+// connection.
+var ErrOffline = errors.New("the box is offline (no control connection)")
+
+var (
+	errReplaced = errors.New("replaced by a newer connection of the same device")
+	errRevoked  = errors.New("the device was revoked")
+	errStopping = errors.New("the receiver is stopping")
+)
+
+// ControlStatus is a device's control connection as devices list shows it.
+type ControlStatus struct {
+	Connected bool `json:"connected"`
+	// Since is when the open connection was made.
+	Since  time.Time `json:"since,omitzero"`
+	Source string    `json:"source,omitempty"`
+	// Version is the box's software version from its hello.
+	Version string `json:"version,omitempty"`
+	// LastSeen is when the box was last connected (now, while connected).
+	LastSeen time.Time `json:"last_seen,omitzero"`
+}
+
+// DeviceStatus is a device with its control connection.
+type DeviceStatus struct {
+	devices.Device
+	Control ControlStatus `json:"control"`
+}
+
+// controlConn is one box's open control connection.
+type controlConn struct {
+	device  string
+	source  string
+	version string
+	since   time.Time
+	// end closes the connection with a cause.
+	end   context.CancelCauseFunc
+	conn  *websocket.Conn
+	calls wire.Calls
+}
+
+// Hub holds the open control connections, one per device: a new
+// connection of a device replaces (closes) the one it had.
+type Hub struct {
+	mu    sync.Mutex
+	conns map[string]*controlConn
+	wg    sync.WaitGroup
+}
+
+// attach makes c its device's connection and ends the one it replaces.
+func (h *Hub) attach(c *controlConn) (replaced *controlConn) {
+	h.mu.Lock()
+	if h.conns == nil {
+		h.conns = map[string]*controlConn{}
+	}
+	replaced = h.conns[c.device]
+	h.conns[c.device] = c
+	h.mu.Unlock()
+	if replaced != nil {
+		replaced.end(errReplaced)
+	}
+	return replaced
+}
+
+// detach removes c if it is still its device's connection.
+func (h *Hub) detach(c *controlConn) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.conns[c.device] != c {
+		return false
+	}
+	delete(h.conns, c.device)
+	return true
+}
+
+// drop ends device's connection, if it has one.
+func (h *Hub) drop(device string, cause error) {
+	h.mu.Lock()
+	c := h.conns[device]
+	h.mu.Unlock()
+	if c != nil {
+		c.end(cause)
+	}
+}
+
+// status reports device's open connection.
+func (h *Hub) status(device string) (ControlStatus, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c, ok := h.conns[device]
+	if !ok {
+		return ControlStatus{}, false
+	}
+	return ControlStatus{Connected: true, Since: c.since, Source: c.source, Version: c.version, LastSeen: time.Now().UTC()}, true
+}
+
+// Request sends op with params to device over its control connection and
+// waits for the box's response (or ctx).
+func (h *Hub) Request(ctx context.Context, device, op string, params any) (wire.Response, error) {
+	h.mu.Lock()
+	c := h.conns[device]
+	h.mu.Unlock()
+	if c == nil || c.conn == nil {
+		return wire.Response{}, fmt.Errorf("%w: %s", ErrOffline, device)
+	}
+	p, err := json.Marshal(params)
+	if err != nil {
+		return wire.Response{}, err
+	}
+	id, ch := c.calls.Add()
+	defer c.calls.Forget(id)
+	if err := writeEnvelope(ctx, c.conn, wire.TypeRequest, id, wire.Request{Op: op, Params: p}); err != nil {
+		return wire.Response{}, fmt.Errorf("%w: %s: %v", ErrOffline, device, err)
+	}
+	select {
+	case <-ctx.Done():
+		return wire.Response{}, ctx.Err()
+	case e := <-ch:
+		if e.Type == wire.TypeError {
+			var ce wire.ControlError
+			if err := e.Decode(&ce); err != nil {
+				return wire.Response{}, err
+			}
+			return wire.Response{}, &ce
+		}
+		var r wire.Response
+		return r, e.Decode(&r)
+	}
+}
+
+func writeEnvelope(ctx context.Context, conn *websocket.Conn, typ, id string, body any) error {
+	e, err := wire.NewEnvelope(typ, id, body)
+	if err != nil {
+		return err
+	}
+	return writeRaw(ctx, conn, e)
+}
+
+func writeRaw(ctx context.Context, conn *websocket.Conn, e wire.Envelope) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, helloTimeout)
+	defer cancel()
+	return conn.Write(wctx, websocket.MessageText, b)
+}
+
+func initControl(db *bolt.DB) error {
+	return db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(controlBucket)
+		return err
+	})
+}
+
+func setLastSeen(db *bolt.DB, device string, t time.Time) error {
+	return db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(controlBucket).Put([]byte(device), []byte(t.UTC().Format(time.RFC3339Nano)))
+	})
+}
+
+func lastSeen(db *bolt.DB) (map[string]time.Time, error) {
+	m := map[string]time.Time{}
+	err := db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(controlBucket)
+		if b == nil {
+			return nil // a database from before the control connection
+		}
+		return b.ForEach(func(k, v []byte) error {
+			if t, err := time.Parse(time.RFC3339Nano, string(v)); err == nil {
+				m[string(k)] = t
+			}
+			return nil
+		})
+	})
+	return m, err
+}
+
+// handleControl is GET /v1/control behind deviceOnly: the box's control
+// connection, upgraded to a WebSocket. The box speaks first (hello, naming
+// the device on its certificate); the receiver welcomes it, pings it, and
+// audits device.control when it connects and disconnects. A failed
+// upgrade or hello is a coalesced failure.
+func (s *Server) handleControl(w http.ResponseWriter, r *http.Request) {
+	d := r.Context().Value(deviceKey).(*devices.Device)
+	src := r.RemoteAddr
+	fail := func(detail string) {
+		s.fails.Record(audit.Entry{Event: "device.control", Identity: d.Name, Source: src, Outcome: "failed", Detail: detail})
+	}
+	// Counted before the upgrade, while the server still tracks this
+	// request: once Shutdown returns, Run's Wait sees every connection.
+	s.hub.wg.Add(1)
+	defer s.hub.wg.Done()
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{wire.ControlSubprotocol}})
+	if err != nil {
+		fail("upgrade: " + err.Error()) // Accept has answered the request
+		return
+	}
+	defer conn.CloseNow()
+	if conn.Subprotocol() != wire.ControlSubprotocol {
+		fail("the client did not speak " + wire.ControlSubprotocol)
+		conn.Close(websocket.StatusPolicyViolation, "subprotocol "+wire.ControlSubprotocol+" required")
+		return
+	}
+	conn.SetReadLimit(wire.MaxControlMessage)
+	ctx, end := context.WithCancelCause(r.Context())
+	defer end(nil)
+
+	hctx, cancel := context.WithTimeout(ctx, helloTimeout)
+	hello, err := readHello(hctx, conn, d.Name)
+	if err != nil {
+		fail("hello: " + err.Error())
+		writeRaw(hctx, conn, wire.ErrorEnvelope("", err))
+		cancel()
+		closeSoon(conn, websocket.StatusPolicyViolation, "bad hello")
+		return
+	}
+	err = writeEnvelope(hctx, conn, wire.TypeWelcome, "", wire.Welcome{Device: d.Name, PingSeconds: int(s.cfg.ControlPing / time.Second)})
+	cancel()
+	if err != nil {
+		fail("welcome: " + err.Error())
+		return
+	}
+
+	c := &controlConn{device: d.Name, source: src, version: hello.Version, since: time.Now().UTC(), end: end, conn: conn}
+	s.hub.attach(c)
+	s.auditControl(c, "connected", fmt.Sprintf("connected from %s version=%s", src, hello.Version))
+	cause := s.serveControl(ctx, c, func() bool { return r.Context().Err() != nil })
+	s.hub.detach(c)
+	s.auditControl(c, "disconnected", fmt.Sprintf("disconnected after %s: %v", time.Since(c.since).Round(time.Second), cause))
+}
+
+// auditControl records a connect or disconnect and the device's last-seen
+// time.
+func (s *Server) auditControl(c *controlConn, what, detail string) {
+	if _, err := s.audit.Append(audit.Entry{Event: "device.control", Identity: c.device, Source: c.source, Outcome: "ok", Detail: detail}); err != nil {
+		s.log.Error("audit", "event", "device.control", "err", err)
+	}
+	if err := setLastSeen(s.db, c.device, time.Now()); err != nil {
+		s.log.Warn("last-seen time not stored", "device", c.device, "err", err)
+	}
+	s.log.Info("control connection "+what, "device", c.device, "source", c.source)
+}
+
+// readHello reads the first message, which must be a hello for device.
+func readHello(ctx context.Context, conn *websocket.Conn, device string) (wire.Hello, error) {
+	var h wire.Hello
+	_, data, err := conn.Read(ctx)
+	if err != nil {
+		return h, err
+	}
+	e, err := wire.ParseEnvelope(data)
+	if err != nil {
+		return h, err
+	}
+	if e.Type != wire.TypeHello {
+		return h, &wire.ControlError{Code: wire.CodeBadMessage, Message: fmt.Sprintf("the first message must be a hello, not %q", e.Type)}
+	}
+	if err := e.Decode(&h); err != nil {
+		return h, err
+	}
+	if len(h.Version) > 64 {
+		// It goes into the audit log: bounded.
+		return h, &wire.ControlError{Code: wire.CodeBadMessage, Message: fmt.Sprintf("hello version is %d bytes, more than 64", len(h.Version))}
+	}
+	if h.Device != device {
+		return h, &wire.ControlError{Code: wire.CodeRefused, Message: fmt.Sprintf("hello names device %q but the certificate is %q's", h.Device, device)}
+	}
+	return h, nil
+}
+
+// serveControl reads the box's messages and pings it until the
+// connection fails or ctx ends (replaced, revoked, or the server stopping,
+// as stopping says); then it closes the connection, telling the box why,
+// and returns the cause.
+func (s *Server) serveControl(ctx context.Context, c *controlConn, stopping func() bool) error {
+	pctx, stopPing := context.WithCancel(ctx)
+	defer stopPing()
+	errc := make(chan error, 2)
+	go func() {
+		t := time.NewTicker(s.cfg.ControlPing)
+		defer t.Stop()
+		for {
+			select {
+			case <-pctx.Done():
+				errc <- pctx.Err()
+				return
+			case <-t.C:
+			}
+			tctx, cancel := context.WithTimeout(pctx, s.cfg.ControlPing)
+			err := c.conn.Ping(tctx)
+			cancel()
+			if err != nil {
+				if pctx.Err() == nil {
+					err = fmt.Errorf("no pong within %s: %w", s.cfg.ControlPing, err)
+				}
+				errc <- err
+				return
+			}
+		}
+	}()
+	// The reader is not cancelled with ctx: ending a connection sends a
+	// close frame with the reason first, which ends the read.
+	rctx := context.WithoutCancel(ctx)
+	go func() {
+		for {
+			_, data, err := c.conn.Read(rctx)
+			if err != nil {
+				errc <- err
+				return
+			}
+			e, err := wire.ParseEnvelope(data)
+			if err != nil {
+				if werr := writeRaw(rctx, c.conn, wire.ErrorEnvelope(e.ID, err)); werr != nil {
+					errc <- werr
+					return
+				}
+				continue
+			}
+			switch e.Type {
+			case wire.TypeResponse, wire.TypeError:
+				c.calls.Resolve(e)
+			case wire.TypeRequest:
+				// The receiver serves no op to boxes yet.
+				var req wire.Request
+				e.Decode(&req)
+				writeRaw(rctx, c.conn, wire.ErrorEnvelope(e.ID, &wire.ControlError{Code: wire.CodeUnknownOp, Message: fmt.Sprintf("op %q is not served by the receiver", req.Op)}))
+			default:
+				writeRaw(rctx, c.conn, wire.ErrorEnvelope(e.ID, fmt.Errorf("%w: %q is not expected from a box", wire.ErrUnknownType, e.Type)))
+			}
+		}
+	}()
+	var cause error
+	pending := 2
+	select {
+	case cause = <-errc:
+		pending--
+	case <-ctx.Done():
+		cause = context.Cause(ctx)
+		if stopping() {
+			cause = errStopping
+		}
+	}
+	code := websocket.StatusGoingAway
+	if websocket.CloseStatus(cause) != -1 {
+		code = websocket.CloseStatus(cause) // the box closed it: answer in kind
+	}
+	closeSoon(c.conn, code, cause.Error())
+	stopPing()
+	for ; pending > 0; pending-- {
+		<-errc
+	}
+	return cause
+}
+
+// closeSoon sends a close frame but does not wait long for the answer.
+func closeSoon(conn *websocket.Conn, code websocket.StatusCode, reason string) {
+	if len(reason) > 120 {
+		reason = reason[:120] // a close frame carries at most 123 bytes of reason
+	}
+	done := make(chan struct{})
+	go func() { conn.Close(code, reason); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		conn.CloseNow()
+	}
+}
