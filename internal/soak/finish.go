@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -14,12 +16,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/powercut"
 )
 
 // result is what the final count found.
 type result struct {
 	sealed, truncated, committed, duplicated, lost, stuck int
+	empty                                                 int // cut before any media, dropped on the box by design
+	noMedia                                               int // stored at the receiver with no media in them
 	unknown                                               int // stored but not in the box's index
 	lossMean, lossMax                                     time.Duration
 	kills                                                 int
@@ -29,7 +34,7 @@ type result struct {
 }
 
 func (r result) failed() bool {
-	return r.lost > 0 || r.duplicated > 0 || r.stuck > 0 || r.unknown > 0 || r.playing < r.recordings || !r.boxAudit || !r.rcvAudit
+	return r.lost > 0 || r.noMedia > 0 || r.duplicated > 0 || r.stuck > 0 || r.unknown > 0 || r.playing < r.recordings || !r.boxAudit || !r.rcvAudit
 }
 
 func okWord(ok bool) string {
@@ -41,9 +46,9 @@ func okWord(ok bool) string {
 
 // line is the one summary line `make soak` prints.
 func (r result) line(rounds int, took time.Duration, seed uint64) string {
-	return fmt.Sprintf("soak: %d rounds in %s (seed %d): segments sealed %d, committed %d (%d truncated), duplicated %d, lost %d, stuck %d; "+
+	return fmt.Sprintf("soak: %d rounds in %s (seed %d): segments sealed %d, committed %d (%d truncated, %d without media), duplicated %d, lost %d, stuck %d, empty after a crash %d; "+
 		"media lost per kill (%d kills): mean %.2f s, max %.2f s; %d of %d commit-window kills in the window; %d/%d recordings export and play; audit chains: box %s, receiver %s",
-		rounds, took.Round(time.Second), seed, r.sealed, r.committed, r.truncated, r.duplicated, r.lost, r.stuck,
+		rounds, took.Round(time.Second), seed, r.sealed, r.committed, r.truncated, r.noMedia, r.duplicated, r.lost, r.stuck, r.empty,
 		r.kills, r.lossMean.Seconds(), r.lossMax.Seconds(), r.windowIn, r.windowTried, r.playing, r.recordings, okWord(r.boxAudit), okWord(r.rcvAudit))
 }
 
@@ -52,13 +57,14 @@ type storedRecording struct {
 	Segments  int      `json:"segments"`
 	Complete  bool     `json:"complete"`
 	Truncated int      `json:"truncated"`
+	Ended     string   `json:"ended"`
 	Keys      []string `json:"keys"`
 }
 
 // onBox: the index says the segment's file is still in the spool.
 func onBox(state string) bool {
 	switch state {
-	case "wiped", "discarded", "missing":
+	case "wiped", "discarded", "missing", "empty":
 		return false
 	}
 	return true
@@ -161,6 +167,15 @@ func (s *soak) finish(ctx context.Context) (result, error) {
 			s.note("segment %s is still in state recording after the final drain (%s)", name, rec.Reason)
 			continue
 		}
+		if rec.State == "empty" {
+			// Cut before any media reached the disk: nothing to upload.
+			r.empty++
+			if stored[name] > 0 {
+				r.noMedia++
+				s.note("segment %s is empty on the box (%s) and still stored by the receiver", name, rec.Reason)
+			}
+			continue
+		}
 		r.sealed++
 		switch n := stored[name]; {
 		case n > 1:
@@ -220,6 +235,25 @@ func (s *soak) finish(ctx context.Context) (result, error) {
 		}
 	}
 
+	// No stored segment is without media (a header-only segment).
+	if id, err := crypto.ReadIdentityFile(org); err != nil {
+		s.note("org key: %v", err)
+	} else {
+		for name, f := range files {
+			if n, err := plainBytes(f, id); err != nil {
+				s.note("stored segment %s does not open: %v", name, err)
+			} else if n == 0 {
+				r.noMedia++
+				s.note("the receiver stored segment %s (%s), which holds no media", name, rec(idx, name))
+			}
+		}
+	}
+	ended := map[string]int{}
+	for _, rec := range recs {
+		ended[fmt.Sprintf("%q complete=%v", rec.Ended, rec.Complete)]++
+	}
+	fmt.Printf("final: recordings by end reason: %v\n", ended)
+
 	// Media lost per kill: wall time from the session's start to the kill
 	// minus what the export plays.
 	var sum time.Duration
@@ -264,6 +298,37 @@ func plays(ctx context.Context, mp4 string) (time.Duration, error) {
 		return 0, fmt.Errorf("ffprobe finds no H.264 video stream: %q", out)
 	}
 	return powercut.Duration(ctx, mp4)
+}
+
+// plainBytes is how many bytes of media the sealed file at path opens to
+// with id (a file cut short counts as far as it authenticates).
+func plainBytes(path string, id *crypto.Identity) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	r, err := crypto.NewReader(f, id)
+	if errors.Is(err, crypto.ErrTruncated) {
+		return 0, nil // cut inside the header
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	n, err := io.Copy(io.Discard, r)
+	if err != nil && !errors.Is(err, crypto.ErrTruncated) {
+		return n, err
+	}
+	return n, nil
+}
+
+func rec(idx map[string]indexRecord, name string) string {
+	r, ok := idx[name]
+	if !ok {
+		return "not in the box's index"
+	}
+	return "box state " + r.State
 }
 
 func fileSHA256(path string) (string, error) {

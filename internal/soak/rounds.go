@@ -346,7 +346,7 @@ func (s *soak) fullDiskRound(ctx context.Context, st session) (string, error) {
 	if q.Count > 0 {
 		detail += fmt.Sprintf("; 30 s after the space was freed the queue holds %d segments %v", q.Count, q.ByState)
 		if q.ByState["recording"] > 0 {
-			s.note("full disk, recording %.8s: %d segment(s) still in state recording 30 s after the space was freed, no session running (uploaded only after a restart)", st.Recording, q.ByState["recording"])
+			s.note("full disk, recording %.8s: 30 s after the space was freed, with no session running, the queue holds %d segment(s) in state recording (not uploaded until a restart)", st.Recording, q.ByState["recording"])
 		}
 	}
 	return detail, nil
