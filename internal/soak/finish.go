@@ -24,7 +24,8 @@ import (
 type result struct {
 	sealed, truncated, committed, duplicated, lost, stuck int
 	empty                                                 int // cut before any media, dropped on the box by design
-	noMedia                                               int // stored at the receiver with no media in them
+	noMedia                                               int // cut by a crash before any media, and stored
+	ends                                                  int // stored sealed ends of recordings, without media by design
 	unknown                                               int // stored but not in the box's index
 	lossMean, lossMax                                     time.Duration
 	kills                                                 int
@@ -46,9 +47,9 @@ func okWord(ok bool) string {
 
 // line is the one summary line `make soak` prints.
 func (r result) line(rounds int, took time.Duration, seed uint64) string {
-	return fmt.Sprintf("soak: %d rounds in %s (seed %d): segments sealed %d, committed %d (%d truncated, %d without media), duplicated %d, lost %d, stuck %d, empty after a crash %d; "+
+	return fmt.Sprintf("soak: %d rounds in %s (seed %d): segments sealed %d, committed %d (%d truncated, %d cut before any media, %d empty ends), duplicated %d, lost %d, stuck %d, empty after a crash %d; "+
 		"media lost per kill (%d kills): mean %.2f s, max %.2f s; %d of %d commit-window kills in the window; %d/%d recordings export and play; audit chains: box %s, receiver %s",
-		rounds, took.Round(time.Second), seed, r.sealed, r.committed, r.truncated, r.noMedia, r.duplicated, r.lost, r.stuck, r.empty,
+		rounds, took.Round(time.Second), seed, r.sealed, r.committed, r.truncated, r.noMedia, r.ends, r.duplicated, r.lost, r.stuck, r.empty,
 		r.kills, r.lossMean.Seconds(), r.lossMax.Seconds(), r.windowIn, r.windowTried, r.playing, r.recordings, okWord(r.boxAudit), okWord(r.rcvAudit))
 }
 
@@ -240,11 +241,14 @@ func (s *soak) finish(ctx context.Context) (result, error) {
 		s.note("org key: %v", err)
 	} else {
 		for name, f := range files {
-			if n, err := plainBytes(f, id); err != nil {
+			switch n, cut, err := plainBytes(f, id); {
+			case err != nil:
 				s.note("stored segment %s does not open: %v", name, err)
-			} else if n == 0 {
+			case n == 0 && !cut:
+				r.ends++ // a recording's sealed end, closed without media
+			case n == 0:
 				r.noMedia++
-				s.note("the receiver stored segment %s (%s), which holds no media", name, rec(idx, name))
+				s.note("the receiver stored segment %s (%s), cut by a crash before any media", name, rec(idx, name))
 			}
 		}
 	}
@@ -301,26 +305,27 @@ func plays(ctx context.Context, mp4 string) (time.Duration, error) {
 }
 
 // plainBytes is how many bytes of media the sealed file at path opens to
-// with id (a file cut short counts as far as it authenticates).
-func plainBytes(path string, id *crypto.Identity) (int64, error) {
+// with id, and whether it was cut short (then it counts as far as it
+// authenticates).
+func plainBytes(path string, id *crypto.Identity) (n int64, cut bool, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	defer f.Close()
 	r, err := crypto.NewReader(f, id)
 	if errors.Is(err, crypto.ErrTruncated) {
-		return 0, nil // cut inside the header
+		return 0, true, nil // cut inside the header
 	}
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	defer r.Close()
-	n, err := io.Copy(io.Discard, r)
-	if err != nil && !errors.Is(err, crypto.ErrTruncated) {
-		return n, err
+	n, err = io.Copy(io.Discard, r)
+	if errors.Is(err, crypto.ErrTruncated) {
+		return n, true, nil
 	}
-	return n, nil
+	return n, false, err
 }
 
 func rec(idx map[string]indexRecord, name string) string {
