@@ -30,12 +30,13 @@ type result struct {
 	lossMean, lossMax                                     time.Duration
 	kills                                                 int
 	recordings, playing                                   int
+	incomplete                                            int // listed as not complete after the drain
 	boxAudit, rcvAudit                                    bool
 	windowIn, windowTried                                 int
 }
 
 func (r result) failed() bool {
-	return r.lost > 0 || r.noMedia > 0 || r.duplicated > 0 || r.stuck > 0 || r.unknown > 0 || r.playing < r.recordings || !r.boxAudit || !r.rcvAudit
+	return r.lost > 0 || r.noMedia > 0 || r.incomplete > 0 || r.duplicated > 0 || r.stuck > 0 || r.unknown > 0 || r.playing < r.recordings || !r.boxAudit || !r.rcvAudit
 }
 
 func okWord(ok bool) string {
@@ -48,9 +49,9 @@ func okWord(ok bool) string {
 // line is the one summary line `make soak` prints.
 func (r result) line(rounds int, took time.Duration, seed uint64) string {
 	return fmt.Sprintf("soak: %d rounds in %s (seed %d): segments sealed %d, committed %d (%d truncated, %d cut before any media, %d empty ends), duplicated %d, lost %d, stuck %d, empty after a crash %d; "+
-		"media lost per kill (%d kills): mean %.2f s, max %.2f s; %d of %d commit-window kills in the window; %d/%d recordings export and play; audit chains: box %s, receiver %s",
+		"media lost per kill (%d kills): mean %.2f s, max %.2f s; %d of %d commit-window kills in the window; %d/%d recordings export and play, %d incomplete; audit chains: box %s, receiver %s",
 		rounds, took.Round(time.Second), seed, r.sealed, r.committed, r.truncated, r.noMedia, r.ends, r.duplicated, r.lost, r.stuck, r.empty,
-		r.kills, r.lossMean.Seconds(), r.lossMax.Seconds(), r.windowIn, r.windowTried, r.playing, r.recordings, okWord(r.boxAudit), okWord(r.rcvAudit))
+		r.kills, r.lossMean.Seconds(), r.lossMax.Seconds(), r.windowIn, r.windowTried, r.playing, r.recordings, r.incomplete, okWord(r.boxAudit), okWord(r.rcvAudit))
 }
 
 type storedRecording struct {
@@ -255,6 +256,11 @@ func (s *soak) finish(ctx context.Context) (result, error) {
 	ended := map[string]int{}
 	for _, rec := range recs {
 		ended[fmt.Sprintf("%q complete=%v", rec.Ended, rec.Complete)]++
+		if !rec.Complete {
+			// The box holds nothing more: every segment it sealed is here.
+			r.incomplete++
+			s.note("recording %.8s is listed as %q, not complete, after the drain (%d segments, last %s)", rec.ID, rec.Ended, rec.Segments, rec.Keys[len(rec.Keys)-1])
+		}
 	}
 	fmt.Printf("final: recordings by end reason: %v\n", ended)
 
