@@ -8,7 +8,7 @@ BIN := bin
 VECTORS ?= $(abspath ../shared/vectors)
 export UPLOADBOX_VECTORS := $(VECTORS)
 
-.PHONY: all setup build cross test test-short test-arm64 bench demo fuzz vet clean deb
+.PHONY: all setup build cross test test-short test-arm64 bench soak demo fuzz vet clean deb
 
 all: build
 
@@ -67,6 +67,12 @@ deb:
 
 bench: build
 	$(GO) run ./internal/bench -bin $(BIN)
+
+# The chaos run against the real binaries (README, "Soak"): about 10-15
+# minutes, needs root (it mounts the spool's filesystem) and ffprobe; not
+# part of `make test`. More rounds: make soak SOAKFLAGS='-rounds 40 -time 30m'.
+soak: build
+	$(GO) run ./internal/soak -bin $(BIN) $(SOAKFLAGS)
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseHeader -fuzztime 60s ./crypto

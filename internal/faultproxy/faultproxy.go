@@ -62,6 +62,13 @@ func (p *Proxy) Close() error {
 	return nil
 }
 
+// Sent reports how many bytes went upstream so far.
+func (p *Proxy) Sent() int64 { return p.sent.Load() }
+
+// Cut closes every open connection now, as a network fault would; new
+// connections are accepted as before.
+func (p *Proxy) Cut() { p.cutAll() }
+
 // Stall holds every byte in both directions, on open and new connections,
 // without closing anything (a link that went dead without a reset), until
 // Resume.
@@ -145,9 +152,9 @@ func (p *Proxy) pipe(dst, src net.Conn, upstream bool) {
 			if p.opts.Rate > 0 {
 				time.Sleep(time.Duration(n) * time.Second / time.Duration(p.opts.Rate))
 			}
-			if upstream && p.opts.CutEvery > 0 {
+			if upstream {
 				total := p.sent.Add(int64(n))
-				if c := p.cuts.Load(); c < int64(p.opts.Cuts) && total >= (c+1)*p.opts.CutEvery && p.cuts.CompareAndSwap(c, c+1) {
+				if c := p.cuts.Load(); p.opts.CutEvery > 0 && c < int64(p.opts.Cuts) && total >= (c+1)*p.opts.CutEvery && p.cuts.CompareAndSwap(c, c+1) {
 					p.cutAll()
 				}
 			}

@@ -111,3 +111,30 @@ func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
 }
+
+func TestCutAndSent(t *testing.T) {
+	p, err := Start(echo(t), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+		t.Fatal(err)
+	}
+	if p.Sent() != 4 {
+		t.Fatalf("Sent = %d, want 4", p.Sent())
+	}
+	p.Cut()
+	if _, err := io.ReadFull(c, make([]byte, 1)); err == nil {
+		t.Fatal("the connection is open after Cut")
+	}
+}
