@@ -103,6 +103,20 @@ func (u *Uploader) Stats() tus.Stats { return u.tus.Stats() }
 // pass ends the drain with an error, the segment still queued.
 func (u *Uploader) Drain(ctx context.Context, report func(Result), progress func(name string, off, size int64)) (Summary, error) {
 	var sum Summary
+	// A segment committed while its wipe failed (a full disk could not
+	// record the wipe) still holds a stored receipt: finish its wipe now,
+	// not only at the next start.
+	all, err := u.sp.All()
+	if err != nil {
+		return sum, err
+	}
+	for _, r := range all {
+		if r.State == spool.Committed {
+			if err := u.sp.Wipe(r.Name); err != nil {
+				return sum, fmt.Errorf("wipe %s after its receipt: %w", r.Name, err)
+			}
+		}
+	}
 	for {
 		rec, ok, err := u.sp.Next()
 		if err != nil {

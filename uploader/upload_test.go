@@ -274,3 +274,34 @@ func TestCommitWindow(t *testing.T) {
 		t.Errorf("segment %+v, want wiped with its receipt", rec)
 	}
 }
+
+// TestDrainFinishesAWipe: a segment whose receipt is stored but whose wipe
+// failed (a full disk could not record it) is wiped by the next drain of
+// the same running box, not only at its next start; its file goes and
+// nothing is sent again.
+func TestDrainFinishesAWipe(t *testing.T) {
+	r := newRig(t)
+	sp, names := r.spoolWith(t, 1)
+	if err := sp.StartUpload(names[0], "https://receiver.test/v1/uploads/x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Commit(names[0], []byte("a stored receipt")); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := sp.Get(names[0])
+	path := sp.Path(rec)
+	up := uploader.New(r.st, sp, nil)
+	sum, err := up.Drain(t.Context(), nil, nil)
+	if err != nil || sum.Segments != 0 {
+		t.Fatalf("drain: %+v, %v", sum, err)
+	}
+	if rec, _ := sp.Get(names[0]); rec.State != spool.Wiped {
+		t.Errorf("segment is %s, want wiped", rec.State)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the committed file is still there: %v", err)
+	}
+	if sent := up.Stats().BytesSent; sent != 0 {
+		t.Errorf("%d bytes sent for a committed segment", sent)
+	}
+}
