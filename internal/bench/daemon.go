@@ -4,38 +4,116 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 )
 
-// daemonVsEncode runs the daemon for one session of d with upload to a
-// real receiver on loopback, and compares its CPU time and peak RSS with a
-// bare encode of the same source for d, measured in the same run.
-func daemonVsEncode(bin string, d time.Duration) error {
+// usage is what one child process cost, from its rusage.
+type usage struct {
+	cpu time.Duration // user + system
+	rss int64         // peak RSS in bytes
+}
+
+func usageOf(ps *os.ProcessState) usage {
+	ru := ps.SysUsage().(*syscall.Rusage)
+	return usage{cpu: cpuOf(ru), rss: ru.Maxrss * 1024} // Linux reports KiB
+}
+
+// spread is the median of xs and its range.
+type spread struct{ med, lo, hi float64 }
+
+func spreadOf(xs []float64) spread {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	med := s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return spread{med: med, lo: s[0], hi: s[len(s)-1]}
+}
+
+// String shows a ratio: the median, the range and the range's distance
+// from the median.
+func (s spread) String() string {
+	return fmt.Sprintf("%.3f (%.3f–%.3f, %+.3f/%+.3f)", s.med, s.lo, s.hi, s.lo-s.med, s.hi-s.med)
+}
+
+// format shows a measurement with unit u: the median and the range.
+func (s spread) format(u string) string {
+	return fmt.Sprintf("%6.2f %s (%.2f–%.2f)", s.med, u, s.lo, s.hi)
+}
+
+// daemonVsEncode alternates bare encodes of the test source for d with
+// daemon runs holding one session of d with upload to a real receiver on
+// loopback (bare, daemon, bare, daemon, …, pairs times each), and reports
+// the median ratio of the daemon's CPU time and peak RSS to the bare
+// encode's, paired run by run, with its range. Interleaving spreads the
+// machine's drift (other load, thermal state) over both sides.
+func daemonVsEncode(bin string, d time.Duration, pairs int) error {
+	if pairs < 1 {
+		return fmt.Errorf("-daemon-runs %d: need at least 1 (3 or more for a spread)", pairs)
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	enc := exec.Command(self, "-encode-only", d.String())
-	if _, err := enc.Output(); err != nil {
-		return fmt.Errorf("bare encode: %v", err)
+	var bares, daemons []usage
+	var cpuRatios, rssRatios []float64
+	for i := range pairs {
+		enc := exec.Command(self, "-encode-only", d.String())
+		if out, err := enc.CombinedOutput(); err != nil {
+			return fmt.Errorf("bare encode: %v: %s", err, out)
+		}
+		bare := usageOf(enc.ProcessState)
+		dm, err := daemonSession(bin, d)
+		if err != nil {
+			return fmt.Errorf("daemon run %d: %w", i+1, err)
+		}
+		fmt.Fprintf(os.Stderr, "bench: daemon pair %d/%d: bare %.2f s %.1f MiB, daemon %.2f s %.1f MiB\n", i+1, pairs,
+			bare.cpu.Seconds(), mib(bare.rss), dm.cpu.Seconds(), mib(dm.rss))
+		bares, daemons = append(bares, bare), append(daemons, dm)
+		cpuRatios = append(cpuRatios, dm.cpu.Seconds()/bare.cpu.Seconds())
+		rssRatios = append(rssRatios, float64(dm.rss)/float64(bare.rss))
 	}
-	encRU := enc.ProcessState.SysUsage().(*syscall.Rusage)
+	col := func(us []usage, f func(usage) float64) spread {
+		xs := make([]float64, len(us))
+		for i, u := range us {
+			xs[i] = f(u)
+		}
+		return spreadOf(xs)
+	}
+	cpu := func(u usage) float64 { return u.cpu.Seconds() }
+	rss := func(u usage) float64 { return mib(u.rss) }
+	fmt.Printf("uploadbox daemon, one %s session with upload, vs bare encode of the same source (1280x720 30 fps 2.5 Mbit/s + Opus),\n", d)
+	fmt.Printf("%d interleaved pairs, median (min–max):\n", pairs)
+	fmt.Printf("  bare encode CPU   %s   peak RSS %s\n", col(bares, cpu).format("s"), col(bares, rss).format("MiB"))
+	fmt.Printf("  daemon CPU        %s   peak RSS %s\n", col(daemons, cpu).format("s"), col(daemons, rss).format("MiB"))
+	fmt.Printf("  CPU ratio         %s   (goal <= 1.05, spread within ±0.03)\n", spreadOf(cpuRatios))
+	fmt.Printf("  RSS ratio         %s   (goal <= 1.20)\n", spreadOf(rssRatios))
+	return nil
+}
 
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// daemonSession starts a receiver and an enrolled daemon, records one
+// session of d, waits until every segment is uploaded and wiped, stops the
+// daemon with SIGTERM and returns what the daemon process cost.
+func daemonSession(bin string, d time.Duration) (usage, error) {
 	dir, err := os.MkdirTemp("", "uploadbox-bench-daemon-")
 	if err != nil {
-		return err
+		return usage{}, err
 	}
 	defer os.RemoveAll(dir)
 	box, err := startBox(bin, dir, "")
 	if err != nil {
-		return err
+		return usage{}, err
 	}
 	defer box.stop()
 	daemon, ctl := box.daemon, box.ctl
 	if out, err := ctl("session", "start", "--for", d.String()); err != nil {
-		return fmt.Errorf("session start: %v: %s", err, out)
+		return usage{}, fmt.Errorf("session start: %v: %s", err, out)
 	}
 	time.Sleep(d)
 	deadline := time.Now().Add(d + time.Minute)
@@ -46,19 +124,13 @@ func daemonVsEncode(bin string, d time.Duration) error {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the session's segments were not all uploaded in time: %s", q)
+			return usage{}, fmt.Errorf("the session's segments were not all uploaded in time: %s", q)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	daemon.Process.Signal(syscall.SIGTERM)
 	if err := daemon.Wait(); err != nil {
-		return fmt.Errorf("daemon: %v", err)
+		return usage{}, fmt.Errorf("daemon: %v", err)
 	}
-	ru := daemon.ProcessState.SysUsage().(*syscall.Rusage)
-	fmt.Printf("uploadbox daemon, one %s session with upload, vs bare encode of the same source (1280x720 30 fps 2.5 Mbit/s + Opus):\n", d)
-	fmt.Printf("  bare encode CPU   %7.2f s   peak RSS %6.1f MiB\n", cpuOf(encRU).Seconds(), float64(encRU.Maxrss)/1024)
-	fmt.Printf("  daemon CPU        %7.2f s   peak RSS %6.1f MiB\n", cpuOf(ru).Seconds(), float64(ru.Maxrss)/1024)
-	fmt.Printf("  CPU ratio         %7.2f   (capture + seal + upload + wipe against encode alone)\n", cpuOf(ru).Seconds()/cpuOf(encRU).Seconds())
-	fmt.Printf("  RSS ratio         %7.2f\n", float64(ru.Maxrss)/float64(encRU.Maxrss))
-	return nil
+	return usageOf(daemon.ProcessState), nil
 }
