@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -12,13 +14,15 @@ import (
 
 // usage is what one child process cost, from its rusage.
 type usage struct {
-	cpu time.Duration // user + system
-	rss int64         // peak RSS in bytes
+	cpu    time.Duration // user + system
+	sys    time.Duration // system alone
+	rss    int64         // peak RSS in bytes
+	frames int           // video frames and audio packets encoded
 }
 
 func usageOf(ps *os.ProcessState) usage {
 	ru := ps.SysUsage().(*syscall.Rusage)
-	return usage{cpu: cpuOf(ru), rss: ru.Maxrss * 1024} // Linux reports KiB
+	return usage{cpu: cpuOf(ru), sys: time.Duration(ru.Stime.Nano()), rss: ru.Maxrss * 1024} // Linux reports KiB
 }
 
 // spread is the median of xs and its range.
@@ -51,7 +55,9 @@ func (s spread) format(u string) string {
 // the median ratio of the daemon's CPU time and peak RSS to the bare
 // encode's, paired run by run, with its range. Interleaving spreads the
 // machine's drift (other load, thermal state) over both sides.
-func daemonVsEncode(bin string, d time.Duration, pairs int) error {
+// With profiles set, every run writes pprof profiles there: bare-N.cpu.pprof,
+// daemon-N.cpu.pprof and daemon-N.allocs.pprof.
+func daemonVsEncode(bin string, d time.Duration, pairs int, profiles string) error {
 	if pairs < 1 {
 		return fmt.Errorf("-daemon-runs %d: need at least 1 (3 or more for a spread)", pairs)
 	}
@@ -62,17 +68,26 @@ func daemonVsEncode(bin string, d time.Duration, pairs int) error {
 	var bares, daemons []usage
 	var cpuRatios, rssRatios []float64
 	for i := range pairs {
-		enc := exec.Command(self, "-encode-only", d.String())
-		if out, err := enc.CombinedOutput(); err != nil {
-			return fmt.Errorf("bare encode: %v: %s", err, out)
+		args := []string{"-encode-only", d.String()}
+		var runArgs []string
+		if profiles != "" {
+			args = append(args, "-cpu-profile", filepath.Join(profiles, fmt.Sprintf("bare-%d.cpu.pprof", i+1)))
+			runArgs = []string{"--cpu-profile", filepath.Join(profiles, fmt.Sprintf("daemon-%d.cpu.pprof", i+1)),
+				"--mem-profile", filepath.Join(profiles, fmt.Sprintf("daemon-%d.allocs.pprof", i+1))}
+		}
+		enc := exec.Command(self, args...)
+		out, err := enc.Output() // stderr (the encoder's warnings) is in err
+		if err != nil {
+			return fmt.Errorf("bare encode: %w", err)
 		}
 		bare := usageOf(enc.ProcessState)
-		dm, err := daemonSession(bin, d)
+		bare.frames, _ = strconv.Atoi(strings.TrimSpace(string(out)))
+		dm, err := daemonSession(bin, d, runArgs)
 		if err != nil {
 			return fmt.Errorf("daemon run %d: %w", i+1, err)
 		}
-		fmt.Fprintf(os.Stderr, "bench: daemon pair %d/%d: bare %.2f s %.1f MiB, daemon %.2f s %.1f MiB\n", i+1, pairs,
-			bare.cpu.Seconds(), mib(bare.rss), dm.cpu.Seconds(), mib(dm.rss))
+		fmt.Fprintf(os.Stderr, "bench: daemon pair %d/%d: bare %.2f s CPU (%.2f s sys) %.1f MiB %d frames, daemon %.2f s CPU (%.2f s sys) %.1f MiB %d frames\n",
+			i+1, pairs, bare.cpu.Seconds(), bare.sys.Seconds(), mib(bare.rss), bare.frames, dm.cpu.Seconds(), dm.sys.Seconds(), mib(dm.rss), dm.frames)
 		bares, daemons = append(bares, bare), append(daemons, dm)
 		cpuRatios = append(cpuRatios, dm.cpu.Seconds()/bare.cpu.Seconds())
 		rssRatios = append(rssRatios, float64(dm.rss)/float64(bare.rss))
@@ -100,13 +115,14 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 // daemonSession starts a receiver and an enrolled daemon, records one
 // session of d, waits until every segment is uploaded and wiped, stops the
 // daemon with SIGTERM and returns what the daemon process cost.
-func daemonSession(bin string, d time.Duration) (usage, error) {
+// runArgs are added to `uploadbox run`.
+func daemonSession(bin string, d time.Duration, runArgs []string) (usage, error) {
 	dir, err := os.MkdirTemp("", "uploadbox-bench-daemon-")
 	if err != nil {
 		return usage{}, err
 	}
 	defer os.RemoveAll(dir)
-	box, err := startBox(bin, dir, "")
+	box, err := startBox(bin, dir, "", runArgs...)
 	if err != nil {
 		return usage{}, err
 	}
@@ -132,5 +148,36 @@ func daemonSession(bin string, d time.Duration) (usage, error) {
 	if err := daemon.Wait(); err != nil {
 		return usage{}, fmt.Errorf("daemon: %v", err)
 	}
-	return usageOf(daemon.ProcessState), nil
+	u := usageOf(daemon.ProcessState)
+	log, err := os.ReadFile(box.log)
+	if err != nil {
+		return usage{}, err
+	}
+	u.frames, err = framesLogged(string(log))
+	return u, err
+}
+
+// framesLogged reads the frames the capture encoded from the daemon's
+// "capture stopped" log line.
+func framesLogged(log string) (int, error) {
+	for line := range strings.Lines(log) {
+		if !strings.Contains(line, `msg="capture stopped"`) {
+			continue
+		}
+		n := 0
+		for _, key := range []string{"video_frames=", "audio_packets="} {
+			_, v, ok := strings.Cut(line, key)
+			if !ok {
+				return 0, fmt.Errorf("daemon log: no %s in %q", key, line)
+			}
+			v, _, _ = strings.Cut(v, " ")
+			k, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				return 0, fmt.Errorf("daemon log: %s%s: %v", key, v, err)
+			}
+			n += k
+		}
+		return n, nil
+	}
+	return 0, fmt.Errorf("daemon log: no \"capture stopped\" line")
 }
