@@ -1,0 +1,53 @@
+package uploader_test
+
+import (
+	"context"
+	"net/http"
+	"path/filepath"
+	"testing"
+
+	"github.com/uploadbox/uploadbox/receiver"
+	"github.com/uploadbox/uploadbox/uploader"
+)
+
+// TestHTTPClientSpeaksHTTP1 checks that the upload client stays on
+// HTTP/1.1 with the real receiver, which offers HTTP/2 too: HTTP/2 buffers
+// request bodies in frames of up to 512 KiB, a cost the box does not need.
+func TestHTTPClientSpeaksHTTP1(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "receiver")
+	srv, err := receiver.Open(receiver.ServerConfig{Data: data, Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Run(ctx, func(a string) { ready <- a })
+	}()
+	t.Cleanup(func() { cancel(); <-done; srv.Close() })
+	addr := <-ready
+	admin, err := receiver.OpenAdmin(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd, err := admin.AddDevice("room-1")
+	admin.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := uploader.Enroll(t.Context(), "https://"+addr, nd.Token, nd.CAFingerprint, filepath.Join(t.TempDir(), "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "https://"+addr+"/v1/files/", nil)
+	resp, err := st.HTTPClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.ProtoMajor != 1 {
+		t.Errorf("upload client spoke %s to the receiver, want HTTP/1.1", resp.Proto)
+	}
+}
