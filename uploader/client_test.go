@@ -2,8 +2,12 @@ package uploader_test
 
 import (
 	"context"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/uploadbox/uploadbox/receiver"
@@ -49,5 +53,50 @@ func TestHTTPClientSpeaksHTTP1(t *testing.T) {
 	resp.Body.Close()
 	if resp.ProtoMajor != 1 {
 		t.Errorf("upload client spoke %s to the receiver, want HTTP/1.1", resp.Proto)
+	}
+}
+
+// TestDrainsShareOneConnection: each sealed segment starts a new
+// Uploader (the daemon's upload loop), and every one of them must reuse the
+// kept-alive connection of the last instead of opening a TLS connection of
+// its own and leaving it idle.
+func TestDrainsShareOneConnection(t *testing.T) {
+	r := newRig(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var accepted atomic.Int64
+	target := r.st.Receiver.Host
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go io.Copy(up, c)
+				io.Copy(c, up)
+			}()
+		}
+	}()
+	r.st.Receiver = &url.URL{Scheme: "https", Host: ln.Addr().String()}
+	for i := range 3 {
+		sp, _ := r.spoolWith(t, 1)
+		sum, err := uploader.New(r.st, sp, nil).Drain(t.Context(), nil, nil)
+		if err != nil {
+			t.Fatalf("drain %d: %v (%+v)", i, err, sum)
+		}
+	}
+	if n := accepted.Load(); n != 1 {
+		t.Errorf("3 drains opened %d connections to the receiver, want 1", n)
 	}
 }
