@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,6 +70,15 @@ func daemonVsEncode(bin string, d time.Duration, pairs int, profiles string) err
 	var bares, daemons []usage
 	var cpuRatios, rssRatios []float64
 	for i := range pairs {
+		// Peak RSS counts the executable's pages a process touched, and the
+		// kernel maps the neighbours of a touched page too when they are
+		// cached: both executables are read into the page cache before each
+		// run so neither side's figure depends on what was evicted.
+		for _, exe := range []string{self, filepath.Join(bin, "uploadbox")} {
+			if err := readAll(exe); err != nil {
+				return err
+			}
+		}
 		args := []string{"-encode-only", d.String()}
 		var runArgs []string
 		if profiles != "" {
@@ -76,8 +87,12 @@ func daemonVsEncode(bin string, d time.Duration, pairs int, profiles string) err
 				"--mem-profile", filepath.Join(profiles, fmt.Sprintf("daemon-%d.allocs.pprof", i+1))}
 		}
 		enc := exec.Command(self, args...)
-		out, err := enc.Output() // stderr (the encoder's warnings) is in err
+		out, err := enc.Output()
 		if err != nil {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				return fmt.Errorf("bare encode: %w: %s", err, ee.Stderr)
+			}
 			return fmt.Errorf("bare encode: %w", err)
 		}
 		bare := usageOf(enc.ProcessState)
@@ -111,6 +126,16 @@ func daemonVsEncode(bin string, d time.Duration, pairs int, profiles string) err
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+func readAll(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(io.Discard, f)
+	return err
+}
 
 // daemonSession starts a receiver and an enrolled daemon, records one
 // session of d, waits until every segment is uploaded and wiped, stops the
