@@ -27,23 +27,31 @@ func usageOf(ps *os.ProcessState) usage {
 	return usage{cpu: cpuOf(ru), sys: time.Duration(ru.Stime.Nano()), rss: ru.Maxrss * 1024} // Linux reports KiB
 }
 
-// spread is the median of xs and its range.
-type spread struct{ med, lo, hi float64 }
+// spread is the median of some figures, their range and their
+// interquartile range.
+type spread struct{ med, lo, hi, q1, q3 float64 }
 
 func spreadOf(xs []float64) spread {
 	s := slices.Clone(xs)
 	slices.Sort(s)
-	med := s[len(s)/2]
-	if len(s)%2 == 0 {
-		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return spread{med: med, lo: s[0], hi: s[len(s)-1]}
+	return spread{med: quantile(s, 0.5), lo: s[0], hi: s[len(s)-1], q1: quantile(s, 0.25), q3: quantile(s, 0.75)}
 }
 
-// String shows a ratio: the median, the range and the range's distance
-// from the median.
+// quantile is the q-quantile of sorted s, interpolated between the two
+// nearest figures.
+func quantile(s []float64, q float64) float64 {
+	pos := q * float64(len(s)-1)
+	i := int(pos)
+	if i+1 >= len(s) {
+		return s[len(s)-1]
+	}
+	return s[i] + (pos-float64(i))*(s[i+1]-s[i])
+}
+
+// String shows a ratio: the median, the range and the interquartile range
+// as distances from the median.
 func (s spread) String() string {
-	return fmt.Sprintf("%.3f (%.3f–%.3f, %+.3f/%+.3f)", s.med, s.lo, s.hi, s.lo-s.med, s.hi-s.med)
+	return fmt.Sprintf("%.3f (range %.3f–%.3f: %+.3f/%+.3f; IQR %+.3f/%+.3f)", s.med, s.lo, s.hi, s.lo-s.med, s.hi-s.med, s.q1-s.med, s.q3-s.med)
 }
 
 // format shows a measurement with unit u: the median and the range.
@@ -117,7 +125,7 @@ func daemonVsEncode(bin string, d time.Duration, pairs int, profiles string) err
 	cpu := func(u usage) float64 { return u.cpu.Seconds() }
 	rss := func(u usage) float64 { return mib(u.rss) }
 	fmt.Printf("uploadbox daemon, one %s session with upload, vs bare encode of the same source (1280x720 30 fps 2.5 Mbit/s + Opus),\n", d)
-	fmt.Printf("%d interleaved pairs, median (min–max):\n", pairs)
+	fmt.Printf("%d interleaved pairs, median (min–max); ratios per pair:\n", pairs)
 	fmt.Printf("  bare encode CPU   %s   peak RSS %s\n", col(bares, cpu).format("s"), col(bares, rss).format("MiB"))
 	fmt.Printf("  daemon CPU        %s   peak RSS %s\n", col(daemons, cpu).format("s"), col(daemons, rss).format("MiB"))
 	fmt.Printf("  CPU ratio         %s   (goal <= 1.05, spread within ±0.03)\n", spreadOf(cpuRatios))
