@@ -25,6 +25,7 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mp4"
 
 	"github.com/uploadbox/uploadbox/capture"
+	"github.com/uploadbox/uploadbox/capture/internal/annexb"
 )
 
 // Track IDs and timescales of every segment.
@@ -190,6 +191,7 @@ type Segmenter struct {
 	video track
 	audio track
 	buf   seekablebuffer.Buffer
+	nalus [][]byte // scratch: the NAL units of the frame being written
 }
 
 // New returns a Segmenter that opens each segment with open. An invalid
@@ -234,16 +236,12 @@ func (s *Segmenter) Write(f capture.Frame) error {
 }
 
 func (s *Segmenter) writeVideo(f capture.Frame) error {
-	var au h264.AnnexB
-	if err := au.Unmarshal(f.Data); err != nil {
-		return fmt.Errorf("%w: video at %v is not an Annex-B access unit: %v", ErrFrame, f.Time, err)
+	if !annexb.HasStartCode(f.Data) {
+		return fmt.Errorf("%w: video at %v is not an Annex-B access unit", ErrFrame, f.Time)
 	}
-	nalus := make([][]byte, 0, len(au))
+	nalus := s.nalus[:0]
 	var sps, pps []byte
-	for _, n := range au {
-		if len(n) == 0 {
-			continue
-		}
+	for n := range annexb.Units(f.Data) {
 		switch h264.NALUType(n[0] & 0x1f) {
 		case h264.NALUTypeSPS:
 			sps = n
@@ -278,6 +276,8 @@ func (s *Segmenter) writeVideo(f capture.Frame) error {
 	// set ids, so the copy in a segment's init describes only its first
 	// IDR, and the samples must carry the rest.
 	payload, err := h264.AVCC(nalus).Marshal()
+	clear(nalus) // they alias f.Data
+	s.nalus = nalus[:0]
 	if err != nil {
 		return fmt.Errorf("%w: video at %v: %v", ErrFrame, f.Time, err)
 	}

@@ -33,7 +33,7 @@ func configPath(flag string) string {
 }
 
 func newRunCommand() *cobra.Command {
-	var cfgFlag string
+	var cfgFlag, cpuProfile, memProfile string
 	cmd := &cobra.Command{
 		Use:   "run --config FILE",
 		Short: "Run the daemon: sessions on request, sealing, background upload, control socket",
@@ -52,14 +52,20 @@ func newRunCommand() *cobra.Command {
 				h = slog.NewJSONHandler(cmd.ErrOrStderr(), hopts)
 			}
 			log := slog.New(h)
-			a, err := agent.New(cfg, agent.Options{ConfigPath: path, Logger: log, LogLevel: level})
+			stopProfiles, err := cli.StartProfiles(cpuProfile, memProfile)
 			if err != nil {
 				return err
 			}
-			return a.Run(cmd.Context())
+			a, err := agent.New(cfg, agent.Options{ConfigPath: path, Logger: log, LogLevel: level})
+			if err != nil {
+				return errors.Join(err, stopProfiles())
+			}
+			return errors.Join(a.Run(cmd.Context()), stopProfiles())
 		},
 	}
 	cmd.Flags().StringVar(&cfgFlag, "config", "", "daemon config file (default $UPLOADBOX_CONFIG or "+config.DefaultPath+")")
+	cmd.Flags().StringVar(&cpuProfile, "cpu-profile", "", "write a pprof CPU profile of the whole run to FILE when the daemon stops (for profiling; off by default)")
+	cmd.Flags().StringVar(&memProfile, "mem-profile", "", "write a pprof allocation profile to FILE when the daemon stops (for profiling; off by default)")
 	return cmd
 }
 

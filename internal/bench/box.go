@@ -14,13 +14,14 @@ import (
 // benchBox is a receiver on loopback, an enrolled box and its daemon.
 type benchBox struct {
 	ub, state, sock string
+	log             string // the daemon's stderr
 	srv, daemon     *exec.Cmd
 }
 
 // startBox starts `uploadbox-receiver serve`, enrolls a box in dir and
 // starts `uploadbox run` with the test source (1280x720, 30 fps, 2.5
-// Mbit/s) and extra config lines.
-func startBox(bin, dir, extra string) (*benchBox, error) {
+// Mbit/s), extra config lines and extra arguments to `run`.
+func startBox(bin, dir, extra string, runArgs ...string) (*benchBox, error) {
 	b := &benchBox{ub: filepath.Join(bin, "uploadbox"), state: filepath.Join(dir, "state"), sock: filepath.Join(dir, "run", "control.sock")}
 	urcv := filepath.Join(bin, "uploadbox-receiver")
 	data := filepath.Join(dir, "receiver")
@@ -67,7 +68,15 @@ func startBox(bin, dir, extra string) (*benchBox, error) {
 		b.stop()
 		return nil, err
 	}
-	b.daemon = exec.Command(b.ub, "run", "--config", cfgPath)
+	b.daemon = exec.Command(b.ub, append([]string{"run", "--config", cfgPath}, runArgs...)...)
+	b.log = filepath.Join(dir, "daemon.log")
+	logf, err := os.Create(b.log)
+	if err != nil {
+		b.stop()
+		return nil, err
+	}
+	defer logf.Close() // the child has its own copy
+	b.daemon.Stderr = logf
 	if err := b.daemon.Start(); err != nil {
 		b.stop()
 		return nil, err
@@ -78,7 +87,8 @@ func startBox(bin, dir, extra string) (*benchBox, error) {
 		}
 		if i > 100 {
 			b.stop()
-			return nil, fmt.Errorf("the daemon did not start")
+			log, _ := os.ReadFile(b.log)
+			return nil, fmt.Errorf("the daemon did not start: %s", log)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/uploadbox/uploadbox/capture"
 	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/internal/cli"
 )
 
 func main() {
@@ -29,12 +31,21 @@ func main() {
 	recordFor := flag.Duration("record", 30*time.Second, "length of the recording comparison")
 	encodeOnly := flag.Duration("encode-only", 0, "internal: run the bare encode for this long in this process and exit")
 	uploadMiB := flag.Int64("upload", 1024, "MiB of segments for the upload comparison")
-	daemonFor := flag.Duration("daemon", 60*time.Second, "length of the daemon's session in the daemon comparison")
+	daemonFor := flag.Duration("daemon", 60*time.Second, "length of the daemon's session and of the bare encode in the daemon comparison (20s is enough for a quick look)")
+	profiles := flag.String("profile", "", "directory for pprof profiles of the daemon comparison's runs (bare-N.cpu.pprof, daemon-N.cpu.pprof, daemon-N.allocs.pprof)")
+	cpuProfile := flag.String("cpu-profile", "", "internal: with -encode-only, write a pprof CPU profile to this file")
+	daemonRuns := flag.Int("daemon-runs", 3, "daemon runs and bare encodes, each, interleaved, in the daemon comparison")
 	only := flag.String("only", "", "run one comparison: seal, age, record, upload, daemon, live, login or powercut")
 	kills := flag.Int("kills", 20, "SIGKILLs of the recorder in the power-cut measurement")
 	flag.Parse()
 	if *encodeOnly > 0 {
+		stop, err := cli.StartProfiles(*cpuProfile, "")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: bare encode:", err)
+			os.Exit(1)
+		}
 		n, err := capture.EncodeOnly(context.Background(), benchCapture, *encodeOnly)
+		err = errors.Join(err, stop())
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench: bare encode:", err)
 			os.Exit(1)
@@ -42,7 +53,7 @@ func main() {
 		fmt.Println(n)
 		return
 	}
-	if err := run(*bin, *size<<20, *rounds, *recordFor, *uploadMiB<<20, *daemonFor, *kills, *only); err != nil {
+	if err := run(*bin, *size<<20, *rounds, *recordFor, *uploadMiB<<20, *daemonFor, *daemonRuns, *profiles, *kills, *only); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -54,7 +65,7 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-func run(bin string, size, rounds int, recordFor time.Duration, upload int64, daemonFor time.Duration, kills int, only string) error {
+func run(bin string, size, rounds int, recordFor time.Duration, upload int64, daemonFor time.Duration, daemonRuns int, profiles string, kills int, only string) error {
 	modules, err := filepath.Abs(".cache/npm/node_modules")
 	if err != nil {
 		return err
@@ -67,7 +78,7 @@ func run(bin string, size, rounds int, recordFor time.Duration, upload int64, da
 		{"age", func() error { return againstAge(bin, size, rounds) }},
 		{"record", func() error { return recordVsEncode(bin, recordFor) }},
 		{"upload", func() error { return uploadBench(upload) }},
-		{"daemon", func() error { return daemonVsEncode(bin, daemonFor) }},
+		{"daemon", func() error { return daemonVsEncode(bin, daemonFor, daemonRuns, profiles) }},
 		{"live", func() error { return liveBench(bin, 10, modules) }},
 		{"login", func() error { return loginBench(rounds) }},
 		{"powercut", func() error { return powerCuts(bin, kills) }},

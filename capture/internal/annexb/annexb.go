@@ -2,6 +2,11 @@
 // start codes (00 00 01 or 00 00 00 01), as openh264 emits them.
 package annexb
 
+import (
+	"bytes"
+	"iter"
+)
+
 // NAL unit types of H.264 (ITU-T H.264 table 7-1) that capture looks at.
 const (
 	TypeSlice = 1 // coded slice of a non-IDR picture
@@ -18,33 +23,45 @@ const (
 // part of a unit. The units alias b.
 func Split(b []byte) [][]byte {
 	var units [][]byte
-	start := -1 // first byte of the current unit
-	i := 0
-	for i+2 < len(b) {
-		if b[i] != 0 || b[i+1] != 0 || b[i+2] != 1 {
-			i++
-			continue
-		}
-		if start >= 0 {
-			units = appendUnit(units, b[start:i])
-		}
-		i += 3
-		start = i
-	}
-	if start >= 0 && start <= len(b) {
-		units = appendUnit(units, b[start:])
+	for u := range Units(b) {
+		units = append(units, u)
 	}
 	return units
 }
 
-func appendUnit(units [][]byte, u []byte) [][]byte {
+var startCode = []byte{0, 0, 1}
+
+// Units yields the NAL units of b as Split returns them, without
+// allocating. Start codes are found with bytes.Index, which scans an
+// access unit many times faster than a loop over its bytes: the daemon
+// runs it on every video frame.
+func Units(b []byte) iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		i := bytes.Index(b, startCode)
+		for i >= 0 {
+			start := i + 3
+			next := bytes.Index(b[start:], startCode)
+			end := len(b)
+			if next >= 0 {
+				end = start + next
+			}
+			if u := trimUnit(b[start:end]); len(u) > 0 && !yield(u) {
+				return
+			}
+			if next < 0 {
+				return
+			}
+			i = end
+		}
+	}
+}
+
+// trimUnit drops a unit's trailing zero bytes.
+func trimUnit(u []byte) []byte {
 	for len(u) > 0 && u[len(u)-1] == 0 {
 		u = u[:len(u)-1]
 	}
-	if len(u) == 0 {
-		return units
-	}
-	return append(units, u)
+	return u
 }
 
 // Type is the nal_unit_type of a NAL unit (without start code); 0 for an
@@ -73,7 +90,7 @@ func Types(b []byte) []int {
 
 // IsIDR reports whether the access unit b contains an IDR slice.
 func IsIDR(b []byte) bool {
-	for _, u := range Split(b) {
+	for u := range Units(b) {
 		if Type(u) == TypeIDR {
 			return true
 		}

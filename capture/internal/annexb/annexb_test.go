@@ -64,3 +64,57 @@ func TestTypes(t *testing.T) {
 		t.Error("Type(nil) != 0")
 	}
 }
+
+// splitBytewise is the byte-by-byte Split that Units replaced, kept as
+// the reference the fuzz target compares against.
+func splitBytewise(b []byte) [][]byte {
+	var units [][]byte
+	add := func(u []byte) {
+		for len(u) > 0 && u[len(u)-1] == 0 {
+			u = u[:len(u)-1]
+		}
+		if len(u) > 0 {
+			units = append(units, u)
+		}
+	}
+	start := -1
+	i := 0
+	for i+2 < len(b) {
+		if b[i] != 0 || b[i+1] != 0 || b[i+2] != 1 {
+			i++
+			continue
+		}
+		if start >= 0 {
+			add(b[start:i])
+		}
+		i += 3
+		start = i
+	}
+	if start >= 0 && start <= len(b) {
+		add(b[start:])
+	}
+	return units
+}
+
+func FuzzSplit(f *testing.F) {
+	for _, seed := range [][]byte{
+		nil, {0, 0, 1}, {0, 0, 0, 1, 0x67, 9, 0, 0, 1, 0x68, 0, 0, 0, 1, 0x65, 7, 0},
+		{0, 0, 1, 0, 0, 1, 0x41}, {0, 0, 1, 0x41, 0, 0, 3, 1}, {9, 9, 0, 0, 1, 0x41, 5, 0, 0},
+		{0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 1},
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		want := splitBytewise(b)
+		if got := Split(b); !slices.EqualFunc(got, want, bytes.Equal) {
+			t.Fatalf("Split(% x) = % x, want % x", b, got, want)
+		}
+		idr := false
+		for _, u := range want {
+			idr = idr || Type(u) == TypeIDR
+		}
+		if got := IsIDR(b); got != idr {
+			t.Fatalf("IsIDR(% x) = %v, want %v", b, got, idr)
+		}
+	})
+}
