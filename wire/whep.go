@@ -1,6 +1,9 @@
 package wire
 
-import "net/http"
+import (
+	"net/http"
+	"time"
+)
 
 // OpWHEP is the control request that relays one WHEP request (RFC 9725)
 // from a viewer at the receiver to the box's live view: params WHEPRequest,
@@ -11,6 +14,10 @@ const OpWHEP = "whep"
 // MaxWHEPBody bounds the body of a relayed WHEP request or answer (an SDP
 // offer or answer, or a JSON problem), well within MaxControlMessage.
 const MaxWHEPBody = 64 << 10
+
+// MaxWHEPWait is the longest a relayed offer may be held for the
+// teacher's decision (Prefer: wait=N), the box's live view maximum.
+const MaxWHEPWait = 30 * time.Second
 
 // WHEPHeaders are the request headers relayed to the box; any other is
 // dropped.
