@@ -109,6 +109,9 @@ func TestLiveViewRelay(t *testing.T) {
 	if len(reqs) != 0 || fileHas(t, lb.audit, "coach-c") {
 		t.Fatalf("a viewer refused by the receiver reached the box: consent list %+v", reqs)
 	}
+	if fileHas(t, lb.audit, "receiver-relay") {
+		t.Fatal("a token refused by the receiver reached the box (the box audited it)")
+	}
 	if !fileHas(t, filepath.Join(b.rcv.data, "audit.jsonl"), `"live.room"`) {
 		t.Error("the receiver did not audit the refused room")
 	}
