@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -77,6 +78,8 @@ type Agent struct {
 	upErr     string
 	// link is the control connection to the receiver, once it runs.
 	link *link.Client
+	// liveHandler is the live view's handler while it runs (relay.go).
+	liveHandler http.Handler
 	// checkpoint is the audit checkpoint waiting to be sent (checkpoint.go).
 	checkpoint *audit.Checkpoint
 }

@@ -30,11 +30,12 @@ func (a *Agent) linkLoop(ctx context.Context) error {
 			c := link.New(link.Options{
 				Receiver:     st.Receiver,
 				TLS:          st.TLSConfig(),
-				Hello:        wire.Hello{Device: name, Version: cli.Version, Capabilities: []string{}},
+				Hello:        wire.Hello{Device: name, Version: cli.Version, Capabilities: []string{wire.OpWHEP}},
 				PingInterval: cfg.Link.PingInterval.D(),
 				PingTimeout:  cfg.Link.PingTimeout.D(),
 				RetryMax:     cfg.Link.RetryMax.D(),
 				Classify:     netfail.Classify,
+				Serve:        a.serveRequest,
 				OnChange: func(s link.State) {
 					v := 0.0
 					if s.Connected {

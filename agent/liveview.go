@@ -155,6 +155,14 @@ func (a *Agent) serveLive(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.mu.Lock()
+	a.liveHandler = srv.Handler()
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.liveHandler = nil
+		a.mu.Unlock()
+	}()
 	ln, err := net.Listen("tcp", cfg.Live.Listen)
 	if err != nil {
 		return fmt.Errorf("live.listen %s: %w", cfg.Live.Listen, err)

@@ -49,6 +49,10 @@ type Admin interface {
 	ListViewers() ([]viewers.Viewer, error)
 	UnlockViewer(name string) error
 	SetViewerPassword(name, password string) error
+	// AllowRoom and DenyRoom set which devices' live view a viewer may
+	// ask for through the receiver (every room is denied unless allowed).
+	AllowRoom(name, device string) error
+	DenyRoom(name, device string) error
 	Close() error
 }
 

@@ -50,6 +50,12 @@ func viewerRoutes(mux *http.ServeMux, local *localAdmin, reply func(http.Respons
 		}
 		reply(w, struct{}{}, err)
 	})
+	mux.HandleFunc("POST /viewers/{name}/rooms/{device}", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, struct{}{}, local.AllowRoom(r.PathValue("name"), r.PathValue("device")))
+	})
+	mux.HandleFunc("DELETE /viewers/{name}/rooms/{device}", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, struct{}{}, local.DenyRoom(r.PathValue("name"), r.PathValue("device")))
+	})
 	mux.HandleFunc("POST /viewers/{name}/unlock", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, struct{}{}, local.UnlockViewer(r.PathValue("name")))
 	})
@@ -58,6 +64,8 @@ func viewerRoutes(mux *http.ServeMux, local *localAdmin, reply func(http.Respons
 func (a *localAdmin) AddViewer(name, password string) error  { return a.viewers.Add(name, password) }
 func (a *localAdmin) ListViewers() ([]viewers.Viewer, error) { return a.viewers.List() }
 func (a *localAdmin) UnlockViewer(name string) error         { return a.viewers.Unlock(name) }
+func (a *localAdmin) AllowRoom(name, device string) error    { return a.viewers.AllowRoom(name, device) }
+func (a *localAdmin) DenyRoom(name, device string) error     { return a.viewers.DenyRoom(name, device) }
 func (a *localAdmin) SetViewerPassword(name, password string) error {
 	return a.viewers.SetPassword(name, password)
 }
@@ -82,4 +90,12 @@ func (a *socketAdmin) UnlockViewer(name string) error {
 
 func (a *socketAdmin) SetViewerPassword(name, password string) error {
 	return a.viewerCall("POST", "/viewers/"+url.PathEscape(name)+"/password", passwordBody{password}, nil)
+}
+
+func (a *socketAdmin) AllowRoom(name, device string) error {
+	return a.viewerCall("POST", "/viewers/"+url.PathEscape(name)+"/rooms/"+url.PathEscape(device), nil, nil)
+}
+
+func (a *socketAdmin) DenyRoom(name, device string) error {
+	return a.viewerCall("DELETE", "/viewers/"+url.PathEscape(name)+"/rooms/"+url.PathEscape(device), nil, nil)
 }

@@ -52,8 +52,15 @@ type Options struct {
 	// OnChange is called (from the client's goroutine) after every state
 	// change.
 	OnChange func(State)
-	Logger   *slog.Logger
+	// Serve answers the receiver's requests, each in its own goroutine (a
+	// relayed WHEP offer may wait for the teacher's decision); nil answers
+	// every op 501. At most MaxRequests run at once; more get 503.
+	Serve  func(ctx context.Context, op string, params json.RawMessage) wire.Response
+	Logger *slog.Logger
 }
+
+// MaxRequests bounds the receiver's requests served at once.
+const MaxRequests = 16
 
 // State is the control connection's state, as status and diag show it.
 type State struct {
@@ -248,6 +255,12 @@ func (c *Client) handshake(ctx context.Context, conn *websocket.Conn) error {
 
 // read serves what the receiver sends until the connection ends.
 func (c *Client) read(ctx context.Context, conn *websocket.Conn) error {
+	sem := make(chan struct{}, MaxRequests)
+	var wg sync.WaitGroup
+	// Served requests end with the connection: cancelled before the wait.
+	rctx, cancel := context.WithCancel(ctx)
+	defer wg.Wait()
+	defer cancel()
 	for {
 		_, data, err := conn.Read(ctx)
 		if err != nil {
@@ -266,16 +279,37 @@ func (c *Client) read(ctx context.Context, conn *websocket.Conn) error {
 		}
 		switch e.Type {
 		case wire.TypeRequest:
-			// No op is served yet: every request is answered, so that the
-			// receiver never waits for one.
+			// Every request is answered, so that the receiver never waits
+			// for one.
 			var r wire.Request
-			resp := wire.Response{Status: http.StatusBadRequest, Error: "malformed request"}
-			if e.Decode(&r) == nil {
-				resp = wire.Response{Status: http.StatusNotImplemented, Error: fmt.Sprintf("op %q is not served by this box", r.Op)}
+			if e.Decode(&r) != nil {
+				if err := c.write(ctx, conn, wire.TypeResponse, e.ID, wire.Response{Status: http.StatusBadRequest, Error: "malformed request"}); err != nil {
+					return err
+				}
+				continue
 			}
-			if err := c.write(ctx, conn, wire.TypeResponse, e.ID, resp); err != nil {
-				return err
+			if c.o.Serve == nil {
+				if err := c.write(ctx, conn, wire.TypeResponse, e.ID, wire.Response{Status: http.StatusNotImplemented, Error: fmt.Sprintf("op %q is not served by this box", r.Op)}); err != nil {
+					return err
+				}
+				continue
 			}
+			select {
+			case sem <- struct{}{}:
+			default:
+				if err := c.write(ctx, conn, wire.TypeResponse, e.ID, wire.Response{Status: http.StatusServiceUnavailable, Error: "the box is serving too many requests"}); err != nil {
+					return err
+				}
+				continue
+			}
+			wg.Add(1)
+			go func(id string) {
+				defer func() { <-sem; wg.Done() }()
+				resp := c.o.Serve(rctx, r.Op, r.Params)
+				if err := c.write(rctx, conn, wire.TypeResponse, id, resp); err != nil {
+					c.log.Warn("control response not sent", "op", r.Op, "err", err)
+				}
+			}(e.ID)
 		case wire.TypeError:
 			var ce wire.ControlError
 			e.Decode(&ce)

@@ -58,15 +58,35 @@ func newViewersCommand() *cobra.Command {
 					return printJSON(cmd, list)
 				}
 				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tCREATED\tLOCKED\tFAILURES\tLAST LOGIN")
+				fmt.Fprintln(tw, "NAME\tCREATED\tLOCKED\tFAILURES\tLAST LOGIN\tROOMS")
 				for _, v := range list {
 					last := "-"
 					if !v.LastLogin.IsZero() {
 						last = v.LastLogin.Format("2006-01-02 15:04")
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%t\t%d\t%s\n", v.Name, v.Created.Format("2006-01-02 15:04"), v.Locked, v.Failures, last)
+					rooms := "-"
+					if len(v.Rooms) > 0 {
+						rooms = strings.Join(v.Rooms, ",")
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%t\t%d\t%s\t%s\n", v.Name, v.Created.Format("2006-01-02 15:04"), v.Locked, v.Failures, last, rooms)
 				}
 				return tw.Flush()
+			}),
+		adminCommand("allow NAME DEVICE", "Let a viewer ask for DEVICE's live view through the receiver (rooms are denied unless allowed; the box still asks for consent)", cobra.ExactArgs(2),
+			func(cmd *cobra.Command, a receiver.Admin, args []string, _ bool) error {
+				if err := a.AllowRoom(args[0], args[1]); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "viewer %s allowed room %s\n", args[0], args[1])
+				return nil
+			}),
+		adminCommand("deny-room NAME DEVICE", "Withdraw a viewer's room (allow NAME DEVICE)", cobra.ExactArgs(2),
+			func(cmd *cobra.Command, a receiver.Admin, args []string, _ bool) error {
+				if err := a.DenyRoom(args[0], args[1]); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "viewer %s denied room %s\n", args[0], args[1])
+				return nil
 			}),
 		adminCommand("unlock NAME", "Unlock a viewer locked after repeated failed logins", cobra.ExactArgs(1),
 			func(cmd *cobra.Command, a receiver.Admin, args []string, _ bool) error {

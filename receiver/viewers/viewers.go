@@ -52,6 +52,9 @@ type record struct {
 	Created   time.Time `json:"created"`
 	Changed   time.Time `json:"password_changed"`
 	LastLogin time.Time `json:"last_login,omitzero"`
+	// Rooms are the devices whose live view the viewer may ask for
+	// through the receiver (rooms.go).
+	Rooms []string `json:"rooms,omitempty"`
 	lockout.Record
 }
 
@@ -63,6 +66,7 @@ type Viewer struct {
 	LockedAt  time.Time `json:"locked_at,omitzero"`
 	Failures  int       `json:"failures"` // within the current window, or that caused the lock
 	LastLogin time.Time `json:"last_login,omitzero"`
+	Rooms     []string  `json:"rooms"`
 }
 
 // Option configures a Registry.
@@ -350,7 +354,7 @@ func (r *Registry) List() ([]Viewer, error) {
 			if err := json.Unmarshal(v, &rec); err != nil {
 				return fmt.Errorf("viewer %s: damaged record: %w", k, err)
 			}
-			out = append(out, Viewer{Name: rec.Name, Created: rec.Created, Locked: rec.Locked(), LockedAt: rec.LockedAt, Failures: rec.Recent(now), LastLogin: rec.LastLogin})
+			out = append(out, Viewer{Name: rec.Name, Created: rec.Created, Locked: rec.Locked(), LockedAt: rec.LockedAt, Failures: rec.Recent(now), LastLogin: rec.LastLogin, Rooms: append([]string{}, rec.Rooms...)})
 			return nil
 		})
 	})
