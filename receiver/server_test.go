@@ -321,14 +321,23 @@ func TestDeviceAccess(t *testing.T) {
 	if code, _, _ := h.commit(t, h.box.HTTPClient(), req); code != http.StatusNotFound {
 		t.Fatalf("enrolled box: HTTP %d, want 404", code)
 	}
-	// ...until it is revoked: then the TLS handshake fails.
+	// ...until it is revoked: a connection the box keeps alive is refused
+	// request by request (403), and a new TLS handshake fails.
 	if err := h.admin.RevokeDevice("room-9"); err != nil {
 		t.Fatal(err)
 	}
 	body, _ := json.Marshal(req)
-	if _, err := h.box.HTTPClient().Post("https://"+h.addr+"/v1/commit", "application/json", bytes.NewReader(body)); err == nil {
+	if resp, err := h.box.HTTPClient().Post("https://"+h.addr+"/v1/commit", "application/json", bytes.NewReader(body)); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("revoked device on a kept-alive connection: HTTP %d, want 403", resp.StatusCode)
+		}
+	}
+	fresh := &http.Client{Transport: &http.Transport{TLSClientConfig: h.box.TLSConfig().Clone()}}
+	if _, err := fresh.Post("https://"+h.addr+"/v1/commit", "application/json", bytes.NewReader(body)); err == nil {
 		t.Fatal("revoked device still connects")
 	}
+	fresh.CloseIdleConnections()
 	log, err := os.ReadFile(filepath.Join(h.data, receiver.AuditFile))
 	if err != nil {
 		t.Fatal(err)
