@@ -104,7 +104,7 @@ func (r *Recorder) closeAfterError(cause error) {
 	}
 	s, err := SealEnd(r.cfg, r.recordingID, seq, prev, reason)
 	if err != nil {
-		r.log.Error("the recording's end could not be sealed; the daemon closes it at its next start", "sequence", seq, "err", err)
+		r.log.Error("the recording's end could not be sealed; the daemon seals it with its uploads once there is room", "sequence", seq, "err", err)
 		return
 	}
 	r.ended = true
