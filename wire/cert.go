@@ -16,10 +16,11 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"path/filepath"
 	"time"
 
 	ubxcrypto "github.com/uploadbox/uploadbox/crypto"
+
+	"github.com/uploadbox/uploadbox/internal/atomicfile"
 )
 
 // TLS12Suites are the cipher suites the receiver and its clients allow
@@ -127,10 +128,10 @@ func WriteKeyPair(certPath, keyPath string, c tls.Certificate) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
 		return err
 	}
-	return writeFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o644)
+	return atomicfile.Write(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o644)
 }
 
 // LoadKeyPair is tls.LoadX509KeyPair with the private key read under the
@@ -151,37 +152,4 @@ func LoadKeyPair(certPath, keyPath string) (tls.Certificate, error) {
 		return tls.Certificate{}, fmt.Errorf("%s and %s: %w", certPath, keyPath, err)
 	}
 	return c, nil
-}
-
-func writeFile(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".pki-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -16,10 +16,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/uploadbox/uploadbox/internal/atomicfile"
 )
 
 // Entry is one audit record.
@@ -316,42 +317,8 @@ func (l *Log) Prune(retention time.Duration) (removed int, err error) {
 	if removed == 0 {
 		return 0, nil
 	}
-	if err := writeAtomic(l.path, kept.Bytes()); err != nil {
+	if err := atomicfile.Write(l.path, kept.Bytes(), 0o600); err != nil {
 		return 0, err
 	}
 	return removed, nil
-}
-
-// writeAtomic replaces path with data (0600): a temp file in the same
-// directory, fsynced, renamed over path, and the directory fsynced.
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".audit-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }

@@ -15,6 +15,8 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"github.com/uploadbox/uploadbox/internal/atomicfile"
 )
 
 // A hash chain shows that nothing inside the log changed, but not that
@@ -442,7 +444,7 @@ func pruneCheckpoints(path string, cutoff time.Time) error {
 		}
 		kept.Write(append(b, '\n'))
 	}
-	return writeAtomic(path, kept.Bytes())
+	return atomicfile.Write(path, kept.Bytes(), 0o600)
 }
 
 // RunCheckpoints writes a checkpoint with signer every interval while ctx
@@ -501,7 +503,7 @@ func SaveCheckpoint(path string, c Checkpoint) error {
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(path, append(b, '\n')); err != nil {
+	if err := atomicfile.Write(path, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("save audit checkpoint %s: %w", path, err)
 	}
 	return nil
