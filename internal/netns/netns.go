@@ -1,0 +1,186 @@
+// Package netns makes Linux network namespaces for tests that need
+// separate networks on one machine: a box and a coach that cannot reach
+// each other, both reaching a receiver. It drives iproute2 (`ip netns`,
+// `ip link`), so it needs root; where that is missing it returns an error
+// that says so, and the test fails with it.
+package netns
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// NS is a network namespace made by a test and deleted at its end.
+type NS struct {
+	// Name is the namespace's name in `ip netns list` (prefix + random).
+	Name string
+}
+
+// Available reports why namespaces cannot be made here, or nil.
+func Available() error {
+	if euid := os.Geteuid(); euid != 0 {
+		return fmt.Errorf("network namespaces need root (running as uid %d): run the test as root, as CI does", euid)
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return fmt.Errorf("network namespaces need iproute2's ip command (apt-get install iproute2): %w", err)
+	}
+	return nil
+}
+
+// New makes a namespace named prefix-RANDOM with its loopback up. It is
+// deleted when tb's test ends, after every process still in it is killed.
+func New(tb testing.TB, prefix string) (*NS, error) {
+	tb.Helper()
+	if err := Available(); err != nil {
+		return nil, err
+	}
+	var r [4]byte
+	rand.Read(r[:])
+	n := &NS{Name: prefix + "-" + hex.EncodeToString(r[:])}
+	if err := ip("netns", "add", n.Name); err != nil {
+		return nil, err
+	}
+	tb.Cleanup(func() {
+		if err := n.remove(); err != nil {
+			tb.Errorf("netns cleanup: %v", err)
+		}
+	})
+	if err := n.IP("link", "set", "lo", "up"); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// ip runs iproute2 and returns its stderr in the error.
+func ip(args ...string) error {
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// IP runs `ip -n NAME args...` (addresses, links, routes of n).
+func (n *NS) IP(args ...string) error {
+	return ip(append([]string{"-n", n.Name}, args...)...)
+}
+
+// Command is exec.Command run inside n (`ip netns exec NAME name arg...`).
+// ip execs the command in place, so the Cmd's process is the command
+// itself: signals and Wait reach it.
+func (n *NS) Command(name string, arg ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, arg...)...)
+}
+
+// CommandContext is Command with a context, like exec.CommandContext.
+func (n *NS) CommandContext(ctx context.Context, name string, arg ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name, name}, arg...)...)
+}
+
+// Pids lists the processes inside n.
+func (n *NS) Pids() ([]int, error) {
+	out, err := exec.Command("ip", "netns", "pids", n.Name).Output()
+	if err != nil {
+		return nil, fmt.Errorf("ip netns pids %s: %w", n.Name, err)
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(out)) {
+		if p, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, p)
+		}
+	}
+	return pids, nil
+}
+
+// remove kills what still runs in n, waits for it to go and deletes n.
+func (n *NS) remove() error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pids, err := n.Pids()
+		if err != nil || len(pids) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("processes %v in %s survived SIGKILL for 10 s", pids, n.Name)
+		}
+		for _, p := range pids {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return ip("netns", "del", n.Name)
+}
+
+// Do runs f on an OS thread that has entered n: sockets f opens belong to
+// n for their whole life, whichever thread uses them later. f must open
+// its sockets itself, not in goroutines it starts.
+func (n *NS) Do(f func() error) error {
+	target, err := os.Open("/run/netns/" + n.Name)
+	if err != nil {
+		return fmt.Errorf("namespace %s: %w", n.Name, err)
+	}
+	defer target.Close()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		home, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer home.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter namespace %s: %w", n.Name, err)
+			return
+		}
+		ferr := f()
+		// A thread that cannot go home is left locked: it ends with this
+		// goroutine instead of serving others inside n.
+		if err := unix.Setns(int(home.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("leave namespace %s: %w", n.Name, err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// DialContext dials from inside n: the DialContext of an http.Transport
+// whose client lives in n.
+func (n *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := n.Do(func() error {
+		var err error
+		c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// Listen listens inside n.
+func (n *NS) Listen(network, addr string) (net.Listener, error) {
+	var l net.Listener
+	err := n.Do(func() error {
+		var err error
+		l, err = net.Listen(network, addr)
+		return err
+	})
+	return l, err
+}
