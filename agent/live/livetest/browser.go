@@ -39,6 +39,10 @@ type PageState struct {
 	FirstFrame   time.Time `json:"-"`
 	FirstMilli   int64     `json:"first"`
 	FramesBefore int       `json:"before"`
+	// Local and Remote are the candidate types ("host", "srflx", "prflx",
+	// "relay") of the ICE pair the browser selected, empty before.
+	Local  string `json:"local"`
+	Remote string `json:"remote"`
 }
 
 // BrowserOptions configure OpenPage.
@@ -47,6 +51,9 @@ type BrowserOptions struct {
 	NodeModules string
 	// Chromium is the browser binary (default /usr/bin/chromium).
 	Chromium string
+	// Wrap, if set, is the command line node runs under, such as
+	// `ip netns exec NAME` for a browser inside a network namespace.
+	Wrap []string
 }
 
 // Page is the viewer page open in Chromium.
@@ -91,7 +98,8 @@ func OpenPage(ctx context.Context, url string, opts BrowserOptions) (*Page, erro
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, node, script, url)
+	args := append(append(append([]string(nil), opts.Wrap...), node), script, url)
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), "NODE_PATH="+opts.NodeModules, "CHROMIUM="+chromium)
 	p := &Page{cmd: cmd, stderr: &syncBuf{}, states: make(chan PageState, 256), done: make(chan error, 1)}
 	cmd.Stderr = p.stderr

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/transport/v5"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -30,6 +31,9 @@ type Options struct {
 	// Wait asks the server to hold the offer up to this long for the
 	// teacher's decision (Prefer: wait=N).
 	Wait time.Duration
+	// Net, if set, is the network the peer connection gathers candidates
+	// and opens sockets on (a test's network namespace: internal/netns).
+	Net transport.Net
 }
 
 // Response is the server's answer to an offer. Viewer is set whatever the
@@ -76,6 +80,9 @@ func Offer(ctx context.Context, client *http.Client, endpoint, token string, opt
 	}
 	se := webrtc.SettingEngine{}
 	se.SetIncludeLoopbackCandidate(opts.Loopback)
+	if opts.Net != nil {
+		se.SetNet(opts.Net)
+	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se))
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
@@ -221,6 +228,25 @@ func (v *Viewer) WaitPackets(ctx context.Context, kind string) (time.Time, error
 			return time.Time{}, fmt.Errorf("no %s RTP packet: %w", kind, ctx.Err())
 		}
 	}
+}
+
+// CandidateTypes are the types ("host", "srflx", "prflx" or "relay") of
+// the local and remote candidates of the ICE pair the viewer selected,
+// empty before one is selected: "relay" on either side means the media
+// goes through a TURN server.
+func (v *Viewer) CandidateTypes() (local, remote string) {
+	for _, tr := range v.PC.GetTransceivers() {
+		r := tr.Receiver()
+		if r == nil || r.Transport() == nil {
+			continue
+		}
+		p, err := r.Transport().ICETransport().GetSelectedCandidatePair()
+		if err != nil || p == nil {
+			continue
+		}
+		return p.Local.Typ.String(), p.Remote.Typ.String()
+	}
+	return "", ""
 }
 
 // Delete ends the session with DELETE on its Location.
