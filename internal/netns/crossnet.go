@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"testing"
 )
 
 // Crossnet is a receiver with a box and a coach on two other networks:
@@ -37,8 +36,7 @@ var (
 
 // NewCrossnet makes the three namespaces and their links; everything is
 // removed when tb's test ends.
-func NewCrossnet(tb testing.TB) (*Crossnet, error) {
-	tb.Helper()
+func NewCrossnet(tb TB) (*Crossnet, error) {
 	c := &Crossnet{Service: service, BoxAddr: boxAddr.Addr(), CoachAddr: coachAddr.Addr()}
 	var err error
 	if c.Recv, err = New(tb, "ubx-recv"); err != nil {

@@ -18,7 +18,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -41,10 +40,16 @@ func Available() error {
 	return nil
 }
 
+// TB is what New needs of a test (testing.TB has it): a benchmark
+// program provides its own.
+type TB interface {
+	Cleanup(func())
+	Errorf(format string, args ...any)
+}
+
 // New makes a namespace named prefix-RANDOM with its loopback up. It is
 // deleted when tb's test ends, after every process still in it is killed.
-func New(tb testing.TB, prefix string) (*NS, error) {
-	tb.Helper()
+func New(tb TB, prefix string) (*NS, error) {
 	if err := Available(); err != nil {
 		return nil, err
 	}
