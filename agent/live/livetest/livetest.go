@@ -21,6 +21,9 @@ import (
 
 // Options configure a Viewer's offer.
 type Options struct {
+	// Net, if set, is the network the peer connection gathers candidates
+	// and opens sockets on (a test's network namespace: internal/netns).
+	Net transport.Net
 	// Audio adds a recvonly audio transceiver to the offer.
 	Audio bool
 	// Loopback lets the viewer use loopback ICE candidates (a server on
@@ -31,9 +34,6 @@ type Options struct {
 	// Wait asks the server to hold the offer up to this long for the
 	// teacher's decision (Prefer: wait=N).
 	Wait time.Duration
-	// Net, if set, is the network the peer connection gathers candidates
-	// and opens sockets on (a test's network namespace: internal/netns).
-	Net transport.Net
 }
 
 // Response is the server's answer to an offer. Viewer is set whatever the
@@ -79,10 +79,10 @@ func Offer(ctx context.Context, client *http.Client, endpoint, token string, opt
 		return nil, err
 	}
 	se := webrtc.SettingEngine{}
-	se.SetIncludeLoopbackCandidate(opts.Loopback)
 	if opts.Net != nil {
 		se.SetNet(opts.Net)
 	}
+	se.SetIncludeLoopbackCandidate(opts.Loopback)
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se))
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
