@@ -122,8 +122,14 @@ type allocation struct {
 // Listen validates cfg, opens the UDP and TCP listeners and starts the
 // server.
 func Listen(cfg Config) (*Server, error) {
-	if err := cfg.defaults(); err != nil {
+	if err := cfg.Check(); err != nil {
 		return nil, err
+	}
+	if cfg.Audit == nil {
+		return nil, errors.New("turn: Config.Audit is required")
+	}
+	if cfg.Failures == nil {
+		cfg.Failures = appendFailures{cfg.Audit}
 	}
 	secret := make([]byte, 32)
 	if _, err := rand.Read(secret); err != nil {
@@ -150,8 +156,8 @@ func Listen(cfg Config) (*Server, error) {
 		AuthHandler:       s.authenticate,
 		QuotaHandler:      s.quota,
 		EventHandler:      turn.EventHandler{OnAuth: s.onAuth, OnAllocationCreated: s.onCreated, OnAllocationDeleted: s.onDeleted},
-		PacketConnConfigs: []turn.PacketConnConfig{{PacketConn: s.udp, RelayAddressGenerator: gen}},
-		ListenerConfigs:   []turn.ListenerConfig{{Listener: s.tcp, RelayAddressGenerator: gen}},
+		PacketConnConfigs: []turn.PacketConnConfig{{PacketConn: s.udp, RelayAddressGenerator: gen, PermissionHandler: s.permit}},
+		ListenerConfigs:   []turn.ListenerConfig{{Listener: s.tcp, RelayAddressGenerator: gen, PermissionHandler: s.permit}},
 		// pion's own log names usernames and addresses at error level;
 		// what matters is audited instead.
 		LoggerFactory: &logging.DefaultLoggerFactory{Writer: io.Discard, DefaultLogLevel: logging.LogLevelDisabled},
@@ -164,32 +170,34 @@ func Listen(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-func (c *Config) defaults() error {
+// Check fills in the defaults and reports every bad setting at once,
+// named by the serve flag that sets it.
+func (c *Config) Check() error {
 	var errs []error
 	host, _, err := net.SplitHostPort(c.Listen)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("turn listen address %q: %w (want HOST:PORT, e.g. :3478)", c.Listen, err))
+		errs = append(errs, fmt.Errorf("--turn-listen %q: %w (want HOST:PORT, e.g. :3478)", c.Listen, err))
 	}
 	if c.PublicIP == nil && err == nil {
 		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
 			c.PublicIP = ip
 		} else {
-			errs = append(errs, fmt.Errorf("turn listen address %q has no IP to advertise: give the public IP", c.Listen))
+			errs = append(errs, fmt.Errorf("--turn-listen %q has no IP to advertise: give --turn-public-ip", c.Listen))
 		}
 	}
 	if c.PublicIP != nil && (c.PublicIP.To4() == nil || c.PublicIP.IsUnspecified()) {
-		errs = append(errs, fmt.Errorf("turn public IP %s: give an IPv4 address that viewers and boxes reach (relays are IPv4)", c.PublicIP))
+		errs = append(errs, fmt.Errorf("--turn-public-ip %s: give the IPv4 address viewers and boxes reach (relays are IPv4)", c.PublicIP))
 	}
 	if c.MinPort != 0 || c.MaxPort != 0 {
 		if c.MinPort < 1 || c.MaxPort > 65535 || c.MinPort > c.MaxPort {
-			errs = append(errs, fmt.Errorf("turn relay ports %d-%d: give MIN-MAX within 1-65535, MIN <= MAX", c.MinPort, c.MaxPort))
+			errs = append(errs, fmt.Errorf("--turn-relay-ports %d-%d: give MIN-MAX within 1-65535, MIN <= MAX", c.MinPort, c.MaxPort))
 		}
 	}
 	if c.TTL == 0 {
 		c.TTL = DefaultTTL
 	}
 	if c.TTL < time.Minute || c.TTL > MaxTTL {
-		errs = append(errs, fmt.Errorf("turn credential lifetime %s: use 1m to %s", c.TTL, MaxTTL))
+		errs = append(errs, fmt.Errorf("--turn-ttl %s: use 1m to %s", c.TTL, MaxTTL))
 	}
 	if c.MaxAllocations == 0 {
 		c.MaxAllocations = DefaultMaxAllocations
@@ -197,14 +205,11 @@ func (c *Config) defaults() error {
 	if c.MaxPerCredential == 0 {
 		c.MaxPerCredential = DefaultMaxPerCredential
 	}
-	if c.MaxAllocations < 1 || c.MaxPerCredential < 1 {
-		errs = append(errs, fmt.Errorf("turn caps %d total, %d per credential: give at least 1", c.MaxAllocations, c.MaxPerCredential))
+	if c.MaxAllocations < 1 {
+		errs = append(errs, fmt.Errorf("--turn-max-allocations %d: give at least 1", c.MaxAllocations))
 	}
-	if c.Audit == nil {
-		errs = append(errs, errors.New("turn: Config.Audit is required"))
-	}
-	if c.Failures == nil && c.Audit != nil {
-		c.Failures = appendFailures{c.Audit}
+	if c.MaxPerCredential < 1 {
+		errs = append(errs, fmt.Errorf("--turn-max-per-credential %d: give at least 1", c.MaxPerCredential))
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -256,6 +261,20 @@ func (s *Server) Close() error {
 	err := s.srv.Close()
 	s.tcp.closeConns()
 	return err
+}
+
+// permit is pion's PermissionHandler: a relay may send to any peer but
+// the receiver's own loopback (unless the relays are on loopback, a test
+// setup), an unspecified or a multicast address, so that a credential
+// reaches no service on the receiver's host.
+func (s *Server) permit(_ net.Addr, peer net.IP) bool {
+	switch {
+	case peer.IsUnspecified(), peer.IsMulticast():
+		return false
+	case peer.IsLoopback():
+		return s.cfg.PublicIP.IsLoopback()
+	}
+	return true
 }
 
 // Name is whom a credential is for: a viewer of a room, or the box (the

@@ -341,12 +341,12 @@ func TestConfig(t *testing.T) {
 		want string
 	}{
 		{"no port", Config{Listen: "127.0.0.1"}, "want HOST:PORT"},
-		{"no IP to advertise", Config{Listen: ":0"}, "give the public IP"},
+		{"no IP to advertise", Config{Listen: ":0"}, "give --turn-public-ip"},
 		{"IPv6 public", Config{Listen: ":0", PublicIP: net.ParseIP("::1")}, "IPv4"},
 		{"range reversed", Config{Listen: "127.0.0.1:0", MinPort: 5000, MaxPort: 4000}, "MIN <= MAX"},
 		{"range half", Config{Listen: "127.0.0.1:0", MinPort: 5000}, "MIN-MAX"},
 		{"ttl", Config{Listen: "127.0.0.1:0", TTL: time.Second}, "1m to"},
-		{"caps", Config{Listen: "127.0.0.1:0", MaxAllocations: -1}, "at least 1"},
+		{"caps", Config{Listen: "127.0.0.1:0", MaxAllocations: -1}, "--turn-max-allocations -1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.cfg.Audit = log
@@ -368,5 +368,26 @@ func TestConfig(t *testing.T) {
 	defer s.Close()
 	if !strings.HasPrefix(s.URLs()[0], "turn:127.0.0.1:") || !strings.HasSuffix(s.URLs()[0], "?transport=udp") {
 		t.Fatalf("URLs %v", s.URLs())
+	}
+}
+
+// TestPeers: relays on a public address do not send to the receiver's
+// loopback, an unspecified or a multicast address.
+func TestPeers(t *testing.T) {
+	for _, tc := range []struct {
+		public, peer string
+		ok           bool
+	}{
+		{"198.51.100.1", "127.0.0.1", false},
+		{"198.51.100.1", "0.0.0.0", false},
+		{"198.51.100.1", "224.0.0.1", false},
+		{"198.51.100.1", "203.0.113.9", true},
+		{"198.51.100.1", "198.51.100.1", true},
+		{"127.0.0.1", "127.0.0.1", true},
+	} {
+		s := &Server{cfg: Config{PublicIP: net.ParseIP(tc.public)}}
+		if got := s.permit(nil, net.ParseIP(tc.peer)); got != tc.ok {
+			t.Errorf("relay at %s, peer %s: permitted %t, want %t", tc.public, tc.peer, got, tc.ok)
+		}
 	}
 }
