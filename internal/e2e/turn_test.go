@@ -108,6 +108,9 @@ func TestLiveViewTURN(t *testing.T) {
 	if !boxAlloc {
 		t.Fatalf("the box made no TURN allocation with the credential relayed with the offer: %+v", auditEntries(t, rcvAudit, "turn.allocate"))
 	}
+	if !strings.Contains(first.Viewer.Answer, " typ relay ") {
+		t.Errorf("the box's answer has no relay candidate:\n%s", first.Viewer.Answer)
+	}
 
 	// The viewer again, relays only, with the credential it was given:
 	// the media can only come through the receiver's TURN server.
