@@ -1,7 +1,6 @@
 package receiver_test
 
 import (
-	"context"
 	"errors"
 	"net"
 	"strings"
@@ -21,19 +20,7 @@ func TestTURNStatus(t *testing.T) {
 		if on {
 			cfg.TURN = turn.Config{Listen: "127.0.0.1:0"}
 		}
-		srv, err := receiver.Open(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		ready := make(chan string, 1)
-		done := make(chan error, 1)
-		go func() { done <- srv.Run(ctx, func(a string) { ready <- a }) }()
-		select {
-		case <-ready:
-		case err := <-done:
-			t.Fatal(err)
-		}
+		srv, _, stop := serve(t, cfg)
 		st, err := receiver.TURNStatus(data)
 		if on {
 			if err != nil || st.Listen != srv.TURNAddr() || !strings.HasPrefix(st.Listen, "127.0.0.1:") || len(st.URLs) != 2 {
@@ -42,8 +29,7 @@ func TestTURNStatus(t *testing.T) {
 		} else if !errors.Is(err, receiver.ErrTURNOff) || srv.TURNAddr() != "" {
 			t.Fatalf("turn off: err %v, TURNAddr %q", err, srv.TURNAddr())
 		}
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Fatal(err)
 		}
 		if on {
@@ -52,7 +38,6 @@ func TestTURNStatus(t *testing.T) {
 				t.Error("the TURN server still listens after serve stopped")
 			}
 		}
-		srv.Close()
 		if _, err := receiver.TURNStatus(data); err == nil || !strings.Contains(err.Error(), "no receiver runs") {
 			t.Fatalf("turn status with serve stopped: %v", err)
 		}

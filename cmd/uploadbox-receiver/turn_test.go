@@ -1,10 +1,7 @@
 package main
 
 import (
-	"strings"
 	"testing"
-
-	"github.com/spf13/pflag"
 
 	"github.com/uploadbox/uploadbox/receiver"
 )
@@ -35,18 +32,8 @@ func TestTURNServeOptions(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var o turnServeOptions
-			f := pflag.NewFlagSet("serve", pflag.ContinueOnError)
-			o.AddFlags(f)
-			if err := f.Parse(tc.args); err != nil {
-				t.Fatal(err)
-			}
-			var cfg receiver.ServerConfig
-			err := o.apply(&cfg)
+			cfg, err := applyServeFlags(t, &turnServeOptions{}, tc.args, tc.wantErr)
 			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err = %v, want one naming %q", err, tc.wantErr)
-				}
 				return
 			}
 			if err != nil || !tc.check(cfg) {
