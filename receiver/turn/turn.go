@@ -21,6 +21,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -110,13 +111,13 @@ type reservation struct {
 }
 
 type allocation struct {
-	name     Name
-	username string
-	client   string
-	protocol string
-	relay    string
-	conn     *countedConn
-	created  time.Time
+	name      Name
+	username  string
+	client    string
+	transport string
+	relay     string
+	conn      *countedConn
+	created   time.Time
 }
 
 // Listen validates cfg, opens the UDP and TCP listeners and starts the
@@ -448,7 +449,7 @@ func tupleKey(src, dst net.Addr, protocol string) string {
 func (s *Server) onCreated(src, dst net.Addr, protocol, username, _ string, relay net.Addr, _ int) {
 	_, n, _ := parseUsername(username)
 	transport := src.Network()
-	a := &allocation{name: n, username: username, client: src.String(), protocol: transport, relay: relay.String(), created: time.Now()}
+	a := &allocation{name: n, username: username, client: src.String(), transport: transport, relay: relay.String(), created: time.Now()}
 	s.mu.Lock()
 	for i, r := range s.pending {
 		if r.username == username {
@@ -536,11 +537,12 @@ func (s *Server) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, a := range s.active {
-		out := Allocation{Room: a.name.Room, Viewer: a.name.Viewer, Box: a.name.Box, Client: a.client, Transport: a.protocol, Relay: a.relay, Created: a.created}
+		out := Allocation{Room: a.name.Room, Viewer: a.name.Viewer, Box: a.name.Box, Client: a.client, Transport: a.transport, Relay: a.relay, Created: a.created}
 		if a.conn != nil {
 			out.BytesToPeers, out.BytesFromPeers = a.conn.to.Load(), a.conn.from.Load()
 		}
 		st.Active = append(st.Active, out)
 	}
+	slices.SortFunc(st.Active, func(a, b Allocation) int { return a.Created.Compare(b.Created) })
 	return st
 }
