@@ -137,6 +137,7 @@ func TestLiveViewTURN(t *testing.T) {
 	if viewerBytes == 0 || ts.BytesFromPeers == 0 {
 		t.Fatalf("the viewer's relay shows no bytes from the box: %+v", ts)
 	}
+	t.Logf("the viewer's relays got %d bytes from the box; the TURN server made %d allocations", viewerBytes, ts.Allocated)
 	var viewerAlloc bool
 	for _, e := range auditEntries(t, rcvAudit, "turn.allocate") {
 		viewerAlloc = viewerAlloc || (e.Outcome == "ok" && e.Identity == "coach-c" && strings.Contains(e.Detail, "viewer coach-c in room room-7"))
