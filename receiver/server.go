@@ -31,6 +31,7 @@ import (
 	"github.com/uploadbox/uploadbox/receiver/internal/limit"
 	"github.com/uploadbox/uploadbox/receiver/pki"
 	"github.com/uploadbox/uploadbox/receiver/store"
+	"github.com/uploadbox/uploadbox/receiver/turn"
 	"github.com/uploadbox/uploadbox/receiver/viewers"
 	"github.com/uploadbox/uploadbox/wire"
 )
@@ -94,6 +95,9 @@ type ServerConfig struct {
 	// ping unanswered within as long again ends it (default
 	// DefaultControlPing).
 	ControlPing time.Duration
+	// TURN configures the embedded TURN server, off when TURN.Listen is
+	// empty (see turn.Config; the server fills in its audit and logger).
+	TURN turn.Config
 }
 
 // Server is the cloud receiver.
@@ -122,6 +126,8 @@ type Server struct {
 	hub       Hub
 	byAddress *limit.Keyed
 	byAccount *limit.Keyed
+	// turn is the TURN server while Run runs with cfg.TURN.Listen set.
+	turn *turn.Server
 	// Notes for the operator from the first run (e.g. a generated org key).
 	Warnings []string
 }
@@ -162,6 +168,11 @@ func Open(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.ControlPing < 100*time.Millisecond || cfg.ControlPing > 10*time.Minute {
 		return nil, fmt.Errorf("serve: --control-ping %s: use 100ms to 10m", cfg.ControlPing)
+	}
+	if cfg.TURN.Listen != "" {
+		if err := cfg.TURN.Check(); err != nil {
+			return nil, fmt.Errorf("serve: %w", err)
+		}
 	}
 	if len(cfg.Hosts) == 0 {
 		host, _, err := net.SplitHostPort(cfg.Listen)
@@ -444,9 +455,14 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
+	if err := s.startTURN(); err != nil {
+		ln.Close()
+		return err
+	}
 	admin, err := s.listenAdmin()
 	if err != nil {
 		ln.Close()
+		s.stopTURN()
 		return err
 	}
 	adminSrv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
@@ -497,6 +513,7 @@ wait:
 	// Control connections are hijacked, so Shutdown does not wait for
 	// them: their handlers end with ctx and audit the disconnect.
 	s.hub.wg.Wait()
+	s.stopTURN()
 	stopBg()
 	<-janitorDone
 	stopFails()

@@ -27,6 +27,7 @@ type serveOptions struct {
 	controlPing                        time.Duration
 	viewers                            viewerServeOptions
 	uploads                            uploadServeOptions
+	turn                               turnServeOptions
 }
 
 func newServeCommand() *cobra.Command {
@@ -69,6 +70,9 @@ func newServeCommand() *cobra.Command {
 			if err := o.uploads.apply(&cfg); err != nil {
 				return err
 			}
+			if err := o.turn.apply(&cfg); err != nil {
+				return err
+			}
 			if o.s3.Bucket != "" {
 				st, err := store.NewS3(cmd.Context(), o.s3)
 				if err != nil {
@@ -88,6 +92,9 @@ func newServeCommand() *cobra.Command {
 			defer stop()
 			return srv.Run(ctx, func(addr string) {
 				fmt.Fprintf(cmd.OutOrStdout(), "CA fingerprint %s\nlistening on %s\n", srv.Fingerprint(), addr)
+				if t := srv.TURNAddr(); t != "" {
+					fmt.Fprintf(cmd.OutOrStdout(), "turn listening on %s (udp and tcp)\n", t)
+				}
 			})
 		},
 	}
@@ -109,6 +116,7 @@ func newServeCommand() *cobra.Command {
 	f.DurationVar(&o.controlPing, "control-ping", receiver.DefaultControlPing, "how often each box's control connection is pinged (100ms to 10m); one unanswered for as long again ends it")
 	o.viewers.AddFlags(f)
 	o.uploads.AddFlags(f)
+	o.turn.AddFlags(f)
 	cmd.MarkFlagRequired("data")
 	return cmd
 }
