@@ -46,7 +46,7 @@ func startCrossnet(t *testing.T, serve ...string) *crossnet {
 	if err != nil {
 		t.Fatalf("this test needs network namespaces: %v", err)
 	}
-	return startViewing(t, n, serve...)
+	return startViewing(t, n, append([]string{"--turn-listen", n.Service.String() + ":0"}, serve...)...)
 }
 
 // startViewing starts the receiver and the box on n (nil: here).
@@ -178,7 +178,9 @@ func (c *crossnet) acceptWhenAsked(t *testing.T, viewer string) {
 // networks with no route between them, both reach the receiver. The box
 // enrolls and keeps its control connection from its own network; the
 // coach logs in and asks from the other; the teacher accepts with the
-// CLI and the box's answer reaches the coach.
+// CLI; the media reach the coach through the receiver's TURN relay, the
+// only path there is: the selected candidate pair has a relay candidate
+// and the relay's counters show the bytes.
 func TestLiveViewAcrossNetworks(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a receiver and the daemon in network namespaces; skipped under -short")
@@ -187,23 +189,37 @@ func TestLiveViewAcrossNetworks(t *testing.T) {
 	c.unreachable(t, c.lb.live)
 	waitDevice(t, c.b.rcv.data, "room-7", "connected", func(d deviceControl) bool { return d.Control.Connected })
 
-	// The media need the receiver's TURN relay (being added): until then
-	// the answer comes back through the relay and ICE cannot connect.
-	v := c.ask(t, "coach-x")
-	if !strings.Contains(v.Answer, "a=fingerprint:sha-256") {
-		t.Fatalf("relayed answer:\n%s", v.Answer)
+	v := c.watch(t, "coach-x")
+	l, r := v.CandidateTypes()
+	t.Logf("selected candidate pair %s/%s", l, r)
+	if l != "relay" && r != "relay" {
+		t.Fatalf("selected candidate pair %s/%s: across the networks only a relayed pair can work", l, r)
+	}
+	ts := turnStatus(t, c.b.rcv.data)
+	var relayed int64
+	for _, a := range ts.Active {
+		if a.Room == "room-7" && a.Viewer == "coach-x" {
+			relayed += a.BytesToPeers + a.BytesFromPeers
+		}
+	}
+	if relayed == 0 {
+		t.Fatalf("the TURN relay carried nothing for coach-x: %+v", ts)
 	}
 }
 
 // TestLiveViewDirectPath (issue 12): the same as TestLiveViewAcrossNetworks
-// with everything on 127.0.0.1: the media take the direct path (no relay
-// candidate in the selected pair).
+// with everything on 127.0.0.1: with the relay there and offered to the
+// box, the media take the direct path (no relay candidate in the selected
+// pair).
 func TestLiveViewDirectPath(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a receiver and the daemon; skipped under -short")
 	}
-	c := startViewing(t, nil)
+	c := startViewing(t, nil, "--turn-listen", "127.0.0.1:0")
 	v := c.watch(t, "coach-x")
+	if !strings.Contains(v.Answer, " typ relay ") {
+		t.Fatalf("the box's answer has no relay candidate: the test would not show the direct path chosen over it\n%s", v.Answer)
+	}
 	if l, r := v.CandidateTypes(); l == "relay" || r == "relay" || l == "" {
 		t.Fatalf("selected candidate pair %s/%s on one machine, want the direct path", l, r)
 	}
