@@ -159,12 +159,19 @@ func (c *crossnet) watch(t *testing.T, viewer string) *livetest.Viewer {
 // control socket, from outside its network) once the box lists it.
 func (c *crossnet) acceptWhenAsked(t *testing.T, viewer string) {
 	t.Helper()
+	c.decideWhenAsked(t, viewer, "accept", "--for", "30m")
+}
+
+// decideWhenAsked runs `uploadbox consent DECISION ID args...` for
+// viewer's pending request once the box lists it.
+func (c *crossnet) decideWhenAsked(t *testing.T, viewer, decision string, args ...string) {
+	t.Helper()
 	var reqs []struct{ ID, Viewer, State string }
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		ctl(t, c.lb.boxDirs, &reqs, "consent", "list")
 		for _, r := range reqs {
 			if r.Viewer == viewer && r.State == "pending" {
-				run(t, "uploadbox", "consent", "accept", r.ID, "--for", "30m", "--socket", c.lb.socket)
+				run(t, "uploadbox", append([]string{"consent", decision, r.ID, "--socket", c.lb.socket}, args...)...)
 				return
 			}
 		}
@@ -180,7 +187,10 @@ func (c *crossnet) acceptWhenAsked(t *testing.T, viewer string) {
 // coach logs in and asks from the other; the teacher accepts with the
 // CLI; the media reach the coach through the receiver's TURN relay, the
 // only path there is: the selected candidate pair has a relay candidate
-// and the relay's counters show the bytes.
+// and the relay's counters show the bytes. A revoke silences the relayed
+// media within 1 s; a declined request is refused as denied; with the
+// box's daemon killed the receiver says the box is offline, and once it
+// is back the coach watches again.
 func TestLiveViewAcrossNetworks(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a receiver and the daemon in network namespaces; skipped under -short")
@@ -205,6 +215,49 @@ func TestLiveViewAcrossNetworks(t *testing.T) {
 	if relayed == 0 {
 		t.Fatalf("the TURN relay carried nothing for coach-x: %+v", ts)
 	}
+
+	// The teacher revokes: through the relay too, no packet after 1 s.
+	run(t, "uploadbox", "consent", "revoke", "coach-x", "--socket", c.lb.socket)
+	revoked := time.Now()
+	time.Sleep(1500 * time.Millisecond)
+	for _, k := range []string{"video", "audio"} {
+		if last := v.Last(k); last.After(revoked.Add(time.Second)) {
+			t.Errorf("%s reached the coach %s after the revoke", k, last.Sub(revoked))
+		}
+	}
+
+	// A request the teacher declines: the held offer says so.
+	token := c.coachLogin(t, "coach-y")
+	done := make(chan *livetest.Response, 1)
+	go func() {
+		r, err := c.offer(t, t.Context(), token)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- r
+	}()
+	c.decideWhenAsked(t, "coach-y", "deny")
+	if r := <-done; r == nil || r.Status != http.StatusForbidden {
+		t.Fatalf("declined: %+v, want 403", r)
+	}
+
+	// The box's daemon dies: the receiver says the box is offline; once
+	// it is back (reconnected from its own network) the coach watches again.
+	c.p.cmd.Process.Kill()
+	<-c.p.done
+	waitDevice(t, c.b.rcv.data, "room-7", "disconnected", func(d deviceControl) bool { return !d.Control.Connected })
+	off, err := c.offer(t, t.Context(), login(t, c.coach, c.b, "coach-x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off.Status != http.StatusServiceUnavailable || !strings.Contains(string(off.Body), "offline") {
+		t.Fatalf("box down: HTTP %d %s, want 503 offline", off.Status, off.Body)
+	}
+	c.p = startDaemonIn(t, c.net.Box, c.lb.boxDirs)
+	waitDevice(t, c.b.rcv.data, "room-7", "connected again", func(d deviceControl) bool { return d.Control.Connected })
+	var st sessionStatus
+	ctl(t, c.lb.boxDirs, &st, "session", "start", "--for", "30m")
+	c.watch(t, "coach-z")
 }
 
 // TestLiveViewDirectPath (issue 12): the same as TestLiveViewAcrossNetworks
