@@ -64,6 +64,19 @@ func New(tb TB, prefix string) (*NS, error) {
 			tb.Errorf("netns cleanup: %v", err)
 		}
 	})
+	// IPv4 only: an IPv6 link-local address that turns usable a moment
+	// after its link comes up is a network change, which makes Chromium
+	// abort the page it is loading (ERR_NETWORK_CHANGED).
+	if err := n.Do(func() error {
+		for _, k := range []string{"all", "default"} {
+			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+k+"/disable_ipv6", []byte("1\n"), 0o644); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("turn IPv6 off in %s: %w", n.Name, err)
+	}
 	if err := n.IP("link", "set", "lo", "up"); err != nil {
 		return nil, err
 	}
@@ -84,16 +97,20 @@ func (n *NS) IP(args ...string) error {
 	return ip(append([]string{"-n", n.Name}, args...)...)
 }
 
-// Command is exec.Command run inside n (`ip netns exec NAME name arg...`).
-// ip execs the command in place, so the Cmd's process is the command
-// itself: signals and Wait reach it.
+// Wrap is the command line that runs a command inside n: `ip netns exec
+// NAME`. ip execs the command in place, so a process started this way is
+// the command itself: signals and Wait reach it.
+func (n *NS) Wrap() []string { return []string{"ip", "netns", "exec", n.Name} }
+
+// Command is exec.Command run inside n.
 func (n *NS) Command(name string, arg ...string) *exec.Cmd {
-	return exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, arg...)...)
+	return n.CommandContext(context.Background(), name, arg...)
 }
 
-// CommandContext is Command with a context, like exec.CommandContext.
+// CommandContext is exec.CommandContext run inside n.
 func (n *NS) CommandContext(ctx context.Context, name string, arg ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name, name}, arg...)...)
+	w := n.Wrap()
+	return exec.CommandContext(ctx, w[0], append(append(w[1:], name), arg...)...)
 }
 
 // Pids lists the processes inside n.
