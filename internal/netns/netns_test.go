@@ -134,7 +134,11 @@ func TestCommandRunsInsideAndCleanupKills(t *testing.T) {
 		if err := sleeper.Start(); err != nil {
 			t.Fatal(err)
 		}
-		pids, err := c.Coach.Pids()
+		// ip enters the namespace, then execs sleep in its own process.
+		var pids []int
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && len(pids) == 0 && err == nil; time.Sleep(10 * time.Millisecond) {
+			pids, err = c.Coach.Pids()
+		}
 		if err != nil || len(pids) != 1 || pids[0] != sleeper.Process.Pid {
 			t.Fatalf("pids in %s: %v %v, want the command's own %d", c.Coach.Name, pids, err, sleeper.Process.Pid)
 		}
