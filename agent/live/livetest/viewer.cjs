@@ -1,9 +1,8 @@
 // Opens the box's live-view page in Debian's Chromium through
 // playwright-core and reports, as one JSON line per change, the page's
-// status (#status data-state, data-reason, text), the video frames the
-// browser decoded (getStats inbound-rtp framesDecoded) and the candidate
-// types of the selected ICE pair. It runs until its stdin closes.
-// Usage: node viewer.cjs URL
+// status (#status data-state, data-reason, text) and the video frames the
+// browser decoded (getStats inbound-rtp framesDecoded). It runs until its
+// stdin closes. Usage: node viewer.cjs URL
 const { chromium } = require('playwright-core');
 
 const limit = Number(process.env.VIEWER_TIMEOUT_MS || 120000);
@@ -43,23 +42,16 @@ process.stdin.on('end', () => { quit = true; });
         }
         if (window.whep && window.whep.pc) window.__pc = window.whep.pc;
         let frames = window.__frames || 0;
-        let pair = window.__pair || { local: '', remote: '' };
         if (window.__pc) {
           try {
             const stats = await window.__pc.getStats();
             stats.forEach((r) => {
               if (r.type === 'inbound-rtp' && r.kind === 'video') frames = r.framesDecoded || 0;
-              if (r.type === 'transport' && r.selectedCandidatePairId) {
-                const p = stats.get(r.selectedCandidatePairId);
-                const l = p && stats.get(p.localCandidateId), m = p && stats.get(p.remoteCandidateId);
-                if (l && m) pair = { local: l.candidateType, remote: m.candidateType };
-              }
             });
           } catch (e) { /* a closed connection keeps its last count */ }
         }
         window.__frames = frames;
-        window.__pair = pair;
-        return { state: el.dataset.state, reason: el.dataset.reason || '', text: el.textContent, frames, first: Math.round(window.__first || 0), before: window.__before || 0, local: pair.local, remote: pair.remote };
+        return { state: el.dataset.state, reason: el.dataset.reason || '', text: el.textContent, frames, first: Math.round(window.__first || 0), before: window.__before || 0 };
       });
       const line = JSON.stringify(s);
       if (line !== last) {
