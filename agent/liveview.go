@@ -142,10 +142,15 @@ func (a *Agent) serveLive(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("live view certificate: %w", err)
 	}
+	dtls, err := a.dtlsIdentity()
+	if err != nil {
+		return err
+	}
 	srv, err := live.New(live.Config{
 		MaxViewers: cfg.Live.MaxViewers, ICEServers: ice, Loopback: isLoopback(cfg.Live.Listen),
 		Auth: liveAuth{cfg.StateDir}, Gate: liveGate{a}, Source: liveSource{a}, Logger: a.log,
 		AuthFailed: a.liveAuthFailed,
+		Identity:   dtls,
 		Indicator: func(n int) {
 			a.viewers.Store(int64(n))
 			a.m.liveViewers.Set(float64(n))

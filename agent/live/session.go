@@ -34,7 +34,7 @@ var errNotRecording = errors.New("no recording session runs")
 // registers the session. The viewer is attached to the shared tracks here,
 // after Admit succeeded, and never before.
 func (s *Server) open(viewer string, offer webrtc.SessionDescription, adm Admission, audio bool, done <-chan struct{}) (*session, error) {
-	pc, err := s.api.NewPeerConnection(webrtc.Configuration{ICEServers: s.cfg.ICEServers})
+	pc, err := s.api.NewPeerConnection(s.cfg.Identity.configure(webrtc.Configuration{ICEServers: s.cfg.ICEServers}))
 	if err != nil {
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
