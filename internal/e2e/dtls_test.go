@@ -110,7 +110,7 @@ func TestLiveDTLSIdentity(t *testing.T) {
 	// A restart keeps the identity.
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	<-p.done
-	startDaemon(t, lb.boxDirs)
+	p = startDaemon(t, lb.boxDirs)
 	ctl(t, lb.boxDirs, &st, "session", "start", "--for", "10m")
 	if again := statusDTLS(t, lb.boxDirs); again != fp {
 		t.Fatalf("after a restart status reports %s, before %s", again, fp)
@@ -121,4 +121,21 @@ func TestLiveDTLSIdentity(t *testing.T) {
 		r = lb.offer(t, tokenA, false)
 	}
 	checkAnswerIdentity(t, "coach-a after a restart", r, fp)
+
+	// A DTLS key others can read is refused, naming the chmod; the live
+	// view does not start with it (nor replace it).
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.done
+	key := filepath.Join(b.state, "live-dtls.key")
+	if err := os.Chmod(key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	certBefore := readFile(t, filepath.Join(b.state, "live-dtls.crt"))
+	res := runExit(t, 30*time.Second, "uploadbox", "run", "--config", lb.config)
+	if res.code == 0 || !strings.Contains(res.stderr, "chmod 600 "+key) {
+		t.Fatalf("daemon with a 0644 live-dtls.key: exit %d, stderr lacks %q:\n%s", res.code, "chmod 600 "+key, res.stderr)
+	}
+	if readFile(t, filepath.Join(b.state, "live-dtls.crt")) != certBefore {
+		t.Fatal("the daemon replaced the DTLS identity whose key it refused")
+	}
 }
