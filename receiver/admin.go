@@ -142,6 +142,7 @@ func (s *Server) adminHandler() http.Handler {
 		reply(w, v, err)
 	})
 	viewerRoutes(mux, local, reply)
+	mux.HandleFunc("GET /turn", s.handleTURNStatus)
 	return mux
 }
 

@@ -32,6 +32,7 @@ import (
 	"github.com/uploadbox/uploadbox/receiver/internal/limit"
 	"github.com/uploadbox/uploadbox/receiver/pki"
 	"github.com/uploadbox/uploadbox/receiver/store"
+	"github.com/uploadbox/uploadbox/receiver/turn"
 	"github.com/uploadbox/uploadbox/receiver/viewers"
 	"github.com/uploadbox/uploadbox/wire"
 )
@@ -100,6 +101,9 @@ type ServerConfig struct {
 	// WebCert/WebKey presented (PEM chain and key, reloaded by
 	// ReloadWebCertificate) or, without them, the server certificate.
 	WebListen, WebCert, WebKey string
+	// TURN configures the embedded TURN server, off when TURN.Listen is
+	// empty (see turn.Config; the server fills in its audit and logger).
+	TURN turn.Config
 }
 
 // Server is the cloud receiver.
@@ -131,6 +135,8 @@ type Server struct {
 	// webCert is what the web listener presents; webAddr where it listens.
 	webCert atomic.Pointer[tls.Certificate]
 	webAddr string
+	// turn is the TURN server while Run runs with cfg.TURN.Listen set.
+	turn *turn.Server
 	// Notes for the operator from the first run (e.g. a generated org key).
 	Warnings []string
 }
@@ -171,6 +177,11 @@ func Open(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.ControlPing < 100*time.Millisecond || cfg.ControlPing > 10*time.Minute {
 		return nil, fmt.Errorf("serve: --control-ping %s: use 100ms to 10m", cfg.ControlPing)
+	}
+	if cfg.TURN.Listen != "" {
+		if err := cfg.TURN.Check(); err != nil {
+			return nil, fmt.Errorf("serve: %w", err)
+		}
 	}
 	if len(cfg.Hosts) == 0 {
 		host, _, err := net.SplitHostPort(cfg.Listen)
@@ -449,9 +460,14 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 		return fmt.Errorf("serve: listen %s: %w", s.cfg.Listen, err)
 	}
 	srv := s.httpServer(ctx, s.Handler(), s.TLSConfig())
+	if err := s.startTURN(); err != nil {
+		ln.Close()
+		return err
+	}
 	admin, err := s.listenAdmin()
 	if err != nil {
 		ln.Close()
+		s.stopTURN()
 		return err
 	}
 	adminSrv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
@@ -460,6 +476,7 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	if err != nil {
 		ln.Close()
 		admin.Close()
+		s.stopTURN()
 		return err
 	}
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
@@ -512,6 +529,7 @@ wait:
 	// Control connections are hijacked, so Shutdown does not wait for
 	// them: their handlers end with ctx and audit the disconnect.
 	s.hub.wg.Wait()
+	s.stopTURN()
 	stopBg()
 	<-janitorDone
 	stopFails()

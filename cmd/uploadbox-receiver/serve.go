@@ -28,6 +28,7 @@ type serveOptions struct {
 	webListen, webCert, webKey         string
 	viewers                            viewerServeOptions
 	uploads                            uploadServeOptions
+	turn                               turnServeOptions
 }
 
 func newServeCommand() *cobra.Command {
@@ -74,6 +75,9 @@ func newServeCommand() *cobra.Command {
 			if err := o.uploads.apply(&cfg); err != nil {
 				return err
 			}
+			if err := o.turn.apply(&cfg); err != nil {
+				return err
+			}
 			if o.s3.Bucket != "" {
 				st, err := store.NewS3(cmd.Context(), o.s3)
 				if err != nil {
@@ -111,6 +115,9 @@ func newServeCommand() *cobra.Command {
 					fmt.Fprintf(cmd.OutOrStdout(), "web listening on %s\n", web)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "CA fingerprint %s\nlistening on %s\n", srv.Fingerprint(), addr)
+				if t := srv.TURNAddr(); t != "" {
+					fmt.Fprintf(cmd.OutOrStdout(), "turn listening on %s (udp and tcp)\n", t)
+				}
 			})
 		},
 	}
@@ -135,6 +142,7 @@ func newServeCommand() *cobra.Command {
 	f.StringVar(&o.webKey, "web-key", "", "private key (PEM, mode 0600) of --web-cert")
 	o.viewers.AddFlags(f)
 	o.uploads.AddFlags(f)
+	o.turn.AddFlags(f)
 	cmd.MarkFlagRequired("data")
 	return cmd
 }

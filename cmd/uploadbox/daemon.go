@@ -212,8 +212,14 @@ func newQueueCommand() *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), q)
 			}
 			out := cmd.OutOrStdout()
-			if q.Count == 0 {
+			if q.Count == 0 && q.EndsPending == 0 {
 				fmt.Fprintln(out, "queue empty: every segment is uploaded and wiped")
+				return nil
+			}
+			if q.EndsPending > 0 {
+				fmt.Fprintf(out, "%d stopped recording(s) wait for their end to be sealed and uploaded (the spool had no room); the daemon retries with every upload round\n", q.EndsPending)
+			}
+			if q.Count == 0 {
 				return nil
 			}
 			var states []string
