@@ -1,7 +1,6 @@
 package receiver_test
 
 import (
-	"context"
 	"crypto/tls"
 	"math/big"
 	"os"
@@ -41,24 +40,10 @@ func TestWebCertificateReloadUnderHandshakes(t *testing.T) {
 		t.Fatal(err)
 	}
 	certPath, keyPath, first := writePair(t, ca, dir, "web", time.Now())
-	srv, err := receiver.Open(receiver.ServerConfig{Data: filepath.Join(dir, "data"), Listen: "127.0.0.1:0",
+	srv, _, stop := serve(t, receiver.ServerConfig{Data: filepath.Join(dir, "data"), Listen: "127.0.0.1:0",
 		WebListen: "127.0.0.1:0", WebCert: certPath, WebKey: keyPath})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	ctx, cancel := context.WithCancel(t.Context())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, func(string) { close(ready) }) }()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatal(err)
-	}
 	defer func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Error(err)
 		}
 	}()
@@ -77,12 +62,12 @@ func TestWebCertificateReloadUnderHandshakes(t *testing.T) {
 
 	serials := []*big.Int{first}
 	var wg sync.WaitGroup
-	stop := make(chan struct{})
+	done := make(chan struct{})
 	for range 4 {
 		wg.Go(func() {
 			for {
 				select {
-				case <-stop:
+				case <-done:
 					return
 				default:
 				}
@@ -100,7 +85,7 @@ func TestWebCertificateReloadUnderHandshakes(t *testing.T) {
 			t.Fatalf("after reload %d: serial %v, want %v", i, got, sn)
 		}
 	}
-	close(stop)
+	close(done)
 	wg.Wait()
 
 	// A key that does not match keeps the last good certificate.
