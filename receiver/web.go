@@ -21,9 +21,13 @@ import (
 // browsers is one more line here, with the pattern exactly as Handler
 // registers it.
 var webRoutes = []string{
-	"GET /",    // the coach page and its assets, when Handler serves them
-	"GET /{$}", // the coach page alone
-	"/",        // anything else: Handler's own 404
+	// The coach page and its assets, when Handler serves them
+	// (internal/viewerweb.Patterns).
+	"GET /{$}",
+	"GET /viewer.js",
+	"GET /viewer.css",
+	"GET /",
+	"/", // anything else: Handler's own 404
 	"POST /v1/login",
 	"GET /v1/rooms",
 	"POST /v1/rooms/{device}/whep",
