@@ -58,7 +58,7 @@ func loadWebCertificate(certPath, keyPath string, now time.Time) (*tls.Certifica
 		return nil, fmt.Errorf("web certificate: %w", err)
 	}
 	if now.After(c.Leaf.NotAfter) {
-		return nil, fmt.Errorf("web certificate %s expired on %s: renew it, then send SIGHUP", certPath, c.Leaf.NotAfter.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("web certificate %s expired on %s: renew it, then reload (SIGHUP) or restart the receiver", certPath, c.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	return &c, nil
 }
