@@ -12,6 +12,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/uploadbox/uploadbox/internal/viewtoken"
 )
 
 // A decision statement is a teacher's decision on live viewing, signed by
@@ -225,26 +227,12 @@ func VerifyDecision(pub ed25519.PublicKey, statement string, now time.Time) (Dec
 	if len(pub) != ed25519.PublicKeySize {
 		return d, errors.New("verify decision: no receiver token key (is the box enrolled?)")
 	}
-	if len(statement) > maxStatement {
-		return d, fmt.Errorf("%w: longer than %d bytes", ErrDecisionMalformed, maxStatement)
-	}
-	rest, ok := strings.CutPrefix(statement, decisionPrefix)
-	if !ok {
-		return d, fmt.Errorf("%w: it does not start with %q", ErrDecisionMalformed, decisionPrefix)
-	}
-	payloadB64, sigB64, ok := strings.Cut(rest, ".")
-	if !ok || strings.Contains(sigB64, ".") {
-		return d, fmt.Errorf("%w: want ubxd1.STATEMENT.SIGNATURE", ErrDecisionMalformed)
-	}
-	payload, err := decisionB64.DecodeString(payloadB64)
+	_, payload, sig, err := viewtoken.SplitSigned(statement, decisionPrefix, "STATEMENT", maxStatement)
 	if err != nil {
-		return d, fmt.Errorf("%w: the statement is not base64url", ErrDecisionMalformed)
+		return d, fmt.Errorf("%w: %v", ErrDecisionMalformed, err)
 	}
-	sig, err := decisionB64.DecodeString(sigB64)
-	if err != nil || len(sig) != ed25519.SignatureSize {
-		return d, fmt.Errorf("%w: the signature is not 64 bytes of base64url", ErrDecisionMalformed)
-	}
-	// The signature first: nothing unsigned is looked at.
+	// The signature first, over the domain and the payload (not, as in a
+	// viewer token, over its encoding): nothing unsigned is looked at.
 	if !ed25519.Verify(pub, append([]byte(DecisionDomain), payload...), sig) {
 		return d, ErrDecisionForged
 	}
