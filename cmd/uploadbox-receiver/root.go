@@ -16,5 +16,6 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(cli.NewVersionCommand("uploadbox-receiver"), keys, newOpenCommand(), newVerifyCommand(), newExportCommand(),
 		newServeCommand(), newDevicesCommand(), newRecordingsCommand(), newAuditCommand())
 	root.AddCommand(newViewersCommand())
+	root.AddCommand(newConsentCommand())
 	return root
 }
