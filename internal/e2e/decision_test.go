@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -79,7 +80,8 @@ func startRelayBox(t *testing.T) (enrolled, liveBox, *daemonProc) {
 // flows; the box's audit names the teacher; the same statement sent again
 // and a statement signed with another key are refused by the box and
 // audited there; a declined coach is told "declined" and asking again
-// makes no new request.
+// makes no new request; the teacher ends all viewing ("ended") and stops
+// and starts the recording, after which asking again is a new request.
 func TestTeacherDecisionThroughReceiver(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the daemon and a receiver; skipped under -short")
@@ -166,14 +168,45 @@ func TestTeacherDecisionThroughReceiver(t *testing.T) {
 		t.Fatalf("consent list after asking again: %+v, want no new request", reqs)
 	}
 
+	// End all viewing: coach-c's video stops, its page is told "ended",
+	// and asking again is refused the same way.
+	if ans, stderr, ok := decide(t, b.rcv.data, "", "room-7", "end_all", "--as", "tess"); !ok || ans.Result.Ended != 1 {
+		t.Fatalf("end all: %+v %s", ans, stderr)
+	}
+	if resp := relayDo(t, c, http.MethodGet, a.Viewer.Location, coach); resp.StatusCode != http.StatusGone {
+		t.Errorf("coach-c's session after end all: HTTP %d, want 410", resp.StatusCode)
+	}
+	if r := relayOffer(t, c, b, "room-7", coach, 0); r.Status != http.StatusForbidden {
+		t.Fatalf("asking again after end all: HTTP %d", r.Status)
+	} else if reason, _ := refusal(t, r); reason != "ended" {
+		t.Fatalf("asking again after end all: reason %q, want ended", reason)
+	}
+	// The teacher stops and starts the recording: the next lesson starts
+	// fresh, coach-d may ask again.
+	for _, what := range []string{"stop_session", "start_session"} {
+		if _, stderr, ok := decide(t, b.rcv.data, "", "room-7", what, "--as", "tess"); !ok {
+			t.Fatalf("%s: %s", what, stderr)
+		}
+	}
+	if r := relayOffer(t, c, b, "room-7", coach2, 0); r.Status != http.StatusForbidden {
+		t.Fatalf("coach-d in the next session: HTTP %d", r.Status)
+	} else if reason, _ := refusal(t, r); reason != "pending" {
+		t.Fatalf("coach-d in the next session: reason %q, want pending", reason)
+	}
+
 	// The box's audit chain names the teacher for each decision, and the
 	// refused statements with their reasons.
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller := "uid:" + me.Uid + "(" + me.Username + ")"
 	var es []auditEntry
 	ctl(t, lb.boxDirs, &es, "consent", "audit", "--last", "0")
 	var got []string
 	for _, e := range es {
 		switch e.Event {
-		case "consent.accept", "consent.deny":
+		case "consent.accept", "consent.deny", "consent.end_all", "session.start", "session.stop":
 			got = append(got, e.Event+" "+e.Identity+" by "+e.By)
 		case "consent.decision":
 			reason, _, _ := strings.Cut(e.Detail, " ")
@@ -181,10 +214,14 @@ func TestTeacherDecisionThroughReceiver(t *testing.T) {
 		}
 	}
 	want := []string{
+		"session.start  by " + caller,
 		"consent.accept coach-c by teacher:tess",
 		"consent.decision refused reason=replayed by teacher:tess",
 		"consent.decision refused reason=forged by ",
 		"consent.deny coach-d by teacher:tess",
+		"consent.end_all coach-c by teacher:tess",
+		"session.stop  by teacher:tess",
+		"session.start  by teacher:tess",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("box audit:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -194,7 +231,7 @@ func TestTeacherDecisionThroughReceiver(t *testing.T) {
 	}
 	// The receiver audits what it sent and what the box answered.
 	rlog, _ := os.ReadFile(filepath.Join(b.rcv.data, "audit.jsonl"))
-	if n := strings.Count(string(rlog), `"consent.decision"`); n != 4 {
-		t.Errorf("receiver audited %d decisions, want 4 (accept, replayed, forged, decline)\n%s", n, rlog)
+	if n := strings.Count(string(rlog), `"consent.decision"`); n != 7 {
+		t.Errorf("receiver audited %d decisions, want 7 (accept, replayed, forged, decline, end all, stop, start)\n%s", n, rlog)
 	}
 }
