@@ -258,6 +258,7 @@ func (a *Agent) reload() {
 		"control.socket": old.SocketPath() != nc.SocketPath(), "metrics.listen": old.Metrics.Listen != nc.Metrics.Listen,
 		"audit.path": old.Audit.Path != nc.Audit.Path, "audit.checkpoint_every": old.Audit.CheckpointEvery != nc.Audit.CheckpointEvery,
 		"live": !reflect.DeepEqual(old.Live, nc.Live), "link": !reflect.DeepEqual(old.Link, nc.Link),
+		"consent.decline_cooldown": old.Consent.DeclineCooldown != nc.Consent.DeclineCooldown,
 	} {
 		if changed {
 			a.log.Warn("config key changed on reload takes effect after a restart", "key", key)

@@ -23,6 +23,9 @@ const RelaySource = "receiver-relay"
 // own handler (the same token check, consent gate and audit as the LAN
 // endpoint), so that the receiver cannot admit anyone.
 func (a *Agent) serveRequest(ctx context.Context, op string, params json.RawMessage) wire.Response {
+	if op == wire.OpDecision {
+		return a.serveDecision(params) // agent/decision.go
+	}
 	if op != wire.OpWHEP {
 		return wire.Response{Status: http.StatusNotImplemented, Error: "op " + op + " is not served by this box"}
 	}
