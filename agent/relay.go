@@ -19,10 +19,15 @@ import (
 const RelaySource = "receiver-relay"
 
 // serveRequest answers the receiver's requests on the control connection:
-// only wire.OpWHEP, which runs the relayed request through the live view's
-// own handler (the same token check, consent gate and audit as the LAN
-// endpoint), so that the receiver cannot admit anyone.
+// wire.OpWHEP runs the relayed request through the live view's own handler
+// (the same token check, consent gate and audit as the LAN endpoint), so
+// that the receiver cannot admit anyone; wire.OpDecision is a teacher's
+// decision the receiver signed, checked by the box before it acts
+// (decision.go). Any other op is 501.
 func (a *Agent) serveRequest(ctx context.Context, op string, params json.RawMessage) wire.Response {
+	if op == wire.OpDecision {
+		return a.serveDecision(params) // agent/decision.go
+	}
 	if op != wire.OpWHEP {
 		return wire.Response{Status: http.StatusNotImplemented, Error: "op " + op + " is not served by this box"}
 	}

@@ -52,7 +52,7 @@ func (s *Server) open(ctx context.Context, viewer string, offer webrtc.SessionDe
 	if extra, _ := ctx.Value(iceServersKey{}).([]webrtc.ICEServer); len(extra) > 0 {
 		servers = append(slices.Clip(servers), extra...)
 	}
-	pc, err := s.api.NewPeerConnection(webrtc.Configuration{ICEServers: servers})
+	pc, err := s.api.NewPeerConnection(s.cfg.Identity.configure(webrtc.Configuration{ICEServers: servers}))
 	if err != nil {
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}

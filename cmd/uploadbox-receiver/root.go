@@ -17,5 +17,6 @@ func newRootCommand() *cobra.Command {
 		newServeCommand(), newDevicesCommand(), newRecordingsCommand(), newAuditCommand())
 	root.AddCommand(newViewersCommand())
 	root.AddCommand(newTURNCommand())
+	root.AddCommand(newConsentCommand())
 	return root
 }

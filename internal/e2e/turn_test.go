@@ -47,8 +47,10 @@ func auditEntries(t *testing.T, path, event string) []audit.Entry {
 // box with the offer (the box allocates a relay, audited as the box) and
 // to the viewer in the 201's Link headers. A viewer forced to use relays
 // only (ICE transport policy "relay") with those credentials gets the
-// box's video through the receiver's relay: its allocation is audited with
-// the viewer and the room, and the relay's counters show the bytes.
+// box's video through the receiver's relay, DTLS-encrypted to the box's
+// own certificate (the fingerprint uploadbox status shows): its
+// allocation is audited with the viewer and the room, and the relay's
+// counters show the bytes.
 func TestLiveViewTURN(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the daemon and a receiver; skipped under -short")
@@ -127,6 +129,9 @@ func TestLiveViewTURN(t *testing.T) {
 	if _, err := relayed.Viewer.WaitPackets(ctx, "video"); err != nil {
 		t.Fatalf("no video through the TURN relay: %v", err)
 	}
+	// The relay moved ciphertext: the answer names the box's own DTLS
+	// certificate, the one the viewer's DTLS peer holds.
+	checkAnswerIdentity(t, "relay-only viewer", relayed, statusDTLS(t, lb.boxDirs))
 	ts = turnStatus(t, b.rcv.data)
 	var viewerBytes int64
 	for _, a := range ts.Active {
