@@ -239,6 +239,8 @@ func TestLiveViewAcrossNetworks(t *testing.T) {
 	c.decideWhenAsked(t, "coach-y", "deny")
 	if r := <-done; r == nil || r.Status != http.StatusForbidden {
 		t.Fatalf("declined: %+v, want 403", r)
+	} else if reason, _ := refusal(t, r); reason != "declined" {
+		t.Fatalf("declined: HTTP %d %s, want reason declined", r.Status, r.Body)
 	}
 
 	// The box's daemon dies: the receiver says the box is offline; once
