@@ -238,9 +238,18 @@ func relayBench(bin string, rounds int) error {
 			silences[path] = append(silences[path], s)
 		}
 	}
+	// No viewer, viewers through the relay, viewers on the direct path,
+	// in turn, so that drift of the machine's load affects all alike; the
+	// no-viewer phase is the baseline the viewers' cost is measured from.
 	const viewers, span, reps = 2, 15 * time.Second, 3
 	var cpu [2]cpuUse
+	var base cpuUse
 	for rep := range reps {
+		c, err := r.viewersCPU(direct, 0, span, rep)
+		if err != nil {
+			return err
+		}
+		base.add(c)
 		for path := range 2 {
 			c, err := r.viewersCPU(path, viewers, span, rep)
 			if err != nil {
@@ -260,10 +269,12 @@ func relayBench(bin string, rounds int) error {
 		fmt.Printf("  %s revoke -> last RTP packet, max       %6.0f ms   (goal <= 1000)\n", label, ms(slices.Max(silences[path])))
 	}
 	rel, dct := cpu[relayed], cpu[direct]
-	fmt.Printf("  receiver + box CPU, relay / direct         %6.2f      (%d viewers, %d × %s each, alternating; relay %.2f s = receiver %.2f + box %.2f, direct %.2f s = receiver %.2f + box %.2f)\n",
-		rel.total()/dct.total(), viewers, reps, span, rel.total(), rel.recv, rel.box, dct.total(), dct.recv, dct.box)
-	fmt.Printf("  relay CPU per viewer                       %6.1f %%    (of one core: the extra receiver + box CPU per relayed viewer over a direct one)\n",
-		100*(rel.total()-dct.total())/float64(viewers)/(reps*span.Seconds()))
+	// Per viewer: CPU over the no-viewer baseline, in % of one core.
+	perViewer := func(c cpuUse) float64 { return 100 * (c.total() - base.total()) / viewers / (reps * span.Seconds()) }
+	fmt.Printf("  receiver + box CPU per viewer, relay / direct %5.2f     (relay %.2f %%, direct %.2f %% of a core per viewer over no viewer; %d viewers, %d × %s each, no viewer/relay/direct in turn)\n",
+		perViewer(rel)/perViewer(dct), perViewer(rel), perViewer(dct), viewers, reps, span)
+	fmt.Printf("  receiver + box CPU, relay / direct         %6.2f      (all of it: relay %.2f s = receiver %.2f + box %.2f, direct %.2f s = receiver %.2f + box %.2f, no viewer %.2f s = receiver %.2f + box %.2f)\n",
+		rel.total()/dct.total(), rel.total(), rel.recv, rel.box, dct.total(), dct.recv, dct.box, base.total(), base.recv, base.box)
 	return nil
 }
 
