@@ -123,6 +123,18 @@ func (c *crossnet) offer(t *testing.T, ctx context.Context, token string) (*live
 // pion viewer and has the teacher accept: the relayed answer.
 func (c *crossnet) ask(t *testing.T, viewer string) *livetest.Viewer {
 	t.Helper()
+	a := c.askAndDecide(t, viewer, "accept", "--for", "30m")
+	if a.Status != http.StatusCreated {
+		t.Fatalf("held offer after the accept: HTTP %d %s", a.Status, a.Body)
+	}
+	return a.Viewer
+}
+
+// askAndDecide logs viewer in from the coach's network, asks for room-7
+// with a pion viewer (held until the teacher decides) and runs `uploadbox
+// consent DECISION ID args...` for its request: the relayed answer.
+func (c *crossnet) askAndDecide(t *testing.T, viewer, decision string, args ...string) *livetest.Response {
+	t.Helper()
 	token := c.coachLogin(t, viewer)
 	done := make(chan *livetest.Response, 1)
 	go func() {
@@ -132,15 +144,12 @@ func (c *crossnet) ask(t *testing.T, viewer string) *livetest.Viewer {
 		}
 		done <- r
 	}()
-	c.acceptWhenAsked(t, viewer)
-	a := <-done
-	if a == nil {
+	c.decideWhenAsked(t, viewer, decision, args...)
+	r := <-done
+	if r == nil {
 		t.FailNow()
 	}
-	if a.Status != http.StatusCreated {
-		t.Fatalf("held offer after the accept: HTTP %d %s", a.Status, a.Body)
-	}
-	return a.Viewer
+	return r
 }
 
 // watch is ask, then waits for video.
@@ -155,15 +164,9 @@ func (c *crossnet) watch(t *testing.T, viewer string) *livetest.Viewer {
 	return v
 }
 
-// acceptWhenAsked accepts viewer's request with the CLI (over the box's
-// control socket, from outside its network) once the box lists it.
-func (c *crossnet) acceptWhenAsked(t *testing.T, viewer string) {
-	t.Helper()
-	c.decideWhenAsked(t, viewer, "accept", "--for", "30m")
-}
-
 // decideWhenAsked runs `uploadbox consent DECISION ID args...` for
-// viewer's pending request once the box lists it.
+// viewer's pending request (the CLI over the box's control socket, from
+// outside its network) once the box lists it.
 func (c *crossnet) decideWhenAsked(t *testing.T, viewer, decision string, args ...string) {
 	t.Helper()
 	var reqs []struct{ ID, Viewer, State string }
@@ -227,18 +230,8 @@ func TestLiveViewAcrossNetworks(t *testing.T) {
 	}
 
 	// A request the teacher declines: the held offer says so.
-	token := c.coachLogin(t, "coach-y")
-	done := make(chan *livetest.Response, 1)
-	go func() {
-		r, err := c.offer(t, t.Context(), token)
-		if err != nil {
-			t.Error(err)
-		}
-		done <- r
-	}()
-	c.decideWhenAsked(t, "coach-y", "deny")
-	if r := <-done; r == nil || r.Status != http.StatusForbidden {
-		t.Fatalf("declined: %+v, want 403", r)
+	if r := c.askAndDecide(t, "coach-y", "deny"); r.Status != http.StatusForbidden {
+		t.Fatalf("declined: HTTP %d %s, want 403", r.Status, r.Body)
 	} else if reason, _ := refusal(t, r); reason != "declined" {
 		t.Fatalf("declined: HTTP %d %s, want reason declined", r.Status, r.Body)
 	}
