@@ -50,13 +50,20 @@ func (g liveGate) Admit(viewer string, wantAudio bool) (live.Admission, error) {
 		return live.Admission{}, err
 	}
 	ended, cancel := a.ledger.Watch(viewer)
-	return live.Admission{Audio: grant.Audio, Ended: ended, Cancel: cancel}, nil
+	return live.Admission{Audio: grant.Audio, Ended: ended, Cancel: cancel, Expires: grant.Expires}, nil
 }
 
 // AwaitDecision lets an offer sent with Prefer: wait=N wait for the
 // teacher's decision instead of the viewer polling.
-func (g liveGate) AwaitDecision(ctx context.Context, request string) error {
-	return g.a.ledger.AwaitDecision(ctx, request)
+func (g liveGate) AwaitDecision(ctx context.Context, request string) (bool, error) {
+	if err := g.a.ledger.AwaitDecision(ctx, request); err != nil {
+		return false, err
+	}
+	r, err := g.a.ledger.Get(request)
+	if err != nil {
+		return false, err
+	}
+	return r.State == consent.StateDenied, nil
 }
 
 var _ live.Waiter = liveGate{}
@@ -71,11 +78,21 @@ func (g liveGate) Left(viewer, session, reason string) {
 type liveAuth struct{ stateDir string }
 
 func (l liveAuth) Viewer(token string) (string, error) {
+	return l.check(token, (*viewtoken.Verifier).Verify)
+}
+
+// Owner checks a token of a running session's viewer, which may have
+// expired since: the session lasts as long as its grant.
+func (l liveAuth) Owner(token string) (string, error) {
+	return l.check(token, (*viewtoken.Verifier).VerifyIgnoringExpiry)
+}
+
+func (l liveAuth) check(token string, verify func(*viewtoken.Verifier, string, time.Time) (viewtoken.Claims, error)) (string, error) {
 	v, err := viewtoken.LoadBoxVerifier(l.stateDir)
 	if err != nil {
 		return "", err
 	}
-	c, err := v.Verify(token, time.Now())
+	c, err := verify(v, token, time.Now())
 	if err != nil {
 		return "", err
 	}

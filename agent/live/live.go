@@ -27,8 +27,13 @@ import (
 // Authenticator checks a viewer's bearer token.
 type Authenticator interface {
 	// Viewer returns the viewer the token was issued to, or an error for
-	// a bad or expired token.
+	// a bad or expired token. It admits a new offer.
 	Viewer(token string) (name string, err error)
+	// Owner is Viewer without the expiry check (signature, issuer and
+	// shape are still checked). A running session is bound to its grant,
+	// not to the token that opened it: its own viewer may ask for its
+	// status and end it with that token after it expired.
+	Owner(token string) (name string, err error)
 }
 
 // Gate is the consent check asked before any media is sent.
@@ -50,9 +55,9 @@ type Gate interface {
 // request, so an offer sent with Prefer: wait=N is answered as soon as the
 // teacher decides instead of the viewer polling.
 type Waiter interface {
-	// AwaitDecision returns nil once request is no longer pending, or
-	// ctx's error.
-	AwaitDecision(ctx context.Context, request string) error
+	// AwaitDecision returns once request is no longer pending, saying
+	// whether the teacher declined it, or ctx's error.
+	AwaitDecision(ctx context.Context, request string) (declined bool, err error)
 }
 
 // Admission is a live grant as the live view sees it.
@@ -61,6 +66,9 @@ type Admission struct {
 	Audio bool
 	// Ended receives the reason and is closed when the grant ends.
 	Ended <-chan string
+	// Expires is when the grant ends unless the teacher ends it sooner
+	// (zero: not known); the session's status reports it.
+	Expires time.Time
 	// Cancel releases the admission once the session is over; it may be
 	// nil.
 	Cancel func()
@@ -68,7 +76,8 @@ type Admission struct {
 
 // Refusal is the Gate's answer when a viewer has no live grant.
 type Refusal struct {
-	// Reason is machine-readable: "pending", "denied", "no session", …
+	// Reason is machine-readable: "pending", "denied" (the teacher
+	// declined the request an offer waited for), "no session", …
 	Reason string
 	// Request is the id of the pending request the teacher sees, if any.
 	Request string

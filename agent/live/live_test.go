@@ -40,6 +40,11 @@ func (a fakeAuth) Viewer(token string) (string, error) {
 	return "", errors.New("unknown token")
 }
 
+// Owner also accepts the expired tokens "old-tok-NAME".
+func (a fakeAuth) Owner(token string) (string, error) {
+	return a.Viewer(strings.TrimPrefix(token, "old-"))
+}
+
 // fakeGate grants per viewer and ends grants on demand, like the consent
 // ledger.
 type fakeGate struct {
@@ -51,31 +56,43 @@ type fakeGate struct {
 	joinedAt time.Time // of the latest Joined
 	joined   []string
 	left     []string
-	decided  chan struct{} // closed and replaced by grant
+	decided  chan struct{} // closed and replaced by grant and decline
+	declined map[string]bool
+	expires  time.Time // of every grant
 }
 
 func newFakeGate() *fakeGate {
-	return &fakeGate{grants: map[string]bool{}, watchers: map[string][]chan string{}, decided: make(chan struct{})}
+	return &fakeGate{grants: map[string]bool{}, watchers: map[string][]chan string{}, decided: make(chan struct{}), declined: map[string]bool{}}
 }
 
 // AwaitDecision makes fakeGate a Waiter: it returns once the viewer of
-// request ("req-VIEWER") has a grant.
-func (g *fakeGate) AwaitDecision(ctx context.Context, request string) error {
+// request ("req-VIEWER") has a grant or was declined.
+func (g *fakeGate) AwaitDecision(ctx context.Context, request string) (bool, error) {
 	viewer := strings.TrimPrefix(request, "req-")
 	for {
 		g.mu.Lock()
 		_, ok := g.grants[viewer]
+		declined := g.declined[viewer]
 		ch := g.decided
 		g.mu.Unlock()
-		if ok {
-			return nil
+		if ok || declined {
+			return declined, nil
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		case <-ch:
 		}
 	}
+}
+
+// decline declines viewer's pending request.
+func (g *fakeGate) decline(viewer string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.declined[viewer] = true
+	close(g.decided)
+	g.decided = make(chan struct{})
 }
 
 func (g *fakeGate) Admit(viewer string, wantAudio bool) (Admission, error) {
@@ -89,7 +106,7 @@ func (g *fakeGate) Admit(viewer string, wantAudio bool) (Admission, error) {
 	}
 	ch := make(chan string, 1)
 	g.watchers[viewer] = append(g.watchers[viewer], ch)
-	return Admission{Audio: audio && wantAudio, Ended: ch, Cancel: func() { g.cancel(viewer, ch) }}, nil
+	return Admission{Audio: audio && wantAudio, Ended: ch, Cancel: func() { g.cancel(viewer, ch) }, Expires: g.expires}, nil
 }
 
 func (g *fakeGate) cancel(viewer string, ch chan string) {
@@ -902,5 +919,59 @@ func TestAuthFailedReported(t *testing.T) {
 		if !strings.HasPrefix(g, "127.0.0.1:") || strings.Contains(g, "tok-forged") {
 			t.Errorf("AuthFailed(%q): want the remote address and no token", g)
 		}
+	}
+}
+
+// A running session is bound to its grant, not to the token that opened
+// it: with her token expired alice still gets the session's status (with
+// the grant's end) and can end it; bob's expired token is still another
+// viewer's (403); an expired token opens nothing (401).
+func TestSessionOutlivesToken(t *testing.T) {
+	r := newRig(t, nil)
+	r.gate.expires = time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)
+	r.gate.grant("alice", false)
+	alice := r.watch(t, "tok-alice", false)
+
+	code, body := r.do(t, http.MethodGet, alice.Location, "old-tok-alice")
+	if code != http.StatusOK || body["state"] != "live" || body["expires"] != "2031-05-06T07:08:09Z" {
+		t.Fatalf("GET with alice's expired token: %d %v, want 200 live with the grant's end", code, body)
+	}
+	if code, _ := r.do(t, http.MethodGet, alice.Location, "old-tok-bob"); code != http.StatusForbidden {
+		t.Errorf("GET with bob's expired token: %d, want 403", code)
+	}
+	if resp := r.offer(t, "old-tok-alice", false); resp.Status != http.StatusUnauthorized {
+		t.Errorf("offer with an expired token: %d, want 401", resp.Status)
+	}
+	if code, _ := r.do(t, http.MethodDelete, alice.Location, "old-tok-alice"); code != http.StatusOK {
+		t.Fatalf("DELETE with alice's expired token: %d, want 200", code)
+	}
+	if code, body := r.do(t, http.MethodGet, alice.Location, "old-tok-alice"); code != http.StatusGone || body["reason"] != "viewer left" {
+		t.Errorf("GET after DELETE: %d %v", code, body)
+	}
+}
+
+// An offer held for the teacher is answered "denied" when she declines,
+// not asked again (which would make a new request and wait on).
+func TestHeldOfferDeclined(t *testing.T) {
+	r := newRig(t, nil)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		r.gate.decline("bob")
+	}()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	resp, err := livetest.Offer(ctx, r.client, r.ts.URL+"/whep", "tok-bob", livetest.Options{Loopback: true, Wait: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Viewer.Close()
+	if p := decode(t, resp.Body); resp.Status != http.StatusForbidden || p.Reason != "denied" || p.Request != "req-bob" {
+		t.Fatalf("declined: %d %s, want 403 denied req-bob", resp.Status, resp.Body)
+	}
+	r.gate.mu.Lock()
+	asked := len(r.gate.asked)
+	r.gate.mu.Unlock()
+	if asked != 1 {
+		t.Errorf("the gate was asked %d times, want once (a decline is not asked again)", asked)
 	}
 }
