@@ -35,6 +35,7 @@ var (
 // A POST needs a token that has not expired; GET and DELETE of a session
 // accept its viewer's token even after it expired (Authenticator.Owner):
 // the session lasts as long as its grant.
+//
 //	GET    /           the viewer page
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
