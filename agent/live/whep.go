@@ -31,12 +31,11 @@ var (
 //	POST   /whep       SDP offer → 201 answer, Location /whep/{id}
 //	GET    /whep/{id}  200 while the session is live (with the grant's end), 410 with the reason after it ended
 //	DELETE /whep/{id}  ends the session (the same viewer only); 410 after it ended
+//	GET    /           the viewer page (internal/viewerweb)
 //
 // A POST needs a token that has not expired; GET and DELETE of a session
 // accept its viewer's token even after it expired (Authenticator.Owner):
 // the session lasts as long as its grant.
-//
-//	GET    /           the viewer page
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /whep", s.handleOffer)
