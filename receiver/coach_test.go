@@ -1,0 +1,111 @@
+package receiver_test
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/uploadbox/uploadbox/receiver"
+)
+
+// coachClient trusts the receiver's CA, as the enrolled box does.
+func coachClient(t *testing.T, h *harness) *http.Client {
+	t.Helper()
+	pem, err := os.ReadFile(filepath.Join(h.data, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+}
+
+func get(t *testing.T, c *http.Client, url, token string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+// TestCoachPage: GET / is the coach's page under a strict CSP, and GET
+// /v1/rooms lists the rooms the signed-in viewer is allowed, online while
+// the box is connected, and nothing else.
+func TestCoachPage(t *testing.T) {
+	h := start(t)
+	c := coachClient(t, h)
+	base := "https://" + h.addr
+
+	resp, body := get(t, c, base+"/", "")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `id="signin"`) || !strings.Contains(string(body), "viewer.js") {
+		t.Fatalf("GET /: HTTP %d\n%s", resp.StatusCode, body)
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") {
+		t.Errorf("GET /: Content-Security-Policy %q", csp)
+	}
+	if resp, _ := get(t, c, base+"/viewer.js", ""); resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/javascript") {
+		t.Errorf("GET /viewer.js: HTTP %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	if resp, _ := get(t, c, base+"/nothing", ""); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET /nothing: HTTP %d, want 404", resp.StatusCode)
+	}
+
+	if resp, body := get(t, c, base+"/v1/rooms", ""); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("rooms without a token: HTTP %d %s", resp.StatusCode, body)
+	}
+	if err := h.admin.AddViewer("coach-r", "Correct-Horse-Battery-9"); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"room-9", "room-3"} {
+		if err := h.admin.AllowRoom("coach-r", d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.admin.AddViewer("coach-s", "Correct-Horse-Battery-9"); err != nil {
+		t.Fatal(err)
+	}
+	rooms := func(name string) receiver.RoomList {
+		t.Helper()
+		lb, _ := json.Marshal(map[string]string{"name": name, "password": "Correct-Horse-Battery-9"})
+		resp, err := c.Post(base+"/v1/login", "application/json", bytes.NewReader(lb))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lr struct{ Token string }
+		json.NewDecoder(resp.Body).Decode(&lr)
+		resp.Body.Close()
+		r, body := get(t, c, base+"/v1/rooms", lr.Token)
+		var out receiver.RoomList
+		if err := json.Unmarshal(body, &out); err != nil || r.StatusCode != http.StatusOK {
+			t.Fatalf("rooms of %s: HTTP %d %s", name, r.StatusCode, body)
+		}
+		return out
+	}
+	if got := rooms("coach-s"); got.Viewer != "coach-s" || len(got.Rooms) != 0 {
+		t.Errorf("a viewer allowed nothing is listed %+v", got)
+	}
+	want := []receiver.Room{{Name: "room-3"}, {Name: "room-9"}}
+	if got := rooms("coach-r"); got.Viewer != "coach-r" || len(got.Rooms) != 2 || got.Rooms[0] != want[0] || got.Rooms[1] != want[1] {
+		t.Errorf("rooms with the box offline: %+v, want %+v", got, want)
+	}
+	runLink(t, h, "room-9")
+	waitFor(t, "connected", func() bool { return connectedIn(t, h, "room-9") })
+	want[1].Online = true
+	if got := rooms("coach-r"); len(got.Rooms) != 2 || got.Rooms[0] != want[0] || got.Rooms[1] != want[1] {
+		t.Errorf("rooms with room-9 connected: %+v, want %+v", got, want)
+	}
+}
