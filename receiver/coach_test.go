@@ -11,7 +11,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/uploadbox/uploadbox/internal/viewtoken"
 	"github.com/uploadbox/uploadbox/receiver"
 )
 
@@ -107,5 +109,54 @@ func TestCoachPage(t *testing.T) {
 	want[1].Online = true
 	if got := rooms("coach-r"); len(got.Rooms) != 2 || got.Rooms[0] != want[0] || got.Rooms[1] != want[1] {
 		t.Errorf("rooms with room-9 connected: %+v, want %+v", got, want)
+	}
+}
+
+// TestRelayExpiredToken: a running view is bound to its grant, so the
+// relay takes a session's GET and DELETE with its viewer's expired token
+// on to the box (here: offline, 503 reason offline), while an offer, a
+// PATCH and the room list need a token that has not expired (401).
+func TestRelayExpiredToken(t *testing.T) {
+	h := start(t)
+	c := coachClient(t, h)
+	base := "https://" + h.addr
+	if err := h.admin.AddViewer("coach-x", "Correct-Horse-Battery-9"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.admin.AllowRoom("coach-x", "room-9"); err != nil {
+		t.Fatal(err)
+	}
+	key, err := viewtoken.ReadKeyFile(filepath.Join(h.data, receiver.TokenKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, err := viewtoken.Mint(key, viewtoken.IssuerReceiver, "coach-x", time.Hour, time.Now().Add(-2*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	session := base + "/v1/rooms/room-9/whep/SESSION"
+	for _, tc := range []struct {
+		method, url string
+		want        int
+		reason      string
+	}{
+		{http.MethodGet, session, http.StatusServiceUnavailable, "offline"},
+		{http.MethodDelete, session, http.StatusServiceUnavailable, "offline"},
+		{http.MethodPatch, session, http.StatusUnauthorized, "token"},
+		{http.MethodPost, base + "/v1/rooms/room-9/whep", http.StatusUnauthorized, "token"},
+		{http.MethodGet, base + "/v1/rooms", http.StatusUnauthorized, "token"},
+	} {
+		req, _ := http.NewRequestWithContext(t.Context(), tc.method, tc.url, strings.NewReader(""))
+		req.Header.Set("Authorization", "Bearer "+expired)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p struct{ Reason string }
+		json.NewDecoder(resp.Body).Decode(&p)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want || p.Reason != tc.reason {
+			t.Errorf("%s %s with an expired token: HTTP %d %q, want %d %q", tc.method, tc.url, resp.StatusCode, p.Reason, tc.want, tc.reason)
+		}
 	}
 }
