@@ -162,23 +162,28 @@ func TestCoachPage(t *testing.T) {
 		t.Errorf("session stopped: %+v", s)
 	}
 
-	// The box goes offline during a view and comes back: the page says so
-	// and recovers without a reload once a lesson runs and the teacher
-	// accepts again (a restarted daemon has neither).
+	// The box goes offline during a view, stopped (SIGTERM) or killed, and
+	// comes back: the page says so and recovers without a reload once a
+	// lesson runs and the teacher accepts again (a restarted daemon has
+	// neither).
 	ctl(t, lb.boxDirs, &st, "session", "start", "--for", "10m")
 	page.askAndAccept(lb, "coach-c")
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-	if s := page.state("offline"); !strings.Contains(s.Text, "offline") || strings.Contains(s.Text, "teacher ended") {
-		t.Errorf("box killed: %+v", s)
-	}
-	startDaemon(t, lb.boxDirs)
-	page.state("no-lesson")
-	ctl(t, lb.boxDirs, &st, "session", "start", "--for", "10m")
-	run(t, "uploadbox", "consent", "accept", pendingRequest(t, lb, "coach-c"), "--for", "30m", "--socket", lb.socket)
-	s = page.wait("frames after the restart", func(s livetest.PageState) bool { return s.State == "playing" && s.Frames >= 10 })
-	if s.Loads != 1 {
-		t.Errorf("the page loaded %d times, want once (no reload)", s.Loads)
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		p.cmd.Process.Signal(sig)
+		<-p.done
+		s := page.state("offline")
+		if !strings.Contains(s.Text, "offline") || strings.Contains(s.Text, "teacher ended") {
+			t.Errorf("box stopped by %v: %+v", sig, s)
+		}
+		t.Logf("box stopped by %v: the page says %q (reason %s)", sig, s.Text, s.Reason)
+		p = startDaemon(t, lb.boxDirs)
+		page.state("no-lesson")
+		ctl(t, lb.boxDirs, &st, "session", "start", "--for", "10m")
+		run(t, "uploadbox", "consent", "accept", pendingRequest(t, lb, "coach-c"), "--for", "30m", "--socket", lb.socket)
+		s = page.wait("frames after the restart", func(s livetest.PageState) bool { return s.State == "playing" && s.Frames >= 10 })
+		if s.Loads != 1 {
+			t.Errorf("after %v the page loaded %d times, want once (no reload)", sig, s.Loads)
+		}
 	}
 
 	// Tokens that expire: the receiver now issues 15 s tokens. A view

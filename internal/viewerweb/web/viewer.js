@@ -189,7 +189,6 @@
   function endText(reason) {
     switch (reason) {
       case 'revoked':
-      case 'ledger closed':
         return ['ended', 'The teacher ended the live view.'];
       case 'expired':
         return ['grant-expired', 'The time the teacher allowed for watching is over.'];
@@ -201,6 +200,9 @@
         return ['replaced', 'You opened this live view somewhere else.'];
       case 'viewer left':
         return ['idle', 'Stopped.'];
+      case 'connection failed':
+      case 'connect timeout':
+        return ['error', 'The connection to the box failed (' + reason + '): the network between you and the box may block it.'];
       default:
         return ['error', 'The live view stopped (' + reason + ').'];
     }
@@ -232,10 +234,14 @@
       pollTimer = setTimeout(() => poll(gen), POLL_MS);
       return;
     }
-    if (resp && resp.status === 410) {
-      const [state, text] = endText(body.reason || 'ended');
-      finish(state, text, body.reason || 'ended');
-      if (coach && tokenExpired()) showControls();
+    const reason = body.reason || '';
+    // The box stopping (its live view or consent ledger closed) is the
+    // box going offline, not an end the teacher or the lesson made: the
+    // page asks again.
+    const boxStopped = reason === 'server closed' || reason === 'ledger closed';
+    if (resp && resp.status === 410 && !boxStopped) {
+      const [state, text] = endText(reason || 'ended');
+      finish(state, text, reason || 'ended');
       return;
     }
     if (resp && (resp.status === 502 || resp.status === 504)) {
@@ -243,15 +249,20 @@
       return;
     }
     if (resp && resp.status === 401) { signinExpired(); return; }
-    // Offline (503 or no answer) or restarted (404): the view is lost; ask
-    // again until the box answers.
+    // Offline (503, no answer, the box stopping) or restarted (404: the
+    // box does not know the session): the view is lost; ask again until
+    // the box answers.
     const lostGen = ++generation;
     clearTimers();
     closePC();
     resource = null;
-    if (!resp || resp.status === 503) setState('offline', offlineText(), (body.reason || 'network'));
-    else setState('waiting', 'Asking the teacher…', 'asking');
-    retry(lostGen, resp && resp.status === 404 ? 0 : RETRY_MS);
+    if (!resp || resp.status === 503 || boxStopped) {
+      setState('offline', offlineText(), reason || 'network');
+      retry(lostGen, RETRY_MS);
+    } else {
+      setState('waiting', 'Waiting for the teacher to accept…', 'asking');
+      retry(lostGen, 0);
+    }
   }
 
   async function stop() {
