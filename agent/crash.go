@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/uploadbox/uploadbox/consent"
+	"github.com/uploadbox/uploadbox/internal/atomicfile"
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/uploader/spool"
 )
@@ -157,7 +158,7 @@ func (a *Agent) clearMarker() {
 		a.log.Error("run marker not removed: the next start will report an unclean stop", "path", path, "err", err)
 		return
 	}
-	syncDir(filepath.Dir(path))
+	atomicfile.SyncDir(filepath.Dir(path))
 }
 
 func writeMarker(path string) error {
@@ -171,15 +172,5 @@ func writeMarker(path string) error {
 	if err := errors.Join(werr, serr, cerr); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	serr := d.Sync()
-	cerr := d.Close()
-	return errors.Join(serr, cerr)
+	return atomicfile.SyncDir(filepath.Dir(path))
 }

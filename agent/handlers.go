@@ -34,6 +34,11 @@ type Status struct {
 	// Control is the control connection to the receiver; absent when it
 	// does not run (not enrolled, or link.enabled is false).
 	Control *link.State `json:"control,omitempty"`
+	// LiveDTLS is the live view's DTLS certificate fingerprint, as the SDP
+	// answers carry it ("sha-256 AB:CD:…"); LiveDTLSError says why there
+	// is none.
+	LiveDTLS      string `json:"live_dtls_fingerprint,omitempty"`
+	LiveDTLSError string `json:"live_dtls_error,omitempty"`
 }
 
 // Queue is the upload backlog (`uploadbox queue`).
@@ -43,6 +48,11 @@ type Queue struct {
 	Oldest  time.Time      `json:"oldest,omitzero"`
 	Age     float64        `json:"oldest_age_seconds"`
 	ByState map[string]int `json:"by_state"`
+	// EndsPending counts the stopped recordings whose last segment (the
+	// one that says how they ended) is not sealed yet: the daemon seals
+	// it with the next upload round, once the spool has room. The queue
+	// is drained only when this is 0 too.
+	EndsPending int `json:"ends_pending"`
 	// Held are the segments that wait for a technician: quarantined (the
 	// receiver refused them for good), corrupt and missing ones.
 	Held []HeldSegment `json:"held,omitempty"`
@@ -149,6 +159,7 @@ func (a *Agent) Status() (Status, error) {
 		PID: os.Getpid(), Version: cli.Version, Started: a.started, Uptime: time.Since(a.started).Seconds(),
 		Session: a.SessionStatus(), Queue: q, Control: a.linkState(),
 	}
+	s.LiveDTLS, s.LiveDTLSError = a.dtlsFingerprint()
 	a.mu.Lock()
 	if a.state != nil {
 		s.Enrolled = true
@@ -169,6 +180,7 @@ func (a *Agent) Queue() (Queue, error) {
 	for k, v := range st.ByState {
 		q.ByState[string(k)] = v
 	}
+	q.EndsPending = a.endsPending()
 	if st.ByState[spool.Quarantined]+st.ByState[spool.Corrupt]+st.ByState[spool.Missing] == 0 {
 		return q, nil
 	}
@@ -187,4 +199,26 @@ func (a *Agent) Queue() (Queue, error) {
 		q.Held = append(q.Held, h)
 	}
 	return q, nil
+}
+
+// endsPending counts the recordings other than the running session's
+// that still wait for their end to be sealed (see closeEnded).
+func (a *Agent) endsPending() int {
+	open, err := a.spool.Unclosed()
+	if err != nil {
+		return 0
+	}
+	a.mu.Lock()
+	var live [16]byte
+	if a.sess != nil {
+		live = a.sess.rs.Recorder.RecordingID()
+	}
+	a.mu.Unlock()
+	n := 0
+	for _, u := range open {
+		if u.RecordingID != live {
+			n++
+		}
+	}
+	return n
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/uploadbox/uploadbox/internal/atomicfile"
 )
 
 const fileBuffer = 1 << 20
@@ -45,7 +47,7 @@ func (a *atomicFile) commit() error {
 		os.Remove(a.f.Name())
 		return fmt.Errorf("rename into %s: %w", a.path, err)
 	}
-	return syncDir(filepath.Dir(a.path))
+	return atomicfile.SyncDir(filepath.Dir(a.path))
 }
 
 func (a *atomicFile) abort() {

@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/uploadbox/uploadbox/internal/atomicfile"
 )
 
 // Suite is the HPKE suite that wraps segment keys for the organisation.
@@ -480,16 +482,7 @@ func WriteKeyFile(path string, content string, perm os.FileMode) error {
 	if err := os.Link(tmp.Name(), path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.SyncDir(dir)
 }
 
 // NewRecordingID returns a random recording id.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/internal/atomicfile"
 	"github.com/uploadbox/uploadbox/receiver/internal/join"
 )
 
@@ -350,7 +351,7 @@ func writeJoined(ctx context.Context, out string, ids []*crypto.Identity, files 
 	if err := os.Rename(tmp.Name(), out); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
-	if err := syncDir(filepath.Dir(out)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(out)); err != nil {
 		return fmt.Errorf("export: sync directory of %s: %w", out, err)
 	}
 	rep.Duration = jw.Duration()
@@ -446,13 +447,4 @@ func exportSegment(ctx context.Context, ids []*crypto.Identity, sf *segmentFile,
 			prog.report()
 		}
 	}
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -55,9 +55,9 @@ type Gate interface {
 // request, so an offer sent with Prefer: wait=N is answered as soon as the
 // teacher decides instead of the viewer polling.
 type Waiter interface {
-	// AwaitDecision returns once request is no longer pending, saying
-	// whether the teacher declined it, or ctx's error.
-	AwaitDecision(ctx context.Context, request string) (declined bool, err error)
+	// AwaitDecision returns nil once request is no longer pending, or
+	// ctx's error.
+	AwaitDecision(ctx context.Context, request string) error
 }
 
 // Admission is a live grant as the live view sees it.
@@ -76,8 +76,7 @@ type Admission struct {
 
 // Refusal is the Gate's answer when a viewer has no live grant.
 type Refusal struct {
-	// Reason is machine-readable: "pending", "denied" (the teacher
-	// declined the request an offer waited for), "no session", …
+	// Reason is machine-readable: "pending", "denied", "no session", …
 	Reason string
 	// Request is the id of the pending request the teacher sees, if any.
 	Request string
@@ -117,6 +116,9 @@ type Config struct {
 	// ConnectTimeout is how long a new peer connection may take to
 	// connect before it is dropped (default 15 s).
 	ConnectTimeout time.Duration
+	// Identity is the DTLS certificate of every peer connection (see
+	// LoadOrCreateIdentity); nil: a fresh one per session.
+	Identity *Identity
 
 	// Auth checks bearer tokens (required).
 	Auth Authenticator

@@ -56,43 +56,32 @@ type fakeGate struct {
 	joinedAt time.Time // of the latest Joined
 	joined   []string
 	left     []string
-	decided  chan struct{} // closed and replaced by grant and decline
-	declined map[string]bool
-	expires  time.Time // of every grant
+	decided  chan struct{} // closed and replaced by grant
+	expires  time.Time     // of every grant
 }
 
 func newFakeGate() *fakeGate {
-	return &fakeGate{grants: map[string]bool{}, watchers: map[string][]chan string{}, decided: make(chan struct{}), declined: map[string]bool{}}
+	return &fakeGate{grants: map[string]bool{}, watchers: map[string][]chan string{}, decided: make(chan struct{})}
 }
 
 // AwaitDecision makes fakeGate a Waiter: it returns once the viewer of
-// request ("req-VIEWER") has a grant or was declined.
-func (g *fakeGate) AwaitDecision(ctx context.Context, request string) (bool, error) {
+// request ("req-VIEWER") has a grant.
+func (g *fakeGate) AwaitDecision(ctx context.Context, request string) error {
 	viewer := strings.TrimPrefix(request, "req-")
 	for {
 		g.mu.Lock()
 		_, ok := g.grants[viewer]
-		declined := g.declined[viewer]
 		ch := g.decided
 		g.mu.Unlock()
-		if ok || declined {
-			return declined, nil
+		if ok {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return false, ctx.Err()
+			return ctx.Err()
 		case <-ch:
 		}
 	}
-}
-
-// decline declines viewer's pending request.
-func (g *fakeGate) decline(viewer string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.declined[viewer] = true
-	close(g.decided)
-	g.decided = make(chan struct{})
 }
 
 func (g *fakeGate) Admit(viewer string, wantAudio bool) (Admission, error) {
@@ -947,31 +936,5 @@ func TestSessionOutlivesToken(t *testing.T) {
 	}
 	if code, body := r.do(t, http.MethodGet, alice.Location, "old-tok-alice"); code != http.StatusGone || body["reason"] != "viewer left" {
 		t.Errorf("GET after DELETE: %d %v", code, body)
-	}
-}
-
-// An offer held for the teacher is answered "denied" when she declines,
-// not asked again (which would make a new request and wait on).
-func TestHeldOfferDeclined(t *testing.T) {
-	r := newRig(t, nil)
-	go func() {
-		time.Sleep(300 * time.Millisecond)
-		r.gate.decline("bob")
-	}()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	resp, err := livetest.Offer(ctx, r.client, r.ts.URL+"/whep", "tok-bob", livetest.Options{Loopback: true, Wait: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Viewer.Close()
-	if p := decode(t, resp.Body); resp.Status != http.StatusForbidden || p.Reason != "denied" || p.Request != "req-bob" {
-		t.Fatalf("declined: %d %s, want 403 denied req-bob", resp.Status, resp.Body)
-	}
-	r.gate.mu.Lock()
-	asked := len(r.gate.asked)
-	r.gate.mu.Unlock()
-	if asked != 1 {
-		t.Errorf("the gate was asked %d times, want once (a decline is not asked again)", asked)
 	}
 }

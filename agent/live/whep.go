@@ -172,7 +172,7 @@ func (s *Server) handleOffer(w http.ResponseWriter, r *http.Request) {
 			s.unreserve(viewer)
 		}
 	}()
-	sess, err := s.open(viewer, offer, adm, wantAudio && adm.Audio, r.Context().Done())
+	sess, err := s.open(r.Context(), viewer, offer, adm, wantAudio && adm.Audio)
 	if err != nil {
 		if adm.Cancel != nil {
 			adm.Cancel()
@@ -223,14 +223,8 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, viewer string, wa
 	w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
-	declined, werr := waiter.AwaitDecision(ctx, ref.Request)
-	if werr != nil {
+	if werr := waiter.AwaitDecision(ctx, ref.Request); werr != nil {
 		return adm, err // still pending: the viewer asks again
-	}
-	if declined {
-		// Said now: asking again would make a new request for the
-		// teacher, and the viewer would wait on.
-		return adm, &Refusal{Reason: "denied", Request: ref.Request}
 	}
 	return s.cfg.Gate.Admit(viewer, wantAudio)
 }

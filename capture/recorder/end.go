@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/internal/atomicfile"
 )
 
 // endReasoner is an error (a session's stop cause, a spool refusal) that
@@ -151,7 +152,7 @@ func SealEnd(cfg Config, id [16]byte, seq uint64, prev [crypto.CommitmentSize]by
 		err = os.Rename(base+PartialSuffix, base+SealedSuffix)
 	}
 	if err == nil {
-		err = syncDir(cfg.Dir)
+		err = atomicfile.SyncDir(cfg.Dir)
 	}
 	if err != nil {
 		os.Remove(base + PartialSuffix)

@@ -18,6 +18,7 @@ import (
 	"github.com/uploadbox/uploadbox/capture"
 	"github.com/uploadbox/uploadbox/capture/segment"
 	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/internal/atomicfile"
 )
 
 // Suffixes of segment files in the spool directory. A segment is written
@@ -330,7 +331,7 @@ func (o *output) Close(last bool) error {
 	if err := os.Rename(o.base+PartialSuffix, final); err != nil {
 		return err
 	}
-	if err := syncDir(o.r.cfg.Dir); err != nil {
+	if err := atomicfile.SyncDir(o.r.cfg.Dir); err != nil {
 		return fmt.Errorf("sync directory: %w", err)
 	}
 	size := o.n
@@ -367,13 +368,4 @@ func (r *Recorder) abort() {
 			r.log.Warn("segment left partial", "sequence", r.cur.seq, "err", err)
 		}
 	}
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -96,6 +96,9 @@ func (p coachPage) fits(name string) {
 // during a view does not end it, and afterwards the page asks to sign in
 // again instead of offering "Ask to watch".
 func TestCoachPage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon, a receiver and Chromium; skipped under -short")
+	}
 	b, lb, p := startRelayBox(t)
 	var st sessionStatus
 
@@ -146,27 +149,54 @@ func TestCoachPage(t *testing.T) {
 	if s := page.state("ended"); s.Reason != "revoked" || s.Text != "The teacher ended the live view." {
 		t.Errorf("revoked: %+v", s)
 	}
-
-	// Declined.
+	// The teacher's no holds (the box's cooldown): asking again is told
+	// so at once and makes no new request.
 	page.click(`button.ask[data-room="room-7"]`)
 	page.state("waiting")
-	run(t, "uploadbox", "consent", "deny", pendingRequest(t, lb, "coach-c"), "--socket", lb.socket)
-	if s := page.state("declined"); !strings.Contains(s.Text, "declined") {
-		t.Errorf("declined: %+v", s)
+	if s := page.state("ended"); s.Reason != "revoked" || !strings.Contains(s.Text, "teacher ended") {
+		t.Errorf("asking again after the revoke: %+v", s)
+	}
+	var reqs []struct{ ID, Viewer, State string }
+	ctl(t, lb.boxDirs, &reqs, "consent", "list")
+	if slices.ContainsFunc(reqs, func(r struct{ ID, Viewer, State string }) bool { return r.State == "pending" }) {
+		t.Errorf("asking in the cooldown made a request: %+v", reqs)
 	}
 
-	// The lesson ends during the view.
+	// The lesson ends during the view (a person stopping the session also
+	// lifts the cooldown: the next lesson starts fresh).
+	ctl(t, lb.boxDirs, nil, "session", "stop")
+	ctl(t, lb.boxDirs, &st, "session", "start", "--for", "10m")
 	page.askAndAccept(lb, "coach-c")
 	ctl(t, lb.boxDirs, nil, "session", "stop")
 	if s := page.state("lesson-ended"); s.Reason != "session ended" && s.Reason != "recording ended" || strings.Contains(s.Text, "teacher ended") {
 		t.Errorf("session stopped: %+v", s)
 	}
+	ctl(t, lb.boxDirs, &st, "session", "start", "--for", "10m")
+
+	// Declined, also when asking again; the teacher lets the coach in
+	// after all by accepting the declined request.
+	page.click(`button.ask[data-room="room-7"]`)
+	page.state("waiting")
+	declined := pendingRequest(t, lb, "coach-c")
+	run(t, "uploadbox", "consent", "deny", declined, "--socket", lb.socket)
+	if s := page.state("declined"); !strings.Contains(s.Text, "declined") {
+		t.Errorf("declined: %+v", s)
+	}
+	page.click(`button.ask[data-room="room-7"]`)
+	page.state("waiting")
+	page.state("declined")
+	run(t, "uploadbox", "consent", "accept", declined, "--socket", lb.socket)
+	page.click(`button.ask[data-room="room-7"]`)
+	page.wait("frames after the late accept", func(s livetest.PageState) bool { return s.State == "playing" && s.Frames >= 10 })
+	page.click("#stop")
+	page.state("idle")
+	ctl(t, lb.boxDirs, nil, "session", "stop") // ends the grant: the next view needs an accept
+	ctl(t, lb.boxDirs, &st, "session", "start", "--for", "10m")
 
 	// The box goes offline during a view, stopped (SIGTERM) or killed, and
 	// comes back: the page says so and recovers without a reload once a
 	// lesson runs and the teacher accepts again (a restarted daemon has
 	// neither).
-	ctl(t, lb.boxDirs, &st, "session", "start", "--for", "10m")
 	page.askAndAccept(lb, "coach-c")
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
 		p.cmd.Process.Signal(sig)
@@ -190,7 +220,8 @@ func TestCoachPage(t *testing.T) {
 	// outlives its token; afterwards the page asks to sign in again.
 	page.click("#stop")
 	page.state("idle")
-	run(t, "uploadbox", "consent", "revoke", "coach-c", "--socket", lb.socket) // the next view needs a new accept
+	ctl(t, lb.boxDirs, nil, "session", "stop") // ends the grant: the next view needs an accept
+	ctl(t, lb.boxDirs, &st, "session", "start", "--for", "10m")
 	b.rcv.cmd.Process.Signal(syscall.SIGTERM)
 	b.rcv.cmd.Wait()
 	b.rcv = startReceiver(t, b.rcv.data, b.rcv.addr, "--viewer-token-ttl", "15s")

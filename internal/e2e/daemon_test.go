@@ -150,8 +150,9 @@ type sessionStatus struct {
 }
 
 type queueStatus struct {
-	Count int   `json:"count"`
-	Bytes int64 `json:"bytes"`
+	Count       int   `json:"count"`
+	Bytes       int64 `json:"bytes"`
+	EndsPending int   `json:"ends_pending"`
 }
 
 // waitDrained waits until the daemon's queue is empty.
@@ -161,7 +162,7 @@ func waitDrained(t *testing.T, d boxDirs, within time.Duration) {
 	var q queueStatus
 	for time.Now().Before(deadline) {
 		ctl(t, d, &q, "queue")
-		if q.Count == 0 {
+		if q.Count == 0 && q.EndsPending == 0 {
 			return
 		}
 		time.Sleep(200 * time.Millisecond)

@@ -69,7 +69,11 @@ func fileHas(t *testing.T, path, s string) bool {
 // trust (signed by a receiver whose key changed) is refused by the box.
 // DELETE ends the session; a box offline is 503.
 func TestLiveViewRelay(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon and a receiver; skipped under -short")
+	}
 	b, lb, p := startRelayBox(t)
+
 	c := receiverClient(t, b)
 	token := receiverLogin(t, b, "coach-c")
 
@@ -191,26 +195,6 @@ func TestLiveViewRelay(t *testing.T) {
 	if r.Status != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" || !strings.Contains(string(r.Body), "offline") {
 		t.Fatalf("box offline: HTTP %d %v %s, want 503 offline with Retry-After", r.Status, r.Header, r.Body)
 	}
-}
-
-// startRelayBox enrolls box room-7 with a receiver, turns its live view
-// on, starts its daemon, waits for its control connection and starts a
-// ten-minute session. It skips under -short.
-func startRelayBox(t *testing.T) (enrolled, liveBox, *daemonProc) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("runs the daemon and a receiver; skipped under -short")
-	}
-	dir := t.TempDir()
-	b := setupBox(t, dir, nil)
-	lb := liveBox{live: freePort(t), indicator: filepath.Join(dir, "indicator")}
-	os.WriteFile(lb.indicator, nil, 0o600)
-	lb.boxDirs = writeBoxConfig(t, dir, b.state, "live:\n  enabled: true\n  listen: "+lb.live+"\nindicator:\n  path: "+lb.indicator+"\n"+fastLink)
-	p := startDaemon(t, lb.boxDirs)
-	waitControl(t, lb.boxDirs, "connected", connected)
-	var st sessionStatus
-	ctl(t, lb.boxDirs, &st, "session", "start", "--for", "10m")
-	return b, lb, p
 }
 
 // login logs name (added by receiverLogin) in again.

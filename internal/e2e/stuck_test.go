@@ -209,6 +209,15 @@ func TestDiskFullMidSegment(t *testing.T) {
 		if strings.Count(out, "ALERT:") != 1 || strings.Count(out, "is full") != 1 || strings.Contains(out, "error:") {
 			t.Errorf("round %d: session status does not print the alert once:\n%s", round, out)
 		}
+		// While the disk is full the end of the recording may not be
+		// sealed yet: the queue says so and is not empty.
+		var q queueStatus
+		ctl(t, d, &q, "queue")
+		if q.EndsPending > 0 {
+			if out := run(t, "uploadbox", "queue", "--socket", d.socket); !strings.Contains(out, "wait for their end to be sealed") || strings.Contains(out, "queue empty") {
+				t.Errorf("round %d: an end waits to be sealed, but uploadbox queue says:\n%s", round, out)
+			}
+		}
 		// Space comes back; the daemon is not restarted.
 		if err := os.Remove(filler); err != nil {
 			t.Fatal(err)

@@ -325,15 +325,8 @@ func (r *Registry) Revoke(name string) error {
 // its name, and for a name without a device it clears the failures
 // recorded for that name.
 func (r *Registry) Unlock(name string) error {
-	var unknown bool
-	if err := r.db.Update(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucket).Get([]byte(name)) != nil {
-			return nil
-		}
-		var err error
-		unknown, err = r.unknown.Forget(tx, name)
-		return err
-	}); err != nil {
+	unknown, err := r.unknown.ForgetUnlisted(r.db, bucket, name)
+	if err != nil {
 		return err
 	}
 	if unknown {

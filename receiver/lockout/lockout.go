@@ -138,3 +138,18 @@ func (u *Unknown) Forget(tx *bolt.Tx, name string) (bool, error) {
 	}
 	return true, b.Delete([]byte(name))
 }
+
+// ForgetUnlisted is an administrator's unlock of a name that has no
+// account: when name is not a key of the accounts bucket in db, its
+// failure record is removed. It reports whether a record was removed
+// (false also when name has an account: unlock that account instead).
+func (u *Unknown) ForgetUnlisted(db *bolt.DB, accounts []byte, name string) (forgot bool, err error) {
+	err = db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(accounts).Get([]byte(name)) != nil {
+			return nil
+		}
+		forgot, err = u.Forget(tx, name)
+		return err
+	})
+	return forgot, err
+}

@@ -92,3 +92,51 @@ func TestUnknown(t *testing.T) {
 		t.Fatal("Forget did not clear the lock")
 	}
 }
+
+func TestForgetUnlisted(t *testing.T) {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	accounts := []byte("accounts")
+	u, err := NewUnknown(db, "unknown", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if err := db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(accounts)
+		if err != nil {
+			return err
+		}
+		if err := b.Put([]byte("anna"), []byte("{}")); err != nil {
+			return err
+		}
+		for _, n := range []string{"anna", "ghost"} {
+			if _, _, err := u.Fail(tx, n, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// An account's name is not forgotten here: its own record is unlocked.
+	if forgot, err := u.ForgetUnlisted(db, accounts, "anna"); err != nil || forgot {
+		t.Errorf("ForgetUnlisted(anna, an account) = %v, %v; want false", forgot, err)
+	}
+	if forgot, err := u.ForgetUnlisted(db, accounts, "ghost"); err != nil || !forgot {
+		t.Errorf("ForgetUnlisted(ghost) = %v, %v; want true", forgot, err)
+	}
+	if forgot, _ := u.ForgetUnlisted(db, accounts, "ghost"); forgot {
+		t.Error("ForgetUnlisted(ghost) twice forgot twice")
+	}
+	db.View(func(tx *bolt.Tx) error {
+		anna, ghost := u.Get(tx, "anna"), u.Get(tx, "ghost")
+		if anna.Recent(now) != 1 || ghost.Recent(now) != 0 {
+			t.Errorf("records after: anna %+v, ghost %+v", anna, ghost)
+		}
+		return nil
+	})
+}

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+
+	"github.com/uploadbox/uploadbox/internal/atomicfile"
 )
 
 // FS is a Store in a local directory: the object with key "a/b/c" is the
@@ -108,7 +110,7 @@ func (s *FS) Put(ctx context.Context, key string, r io.Reader, size int64, sum [
 // and an object must not be reported durable before its path is.
 func (s *FS) syncPath(dir string) error {
 	for {
-		if err := syncDir(dir); err != nil {
+		if err := atomicfile.SyncDir(dir); err != nil {
 			return err
 		}
 		if dir == s.dir || len(dir) <= len(s.dir) {
@@ -273,17 +275,5 @@ func mkdirAllSync(dir string) error {
 		}
 		return err
 	}
-	return syncDir(parent)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync directory %s: %w", dir, err)
-	}
-	return nil
+	return atomicfile.SyncDir(parent)
 }

@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/internal/atomicfile"
 )
 
 // Decision is one change (or one finding) of Reconcile.
@@ -323,7 +324,7 @@ func (s *Spool) classify(key string, r Record, inIndex bool, file string, partia
 			}
 			s.log.Warn("segment kept under its partial name", "segment", key, "err", err)
 		} else {
-			if err := syncDir(s.dir); err != nil {
+			if err := atomicfile.SyncDir(s.dir); err != nil {
 				return Decision{}, fmt.Errorf("sync directory: %w", err)
 			}
 			file = key
@@ -404,7 +405,7 @@ func (s *Spool) removeFile(file string) error {
 	if err := os.Remove(filepath.Join(s.dir, file)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := atomicfile.SyncDir(s.dir); err != nil {
 		return fmt.Errorf("sync directory: %w", err)
 	}
 	return nil

@@ -57,6 +57,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/internal/atomicfile"
 )
 
 // File names in the spool directory. They match the recorder's
@@ -607,7 +608,7 @@ func (s *Spool) wipeLocked(r Record) error {
 	if err := os.Remove(s.Path(r)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("wipe %s: %w", r.Name, err)
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := atomicfile.SyncDir(s.dir); err != nil {
 		return fmt.Errorf("wipe %s: sync directory: %w", r.Name, err)
 	}
 	_, err := s.update(r.Name, existing(r.Name, func(r Record) (Record, error) {
@@ -721,7 +722,7 @@ func (s *Spool) Discard(name string) (Record, error) {
 	if err := os.Remove(s.Path(r)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return Record{}, fmt.Errorf("discard %s: %w", key, err)
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := atomicfile.SyncDir(s.dir); err != nil {
 		return Record{}, fmt.Errorf("discard %s: sync directory: %w", key, err)
 	}
 	if _, err := s.update(key, existing(key, func(cur Record) (Record, error) {
@@ -999,14 +1000,4 @@ func (s *Spool) verify(file string) (*verified, error) {
 		}
 	}
 	return v, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	serr := d.Sync()
-	cerr := d.Close()
-	return errors.Join(serr, cerr)
 }

@@ -160,8 +160,15 @@
           retry(gen, held ? Math.max(0, PENDING_MS - (Date.now() - sent)) : PENDING_MS);
           return;
         }
+        // The teacher's no holds for a while (the box's cooldown): the
+        // page says so and does not ask again by itself.
+        case 'declined':
         case 'denied':
-          finish('declined', 'The teacher declined the live view.', reason);
+          finish('declined', 'The teacher declined the live view. You can ask again later.', reason);
+          return;
+        case 'revoked':
+        case 'ended':
+          finish('ended', 'The teacher ended the live view. You can ask again later.', reason);
           return;
         case 'no session':
           // Asked again until a lesson starts (or the viewer stops): a box
@@ -189,6 +196,7 @@
   function endText(reason) {
     switch (reason) {
       case 'revoked':
+      case 'ended': // the teacher ended all viewing
         return ['ended', 'The teacher ended the live view.'];
       case 'expired':
         return ['grant-expired', 'The time the teacher allowed for watching is over.'];
