@@ -144,6 +144,7 @@ func TestCoachPage(t *testing.T) {
 	if !strings.Contains(s.Text, "until") || slices.ContainsFunc(s.Rooms, func(r livetest.Room) bool { return r.Ask }) {
 		t.Errorf("watching: %+v (no ask while watching)", s)
 	}
+	t.Logf("watching: %q, ICE pair %s → %s", s.Text, s.Local, s.Remote)
 	page.fits("watching")
 	run(t, "uploadbox", "consent", "revoke", "coach-c", "--socket", lb.socket)
 	if s := page.state("ended"); s.Reason != "revoked" || s.Text != "The teacher ended the live view." {

@@ -50,6 +50,10 @@ type PageState struct {
 	FirstFrame   time.Time `json:"-"`
 	FirstMilli   int64     `json:"first"`
 	FramesBefore int       `json:"before"`
+	// Local and Remote are the candidate types ("host", "srflx", "prflx",
+	// "relay") of the ICE pair the browser selected, empty before.
+	Local  string `json:"local"`
+	Remote string `json:"remote"`
 }
 
 // Room is one room on the coach page.

@@ -2,8 +2,9 @@
 // Debian's Chromium through playwright-core and reports, as one JSON line
 // per change, the page's status (#status data-state, data-reason,
 // data-ends, text), the rooms listed, whether the sign-in form shows, the
-// page's scroll width, how often it loaded, and the video frames the
-// browser decoded (getStats inbound-rtp framesDecoded). Each line of stdin
+// page's scroll width, how often it loaded, the video frames the browser
+// decoded (getStats inbound-rtp framesDecoded) and the candidate types of
+// the selected ICE pair. Each line of stdin
 // is a command, {"id":N,"op":"fill"|"click"|"screenshot","sel":…,
 // "value":…,"path":…}, answered by {"ack":N,"error":…}. It runs until its
 // stdin closes. VIEWPORT=WxH sets the window size. Usage: node viewer.cjs URL
@@ -76,15 +77,22 @@ async function run(page, c) {
         }
         if (window.whep && window.whep.pc) window.__pc = window.whep.pc;
         let frames = window.__frames || 0;
+        let pair = window.__pair || { local: '', remote: '' };
         if (window.__pc) {
           try {
             const stats = await window.__pc.getStats();
             stats.forEach((r) => {
               if (r.type === 'inbound-rtp' && r.kind === 'video') frames = r.framesDecoded || 0;
+              if (r.type === 'transport' && r.selectedCandidatePairId) {
+                const p = stats.get(r.selectedCandidatePairId);
+                const l = p && stats.get(p.localCandidateId), m = p && stats.get(p.remoteCandidateId);
+                if (l && m) pair = { local: l.candidateType, remote: m.candidateType };
+              }
             });
           } catch (e) { /* a closed connection keeps its last count */ }
         }
         window.__frames = frames;
+        window.__pair = pair;
         const rooms = [...document.querySelectorAll('#room-list li')].map((li) => {
           const b = li.querySelector('button.ask');
           const o = li.querySelector('.online');
@@ -95,6 +103,7 @@ async function run(page, c) {
           state: el.dataset.state, reason: el.dataset.reason || '', ends: el.dataset.ends || '', text: el.textContent,
           rooms, signin: !!form && !form.hidden, scrollWidth: document.documentElement.scrollWidth,
           frames, first: Math.round(window.__first || 0), before: window.__before || 0,
+          local: pair.local, remote: pair.remote,
         };
       });
       s.loads = loads;
