@@ -7,6 +7,7 @@ import (
 
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/internal/viewerweb"
+	"github.com/uploadbox/uploadbox/receiver/turn"
 )
 
 // coachRoutes adds the coach's page (GET /, the viewer shared with the
@@ -21,10 +22,21 @@ func (s *Server) coachRoutes(mux *http.ServeMux) {
 }
 
 // Room is one entry of GET /v1/rooms: a device whose live view the viewer
-// may ask for, and whether the box is connected now.
+// may ask for, whether the box is connected now, and, with TURN on, the
+// ICE servers the viewer's browser gathers its candidates with for this
+// room (a short-lived TURN credential; the browser's public address then
+// reaches the box in the offer).
 type Room struct {
-	Name   string `json:"name"`
-	Online bool   `json:"online"`
+	Name       string      `json:"name"`
+	Online     bool        `json:"online"`
+	ICEServers []ICEServer `json:"ice_servers,omitempty"`
+}
+
+// ICEServer is a browser's RTCIceServer.
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username"`
+	Credential string   `json:"credential"`
 }
 
 // RoomList is the body of GET /v1/rooms.
@@ -61,7 +73,11 @@ func (s *Server) handleRooms(w http.ResponseWriter, r *http.Request) {
 	out := RoomList{Viewer: viewer, Rooms: make([]Room, 0, len(names))}
 	for _, n := range names {
 		_, online := s.hub.status(n)
-		out.Rooms = append(out.Rooms, Room{Name: n, Online: online})
+		room := Room{Name: n, Online: online}
+		if c, ok := s.issueTURN(turn.Name{Room: n, Viewer: viewer}); ok {
+			room.ICEServers = []ICEServer{{URLs: c.URLs, Username: c.Username, Credential: c.Password}}
+		}
+		out.Rooms = append(out.Rooms, room)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

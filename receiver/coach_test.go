@@ -9,12 +9,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
 	"github.com/uploadbox/uploadbox/receiver"
+	"github.com/uploadbox/uploadbox/receiver/turn"
 )
 
 // coachClient trusts the receiver's CA, as the enrolled box does.
@@ -80,35 +82,66 @@ func TestCoachPage(t *testing.T) {
 	if err := h.admin.AddViewer("coach-s", "Correct-Horse-Battery-9"); err != nil {
 		t.Fatal(err)
 	}
-	rooms := func(name string) receiver.RoomList {
-		t.Helper()
-		lb, _ := json.Marshal(map[string]string{"name": name, "password": "Correct-Horse-Battery-9"})
-		resp, err := c.Post(base+"/v1/login", "application/json", bytes.NewReader(lb))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var lr struct{ Token string }
-		json.NewDecoder(resp.Body).Decode(&lr)
-		resp.Body.Close()
-		r, body := get(t, c, base+"/v1/rooms", lr.Token)
-		var out receiver.RoomList
-		if err := json.Unmarshal(body, &out); err != nil || r.StatusCode != http.StatusOK {
-			t.Fatalf("rooms of %s: HTTP %d %s", name, r.StatusCode, body)
-		}
-		return out
-	}
+	rooms := func(name string) receiver.RoomList { return roomsOf(t, c, base, name) }
 	if got := rooms("coach-s"); got.Viewer != "coach-s" || len(got.Rooms) != 0 {
 		t.Errorf("a viewer allowed nothing is listed %+v", got)
 	}
 	want := []receiver.Room{{Name: "room-3"}, {Name: "room-9"}}
-	if got := rooms("coach-r"); got.Viewer != "coach-r" || len(got.Rooms) != 2 || got.Rooms[0] != want[0] || got.Rooms[1] != want[1] {
+	if got := rooms("coach-r"); got.Viewer != "coach-r" || !reflect.DeepEqual(got.Rooms, want) {
 		t.Errorf("rooms with the box offline: %+v, want %+v", got, want)
 	}
 	runLink(t, h, "room-9")
 	waitFor(t, "connected", func() bool { return connectedIn(t, h, "room-9") })
 	want[1].Online = true
-	if got := rooms("coach-r"); len(got.Rooms) != 2 || got.Rooms[0] != want[0] || got.Rooms[1] != want[1] {
+	if got := rooms("coach-r"); !reflect.DeepEqual(got.Rooms, want) {
 		t.Errorf("rooms with room-9 connected: %+v, want %+v", got, want)
+	}
+}
+
+// roomsOf signs name in (password Correct-Horse-Battery-9) and returns its
+// GET /v1/rooms.
+func roomsOf(t *testing.T, c *http.Client, base, name string) receiver.RoomList {
+	t.Helper()
+	lb, _ := json.Marshal(map[string]string{"name": name, "password": "Correct-Horse-Battery-9"})
+	resp, err := c.Post(base+"/v1/login", "application/json", bytes.NewReader(lb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lr struct{ Token string }
+	json.NewDecoder(resp.Body).Decode(&lr)
+	resp.Body.Close()
+	r, body := get(t, c, base+"/v1/rooms", lr.Token)
+	var out receiver.RoomList
+	if err := json.Unmarshal(body, &out); err != nil || r.StatusCode != http.StatusOK {
+		t.Fatalf("rooms of %s: HTTP %d %s", name, r.StatusCode, body)
+	}
+	return out
+}
+
+// TestRoomsICEServers: with TURN on, each room of GET /v1/rooms carries
+// the viewer's TURN credential for that room (the TURN REST scheme:
+// EXPIRY:viewer:ROOM:VIEWER), for the coach page's browser.
+func TestRoomsICEServers(t *testing.T) {
+	data := t.TempDir()
+	srv, addr, stop := serve(t, receiver.ServerConfig{Data: data, Listen: "127.0.0.1:0", TURN: turn.Config{Listen: "127.0.0.1:0"}})
+	t.Cleanup(func() { stop() })
+	admin, err := receiver.OpenAdmin(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.AddViewer("coach-t", "Correct-Horse-Battery-9"); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.AllowRoom("coach-t", "room-5"); err != nil {
+		t.Fatal(err)
+	}
+	got := roomsOf(t, coachClient(t, &harness{data: data}), "https://"+addr, "coach-t")
+	if len(got.Rooms) != 1 || len(got.Rooms[0].ICEServers) != 1 {
+		t.Fatalf("rooms with TURN on: %+v", got)
+	}
+	ice := got.Rooms[0].ICEServers[0]
+	if len(ice.URLs) != 2 || !strings.Contains(ice.URLs[0], srv.TURNAddr()) || !strings.HasSuffix(ice.Username, ":viewer:room-5:coach-t") || ice.Credential == "" {
+		t.Errorf("room-5's ICE server %+v, want TURN at %s for viewer:room-5:coach-t", ice, srv.TURNAddr())
 	}
 }
 

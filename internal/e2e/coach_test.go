@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/uploadbox/uploadbox/agent/live/livetest"
+	"github.com/uploadbox/uploadbox/internal/audit"
 )
 
 // coachPage is the receiver's coach page open in Chromium, 390 px wide.
@@ -99,7 +100,8 @@ func TestCoachPage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the daemon, a receiver and Chromium; skipped under -short")
 	}
-	b, lb, p := startRelayBox(t)
+	turnFlags := []string{"--turn-listen", "127.0.0.1:0"}
+	b, lb, p := startRelayBoxWith(t, turnFlags)
 	var st sessionStatus
 
 	const password = "Correct-Horse-Battery-9"
@@ -145,6 +147,13 @@ func TestCoachPage(t *testing.T) {
 		t.Errorf("watching: %+v (no ask while watching)", s)
 	}
 	t.Logf("watching: %q, ICE pair %s → %s", s.Text, s.Local, s.Remote)
+	// The page gathers with the room's TURN credential from GET /v1/rooms:
+	// the browser's own allocation is audited with its viewer and room.
+	if !slices.ContainsFunc(auditEntries(t, filepath.Join(b.rcv.data, "audit.jsonl"), "turn.allocate"), func(e audit.Entry) bool {
+		return e.Identity == "coach-c" && e.Outcome == "ok" && strings.Contains(e.Detail, "room room-7")
+	}) {
+		t.Errorf("the coach page's browser made no TURN allocation of its own (turn.allocate coach-c room-7)")
+	}
 	page.fits("watching")
 	run(t, "uploadbox", "consent", "revoke", "coach-c", "--socket", lb.socket)
 	if s := page.state("ended"); s.Reason != "revoked" || s.Text != "The teacher ended the live view." {
@@ -225,7 +234,7 @@ func TestCoachPage(t *testing.T) {
 	ctl(t, lb.boxDirs, &st, "session", "start", "--for", "10m")
 	b.rcv.cmd.Process.Signal(syscall.SIGTERM)
 	b.rcv.cmd.Wait()
-	b.rcv = startReceiver(t, b.rcv.data, b.rcv.addr, "--viewer-token-ttl", "15s")
+	b.rcv = startReceiver(t, b.rcv.data, b.rcv.addr, append(turnFlags, "--viewer-token-ttl", "15s")...)
 	waitDevice(t, b.rcv.data, "room-7", "connected again", func(d deviceControl) bool { return d.Control.Connected })
 	page.click("#signout")
 	page.state("signed-out")

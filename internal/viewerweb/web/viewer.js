@@ -28,6 +28,7 @@
   let tokenExpires = 0; // ms since the epoch; 0: not known (a pasted token)
   let endpoint = '/whep'; // the WHEP endpoint: the box's, or a room's relay
   let room = '';
+  let iceServers = []; // the room's STUN/TURN servers (coach page, TURN on)
   let pc = null;
   let resource = null; // the session's URL (the WHEP Location)
   let retryTimer = null;
@@ -101,7 +102,7 @@
   async function attempt(gen) {
     if (gen !== generation) return;
     if (tokenExpired()) { signinExpired(); return; }
-    const p = new RTCPeerConnection();
+    const p = new RTCPeerConnection({ iceServers });
     p.addTransceiver('video', { direction: 'recvonly' });
     p.addTransceiver('audio', { direction: 'recvonly' });
     const stream = new MediaStream();
@@ -339,6 +340,9 @@
   function renderRooms(list) {
     roomList.replaceChildren();
     for (const r of list) {
+      // A view asked for again (the box was offline) takes fresh
+      // credentials.
+      if (r.name === room) iceServers = r.ice_servers || [];
       const li = document.createElement('li');
       li.dataset.room = r.name;
       const name = document.createElement('span');
@@ -353,7 +357,7 @@
       ask.className = 'ask';
       ask.dataset.room = r.name;
       ask.textContent = 'Ask to watch';
-      ask.addEventListener('click', () => askRoom(r.name));
+      ask.addEventListener('click', () => askRoom(r.name, r.ice_servers || []));
       li.append(name, online, ask);
       roomList.append(li);
     }
@@ -373,9 +377,10 @@
     if (token) roomsTimer = setTimeout(loadRooms, ROOMS_MS);
   }
 
-  function askRoom(name) {
+  function askRoom(name, ice) {
     if (tokenExpired()) { signinExpired(); return; }
     room = name;
+    iceServers = ice;
     endpoint = '/v1/rooms/' + encodeURIComponent(name) + '/whep';
     start();
   }
