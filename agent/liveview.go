@@ -51,7 +51,7 @@ func (g liveGate) Admit(viewer string, wantAudio bool) (live.Admission, error) {
 		return live.Admission{}, err
 	}
 	ended, cancel := a.ledger.Watch(viewer)
-	return live.Admission{Audio: grant.Audio, Ended: ended, Cancel: cancel}, nil
+	return live.Admission{Audio: grant.Audio, Ended: ended, Cancel: cancel, Expires: grant.Expires}, nil
 }
 
 // AwaitDecision lets an offer sent with Prefer: wait=N wait for the
@@ -81,11 +81,21 @@ func (g liveGate) Left(viewer, session, reason string) {
 type liveAuth struct{ stateDir string }
 
 func (l liveAuth) Viewer(token string) (string, error) {
+	return l.check(token, (*viewtoken.Verifier).Verify)
+}
+
+// Owner checks a token of a running session's viewer, which may have
+// expired since: the session lasts as long as its grant.
+func (l liveAuth) Owner(token string) (string, error) {
+	return l.check(token, (*viewtoken.Verifier).VerifyIgnoringExpiry)
+}
+
+func (l liveAuth) check(token string, verify func(*viewtoken.Verifier, string, time.Time) (viewtoken.Claims, error)) (string, error) {
 	v, err := viewtoken.LoadBoxVerifier(l.stateDir)
 	if err != nil {
 		return "", err
 	}
-	c, err := v.Verify(token, time.Now())
+	c, err := verify(v, token, time.Now())
 	if err != nil {
 		return "", err
 	}

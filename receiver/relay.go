@@ -44,9 +44,14 @@ func (s *Server) handleRelay(w http.ResponseWriter, r *http.Request) {
 	token, ok := bearerToken(r)
 	var viewer string
 	var err error
-	if !ok {
+	switch {
+	case !ok:
 		err = errors.New("no bearer token")
-	} else {
+	case session != "" && (r.Method == http.MethodGet || r.Method == http.MethodDelete):
+		// A running view is bound to its grant: its viewer's token may
+		// have expired since the offer (the box checks it the same way).
+		viewer, err = s.ownerOf(token)
+	default:
 		viewer, err = s.viewerOf(token)
 	}
 	if err != nil {
@@ -91,7 +96,11 @@ func (s *Server) handleRelay(w http.ResponseWriter, r *http.Request) {
 		if err != nil && !errors.Is(err, ErrOffline) {
 			s.log.Warn("live view relay failed", "device", device, "viewer", viewer, "err", err)
 		}
-		relayProblem(w, status, "relay", msg)
+		reason := "relay"
+		if errors.Is(err, ErrOffline) {
+			reason = "offline"
+		}
+		relayProblem(w, status, reason, msg)
 		return
 	}
 	if offer && answer.Status == http.StatusCreated {
@@ -160,12 +169,25 @@ func relayProblem(w http.ResponseWriter, code int, reason, msg string) {
 
 // viewerOf checks a viewer token against the receiver's token key.
 func (s *Server) viewerOf(token string) (string, error) {
-	v := viewtoken.NewVerifier(viewtoken.TrustedKey{Issuer: viewtoken.IssuerReceiver, Key: s.tokenKey.Public().(ed25519.PublicKey)})
-	c, err := v.Verify(token, time.Now())
+	c, err := s.tokenVerifier().Verify(token, time.Now())
 	if err != nil {
 		return "", err
 	}
 	return c.Subject, nil
+}
+
+// ownerOf is viewerOf for a running session's requests: the token may
+// have expired (viewtoken.VerifyIgnoringExpiry).
+func (s *Server) ownerOf(token string) (string, error) {
+	c, err := s.tokenVerifier().VerifyIgnoringExpiry(token, time.Now())
+	if err != nil {
+		return "", err
+	}
+	return c.Subject, nil
+}
+
+func (s *Server) tokenVerifier() *viewtoken.Verifier {
+	return viewtoken.NewVerifier(viewtoken.TrustedKey{Issuer: viewtoken.IssuerReceiver, Key: s.tokenKey.Public().(ed25519.PublicKey)})
 }
 
 func bearerToken(r *http.Request) (string, bool) {

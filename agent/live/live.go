@@ -27,8 +27,13 @@ import (
 // Authenticator checks a viewer's bearer token.
 type Authenticator interface {
 	// Viewer returns the viewer the token was issued to, or an error for
-	// a bad or expired token.
+	// a bad or expired token. It admits a new offer.
 	Viewer(token string) (name string, err error)
+	// Owner is Viewer without the expiry check (signature, issuer and
+	// shape are still checked). A running session is bound to its grant,
+	// not to the token that opened it: its own viewer may ask for its
+	// status and end it with that token after it expired.
+	Owner(token string) (name string, err error)
 }
 
 // Gate is the consent check asked before any media is sent.
@@ -61,6 +66,9 @@ type Admission struct {
 	Audio bool
 	// Ended receives the reason and is closed when the grant ends.
 	Ended <-chan string
+	// Expires is when the grant ends unless the teacher ends it sooner
+	// (zero: not known); the session's status reports it.
+	Expires time.Time
 	// Cancel releases the admission once the session is over; it may be
 	// nil.
 	Cancel func()

@@ -40,6 +40,11 @@ func (a fakeAuth) Viewer(token string) (string, error) {
 	return "", errors.New("unknown token")
 }
 
+// Owner also accepts the expired tokens "old-tok-NAME".
+func (a fakeAuth) Owner(token string) (string, error) {
+	return a.Viewer(strings.TrimPrefix(token, "old-"))
+}
+
 // fakeGate grants per viewer and ends grants on demand, like the consent
 // ledger.
 type fakeGate struct {
@@ -52,6 +57,7 @@ type fakeGate struct {
 	joined   []string
 	left     []string
 	decided  chan struct{} // closed and replaced by grant
+	expires  time.Time     // of every grant
 }
 
 func newFakeGate() *fakeGate {
@@ -89,7 +95,7 @@ func (g *fakeGate) Admit(viewer string, wantAudio bool) (Admission, error) {
 	}
 	ch := make(chan string, 1)
 	g.watchers[viewer] = append(g.watchers[viewer], ch)
-	return Admission{Audio: audio && wantAudio, Ended: ch, Cancel: func() { g.cancel(viewer, ch) }}, nil
+	return Admission{Audio: audio && wantAudio, Ended: ch, Cancel: func() { g.cancel(viewer, ch) }, Expires: g.expires}, nil
 }
 
 func (g *fakeGate) cancel(viewer string, ch chan string) {
@@ -902,5 +908,33 @@ func TestAuthFailedReported(t *testing.T) {
 		if !strings.HasPrefix(g, "127.0.0.1:") || strings.Contains(g, "tok-forged") {
 			t.Errorf("AuthFailed(%q): want the remote address and no token", g)
 		}
+	}
+}
+
+// A running session is bound to its grant, not to the token that opened
+// it: with her token expired alice still gets the session's status (with
+// the grant's end) and can end it; bob's expired token is still another
+// viewer's (403); an expired token opens nothing (401).
+func TestSessionOutlivesToken(t *testing.T) {
+	r := newRig(t, nil)
+	r.gate.expires = time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)
+	r.gate.grant("alice", false)
+	alice := r.watch(t, "tok-alice", false)
+
+	code, body := r.do(t, http.MethodGet, alice.Location, "old-tok-alice")
+	if code != http.StatusOK || body["state"] != "live" || body["expires"] != "2031-05-06T07:08:09Z" {
+		t.Fatalf("GET with alice's expired token: %d %v, want 200 live with the grant's end", code, body)
+	}
+	if code, _ := r.do(t, http.MethodGet, alice.Location, "old-tok-bob"); code != http.StatusForbidden {
+		t.Errorf("GET with bob's expired token: %d, want 403", code)
+	}
+	if resp := r.offer(t, "old-tok-alice", false); resp.Status != http.StatusUnauthorized {
+		t.Errorf("offer with an expired token: %d, want 401", resp.Status)
+	}
+	if code, _ := r.do(t, http.MethodDelete, alice.Location, "old-tok-alice"); code != http.StatusOK {
+		t.Fatalf("DELETE with alice's expired token: %d, want 200", code)
+	}
+	if code, body := r.do(t, http.MethodGet, alice.Location, "old-tok-alice"); code != http.StatusGone || body["reason"] != "viewer left" {
+		t.Errorf("GET after DELETE: %d %v", code, body)
 	}
 }

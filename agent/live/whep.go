@@ -3,7 +3,6 @@ package live
 import (
 	"context"
 	"crypto/rand"
-	"embed"
 	"encoding/json"
 	"errors"
 	"io"
@@ -15,6 +14,8 @@ import (
 
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/uploadbox/uploadbox/internal/viewerweb"
 )
 
 // maxOffer bounds the size of an SDP offer.
@@ -28,17 +29,22 @@ var (
 // Handler serves the WHEP endpoint and the viewer page:
 //
 //	POST   /whep       SDP offer → 201 answer, Location /whep/{id}
-//	GET    /whep/{id}  200 while the session is live, 410 with the reason after it ended
+//	GET    /whep/{id}  200 while the session is live (with the grant's end), 410 with the reason after it ended
 //	DELETE /whep/{id}  ends the session (the same viewer only); 410 after it ended
-//	GET    /           the viewer page
+//	GET    /           the viewer page (internal/viewerweb)
+//
+// A POST needs a token that has not expired; GET and DELETE of a session
+// accept its viewer's token even after it expired (Authenticator.Owner):
+// the session lasts as long as its grant.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /whep", s.handleOffer)
 	mux.HandleFunc("GET /whep/{id}", s.handleStatus)
 	mux.HandleFunc("DELETE /whep/{id}", s.handleDelete)
-	mux.HandleFunc("GET /{$}", servePage("web/index.html", "text/html; charset=utf-8"))
-	mux.HandleFunc("GET /viewer.js", servePage("web/viewer.js", "text/javascript; charset=utf-8"))
-	mux.HandleFunc("GET /viewer.css", servePage("web/viewer.css", "text/css; charset=utf-8"))
+	page := viewerweb.Handler(viewerweb.Box)
+	for _, p := range viewerweb.Patterns {
+		mux.Handle(p, page)
+	}
 	return mux
 }
 
@@ -63,6 +69,11 @@ func writeProblem(w http.ResponseWriter, code int, reason, msg string) {
 // authenticate returns the viewer of the request's bearer token, or writes
 // 401. The token is never logged.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (string, bool) {
+	return s.authenticateWith(w, r, s.cfg.Auth.Viewer)
+}
+
+// authenticateWith is authenticate with check as the token check.
+func (s *Server) authenticateWith(w http.ResponseWriter, r *http.Request, check func(string) (string, error)) (string, bool) {
 	token, ok := bearer(r)
 	if !ok {
 		s.authFailed(r, errNoToken)
@@ -70,7 +81,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (string, b
 		writeProblem(w, http.StatusUnauthorized, "token", "an Authorization: Bearer token is required; log in to get one")
 		return "", false
 	}
-	viewer, err := s.cfg.Auth.Viewer(token)
+	viewer, err := check(token)
 	if err != nil || viewer == "" {
 		if err == nil {
 			err = errors.New("the token names no viewer")
@@ -280,10 +291,11 @@ func (s *Server) unreserve(viewer string) {
 	s.mu.Unlock()
 }
 
-// lookup finds the live or ended session id of viewer. It writes 404 for
-// an unknown id and 403 for another viewer's session.
+// lookup finds the live or ended session id of viewer, whose token may
+// have expired since the session began. It writes 404 for an unknown id
+// and 403 for another viewer's session.
 func (s *Server) lookup(w http.ResponseWriter, r *http.Request) (viewer string, sess *session, gone *endedSession, ok bool) {
-	viewer, ok = s.authenticate(w, r)
+	viewer, ok = s.authenticateWith(w, r, s.cfg.Auth.Owner)
 	if !ok {
 		return "", nil, nil, false
 	}
@@ -315,6 +327,8 @@ type status struct {
 	State  string `json:"state"` // "live" or "ended"
 	Reason string `json:"reason,omitempty"`
 	Audio  bool   `json:"audio"`
+	// Expires is when the grant ends unless the teacher ends it sooner.
+	Expires time.Time `json:"expires,omitzero"`
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
@@ -323,7 +337,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if sess != nil {
-		writeJSON(w, http.StatusOK, status{State: "live", Audio: sess.audio})
+		writeJSON(w, http.StatusOK, status{State: "live", Audio: sess.audio, Expires: sess.adm.Expires})
 		return
 	}
 	writeJSON(w, http.StatusGone, status{State: "ended", Reason: gone.reason})
@@ -373,23 +387,3 @@ func (e *endedSessions) get(id string) *endedSession { return e.byID[id] }
 
 // newID returns a random, unguessable session id (128 bits).
 func newID() string { return rand.Text() }
-
-//go:embed web
-var web embed.FS
-
-func servePage(name, contentType string) http.HandlerFunc {
-	return func(w http.ResponseWriter, _ *http.Request) {
-		b, err := web.ReadFile(name)
-		if err != nil {
-			http.Error(w, "page missing from the build", http.StatusInternalServerError)
-			return
-		}
-		h := w.Header()
-		h.Set("Content-Type", contentType)
-		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; media-src 'self' blob:")
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("Cache-Control", "no-cache")
-		w.Write(b)
-	}
-}

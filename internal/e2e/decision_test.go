@@ -62,8 +62,14 @@ func heldOffer(t *testing.T, c *http.Client, b enrolled, room, token string) <-c
 // ten-minute recording session.
 func startRelayBox(t *testing.T) (enrolled, liveBox, *daemonProc) {
 	t.Helper()
+	return startRelayBoxWith(t, nil)
+}
+
+// startRelayBoxWith is startRelayBox with extra serve flags.
+func startRelayBoxWith(t *testing.T, serve []string) (enrolled, liveBox, *daemonProc) {
+	t.Helper()
 	dir := t.TempDir()
-	b := setupBox(t, dir, nil)
+	b := setupBoxWith(t, dir, serve, nil)
 	lb := liveBox{live: freePort(t), indicator: filepath.Join(dir, "indicator")}
 	os.WriteFile(lb.indicator, nil, 0o600)
 	lb.boxDirs = writeBoxConfig(t, dir, b.state, "live:\n  enabled: true\n  listen: "+lb.live+"\nindicator:\n  path: "+lb.indicator+"\n"+fastLink)

@@ -113,6 +113,9 @@ func TestWebListener(t *testing.T) {
 		method, path string
 		web          int
 	}{
+		{"GET", "/", http.StatusOK}, // the coach page
+		{"GET", "/viewer.js", http.StatusOK},
+		{"GET", "/v1/rooms", http.StatusUnauthorized},
 		{"POST", "/v1/rooms/room-7/whep", http.StatusUnauthorized},
 		{"DELETE", "/v1/rooms/room-7/whep/abc", http.StatusUnauthorized},
 		{"POST", "/v1/enroll", http.StatusNotFound},

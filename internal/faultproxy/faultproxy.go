@@ -62,7 +62,7 @@ func (p *Proxy) Close() error {
 	return nil
 }
 
-// Sent reports how many bytes went upstream so far.
+// Sent reports how many bytes were handed upstream so far.
 func (p *Proxy) Sent() int64 { return p.sent.Load() }
 
 // Cut closes every open connection now, as a network fault would; new
@@ -146,17 +146,26 @@ func (p *Proxy) pipe(dst, src net.Conn, upstream bool) {
 			if !p.wait() {
 				return
 			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+			chunk, cut := buf[:n], false
+			if upstream {
+				// Counted before the write: whoever sees the echo of these
+				// bytes sees them counted. A cut due inside this chunk lets
+				// only the bytes up to it through, then closes every
+				// connection, so nothing after it reaches either side.
+				total := p.sent.Add(int64(n))
+				if c := p.cuts.Load(); p.opts.CutEvery > 0 && c < int64(p.opts.Cuts) && total >= (c+1)*p.opts.CutEvery && p.cuts.CompareAndSwap(c, c+1) {
+					chunk, cut = chunk[:n-int(total-(c+1)*p.opts.CutEvery)], true
+				}
+			}
+			if _, werr := dst.Write(chunk); werr != nil {
+				return
+			}
+			if cut {
+				p.cutAll()
 				return
 			}
 			if p.opts.Rate > 0 {
 				time.Sleep(time.Duration(n) * time.Second / time.Duration(p.opts.Rate))
-			}
-			if upstream {
-				total := p.sent.Add(int64(n))
-				if c := p.cuts.Load(); p.opts.CutEvery > 0 && c < int64(p.opts.Cuts) && total >= (c+1)*p.opts.CutEvery && p.cuts.CompareAndSwap(c, c+1) {
-					p.cutAll()
-				}
 			}
 		}
 		if err != nil {

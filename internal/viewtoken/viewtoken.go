@@ -149,6 +149,19 @@ func SplitSigned(s, prefix, what string, max int) (signed string, payload, sig [
 // wrap ErrMalformed, ErrBadSignature, ErrWrongIssuer, ErrExpired or
 // ErrNotYetValid.
 func (v *Verifier) Verify(token string, now time.Time) (Claims, error) {
+	return v.verify(token, now, 0)
+}
+
+// VerifyIgnoringExpiry is Verify for a token that may have expired up to
+// MaxTTL ago: what a running live-view session asks of its own viewer's
+// token, since the session is bound to its grant, not to the token. The
+// signature, issuer and shape are checked as by Verify.
+func (v *Verifier) VerifyIgnoringExpiry(token string, now time.Time) (Claims, error) {
+	return v.verify(token, now, MaxTTL)
+}
+
+// verify checks token, accepting it up to grace after its expiry.
+func (v *Verifier) verify(token string, now time.Time, grace time.Duration) (Claims, error) {
 	var c Claims
 	signed, payload, sig, err := SplitSigned(token, prefix, "CLAIMS", maxToken)
 	if err != nil {
@@ -183,7 +196,7 @@ func (v *Verifier) Verify(token string, now time.Time) (Claims, error) {
 	if c.IssuedAt > t+int64(ClockSkew/time.Second) {
 		return Claims{}, fmt.Errorf("%w: issued %s", ErrNotYetValid, time.Unix(c.IssuedAt, 0).UTC().Format(time.RFC3339))
 	}
-	if t >= c.Expires {
+	if t >= c.Expires+int64(grace/time.Second) {
 		return Claims{}, fmt.Errorf("%w: at %s", ErrExpired, c.Expiry().Format(time.RFC3339))
 	}
 	return c, nil

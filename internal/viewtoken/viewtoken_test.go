@@ -155,6 +155,37 @@ func TestVerifyErrors(t *testing.T) {
 	}
 }
 
+// VerifyIgnoringExpiry accepts an expired token up to MaxTTL after its
+// expiry, and checks everything else as Verify does.
+func TestVerifyIgnoringExpiry(t *testing.T) {
+	k := newKey(t)
+	v := NewVerifier(TrustedKey{IssuerReceiver, k.Public().(ed25519.PublicKey)})
+	good, _ := Mint(k, IssuerReceiver, "anna", time.Hour, t0)
+	wrongKey, _ := Mint(newKey(t), IssuerReceiver, "anna", time.Hour, t0)
+	local, _ := Mint(k, IssuerLocal, "anna", time.Hour, t0)
+	for _, tc := range []struct {
+		name  string
+		token string
+		now   time.Time
+		want  error
+	}{
+		{"valid", good, t0.Add(time.Minute), nil},
+		{"expired a minute ago", good, t0.Add(time.Hour + time.Minute), nil},
+		{"expired almost MaxTTL ago", good, t0.Add(time.Hour + MaxTTL - time.Second), nil},
+		{"expired MaxTTL ago", good, t0.Add(time.Hour + MaxTTL), ErrExpired},
+		{"wrong key", wrongKey, t0.Add(2 * time.Hour), ErrBadSignature},
+		{"wrong issuer", local, t0.Add(2 * time.Hour), ErrWrongIssuer},
+		{"issued in the future", good, t0.Add(-61 * time.Second), ErrNotYetValid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := v.VerifyIgnoringExpiry(tc.token, tc.now)
+			if !errors.Is(err, tc.want) || (err == nil && c.Subject != "anna") {
+				t.Fatalf("claims %+v, error %v, want %v", c, err, tc.want)
+			}
+		})
+	}
+}
+
 func FuzzVerify(f *testing.F) {
 	_, k, _ := ed25519.GenerateKey(rand.Reader)
 	good, _ := Mint(k, IssuerLocal, "anna", time.Hour, t0)

@@ -58,7 +58,14 @@ func (r *Registry) setRoom(name, device string, allow bool) error {
 // RoomAllowed reports whether viewer may ask for device's live view; an
 // unknown viewer is allowed nothing.
 func (r *Registry) RoomAllowed(name, device string) (bool, error) {
-	var ok bool
+	rooms, err := r.Rooms(name)
+	return slices.Contains(rooms, device), err
+}
+
+// Rooms returns the devices viewer may ask for (AllowRoom), sorted; an
+// unknown viewer has none.
+func (r *Registry) Rooms(name string) ([]string, error) {
+	rooms := []string{}
 	err := r.db.View(func(tx *bolt.Tx) error {
 		rec, err := get(tx, name)
 		if errors.Is(err, ErrUnknownViewer) {
@@ -67,8 +74,8 @@ func (r *Registry) RoomAllowed(name, device string) (bool, error) {
 		if err != nil {
 			return err
 		}
-		ok = slices.Contains(rec.Rooms, device)
+		rooms = append(rooms, rec.Rooms...)
 		return nil
 	})
-	return ok, err
+	return rooms, err
 }

@@ -27,6 +27,17 @@ type PageState struct {
 	State  string `json:"state"`
 	Reason string `json:"reason"`
 	Text   string `json:"text"`
+	// Ends is #status's data-ends: the grant's end while watching.
+	Ends string `json:"ends"`
+	// Rooms are the rooms the coach page lists.
+	Rooms []Room `json:"rooms"`
+	// SignIn says the coach page's sign-in form shows.
+	SignIn bool `json:"signin"`
+	// ScrollWidth is document.documentElement.scrollWidth: wider than the
+	// viewport means something overflows sideways.
+	ScrollWidth int `json:"scrollWidth"`
+	// Loads counts the page's load events: 1 unless it reloaded.
+	Loads int `json:"loads"`
 	// Frames is the video frames the browser decoded so far.
 	Frames int `json:"frames"`
 	// FirstFrame is when the page's <video> presented the frame that its
@@ -39,10 +50,24 @@ type PageState struct {
 	FirstFrame   time.Time `json:"-"`
 	FirstMilli   int64     `json:"first"`
 	FramesBefore int       `json:"before"`
+	// Local and Remote are the candidate types ("host", "srflx", "prflx",
+	// "relay") of the ICE pair the browser selected, empty before.
+	Local  string `json:"local"`
+	Remote string `json:"remote"`
+}
+
+// Room is one room on the coach page.
+type Room struct {
+	Name   string `json:"name"`
+	Online bool   `json:"online"`
+	// Ask says its "Ask to watch" button shows and is enabled.
+	Ask bool `json:"ask"`
 }
 
 // BrowserOptions configure OpenPage.
 type BrowserOptions struct {
+	// Width and Height set the window (default: playwright's 1280x720).
+	Width, Height int
 	// NodeModules is the node_modules folder holding playwright-core.
 	NodeModules string
 	// Chromium is the browser binary (default /usr/bin/chromium).
@@ -58,7 +83,11 @@ type Page struct {
 	stdin  io.WriteCloser
 	stderr *syncBuf
 	states chan PageState
+	acks   chan ack
 	done   chan error
+
+	cmdMu sync.Mutex // one command at a time
+	cmdID int
 
 	mu   sync.Mutex
 	last PageState
@@ -97,7 +126,10 @@ func OpenPage(ctx context.Context, url string, opts BrowserOptions) (*Page, erro
 	args := append(append(append([]string(nil), opts.Wrap...), node), script, url)
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), "NODE_PATH="+opts.NodeModules, "CHROMIUM="+chromium)
-	p := &Page{cmd: cmd, stderr: &syncBuf{}, states: make(chan PageState, 256), done: make(chan error, 1)}
+	if opts.Width > 0 && opts.Height > 0 {
+		cmd.Env = append(cmd.Env, fmt.Sprintf("VIEWPORT=%dx%d", opts.Width, opts.Height))
+	}
+	p := &Page{cmd: cmd, stderr: &syncBuf{}, states: make(chan PageState, 256), acks: make(chan ack, 1), done: make(chan error, 1)}
 	cmd.Stderr = p.stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -116,6 +148,14 @@ func OpenPage(ctx context.Context, url string, opts BrowserOptions) (*Page, erro
 		defer os.RemoveAll(dir)
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
+			var a ack
+			if err := json.Unmarshal(sc.Bytes(), &a); err == nil && a.ID != nil {
+				select {
+				case p.acks <- a:
+				default: // nobody waits for it
+				}
+				continue
+			}
 			var s PageState
 			if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
 				continue
@@ -153,6 +193,60 @@ func (p *Page) Wait(ctx context.Context, ok func(PageState) bool) (PageState, er
 		case <-ctx.Done():
 			last := p.Last()
 			return PageState{}, fmt.Errorf("page state %+v: %w (stderr: %s)", last, ctx.Err(), p.stderr.String())
+		}
+	}
+}
+
+// ack answers a command.
+type ack struct {
+	ID    *int   `json:"ack"`
+	Error string `json:"error"`
+}
+
+// Fill types value into the element sel (a CSS selector) names.
+func (p *Page) Fill(ctx context.Context, sel, value string) error {
+	return p.do(ctx, map[string]string{"op": "fill", "sel": sel, "value": value})
+}
+
+// Click clicks the element sel names.
+func (p *Page) Click(ctx context.Context, sel string) error {
+	return p.do(ctx, map[string]string{"op": "click", "sel": sel})
+}
+
+// Screenshot saves a PNG of the whole page to path.
+func (p *Page) Screenshot(ctx context.Context, path string) error {
+	return p.do(ctx, map[string]string{"op": "screenshot", "path": path})
+}
+
+// do sends one command to viewer.cjs and waits for its answer.
+func (p *Page) do(ctx context.Context, c map[string]string) error {
+	p.cmdMu.Lock()
+	defer p.cmdMu.Unlock()
+	p.cmdID++
+	id := p.cmdID
+	msg := map[string]any{"id": id}
+	for k, v := range c {
+		msg[k] = v
+	}
+	b, err := json.Marshal(msg)
+	if err != nil {
+		return err
+	}
+	if _, err := p.stdin.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("%s: %w", c["op"], err)
+	}
+	for {
+		select {
+		case a := <-p.acks:
+			if *a.ID != id {
+				continue
+			}
+			if a.Error != "" {
+				return fmt.Errorf("%s %s: %s", c["op"], c["sel"], a.Error)
+			}
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("%s %s: %w", c["op"], c["sel"], ctx.Err())
 		}
 	}
 }

@@ -1,16 +1,40 @@
-// Opens the box's live-view page in Debian's Chromium through
-// playwright-core and reports, as one JSON line per change, the page's
-// status (#status data-state, data-reason, text) and the video frames the
-// browser decoded (getStats inbound-rtp framesDecoded). It runs until its
-// stdin closes. Usage: node viewer.cjs URL
+// Opens the live-view page (the box's or the receiver's coach page) in
+// Debian's Chromium through playwright-core and reports, as one JSON line
+// per change, the page's status (#status data-state, data-reason,
+// data-ends, text), the rooms listed, whether the sign-in form shows, the
+// page's scroll width, how often it loaded, the video frames the browser
+// decoded (getStats inbound-rtp framesDecoded) and the candidate types of
+// the selected ICE pair. Each line of stdin
+// is a command, {"id":N,"op":"fill"|"click"|"screenshot","sel":…,
+// "value":…,"path":…}, answered by {"ack":N,"error":…}. It runs until its
+// stdin closes. VIEWPORT=WxH sets the window size. Usage: node viewer.cjs URL
 const { chromium } = require('playwright-core');
 
 const limit = Number(process.env.VIEWER_TIMEOUT_MS || 120000);
 const deadline = setTimeout(() => { console.error('viewer.cjs: timed out'); process.exit(2); }, limit);
 
 let quit = false;
-process.stdin.on('data', () => {});
+const commands = [];
+let pending = '';
+process.stdin.on('data', (d) => {
+  pending += d;
+  let i;
+  while ((i = pending.indexOf('\n')) >= 0) {
+    const line = pending.slice(0, i);
+    pending = pending.slice(i + 1);
+    if (line.trim()) commands.push(JSON.parse(line));
+  }
+});
 process.stdin.on('end', () => { quit = true; });
+
+async function run(page, c) {
+  switch (c.op) {
+    case 'fill': await page.fill(c.sel, c.value, { timeout: 5000 }); break;
+    case 'click': await page.click(c.sel, { timeout: 5000 }); break;
+    case 'screenshot': await page.screenshot({ path: c.path, fullPage: true }); break;
+    default: throw new Error('unknown op ' + c.op);
+  }
+}
 
 (async () => {
   const browser = await chromium.launch({
@@ -24,12 +48,23 @@ process.stdin.on('end', () => { quit = true; });
       '--disable-features=WebRtcHideLocalIpsWithMdns'],
   });
   try {
-    const context = await browser.newContext({ ignoreHTTPSErrors: true });
+    const opts = { ignoreHTTPSErrors: true };
+    const vp = /^(\d+)x(\d+)$/.exec(process.env.VIEWPORT || '');
+    if (vp) opts.viewport = { width: Number(vp[1]), height: Number(vp[2]) };
+    const context = await browser.newContext(opts);
     const page = await context.newPage();
     page.on('pageerror', (e) => console.error('page error: ' + e));
+    let loads = 0;
+    page.on('load', () => { loads++; });
     await page.goto(process.argv[2]);
     let last = '';
     while (!quit) {
+      while (commands.length > 0) {
+        const c = commands.shift();
+        let error = '';
+        try { await run(page, c); } catch (e) { error = String(e); }
+        console.log(JSON.stringify({ ack: c.id, error }));
+      }
       const s = await page.evaluate(async () => {
         const el = document.getElementById('status');
         const video = document.querySelector('video');
@@ -42,17 +77,36 @@ process.stdin.on('end', () => { quit = true; });
         }
         if (window.whep && window.whep.pc) window.__pc = window.whep.pc;
         let frames = window.__frames || 0;
+        let pair = window.__pair || { local: '', remote: '' };
         if (window.__pc) {
           try {
             const stats = await window.__pc.getStats();
             stats.forEach((r) => {
               if (r.type === 'inbound-rtp' && r.kind === 'video') frames = r.framesDecoded || 0;
+              if (r.type === 'transport' && r.selectedCandidatePairId) {
+                const p = stats.get(r.selectedCandidatePairId);
+                const l = p && stats.get(p.localCandidateId), m = p && stats.get(p.remoteCandidateId);
+                if (l && m) pair = { local: l.candidateType, remote: m.candidateType };
+              }
             });
           } catch (e) { /* a closed connection keeps its last count */ }
         }
         window.__frames = frames;
-        return { state: el.dataset.state, reason: el.dataset.reason || '', text: el.textContent, frames, first: Math.round(window.__first || 0), before: window.__before || 0 };
+        window.__pair = pair;
+        const rooms = [...document.querySelectorAll('#room-list li')].map((li) => {
+          const b = li.querySelector('button.ask');
+          const o = li.querySelector('.online');
+          return { name: li.dataset.room, online: !!o && o.dataset.online === 'true', ask: !!b && !b.disabled && b.offsetParent !== null };
+        });
+        const form = document.getElementById('signin');
+        return {
+          state: el.dataset.state, reason: el.dataset.reason || '', ends: el.dataset.ends || '', text: el.textContent,
+          rooms, signin: !!form && !form.hidden, scrollWidth: document.documentElement.scrollWidth,
+          frames, first: Math.round(window.__first || 0), before: window.__before || 0,
+          local: pair.local, remote: pair.remote,
+        };
       });
+      s.loads = loads;
       const line = JSON.stringify(s);
       if (line !== last) {
         console.log(line);
