@@ -80,7 +80,7 @@ func run(bin string, size, rounds int, recordFor time.Duration, upload int64, da
 		{"upload", func() error { return uploadBench(upload) }},
 		{"daemon", func() error { return daemonVsEncode(bin, daemonFor, daemonRuns, profiles) }},
 		{"live", func() error { return liveBench(bin, 10, modules) }},
-		{"relay", func() error { return relayBench(bin, 10) }},
+		{"relay", func() error { return relayBench(bin, 10, modules) }},
 		{"login", func() error { return loginBench(rounds) }},
 		{"powercut", func() error { return powerCuts(bin, kills) }},
 	}

@@ -48,7 +48,7 @@ type relayRig struct {
 
 // viewPath is where a viewer runs.
 type viewPath struct {
-	name   string
+	ns     *netns.NS
 	client *http.Client
 	net    transport.Net
 }
@@ -87,7 +87,7 @@ func startRelayRig(bin, dir string, cl *cleanups) (*relayRig, error) {
 		if err != nil {
 			return nil, err
 		}
-		r.paths[i] = viewPath{name: ns.Name, net: w, client: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
+		r.paths[i] = viewPath{ns: ns, net: w, client: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
 			DialContext:     ns.DialContext,
 			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 		}}}
@@ -169,15 +169,62 @@ func (r *relayRig) watch(ctx context.Context, p viewPath, name string) (*livetes
 	}
 	if res.r.Status != http.StatusCreated {
 		res.r.Viewer.Close()
-		return nil, "", 0, fmt.Errorf("%s on %s: HTTP %d %s", name, p.name, res.r.Status, res.r.Body)
+		return nil, "", 0, fmt.Errorf("%s on %s: HTTP %d %s", name, p.ns.Name, res.r.Status, res.r.Body)
 	}
 	v := res.r.Viewer
 	first, err := v.WaitPackets(ctx, "video")
 	if err != nil {
 		v.Close()
-		return nil, "", 0, fmt.Errorf("%s on %s (ICE %s): %w", name, p.name, v.PC.ICEConnectionState(), err)
+		return nil, "", 0, fmt.Errorf("%s on %s (ICE %s): %w", name, p.ns.Name, v.PC.ICEConnectionState(), err)
 	}
 	return v, tok, first.Sub(accepted), nil
+}
+
+// pageFirstFrame opens the coach page in Chromium on path p, signs in as
+// a new viewer name, asks for the box's room, accepts and returns the time
+// from the accept to the first frame Chromium showed, and the candidate
+// types of the pair it selected.
+func (r *relayRig) pageFirstFrame(ctx context.Context, p viewPath, name, modules string) (time.Duration, string, error) {
+	if _, err := r.token(name); err != nil { // adds and allows the viewer
+		return 0, "", err
+	}
+	page, err := livetest.OpenPage(ctx, "https://"+r.box.addr+"/", livetest.BrowserOptions{NodeModules: modules, Wrap: p.ns.Wrap()})
+	if err != nil {
+		return 0, "", err
+	}
+	defer page.Close()
+	if _, err := page.Wait(ctx, func(s livetest.PageState) bool { return s.SignIn }); err != nil {
+		return 0, "", err
+	}
+	for _, f := range [][2]string{{"#name", name}, {"#password", benchPassword}} {
+		if err := page.Fill(ctx, f[0], f[1]); err != nil {
+			return 0, "", err
+		}
+	}
+	if err := page.Click(ctx, "#signin-button"); err != nil {
+		return 0, "", err
+	}
+	if _, err := page.Wait(ctx, func(s livetest.PageState) bool { return s.State == "rooms" && len(s.Rooms) == 1 && s.Rooms[0].Ask }); err != nil {
+		return 0, "", err
+	}
+	if err := page.Click(ctx, `button.ask[data-room="bench"]`); err != nil {
+		return 0, "", err
+	}
+	if _, err := page.Wait(ctx, func(s livetest.PageState) bool { return s.State == "waiting" }); err != nil {
+		return 0, "", err
+	}
+	if err := r.accept(ctx, name); err != nil {
+		return 0, "", err
+	}
+	accepted := time.Now()
+	st, err := page.Wait(ctx, func(s livetest.PageState) bool { return !s.FirstFrame.IsZero() && s.Local != "" })
+	if err != nil {
+		return 0, "", fmt.Errorf("%s on %s: no frame in Chromium: %w", name, p.ns.Name, err)
+	}
+	if out, err := r.box.ctl("consent", "revoke", name); err != nil {
+		return 0, "", fmt.Errorf("revoke: %v: %s", err, out)
+	}
+	return livetest.FirstShown(st, time.Second/30).Sub(accepted), st.Local + "/" + st.Remote, nil
 }
 
 // silence revokes viewer name and returns the time from the revoke to its
@@ -203,7 +250,7 @@ func (r *relayRig) silence(v *livetest.Viewer, name string) (time.Duration, erro
 // (median of rounds), revoke -> last packet (max of rounds), and the
 // receiver's and the box's CPU with viewers through the relay against
 // viewers on the direct path.
-func relayBench(bin string, rounds int) error {
+func relayBench(bin string, rounds int, modules string) error {
 	var cl cleanups
 	defer cl.run()
 	dir, err := os.MkdirTemp("", "uploadbox-bench-relay-")
@@ -220,14 +267,22 @@ func relayBench(bin string, rounds int) error {
 	for i := range rounds {
 		for path := range 2 {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			first, pair, err := r.pageFirstFrame(ctx, r.paths[path], fmt.Sprintf("c%d-%d", path, i), modules)
+			if err != nil {
+				cancel()
+				return fmt.Errorf("round %d: %w", i, err)
+			}
+			pairs[path]["Chromium "+pair]++
+			// A pion viewer with a grant, then the revoke: pion has each
+			// packet's arrival time.
 			name := fmt.Sprintf("p%d-%d", path, i)
-			v, _, first, err := r.watch(ctx, r.paths[path], name)
+			v, _, _, err := r.watch(ctx, r.paths[path], name)
 			if err != nil {
 				cancel()
 				return fmt.Errorf("round %d: %w", i, err)
 			}
 			l, rm := v.CandidateTypes()
-			pairs[path][l+"/"+rm]++
+			pairs[path]["pion "+l+"/"+rm]++
 			s, err := r.silence(v, name)
 			v.Close()
 			cancel()
@@ -258,11 +313,10 @@ func relayBench(bin string, rounds int) error {
 			cpu[path].add(c)
 		}
 	}
-	fmt.Printf("live view through the receiver's TURN relay vs the direct path (box and coach on two networks, pion viewers, %d rounds each, alternating):\n", rounds)
-	fmt.Println("  (a pion viewer waits 2 s before it accepts a relay candidate pair, its ICE default: in the relay's first packet)")
+	fmt.Printf("live view through the receiver's TURN relay vs the direct path (test source 1280x720 30 fps; box and coach on two networks; the coach page in Chromium and pion viewers, %d rounds each, alternating):\n", rounds)
 	for path, label := range []string{"relay ", "direct"} {
 		f := slices.Sorted(slices.Values(firsts[path]))
-		fmt.Printf("  %s accept -> first video packet, median  %6.0f ms   (goal <= 600; range %.0f–%.0f; pairs %v)\n",
+		fmt.Printf("  %s accept -> first frame shown, median   %6.0f ms   (goal <= 600; range %.0f–%.0f; pairs %v)\n",
 			label, ms(f[len(f)/2]), ms(f[0]), ms(f[len(f)-1]), pairs[path])
 	}
 	for path, label := range []string{"relay ", "direct"} {
@@ -322,7 +376,7 @@ func (r *relayRig) viewersCPU(path, n int, span time.Duration, rep int) (cpuUse,
 	}
 	for _, j := range vs {
 		if j.v.Packets("video") == 0 {
-			return cpuUse{}, fmt.Errorf("a viewer on %s received no video", p.name)
+			return cpuUse{}, fmt.Errorf("a viewer on %s received no video", p.ns.Name)
 		}
 	}
 	return cpuUse{recv: after.recv - before.recv, box: after.box - before.box}, nil
