@@ -37,6 +37,7 @@ type Config struct {
 	Metrics    Metrics   `yaml:"metrics"`
 	Live       Live      `yaml:"live"`
 	Indicator  Indicator `yaml:"indicator"`
+	Consent    Consent   `yaml:"consent"`
 	Audit      Audit     `yaml:"audit"`
 	Log        Log       `yaml:"log"`
 }
@@ -152,6 +153,12 @@ type Indicator struct {
 	Path string `yaml:"path"`
 }
 
+// Consent is how the teacher decides on the box itself.
+type Consent struct {
+	// Button is the optional consent button (button.go).
+	Button Button `yaml:"button"`
+}
+
 // Audit is the box's hash-chained audit log.
 type Audit struct {
 	Path      string   `yaml:"path"`
@@ -194,8 +201,9 @@ func Default() *Config {
 			Listen: "0.0.0.0:8444", MaxViewers: 4, GrantDefault: Duration(60 * time.Minute),
 			IdleTimeout: Duration(60 * time.Second), ReadTimeout: Duration(10 * time.Second), MaxConnsPerAddress: 16,
 		},
-		Audit: Audit{Path: "/var/lib/uploadbox/audit.jsonl", Retention: Duration(180 * 24 * time.Hour), CheckpointEvery: Duration(10 * time.Minute)},
-		Log:   Log{Level: "info", Format: "text"},
+		Consent: Consent{Button: Button{Line: 17, ActiveLow: true, Debounce: Duration(30 * time.Millisecond)}},
+		Audit:   Audit{Path: "/var/lib/uploadbox/audit.jsonl", Retention: Duration(180 * 24 * time.Hour), CheckpointEvery: Duration(10 * time.Minute)},
+		Log:     Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -375,6 +383,7 @@ func (c *Config) Validate() []Problem {
 	if lv.MaxConnsPerAddress < 1 || lv.MaxConnsPerAddress > 1024 {
 		add("live.max_conns_per_address", "%d: use 1 to 1024", lv.MaxConnsPerAddress)
 	}
+	ps = append(ps, c.Consent.Button.validate("consent.button")...)
 	if c.Audit.Retention.D() < 24*time.Hour {
 		add("audit.retention", "%s: keep at least 1d", c.Audit.Retention)
 	}
