@@ -153,7 +153,8 @@ func ask(t *testing.T, l *consent.Ledger, viewer string) string {
 func TestButtonCannotOpen(t *testing.T) {
 	cfg := buttonConfig(t.TempDir())
 	cfg.Consent.Button.Chip = filepath.Join(t.TempDir(), "gpiochip0") // no such chip
-	var logs bytes.Buffer // nothing runs concurrently here: Run is not called
+	// Nothing logs concurrently here: Run is not called.
+	var logs bytes.Buffer
 	a, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
