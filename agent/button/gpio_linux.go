@@ -185,13 +185,14 @@ func Open(chip string, line int, activeLow bool) (*GPIOLine, error) {
 		return nil, fmt.Errorf("line %d of %s: %w", line, info.Path, err)
 	}
 	// Non-blocking, so reads wait in the runtime's poller and Close ends them.
-	l := &GPIOLine{
-		f:      os.NewFile(uintptr(req.Fd), fmt.Sprintf("%s line %d", info.Path, line)),
-		events: make(chan Edge),
-		done:   make(chan struct{}),
-	}
+	return newLine(os.NewFile(uintptr(req.Fd), fmt.Sprintf("%s line %d", info.Path, line))), nil
+}
+
+// newLine reads edge events from f, the line's file.
+func newLine(f *os.File) *GPIOLine {
+	l := &GPIOLine{f: f, events: make(chan Edge), done: make(chan struct{})}
 	go l.read()
-	return l, nil
+	return l
 }
 
 // lineRequest is the GPIO_V2_GET_LINE_IOCTL argument for the button.

@@ -116,16 +116,18 @@ func TestLineRequest(t *testing.T) {
 	}
 }
 
+// rec is a struct gpio_v2_line_event as the kernel writes it.
+func rec(ts uint64, id uint32) []byte {
+	b := make([]byte, 48)
+	binary.NativeEndian.PutUint64(b[0:], ts)
+	binary.NativeEndian.PutUint32(b[8:], id)
+	binary.NativeEndian.PutUint32(b[12:], 17) // offset
+	binary.NativeEndian.PutUint32(b[16:], 1)  // seqno
+	return b
+}
+
 // decodeEvents reads the records as the kernel writes them.
 func TestDecodeEvents(t *testing.T) {
-	rec := func(ts uint64, id uint32) []byte {
-		b := make([]byte, 48)
-		binary.NativeEndian.PutUint64(b[0:], ts)
-		binary.NativeEndian.PutUint32(b[8:], id)
-		binary.NativeEndian.PutUint32(b[12:], 17) // offset
-		binary.NativeEndian.PutUint32(b[16:], 1)  // seqno
-		return b
-	}
 	buf := slices.Concat(rec(1_000_000_000, 1), rec(1_150_000_000, 2), rec(5, 9), rec(7, 1)[:20])
 	got := decodeEvents(buf)
 	want := []Edge{{Rising: true, Time: time.Second}, {Rising: false, Time: 1150 * time.Millisecond}}
@@ -165,4 +167,43 @@ func TestOpenErrors(t *testing.T) {
 	if ChipPath("gpiochip0") != "/dev/gpiochip0" || ChipPath("/dev/gpiochip4") != "/dev/gpiochip4" {
 		t.Error("ChipPath")
 	}
+}
+
+// The line's reader, on a pipe in place of the line's file: it delivers
+// the edges written to it in order, Close ends it without an error, and
+// a read that fails closes Events with the error.
+func TestLineReader(t *testing.T) {
+	pipe := func() (*GPIOLine, *os.File) {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return newLine(r), w
+	}
+	l, w := pipe()
+	defer w.Close()
+	if _, err := w.Write(slices.Concat(rec(1_000_000_000, 1), rec(1_150_000_000, 2))); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []Edge{{Rising: true, Time: time.Second}, {Time: 1150 * time.Millisecond}} {
+		if got := <-l.Events(); got != want {
+			t.Errorf("edge %+v, want %+v", got, want)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := <-l.Events(); ok || l.Err() != nil {
+		t.Errorf("after Close: Events open %v, Err %v; want closed, nil", ok, l.Err())
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+
+	l, w = pipe()
+	w.Close() // the read ends: as a line whose chip went away
+	if _, ok := <-l.Events(); ok || l.Err() == nil || !strings.Contains(l.Err().Error(), "read ") {
+		t.Errorf("after a failed read: Events open %v, Err %v; want closed with the error", ok, l.Err())
+	}
+	l.Close()
 }
