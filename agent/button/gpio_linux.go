@@ -117,7 +117,7 @@ var (
 func chipError(path string, err error) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("%w: %s does not exist (consent.button.chip: list the chips with gpiodetect; on a Raspberry Pi it is gpiochip0, on a Pi 5 gpiochip4 before kernel 6.6.45)", ErrNoChip, path)
+		return fmt.Errorf("%w: %s does not exist (consent.button.chip: list the chips with gpiodetect; on a Raspberry Pi the header's is gpiochip0, on a Pi 5 with an older kernel maybe gpiochip4)", ErrNoChip, path)
 	case errors.Is(err, fs.ErrPermission):
 		return fmt.Errorf("%w: %s: permission denied (add the daemon's user to the chip's group: usermod -aG gpio uploadbox, and allow the device in the unit: DeviceAllow=char-gpiochip rw)", ErrPermission, path)
 	}
