@@ -27,6 +27,7 @@ import (
 	"github.com/uploadbox/uploadbox/agent/control"
 	"github.com/uploadbox/uploadbox/agent/indicator"
 	"github.com/uploadbox/uploadbox/agent/link"
+	"github.com/uploadbox/uploadbox/agent/live"
 	"github.com/uploadbox/uploadbox/consent"
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/uploader"
@@ -82,6 +83,10 @@ type Agent struct {
 	liveHandler http.Handler
 	// checkpoint is the audit checkpoint waiting to be sent (checkpoint.go).
 	checkpoint *audit.Checkpoint
+	// dtls is the live view's DTLS identity (livedtls.go); dtlsErr why
+	// there is none.
+	dtls    *live.Identity
+	dtlsErr error
 }
 
 // New opens what the daemon owns (audit log, spool, control socket) with
@@ -120,6 +125,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
 	a.m = newMetrics(a)
+	a.loadDTLS(cfg)
 	if err := a.openConsent(cfg); err != nil {
 		a.spool.Close()
 		return nil, err
@@ -253,7 +259,8 @@ func (a *Agent) reload() {
 		"control.socket": old.SocketPath() != nc.SocketPath(), "metrics.listen": old.Metrics.Listen != nc.Metrics.Listen,
 		"audit.path": old.Audit.Path != nc.Audit.Path, "audit.checkpoint_every": old.Audit.CheckpointEvery != nc.Audit.CheckpointEvery,
 		"live": !reflect.DeepEqual(old.Live, nc.Live), "link": !reflect.DeepEqual(old.Link, nc.Link),
-		"consent.button": old.Consent.Button != nc.Consent.Button,
+		"consent.decline_cooldown": old.Consent.DeclineCooldown != nc.Consent.DeclineCooldown,
+		"consent.button":           old.Consent.Button != nc.Consent.Button,
 	} {
 		if changed {
 			a.log.Warn("config key changed on reload takes effect after a restart", "key", key)

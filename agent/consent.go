@@ -163,7 +163,7 @@ func (a *Agent) updateIndicator() {
 func (a *Agent) openConsent(cfg *config.Config) error {
 	var err error
 	a.ledger, err = consent.Open(consentPath(cfg), consent.Options{
-		Audit: a.audit, DefaultTTL: cfg.Live.GrantDefault.D(), Logger: a.log,
+		Audit: a.audit, DefaultTTL: cfg.Live.GrantDefault.D(), Cooldown: cfg.Consent.DeclineCooldown.D(), Logger: a.log,
 	})
 	if err != nil {
 		return fmt.Errorf("consent ledger: %w", err)

@@ -34,6 +34,11 @@ type Status struct {
 	// Control is the control connection to the receiver; absent when it
 	// does not run (not enrolled, or link.enabled is false).
 	Control *link.State `json:"control,omitempty"`
+	// LiveDTLS is the live view's DTLS certificate fingerprint, as the SDP
+	// answers carry it ("sha-256 AB:CD:…"); LiveDTLSError says why there
+	// is none.
+	LiveDTLS      string `json:"live_dtls_fingerprint,omitempty"`
+	LiveDTLSError string `json:"live_dtls_error,omitempty"`
 }
 
 // Queue is the upload backlog (`uploadbox queue`).
@@ -154,6 +159,7 @@ func (a *Agent) Status() (Status, error) {
 		PID: os.Getpid(), Version: cli.Version, Started: a.started, Uptime: time.Since(a.started).Seconds(),
 		Session: a.SessionStatus(), Queue: q, Control: a.linkState(),
 	}
+	s.LiveDTLS, s.LiveDTLSError = a.dtlsFingerprint()
 	a.mu.Lock()
 	if a.state != nil {
 		s.Enrolled = true

@@ -30,7 +30,7 @@ func (a *Agent) linkLoop(ctx context.Context) error {
 			c := link.New(link.Options{
 				Receiver:     st.Receiver,
 				TLS:          st.TLSConfig(),
-				Hello:        wire.Hello{Device: name, Version: cli.Version, Capabilities: []string{wire.OpWHEP}},
+				Hello:        wire.Hello{Device: name, Version: cli.Version, Capabilities: []string{wire.OpWHEP, wire.OpDecision}},
 				PingInterval: cfg.Link.PingInterval.D(),
 				PingTimeout:  cfg.Link.PingTimeout.D(),
 				RetryMax:     cfg.Link.RetryMax.D(),

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -62,8 +63,17 @@ func (g liveGate) AwaitDecision(ctx context.Context, request string) error {
 var _ live.Waiter = liveGate{}
 
 func (g liveGate) Joined(viewer, session string) { g.a.ledger.Joined(viewer, session) }
+
+// Left audits the end of a viewer's session as the viewer's doing when the
+// viewer left, asked again or dropped the connection, and as the daemon's
+// when the daemon closed it (revoked, expired, session ended…: the consent
+// entry before it names who decided).
 func (g liveGate) Left(viewer, session, reason string) {
-	g.a.ledger.Left(viewer, session, reason)
+	by := consent.ByDaemon
+	if reason == "viewer left" || reason == "replaced" || strings.HasPrefix(reason, "connection ") {
+		by = consent.ByViewer(viewer)
+	}
+	g.a.ledger.Left(viewer, session, reason, by)
 }
 
 // liveAuth checks viewer tokens offline: signed by the receiver's token key
@@ -142,10 +152,15 @@ func (a *Agent) serveLive(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("live view certificate: %w", err)
 	}
+	dtls, err := a.dtlsIdentity()
+	if err != nil {
+		return err
+	}
 	srv, err := live.New(live.Config{
 		MaxViewers: cfg.Live.MaxViewers, ICEServers: ice, Loopback: isLoopback(cfg.Live.Listen),
 		Auth: liveAuth{cfg.StateDir}, Gate: liveGate{a}, Source: liveSource{a}, Logger: a.log,
 		AuthFailed: a.liveAuthFailed,
+		Identity:   dtls,
 		Indicator: func(n int) {
 			a.viewers.Store(int64(n))
 			a.m.liveViewers.Set(float64(n))

@@ -39,3 +39,28 @@ func TestRelayWHEP(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayICEServers: a relayed request's ICE servers must be a few
+// stun:/turn: URLs; anything else refuses the request.
+func TestRelayICEServers(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusCreated) })
+	turn := wire.ICEServer{URLs: []string{"turn:198.51.100.1:3478?transport=udp", "turn:198.51.100.1:3478?transport=tcp"}, Username: "1:box:r:v", Credential: "x"}
+	for _, tc := range []struct {
+		name    string
+		servers []wire.ICEServer
+		ok      bool
+	}{
+		{"turn", []wire.ICEServer{turn}, true},
+		{"none", nil, true},
+		{"http url", []wire.ICEServer{{URLs: []string{"http://198.51.100.1/"}}}, false},
+		{"no url", []wire.ICEServer{{}}, false},
+		{"too many", []wire.ICEServer{turn, turn, turn, turn, turn}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := RelayWHEP(t.Context(), h, wire.WHEPRequest{Method: "POST", Path: "/whep", ICEServers: tc.servers})
+			if (err == nil) != tc.ok {
+				t.Fatalf("err %v, want ok %t", err, tc.ok)
+			}
+		})
+	}
+}

@@ -31,10 +31,15 @@ const (
 	StateCancelled = "cancelled" // still pending when the recording session ended
 )
 
-// Reasons a Denied error carries.
+// Reasons a Denied error carries. Declined, revoked and ended hold for
+// the viewer's cooldown (Options.Cooldown): asking again in it is answered
+// with the same reason and creates no request.
 const (
 	ReasonPending   = "pending"    // a request waits for the teacher's decision
 	ReasonNoSession = "no session" // nothing is being recorded, so there is nothing to watch
+	ReasonDeclined  = "declined"   // the teacher declined the viewer's request
+	ReasonRevoked   = "revoked"    // the teacher ended the viewer's grant
+	ReasonEnded     = "ended"      // the teacher ended all viewing
 )
 
 // Reasons Watch delivers when a grant ends.
@@ -42,15 +47,24 @@ const (
 	EndRevoked = "revoked"
 	EndExpired = "expired"
 	EndSession = "session ended"
+	EndAll     = "ended"         // the teacher ended all viewing (EndAllViewing)
 	EndNoGrant = "no grant"      // Watch found no live grant
 	EndClosed  = "ledger closed" // the ledger was closed; treat it as revoked
 )
 
 // Defaults for Options.
 const (
-	DefaultTTL = 60 * time.Minute
-	MaxTTL     = 8 * time.Hour
+	DefaultTTL      = 60 * time.Minute
+	MaxTTL          = 8 * time.Hour
+	DefaultCooldown = 10 * time.Minute
 )
+
+// UntilSessionEnd is the grant length that lasts until the recording
+// session ends (still at most Options.MaxTTL).
+const UntilSessionEnd time.Duration = 1<<63 - 1
+
+// MaxNonces bounds the statement nonces remembered at once (UseNonce).
+const MaxNonces = 4096
 
 // Errors callers branch on.
 var (
@@ -61,17 +75,28 @@ var (
 	ErrBadViewer      = errors.New("viewer names are 1-128 printable characters")
 	ErrClosed         = errors.New("consent ledger is closed")
 	ErrNoDecider      = errors.New("consent decision without a decider (say who decided: the caller's uid, an account, or ByDaemon)")
+	ErrReplayed       = errors.New("this statement was already used (its nonce is spent)")
+	ErrTooManyNonces  = errors.New("too many decision statements in their validity window; try again in a minute")
 )
 
 // ByDaemon is the decider of what the daemon does itself: expiries, and
 // grants it ends because a session ended or the privacy indicator failed.
 const ByDaemon = "daemon"
 
+// ByViewer names a viewer as the one who did what an entry records: a
+// request, a join, a leave.
+func ByViewer(name string) string { return "viewer:" + name }
+
+// ByTeacher names a teacher account of the receiver that decided through a
+// signed statement.
+func ByTeacher(name string) string { return "teacher:" + name }
+
 // Options configure a Ledger.
 type Options struct {
 	Audit      *audit.Log       // log every event is appended to (required)
 	DefaultTTL time.Duration    // grant length when Accept gets 0; default 60m
 	MaxTTL     time.Duration    // longest grant; default 8h
+	Cooldown   time.Duration    // a declined, revoked or ended viewer's asks are refused this long; default 10m
 	Now        func() time.Time // default time.Now; tests inject a clock
 	Logger     *slog.Logger
 }
@@ -86,7 +111,7 @@ type Request struct {
 	Decided time.Time `json:"decided,omitzero"`
 	Expires time.Time `json:"expires,omitzero"`
 	Ended   time.Time `json:"ended,omitzero"`   // when an accepted grant ended early or was recorded as expired
-	Reason  string    `json:"reason,omitempty"` // why it ended: EndRevoked, EndExpired or EndSession
+	Reason  string    `json:"reason,omitempty"` // why it ended: EndRevoked, EndExpired, EndSession or EndAll
 }
 
 // Grant is a live permission for one viewer to watch.
@@ -99,8 +124,9 @@ type Grant struct {
 
 // Denied is the error Ask returns when viewer may not watch (yet).
 type Denied struct {
-	Reason  string // ReasonPending or ReasonNoSession
-	Request string // id of the pending request, if any
+	Reason  string    // one of the Reason constants
+	Request string    // id of the pending request, or of the one declined, revoked or ended
+	Until   time.Time // end of the cooldown (declined, revoked, ended)
 }
 
 func (d *Denied) Error() string {
@@ -124,10 +150,21 @@ type session struct {
 	End     time.Time `json:"end,omitzero"` // zero: open-ended
 }
 
+// cooldown is a viewer's refusal that holds until Until: asking again
+// before then is answered with Reason and creates no request.
+type cooldown struct {
+	Reason  string    `json:"reason"`  // ReasonDeclined, ReasonRevoked or ReasonEnded
+	Request string    `json:"request"` // the request declined, revoked or ended; accepting it again lifts the cooldown
+	By      string    `json:"by"`
+	Until   time.Time `json:"until"`
+}
+
 var (
-	bucketRequests = []byte("requests")
-	bucketMeta     = []byte("meta")
-	keySession     = []byte("session")
+	bucketRequests  = []byte("requests")
+	bucketMeta      = []byte("meta")
+	bucketCooldowns = []byte("cooldowns") // by viewer
+	bucketNonces    = []byte("nonces")    // spent statement nonces, value: RFC 3339 time they may be forgotten
+	keySession      = []byte("session")
 )
 
 // Ledger is the consent ledger. It is safe for concurrent use.
@@ -142,6 +179,9 @@ type Ledger struct {
 	closed   bool
 	session  session
 	active   map[string]*record             // pending and accepted requests by id
+	cool     map[string]cooldown            // by viewer
+	nonces   map[string]time.Time           // spent nonces until they may be forgotten
+	maxNonce int                            // MaxNonces; tests lower it
 	watchers map[string]map[*watcher]string // by grant id; value: the viewer
 	decided  chan struct{}                  // closed and replaced whenever a pending request is decided
 }
@@ -169,6 +209,12 @@ func Open(path string, opts Options) (*Ledger, error) {
 	if opts.DefaultTTL > opts.MaxTTL {
 		return nil, fmt.Errorf("consent ledger: DefaultTTL %v is longer than MaxTTL %v", opts.DefaultTTL, opts.MaxTTL)
 	}
+	if opts.Cooldown < 0 {
+		return nil, fmt.Errorf("consent ledger: negative Cooldown %v", opts.Cooldown)
+	}
+	if opts.Cooldown == 0 {
+		opts.Cooldown = DefaultCooldown
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -189,6 +235,9 @@ func Open(path string, opts Options) (*Ledger, error) {
 		log:      log.With("component", "consent"),
 		kick:     make(chan struct{}, 1),
 		active:   map[string]*record{},
+		cool:     map[string]cooldown{},
+		nonces:   map[string]time.Time{},
+		maxNonce: MaxNonces,
 		watchers: map[string]map[*watcher]string{},
 		decided:  make(chan struct{}),
 	}
@@ -222,6 +271,36 @@ func (l *Ledger) load() error {
 			if err := json.Unmarshal(v, &l.session); err != nil {
 				return fmt.Errorf("damaged session record: %w", err)
 			}
+		}
+		cools, err := tx.CreateBucketIfNotExists(bucketCooldowns)
+		if err != nil {
+			return err
+		}
+		err = cools.ForEach(func(k, v []byte) error {
+			var c cooldown
+			if err := json.Unmarshal(v, &c); err != nil {
+				return fmt.Errorf("cooldown of %s: damaged record: %w", k, err)
+			}
+			l.cool[string(k)] = c
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		nonces, err := tx.CreateBucketIfNotExists(bucketNonces)
+		if err != nil {
+			return err
+		}
+		err = nonces.ForEach(func(k, v []byte) error {
+			t, err := time.Parse(time.RFC3339Nano, string(v))
+			if err != nil {
+				return fmt.Errorf("nonce %x: damaged record: %w", k, err)
+			}
+			l.nonces[string(k)] = t
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		return reqs.ForEach(func(k, v []byte) error {
 			var r record
@@ -315,9 +394,10 @@ func (l *Ledger) sortedActiveLocked() []*record {
 // viewer it returns the grant (Audio only if both granted and wanted).
 // Otherwise it returns a *Denied error and, unless one is already pending
 // for viewer, creates a pending request for the teacher to decide. While
-// no recording session runs the reason is ReasonNoSession and no request
-// is created. Any other error (bad viewer name, audit log unwritable)
-// also means: do not send media.
+// no recording session runs the reason is ReasonNoSession, and while the
+// viewer's cooldown holds (declined, revoked, ended) it is that reason;
+// neither creates a request. Any other error (bad viewer name, audit log
+// unwritable) also means: do not send media.
 func (l *Ledger) Ask(viewer string, wantAudio bool) (Grant, error) {
 	if err := checkViewer(viewer); err != nil {
 		return Grant{}, err
@@ -334,6 +414,9 @@ func (l *Ledger) Ask(viewer string, wantAudio bool) (Grant, error) {
 	}
 	if g := l.liveLocked(viewer, now); g != nil {
 		return Grant{ID: g.ID, Viewer: g.Viewer, Audio: g.Audio && wantAudio, Expires: g.Expires}, nil
+	}
+	if c, ok := l.cooldownLocked(viewer, now); ok {
+		return Grant{}, &Denied{Reason: c.Reason, Request: c.Request, Until: c.Until}
 	}
 	if p := l.pendingLocked(viewer); p != nil {
 		return Grant{}, &Denied{Reason: ReasonPending, Request: p.ID}
@@ -355,7 +438,7 @@ func (l *Ledger) Ask(viewer string, wantAudio bool) (Grant, error) {
 		}
 		// Audited inside the transaction: a request that cannot be
 		// audited is not stored.
-		return l.auditLocked("consent.request", viewer, "", fmt.Sprintf("request=%s audio=%t", id, wantAudio), now)
+		return l.auditLocked("consent.request", viewer, ByViewer(viewer), fmt.Sprintf("request=%s audio=%t", id, wantAudio), now)
 	})
 	if err != nil {
 		return Grant{}, fmt.Errorf("consent request for %s: %w", viewer, err)
@@ -446,10 +529,12 @@ func (l *Ledger) pendingRequestLocked(id string) (*record, error) {
 }
 
 // Accept turns the pending request id into a grant lasting ttl (0:
-// Options.DefaultTTL), cut short by the end of the recording session and
-// by Options.MaxTTL. noAudio withholds audio; a request that did not ask
-// for audio never gets it. by names who decided (e.g. "uid:1000(alice)");
-// it is audited.
+// Options.DefaultTTL; UntilSessionEnd), cut short by the end of the
+// recording session and by Options.MaxTTL. noAudio withholds audio; a
+// request that did not ask for audio never gets it. by names who decided
+// (e.g. "uid:1000(alice)"); it is audited. The request a viewer's cooldown
+// holds (the one declined, revoked or ended) may be accepted again, which
+// lifts the cooldown: that is how a teacher lets in a viewer they refused.
 func (l *Ledger) Accept(id string, ttl time.Duration, noAudio bool, by string) (Grant, error) {
 	if by == "" {
 		return Grant{}, fmt.Errorf("accept consent request %s: %w", id, ErrNoDecider)
@@ -467,7 +552,7 @@ func (l *Ledger) Accept(id string, ttl time.Duration, noAudio bool, by string) (
 	}
 	now := l.now()
 	l.sweepAndLogLocked(now)
-	r, err := l.pendingRequestLocked(id)
+	r, err := l.acceptableLocked(id, now)
 	if err != nil {
 		return Grant{}, fmt.Errorf("accept consent request: %w", err)
 	}
@@ -480,17 +565,29 @@ func (l *Ledger) Accept(id string, ttl time.Duration, noAudio bool, by string) (
 	}
 	nr := *r
 	nr.State, nr.Decided, nr.Expires = StateAccepted, now, expires
+	nr.Ended, nr.Reason = time.Time{}, ""
 	nr.Audio = r.Audio && !noAudio
+	detail := fmt.Sprintf("request=%s audio=%t expires=%s", id, nr.Audio, expires.Format(time.RFC3339))
+	if r.State != StatePending {
+		detail += " was=" + r.State
+	}
 	err = l.db.Update(func(tx *bolt.Tx) error {
 		if err := put(tx, &nr); err != nil {
 			return err
 		}
+		if r.State != StatePending {
+			if err := tx.Bucket(bucketCooldowns).Delete([]byte(nr.Viewer)); err != nil {
+				return err
+			}
+		}
 		// A grant that cannot be audited is not given.
-		return l.auditLocked("consent.accept", nr.Viewer, by,
-			fmt.Sprintf("request=%s audio=%t expires=%s", id, nr.Audio, expires.Format(time.RFC3339)), now)
+		return l.auditLocked("consent.accept", nr.Viewer, by, detail, now)
 	})
 	if err != nil {
 		return Grant{}, fmt.Errorf("accept consent request %s: %w", id, err)
+	}
+	if r.State != StatePending {
+		delete(l.cool, nr.Viewer)
 	}
 	l.active[id] = &nr
 	l.decidedLocked()
@@ -499,8 +596,86 @@ func (l *Ledger) Accept(id string, ttl time.Duration, noAudio bool, by string) (
 	return Grant{ID: id, Viewer: nr.Viewer, Audio: nr.Audio, Expires: expires}, nil
 }
 
-// Deny refuses the pending request id; by names who decided. The viewer
-// may ask again.
+// acceptableLocked returns request id if it is pending, or if it is the
+// request viewer's cooldown holds (accepting it again lifts the cooldown);
+// otherwise an error naming it.
+func (l *Ledger) acceptableLocked(id string, now time.Time) (*record, error) {
+	r, err := l.pendingRequestLocked(id)
+	if !errors.Is(err, ErrNotPending) {
+		return r, err
+	}
+	stored, lerr := l.lookupLocked(id)
+	if lerr != nil {
+		return nil, err
+	}
+	if c, ok := l.cooldownLocked(stored.Viewer, now); ok && c.Request == id && !l.hasActiveLocked(stored.Viewer) {
+		return &stored, nil
+	}
+	return nil, err
+}
+
+// hasActiveLocked says whether viewer has a pending request or a grant.
+func (l *Ledger) hasActiveLocked(viewer string) bool {
+	for _, r := range l.active {
+		if r.Viewer == viewer {
+			return true
+		}
+	}
+	return false
+}
+
+// cooldownLocked returns viewer's cooldown if it still holds at now, and
+// forgets one that ran out.
+func (l *Ledger) cooldownLocked(viewer string, now time.Time) (cooldown, bool) {
+	c, ok := l.cool[viewer]
+	if !ok {
+		return c, false
+	}
+	if now.Before(c.Until) {
+		return c, true
+	}
+	delete(l.cool, viewer)
+	if err := l.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketCooldowns).Delete([]byte(viewer)) }); err != nil {
+		l.log.Warn("forgetting a cooldown that ran out failed", "viewer", viewer, "err", err)
+	}
+	return c, false
+}
+
+// coolLocked starts viewer's cooldown: until it ends, Ask answers reason
+// and creates no request. What the daemon does itself (ByDaemon) starts
+// none: only a person's no is one.
+func (l *Ledger) coolLocked(viewer, reason, request, by string, now time.Time) error {
+	if by == ByDaemon {
+		return nil
+	}
+	c := cooldown{Reason: reason, Request: request, By: by, Until: now.Add(l.opts.Cooldown)}
+	// Memory first: the refusal holds in this process even if storing fails.
+	l.cool[viewer] = c
+	v, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	return l.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketCooldowns).Put([]byte(viewer), v) })
+}
+
+// liftCooldownsLocked forgets every cooldown.
+func (l *Ledger) liftCooldownsLocked() error {
+	if len(l.cool) == 0 {
+		return nil
+	}
+	clear(l.cool)
+	return l.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketCooldowns); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucket(bucketCooldowns)
+		return err
+	})
+}
+
+// Deny refuses the pending request id; by names who decided. Until
+// Options.Cooldown has passed the viewer's asks are answered
+// ReasonDeclined and create no request.
 func (l *Ledger) Deny(id, by string) error {
 	if by == "" {
 		return fmt.Errorf("deny consent request %s: %w", id, ErrNoDecider)
@@ -518,7 +693,8 @@ func (l *Ledger) Deny(id, by string) error {
 	}
 	nr := *r
 	nr.State, nr.Decided = StateDenied, now
-	err = l.finishLocked(&nr, "consent.deny", by, fmt.Sprintf("request=%s", id), now)
+	err = errors.Join(l.coolLocked(nr.Viewer, ReasonDeclined, id, by, now),
+		l.finishLocked(&nr, "consent.deny", by, fmt.Sprintf("request=%s", id), now))
 	l.decidedLocked()
 	if err != nil {
 		return fmt.Errorf("deny consent request %s: %w", id, err)
@@ -556,8 +732,9 @@ func (l *Ledger) AwaitDecision(ctx context.Context, id string) error {
 }
 
 // Revoke ends every live grant of viewer now; watchers get EndRevoked.
-// by names who decided. It returns an error wrapping ErrNoGrant if viewer
-// has none.
+// by names who decided; unless it is ByDaemon, the viewer's asks are
+// answered ReasonRevoked for Options.Cooldown. It returns an error
+// wrapping ErrNoGrant if viewer has none.
 func (l *Ledger) Revoke(viewer, by string) error {
 	if err := checkViewer(viewer); err != nil {
 		return err
@@ -579,7 +756,8 @@ func (l *Ledger) Revoke(viewer, by string) error {
 			continue
 		}
 		n++
-		errs = append(errs, l.endLocked(r, StateRevoked, EndRevoked, "consent.revoke", by, now))
+		errs = append(errs, l.coolLocked(viewer, ReasonRevoked, r.ID, by, now),
+			l.endLocked(r, StateRevoked, EndRevoked, "consent.revoke", by, now))
 	}
 	if n == 0 {
 		return fmt.Errorf("revoke consent: %w for viewer %q", ErrNoGrant, viewer)
@@ -589,6 +767,34 @@ func (l *Ledger) Revoke(viewer, by string) error {
 		return fmt.Errorf("revoke consent of %s (the grant is ended, recording it failed): %w", viewer, err)
 	}
 	return nil
+}
+
+// EndAllViewing ends every live grant now (watchers get EndAll) and
+// declines every pending request; by names who decided. Each viewer
+// concerned is answered ReasonEnded for Options.Cooldown. It returns how
+// many grants and requests it ended; none is not an error.
+func (l *Ledger) EndAllViewing(by string) (int, error) {
+	if by == "" {
+		return 0, fmt.Errorf("end all viewing: %w", ErrNoDecider)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return 0, ErrClosed
+	}
+	now := l.now()
+	l.sweepAndLogLocked(now)
+	var errs []error
+	n := 0
+	l.endActiveLocked(StateRevoked, StateDenied, EndAll, "consent.end_all", by, "declined (all viewing ended)", now, func(r *record) error {
+		n++
+		return l.coolLocked(r.Viewer, ReasonEnded, r.ID, by, now)
+	}, &errs)
+	l.log.Info("all viewing ended", "grants_and_requests", n, "by", by)
+	if err := errors.Join(errs...); err != nil {
+		return n, fmt.Errorf("end all viewing (the grants are ended, recording it failed): %w", err)
+	}
+	return n, nil
 }
 
 // Watch returns a channel that receives the reason (EndRevoked,
@@ -647,19 +853,24 @@ func (l *Ledger) notifyLocked(id, reason string) {
 	delete(l.watchers, id)
 }
 
-// Joined records that viewer's peer connection session started.
-func (l *Ledger) Joined(viewer, session string) { l.auditOnly("live.join", viewer, "session="+session) }
-
-// Left records that viewer's peer connection session ended, and why
-// ("viewer left", "revoked", "replaced", …).
-func (l *Ledger) Left(viewer, session, reason string) {
-	l.auditOnly("live.leave", viewer, "session="+session+" reason="+strings.ReplaceAll(reason, " ", "_"))
+// Joined records that viewer's peer connection session started (by the
+// viewer).
+func (l *Ledger) Joined(viewer, session string) {
+	l.auditOnly("live.join", viewer, ByViewer(viewer), "session="+session)
 }
 
-func (l *Ledger) auditOnly(event, viewer, detail string) {
+// Left records that viewer's peer connection session ended, why ("viewer
+// left", "revoked", "replaced", …) and by whom: the viewer (ByViewer) or
+// the daemon that closed it (ByDaemon; the consent entry before it names
+// who revoked).
+func (l *Ledger) Left(viewer, session, reason, by string) {
+	l.auditOnly("live.leave", viewer, by, "session="+session+" reason="+strings.ReplaceAll(reason, " ", "_"))
+}
+
+func (l *Ledger) auditOnly(event, viewer, by, detail string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err := l.auditLocked(event, viewer, "", detail, l.now()); err != nil {
+	if err := l.auditLocked(event, viewer, by, detail, l.now()); err != nil {
 		l.log.Error("audit failed", "event", event, "viewer", viewer, "err", err)
 	}
 }
@@ -702,6 +913,10 @@ func (l *Ledger) SessionStarted(end time.Time) {
 // SessionEnded ends every live grant now (EndSession, audited
 // "consent.end" with by, who ended the session) and cancels pending
 // requests. Until the next SessionStarted, Ask returns ReasonNoSession.
+// A session a person stopped (by is not ByDaemon) lifts every cooldown:
+// the next lesson starts fresh. One the daemon ended (its time was up, the
+// daemon stopped or restarted) keeps them, so that a restart never undoes
+// a teacher's no.
 func (l *Ledger) SessionEnded(by string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -712,7 +927,11 @@ func (l *Ledger) SessionEnded(by string) {
 	// Said only when a session ran (the daemon calls this at every start).
 	running := l.session.Running
 	l.sweepAndLogLocked(now)
-	if err := l.endSessionLocked(now, by); err != nil {
+	err := l.endSessionLocked(now, by)
+	if by != ByDaemon {
+		err = errors.Join(err, l.liftCooldownsLocked())
+	}
+	if err != nil {
 		l.log.Error("recording session end failed", "err", err)
 	}
 	if running {
@@ -724,18 +943,32 @@ func (l *Ledger) endSessionLocked(now time.Time, by string) error {
 	l.session = session{}
 	err := l.db.Update(func(tx *bolt.Tx) error { return putSession(tx, l.session) })
 	errs := []error{err}
+	l.endActiveLocked(StateExpired, StateCancelled, EndSession, "consent.end", by, "cancelled (session ended)", now, nil, &errs)
+	return errors.Join(errs...)
+}
+
+// endActiveLocked ends every live grant (as grantState) and every pending
+// request (as pendingState, audited with what), with reason, audited as
+// event by by, after calling each (if set) for it; errors are appended to
+// errs. It wakes every AwaitDecision.
+func (l *Ledger) endActiveLocked(grantState, pendingState, reason, event, by, what string, now time.Time, each func(*record) error, errs *[]error) {
 	for _, r := range l.sortedActiveLocked() {
+		if each != nil {
+			*errs = append(*errs, each(r))
+		}
 		switch r.State {
 		case StateAccepted:
-			errs = append(errs, l.endLocked(r, StateExpired, EndSession, "consent.end", by, now))
+			*errs = append(*errs, l.endLocked(r, grantState, reason, event, by, now))
 		case StatePending:
 			nr := *r
-			nr.State, nr.Ended, nr.Reason = StateCancelled, now, EndSession
-			errs = append(errs, l.finishLocked(&nr, "consent.end", by, fmt.Sprintf("request=%s cancelled (session ended)", r.ID), now))
+			nr.State, nr.Ended, nr.Reason = pendingState, now, reason
+			if pendingState == StateDenied {
+				nr.Decided = now
+			}
+			*errs = append(*errs, l.finishLocked(&nr, event, by, fmt.Sprintf("request=%s %s", r.ID, what), now))
 		}
 	}
 	l.decidedLocked()
-	return errors.Join(errs...)
 }
 
 // endLocked ends the accepted grant r: watchers are told first, so media
@@ -840,8 +1073,53 @@ func (l *Ledger) Run(ctx context.Context) error {
 	}
 }
 
-// auditLocked appends event about viewer; by is who decided it (empty for
-// what the viewer did: a request, a join, a leave).
+// UseNonce spends a decision statement's nonce: ErrReplayed if it was
+// spent before. It is remembered (in the ledger's file, so across
+// restarts) until forget, when the statement has expired anyway; at most
+// MaxNonces at once (ErrTooManyNonces).
+func (l *Ledger) UseNonce(nonce string, forget time.Time) error {
+	if nonce == "" || len(nonce) > 128 {
+		return errors.New("statement nonce: want 1-128 bytes")
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return ErrClosed
+	}
+	now := l.now()
+	if _, ok := l.nonces[nonce]; ok {
+		return ErrReplayed
+	}
+	var gone []string
+	for n, t := range l.nonces {
+		if !now.Before(t) {
+			gone = append(gone, n)
+		}
+	}
+	if len(l.nonces)-len(gone) >= l.maxNonce {
+		return ErrTooManyNonces
+	}
+	err := l.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketNonces)
+		for _, n := range gone {
+			if err := b.Delete([]byte(n)); err != nil {
+				return err
+			}
+		}
+		return b.Put([]byte(nonce), []byte(forget.UTC().Format(time.RFC3339Nano)))
+	})
+	if err != nil {
+		// Not spent: refused, so that it cannot be used twice.
+		return fmt.Errorf("record statement nonce in %s: %w", l.path, err)
+	}
+	for _, n := range gone {
+		delete(l.nonces, n)
+	}
+	l.nonces[nonce] = forget
+	return nil
+}
+
+// auditLocked appends event about viewer; by is who did or decided it.
 func (l *Ledger) auditLocked(event, viewer, by, detail string, now time.Time) error {
 	_, err := l.opts.Audit.Append(audit.Entry{Time: now, Event: event, Identity: viewer, Source: "local", By: by, Outcome: "ok", Detail: detail})
 	if err != nil {

@@ -195,7 +195,8 @@ func TestRequestAcceptGrant(t *testing.T) {
 }
 
 func TestDeny(t *testing.T) {
-	r := newRig(t, newClock().Now)
+	c := newClock()
+	r := newRig(t, c.Now)
 	l := r.l
 	l.SessionStarted(time.Time{})
 	id := pending(t, l, "coach-ben", false)
@@ -203,10 +204,25 @@ func TestDeny(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustState(t, l, id, StateDenied)
-	if _, err := l.Accept(id, 0, false, "uid:1000(teacher)"); !errors.Is(err, ErrNotPending) || !strings.Contains(err.Error(), id) {
-		t.Fatalf("Accept of denied request: %v, want ErrNotPending naming %s", err, id)
+	if err := l.Deny(id, "uid:1000(teacher)"); !errors.Is(err, ErrNotPending) || !strings.Contains(err.Error(), id) {
+		t.Fatalf("Deny of denied request: %v, want ErrNotPending naming %s", err, id)
 	}
-	// The coach may ask again: a new pending request.
+	// A no sticks: asking again in the cooldown is answered "declined"
+	// and creates no request, however often the page retries.
+	until := c.Now().Add(DefaultCooldown)
+	for range 5 {
+		_, err := l.Ask("coach-ben", false)
+		var d *Denied
+		if !errors.As(err, &d) || d.Reason != ReasonDeclined || d.Request != id || !d.Until.Equal(until) {
+			t.Fatalf("Ask after deny: %v (%+v), want declined naming %s until the cooldown ends", err, d, id)
+		}
+		c.Add(time.Minute)
+	}
+	if list, _ := l.List(); len(list) != 1 {
+		t.Fatalf("asks in the cooldown made requests: %+v", list)
+	}
+	// After the cooldown the coach may ask again: a new pending request.
+	c.Add(DefaultCooldown)
 	id2 := pending(t, l, "coach-ben", false)
 	if id2 == id {
 		t.Fatalf("Ask after deny returned the denied request %s", id)
@@ -218,6 +234,10 @@ func TestDeny(t *testing.T) {
 	}
 	if len(list) != 2 || list[0].ID != id2 || list[1].ID != id {
 		t.Fatalf("List not newest first: %+v", list)
+	}
+	// The first request is no longer the one a cooldown holds.
+	if _, err := l.Accept(id, 0, false, "uid:1000(teacher)"); !errors.Is(err, ErrNotPending) {
+		t.Fatalf("Accept of a denied request after its cooldown: %v, want ErrNotPending", err)
 	}
 }
 
@@ -435,9 +455,13 @@ func TestRevokeEndsWatchWithinOneSecond(t *testing.T) {
 	if err := l.Revoke("coach", "uid:1000(teacher)"); !errors.Is(err, ErrNoGrant) {
 		t.Fatalf("second revoke: %v", err)
 	}
-	// The next Ask is a new request, not the revoked grant.
-	if id := pending(t, l, "coach", true); id == g.ID {
-		t.Fatal("revoked grant revived")
+	// The next Ask is refused for the cooldown, not the revoked grant
+	// revived nor a new request.
+	if g2, err := l.Ask("coach", true); !isDenied(err, ReasonRevoked) {
+		t.Fatalf("Ask after revoke = %+v, %v; want refused (revoked)", g2, err)
+	}
+	if list, _ := l.List(); len(list) != 2 {
+		t.Fatalf("Ask after revoke made a request: %+v", list)
 	}
 }
 
@@ -461,8 +485,8 @@ func TestWatchCancel(t *testing.T) {
 		t.Fatal("watch without a grant")
 	}
 	// Close ends the watches it still has.
-	grant(t, l, "coach", 0)
-	ch, cancel = l.Watch("coach")
+	grant(t, l, "coach-2", 0)
+	ch, cancel = l.Watch("coach-2")
 	defer cancel()
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
@@ -596,9 +620,10 @@ func TestRestartNeverRevives(t *testing.T) {
 	// The clock going back does not revive what was recorded as ended.
 	c.Add(-25 * time.Minute)
 	r.reopen()
-	for _, v := range []string{"coach-short", "coach-revoked"} {
-		if _, err := r.l.Ask(v, true); !isDenied(err, ReasonPending) {
-			t.Fatalf("%s after restart with an earlier clock: %v", v, err)
+	// The revoked viewer's cooldown survives the restarts.
+	for v, reason := range map[string]string{"coach-short": ReasonPending, "coach-revoked": ReasonRevoked} {
+		if _, err := r.l.Ask(v, true); !isDenied(err, reason) {
+			t.Fatalf("%s after restart with an earlier clock: %v, want %s", v, err, reason)
 		}
 		if ch, _ := r.l.Watch(v); receive(t, ch, time.Second) != EndNoGrant {
 			t.Fatalf("%s can watch after restart", v)
@@ -637,12 +662,15 @@ func TestAuditChain(t *testing.T) {
 	if err := l.Deny(id, "uid:1001(bea)"); err != nil {
 		t.Fatal(err)
 	}
-	g, err := l.Accept(pending(t, l, "coach-a", true), 5*time.Minute, true, "uid:1000(teacher)")
+	if _, err := l.Ask("coach-a", true); !isDenied(err, ReasonDeclined) {
+		t.Fatalf("Ask after deny: %v", err)
+	}
+	g, err := l.Accept(id, 5*time.Minute, true, ByTeacher("cara"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	l.Joined("coach-a", "whep-1")
-	l.Left("coach-a", "whep-1", "viewer left")
+	l.Left("coach-a", "whep-1", "viewer left", ByViewer("coach-a"))
 	if err := l.Revoke("coach-a", "uid:0(root)"); err != nil {
 		t.Fatal(err)
 	}
@@ -656,11 +684,11 @@ func TestAuditChain(t *testing.T) {
 
 	// Every decision names who made it; what the viewer did names nobody else.
 	want := []string{
-		"consent.request coach-a ", "consent.deny coach-a uid:1001(bea)",
-		"consent.request coach-a ", "consent.accept coach-a uid:1000(teacher)",
-		"live.join coach-a ", "live.leave coach-a ", "consent.revoke coach-a uid:0(root)",
-		"consent.request coach-b ", "consent.accept coach-b uid:1000(teacher)", "consent.expire coach-b daemon",
-		"consent.request coach-c ", "consent.accept coach-c uid:1000(teacher)", "consent.end coach-c daemon",
+		"consent.request coach-a viewer:coach-a", "consent.deny coach-a uid:1001(bea)",
+		"consent.accept coach-a teacher:cara",
+		"live.join coach-a viewer:coach-a", "live.leave coach-a viewer:coach-a", "consent.revoke coach-a uid:0(root)",
+		"consent.request coach-b viewer:coach-b", "consent.accept coach-b uid:1000(teacher)", "consent.expire coach-b daemon",
+		"consent.request coach-c viewer:coach-c", "consent.accept coach-c uid:1000(teacher)", "consent.end coach-c daemon",
 	}
 	var got []string
 	for _, e := range r.events() {
@@ -672,7 +700,7 @@ func TestAuditChain(t *testing.T) {
 			t.Errorf("leave detail %q, want the session and why it ended", e.Detail)
 		}
 		if e.Event == "consent.accept" && e.Identity == "coach-a" {
-			wantDetail := fmt.Sprintf("request=%s audio=false expires=%s", g.ID, g.Expires.Format(time.RFC3339))
+			wantDetail := fmt.Sprintf("request=%s audio=false expires=%s was=denied", g.ID, g.Expires.Format(time.RFC3339))
 			if e.Detail != wantDetail {
 				t.Errorf("accept detail %q, want %q", e.Detail, wantDetail)
 			}
@@ -878,5 +906,159 @@ func TestAwaitDecision(t *testing.T) {
 	}
 	if err := l.AwaitDecision(t.Context(), "no-such-id"); err != nil {
 		t.Fatalf("unknown id: %v", err)
+	}
+}
+
+// TestDecisionsStick: a teacher's no (decline, revoke, end all) is not
+// turned into a new pending request by the viewer asking again, for the
+// cooldown, across restarts; accepting the refused request again lets the
+// viewer in; a session a person stops lifts the cooldowns.
+func TestDecisionsStick(t *testing.T) {
+	c := newClock()
+	r := newRig(t, c.Now)
+	r.opts.Cooldown = 3 * time.Minute
+	r.reopen()
+	l := r.l
+	l.SessionStarted(time.Time{})
+	a := grant(t, l, "coach-a", 0)
+	b := grant(t, l, "coach-b", 0)
+	waiting := pending(t, l, "coach-c", true)
+	chA, cancelA := l.Watch("coach-a")
+	defer cancelA()
+
+	n, err := l.EndAllViewing(ByTeacher("tess"))
+	if err != nil || n != 3 {
+		t.Fatalf("EndAllViewing = %d, %v; want 3 ended", n, err)
+	}
+	if got := receive(t, chA, time.Second); got != EndAll {
+		t.Fatalf("watch reason %q, want %q", got, EndAll)
+	}
+	mustState(t, l, a.ID, StateRevoked)
+	if q := mustState(t, l, waiting, StateDenied); q.Reason != EndAll {
+		t.Fatalf("pending request after end all: %+v", q)
+	}
+	for v, id := range map[string]string{"coach-a": a.ID, "coach-b": b.ID, "coach-c": waiting} {
+		_, err := l.Ask(v, true)
+		var d *Denied
+		if !errors.As(err, &d) || d.Reason != ReasonEnded || d.Request != id {
+			t.Fatalf("Ask(%s) after end all: %v, want ended naming %s", v, err, id)
+		}
+	}
+	if list, _ := l.List(); len(list) != 3 {
+		t.Fatalf("asks after end all made requests: %+v", list)
+	}
+	if n, err := l.EndAllViewing(ByTeacher("tess")); err != nil || n != 0 {
+		t.Fatalf("EndAllViewing with nothing to end = %d, %v", n, err)
+	}
+
+	// The cooldown survives a restart, and the daemon ending and starting
+	// a session (as it does at every start).
+	c.Add(time.Minute)
+	r.reopen()
+	l = r.l
+	l.SessionEnded(ByDaemon)
+	l.SessionStarted(time.Time{})
+	if _, err := l.Ask("coach-b", true); !isDenied(err, ReasonEnded) {
+		t.Fatalf("Ask after restart: %v, want ended", err)
+	}
+
+	// The teacher lets coach-b in after all: accepting the ended request
+	// again; coach-b is admitted, the others are still refused.
+	g, err := l.Accept(b.ID, 10*time.Minute, false, ByTeacher("tess"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := l.Ask("coach-b", true); err != nil || got.ID != b.ID || !got.Expires.Equal(g.Expires) {
+		t.Fatalf("Ask after accepting again = %+v, %v", got, err)
+	}
+	if _, err := l.Accept(a.ID, 0, false, ByTeacher("tess")); err != nil {
+		t.Fatalf("accepting coach-a's ended grant again: %v", err)
+	}
+	if _, err := l.Accept(a.ID, 0, false, ByTeacher("tess")); !errors.Is(err, ErrNotPending) {
+		t.Fatalf("accepting twice: %v, want ErrNotPending", err)
+	}
+	if _, err := l.Ask("coach-c", true); !isDenied(err, ReasonEnded) {
+		t.Fatalf("coach-c: %v", err)
+	}
+
+	// The daemon revoking (the indicator failed) is no one's no: no
+	// cooldown. A teacher's revoke is.
+	if err := l.Revoke("coach-a", ByDaemon); err != nil {
+		t.Fatal(err)
+	}
+	pending(t, l, "coach-a", true)
+	if err := l.Revoke("coach-b", "uid:1000(teacher)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Ask("coach-b", true); !isDenied(err, ReasonRevoked) {
+		t.Fatalf("Ask after revoke: %v, want revoked", err)
+	}
+
+	// A session a person stops lifts the cooldowns: the next lesson
+	// starts fresh.
+	l.SessionEnded("uid:1000(teacher)")
+	l.SessionStarted(time.Time{})
+	pending(t, l, "coach-b", true)
+	pending(t, l, "coach-c", true)
+
+	// The cooldown runs out by itself, too.
+	id := pending(t, l, "coach-d", true)
+	if err := l.Deny(id, ByTeacher("tess")); err != nil {
+		t.Fatal(err)
+	}
+	c.Add(3*time.Minute - time.Second)
+	if _, err := l.Ask("coach-d", true); !isDenied(err, ReasonDeclined) {
+		t.Fatalf("Ask just before the cooldown ends: %v", err)
+	}
+	c.Add(time.Second)
+	pending(t, l, "coach-d", true)
+
+	var ends int
+	for _, e := range r.events() {
+		if e.Event == "consent.end_all" {
+			ends++
+			if e.By != "teacher:tess" {
+				t.Errorf("end_all entry by %q", e.By)
+			}
+		}
+	}
+	if ends != 3 {
+		t.Errorf("%d consent.end_all entries, want 3", ends)
+	}
+}
+
+func TestUseNonce(t *testing.T) {
+	c := newClock()
+	r := newRig(t, c.Now)
+	forget := c.Now().Add(90 * time.Second)
+	if err := r.l.UseNonce("n-1", forget); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.l.UseNonce("n-1", forget); !errors.Is(err, ErrReplayed) {
+		t.Fatalf("second use: %v, want ErrReplayed", err)
+	}
+	r.reopen()
+	if err := r.l.UseNonce("n-1", forget); !errors.Is(err, ErrReplayed) {
+		t.Fatalf("use after a restart: %v, want ErrReplayed", err)
+	}
+	if err := r.l.UseNonce("", forget); err == nil {
+		t.Fatal("empty nonce accepted")
+	}
+	// Bounded: at most MaxNonces remembered; expired ones make room.
+	r.l.maxNonce = 64
+	for i := 1; i < r.l.maxNonce; i++ {
+		if err := r.l.UseNonce(fmt.Sprintf("m-%d", i), forget); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.l.UseNonce("one-more", forget); !errors.Is(err, ErrTooManyNonces) {
+		t.Fatalf("past the bound: %v, want ErrTooManyNonces", err)
+	}
+	c.Add(90 * time.Second)
+	if err := r.l.UseNonce("one-more", c.Now().Add(time.Minute)); err != nil {
+		t.Fatalf("after the others expired: %v", err)
+	}
+	if len(r.l.nonces) != 1 {
+		t.Fatalf("%d nonces remembered, want the expired ones forgotten", len(r.l.nonces))
 	}
 }

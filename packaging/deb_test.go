@@ -160,6 +160,7 @@ var pkgs = []pkg{
 		unit: with(hardening, map[string]string{
 			"Type":           "simple",
 			"ExecStart":      "/usr/bin/uploadbox-receiver serve --data /var/lib/uploadbox-receiver --listen 0.0.0.0:8443 $UPLOADBOX_RECEIVER_OPTS",
+			"ExecReload":     "/bin/kill -HUP $MAINPID",
 			"User":           "uploadbox-receiver",
 			"Group":          "uploadbox-receiver",
 			"StateDirectory": "uploadbox-receiver",

@@ -53,6 +53,8 @@ type Admin interface {
 	// ask for through the receiver (every room is denied unless allowed).
 	AllowRoom(name, device string) error
 	DenyRoom(name, device string) error
+	// Decide brings a teacher's decision to a box (decision.go).
+	Decide(device string, in DecideRequest) (*DecideAnswer, error)
 	Close() error
 }
 
@@ -116,6 +118,8 @@ func (s *Server) adminHandler() http.Handler {
 				code = http.StatusConflict
 			case errors.Is(err, viewers.ErrBadName), errors.Is(err, viewers.ErrWeakPassword), errors.Is(err, errBadAdminRequest):
 				code = http.StatusBadRequest
+			case errors.Is(err, ErrOffline):
+				code = http.StatusServiceUnavailable
 			}
 			httpError(w, code, err.Error())
 			return
@@ -142,6 +146,15 @@ func (s *Server) adminHandler() http.Handler {
 		reply(w, v, err)
 	})
 	viewerRoutes(mux, local, reply)
+	mux.HandleFunc("GET /turn", s.handleTURNStatus)
+	mux.HandleFunc("POST /devices/{name}/decision", func(w http.ResponseWriter, r *http.Request) {
+		in, err := readDecide(r)
+		var v *DecideAnswer
+		if err == nil {
+			v, err = s.Decide(r.Context(), r.PathValue("name"), in, "admin-socket")
+		}
+		reply(w, v, err)
+	})
 	return mux
 }
 

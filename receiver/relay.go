@@ -76,6 +76,10 @@ func (s *Server) handleRelay(w http.ResponseWriter, r *http.Request) {
 		path += "/" + session
 	}
 	req := wire.WHEPRequest{Method: r.Method, Path: path, Header: wire.FilterHeader(r.Header, wire.WHEPHeaders), Body: body}
+	offer := r.Method == http.MethodPost
+	if offer {
+		req.ICEServers = s.boxICEServers(device, viewer)
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), wire.MaxWHEPWait+relaySlack)
 	defer cancel()
 	resp, err := s.hub.Request(ctx, device, wire.OpWHEP, req)
@@ -89,6 +93,12 @@ func (s *Server) handleRelay(w http.ResponseWriter, r *http.Request) {
 		}
 		relayProblem(w, status, "relay", msg)
 		return
+	}
+	if offer && answer.Status == http.StatusCreated {
+		if answer.Header == nil {
+			answer.Header = http.Header{}
+		}
+		s.addICELinks(answer.Header, device, viewer)
 	}
 	writeAnswer(w, device, answer)
 }

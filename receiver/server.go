@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tus/tusd/v2/pkg/filelocker"
@@ -31,6 +32,7 @@ import (
 	"github.com/uploadbox/uploadbox/receiver/internal/limit"
 	"github.com/uploadbox/uploadbox/receiver/pki"
 	"github.com/uploadbox/uploadbox/receiver/store"
+	"github.com/uploadbox/uploadbox/receiver/turn"
 	"github.com/uploadbox/uploadbox/receiver/viewers"
 	"github.com/uploadbox/uploadbox/wire"
 )
@@ -94,6 +96,14 @@ type ServerConfig struct {
 	// ping unanswered within as long again ends it (default
 	// DefaultControlPing).
 	ControlPing time.Duration
+	// WebListen, if set, is a second HTTPS listener for browsers: only the
+	// coach-facing routes (web.go), no client certificate asked, and
+	// WebCert/WebKey presented (PEM chain and key, reloaded by
+	// ReloadWebCertificate) or, without them, the server certificate.
+	WebListen, WebCert, WebKey string
+	// TURN configures the embedded TURN server, off when TURN.Listen is
+	// empty (see turn.Config; the server fills in its audit and logger).
+	TURN turn.Config
 }
 
 // Server is the cloud receiver.
@@ -122,6 +132,11 @@ type Server struct {
 	hub       Hub
 	byAddress *limit.Keyed
 	byAccount *limit.Keyed
+	// webCert is what the web listener presents; webAddr where it listens.
+	webCert atomic.Pointer[tls.Certificate]
+	webAddr string
+	// turn is the TURN server while Run runs with cfg.TURN.Listen set.
+	turn *turn.Server
 	// Notes for the operator from the first run (e.g. a generated org key).
 	Warnings []string
 }
@@ -163,6 +178,11 @@ func Open(cfg ServerConfig) (*Server, error) {
 	if cfg.ControlPing < 100*time.Millisecond || cfg.ControlPing > 10*time.Minute {
 		return nil, fmt.Errorf("serve: --control-ping %s: use 100ms to 10m", cfg.ControlPing)
 	}
+	if cfg.TURN.Listen != "" {
+		if err := cfg.TURN.Check(); err != nil {
+			return nil, fmt.Errorf("serve: %w", err)
+		}
+	}
 	if len(cfg.Hosts) == 0 {
 		host, _, err := net.SplitHostPort(cfg.Listen)
 		if err != nil {
@@ -189,6 +209,9 @@ func Open(cfg ServerConfig) (*Server, error) {
 	}
 	if created {
 		s.log.Info("created CA and server certificate", "fingerprint", s.ca.Fingerprint(), "hosts", cfg.Hosts)
+	}
+	if err := s.openWeb(); err != nil {
+		return nil, err
 	}
 	if s.receiptKey, err = loadOrCreateReceiptKey(filepath.Join(cfg.Data, ReceiptKeyFile)); err != nil {
 		return nil, err
@@ -436,21 +459,26 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	if err != nil {
 		return fmt.Errorf("serve: listen %s: %w", s.cfg.Listen, err)
 	}
-	srv := &http.Server{
-		Handler:           s.Handler(),
-		TLSConfig:         s.TLSConfig(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+	srv := s.httpServer(ctx, s.Handler(), s.TLSConfig())
+	if err := s.startTURN(); err != nil {
+		ln.Close()
+		return err
 	}
 	admin, err := s.listenAdmin()
 	if err != nil {
 		ln.Close()
+		s.stopTURN()
 		return err
 	}
 	adminSrv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
+	web, err := s.startWeb(ctx, errc)
+	if err != nil {
+		ln.Close()
+		admin.Close()
+		s.stopTURN()
+		return err
+	}
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	go func() { errc <- adminSrv.Serve(admin) }()
 	// The checkpoint loop outlives the servers: its last checkpoint
@@ -494,9 +522,14 @@ wait:
 	defer cancel()
 	serr := srv.Shutdown(shutdown)
 	aerr := adminSrv.Shutdown(shutdown)
+	var werr error
+	if web != nil {
+		werr = web.Shutdown(shutdown)
+	}
 	// Control connections are hijacked, so Shutdown does not wait for
 	// them: their handlers end with ctx and audit the disconnect.
 	s.hub.wg.Wait()
+	s.stopTURN()
 	stopBg()
 	<-janitorDone
 	stopFails()
@@ -505,5 +538,5 @@ wait:
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
-	return errors.Join(err, serr, aerr, ferr)
+	return errors.Join(err, serr, aerr, werr, ferr)
 }

@@ -37,32 +37,44 @@ type harness struct {
 	admin receiver.Admin
 }
 
-// start runs a real receiver on loopback and enrolls one box with it.
-func start(t *testing.T) *harness {
+// serve opens and runs a receiver with cfg; stop ends Run, closes the
+// server and returns Run's error.
+func serve(t *testing.T, cfg receiver.ServerConfig) (srv *receiver.Server, addr string, stop func() error) {
 	t.Helper()
-	dir := t.TempDir()
-	h := &harness{data: filepath.Join(dir, "receiver")}
-	srv, err := receiver.Open(receiver.ServerConfig{Data: h.data, Listen: "127.0.0.1:0"})
+	srv, err := receiver.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.srv = srv
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx, func(a string) { ready <- a }) }()
 	select {
-	case h.addr = <-ready:
+	case addr = <-ready:
 	case err := <-done:
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
+	return srv, addr, func() error {
 		cancel()
-		if err := <-done; err != nil {
+		err := <-done
+		srv.Close()
+		return err
+	}
+}
+
+// start runs a real receiver on loopback and enrolls one box with it.
+func start(t *testing.T) *harness {
+	t.Helper()
+	dir := t.TempDir()
+	h := &harness{data: filepath.Join(dir, "receiver")}
+	var stop func() error
+	h.srv, h.addr, stop = serve(t, receiver.ServerConfig{Data: h.data, Listen: "127.0.0.1:0"})
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
 			t.Error(err)
 		}
-		srv.Close()
 	})
+	var err error
 	if h.admin, err = receiver.OpenAdmin(h.data); err != nil {
 		t.Fatal(err)
 	}

@@ -33,6 +33,22 @@ type WHEPRequest struct {
 	Path   string      `json:"path"`
 	Header http.Header `json:"header,omitempty"`
 	Body   []byte      `json:"body,omitempty"`
+	// ICEServers are the receiver's TURN servers, with credentials made
+	// for the box for this offer's session; the box adds them to that
+	// session's peer connection. Only a relayed request carries them (the
+	// box's LAN endpoint has no way to take any).
+	ICEServers []ICEServer `json:"ice_servers,omitempty"`
+}
+
+// MaxICEServers bounds WHEPRequest.ICEServers and the URLs of each.
+const MaxICEServers = 4
+
+// ICEServer is a STUN or TURN server with its short-lived credential, as
+// in WebRTC's RTCIceServer.
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
 }
 
 // WHEPResponse is the box's answer, status, headers and body as its live

@@ -36,8 +36,8 @@ type Config struct {
 	Control    Control   `yaml:"control"`
 	Metrics    Metrics   `yaml:"metrics"`
 	Live       Live      `yaml:"live"`
-	Indicator  Indicator `yaml:"indicator"`
 	Consent    Consent   `yaml:"consent"`
+	Indicator  Indicator `yaml:"indicator"`
 	Audit      Audit     `yaml:"audit"`
 	Log        Log       `yaml:"log"`
 }
@@ -147,16 +147,23 @@ type TURN struct {
 	CredentialFile string `yaml:"credential_file"`
 }
 
+// Consent is how the teacher's decisions on live viewing are taken.
+type Consent struct {
+	// DeclineCooldown is how long a viewer the teacher declined, revoked
+	// or ended is refused without a new request (default 10m).
+	DeclineCooldown Duration `yaml:"decline_cooldown"`
+	// RemoteDecisions accepts decisions signed by the receiver for a
+	// teacher account (default true); false leaves the control socket
+	// only.
+	RemoteDecisions *bool `yaml:"remote_decisions"`
+	// Button is the optional consent button (button.go).
+	Button Button `yaml:"button"`
+}
+
 // Indicator is the privacy LED.
 type Indicator struct {
 	// Path of a sysfs LED brightness file (or any file, in tests); empty: none.
 	Path string `yaml:"path"`
-}
-
-// Consent is how the teacher decides on the box itself.
-type Consent struct {
-	// Button is the optional consent button (button.go).
-	Button Button `yaml:"button"`
 }
 
 // Audit is the box's hash-chained audit log.
@@ -201,9 +208,10 @@ func Default() *Config {
 			Listen: "0.0.0.0:8444", MaxViewers: 4, GrantDefault: Duration(60 * time.Minute),
 			IdleTimeout: Duration(60 * time.Second), ReadTimeout: Duration(10 * time.Second), MaxConnsPerAddress: 16,
 		},
-		Consent: Consent{Button: Button{Line: 17, ActiveLow: true, Debounce: Duration(30 * time.Millisecond)}},
-		Audit:   Audit{Path: "/var/lib/uploadbox/audit.jsonl", Retention: Duration(180 * 24 * time.Hour), CheckpointEvery: Duration(10 * time.Minute)},
-		Log:     Log{Level: "info", Format: "text"},
+		Consent: Consent{DeclineCooldown: Duration(10 * time.Minute), RemoteDecisions: &yes,
+			Button: Button{Line: 17, ActiveLow: true, Debounce: Duration(30 * time.Millisecond)}},
+		Audit: Audit{Path: "/var/lib/uploadbox/audit.jsonl", Retention: Duration(180 * 24 * time.Hour), CheckpointEvery: Duration(10 * time.Minute)},
+		Log:   Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -217,6 +225,12 @@ func (c *Config) SocketPath() string {
 
 // AudioOn reports whether audio is recorded.
 func (c *Config) AudioOn() bool { return c.Capture.Audio == nil || *c.Capture.Audio }
+
+// RemoteDecisionsOn reports whether the box takes the teacher's decisions
+// signed by the receiver.
+func (c *Config) RemoteDecisionsOn() bool {
+	return c.Consent.RemoteDecisions == nil || *c.Consent.RemoteDecisions
+}
 
 // UploadOn reports whether background upload runs.
 func (c *Config) UploadOn() bool { return c.Upload.Enabled == nil || *c.Upload.Enabled }
@@ -382,6 +396,9 @@ func (c *Config) Validate() []Problem {
 	}
 	if lv.MaxConnsPerAddress < 1 || lv.MaxConnsPerAddress > 1024 {
 		add("live.max_conns_per_address", "%d: use 1 to 1024", lv.MaxConnsPerAddress)
+	}
+	if d := c.Consent.DeclineCooldown.D(); d < time.Minute || d > 24*time.Hour {
+		add("consent.decline_cooldown", "%s: use 1m to 24h", c.Consent.DeclineCooldown)
 	}
 	ps = append(ps, c.Consent.Button.validate("consent.button")...)
 	if c.Audit.Retention.D() < 24*time.Hour {

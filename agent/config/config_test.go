@@ -185,3 +185,27 @@ func TestLiveConnectionLimits(t *testing.T) {
 		})
 	}
 }
+
+// The decline cooldown defaults to 10 minutes and is bounded; remote
+// decisions are on unless turned off.
+func TestConsentConfig(t *testing.T) {
+	c, err := Parse(nil, []string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Consent.DeclineCooldown.D() != 10*time.Minute || !c.RemoteDecisionsOn() {
+		t.Errorf("consent defaults: cooldown %s, remote decisions %t", c.Consent.DeclineCooldown, c.RemoteDecisionsOn())
+	}
+	c, err = Parse([]byte("consent:\n  decline_cooldown: 30m\n  remote_decisions: false\n"), []string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Consent.DeclineCooldown.D() != 30*time.Minute || c.RemoteDecisionsOn() {
+		t.Errorf("consent: %+v", c.Consent)
+	}
+	for _, src := range []string{"consent:\n  decline_cooldown: 0s\n", "consent:\n  decline_cooldown: 2d\n", "consent:\n  decline_cooldown: soon\n"} {
+		if _, err := Parse([]byte(src), []string{}); err == nil || !strings.Contains(err.Error(), "consent.decline_cooldown") {
+			t.Errorf("%q: error %v, want one naming consent.decline_cooldown", src, err)
+		}
+	}
+}

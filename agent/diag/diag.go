@@ -63,6 +63,9 @@ type Report struct {
 	// Status is the worst status of the checks: pass, warn or fail.
 	Status string   `json:"status"`
 	Checks []Result `json:"checks"`
+	// Notes are lines of information that no check judges, such as the
+	// live view's DTLS fingerprint; never null.
+	Notes []string `json:"notes"`
 }
 
 // Result is the outcome of one check.
@@ -112,6 +115,9 @@ type DaemonInfo struct {
 	// Control is the daemon's control connection to the receiver; nil if
 	// it does not run (not enrolled, or link.enabled off).
 	Control *ControlInfo
+	// LiveDTLS is the live view's DTLS certificate fingerprint as SDP
+	// carries it ("sha-256 AB:…"); empty if the daemon has none.
+	LiveDTLS string
 }
 
 // ControlInfo is the state of the daemon's control connection.
@@ -318,6 +324,7 @@ func Run(ctx context.Context, o Options) Report {
 	wg.Wait()
 	rep.Checks = append(rep.Checks, results...)
 	rep.Status = worst(rep.Checks)
+	rep.Notes = notes(rep.Checks)
 	if err := e.record(rep); err != nil {
 		fmt.Fprintf(o.Stderr, "uploadbox diag: warning: this run is not in the audit log: %v\n", err)
 	}
@@ -446,4 +453,18 @@ func (e *env) daemonInfo() (DaemonInfo, error) {
 		e.daemon, e.daemonErr = e.o.Daemon(ctx)
 	})
 	return e.daemon, e.daemonErr
+}
+
+// notes are the report's information lines: the live view's DTLS
+// fingerprint the daemon check got, for a technician to compare with the
+// a=fingerprint line of the SDP answer a coach's browser received
+// (docs/receiver.md).
+func notes(checks []Result) []string {
+	notes := []string{}
+	for _, c := range checks {
+		if fp, ok := c.Metrics["live_dtls_fingerprint"].(string); ok && c.Name == "daemon" {
+			notes = append(notes, "live view DTLS fingerprint "+fp)
+		}
+	}
+	return notes
 }

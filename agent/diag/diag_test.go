@@ -495,7 +495,7 @@ func TestJSONSchema(t *testing.T) {
 	if err := json.Unmarshal(buf.Bytes(), &doc); err != nil {
 		t.Fatal(err)
 	}
-	if keys := sortedKeys(doc); !slices.Equal(keys, []string{"checks", "host", "status", "time", "version"}) {
+	if keys := sortedKeys(doc); !slices.Equal(keys, []string{"checks", "host", "notes", "status", "time", "version"}) {
 		t.Fatalf("report keys %v", keys)
 	}
 	if doc["version"] != float64(1) || doc["status"] != Fail {
@@ -629,6 +629,44 @@ func TestDaemonControlConnection(t *testing.T) {
 			r := checkDaemon(e)
 			if r.Status != tt.status || r.Metrics["control"] != tt.metric || !strings.Contains(r.Summary, tt.summary) {
 				t.Fatalf("got %s %v %q; want %s, control=%s, %q", r.Status, r.Metrics, r.Summary, tt.status, tt.metric, tt.summary)
+			}
+		})
+	}
+}
+
+// TestLiveDTLSNote: the daemon's live view DTLS fingerprint is a note line
+// (text and JSON) and a metric of the daemon check, never a warning; a
+// daemon without one adds no note, and notes are never null.
+func TestLiveDTLSNote(t *testing.T) {
+	const fp = "sha-256 AB:CD:EF"
+	for _, tt := range []struct {
+		name, dtls string
+		notes      []string
+	}{
+		{"with", fp, []string{"live view DTLS fingerprint " + fp}},
+		{"without", "", []string{}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b := newBox(t, "")
+			o := b.options("daemon")
+			o.Daemon = func(context.Context) (DaemonInfo, error) {
+				return DaemonInfo{Running: true, PID: 7, LiveDTLS: tt.dtls}, nil
+			}
+			rep := Run(t.Context(), o)
+			if r := result(t, rep, "daemon"); r.Status != Pass || (tt.dtls != "" && r.Metrics["live_dtls_fingerprint"] != fp) {
+				t.Fatalf("daemon check %s %v", r.Status, r.Metrics)
+			}
+			if !slices.Equal(rep.Notes, tt.notes) || rep.Notes == nil {
+				t.Fatalf("notes %#v, want %#v", rep.Notes, tt.notes)
+			}
+			var text, js strings.Builder
+			WriteText(&text, rep)
+			WriteJSON(&js, rep)
+			if tt.dtls != "" && !strings.Contains(text.String(), "\nnote  live view DTLS fingerprint "+fp+"\n") {
+				t.Errorf("text report:\n%s", text.String())
+			}
+			if want := `"notes": []`; tt.dtls == "" && !strings.Contains(js.String(), want) {
+				t.Errorf("JSON report lacks %s:\n%s", want, js.String())
 			}
 		})
 	}

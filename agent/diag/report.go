@@ -25,6 +25,9 @@ func WriteText(w io.Writer, r Report) error {
 			fmt.Fprintf(&b, "      remedy: %s\n", c.Remedy)
 		}
 	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "note  %s\n", n)
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -121,6 +121,9 @@ func checkDaemon(e *env) Result {
 		m["pid"] = info.PID
 		m["uptime_seconds"] = math.Round(info.Uptime.Seconds())
 		m["session"] = info.Session
+		if info.LiveDTLS != "" {
+			m["live_dtls_fingerprint"] = info.LiveDTLS
+		}
 		session := "no session"
 		if info.Session {
 			session = "a session runs"

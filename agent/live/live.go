@@ -108,6 +108,9 @@ type Config struct {
 	// ConnectTimeout is how long a new peer connection may take to
 	// connect before it is dropped (default 15 s).
 	ConnectTimeout time.Duration
+	// Identity is the DTLS certificate of every peer connection (see
+	// LoadOrCreateIdentity); nil: a fresh one per session.
+	Identity *Identity
 
 	// Auth checks bearer tokens (required).
 	Auth Authenticator

@@ -1,8 +1,10 @@
 package live
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -30,11 +32,27 @@ type session struct {
 // errNotRecording is returned by startFeed when no recording session runs.
 var errNotRecording = errors.New("no recording session runs")
 
+// iceServersKey is the context key of WithICEServers.
+type iceServersKey struct{}
+
+// WithICEServers adds STUN/TURN servers for the session that a request
+// with ctx opens, on top of Config.ICEServers. Only the box's own code can
+// set them (the receiver's TURN credentials for a relayed offer): nothing
+// in an HTTP request can.
+func WithICEServers(ctx context.Context, servers []webrtc.ICEServer) context.Context {
+	return context.WithValue(ctx, iceServersKey{}, servers)
+}
+
 // open creates the peer connection of an admitted viewer, answers offer and
 // registers the session. The viewer is attached to the shared tracks here,
-// after Admit succeeded, and never before.
-func (s *Server) open(viewer string, offer webrtc.SessionDescription, adm Admission, audio bool, done <-chan struct{}) (*session, error) {
-	pc, err := s.api.NewPeerConnection(webrtc.Configuration{ICEServers: s.cfg.ICEServers})
+// after Admit succeeded, and never before. The viewer going away (ctx
+// done) while ICE candidates are gathered ends it.
+func (s *Server) open(ctx context.Context, viewer string, offer webrtc.SessionDescription, adm Admission, audio bool) (*session, error) {
+	servers := s.cfg.ICEServers
+	if extra, _ := ctx.Value(iceServersKey{}).([]webrtc.ICEServer); len(extra) > 0 {
+		servers = append(slices.Clip(servers), extra...)
+	}
+	pc, err := s.api.NewPeerConnection(s.cfg.Identity.configure(webrtc.Configuration{ICEServers: servers}))
 	if err != nil {
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
@@ -93,7 +111,7 @@ func (s *Server) open(viewer string, offer webrtc.SessionDescription, adm Admiss
 	}
 	select {
 	case <-gathered:
-	case <-done:
+	case <-ctx.Done():
 		return fail(errors.New("viewer went away while gathering ICE candidates"))
 	}
 

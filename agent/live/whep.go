@@ -161,7 +161,7 @@ func (s *Server) handleOffer(w http.ResponseWriter, r *http.Request) {
 			s.unreserve(viewer)
 		}
 	}()
-	sess, err := s.open(viewer, offer, adm, wantAudio && adm.Audio, r.Context().Done())
+	sess, err := s.open(r.Context(), viewer, offer, adm, wantAudio && adm.Audio)
 	if err != nil {
 		if adm.Cancel != nil {
 			adm.Cancel()

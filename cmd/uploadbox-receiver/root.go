@@ -16,5 +16,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(cli.NewVersionCommand("uploadbox-receiver"), keys, newOpenCommand(), newVerifyCommand(), newExportCommand(),
 		newServeCommand(), newDevicesCommand(), newRecordingsCommand(), newAuditCommand())
 	root.AddCommand(newViewersCommand())
+	root.AddCommand(newTURNCommand())
+	root.AddCommand(newConsentCommand())
 	return root
 }

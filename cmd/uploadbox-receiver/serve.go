@@ -25,8 +25,10 @@ type serveOptions struct {
 	auditMaxBytes                      int64
 	requestTimeout                     time.Duration
 	controlPing                        time.Duration
+	webListen, webCert, webKey         string
 	viewers                            viewerServeOptions
 	uploads                            uploadServeOptions
+	turn                               turnServeOptions
 }
 
 func newServeCommand() *cobra.Command {
@@ -60,6 +62,10 @@ func newServeCommand() *cobra.Command {
 			}
 			cfg.AuthRate, cfg.AuthBurst, cfg.AuditMaxBytes, cfg.RequestTimeout = rate, o.authBurst, o.auditMaxBytes, o.requestTimeout
 			cfg.ControlPing = o.controlPing
+			if err := receiver.CheckWebFlags(o.webListen, o.webCert, o.webKey); err != nil {
+				return cli.Usagef("%v", err)
+			}
+			cfg.WebListen, cfg.WebCert, cfg.WebKey = o.webListen, o.webCert, o.webKey
 			if o.hostname != "" {
 				cfg.Hosts = []string{o.hostname}
 			}
@@ -67,6 +73,9 @@ func newServeCommand() *cobra.Command {
 				return err
 			}
 			if err := o.uploads.apply(&cfg); err != nil {
+				return err
+			}
+			if err := o.turn.apply(&cfg); err != nil {
 				return err
 			}
 			if o.s3.Bucket != "" {
@@ -86,8 +95,29 @@ func newServeCommand() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			// SIGHUP reloads the web certificate (and no longer ends the
+			// process).
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-hup:
+						srv.ReloadWebCertificate() // logged and audited
+					}
+				}
+			}()
 			return srv.Run(ctx, func(addr string) {
+				if web := srv.WebAddr(); web != "" {
+					fmt.Fprintf(cmd.OutOrStdout(), "web listening on %s\n", web)
+				}
 				fmt.Fprintf(cmd.OutOrStdout(), "CA fingerprint %s\nlistening on %s\n", srv.Fingerprint(), addr)
+				if t := srv.TURNAddr(); t != "" {
+					fmt.Fprintf(cmd.OutOrStdout(), "turn listening on %s (udp and tcp)\n", t)
+				}
 			})
 		},
 	}
@@ -107,8 +137,12 @@ func newServeCommand() *cobra.Command {
 	f.Int64Var(&o.auditMaxBytes, "audit-max-bytes", receiver.DefaultAuditMaxBytes, "audit log size that raises an alert at 90% and, when reached, drops failed-authentication entries (never logins or handshakes)")
 	f.DurationVar(&o.requestTimeout, "request-timeout", receiver.DefaultRequestTimeout, "time to receive the body and send the answer of every non-upload request (login, enroll, commit)")
 	f.DurationVar(&o.controlPing, "control-ping", receiver.DefaultControlPing, "how often each box's control connection is pinged (100ms to 10m); one unanswered for as long again ends it")
+	f.StringVar(&o.webListen, "web-listen", "", "a second HTTPS listener for browsers (the coach page, login and the live-view relay only; no client certificate)")
+	f.StringVar(&o.webCert, "web-cert", "", "certificate chain (PEM) the web listener presents, e.g. from a public CA; reloaded on SIGHUP (default: the receiver's own server certificate)")
+	f.StringVar(&o.webKey, "web-key", "", "private key (PEM, mode 0600) of --web-cert")
 	o.viewers.AddFlags(f)
 	o.uploads.AddFlags(f)
+	o.turn.AddFlags(f)
 	cmd.MarkFlagRequired("data")
 	return cmd
 }

@@ -25,18 +25,8 @@ func TestUploadServeOptions(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var o uploadServeOptions
-			f := pflag.NewFlagSet("serve", pflag.ContinueOnError)
-			o.AddFlags(f)
-			if err := f.Parse(tc.args); err != nil {
-				t.Fatal(err)
-			}
-			var cfg receiver.ServerConfig
-			err := o.apply(&cfg)
+			cfg, err := applyServeFlags(t, &uploadServeOptions{}, tc.args, tc.wantErr)
 			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err = %v, want one naming %q", err, tc.wantErr)
-				}
 				return
 			}
 			if err != nil || cfg.UploadQuota != tc.want.UploadQuota || cfg.UploadExpiry != tc.want.UploadExpiry || cfg.PatchTimeout != tc.want.PatchTimeout {
@@ -44,4 +34,27 @@ func TestUploadServeOptions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// serveFlags are serve's flags of one component.
+type serveFlags interface {
+	AddFlags(*pflag.FlagSet)
+	apply(*receiver.ServerConfig) error
+}
+
+// applyServeFlags parses args into o's flags and applies them to a config;
+// with wantErr set, the error must name it.
+func applyServeFlags(t *testing.T, o serveFlags, args []string, wantErr string) (receiver.ServerConfig, error) {
+	t.Helper()
+	f := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	o.AddFlags(f)
+	if err := f.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	var cfg receiver.ServerConfig
+	err := o.apply(&cfg)
+	if wantErr != "" && (err == nil || !strings.Contains(err.Error(), wantErr)) {
+		t.Fatalf("err = %v, want one naming %q", err, wantErr)
+	}
+	return cfg, err
 }

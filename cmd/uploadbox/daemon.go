@@ -336,7 +336,7 @@ func newStatusCommand() *cobra.Command {
 	var f ctlFlags
 	cmd := &cobra.Command{
 		Use:   "status [--json]",
-		Short: "Show the daemon: version, uptime, enrollment, control connection, session, queue, upload errors",
+		Short: "Show the daemon: version, uptime, enrollment, control connection, live view DTLS fingerprint, session, queue, upload errors",
 		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var st agent.Status
@@ -363,6 +363,11 @@ func newStatusCommand() *cobra.Command {
 				fmt.Fprintf(out, "control:   disconnected since %s (%s): %s; next retry %s\n", c.Since.Local().Format(time.DateTime), c.Cause, c.LastError, next)
 			} else if st.Enrolled {
 				fmt.Fprintln(out, "control:   off (link.enabled is false)")
+			}
+			if st.LiveDTLS != "" {
+				fmt.Fprintf(out, "live dtls: %s\n", st.LiveDTLS)
+			} else if st.LiveDTLSError != "" {
+				fmt.Fprintf(out, "live dtls: none: %s\n", st.LiveDTLSError)
 			}
 			session := "idle"
 			if st.Session.Active {

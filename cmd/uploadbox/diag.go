@@ -65,6 +65,7 @@ func runDiag(cmd *cobra.Command, o diagOptions) error {
 			return diag.DaemonInfo{}, err
 		}
 		info := diag.DaemonInfo{Running: true, PID: st.PID, Uptime: time.Duration(st.Uptime * float64(time.Second)), Session: st.Session.Active}
+		info.LiveDTLS = st.LiveDTLS
 		if c := st.Control; c != nil {
 			info.Control = &diag.ControlInfo{Connected: c.Connected, Since: c.Since, LastError: c.LastError, Cause: c.Cause, NextRetry: c.NextRetry}
 		}

@@ -171,7 +171,9 @@ func readAudit(t *testing.T, path string) []auditEntry {
 // TestConsentDecisionsAttributed: every consent decision and every session
 // start and stop is audited with who decided (the control socket caller's
 // uid and user name, or "daemon"), the viewer in its own field, and
-// `uploadbox consent audit` shows it (issue 10, item 4).
+// `uploadbox consent audit` shows it (issue 10, item 4). Requests and
+// joins name the viewer; a declined or revoked viewer asking again is
+// refused with that reason and makes no request (issue 13).
 func TestConsentDecisionsAttributed(t *testing.T) {
 	me, err := user.Current()
 	if err != nil {
@@ -184,10 +186,20 @@ func TestConsentDecisionsAttributed(t *testing.T) {
 	tokenC := strings.TrimSpace(run(t, "uploadbox", "viewer", "token", "--name", "coach-c", "--ttl", "1h", "--state", b.state))
 
 	lb.offer(t, tokenA, false)
-	run(t, "uploadbox", "consent", "accept", pendingRequest(t, lb, "coach-a"), "--socket", lb.socket)
+	reqA := pendingRequest(t, lb, "coach-a")
+	run(t, "uploadbox", "consent", "accept", reqA, "--socket", lb.socket)
 	run(t, "uploadbox", "consent", "revoke", "coach-a", "--socket", lb.socket)
 	lb.offer(t, tokenB, false)
-	run(t, "uploadbox", "consent", "deny", pendingRequest(t, lb, "coach-b"), "--socket", lb.socket)
+	reqB := pendingRequest(t, lb, "coach-b")
+	run(t, "uploadbox", "consent", "deny", reqB, "--socket", lb.socket)
+	// A no sticks (issue 13): asking again is answered declined (revoked)
+	// and makes no new request.
+	for _, tt := range []struct{ token, reason, request string }{{tokenB, "declined", reqB}, {tokenA, "revoked", reqA}} {
+		r := lb.offer(t, tt.token, false)
+		if reason, req := refusal(t, r); r.Status != http.StatusForbidden || reason != tt.reason || req != tt.request {
+			t.Fatalf("asking again: HTTP %d %s, want 403 %s naming request %s", r.Status, r.Body, tt.reason, tt.request)
+		}
+	}
 	// A grant the daemon ends itself: it expires.
 	lb.offer(t, tokenC, false)
 	run(t, "uploadbox", "consent", "accept", pendingRequest(t, lb, "coach-c"), "--for", "1s", "--socket", lb.socket)
@@ -196,31 +208,50 @@ func TestConsentDecisionsAttributed(t *testing.T) {
 			break
 		}
 	}
-	// A grant the session's stop ends.
-	lb.offer(t, tokenA, false)
-	run(t, "uploadbox", "consent", "accept", pendingRequest(t, lb, "coach-a"), "--socket", lb.socket)
+	// The teacher lets coach-a in after all (accepting the revoked
+	// request again); the session's stop ends that grant.
+	run(t, "uploadbox", "consent", "accept", reqA, "--socket", lb.socket)
+	if r := lb.offer(t, tokenA, false); r.Status != http.StatusCreated {
+		t.Fatalf("coach-a accepted again: HTTP %d %s", r.Status, r.Body)
+	}
 	ctl(t, lb.boxDirs, nil, "session", "stop")
 
-	entries := readAudit(t, lb.audit)
+	// The daemon closed coach-a's peer connection (the consent.end entry
+	// names who ended the session); it may be audited just after the stop.
+	var entries []auditEntry
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		entries = readAudit(t, lb.audit)
+		if slices.ContainsFunc(entries, func(e auditEntry) bool { return e.Event == "live.leave" }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no live.leave audited after the session stopped")
+		}
+	}
+	for _, e := range entries {
+		if e.Event == "live.leave" && (e.Identity != "coach-a" || e.By != "daemon") {
+			t.Errorf("live.leave of %s by %q, want coach-a by daemon (%s)", e.Identity, e.By, e.Detail)
+		}
+	}
 	var got []string
 	for _, e := range entries {
 		switch {
-		case strings.HasPrefix(e.Event, "consent."), strings.HasPrefix(e.Event, "session."):
+		case strings.HasPrefix(e.Event, "consent."), strings.HasPrefix(e.Event, "session."), e.Event == "live.join":
 			got = append(got, e.Event+" "+e.Identity+" by "+e.By)
 		}
 	}
 	want := []string{
 		"session.start  by " + caller,
-		"consent.request coach-a by ",
+		"consent.request coach-a by viewer:coach-a",
 		"consent.accept coach-a by " + caller,
 		"consent.revoke coach-a by " + caller,
-		"consent.request coach-b by ",
+		"consent.request coach-b by viewer:coach-b",
 		"consent.deny coach-b by " + caller,
-		"consent.request coach-c by ",
+		"consent.request coach-c by viewer:coach-c",
 		"consent.accept coach-c by " + caller,
 		"consent.expire coach-c by daemon",
-		"consent.request coach-a by ",
 		"consent.accept coach-a by " + caller,
+		"live.join coach-a by viewer:coach-a",
 		"consent.end coach-a by " + caller,
 		"session.stop  by " + caller,
 	}

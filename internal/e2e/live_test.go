@@ -225,6 +225,8 @@ func TestLiveViewWithConsent(t *testing.T) {
 	}
 	if r := lb.offer(t, tokenA, false); r.Status != http.StatusForbidden {
 		t.Errorf("after the revoke: HTTP %d, want 403", r.Status)
+	} else if reason, _ := refusal(t, r); reason != "revoked" {
+		t.Errorf("after the revoke: reason %q, want revoked (not a new pending request)", reason)
 	}
 
 	// B gets a short grant; it expires while the daemon is down, and a

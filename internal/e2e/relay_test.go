@@ -72,15 +72,7 @@ func TestLiveViewRelay(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the daemon and a receiver; skipped under -short")
 	}
-	dir := t.TempDir()
-	b := setupBox(t, dir, nil)
-	lb := liveBox{live: freePort(t), indicator: filepath.Join(dir, "indicator")}
-	os.WriteFile(lb.indicator, nil, 0o600)
-	lb.boxDirs = writeBoxConfig(t, dir, b.state, "live:\n  enabled: true\n  listen: "+lb.live+"\nindicator:\n  path: "+lb.indicator+"\n"+fastLink)
-	p := startDaemon(t, lb.boxDirs)
-	waitControl(t, lb.boxDirs, "connected", connected)
-	var st sessionStatus
-	ctl(t, lb.boxDirs, &st, "session", "start", "--for", "10m")
+	b, lb, p := startRelayBox(t)
 
 	c := receiverClient(t, b)
 	token := receiverLogin(t, b, "coach-c")

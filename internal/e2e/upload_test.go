@@ -22,6 +22,8 @@ type receiverProc struct {
 	addr   string
 	data   string
 	stderr lockedBuffer // the receiver's log
+
+	webAddr string // the --web-listen address, when given
 }
 
 // startReceiver runs `uploadbox-receiver serve` on listen; extra are more
@@ -42,6 +44,9 @@ func startReceiver(t *testing.T, data, listen string, extra ...string) *receiver
 	t.Cleanup(func() { p.kill() })
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
+		if addr, ok := strings.CutPrefix(sc.Text(), "web listening on "); ok {
+			p.webAddr = addr
+		}
 		if addr, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
 			p.addr = addr
 			go func() {

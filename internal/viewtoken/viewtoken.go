@@ -118,36 +118,46 @@ func NewVerifier(keys ...TrustedKey) *Verifier {
 	return v
 }
 
+// SplitSigned splits s, a signed text prefix + base64url(payload) + "." +
+// base64url(Ed25519 signature) of at most max bytes, into the part the
+// signature covers in a token (prefix and encoded payload), the payload
+// and the signature. what names the payload in errors. Nothing is
+// verified.
+func SplitSigned(s, prefix, what string, max int) (signed string, payload, sig []byte, err error) {
+	if len(s) > max {
+		return "", nil, nil, fmt.Errorf("longer than %d bytes", max)
+	}
+	rest, ok := strings.CutPrefix(s, prefix)
+	if !ok {
+		return "", nil, nil, fmt.Errorf("it does not start with %q", prefix)
+	}
+	payloadB64, sigB64, ok := strings.Cut(rest, ".")
+	if !ok || strings.Contains(sigB64, ".") {
+		return "", nil, nil, fmt.Errorf("want %s%s.SIGNATURE", prefix, what)
+	}
+	if payload, err = b64.DecodeString(payloadB64); err != nil {
+		return "", nil, nil, fmt.Errorf("%s is not base64url", strings.ToLower(what))
+	}
+	if sig, err = b64.DecodeString(sigB64); err != nil || len(sig) != ed25519.SignatureSize {
+		return "", nil, nil, errors.New("signature is not 64 bytes of base64url")
+	}
+	return s[:len(prefix)+len(payloadB64)], payload, sig, nil
+}
+
 // Verify checks token's signature, its issuer against the signing key's,
 // its shape and validity period at now and returns its claims. Errors
 // wrap ErrMalformed, ErrBadSignature, ErrWrongIssuer, ErrExpired or
 // ErrNotYetValid.
 func (v *Verifier) Verify(token string, now time.Time) (Claims, error) {
 	var c Claims
-	if len(token) > maxToken {
-		return c, fmt.Errorf("%w: longer than %d bytes", ErrMalformed, maxToken)
-	}
-	rest, ok := strings.CutPrefix(token, prefix)
-	if !ok {
-		return c, fmt.Errorf("%w: it does not start with %q", ErrMalformed, prefix)
-	}
-	payloadB64, sigB64, ok := strings.Cut(rest, ".")
-	if !ok || strings.Contains(sigB64, ".") {
-		return c, fmt.Errorf("%w: want ubxv1.CLAIMS.SIGNATURE", ErrMalformed)
-	}
-	payload, err := b64.DecodeString(payloadB64)
+	signed, payload, sig, err := SplitSigned(token, prefix, "CLAIMS", maxToken)
 	if err != nil {
-		return c, fmt.Errorf("%w: claims are not base64url", ErrMalformed)
-	}
-	sig, err := b64.DecodeString(sigB64)
-	if err != nil || len(sig) != ed25519.SignatureSize {
-		return c, fmt.Errorf("%w: signature is not 64 bytes of base64url", ErrMalformed)
+		return c, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	// The signature first: nothing in unsigned claims is looked at.
-	signed := []byte(token[:len(prefix)+len(payloadB64)])
 	var issuers []string // of the keys the signature verifies with
 	for _, k := range v.keys {
-		if ed25519.Verify(k.Key, signed, sig) {
+		if ed25519.Verify(k.Key, []byte(signed), sig) {
 			issuers = append(issuers, k.Issuer)
 		}
 	}

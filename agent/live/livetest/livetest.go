@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,11 @@ type Options struct {
 	// Wait asks the server to hold the offer up to this long for the
 	// teacher's decision (Prefer: wait=N).
 	Wait time.Duration
+	// ICEServers are the viewer's STUN/TURN servers (see
+	// ICEServersFromLinks); RelayOnly gathers relay candidates only, so
+	// that the media must go through a TURN server.
+	ICEServers []webrtc.ICEServer
+	RelayOnly  bool
 }
 
 // Response is the server's answer to an offer. Viewer is set whatever the
@@ -77,7 +83,11 @@ func Offer(ctx context.Context, client *http.Client, endpoint, token string, opt
 	se := webrtc.SettingEngine{}
 	se.SetIncludeLoopbackCandidate(opts.Loopback)
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se))
-	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	conf := webrtc.Configuration{ICEServers: opts.ICEServers}
+	if opts.RelayOnly {
+		conf.ICETransportPolicy = webrtc.ICETransportPolicyRelay
+	}
+	pc, err := api.NewPeerConnection(conf)
 	if err != nil {
 		return nil, err
 	}
@@ -249,4 +259,54 @@ func (v *Viewer) Close() error {
 		return nil
 	}
 	return err
+}
+
+// ICEServersFromLinks reads the ICE servers of a WHEP answer's Link
+// headers (RFC 9725 section 4.4): <URL>; rel="ice-server" with username,
+// credential and credential-type="password" for TURN.
+func ICEServersFromLinks(h http.Header) []webrtc.ICEServer {
+	var out []webrtc.ICEServer
+	for _, v := range h.Values("Link") {
+		for _, link := range splitOutside(v, ',') {
+			parts := splitOutside(link, ';')
+			if len(parts) == 0 {
+				continue
+			}
+			u := strings.TrimSpace(parts[0])
+			if !strings.HasPrefix(u, "<") || !strings.HasSuffix(u, ">") {
+				continue
+			}
+			params := map[string]string{}
+			for _, p := range parts[1:] {
+				k, val, _ := strings.Cut(strings.TrimSpace(p), "=")
+				params[strings.ToLower(k)] = strings.Trim(val, `"`)
+			}
+			if params["rel"] != "ice-server" {
+				continue
+			}
+			out = append(out, webrtc.ICEServer{URLs: []string{u[1 : len(u)-1]}, Username: params["username"], Credential: params["credential"]})
+		}
+	}
+	return out
+}
+
+// splitOutside splits s at sep where sep is outside <...> and "...".
+func splitOutside(s string, sep byte) []string {
+	var out []string
+	var quoted, bracket bool
+	start := 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' && !bracket:
+			quoted = !quoted
+		case c == '<' && !quoted:
+			bracket = true
+		case c == '>' && !quoted:
+			bracket = false
+		case c == sep && !quoted && !bracket:
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
 }
