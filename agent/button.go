@@ -98,11 +98,12 @@ func (a *Agent) acceptOldest(log *slog.Logger) {
 	log.Info("request accepted", "request", g.ID, "viewer", g.Viewer, "audio", g.Audio, "expires", g.Expires)
 }
 
-// endAllViewing ends every live grant now.
+// endAllViewing ends every live grant and declines every pending request
+// now, as a teacher's end_all does.
 func (a *Agent) endAllViewing(log *slog.Logger) {
-	viewers, err := a.ledger.EndAll(ByButton)
+	n, err := a.ledger.EndAllViewing(ByButton)
 	if err != nil {
 		log.Error("end all viewing", "err", err)
 	}
-	log.Info("all viewing ended", "viewers", len(viewers))
+	log.Info("all viewing ended", "grants_and_requests", n)
 }

@@ -34,8 +34,8 @@ func buttonConfig(dir string) *config.Config {
 
 // TestButtonDecides runs the daemon with a fake button line: a short
 // press accepts the oldest pending viewer request in the real consent
-// ledger, a long press ends the viewing, and the audit log names the
-// button for both.
+// ledger, a long press ends all viewing (the grant, and the request still
+// pending), and the audit log names the button for each.
 func TestButtonDecides(t *testing.T) {
 	line, clk := buttontest.NewLine(), &buttontest.Clock{}
 	openButtonLine = func(b config.Button) (button.Line, error) {
@@ -109,8 +109,8 @@ func TestButtonDecides(t *testing.T) {
 	clk.Set(7 * time.Second)
 	select {
 	case reason := <-ended:
-		if reason != consent.EndRevoked {
-			t.Errorf("coach-anna's grant ended %q, want revoked", reason)
+		if reason != consent.EndAll {
+			t.Errorf("coach-anna's grant ended %q, want %q", reason, consent.EndAll)
 		}
 	case <-t.Context().Done():
 		t.Fatal("a long press did not end the viewing")
@@ -128,11 +128,11 @@ func TestButtonDecides(t *testing.T) {
 	var decided []string
 	for _, e := range es {
 		switch e.Event {
-		case "consent.accept", "consent.revoke":
+		case "consent.accept", "consent.end_all":
 			decided = append(decided, e.Event+" "+e.Identity+" by "+e.By)
 		}
 	}
-	want := "consent.accept coach-anna by button|consent.revoke coach-anna by button"
+	want := "consent.accept coach-anna by button|consent.end_all coach-anna by button|consent.end_all coach-ben by button"
 	if got := strings.Join(decided, "|"); got != want {
 		t.Errorf("audited decisions %q, want %q", got, want)
 	}
