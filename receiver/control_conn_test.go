@@ -149,14 +149,14 @@ func TestControlRefusesBadHello(t *testing.T) {
 // coach's page the box is offline.
 func TestControlRequestFailsWhenTheBoxGoes(t *testing.T) {
 	h := start(t)
-	held := make(chan struct{})
+	held, block := make(chan struct{}), make(chan struct{})
 	c := link.New(link.Options{
 		Receiver: h.box.Receiver, TLS: h.box.TLSConfig(),
 		Hello:        wire.Hello{Device: "room-9", Version: "test"},
 		PingInterval: 200 * time.Millisecond, PingTimeout: time.Second, RetryMax: time.Second,
 		Serve: func(ctx context.Context, op string, _ json.RawMessage) wire.Response {
 			close(held)
-			<-ctx.Done() // never answers while connected
+			<-block // never answers while the test runs
 			return wire.Response{Status: http.StatusOK}
 		},
 	})
@@ -164,6 +164,7 @@ func TestControlRequestFailsWhenTheBoxGoes(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	defer func() { cancel(); <-done }()
+	defer close(block) // before the link's Run is waited for
 	waitFor(t, "connected", func() bool { return connectedIn(t, h, "room-9") })
 	errc := make(chan error, 1)
 	go func() {
