@@ -26,6 +26,7 @@ var webRoutes = []string{
 	"GET /{$}",
 	"GET /viewer.js",
 	"GET /viewer.css",
+	"GET /teacher.js",
 	"GET /",
 	"/", // anything else: Handler's own 404
 	"POST /v1/login",

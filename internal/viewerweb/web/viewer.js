@@ -7,7 +7,8 @@
 // data-state (stable, for tests): signed-out, signin-failed, rooms, idle,
 // waiting, declined, playing, ended (the teacher ended it), grant-expired,
 // lesson-ended, replaced, no-lesson, signin-expired, offline (the box),
-// network (the server), error.
+// network (the server), error; teacher while a teacher's account is
+// signed in (teacher.js shows the teacher's view).
 'use strict';
 (() => {
   const coach = document.body.dataset.site === 'coach';
@@ -422,6 +423,19 @@
       return;
     }
     passwordInput.value = '';
+    if (body.role === 'teacher' && window.teacherView) {
+      // A teacher's account: teacher.js shows the rooms they answer for
+      // and hands the page back here when they sign out or the sign-in
+      // expires.
+      signinForm.hidden = true;
+      statusEl.dataset.state = 'teacher';
+      statusEl.textContent = '';
+      window.teacherView.start({
+        token: body.token, name: nameInput.value.trim(), expires: Date.parse(body.expires) || 0,
+        onEnd: (state, text, reason) => setState(state, text, reason),
+      });
+      return;
+    }
     token = body.token;
     viewer = nameInput.value.trim();
     tokenExpires = Date.parse(body.expires) || 0;
