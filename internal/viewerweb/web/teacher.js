@@ -10,7 +10,8 @@
 // Stable attributes for tests: #t-status data-state (connecting, live,
 // reconnecting, error) and data-reason; li[data-t-room] with
 // data-online and data-recording (and data-until while recording);
-// li[data-t-request] (data-viewer, data-audio) and its
+// li[data-t-request] (data-viewer, data-audio, data-shown: when it first
+// showed, ms since the epoch) and its
 // button[data-t-action] (accept, video_only, decline; data-for);
 // li[data-t-watching] (data-viewer, data-audio, data-until);
 // li[data-t-cooldown] (data-viewer, data-reason, data-until); the room's
@@ -35,6 +36,7 @@
   const results = new Map(); // device → {action, outcome, reason, text}
   const busy = new Set(); // devices with a decision in flight
   const sessionFor = new Map(); // device → the chosen recording length
+  const shown = new Map(); // request id → when it first showed (ms since the epoch)
 
   function setStatus(state, text, reason) {
     statusEl.dataset.state = state;
@@ -111,7 +113,8 @@
     if (pending.length) {
       const ul = el('ul', { class: 't-pending' });
       for (const p of pending) {
-        const item = el('li', { 'data-t-request': p.request, 'data-viewer': p.viewer, 'data-audio': String(!!p.audio) });
+        if (!shown.has(p.request)) shown.set(p.request, Date.now());
+        const item = el('li', { 'data-t-request': p.request, 'data-viewer': p.viewer, 'data-audio': String(!!p.audio), 'data-shown': String(shown.get(p.request)) });
         item.append(el('p', { class: 't-ask' }, p.viewer + ' asks to watch' + (p.audio ? ', with sound' : ', video only') + ' (asked ' + hhmm(p.asked_at) + ')'));
         const row = el('div', { class: 't-buttons' });
         const req = { 'data-request': p.request };
