@@ -35,6 +35,9 @@ var webRoutes = []string{
 	"GET /v1/rooms/{device}/whep/{session}",
 	"PATCH /v1/rooms/{device}/whep/{session}",
 	"DELETE /v1/rooms/{device}/whep/{session}",
+	"GET /v1/teacher/rooms",
+	"GET /v1/teacher/events",
+	"POST /v1/teacher/rooms/{device}/decision",
 }
 
 // CheckWebFlags reports a web listener configuration that cannot work:
