@@ -15,6 +15,7 @@ import (
 type benchBox struct {
 	ub, state, sock string
 	log             string // the daemon's stderr
+	data, addr      string // the receiver's data directory and address
 	srv, daemon     *exec.Cmd
 }
 
@@ -42,6 +43,7 @@ func startBox(bin, dir, extra string, runArgs ...string) (*benchBox, error) {
 		b.stop()
 		return nil, fmt.Errorf("receiver did not start")
 	}
+	b.data, b.addr = data, addr
 	go func() {
 		for sc.Scan() {
 		}

@@ -15,8 +15,8 @@
 // button[data-t-action] (accept, video_only, decline; data-for);
 // li[data-t-watching] (data-viewer, data-audio, data-until);
 // li[data-t-cooldown] (data-viewer, data-reason, data-until); the room's
-// button[data-t-action] end_all, start_session, stop_session and
-// select[data-t-session-for]; [data-t-result] with data-action,
+// button[data-t-action] end_all, start_session, stop_session;
+// [data-t-result] with data-action,
 // data-outcome (sending, ok, refused, offline, error) and data-reason.
 'use strict';
 (() => {
@@ -35,7 +35,6 @@
   const rooms = new Map(); // device → {device, online, state}
   const results = new Map(); // device → {action, outcome, reason, text}
   const busy = new Set(); // devices with a decision in flight
-  const sessionFor = new Map(); // device → the chosen recording length
   const shown = new Map(); // request id → when it first showed (ms since the epoch)
 
   function setStatus(state, text, reason) {
@@ -68,7 +67,6 @@
       const body = { decision: action };
       if (extra && extra['data-request']) body.request = extra['data-request'];
       if (extra && extra['data-for']) body.for = extra['data-for'];
-      if (action === 'start_session' && sessionFor.get(device)) body.for = sessionFor.get(device);
       decide(device, body, text);
     });
     return b;
@@ -95,16 +93,10 @@
       rec.append(el('span', { class: 't-recording', 'data-recording': 'true' }, st.session_until ? 'Recording until ' + hhmm(st.session_until) : 'Recording'));
       rec.append(button(r.device, 'stop_session', 'Stop recording'));
     } else {
+      // A session starts with the box's own length (the receiver takes
+      // no length for it).
       rec.append(el('span', { class: 't-recording', 'data-recording': 'false' }, 'Not recording'));
-      const sel = el('select', { 'data-t-session-for': '', 'data-room': r.device, 'aria-label': 'Recording length' });
-      for (const [v, label] of [['', 'Usual length'], ['30m', '30 min'], ['45m', '45 min'], ['1h', '1 hour'], ['90m', '90 min']]) {
-        const o = el('option', { value: v }, label);
-        if ((sessionFor.get(r.device) || '') === v) o.selected = true;
-        sel.append(o);
-      }
-      sel.disabled = busy.has(r.device);
-      sel.addEventListener('change', () => sessionFor.set(r.device, sel.value));
-      rec.append(sel, button(r.device, 'start_session', 'Start recording'));
+      rec.append(button(r.device, 'start_session', 'Start recording'));
     }
     li.append(rec);
 
@@ -162,8 +154,8 @@
   }
 
   function render() {
-    // A focused select keeps its place: only rooms whose data changed are
-    // rebuilt.
+    // Only rooms whose view changed are rebuilt, so a button keeps its
+    // element while nothing about it changes.
     const seen = new Set();
     for (const r of [...rooms.values()].sort((a, b) => a.device.localeCompare(b.device))) {
       seen.add(r.device);
@@ -200,11 +192,12 @@
   function outcomeText(label, status, body) {
     const reason = body.reason || '';
     if (status === 200) {
+      const res = body.result || {};
       let t = label + ': done';
-      if (body.viewer) t = label + ' (' + body.viewer + '): done';
-      if (body.expires && body.decision !== 'decline') t += ', until ' + hhmm(body.expires);
-      if (body.decision === 'end_all') t += ' (' + (body.ended || 0) + ' ended)';
-      return ['ok', reason, t + '.'];
+      if (res.viewer) t = label + ' (' + res.viewer + '): done';
+      if (res.expires && body.decision !== 'decline') t += ', until ' + hhmm(res.expires);
+      if (body.decision === 'end_all') t += ' (' + (res.ended || 0) + ' ended)';
+      return ['ok', '', t + '.'];
     }
     if (status === 503 || reason === 'offline') return ['offline', reason || 'offline', label + ': not done, the box is offline.'];
     if (status === 401) return ['error', 'token', label + ': not done, your sign-in expired.'];
