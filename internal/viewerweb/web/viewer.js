@@ -429,6 +429,7 @@
       // expires.
       signinForm.hidden = true;
       statusEl.dataset.state = 'teacher';
+      statusEl.dataset.reason = '';
       statusEl.textContent = '';
       window.teacherView.start({
         token: body.token, name: nameInput.value.trim(), expires: Date.parse(body.expires) || 0,
