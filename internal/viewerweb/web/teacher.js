@@ -1,5 +1,5 @@
 // The teacher's view of the receiver's page (coach.html). viewer.js signs
-// in; when the login answer's role is "teacher" it calls
+// in; when the login answer's role is "teacher" (or "admin") it calls
 // window.teacherView.start, and this script shows the rooms the teacher
 // answers for (GET /v1/teacher/rooms), keeps them current from the event
 // stream (GET /v1/teacher/events, read with fetch since EventSource cannot
@@ -202,7 +202,7 @@
     if (status === 503 || reason === 'offline') return ['offline', reason || 'offline', label + ': not done, the box is offline.'];
     if (status === 401) return ['error', 'token', label + ': not done, your sign-in expired.'];
     const why = refusals[reason] || body.error || body.detail || ('error ' + status);
-    if (status === 403 || status === 409 || status === 422) return ['refused', reason || String(status), label + ': refused, ' + why + '.'];
+    if (status >= 400 && status < 500) return ['refused', reason || String(status), label + ': refused, ' + why + '.'];
     return ['error', reason || String(status), label + ': failed, ' + why + '.'];
   }
 

@@ -423,8 +423,8 @@
       return;
     }
     passwordInput.value = '';
-    if (body.role === 'teacher' && window.teacherView) {
-      // A teacher's account: teacher.js shows the rooms they answer for
+    if ((body.role === 'teacher' || body.role === 'admin') && window.teacherView) {
+      // A teacher's (or an administrator's) account: teacher.js shows the rooms they answer for
       // and hands the page back here when they sign out or the sign-in
       // expires.
       signinForm.hidden = true;
