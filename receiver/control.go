@@ -145,20 +145,7 @@ func (h *Hub) Request(ctx context.Context, device, op string, params any) (wire.
 	if err := writeEnvelope(ctx, c.conn, wire.TypeRequest, id, wire.Request{Op: op, Params: p}); err != nil {
 		return wire.Response{}, fmt.Errorf("%w: %s: %v", ErrOffline, device, err)
 	}
-	select {
-	case <-ctx.Done():
-		return wire.Response{}, ctx.Err()
-	case e := <-ch:
-		if e.Type == wire.TypeError {
-			var ce wire.ControlError
-			if err := e.Decode(&ce); err != nil {
-				return wire.Response{}, err
-			}
-			return wire.Response{}, &ce
-		}
-		var r wire.Response
-		return r, e.Decode(&r)
-	}
+	return wire.Await(ctx, ch)
 }
 
 func writeEnvelope(ctx context.Context, conn *websocket.Conn, typ, id string, body any) error {
