@@ -23,10 +23,15 @@ type benchBox struct {
 // starts `uploadbox run` with the test source (1280x720, 30 fps, 2.5
 // Mbit/s), extra config lines and extra arguments to `run`.
 func startBox(bin, dir, extra string, runArgs ...string) (*benchBox, error) {
+	return startBoxServe(bin, dir, extra, nil, runArgs...)
+}
+
+// startBoxServe is startBox with extra flags for `uploadbox-receiver serve`.
+func startBoxServe(bin, dir, extra string, serveArgs []string, runArgs ...string) (*benchBox, error) {
 	b := &benchBox{ub: filepath.Join(bin, "uploadbox"), state: filepath.Join(dir, "state"), sock: filepath.Join(dir, "run", "control.sock")}
 	urcv := filepath.Join(bin, "uploadbox-receiver")
 	data := filepath.Join(dir, "receiver")
-	b.srv = exec.Command(urcv, "serve", "--data", data, "--listen", "127.0.0.1:0")
+	b.srv = exec.Command(urcv, append([]string{"serve", "--data", data, "--listen", "127.0.0.1:0"}, serveArgs...)...)
 	stdout, _ := b.srv.StdoutPipe()
 	if err := b.srv.Start(); err != nil {
 		return nil, err
