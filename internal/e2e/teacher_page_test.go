@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -69,8 +70,9 @@ func (p teacherPage) pending(viewer string) (request string, shown time.Time, au
 // again is refused (the cooldown); Stop recording → both pages show no
 // lesson; Start recording → a new request; Decline → the coach's page
 // says declined and asking again is refused without a new request; the
-// box's audit names teacher:tess for each decision; the box offline → the
-// teacher's page says so and offers no button.
+// box's audit names teacher:tess for each decision; the receiver
+// restarted → the teacher's page reconnects by itself; the box offline →
+// the teacher's page says so and offers no button.
 func TestTeacherPage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the daemon, a receiver and two Chromiums; skipped under -short")
@@ -207,6 +209,19 @@ func TestTeacherPage(t *testing.T) {
 	}
 	if out := run(t, "uploadbox", "consent", "audit", "--last", "0", "--socket", lb.socket); strings.Count(out, "teacher:tess") < 5 {
 		t.Errorf("consent audit names teacher:tess fewer than 5 times:\n%s", out)
+	}
+
+	// The receiver restarts: the teacher's page says the stream dropped,
+	// reconnects by itself (no reload) and shows the room again.
+	b.rcv.cmd.Process.Signal(syscall.SIGTERM)
+	b.rcv.cmd.Wait()
+	teacher.wait("the stream lost", func(s livetest.PageState) bool { return s.Teacher != nil && s.Teacher.State == "reconnecting" })
+	b.rcv = startReceiver(t, b.rcv.data, b.rcv.addr)
+	s = teacher.room("room-7 again after the receiver's restart", func(r *livetest.TeacherRoom) bool {
+		return r.Online && r.Recording && slices.ContainsFunc(r.Cooldowns, func(c livetest.TeacherCooldown) bool { return c.Viewer == "coach-c" && c.Reason == "declined" })
+	})
+	if s.Loads != 1 {
+		t.Errorf("the teacher's page loaded %d times, want once (no reload)", s.Loads)
 	}
 
 	// The box goes offline: the teacher's page says so and offers no
