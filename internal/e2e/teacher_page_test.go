@@ -161,6 +161,10 @@ func TestTeacherPage(t *testing.T) {
 	teacher.click(`li[data-t-room="room-7"] button[data-t-action="stop_session"]`)
 	teacher.result("stop_session")
 	teacher.room("not recording", func(r *livetest.TeacherRoom) bool { return !r.Recording })
+	recording := func(want string) func(livetest.PageState) bool {
+		return func(s livetest.PageState) bool { return len(s.Rooms) == 1 && s.Rooms[0].Recording == want }
+	}
+	coach.wait("room-7 not recording", recording("false"))
 	coach.click(`button.ask[data-room="room-7"]`)
 	if s := coach.state("no-lesson"); !strings.Contains(s.Text, "No lesson") {
 		t.Errorf("asking with no recording: %+v", s)
@@ -168,6 +172,7 @@ func TestTeacherPage(t *testing.T) {
 	teacher.click(`li[data-t-room="room-7"] button[data-t-action="start_session"]`)
 	teacher.result("start_session")
 	teacher.room("recording again", func(r *livetest.TeacherRoom) bool { return r.Recording && r.Until != "" })
+	coach.wait("room-7 recording", recording("true"))
 	coach.state("waiting")
 	declined, _, _ := teacher.pending("coach-c")
 

@@ -128,6 +128,9 @@ func (v *TeacherView) Room(device string) *TeacherRoom {
 type Room struct {
 	Name   string `json:"name"`
 	Online bool   `json:"online"`
+	// Recording is "true" or "false" when the page shows whether the room
+	// records a lesson, "" when it does not know.
+	Recording string `json:"recording"`
 	// Ask says its "Ask to watch" button shows and is enabled.
 	Ask bool `json:"ask"`
 }

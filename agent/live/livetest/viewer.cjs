@@ -98,7 +98,7 @@ async function run(page, c) {
         const rooms = [...document.querySelectorAll('#room-list li')].map((li) => {
           const b = li.querySelector('button.ask');
           const o = li.querySelector('.online');
-          return { name: li.dataset.room, online: !!o && o.dataset.online === 'true', ask: !!b && !b.disabled && b.offsetParent !== null };
+          return { name: li.dataset.room, online: !!o && o.dataset.online === 'true', recording: (o && o.dataset.recording) || '', ask: !!b && !b.disabled && b.offsetParent !== null };
         });
         let teacher = null;
         const ts = document.getElementById('t-status');

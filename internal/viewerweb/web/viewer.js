@@ -353,6 +353,11 @@
       online.className = 'online';
       online.dataset.online = String(!!r.online);
       online.textContent = r.online ? 'online' : 'offline';
+      // Whether a lesson is being recorded, when the box tells.
+      if (r.online && typeof r.recording === 'boolean') {
+        online.dataset.recording = String(r.recording);
+        online.textContent = r.recording ? 'online, recording' : 'online, not recording';
+      }
       const ask = document.createElement('button');
       ask.type = 'button';
       ask.className = 'ask';
