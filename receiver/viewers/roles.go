@@ -51,10 +51,11 @@ func (rec *record) role() string {
 // SetRole changes name's role (audited as viewer.role, naming the old and
 // the new one).
 func (r *Registry) SetRole(name, role string) error {
-	role, err := ParseRole(role)
+	parsed, err := ParseRole(role)
 	if err != nil {
 		return errors.Join(err, r.audit("viewer.role", name, "local", "failed", "unknown role "+strings.ToValidUTF8(trim(role, 32), "?")))
 	}
+	role = parsed
 	var old string
 	err = r.db.Update(func(tx *bolt.Tx) error {
 		rec, err := get(tx, name)
