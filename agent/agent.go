@@ -199,6 +199,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.ledger.Run(gctx) })
 	g.Go(func() error { return a.ind.Run(gctx) })
 	g.Go(func() error { return a.serveLive(gctx) })
+	g.Go(func() error { return a.runButton(gctx) })
 	g.Go(func() error {
 		// Flushes the counted failures every window and at shutdown; an
 		// audit log that cannot be written must not stop the daemon.
@@ -263,6 +264,7 @@ func (a *Agent) reload() {
 		"audit.path": old.Audit.Path != nc.Audit.Path, "audit.checkpoint_every": old.Audit.CheckpointEvery != nc.Audit.CheckpointEvery,
 		"live": !reflect.DeepEqual(old.Live, nc.Live), "link": !reflect.DeepEqual(old.Link, nc.Link),
 		"consent.decline_cooldown": old.Consent.DeclineCooldown != nc.Consent.DeclineCooldown,
+		"consent.button":           old.Consent.Button != nc.Consent.Button,
 	} {
 		if changed {
 			a.log.Warn("config key changed on reload takes effect after a restart", "key", key)

@@ -143,7 +143,7 @@ var pkgs = []pkg{
 			"StateDirectory":       "uploadbox uploadbox/state uploadbox/spool",
 		}),
 		unitLists: map[string][]string{
-			"DeviceAllow":             {"char-video4linux rw", "char-alsa rw"},
+			"DeviceAllow":             {"char-video4linux rw", "char-alsa rw", "char-gpiochip rw"},
 			"RestrictAddressFamilies": {"AF_UNIX AF_INET AF_INET6 AF_NETLINK"},
 			"SupplementaryGroups":     {"video audio"},
 		},
@@ -408,7 +408,7 @@ func checkMaintScripts(t *testing.T, ctl string, p pkg) {
 		t.Errorf("postinst configure with the user present created it again:\n%s", again)
 	}
 	if p.name == "uploadbox" {
-		for _, g := range []string{"video", "audio"} {
+		for _, g := range []string{"video", "audio", "gpio"} {
 			if !strings.Contains(first, "adduser --quiet uploadbox "+g) {
 				t.Errorf("postinst did not add uploadbox to %s:\n%s", g, first)
 			}

@@ -62,8 +62,10 @@ type controlConn struct {
 	source  string
 	version string
 	since   time.Time
-	// end closes the connection with a cause.
+	// end closes the connection with a cause; done is closed once it has
+	// ended, so that requests in flight fail at once.
 	end   context.CancelCauseFunc
+	done  <-chan struct{}
 	conn  *websocket.Conn
 	calls wire.Calls
 }
@@ -145,7 +147,22 @@ func (h *Hub) Request(ctx context.Context, device, op string, params any) (wire.
 	if err := writeEnvelope(ctx, c.conn, wire.TypeRequest, id, wire.Request{Op: op, Params: p}); err != nil {
 		return wire.Response{}, fmt.Errorf("%w: %s: %v", ErrOffline, device, err)
 	}
-	return wire.Await(ctx, ch)
+	select {
+	case <-ctx.Done():
+		return wire.Response{}, ctx.Err()
+	case <-c.done:
+		return wire.Response{}, fmt.Errorf("%w: %s: the control connection closed before the box answered", ErrOffline, device)
+	case e := <-ch:
+		if e.Type == wire.TypeError {
+			var ce wire.ControlError
+			if err := e.Decode(&ce); err != nil {
+				return wire.Response{}, err
+			}
+			return wire.Response{}, &ce
+		}
+		var r wire.Response
+		return r, e.Decode(&r)
+	}
 }
 
 func writeEnvelope(ctx context.Context, conn *websocket.Conn, typ, id string, body any) error {
@@ -242,10 +259,11 @@ func (s *Server) handleControl(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	c := &controlConn{device: d.Name, source: src, version: hello.Version, since: time.Now().UTC(), end: end, conn: conn}
+	c := &controlConn{device: d.Name, source: src, version: hello.Version, since: time.Now().UTC(), end: end, done: ctx.Done(), conn: conn}
 	s.hub.attach(c)
 	s.auditControl(c, "connected", fmt.Sprintf("connected from %s version=%s", src, hello.Version))
 	cause := s.serveControl(ctx, c, func() bool { return r.Context().Err() != nil })
+	end(cause) // requests in flight on c fail now, not at their deadline
 	s.hub.detach(c)
 	s.auditControl(c, "disconnected", fmt.Sprintf("disconnected after %s: %v", time.Since(c.since).Round(time.Second), cause))
 }

@@ -2,6 +2,7 @@ package receiver_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -139,5 +140,46 @@ func TestControlRefusesBadHello(t *testing.T) {
 		HTTPClient: &http.Client{Transport: &http.Transport{TLSClientConfig: anon}}, Subprotocols: []string{wire.ControlSubprotocol}})
 	if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("control connection without a certificate: %v %v", resp, err)
+	}
+}
+
+// TestControlRequestFailsWhenTheBoxGoes: a request in flight when the
+// box's control connection closes (the box killed) fails at once as
+// offline, not at its deadline, so that a relayed status poll tells the
+// coach's page the box is offline.
+func TestControlRequestFailsWhenTheBoxGoes(t *testing.T) {
+	h := start(t)
+	held := make(chan struct{})
+	c := link.New(link.Options{
+		Receiver: h.box.Receiver, TLS: h.box.TLSConfig(),
+		Hello:        wire.Hello{Device: "room-9", Version: "test"},
+		PingInterval: 200 * time.Millisecond, PingTimeout: time.Second, RetryMax: time.Second,
+		Serve: func(ctx context.Context, op string, _ json.RawMessage) wire.Response {
+			close(held)
+			<-ctx.Done() // never answers while connected
+			return wire.Response{Status: http.StatusOK}
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "connected", func() bool { return connectedIn(t, h, "room-9") })
+	errc := make(chan error, 1)
+	go func() {
+		rctx, rcancel := context.WithTimeout(context.Background(), time.Minute)
+		defer rcancel()
+		_, err := h.srv.Hub().Request(rctx, "room-9", "whep", nil)
+		errc <- err
+	}()
+	<-held
+	cancel() // the box goes away with the request unanswered
+	select {
+	case err := <-errc:
+		if !errors.Is(err, receiver.ErrOffline) {
+			t.Fatalf("request in flight when the box went: %v, want ErrOffline", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the request in flight still waits 30 s after the box's connection closed")
 	}
 }

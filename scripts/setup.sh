@@ -28,6 +28,8 @@ fi
 command -v openssl >/dev/null || missing+=(openssl)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v node >/dev/null || missing+=(nodejs npm)
+# the cross-network tests make network namespaces (internal/netns).
+command -v ip >/dev/null || missing+=(iproute2)
 # .deb packages (packaging/): cross compilers and qemu to run the arm builds.
 command -v aarch64-linux-gnu-g++ >/dev/null || missing+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v arm-linux-gnueabihf-g++ >/dev/null || missing+=(gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf libc6-dev-armhf-cross)

@@ -156,6 +156,8 @@ type Consent struct {
 	// teacher account (default true); false leaves the control socket
 	// only.
 	RemoteDecisions *bool `yaml:"remote_decisions"`
+	// Button is the optional consent button (button.go).
+	Button Button `yaml:"button"`
 }
 
 // Indicator is the privacy LED.
@@ -206,9 +208,10 @@ func Default() *Config {
 			Listen: "0.0.0.0:8444", MaxViewers: 4, GrantDefault: Duration(60 * time.Minute),
 			IdleTimeout: Duration(60 * time.Second), ReadTimeout: Duration(10 * time.Second), MaxConnsPerAddress: 16,
 		},
-		Consent: Consent{DeclineCooldown: Duration(10 * time.Minute), RemoteDecisions: &yes},
-		Audit:   Audit{Path: "/var/lib/uploadbox/audit.jsonl", Retention: Duration(180 * 24 * time.Hour), CheckpointEvery: Duration(10 * time.Minute)},
-		Log:     Log{Level: "info", Format: "text"},
+		Consent: Consent{DeclineCooldown: Duration(10 * time.Minute), RemoteDecisions: &yes,
+			Button: Button{Line: 17, ActiveLow: true, Debounce: Duration(30 * time.Millisecond)}},
+		Audit: Audit{Path: "/var/lib/uploadbox/audit.jsonl", Retention: Duration(180 * 24 * time.Hour), CheckpointEvery: Duration(10 * time.Minute)},
+		Log:   Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -397,6 +400,7 @@ func (c *Config) Validate() []Problem {
 	if d := c.Consent.DeclineCooldown.D(); d < time.Minute || d > 24*time.Hour {
 		add("consent.decline_cooldown", "%s: use 1m to 24h", c.Consent.DeclineCooldown)
 	}
+	ps = append(ps, c.Consent.Button.validate("consent.button")...)
 	if c.Audit.Retention.D() < 24*time.Hour {
 		add("audit.retention", "%s: keep at least 1d", c.Audit.Retention)
 	}

@@ -53,7 +53,7 @@ const (
 
 // Names are the checks in the order they run and are reported.
 var Names = []string{"config", "enrollment", "certificate", "receiver", "clock",
-	"camera", "microphone", "disk", "spool", "daemon", "power"}
+	"camera", "microphone", "button", "disk", "spool", "daemon", "power"}
 
 // Report is the result of one run.
 type Report struct {
@@ -188,6 +188,9 @@ type Options struct {
 	// returns its trimmed output; an error wrapping exec.ErrNotFound means
 	// the tool is absent. Nil: run it from PATH.
 	Command func(ctx context.Context, name string, args ...string) (string, error)
+	// ButtonLine reads the consent button's line (nil: the GPIO
+	// character device).
+	ButtonLine func(chip string, line int, activeLow bool) (ButtonLine, error)
 
 	// StageTimeout bounds each network stage and each tool (default 3 s).
 	StageTimeout time.Duration
@@ -215,6 +218,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Command == nil {
 		o.Command = runCommand
+	}
+	if o.ButtonLine == nil {
+		o.ButtonLine = probeButton
 	}
 	if o.StageTimeout <= 0 {
 		o.StageTimeout = 3 * time.Second
@@ -264,6 +270,7 @@ var checks = map[string]checkFunc{
 	"clock":       checkClock,
 	"camera":      checkCamera,
 	"microphone":  checkMicrophone,
+	"button":      checkButton,
 	"disk":        checkDisk,
 	"spool":       checkSpool,
 	"daemon":      checkDaemon,
@@ -272,7 +279,7 @@ var checks = map[string]checkFunc{
 
 // needsConfig are the checks that cannot run without a config.
 var needsConfig = map[string]bool{"enrollment": true, "certificate": true, "receiver": true,
-	"clock": true, "camera": true, "microphone": true, "disk": true, "spool": true}
+	"clock": true, "camera": true, "microphone": true, "button": true, "disk": true, "spool": true}
 
 // Run runs the checks and records the run in the audit log. It always
 // returns a complete report: whatever goes wrong is a check's failure.

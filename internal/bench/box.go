@@ -9,29 +9,49 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/uploadbox/uploadbox/internal/netns"
 )
 
 // benchBox is a receiver on loopback, an enrolled box and its daemon.
 type benchBox struct {
 	ub, state, sock string
 	log             string // the daemon's stderr
-	data, addr      string // the receiver's data directory and address
 	srv, daemon     *exec.Cmd
+	data, addr      string // the receiver's data directory and address
 }
 
 // startBox starts `uploadbox-receiver serve`, enrolls a box in dir and
 // starts `uploadbox run` with the test source (1280x720, 30 fps, 2.5
 // Mbit/s), extra config lines and extra arguments to `run`.
 func startBox(bin, dir, extra string, runArgs ...string) (*benchBox, error) {
-	return startBoxServe(bin, dir, extra, nil, runArgs...)
+	return startBoxOn(benchNet{listen: "127.0.0.1:0"}, bin, dir, extra, runArgs...)
 }
 
-// startBoxServe is startBox with extra flags for `uploadbox-receiver serve`.
-func startBoxServe(bin, dir, extra string, serveArgs []string, runArgs ...string) (*benchBox, error) {
+// benchNet is where startBoxOn runs the receiver and the box: in the
+// namespaces recv and box (nil: here), the receiver on listen with more
+// serve flags.
+type benchNet struct {
+	recv, box *netns.NS
+	listen    string
+	serve     []string
+}
+
+// command runs name inside ns (nil: here).
+func command(ns *netns.NS, name string, args ...string) *exec.Cmd {
+	if ns == nil {
+		return exec.Command(name, args...)
+	}
+	return ns.Command(name, args...)
+}
+
+// startBoxOn is startBox on the networks of n.
+func startBoxOn(n benchNet, bin, dir, extra string, runArgs ...string) (*benchBox, error) {
 	b := &benchBox{ub: filepath.Join(bin, "uploadbox"), state: filepath.Join(dir, "state"), sock: filepath.Join(dir, "run", "control.sock")}
 	urcv := filepath.Join(bin, "uploadbox-receiver")
 	data := filepath.Join(dir, "receiver")
-	b.srv = exec.Command(urcv, append([]string{"serve", "--data", data, "--listen", "127.0.0.1:0"}, serveArgs...)...)
+	b.data = data
+	b.srv = command(n.recv, urcv, append([]string{"serve", "--data", data, "--listen", n.listen}, n.serve...)...)
 	stdout, _ := b.srv.StdoutPipe()
 	if err := b.srv.Start(); err != nil {
 		return nil, err
@@ -44,11 +64,11 @@ func startBoxServe(bin, dir, extra string, serveArgs []string, runArgs ...string
 			break
 		}
 	}
+	b.addr = addr
 	if addr == "" {
 		b.stop()
 		return nil, fmt.Errorf("receiver did not start")
 	}
-	b.data, b.addr = data, addr
 	go func() {
 		for sc.Scan() {
 		}
@@ -63,7 +83,7 @@ func startBoxServe(bin, dir, extra string, serveArgs []string, runArgs ...string
 		CAFingerprint string `json:"ca_fingerprint"`
 	}
 	json.Unmarshal(out, &add)
-	if out, err := exec.Command(b.ub, "enroll", "--receiver", "https://"+addr, "--token", add.Token, "--ca-fingerprint", add.CAFingerprint, "--state", b.state).CombinedOutput(); err != nil {
+	if out, err := command(n.box, b.ub, "enroll", "--receiver", "https://"+addr, "--token", add.Token, "--ca-fingerprint", add.CAFingerprint, "--state", b.state).CombinedOutput(); err != nil {
 		b.stop()
 		return nil, fmt.Errorf("enroll: %v: %s", err, out)
 	}
@@ -75,7 +95,7 @@ func startBoxServe(bin, dir, extra string, serveArgs []string, runArgs ...string
 		b.stop()
 		return nil, err
 	}
-	b.daemon = exec.Command(b.ub, append([]string{"run", "--config", cfgPath}, runArgs...)...)
+	b.daemon = command(n.box, b.ub, append([]string{"run", "--config", cfgPath}, runArgs...)...)
 	b.log = filepath.Join(dir, "daemon.log")
 	logf, err := os.Create(b.log)
 	if err != nil {

@@ -36,8 +36,8 @@ func teacherBench(bin string, rounds int, modules string) error {
 	ln.Close()
 	// A coach signs in for each round: more than the default 10 sign-ins a
 	// minute from one address.
-	box, err := startBoxServe(bin, dir, "live: {enabled: true, listen: \""+liveAddr+"\"}\nlink: {ping_interval: 300ms, ping_timeout: 700ms, retry_max: 1s}\n",
-		[]string{"--auth-rate", "10/s", "--auth-burst", "20"})
+	box, err := startBoxOn(benchNet{listen: "127.0.0.1:0", serve: []string{"--auth-rate", "10/s", "--auth-burst", "20"}}, bin, dir,
+		"live: {enabled: true, listen: \""+liveAddr+"\"}\nlink: {ping_interval: 300ms, ping_timeout: 700ms, retry_max: 1s}\n")
 	if err != nil {
 		return err
 	}

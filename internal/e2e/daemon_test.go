@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/uploadbox/uploadbox/internal/netns"
 	spoolpkg "github.com/uploadbox/uploadbox/uploader/spool"
 )
 
@@ -87,7 +88,13 @@ audit:
 // socket answers.
 func startDaemon(t *testing.T, d boxDirs, env ...string) *daemonProc {
 	t.Helper()
-	p := &daemonProc{cmd: exec.Command(filepath.Join(binDir, "uploadbox"), "run", "--config", d.config), done: make(chan struct{})}
+	return startDaemonIn(t, nil, d, env...)
+}
+
+// startDaemonIn is startDaemon inside ns (nil: here).
+func startDaemonIn(t *testing.T, ns *netns.NS, d boxDirs, env ...string) *daemonProc {
+	t.Helper()
+	p := &daemonProc{cmd: binCommand(ns, "uploadbox", "run", "--config", d.config), done: make(chan struct{})}
 	p.cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET="), env...)
 	pr, pw := io.Pipe()
 	p.cmd.Stderr = pw

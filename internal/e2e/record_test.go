@@ -19,6 +19,7 @@ import (
 
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
 
+	"github.com/uploadbox/uploadbox/internal/netns"
 	"github.com/uploadbox/uploadbox/internal/testbin"
 )
 
@@ -38,7 +39,13 @@ func ffprobePath(t *testing.T) string {
 
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, name), args...)
+	return runIn(t, nil, name, args...)
+}
+
+// runIn runs a project binary inside ns (nil: here) and returns its stdout.
+func runIn(t *testing.T, ns *netns.NS, name string, args ...string) string {
+	t.Helper()
+	cmd := binCommand(ns, name, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

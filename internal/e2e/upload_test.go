@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/uploadbox/uploadbox/internal/faultproxy"
+	"github.com/uploadbox/uploadbox/internal/netns"
 	spoolpkg "github.com/uploadbox/uploadbox/uploader/spool"
 )
 
@@ -30,8 +31,14 @@ type receiverProc struct {
 // serve flags (limits, timeouts) a test sets.
 func startReceiver(t *testing.T, data, listen string, extra ...string) *receiverProc {
 	t.Helper()
+	return startReceiverIn(t, nil, data, listen, extra...)
+}
+
+// startReceiverIn is startReceiver inside ns (nil: here).
+func startReceiverIn(t *testing.T, ns *netns.NS, data, listen string, extra ...string) *receiverProc {
+	t.Helper()
 	args := append([]string{"serve", "--data", data, "--listen", listen}, extra...)
-	cmd := exec.Command(filepath.Join(binDir, "uploadbox-receiver"), args...)
+	cmd := binCommand(ns, "uploadbox-receiver", args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -94,6 +101,12 @@ func setupBoxWith(t *testing.T, dir string, serve []string, via func(addr string
 // directory is state, reaching the receiver at boxAddr.
 func enrollBox(t *testing.T, rcv *receiverProc, name, boxAddr, state string) enrolled {
 	t.Helper()
+	return enrollBoxIn(t, nil, rcv, name, boxAddr, state)
+}
+
+// enrollBoxIn is enrollBox with the box inside ns (nil: here).
+func enrollBoxIn(t *testing.T, ns *netns.NS, rcv *receiverProc, name, boxAddr, state string) enrolled {
+	t.Helper()
 	var add struct {
 		Token         string `json:"token"`
 		CAFingerprint string `json:"ca_fingerprint"`
@@ -102,7 +115,7 @@ func enrollBox(t *testing.T, rcv *receiverProc, name, boxAddr, state string) enr
 	if err := json.Unmarshal([]byte(out), &add); err != nil || add.Token == "" || len(add.CAFingerprint) != 64 {
 		t.Fatalf("devices add --json printed %q", out)
 	}
-	run(t, "uploadbox", "enroll", "--receiver", "https://"+boxAddr, "--token", add.Token, "--ca-fingerprint", add.CAFingerprint, "--state", state)
+	runIn(t, ns, "uploadbox", "enroll", "--receiver", "https://"+boxAddr, "--token", add.Token, "--ca-fingerprint", add.CAFingerprint, "--state", state)
 	for _, f := range []string{"device.key", "device.crt", "ca.crt", "receipt.pub", "org.pub"} {
 		if st, err := os.Stat(filepath.Join(state, f)); err != nil || st.Mode().Perm() != 0o600 {
 			t.Fatalf("state file %s: %v (mode %v)", f, err, st.Mode().Perm())

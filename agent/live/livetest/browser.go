@@ -143,6 +143,9 @@ type BrowserOptions struct {
 	NodeModules string
 	// Chromium is the browser binary (default /usr/bin/chromium).
 	Chromium string
+	// Wrap, if set, is the command line node runs under, such as
+	// `ip netns exec NAME` for a browser inside a network namespace.
+	Wrap []string
 }
 
 // Page is the viewer page open in Chromium.
@@ -191,7 +194,8 @@ func OpenPage(ctx context.Context, url string, opts BrowserOptions) (*Page, erro
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, node, script, url)
+	args := append(append(append([]string(nil), opts.Wrap...), node), script, url)
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), "NODE_PATH="+opts.NodeModules, "CHROMIUM="+chromium)
 	if opts.Width > 0 && opts.Height > 0 {
 		cmd.Env = append(cmd.Env, fmt.Sprintf("VIEWPORT=%dx%d", opts.Width, opts.Height))

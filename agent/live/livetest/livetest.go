@@ -16,11 +16,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/transport/v5"
 	"github.com/pion/webrtc/v4"
 )
 
 // Options configure a Viewer's offer.
 type Options struct {
+	// Net, if set, is the network the peer connection gathers candidates
+	// and opens sockets on (a test's network namespace: internal/netns).
+	Net transport.Net
 	// Audio adds a recvonly audio transceiver to the offer.
 	Audio bool
 	// Loopback lets the viewer use loopback ICE candidates (a server on
@@ -81,6 +85,9 @@ func Offer(ctx context.Context, client *http.Client, endpoint, token string, opt
 		return nil, err
 	}
 	se := webrtc.SettingEngine{}
+	if opts.Net != nil {
+		se.SetNet(opts.Net)
+	}
 	se.SetIncludeLoopbackCandidate(opts.Loopback)
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se))
 	conf := webrtc.Configuration{ICEServers: opts.ICEServers}
@@ -231,6 +238,25 @@ func (v *Viewer) WaitPackets(ctx context.Context, kind string) (time.Time, error
 			return time.Time{}, fmt.Errorf("no %s RTP packet: %w", kind, ctx.Err())
 		}
 	}
+}
+
+// CandidateTypes are the types ("host", "srflx", "prflx" or "relay") of
+// the local and remote candidates of the ICE pair the viewer selected,
+// empty before one is selected: "relay" on either side means the media
+// goes through a TURN server.
+func (v *Viewer) CandidateTypes() (local, remote string) {
+	for _, tr := range v.PC.GetTransceivers() {
+		r := tr.Receiver()
+		if r == nil || r.Transport() == nil {
+			continue
+		}
+		p, err := r.Transport().ICETransport().GetSelectedCandidatePair()
+		if err != nil || p == nil {
+			continue
+		}
+		return p.Local.Typ.String(), p.Remote.Typ.String()
+	}
+	return "", ""
 }
 
 // Delete ends the session with DELETE on its Location.
