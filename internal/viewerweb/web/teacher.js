@@ -86,17 +86,19 @@
       li.append(resultLine(r.device));
       return li;
     }
-    // Recording.
+    // Recording (its button sits with End all viewing, below, away from
+    // the requests' buttons).
     const rec = el('div', { class: 't-rec' });
+    let recButton;
     if (st.recording) {
       li.dataset.until = st.session_until || '';
       rec.append(el('span', { class: 't-recording', 'data-recording': 'true' }, st.session_until ? 'Recording until ' + hhmm(st.session_until) : 'Recording'));
-      rec.append(button(r.device, 'stop_session', 'Stop recording'));
+      recButton = button(r.device, 'stop_session', 'Stop recording');
     } else {
       // A session starts with the box's own length (the receiver takes
       // no length for it).
       rec.append(el('span', { class: 't-recording', 'data-recording': 'false' }, 'Not recording'));
-      rec.append(button(r.device, 'start_session', 'Start recording'));
+      recButton = button(r.device, 'start_session', 'Start recording');
     }
     li.append(rec);
 
@@ -136,7 +138,9 @@
       li.append(el('p', { class: 't-cooldown', 'data-t-cooldown': '', 'data-viewer': c.viewer, 'data-reason': c.reason, 'data-until': c.until },
         c.viewer + ': ' + (cooldownText[c.reason] || c.reason) + '; may ask again after ' + hhmm(c.until)));
     }
-    li.append(button(r.device, 'end_all', 'End all viewing now', { class: 't-end-all' }));
+    const actions = el('div', { class: 't-buttons t-actions' });
+    actions.append(button(r.device, 'end_all', 'End all viewing now', { class: 't-end-all' }), recButton);
+    li.append(actions);
     li.append(resultLine(r.device));
     return li;
   }
