@@ -77,6 +77,7 @@ func openEvents(t *testing.T, c *http.Client, base, token string) (*http.Respons
 // "event: NAME\ndata: JSON\n\n".
 func (s *sseStream) next(t *testing.T) (string, receiver.TeacherRoom) {
 	t.Helper()
+	deadline := time.After(20 * time.Second)
 	for {
 		select {
 		case f, ok := <-s.frames:
@@ -98,7 +99,7 @@ func (s *sseStream) next(t *testing.T) (string, receiver.TeacherRoom) {
 				}
 			}
 			return name, room
-		case <-time.After(20 * time.Second):
+		case <-deadline:
 			t.Fatal("no event within 20 s")
 		}
 	}
@@ -143,12 +144,13 @@ func TestTeacherEndpoints(t *testing.T) {
 		t.Fatalf("the box's verifier on a teacher's token: %+v %v", claims, err)
 	}
 
-	// Refusals.
+	// Refusals (bounded: a stream let through by mistake would not end).
+	short := &http.Client{Transport: c.Transport, Timeout: 10 * time.Second}
 	for _, p := range []string{"/v1/teacher/rooms", "/v1/teacher/events"} {
-		if resp, body := get(t, c, base+p, coach.Token); resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), `"reason":"role"`) {
+		if resp, body := get(t, short, base+p, coach.Token); resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), `"reason":"role"`) {
 			t.Errorf("%s with a coach's token: HTTP %d %s", p, resp.StatusCode, body)
 		}
-		if resp, body := get(t, c, base+p, ""); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), `"reason":"token"`) {
+		if resp, body := get(t, short, base+p, ""); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), `"reason":"token"`) {
 			t.Errorf("%s without a token: HTTP %d %s", p, resp.StatusCode, body)
 		}
 	}
