@@ -263,7 +263,9 @@
   // blank line, "event:" and "data:" fields, ":" comments.
   function parseEvents(buf) {
     const events = [];
-    buf = buf.replace(/\r\n?/g, '\n');
+    // CRLF and CR end lines too; a CR at the end waits for the next read,
+    // which may start with its LF.
+    buf = buf.replace(/\r\n|\r(?!$)/g, '\n');
     let i;
     while ((i = buf.indexOf('\n\n')) >= 0) {
       const block = buf.slice(0, i);
