@@ -79,6 +79,9 @@ type Agent struct {
 	upErr     string
 	// link is the control connection to the receiver, once it runs.
 	link *link.Client
+	// linkUp is signalled when the control connection opens
+	// (consentstate.go).
+	linkUp chan struct{}
 	// liveHandler is the live view's handler while it runs (relay.go).
 	liveHandler http.Handler
 	// checkpoint is the audit checkpoint waiting to be sent (checkpoint.go).
@@ -101,7 +104,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
-	a := &Agent{opts: opts, log: log, cfg: cfg, started: time.Now(), kick: make(chan struct{}, 1)}
+	a := &Agent{opts: opts, log: log, cfg: cfg, started: time.Now(), kick: make(chan struct{}, 1), linkUp: make(chan struct{}, 1)}
 	var err error
 	if a.audit, err = audit.Open(cfg.Audit.Path); err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
@@ -191,6 +194,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.m.serve(gctx, a.Config().Metrics.Listen) })
 	g.Go(func() error { return a.uploadLoop(gctx) })
 	g.Go(func() error { return a.linkLoop(gctx) })
+	g.Go(func() error { return a.consentStateLoop(gctx) })
 	g.Go(func() error { return a.watchdog(gctx) })
 	g.Go(func() error { return a.ledger.Run(gctx) })
 	g.Go(func() error { return a.ind.Run(gctx) })

@@ -27,6 +27,7 @@ func (a *Agent) linkLoop(ctx context.Context) error {
 			if st.DeviceCert.Leaf != nil {
 				name = st.DeviceCert.Leaf.Subject.CommonName
 			}
+			connects := 0 // OnChange runs on the client's goroutine only
 			c := link.New(link.Options{
 				Receiver:     st.Receiver,
 				TLS:          st.TLSConfig(),
@@ -37,6 +38,7 @@ func (a *Agent) linkLoop(ctx context.Context) error {
 				Classify:     netfail.Classify,
 				Serve:        a.serveRequest,
 				OnChange: func(s link.State) {
+					a.linkConnected(s, &connects)
 					v := 0.0
 					if s.Connected {
 						v = 1

@@ -184,6 +184,7 @@ type Ledger struct {
 	maxNonce int                            // MaxNonces; tests lower it
 	watchers map[string]map[*watcher]string // by grant id; value: the viewer
 	decided  chan struct{}                  // closed and replaced whenever a pending request is decided
+	changes  map[chan struct{}]struct{}     // Changes subscribers (changes.go)
 }
 
 type watcher struct {
@@ -444,6 +445,7 @@ func (l *Ledger) Ask(viewer string, wantAudio bool) (Grant, error) {
 		return Grant{}, fmt.Errorf("consent request for %s: %w", viewer, err)
 	}
 	l.active[id] = r
+	l.changedLocked()
 	l.log.Info("consent requested", "viewer", viewer, "request", id, "audio", wantAudio)
 	return Grant{}, &Denied{Reason: ReasonPending, Request: id}
 }
@@ -707,6 +709,7 @@ func (l *Ledger) Deny(id, by string) error {
 func (l *Ledger) decidedLocked() {
 	close(l.decided)
 	l.decided = make(chan struct{})
+	l.changedLocked()
 }
 
 // AwaitDecision waits until request id is no longer pending (accepted,
@@ -851,6 +854,7 @@ func (l *Ledger) notifyLocked(id, reason string) {
 		w.finish(reason)
 	}
 	delete(l.watchers, id)
+	l.changedLocked()
 }
 
 // Joined records that viewer's peer connection session started (by the
@@ -873,6 +877,7 @@ func (l *Ledger) auditOnly(event, viewer, by, detail string) {
 	if err := l.auditLocked(event, viewer, by, detail, l.now()); err != nil {
 		l.log.Error("audit failed", "event", event, "viewer", viewer, "err", err)
 	}
+	l.changedLocked() // a viewer joined or left
 }
 
 // SessionStarted records that a recording session runs until end (zero:
@@ -907,6 +912,7 @@ func (l *Ledger) SessionStarted(end time.Time) {
 		l.log.Error("recording session start failed", "err", err)
 	}
 	l.wake()
+	l.changedLocked()
 	l.log.Info("recording session started", "end", end)
 }
 

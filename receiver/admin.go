@@ -49,6 +49,8 @@ type Admin interface {
 	ListViewers() ([]viewers.Viewer, error)
 	UnlockViewer(name string) error
 	SetViewerPassword(name, password string) error
+	// SetViewerRole sets an account's role (viewers.Roles).
+	SetViewerRole(name, role string) error
 	// AllowRoom and DenyRoom set which devices' live view a viewer may
 	// ask for through the receiver (every room is denied unless allowed).
 	AllowRoom(name, device string) error
@@ -116,7 +118,7 @@ func (s *Server) adminHandler() http.Handler {
 				code = http.StatusNotFound
 			case errors.Is(err, viewers.ErrExists):
 				code = http.StatusConflict
-			case errors.Is(err, viewers.ErrBadName), errors.Is(err, viewers.ErrWeakPassword), errors.Is(err, errBadAdminRequest):
+			case errors.Is(err, viewers.ErrBadName), errors.Is(err, viewers.ErrWeakPassword), errors.Is(err, viewers.ErrBadRole), errors.Is(err, errBadAdminRequest):
 				code = http.StatusBadRequest
 			case errors.Is(err, ErrOffline):
 				code = http.StatusServiceUnavailable

@@ -56,6 +56,9 @@ func viewerRoutes(mux *http.ServeMux, local *localAdmin, reply func(http.Respons
 	mux.HandleFunc("DELETE /viewers/{name}/rooms/{device}", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, struct{}{}, local.DenyRoom(r.PathValue("name"), r.PathValue("device")))
 	})
+	mux.HandleFunc("POST /viewers/{name}/role/{role}", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, struct{}{}, local.SetViewerRole(r.PathValue("name"), r.PathValue("role")))
+	})
 	mux.HandleFunc("POST /viewers/{name}/unlock", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, struct{}{}, local.UnlockViewer(r.PathValue("name")))
 	})
@@ -64,6 +67,7 @@ func viewerRoutes(mux *http.ServeMux, local *localAdmin, reply func(http.Respons
 func (a *localAdmin) AddViewer(name, password string) error  { return a.viewers.Add(name, password) }
 func (a *localAdmin) ListViewers() ([]viewers.Viewer, error) { return a.viewers.List() }
 func (a *localAdmin) UnlockViewer(name string) error         { return a.viewers.Unlock(name) }
+func (a *localAdmin) SetViewerRole(name, role string) error  { return a.viewers.SetRole(name, role) }
 func (a *localAdmin) AllowRoom(name, device string) error    { return a.viewers.AllowRoom(name, device) }
 func (a *localAdmin) DenyRoom(name, device string) error     { return a.viewers.DenyRoom(name, device) }
 func (a *localAdmin) SetViewerPassword(name, password string) error {
@@ -98,4 +102,8 @@ func (a *socketAdmin) AllowRoom(name, device string) error {
 
 func (a *socketAdmin) DenyRoom(name, device string) error {
 	return a.viewerCall("DELETE", "/viewers/"+url.PathEscape(name)+"/rooms/"+url.PathEscape(device), nil, nil)
+}
+
+func (a *socketAdmin) SetViewerRole(name, role string) error {
+	return a.viewerCall("POST", "/viewers/"+url.PathEscape(name)+"/role/"+url.PathEscape(role), nil, nil)
 }

@@ -27,8 +27,12 @@ func (s *Server) coachRoutes(mux *http.ServeMux) {
 // room (a short-lived TURN credential; the browser's public address then
 // reaches the box in the offer).
 type Room struct {
-	Name       string      `json:"name"`
-	Online     bool        `json:"online"`
+	Name   string `json:"name"`
+	Online bool   `json:"online"`
+	// Recording says whether the room's box records a lesson now, from
+	// the consent state it last pushed; left out while it is offline or
+	// has pushed none.
+	Recording  *bool       `json:"recording,omitempty"`
 	ICEServers []ICEServer `json:"ice_servers,omitempty"`
 }
 
@@ -72,8 +76,11 @@ func (s *Server) handleRooms(w http.ResponseWriter, r *http.Request) {
 	}
 	out := RoomList{Viewer: viewer, Rooms: make([]Room, 0, len(names))}
 	for _, n := range names {
-		_, online := s.hub.status(n)
-		room := Room{Name: n, Online: online}
+		tr := s.hub.room(n)
+		room := Room{Name: n, Online: tr.Online}
+		if tr.State != nil {
+			room.Recording = &tr.State.Recording
+		}
 		if c, ok := s.issueTURN(turn.Name{Room: n, Viewer: viewer}); ok {
 			room.ICEServers = []ICEServer{{URLs: c.URLs, Username: c.Username, Credential: c.Password}}
 		}

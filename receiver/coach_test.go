@@ -1,7 +1,6 @@
 package receiver_test
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -102,15 +101,7 @@ func TestCoachPage(t *testing.T) {
 // GET /v1/rooms.
 func roomsOf(t *testing.T, c *http.Client, base, name string) receiver.RoomList {
 	t.Helper()
-	lb, _ := json.Marshal(map[string]string{"name": name, "password": "Correct-Horse-Battery-9"})
-	resp, err := c.Post(base+"/v1/login", "application/json", bytes.NewReader(lb))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lr struct{ Token string }
-	json.NewDecoder(resp.Body).Decode(&lr)
-	resp.Body.Close()
-	r, body := get(t, c, base+"/v1/rooms", lr.Token)
+	r, body := get(t, c, base+"/v1/rooms", login(t, c, base, name).Token)
 	var out receiver.RoomList
 	if err := json.Unmarshal(body, &out); err != nil || r.StatusCode != http.StatusOK {
 		t.Fatalf("rooms of %s: HTTP %d %s", name, r.StatusCode, body)

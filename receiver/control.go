@@ -76,6 +76,8 @@ type Hub struct {
 	mu    sync.Mutex
 	conns map[string]*controlConn
 	wg    sync.WaitGroup
+	// rooms keeps the consent state each box pushes (roomstate.go).
+	rooms roomStates
 }
 
 // attach makes c its device's connection and ends the one it replaces.
@@ -90,6 +92,7 @@ func (h *Hub) attach(c *controlConn) (replaced *controlConn) {
 	if replaced != nil {
 		replaced.end(errReplaced)
 	}
+	h.rooms.set(c.device, nil) // online; the box pushes its state next
 	return replaced
 }
 
@@ -101,6 +104,7 @@ func (h *Hub) detach(c *controlConn) bool {
 		return false
 	}
 	delete(h.conns, c.device)
+	h.rooms.set(c.device, nil) // offline: its last state is not shown
 	return true
 }
 
@@ -355,10 +359,7 @@ func (s *Server) serveControl(ctx context.Context, c *controlConn, stopping func
 			case wire.TypeResponse, wire.TypeError:
 				c.calls.Resolve(e)
 			case wire.TypeRequest:
-				// The receiver serves no op to boxes yet.
-				var req wire.Request
-				e.Decode(&req)
-				writeRaw(rctx, c.conn, wire.ErrorEnvelope(e.ID, &wire.ControlError{Code: wire.CodeUnknownOp, Message: fmt.Sprintf("op %q is not served by the receiver", req.Op)}))
+				s.serveBoxRequest(rctx, c, e)
 			default:
 				writeRaw(rctx, c.conn, wire.ErrorEnvelope(e.ID, fmt.Errorf("%w: %q is not expected from a box", wire.ErrUnknownType, e.Type)))
 			}

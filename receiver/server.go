@@ -395,6 +395,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET "+wire.ControlPath, s.deviceOnly(http.HandlerFunc(s.handleControl)))
 	s.relayRoutes(mux)
 	s.coachRoutes(mux)
+	s.teacherRoutes(mux)
 	mux.Handle("POST /v1/audit/checkpoint", s.bounded(s.deviceOnly(http.HandlerFunc(s.handleAuditCheckpoint))))
 	// Anything else is answered 404, also within the request timeout: a
 	// slow body sent to an unknown path is not kept either.

@@ -26,6 +26,7 @@ var webRoutes = []string{
 	"GET /{$}",
 	"GET /viewer.js",
 	"GET /viewer.css",
+	"GET /teacher.js",
 	"GET /",
 	"/", // anything else: Handler's own 404
 	"POST /v1/login",
@@ -34,6 +35,9 @@ var webRoutes = []string{
 	"GET /v1/rooms/{device}/whep/{session}",
 	"PATCH /v1/rooms/{device}/whep/{session}",
 	"DELETE /v1/rooms/{device}/whep/{session}",
+	"GET /v1/teacher/rooms",
+	"GET /v1/teacher/events",
+	"POST /v1/teacher/rooms/{device}/decision",
 }
 
 // CheckWebFlags reports a web listener configuration that cannot work:

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -221,4 +222,23 @@ func (c *Calls) Forget(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.waits, id)
+}
+
+// Await waits for the answer to a request on ch (from Calls.Add) or for
+// ctx: an error answer is returned as a *ControlError.
+func Await(ctx context.Context, ch <-chan Envelope) (Response, error) {
+	select {
+	case <-ctx.Done():
+		return Response{}, ctx.Err()
+	case e := <-ch:
+		if e.Type == TypeError {
+			var ce ControlError
+			if err := e.Decode(&ce); err != nil {
+				return Response{}, err
+			}
+			return Response{}, &ce
+		}
+		var r Response
+		return r, e.Decode(&r)
+	}
 }

@@ -88,6 +88,10 @@ type Client struct {
 
 	mu sync.Mutex
 	st State
+	// conn is the open connection (nil while there is none), for the
+	// box's own requests (request.go); calls pairs them with answers.
+	conn  *websocket.Conn
+	calls wire.Calls
 }
 
 // New returns a client; nothing connects until Run.
@@ -205,6 +209,14 @@ func (c *Client) session(ctx context.Context) (opened bool, err error) {
 		return false, err
 	}
 	cancel()
+	c.mu.Lock()
+	c.conn = conn
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.conn = nil
+		c.mu.Unlock()
+	}()
 	c.update(func(s *State) {
 		s.Connected, s.Since, s.LastError, s.Cause, s.NextRetry, s.Failures = true, time.Now(), "", "", time.Time{}, 0
 		s.Connects++
@@ -310,7 +322,14 @@ func (c *Client) read(ctx context.Context, conn *websocket.Conn) error {
 					c.log.Warn("control response not sent", "op", r.Op, "err", err)
 				}
 			}(e.ID)
+		case wire.TypeResponse:
+			if !c.calls.Resolve(e) {
+				c.log.Warn("a response to no request of the box", "id", e.ID)
+			}
 		case wire.TypeError:
+			if e.ID != "" && c.calls.Resolve(e) {
+				continue // the answer to one of the box's requests
+			}
 			var ce wire.ControlError
 			e.Decode(&ce)
 			c.log.Warn("the receiver refused a control message", "code", ce.Code, "message", ce.Message)

@@ -2,7 +2,9 @@ package link
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -74,5 +76,15 @@ func TestServeConcurrently(t *testing.T) {
 	second.Decode(&r2)
 	if first.ID != "quick" || r1.Error != "quick" || second.ID != "held" || r2.Error != "held" {
 		t.Fatalf("answers %s %+v then %s %+v: want quick, then held once released", first.ID, r1, second.ID, r2)
+	}
+}
+
+// TestRequestNotConnected: the box's own request without an open
+// connection fails at once (the state is pushed again on connect).
+func TestRequestNotConnected(t *testing.T) {
+	u, _ := url.Parse("https://127.0.0.1:1")
+	c := New(Options{Receiver: u, TLS: &tls.Config{}})
+	if _, err := c.Request(t.Context(), wire.OpConsentState, wire.ConsentState{}); !errors.Is(err, ErrNotConnected) {
+		t.Fatalf("Request while not connected: %v", err)
 	}
 }

@@ -23,8 +23,13 @@ import (
 func newViewersCommand() *cobra.Command {
 	vs := &cobra.Command{Use: "viewers", Short: "Manage viewer accounts: add, list, unlock, change passwords"}
 	var addStdin, passwdStdin bool
-	add := adminCommand("add NAME [--password-stdin] [--json]", "Add a viewer; without --password-stdin, prompt on a terminal or generate a password", cobra.ExactArgs(1),
+	var addRole string
+	add := adminCommand("add NAME [--role viewer|teacher|admin] [--password-stdin] [--json]", "Add an account (a viewer unless --role says otherwise); without --password-stdin, prompt on a terminal or generate a password", cobra.ExactArgs(1),
 		func(cmd *cobra.Command, a receiver.Admin, args []string, asJSON bool) error {
+			role, err := viewers.ParseRole(addRole)
+			if err != nil {
+				return cli.Usagef("--role: %v", err)
+			}
 			pw, generated, err := newPassword(cmd, addStdin)
 			if err != nil {
 				return err
@@ -32,9 +37,15 @@ func newViewersCommand() *cobra.Command {
 			if err := a.AddViewer(args[0], pw); err != nil {
 				return err
 			}
+			if role != viewers.RoleViewer {
+				if err := a.SetViewerRole(args[0], role); err != nil {
+					return fmt.Errorf("viewer %s added, but its role was not set (run: uploadbox-receiver viewers role %s %s): %w", args[0], args[0], role, err)
+				}
+			}
 			return printPassword(cmd, "added", args[0], pw, generated, asJSON)
 		})
 	add.Flags().BoolVar(&addStdin, "password-stdin", false, "read the password from the first line of stdin")
+	add.Flags().StringVar(&addRole, "role", viewers.RoleViewer, "the account's role: viewer (a coach), teacher (answers for its rooms) or admin")
 	passwd := adminCommand("passwd NAME [--password-stdin] [--json]", "Set a viewer's password (it does not unlock the account)", cobra.ExactArgs(1),
 		func(cmd *cobra.Command, a receiver.Admin, args []string, asJSON bool) error {
 			pw, generated, err := newPassword(cmd, passwdStdin)
@@ -58,7 +69,7 @@ func newViewersCommand() *cobra.Command {
 					return printJSON(cmd, list)
 				}
 				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tCREATED\tLOCKED\tFAILURES\tLAST LOGIN\tROOMS")
+				fmt.Fprintln(tw, "NAME\tROLE\tCREATED\tLOCKED\tFAILURES\tLAST LOGIN\tROOMS")
 				for _, v := range list {
 					last := "-"
 					if !v.LastLogin.IsZero() {
@@ -68,7 +79,7 @@ func newViewersCommand() *cobra.Command {
 					if len(v.Rooms) > 0 {
 						rooms = strings.Join(v.Rooms, ",")
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%t\t%d\t%s\t%s\n", v.Name, v.Created.Format("2006-01-02 15:04"), v.Locked, v.Failures, last, rooms)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%t\t%d\t%s\t%s\n", v.Name, v.Role, v.Created.Format("2006-01-02 15:04"), v.Locked, v.Failures, last, rooms)
 				}
 				return tw.Flush()
 			}),
@@ -86,6 +97,18 @@ func newViewersCommand() *cobra.Command {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "viewer %s denied room %s\n", args[0], args[1])
+				return nil
+			}),
+		adminCommand("role NAME ROLE", "Set an account's role: viewer (a coach), teacher (sees and decides for the rooms it is allowed) or admin", cobra.ExactArgs(2),
+			func(cmd *cobra.Command, a receiver.Admin, args []string, _ bool) error {
+				role, err := viewers.ParseRole(args[1])
+				if err != nil {
+					return cli.Usagef("viewers role: %v", err)
+				}
+				if err := a.SetViewerRole(args[0], role); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "viewer %s is now a %s\n", args[0], role)
 				return nil
 			}),
 		adminCommand("unlock NAME", "Unlock a viewer locked after repeated failed logins", cobra.ExactArgs(1),

@@ -159,10 +159,11 @@ func TestAuthFloodIsLimited(t *testing.T) {
 	}
 }
 
-// addViewer adds a viewer account with password through the admin command.
-func addViewer(t *testing.T, data, name, password string) {
+// addViewer adds a viewer account with password through the admin
+// command, with extra flags (such as --role teacher).
+func addViewer(t *testing.T, data, name, password string, extra ...string) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "uploadbox-receiver"), "viewers", "add", name, "--password-stdin", "--data", data)
+	cmd := exec.Command(filepath.Join(binDir, "uploadbox-receiver"), append([]string{"viewers", "add", name, "--password-stdin", "--data", data}, extra...)...)
 	cmd.Stdin = strings.NewReader(password + "\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("viewers add %s: %v\n%s", name, err, out)

@@ -207,18 +207,7 @@ func TestTeacherDecisionThroughReceiver(t *testing.T) {
 		t.Fatal(err)
 	}
 	caller := "uid:" + me.Uid + "(" + me.Username + ")"
-	var es []auditEntry
-	ctl(t, lb.boxDirs, &es, "consent", "audit", "--last", "0")
-	var got []string
-	for _, e := range es {
-		switch e.Event {
-		case "consent.accept", "consent.deny", "consent.end_all", "session.start", "session.stop":
-			got = append(got, e.Event+" "+e.Identity+" by "+e.By)
-		case "consent.decision":
-			reason, _, _ := strings.Cut(e.Detail, " ")
-			got = append(got, e.Event+" "+e.Outcome+" "+reason+" by "+e.By)
-		}
-	}
+	got := decisionAudit(t, lb)
 	want := []string{
 		"session.start  by " + caller,
 		"consent.accept coach-c by teacher:tess",
@@ -240,4 +229,25 @@ func TestTeacherDecisionThroughReceiver(t *testing.T) {
 	if n := strings.Count(string(rlog), `"consent.decision"`); n != 7 {
 		t.Errorf("receiver audited %d decisions, want 7 (accept, replayed, forged, decline, end all, stop, start)\n%s", n, rlog)
 	}
+}
+
+// decisionAudit lists the decisions in the box's audit chain, who made
+// them: "EVENT IDENTITY by BY" for accept, deny, end all and session
+// start and stop, "consent.decision OUTCOME reason=… by BY" for a refused
+// statement.
+func decisionAudit(t *testing.T, lb liveBox) []string {
+	t.Helper()
+	var es []auditEntry
+	ctl(t, lb.boxDirs, &es, "consent", "audit", "--last", "0")
+	var got []string
+	for _, e := range es {
+		switch e.Event {
+		case "consent.accept", "consent.deny", "consent.end_all", "session.start", "session.stop":
+			got = append(got, e.Event+" "+e.Identity+" by "+e.By)
+		case "consent.decision":
+			reason, _, _ := strings.Cut(e.Detail, " ")
+			got = append(got, e.Event+" "+e.Outcome+" "+reason+" by "+e.By)
+		}
+	}
+	return got
 }

@@ -74,8 +74,16 @@ func refusal(t *testing.T, r *livetest.Response) (reason, request string) {
 // (POST /v1/login), returning the viewer token it issues.
 func receiverLogin(t *testing.T, b enrolled, name string) string {
 	t.Helper()
+	token, _ := receiverLoginRole(t, b, name, "viewer")
+	return token
+}
+
+// receiverLoginRole is receiverLogin for an account of role; it returns
+// the role the login answer names too.
+func receiverLoginRole(t *testing.T, b enrolled, name, role string) (token, answered string) {
+	t.Helper()
 	const password = "Correct-Horse-Battery-9"
-	cmd := exec.Command(filepath.Join(binDir, "uploadbox-receiver"), "viewers", "add", name, "--password-stdin", "--data", b.rcv.data)
+	cmd := exec.Command(filepath.Join(binDir, "uploadbox-receiver"), "viewers", "add", name, "--role", role, "--password-stdin", "--data", b.rcv.data)
 	cmd.Stdin = strings.NewReader(password + "\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("viewers add: %v\n%s", err, out)
@@ -93,11 +101,11 @@ func receiverLogin(t *testing.T, b enrolled, name string) string {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var lr struct{ Token string }
+	var lr struct{ Token, Role string }
 	if err := json.NewDecoder(resp.Body).Decode(&lr); err != nil || resp.StatusCode != http.StatusOK || lr.Token == "" {
 		t.Fatalf("login: HTTP %d, %v", resp.StatusCode, err)
 	}
-	return lr.Token
+	return lr.Token, lr.Role
 }
 
 func indicatorState(t *testing.T, lb liveBox) string {

@@ -1,7 +1,8 @@
 // Package viewerweb is the live-view page, one viewer served by two sites:
 // the box on its LAN (box.html: the viewer pastes a viewer token) and the
 // receiver to coaches anywhere (coach.html: sign in, pick a room, ask to
-// watch). Both pages load the same viewer.js and viewer.css.
+// watch). Both pages load the same viewer.js and viewer.css; the
+// receiver's page also loads teacher.js, the view a signed-in teacher gets.
 //
 // It imports neither side, so the box binary links nothing of the
 // receiver for it.
@@ -25,7 +26,7 @@ const (
 )
 
 // Patterns are the http.ServeMux patterns Handler serves, each for GET.
-var Patterns = []string{"GET /{$}", "GET /viewer.js", "GET /viewer.css"}
+var Patterns = []string{"GET /{$}", "GET /viewer.js", "GET /viewer.css", "GET /teacher.js"}
 
 // Handler serves page at "/" with its script and style sheet, under a
 // strict Content-Security-Policy (same-origin scripts, styles and fetches
@@ -36,6 +37,8 @@ func Handler(page Page) http.Handler {
 		switch r.URL.Path {
 		case "/viewer.js":
 			name, ctype = "web/viewer.js", "text/javascript; charset=utf-8"
+		case "/teacher.js":
+			name, ctype = "web/teacher.js", "text/javascript; charset=utf-8"
 		case "/viewer.css":
 			name, ctype = "web/viewer.css", "text/css; charset=utf-8"
 		}

@@ -59,6 +59,11 @@ type Claims struct {
 	IssuedAt int64  `json:"iat"` // Unix seconds
 	Expires  int64  `json:"exp"` // Unix seconds
 	ID       string `json:"jti"` // random, for audit entries
+	// Role is the account's role when the receiver issued the token
+	// ("viewer", "teacher", "admin"; empty in older tokens and in local
+	// ones). It tells a page which view to show; the box ignores it, and
+	// the receiver checks the account's current role on every request.
+	Role string `json:"role,omitempty"`
 }
 
 // Expiry returns the claims' expiry as a time.
@@ -68,6 +73,11 @@ var b64 = base64.RawURLEncoding.Strict()
 
 // Mint signs a token for viewer, issued by iss, valid for ttl from now.
 func Mint(key ed25519.PrivateKey, iss, viewer string, ttl time.Duration, now time.Time) (string, error) {
+	return MintRole(key, iss, viewer, "", ttl, now)
+}
+
+// MintRole is Mint with the account's role in the claims (empty: none).
+func MintRole(key ed25519.PrivateKey, iss, viewer, role string, ttl time.Duration, now time.Time) (string, error) {
 	if len(key) != ed25519.PrivateKeySize {
 		return "", errors.New("mint viewer token: the signing key is not an Ed25519 private key")
 	}
@@ -84,7 +94,7 @@ func Mint(key ed25519.PrivateKey, iss, viewer string, ttl time.Duration, now tim
 	if _, err := rand.Read(jti); err != nil {
 		return "", err
 	}
-	c := Claims{Subject: viewer, Issuer: iss, IssuedAt: now.Unix(), Expires: now.Add(ttl).Unix(), ID: b64.EncodeToString(jti)}
+	c := Claims{Subject: viewer, Issuer: iss, IssuedAt: now.Unix(), Expires: now.Add(ttl).Unix(), ID: b64.EncodeToString(jti), Role: role}
 	payload, err := json.Marshal(c)
 	if err != nil {
 		return "", err

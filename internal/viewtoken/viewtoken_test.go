@@ -275,3 +275,26 @@ func TestKeyFiles(t *testing.T) {
 		t.Fatal("foreign key line accepted")
 	}
 }
+
+// TestRoleClaim: a token may carry the account's role; the verifier (the
+// box's too) accepts it and returns it, and a token without one verifies
+// as before (no "role" in its claims).
+func TestRoleClaim(t *testing.T) {
+	k := newKey(t)
+	v := NewVerifier(TrustedKey{IssuerReceiver, k.Public().(ed25519.PublicKey)})
+	tok, err := MintRole(k, IssuerReceiver, "tess", "teacher", time.Hour, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := v.Verify(tok, t0); err != nil || c.Role != "teacher" || c.Subject != "tess" {
+		t.Fatalf("token with a role: %+v %v", c, err)
+	}
+	plain, _ := Mint(k, IssuerReceiver, "coach", time.Hour, t0)
+	_, payload, _, _ := SplitSigned(plain, prefix, "CLAIMS", maxToken)
+	if strings.Contains(string(payload), "role") {
+		t.Fatalf("a token without a role names one: %s", payload)
+	}
+	if c, err := v.Verify(plain, t0); err != nil || c.Role != "" {
+		t.Fatalf("token without a role: %+v %v", c, err)
+	}
+}

@@ -25,6 +25,9 @@ type LoginRequest struct {
 type LoginResponse struct {
 	Token   string    `json:"token"`
 	Expires time.Time `json:"expires"`
+	// Role is the account's role (RoleViewer, RoleTeacher, RoleAdmin):
+	// the page shows the teacher's view for a teacher.
+	Role string `json:"role"`
 }
 
 // LoginHandler serves POST /v1/login: a password login that returns a
@@ -81,15 +84,21 @@ func (h *LoginHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusInternalServerError, map[string]string{"error": "login failed on the server"})
 		return
 	}
+	role, err := h.reg.Role(req.Name)
+	if err != nil {
+		h.log.Error("role of viewer", "viewer", req.Name, "err", err)
+		reply(w, http.StatusInternalServerError, map[string]string{"error": "login failed on the server"})
+		return
+	}
 	now := h.reg.now()
-	tok, err := viewtoken.Mint(h.key, viewtoken.IssuerReceiver, req.Name, h.ttl, now)
+	tok, err := viewtoken.MintRole(h.key, viewtoken.IssuerReceiver, req.Name, role, h.ttl, now)
 	if err != nil {
 		h.log.Error("mint viewer token", "viewer", req.Name, "err", err)
 		reply(w, http.StatusInternalServerError, map[string]string{"error": "login failed on the server"})
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	reply(w, http.StatusOK, LoginResponse{Token: tok, Expires: time.Unix(now.Add(h.ttl).Unix(), 0).UTC()})
+	reply(w, http.StatusOK, LoginResponse{Token: tok, Expires: time.Unix(now.Add(h.ttl).Unix(), 0).UTC(), Role: role})
 }
 
 func reply(w http.ResponseWriter, code int, v any) {

@@ -55,6 +55,9 @@ type record struct {
 	// Rooms are the devices whose live view the viewer may ask for
 	// through the receiver (rooms.go).
 	Rooms []string `json:"rooms,omitempty"`
+	// Role is RoleViewer, RoleTeacher or RoleAdmin (roles.go); empty in a
+	// record from before roles: RoleViewer.
+	Role string `json:"role,omitempty"`
 	lockout.Record
 }
 
@@ -67,6 +70,7 @@ type Viewer struct {
 	Failures  int       `json:"failures"` // within the current window, or that caused the lock
 	LastLogin time.Time `json:"last_login,omitzero"`
 	Rooms     []string  `json:"rooms"`
+	Role      string    `json:"role"`
 }
 
 // Option configures a Registry.
@@ -347,7 +351,7 @@ func (r *Registry) List() ([]Viewer, error) {
 			if err := json.Unmarshal(v, &rec); err != nil {
 				return fmt.Errorf("viewer %s: damaged record: %w", k, err)
 			}
-			out = append(out, Viewer{Name: rec.Name, Created: rec.Created, Locked: rec.Locked(), LockedAt: rec.LockedAt, Failures: rec.Recent(now), LastLogin: rec.LastLogin, Rooms: append([]string{}, rec.Rooms...)})
+			out = append(out, Viewer{Name: rec.Name, Created: rec.Created, Locked: rec.Locked(), LockedAt: rec.LockedAt, Failures: rec.Recent(now), LastLogin: rec.LastLogin, Rooms: append([]string{}, rec.Rooms...), Role: rec.role()})
 			return nil
 		})
 	})

@@ -54,12 +54,83 @@ type PageState struct {
 	// "relay") of the ICE pair the browser selected, empty before.
 	Local  string `json:"local"`
 	Remote string `json:"remote"`
+	// Teacher is the teacher's view while it shows (a teacher signed in
+	// on the receiver's page), nil otherwise.
+	Teacher *TeacherView `json:"teacher"`
+}
+
+// TeacherView is the teacher's view of the receiver's page (teacher.js).
+type TeacherView struct {
+	// State, Reason and Text are #t-status's: connecting, live,
+	// reconnecting or error.
+	State  string        `json:"state"`
+	Reason string        `json:"reason"`
+	Text   string        `json:"text"`
+	Rooms  []TeacherRoom `json:"rooms"`
+}
+
+// TeacherRoom is one room the teacher answers for.
+type TeacherRoom struct {
+	Device    string `json:"device"`
+	Online    bool   `json:"online"`
+	Recording bool   `json:"recording"`
+	// Until is the recording's end as the box reported it (RFC 3339).
+	Until     string            `json:"until"`
+	Pending   []TeacherRequest  `json:"pending"`
+	Watching  []TeacherWatcher  `json:"watching"`
+	Cooldowns []TeacherCooldown `json:"cooldowns"`
+	// Result is the outcome of the teacher's last button for the room.
+	Result *struct {
+		Action  string `json:"action"`
+		Outcome string `json:"outcome"`
+		Reason  string `json:"reason"`
+		Text    string `json:"text"`
+	} `json:"result"`
+}
+
+// TeacherRequest is a pending request on the teacher's page.
+type TeacherRequest struct {
+	Request string `json:"request"`
+	Viewer  string `json:"viewer"`
+	Audio   bool   `json:"audio"`
+	// Shown is when the page first showed it, ms since the epoch (the
+	// browser's clock).
+	Shown int64 `json:"shown"`
+}
+
+// TeacherWatcher is someone watching now, on the teacher's page.
+type TeacherWatcher struct {
+	Viewer string `json:"viewer"`
+	Audio  bool   `json:"audio"`
+	Until  string `json:"until"`
+}
+
+// TeacherCooldown is a viewer who may not ask again yet.
+type TeacherCooldown struct {
+	Viewer string `json:"viewer"`
+	Reason string `json:"reason"`
+}
+
+// Room finds the teacher's room device, nil when the view lacks it.
+func (v *TeacherView) Room(device string) *TeacherRoom {
+	if v == nil {
+		return nil
+	}
+	for i := range v.Rooms {
+		if v.Rooms[i].Device == device {
+			return &v.Rooms[i]
+		}
+	}
+	return nil
 }
 
 // Room is one room on the coach page.
 type Room struct {
 	Name   string `json:"name"`
 	Online bool   `json:"online"`
+	// Recording is "true" or "false" when the page shows whether the room
+	// records a lesson, "" when it does not know.
+	Recording string `json:"recording"`
 	// Ask says its "Ask to watch" button shows and is enabled.
 	Ask bool `json:"ask"`
 }
@@ -211,6 +282,11 @@ func (p *Page) Fill(ctx context.Context, sel, value string) error {
 // Click clicks the element sel names.
 func (p *Page) Click(ctx context.Context, sel string) error {
 	return p.do(ctx, map[string]string{"op": "click", "sel": sel})
+}
+
+// Select picks the option value in the <select> sel names.
+func (p *Page) Select(ctx context.Context, sel, value string) error {
+	return p.do(ctx, map[string]string{"op": "select", "sel": sel, "value": value})
 }
 
 // Screenshot saves a PNG of the whole page to path.

@@ -4,8 +4,9 @@
 // data-ends, text), the rooms listed, whether the sign-in form shows, the
 // page's scroll width, how often it loaded, the video frames the browser
 // decoded (getStats inbound-rtp framesDecoded) and the candidate types of
-// the selected ICE pair. Each line of stdin
-// is a command, {"id":N,"op":"fill"|"click"|"screenshot","sel":…,
+// the selected ICE pair, and the teacher's view (teacher.js's data-t-*
+// attributes) when it shows. Each line of stdin
+// is a command, {"id":N,"op":"fill"|"click"|"select"|"screenshot","sel":…,
 // "value":…,"path":…}, answered by {"ack":N,"error":…}. It runs until its
 // stdin closes. VIEWPORT=WxH sets the window size. Usage: node viewer.cjs URL
 const { chromium } = require('playwright-core');
@@ -31,6 +32,7 @@ async function run(page, c) {
   switch (c.op) {
     case 'fill': await page.fill(c.sel, c.value, { timeout: 5000 }); break;
     case 'click': await page.click(c.sel, { timeout: 5000 }); break;
+    case 'select': await page.selectOption(c.sel, c.value, { timeout: 5000 }); break;
     case 'screenshot': await page.screenshot({ path: c.path, fullPage: true }); break;
     default: throw new Error('unknown op ' + c.op);
   }
@@ -96,14 +98,33 @@ async function run(page, c) {
         const rooms = [...document.querySelectorAll('#room-list li')].map((li) => {
           const b = li.querySelector('button.ask');
           const o = li.querySelector('.online');
-          return { name: li.dataset.room, online: !!o && o.dataset.online === 'true', ask: !!b && !b.disabled && b.offsetParent !== null };
+          return { name: li.dataset.room, online: !!o && o.dataset.online === 'true', recording: (o && o.dataset.recording) || '', ask: !!b && !b.disabled && b.offsetParent !== null };
         });
+        let teacher = null;
+        const ts = document.getElementById('t-status');
+        const tsec = document.getElementById('teacher');
+        if (ts && tsec && !tsec.hidden) {
+          const rooms = [...document.querySelectorAll('li[data-t-room]')].map((li) => {
+            const res = li.querySelector('[data-t-result]');
+            return {
+              device: li.dataset.tRoom, online: li.dataset.online === 'true', recording: li.dataset.recording === 'true',
+              until: li.dataset.until || '',
+              pending: [...li.querySelectorAll('li[data-t-request]')].map((e) => ({
+                request: e.dataset.tRequest, viewer: e.dataset.viewer, audio: e.dataset.audio === 'true', shown: Number(e.dataset.shown || 0),
+              })),
+              watching: [...li.querySelectorAll('li[data-t-watching]')].map((e) => ({ viewer: e.dataset.viewer, audio: e.dataset.audio === 'true', until: e.dataset.until || '' })),
+              cooldowns: [...li.querySelectorAll('[data-t-cooldown]')].map((e) => ({ viewer: e.dataset.viewer, reason: e.dataset.reason })),
+              result: res ? { action: res.dataset.action || '', outcome: res.dataset.outcome || '', reason: res.dataset.reason || '', text: res.textContent } : null,
+            };
+          });
+          teacher = { state: ts.dataset.state, reason: ts.dataset.reason || '', text: ts.textContent, rooms };
+        }
         const form = document.getElementById('signin');
         return {
           state: el.dataset.state, reason: el.dataset.reason || '', ends: el.dataset.ends || '', text: el.textContent,
           rooms, signin: !!form && !form.hidden, scrollWidth: document.documentElement.scrollWidth,
           frames, first: Math.round(window.__first || 0), before: window.__before || 0,
-          local: pair.local, remote: pair.remote,
+          local: pair.local, remote: pair.remote, teacher,
         };
       });
       s.loads = loads;

@@ -7,7 +7,8 @@
 // data-state (stable, for tests): signed-out, signin-failed, rooms, idle,
 // waiting, declined, playing, ended (the teacher ended it), grant-expired,
 // lesson-ended, replaced, no-lesson, signin-expired, offline (the box),
-// network (the server), error.
+// network (the server), error; teacher while a teacher's account is
+// signed in (teacher.js shows the teacher's view).
 'use strict';
 (() => {
   const coach = document.body.dataset.site === 'coach';
@@ -352,6 +353,11 @@
       online.className = 'online';
       online.dataset.online = String(!!r.online);
       online.textContent = r.online ? 'online' : 'offline';
+      // Whether a lesson is being recorded, when the box tells.
+      if (r.online && typeof r.recording === 'boolean') {
+        online.dataset.recording = String(r.recording);
+        online.textContent = r.recording ? 'online, recording' : 'online, not recording';
+      }
       const ask = document.createElement('button');
       ask.type = 'button';
       ask.className = 'ask';
@@ -422,6 +428,20 @@
       return;
     }
     passwordInput.value = '';
+    if ((body.role === 'teacher' || body.role === 'admin') && window.teacherView) {
+      // A teacher's (or an administrator's) account: teacher.js shows the rooms they answer for
+      // and hands the page back here when they sign out or the sign-in
+      // expires.
+      signinForm.hidden = true;
+      statusEl.dataset.state = 'teacher';
+      statusEl.dataset.reason = '';
+      statusEl.textContent = '';
+      window.teacherView.start({
+        token: body.token, name: nameInput.value.trim(), expires: Date.parse(body.expires) || 0,
+        onEnd: (state, text, reason) => setState(state, text, reason),
+      });
+      return;
+    }
     token = body.token;
     viewer = nameInput.value.trim();
     tokenExpires = Date.parse(body.expires) || 0;

@@ -1,0 +1,125 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/uploadbox/uploadbox/agent/link"
+	"github.com/uploadbox/uploadbox/consent"
+	"github.com/uploadbox/uploadbox/wire"
+)
+
+// consentStateWait bounds the wait for the receiver's answer to a push.
+const consentStateWait = 10 * time.Second
+
+// linkConnected is called on every change of the control connection's
+// state: a new connection (Connects moved on) asks consentStateLoop to
+// push the state.
+func (a *Agent) linkConnected(s link.State, lastConnects *int) {
+	if s.Connected && s.Connects != *lastConnects {
+		*lastConnects = s.Connects
+		select {
+		case a.linkUp <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// consentStateLoop pushes the consent state to the receiver
+// (wire.OpConsentState) whenever the ledger changes and after every
+// (re)connect of the control connection: at most one push per
+// wire.ConsentStateEvery, each the state as it is when sent (changes in
+// between are coalesced into it). It pushes only while
+// consent.remote_decisions is on: the state is for the teacher's page on
+// the receiver.
+func (a *Agent) consentStateLoop(ctx context.Context) error {
+	changes, cancel := a.ledger.Changes()
+	defer cancel()
+	var last time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changes:
+		case <-a.linkUp:
+		}
+		if wait := wire.ConsentStateEvery - time.Since(last); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+		}
+		// What arrived while waiting is in the state taken now.
+		select {
+		case <-changes:
+		default:
+		}
+		select {
+		case <-a.linkUp:
+		default:
+		}
+		last = time.Now()
+		a.pushConsentState(ctx)
+	}
+}
+
+// pushConsentState sends the ledger's state now, if the control
+// connection is open.
+func (a *Agent) pushConsentState(ctx context.Context) {
+	if !a.Config().RemoteDecisionsOn() {
+		return
+	}
+	a.mu.Lock()
+	c := a.link
+	a.mu.Unlock()
+	if c == nil {
+		return
+	}
+	snap, err := a.ledger.Snapshot()
+	if errors.Is(err, consent.ErrClosed) {
+		return // the daemon is stopping
+	}
+	if err != nil {
+		a.log.Warn("consent state not taken", "err", err)
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, consentStateWait)
+	defer cancel()
+	resp, err := c.Request(rctx, wire.OpConsentState, consentState(snap))
+	switch {
+	case errors.Is(err, link.ErrNotConnected):
+		// Pushed again when the connection opens.
+	case err != nil:
+		a.log.Warn("consent state not pushed to the receiver", "err", err)
+	case resp.Status != http.StatusOK:
+		a.log.Warn("the receiver refused the consent state", "status", resp.Status, "error", resp.Error)
+	}
+}
+
+// consentState is the wire form of a ledger snapshot, each list cut to
+// wire.MaxConsentStateItems.
+func consentState(s consent.Snapshot) wire.ConsentState {
+	out := wire.ConsentState{
+		Recording:    s.Recording,
+		SessionUntil: s.SessionEnd,
+		Pending:      []wire.ConsentPending{},
+		Watching:     []wire.ConsentWatching{},
+		Cooldowns:    []wire.ConsentCooldown{},
+		At:           s.At,
+	}
+	for _, r := range s.Pending[:min(len(s.Pending), wire.MaxConsentStateItems)] {
+		out.Pending = append(out.Pending, wire.ConsentPending{Request: r.ID, Viewer: r.Viewer, AskedAt: r.Created, Audio: r.Audio})
+	}
+	for _, r := range s.Watching[:min(len(s.Watching), wire.MaxConsentStateItems)] {
+		out.Watching = append(out.Watching, wire.ConsentWatching{Viewer: r.Viewer, Since: r.Decided, Until: r.Expires, Audio: r.Audio})
+	}
+	for _, c := range s.Cooldowns[:min(len(s.Cooldowns), wire.MaxConsentStateItems)] {
+		out.Cooldowns = append(out.Cooldowns, wire.ConsentCooldown{Viewer: c.Viewer, Reason: c.Reason, Until: c.Until})
+	}
+	return out
+}
