@@ -16,7 +16,7 @@ import (
 )
 
 type serveOptions struct {
-	data, listen, hostname, recipients string
+	data, listen, recipients, confPath string
 	s3                                 store.S3Options
 	auditRetention                     time.Duration
 	auditCheckpointEvery               time.Duration
@@ -29,12 +29,15 @@ type serveOptions struct {
 	viewers                            viewerServeOptions
 	uploads                            uploadServeOptions
 	turn                               turnServeOptions
+
+	// hostnames are the names and IPs of the server certificate.
+	hostnames []string
 }
 
 func newServeCommand() *cobra.Command {
 	var o serveOptions
 	cmd := &cobra.Command{
-		Use:   "serve --data DIR [--listen 127.0.0.1:8443] [--hostname NAME] [--recipients-file org.pub]",
+		Use:   "serve --data DIR [--listen 127.0.0.1:8443] [--hostname NAME]... [--recipients-file org.pub]",
 		Short: "Run the receiver: enrollment, resumable uploads over TLS, commit with signed receipts",
 		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -66,9 +69,7 @@ func newServeCommand() *cobra.Command {
 				return cli.Usagef("%v", err)
 			}
 			cfg.WebListen, cfg.WebCert, cfg.WebKey = o.webListen, o.webCert, o.webKey
-			if o.hostname != "" {
-				cfg.Hosts = []string{o.hostname}
-			}
+			cfg.Hosts = o.hostnames
 			if err := o.viewers.apply(&cfg); err != nil {
 				return err
 			}
@@ -124,7 +125,7 @@ func newServeCommand() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&o.data, "data", "", "data directory (CA, keys, database, uploads, store)")
 	f.StringVar(&o.listen, "listen", "127.0.0.1:8443", "address to listen on (TLS only)")
-	f.StringVar(&o.hostname, "hostname", "", "name boxes use to reach the receiver (in the server certificate on first run)")
+	f.StringSliceVar(&o.hostnames, "hostname", nil, "a name or IP boxes use to reach the receiver; repeat it (or separate with commas) for several. The server certificate names exactly these: a stored one for other names is reissued from the CA (default: keep the stored certificate; the first run makes one for the --listen IP and localhost)")
 	f.StringVar(&o.recipients, "recipients-file", "", "organisation public keys (default: generate a key pair in --data on first run)")
 	f.StringVar(&o.s3.Bucket, "s3-bucket", "", "store segments in this S3 bucket instead of --data/store")
 	f.StringVar(&o.s3.Endpoint, "s3-endpoint", "", "S3 endpoint URL (default: AWS)")

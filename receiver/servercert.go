@@ -1,0 +1,64 @@
+package receiver
+
+import (
+	"crypto/tls"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/uploadbox/uploadbox/internal/audit"
+	"github.com/uploadbox/uploadbox/receiver/pki"
+	"github.com/uploadbox/uploadbox/wire"
+)
+
+// serverCertFor is the main listener's certificate for a handshake: the
+// current server certificate or, for a client that asks (by SNI) for a
+// name that only the certificate it replaced covers, that one, until the
+// receiver stops: boxes still set up with a removed name keep reaching it
+// until the restart.
+func (s *Server) serverCertFor(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	cur := s.serverCert.Load()
+	if old := s.oldCert.Load(); old != nil && hello.ServerName != "" &&
+		cur.Leaf.VerifyHostname(hello.ServerName) != nil && old.Leaf.VerifyHostname(hello.ServerName) == nil {
+		return old, nil
+	}
+	return cur, nil
+}
+
+// followHosts makes the server certificate name exactly hosts: when the
+// stored one names others, it is reissued from the CA (the old pair kept
+// as server.crt.old and server.key.old), logged with both lists of names
+// and fingerprints, and audited as server.certificate.
+func (s *Server) followHosts(hosts []string, why string) error {
+	cur := s.serverCert.Load()
+	if pki.SameNames(cur.Leaf, hosts) {
+		return nil
+	}
+	c, err := s.ca.ReissueServer(s.cfg.Data, hosts, time.Now())
+	if err != nil {
+		if _, aerr := s.audit.Append(audit.Entry{Event: "server.certificate", Source: "local", Outcome: "failed",
+			Detail: fmt.Sprintf("%s: reissue for %s: %v", why, strings.Join(hosts, ", "), err)}); aerr != nil {
+			s.log.Error("audit", "err", aerr)
+		}
+		return fmt.Errorf("reissue the server certificate for %s: %w", strings.Join(hosts, ", "), err)
+	}
+	s.oldCert.Store(cur)
+	s.serverCert.Store(&c)
+	if s.cfg.WebListen != "" && s.cfg.WebCert == "" {
+		s.webCert.Store(&c)
+	}
+	oldNames, newNames := strings.Join(pki.Names(cur.Leaf), ", "), strings.Join(pki.Names(c.Leaf), ", ")
+	oldFP, newFP := wire.Fingerprint(cur.Leaf), wire.Fingerprint(c.Leaf)
+	kept := filepath.Join(s.cfg.Data, pki.ServerCertFile+pki.OldSuffix)
+	s.log.Info("server certificate reissued for new host names", "reason", why,
+		"old_names", oldNames, "old_sha256", oldFP, "new_names", newNames, "new_sha256", newFP,
+		"not_after", c.Leaf.NotAfter.UTC().Format(time.RFC3339), "old_kept", kept)
+	_, err = s.audit.Append(audit.Entry{Event: "server.certificate", Source: "local", Outcome: "ok",
+		Detail: fmt.Sprintf("%s: reissued for %s (sha256 %s), was %s (sha256 %s, kept as %s)", why, newNames, newFP, oldNames, oldFP, kept)})
+	return err
+}
+
+// ServerNames lists the names and IPs the current server certificate is
+// valid for.
+func (s *Server) ServerNames() []string { return pki.Names(s.serverCert.Load().Leaf) }
