@@ -13,13 +13,19 @@ import (
 
 func newCertsCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "certs", Short: "The receiver's certificates: CA, server, web"}
-	var data, webCert string
+	var data, webCert, confPath string
 	var asJSON bool
 	show := &cobra.Command{
-		Use:   "show --data DIR [--web-cert FILE] [--json]",
+		Use:   "show [--config FILE | --data DIR [--web-cert FILE]] [--json]",
 		Short: "Print each certificate the receiver holds: names, expiry and SHA-256 fingerprint",
 		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if data == "" {
+				var err error
+				if data, webCert, err = fromConfig(confPath, webCert); err != nil {
+					return err
+				}
+			}
 			certs, err := receiver.Certificates(data, webCert)
 			if err != nil {
 				return err
@@ -43,12 +49,30 @@ func newCertsCommand() *cobra.Command {
 		},
 	}
 	f := show.Flags()
-	f.StringVar(&data, "data", "", "the receiver's data directory")
-	f.StringVar(&webCert, "web-cert", "", "the web listener's certificate (serve's --web-cert), shown too")
+	f.StringVar(&data, "data", "", "the receiver's data directory (default: data in --config)")
+	f.StringVar(&webCert, "web-cert", "", "the web listener's certificate (serve's --web-cert), shown too (default: web.cert in --config)")
+	f.StringVar(&confPath, "config", DefaultConfigPath, "serve's config file, read for data and web.cert when --data is not given")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
-	show.MarkFlagRequired("data")
 	cmd.AddCommand(show)
 	return cmd
+}
+
+// fromConfig reads the data directory and the web certificate (unless
+// webCert is given) from serve's config file at path.
+func fromConfig(path, webCert string) (string, string, error) {
+	serve := newServeCommand()
+	f := serve.Flags()
+	if _, err := serveSchema.Apply(f, path); err != nil {
+		return "", "", cli.Usagef("give --data DIR, or --config with serve's config file: %v", err)
+	}
+	data := f.Lookup("data").Value.String()
+	if data == "" {
+		return "", "", cli.Usagef("%s sets no data directory: give --data DIR", path)
+	}
+	if webCert == "" {
+		webCert = f.Lookup("web-cert").Value.String()
+	}
+	return data, webCert, nil
 }
 
 // left says how long until t, in days, or that it has passed.

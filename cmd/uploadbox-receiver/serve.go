@@ -34,7 +34,11 @@ type serveOptions struct {
 	hostnames []string
 }
 
-func newServeCommand() *cobra.Command {
+func newServeCommand() *cobra.Command { return serveCommand(nil) }
+
+// serveCommand is serve; with check, it only checks its configuration
+// and hands it to check (a SIGHUP reads the configuration again so).
+func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 	var o serveOptions
 	cmd := &cobra.Command{
 		Use:   "serve --data DIR [--listen 127.0.0.1:8443] [--hostname NAME]... [--recipients-file org.pub]",
@@ -79,6 +83,10 @@ func newServeCommand() *cobra.Command {
 			if err := o.turn.apply(&cfg); err != nil {
 				return err
 			}
+			if check != nil {
+				check(cfg)
+				return nil
+			}
 			if o.s3.Bucket != "" {
 				st, err := store.NewS3(cmd.Context(), o.s3)
 				if err != nil {
@@ -96,7 +104,7 @@ func newServeCommand() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			// SIGHUP reloads the web certificate (and no longer ends the
+			// SIGHUP reloads what can change (and does not end the
 			// process).
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
@@ -107,7 +115,7 @@ func newServeCommand() *cobra.Command {
 					case <-ctx.Done():
 						return
 					case <-hup:
-						srv.ReloadWebCertificate() // logged and audited
+						reload(cmd, &o, srv) // logged and audited
 					}
 				}
 			}()
@@ -144,6 +152,7 @@ func newServeCommand() *cobra.Command {
 	o.viewers.AddFlags(f)
 	o.uploads.AddFlags(f)
 	o.turn.AddFlags(f)
-	cmd.MarkFlagRequired("data")
+	f.StringVar(&o.confPath, "config", "", "YAML file setting any of these flags (flags given here win); SIGHUP reads it again: docs/receiver.md \"Configuration file\"")
+	withConfigFile(cmd, &o)
 	return cmd
 }
