@@ -190,6 +190,9 @@ func Open(cfg ServerConfig) (*Server, error) {
 			return nil, fmt.Errorf("serve: %w", err)
 		}
 	}
+	if err := CheckHosts(cfg.Hosts); err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
 	hosts := cfg.Hosts
 	if len(hosts) == 0 {
 		host, _, err := net.SplitHostPort(cfg.Listen)

@@ -31,6 +31,9 @@ func (s *Server) serverCertFor(hello *tls.ClientHelloInfo) (*tls.Certificate, er
 // as server.crt.old and server.key.old), logged with both lists of names
 // and fingerprints, and audited as server.certificate.
 func (s *Server) followHosts(hosts []string, why string) error {
+	if err := CheckHosts(hosts); err != nil {
+		return err
+	}
 	cur := s.serverCert.Load()
 	if pki.SameNames(cur.Leaf, hosts) {
 		return nil
@@ -59,6 +62,13 @@ func (s *Server) followHosts(hosts []string, why string) error {
 	return err
 }
 
-// ServerNames lists the names and IPs the current server certificate is
-// valid for.
-func (s *Server) ServerNames() []string { return pki.Names(s.serverCert.Load().Leaf) }
+// CheckHosts reports a --hostname that is neither a DNS name nor an IP
+// address.
+func CheckHosts(hosts []string) error {
+	for _, h := range hosts {
+		if err := pki.CheckHost(h); err != nil {
+			return fmt.Errorf("--hostname: %w", err)
+		}
+	}
+	return nil
+}

@@ -73,6 +73,9 @@ func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 				return cli.Usagef("%v", err)
 			}
 			cfg.WebListen, cfg.WebCert, cfg.WebKey = o.webListen, o.webCert, o.webKey
+			if err := receiver.CheckHosts(o.hostnames); err != nil {
+				return cli.Usagef("%v", err)
+			}
 			cfg.Hosts = o.hostnames
 			if err := o.viewers.apply(&cfg); err != nil {
 				return err

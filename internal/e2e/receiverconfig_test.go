@@ -174,6 +174,9 @@ turn:
 auth:
   burst: 0
 `, []string{conf + " line 3, auth.burst: --auth-burst 0: give 1 to 1000"}},
+		{"bad hostname", `data: ` + filepath.Join(dir, "r") + `
+hostnames: [receiver.example, "bad name"]
+`, []string{conf + ` line 2, hostnames: --hostname: "bad name" is neither a host name (letters, digits, hyphens and dots) nor an IP address`}},
 		{"no data", "listen: 127.0.0.1:0\n", []string{"serve needs the data directory: give --data DIR, or data: in the --config file"}},
 		{"not YAML", "data: [\n", []string{conf + ": 1 problem(s):", "not valid YAML"}},
 	} {

@@ -228,7 +228,7 @@ func set(f *pflag.Flag, vals []string) error {
 // command line set its value again (--name=value, a list flag once per
 // value): with them a fresh flag set parses to what fs holds.
 func Args(fs *pflag.FlagSet) []string {
-	var args []string
+	args := []string{} // never nil: cobra reads os.Args for nil
 	fs.Visit(func(f *pflag.Flag) {
 		if sv, ok := f.Value.(pflag.SliceValue); ok {
 			vals := sv.GetSlice()
@@ -265,24 +265,30 @@ func (s Schema) Where(err error, path string, lines map[string]int) error {
 		return nil
 	}
 	msg := err.Error()
-	for name, line := range lines {
-		if mentions(msg, "--"+name) {
-			return fmt.Errorf("%s line %d, %s: %w", path, line, s.Key(name), err)
+	// The flag named first is the one the message is about.
+	first, at := "", len(msg)
+	for name := range lines {
+		if i := mention(msg, "--"+name); i >= 0 && (i < at || i == at && name < first) {
+			first, at = name, i
 		}
 	}
-	return err
+	if first == "" {
+		return err
+	}
+	return fmt.Errorf("%s line %d, %s: %w", path, lines[first], s.Key(first), err)
 }
 
-// mentions reports whether msg names flag, not a longer flag it begins.
-func mentions(msg, flag string) bool {
+// mention returns where msg names flag (not a longer flag it begins),
+// or -1.
+func mention(msg, flag string) int {
 	for i := 0; ; {
 		j := strings.Index(msg[i:], flag)
 		if j < 0 {
-			return false
+			return -1
 		}
 		end := i + j + len(flag)
 		if end == len(msg) || !strings.ContainsRune("abcdefghijklmnopqrstuvwxyz0123456789-", rune(msg[end])) {
-			return true
+			return i + j
 		}
 		i = end
 	}

@@ -1,6 +1,7 @@
 package flagfile
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,5 +107,19 @@ func TestArgsAndDiffer(t *testing.T) {
 	fb.Set("name", "other")
 	if d := schema.Differ(fa, fb); strings.Join(d, " ") != "name" {
 		t.Fatalf("Differ = %v, want [name]", d)
+	}
+}
+
+func TestWhere(t *testing.T) {
+	lines := map[string]int{"turn-ttl": 3, "name": 7}
+	for _, tt := range []struct{ err, want string }{
+		{"--turn-ttl 0s: use 1m to 24h", "c.yaml line 3, turn.ttl: --turn-ttl 0s: use 1m to 24h"},
+		{"--name x needs --turn-ttl", "c.yaml line 7, name: --name x needs --turn-ttl"},
+		{"--turn-ttl-max 5: too many", "--turn-ttl-max 5: too many"}, // another flag
+		{"--host a: bad", "--host a: bad"},                           // not from the file
+	} {
+		if got := schema.Where(errors.New(tt.err), "c.yaml", lines).Error(); got != tt.want {
+			t.Errorf("Where(%q) = %q, want %q", tt.err, got, tt.want)
+		}
 	}
 }

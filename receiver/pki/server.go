@@ -30,6 +30,29 @@ func Names(c *x509.Certificate) []string {
 	return names
 }
 
+// CheckHost reports a server name that is neither an IP address nor a
+// DNS name (letters, digits and hyphens in dot-separated labels).
+func CheckHost(h string) error {
+	if net.ParseIP(h) != nil {
+		return nil
+	}
+	bad := h == "" || len(h) > 253
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			bad = true
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				bad = true
+			}
+		}
+	}
+	if bad {
+		return fmt.Errorf("%q is neither a host name (letters, digits, hyphens and dots) nor an IP address", h)
+	}
+	return nil
+}
+
 // normalize lower-cases host names and writes IPs in their canonical
 // form, sorted, so that two lists of the same names compare equal.
 func normalize(hosts []string) []string {

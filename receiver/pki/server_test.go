@@ -71,3 +71,18 @@ func TestReissueServer(t *testing.T) {
 		t.Fatalf("server.key.old: %v %v, want mode 0600", st.Mode().Perm(), err)
 	}
 }
+
+func TestCheckHost(t *testing.T) {
+	for _, tt := range []struct {
+		host string
+		ok   bool
+	}{
+		{"receiver.school.example", true}, {"Receiver-1.example.", true}, {"localhost", true},
+		{"192.0.2.10", true}, {"2001:db8::1", true},
+		{"", false}, {"bad name", false}, {"a..b", false}, {"-a.example", false}, {"a_b.example", false}, {"https://x", false},
+	} {
+		if err := CheckHost(tt.host); (err == nil) != tt.ok {
+			t.Errorf("CheckHost(%q) = %v, want ok %v", tt.host, err, tt.ok)
+		}
+	}
+}
