@@ -41,7 +41,7 @@ func newServeCommand() *cobra.Command { return serveCommand(nil) }
 func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 	var o serveOptions
 	cmd := &cobra.Command{
-		Use:   "serve --data DIR [--listen 127.0.0.1:8443] [--hostname NAME]... [--recipients-file org.pub]",
+		Use:   "serve (--config FILE | --data DIR) [--listen 127.0.0.1:8443] [--hostname NAME]... [--recipients-file org.pub]",
 		Short: "Run the receiver: enrollment, resumable uploads over TLS, commit with signed receipts",
 		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {

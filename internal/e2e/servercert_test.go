@@ -140,7 +140,7 @@ func TestServerCertificateFollowsHostname(t *testing.T) {
 	if p := held["server-previous"]; p.SHA256 != wire.Fingerprint(first) || p.Path != filepath.Join(data, "server.crt.old") {
 		t.Errorf("certs show: server-previous %+v, want the first certificate in server.crt.old", p)
 	}
-	if ca := held["ca"]; ca.SHA256 != wire.Fingerprint(caCert(t, data)) {
+	if ca := held["ca"]; ca.SHA256 != wire.Fingerprint(caCert(t, data)) || ca.Names == nil || len(ca.Names) != 0 {
 		t.Errorf("certs show: ca %+v", ca)
 	}
 	text := run(t, "uploadbox-receiver", "certs", "show", "--data", data)

@@ -23,7 +23,7 @@ const OldSuffix = ".old"
 // Names lists the host names and then the IP addresses a certificate is
 // valid for.
 func Names(c *x509.Certificate) []string {
-	names := slices.Clone(c.DNSNames)
+	names := append([]string{}, c.DNSNames...) // [] rather than null in JSON
 	for _, ip := range c.IPAddresses {
 		names = append(names, ip.String())
 	}
