@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/uploadbox/uploadbox/internal/audit"
+	"github.com/uploadbox/uploadbox/receiver/pki"
 )
 
 // Reload applies a configuration read again on SIGHUP (from source):
@@ -15,13 +16,11 @@ import (
 // called from one goroutine at a time.
 func (s *Server) Reload(source string, cfg ServerConfig, restart []string) {
 	var applied []string
-	if len(cfg.Hosts) > 0 {
-		before := s.serverCert.Load()
-		if err := s.followHosts(cfg.Hosts, "reload"); err != nil {
-			s.log.Error("server certificate not reissued: the current one stays in use", "err", err)
-		} else if s.serverCert.Load() != before {
-			applied = append(applied, "hostnames")
-		}
+	before := s.serverCert.Load()
+	if err := s.followHosts(cfg.Hosts, "reload"); err != nil {
+		s.log.Error("server certificate not reissued: the current one stays in use", "err", err)
+	} else if after := s.serverCert.Load(); after != before && !pki.SameNames(after.Leaf, pki.Names(before.Leaf)) {
+		applied = append(applied, "hostnames")
 	}
 	if cfg.WebCert != s.cfg.WebCert || cfg.WebKey != s.cfg.WebKey {
 		s.cfg.WebCert, s.cfg.WebKey = cfg.WebCert, cfg.WebKey

@@ -242,10 +242,8 @@ func Open(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s.fails = &auditGuard{log: s.audit, fails: audit.NewFailures(s.audit, 0), max: cfg.AuditMaxBytes, slog: s.log}
-	if len(cfg.Hosts) > 0 {
-		if err := s.followHosts(cfg.Hosts, "start"); err != nil {
-			return nil, fmt.Errorf("serve: %w", err)
-		}
+	if err := s.followHosts(cfg.Hosts, "start"); err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
 	}
 	// The server holds the database; admin commands reach it through the
 	// admin socket while it runs (see admin.go), so they never wait on it.

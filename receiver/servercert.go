@@ -26,16 +26,31 @@ func (s *Server) serverCertFor(hello *tls.ClientHelloInfo) (*tls.Certificate, er
 	return cur, nil
 }
 
-// followHosts makes the server certificate name exactly hosts: when the
-// stored one names others, it is reissued from the CA (the old pair kept
-// as server.crt.old and server.key.old), logged with both lists of names
-// and fingerprints, and audited as server.certificate.
+// RenewServerBefore is how long before its expiry the server certificate
+// is reissued (for the same names) at a start or a reload.
+const RenewServerBefore = 30 * 24 * time.Hour
+
+// followHosts makes the server certificate name exactly hosts (none: the
+// names it has) and keeps it from expiring: when the stored one names
+// others, or expires within RenewServerBefore, it is reissued from the CA
+// (the old pair kept as server.crt.old and server.key.old), logged with
+// both lists of names and fingerprints, and audited as
+// server.certificate.
 func (s *Server) followHosts(hosts []string, why string) error {
 	if err := CheckHosts(hosts); err != nil {
 		return err
 	}
 	cur := s.serverCert.Load()
-	if pki.SameNames(cur.Leaf, hosts) {
+	msg := "server certificate reissued for new host names"
+	switch {
+	case len(hosts) > 0 && !pki.SameNames(cur.Leaf, hosts):
+	case time.Until(cur.Leaf.NotAfter) < RenewServerBefore:
+		msg = "server certificate reissued: it expires within 30 days"
+		why += ", expires " + cur.Leaf.NotAfter.UTC().Format(time.RFC3339)
+		if len(hosts) == 0 {
+			hosts = pki.Names(cur.Leaf)
+		}
+	default:
 		return nil
 	}
 	c, err := s.ca.ReissueServer(s.cfg.Data, hosts, time.Now())
@@ -54,7 +69,7 @@ func (s *Server) followHosts(hosts []string, why string) error {
 	oldNames, newNames := strings.Join(pki.Names(cur.Leaf), ", "), strings.Join(pki.Names(c.Leaf), ", ")
 	oldFP, newFP := wire.Fingerprint(cur.Leaf), wire.Fingerprint(c.Leaf)
 	kept := filepath.Join(s.cfg.Data, pki.ServerCertFile+pki.OldSuffix)
-	s.log.Info("server certificate reissued for new host names", "reason", why,
+	s.log.Info(msg, "reason", why,
 		"old_names", oldNames, "old_sha256", oldFP, "new_names", newNames, "new_sha256", newFP,
 		"not_after", c.Leaf.NotAfter.UTC().Format(time.RFC3339), "old_kept", kept)
 	_, err = s.audit.Append(audit.Entry{Event: "server.certificate", Source: "local", Outcome: "ok",

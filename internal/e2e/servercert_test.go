@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/uploadbox/uploadbox/receiver/pki"
 	"github.com/uploadbox/uploadbox/wire"
 )
 
@@ -158,5 +159,41 @@ func TestServerCertificateFollowsHostname(t *testing.T) {
 	}
 	if _, err := servedTo(t, data, rcv.addr, "localhost"); err == nil {
 		t.Error("after the restart the removed name localhost is still served")
+	}
+}
+
+// TestServerCertificateRenewedBeforeExpiry: a server certificate that
+// expires within 30 days is reissued at the next start for the same
+// names, from the same CA, without any --hostname.
+func TestServerCertificateRenewedBeforeExpiry(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the receiver binary; skipped under -short")
+	}
+	data := filepath.Join(t.TempDir(), "receiver")
+	startReceiver(t, data, "127.0.0.1:0", "--hostname", "receiver.school.example,127.0.0.1").stop(t)
+	// Replace the server certificate with one of the same CA that expires
+	// in 10 days.
+	ca, _, _, err := pki.LoadOrCreate(data, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, err := ca.IssueServer([]string{"receiver.school.example", "127.0.0.1"}, time.Now().Add(10*24*time.Hour-pki.ServerLifetime))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wire.WriteKeyPair(filepath.Join(data, pki.ServerCertFile), filepath.Join(data, pki.ServerKeyFile), short); err != nil {
+		t.Fatal(err)
+	}
+
+	rcv := startReceiver(t, data, "127.0.0.1:0")
+	got := mustServe(t, data, rcv.addr, "receiver.school.example", "after the renewal")
+	if got.Equal(short.Leaf) || time.Until(got.NotAfter) < pki.ServerLifetime-24*time.Hour {
+		t.Fatalf("the certificate expiring on %s was not renewed: serving one until %s", short.Leaf.NotAfter, got.NotAfter)
+	}
+	if strings.Join(got.DNSNames, " ") != "receiver.school.example" || len(got.IPAddresses) != 1 {
+		t.Errorf("the renewed certificate names %v %v, want the same names", got.DNSNames, got.IPAddresses)
+	}
+	if !strings.Contains(rcv.stderr.String(), "server certificate reissued: it expires within 30 days") {
+		t.Errorf("the renewal is not logged:\n%s", rcv.stderr.String())
 	}
 }
