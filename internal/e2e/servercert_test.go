@@ -197,3 +197,28 @@ func TestServerCertificateRenewedBeforeExpiry(t *testing.T) {
 		t.Errorf("the renewal is not logged:\n%s", rcv.stderr.String())
 	}
 }
+
+// TestServerCertificateReissueFails: a reissue that cannot be written
+// (here server.crt.old is a directory) stops the start with the reason,
+// audited as server.certificate failed, and the stored certificate stays.
+func TestServerCertificateReissueFails(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the receiver binary; skipped under -short")
+	}
+	data := filepath.Join(t.TempDir(), "receiver")
+	startReceiver(t, data, "127.0.0.1:0").stop(t)
+	before := readFile(t, filepath.Join(data, pki.ServerCertFile))
+	if err := os.MkdirAll(filepath.Join(data, pki.ServerCertFile+pki.OldSuffix, "in-the-way"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	res := runExit(t, time.Minute, "uploadbox-receiver", "serve", "--data", data, "--listen", "127.0.0.1:0", "--hostname", "receiver.school.example")
+	if res.code == 0 || !strings.Contains(res.stderr, "reissue the server certificate for receiver.school.example: keep the previous server certificate") {
+		t.Fatalf("exit %d, stderr:\n%s", res.code, res.stderr)
+	}
+	if readFile(t, filepath.Join(data, pki.ServerCertFile)) != before {
+		t.Error("the failed reissue changed server.crt")
+	}
+	if a := readFile(t, filepath.Join(data, "audit.jsonl")); !strings.Contains(a, `"event":"server.certificate","source":"local","outcome":"failed"`) {
+		t.Errorf("no server.certificate failed audit entry:\n%s", a)
+	}
+}
