@@ -29,6 +29,7 @@ type serveOptions struct {
 	viewers                            viewerServeOptions
 	uploads                            uploadServeOptions
 	turn                               turnServeOptions
+	life                               lifeServeOptions
 }
 
 func newServeCommand() *cobra.Command {
@@ -76,6 +77,9 @@ func newServeCommand() *cobra.Command {
 				return err
 			}
 			if err := o.turn.apply(&cfg); err != nil {
+				return err
+			}
+			if err := o.life.apply(&cfg); err != nil {
 				return err
 			}
 			if o.s3.Bucket != "" {
@@ -143,6 +147,7 @@ func newServeCommand() *cobra.Command {
 	o.viewers.AddFlags(f)
 	o.uploads.AddFlags(f)
 	o.turn.AddFlags(f)
+	o.life.AddFlags(f)
 	cmd.MarkFlagRequired("data")
 	return cmd
 }

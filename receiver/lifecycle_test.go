@@ -1,0 +1,253 @@
+package receiver_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/internal/s3test"
+	"github.com/uploadbox/uploadbox/receiver"
+	"github.com/uploadbox/uploadbox/receiver/store"
+)
+
+// clock is a clock the test moves.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) set(t time.Time) {
+	c.mu.Lock()
+	c.now = t
+	c.mu.Unlock()
+}
+
+// sealAt seals segment seq of recording rec with media starting at start
+// and size bytes of media; it returns the segment and its commitment.
+func (h *harness) sealAt(t *testing.T, rec [16]byte, seq uint64, prev [32]byte, start time.Time, size int, last bool) ([]byte, [32]byte) {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := crypto.NewWriter(&buf, h.box.Recipients, h.box.Device, crypto.Params{RecordingID: rec, Sequence: seq, Prev: prev, Start: start, Codec: "video/mp4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(bytes.Repeat([]byte{7}, size))
+	if last {
+		w.SetEnd(crypto.EndStopped)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes(), w.Commitment()
+}
+
+// TestRecordingLifecycle runs delete → hidden → restored → deleted →
+// purged after the grace period, and retention, on a real receiver with
+// a clock the test controls, against the filesystem store and a real S3
+// server (versitygw): the objects are gone from the store, as the store
+// itself (the directory, the bucket's own listing) shows.
+func TestRecordingLifecycle(t *testing.T) {
+	backends := []struct {
+		name string
+		// open returns the store for the server (nil: the data directory's)
+		// and a listing of the stored keys read around the Store code.
+		open func(t *testing.T, data func() string) (store.Store, func() []string)
+	}{
+		{"fs", func(t *testing.T, data func() string) (store.Store, func() []string) {
+			return nil, func() []string {
+				var keys []string
+				root := filepath.Join(data(), receiver.StoreDir)
+				filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
+					if err == nil && info.Mode().IsRegular() {
+						rel, _ := filepath.Rel(root, p)
+						keys = append(keys, filepath.ToSlash(rel))
+					}
+					return nil
+				})
+				slices.Sort(keys)
+				return keys
+			}
+		}},
+		{"versitygw", func(t *testing.T, _ func() string) (store.Store, func() []string) {
+			if testing.Short() {
+				t.Skip("starts versitygw; skipped under -short")
+			}
+			gw := s3test.Start(t, "lifecycle")
+			st, err := store.NewS3(t.Context(), store.S3Options{Bucket: gw.Bucket, Endpoint: gw.Endpoint, Region: s3test.Region, PathStyle: true, AccessKey: gw.Access, SecretKey: gw.Secret})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st, func() []string {
+				out, err := gw.Client().ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(gw.Bucket)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var keys []string
+				for _, o := range out.Contents {
+					keys = append(keys, aws.ToString(o.Key))
+				}
+				slices.Sort(keys)
+				return keys
+			}
+		}},
+	}
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			var h *harness
+			st, stored := b.open(t, func() string { return h.data })
+			t0 := time.Date(2026, 3, 2, 8, 30, 0, 0, time.UTC)
+			clk := &clock{now: t0}
+			const day = 24 * time.Hour
+			grace, retention := 90*day, 30*day
+			h = startWith(t, receiver.ServerConfig{Store: st, Now: clk.Now, DeleteGrace: grace, Retention: retention})
+			recA, recB := [16]byte{0xaa, 1}, [16]byte{0xbb, 2}
+			// Recording a: two segments of 10 s and 4 s; b: one, a day later.
+			a0, c := h.sealAt(t, recA, 0, [32]byte{}, t0, 40_000, false)
+			a1, _ := h.sealAt(t, recA, 1, c, t0.Add(10*time.Second), 16_000, true)
+			b0, _ := h.sealAt(t, recB, 0, [32]byte{}, t0.Add(day), 20_000, true)
+			for _, s := range [][]byte{a0, a1, b0} {
+				h.send(t, s)
+			}
+			ida, idb := hex.EncodeToString(recA[:]), hex.EncodeToString(recB[:])
+			all := stored()
+			if len(all) != 3 {
+				t.Fatalf("store holds %v, want 3 objects", all)
+			}
+			listed := func(deleted bool) map[string]receiver.Recording {
+				t.Helper()
+				list := h.admin.ListRecordings
+				if deleted {
+					list = h.admin.ListDeletedRecordings
+				}
+				rs, err := list()
+				if err != nil {
+					t.Fatal(err)
+				}
+				m := map[string]receiver.Recording{}
+				for _, r := range rs {
+					m[r.ID] = r
+				}
+				return m
+			}
+			ra := listed(false)[ida]
+			if ra.Device != "room-9" || !ra.Start.Equal(t0) || !ra.End.Equal(t0.Add(14*time.Second)) || ra.DurationSeconds != 14 || ra.Segments != 2 || !ra.Complete {
+				t.Fatalf("recording a listed as %+v, want room-9 from %s for 14 s, 2 segments, complete", ra, t0)
+			}
+
+			// Deleted: hidden at once, listed as deleted, objects kept.
+			clk.set(t0.Add(time.Hour))
+			r, err := h.admin.DeleteRecording(ida)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := t0.Add(time.Hour + grace); !r.PurgeAfter.Equal(want) || r.DeletedBy != "admin" {
+				t.Fatalf("delete: %+v, want purge after %s by admin", r.RecordingLife, want)
+			}
+			if _, ok := listed(false)[ida]; ok {
+				t.Fatal("a deleted recording is still listed")
+			}
+			if _, ok := listed(true)[ida]; !ok {
+				t.Fatal("a deleted recording is not in the deleted list")
+			}
+			if _, err := h.admin.DeleteRecording(ida); !errors.Is(err, receiver.ErrRecordingState) {
+				t.Fatalf("second delete: %v, want ErrRecordingState", err)
+			}
+			if _, err := receiver.ExportStored(t.Context(), h.data, ida, filepath.Join(t.TempDir(), "a.mp4"), nil); err == nil || !strings.Contains(err.Error(), "restore it first") {
+				t.Fatalf("export of a deleted recording: %v, want a refusal naming restore", err)
+			}
+
+			// Restored: listed again.
+			if _, err := h.admin.RestoreRecording(ida); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := listed(false)[ida]; !ok {
+				t.Fatal("a restored recording is not listed")
+			}
+			if _, err := h.admin.RestoreRecording(ida); !errors.Is(err, receiver.ErrRecordingState) {
+				t.Fatalf("restore of a listed recording: %v, want ErrRecordingState", err)
+			}
+
+			// Deleted again at t1; a pass one minute before the grace ends
+			// purges nothing of it (retention deletes b, 30 days old).
+			t1 := t0.Add(2 * time.Hour)
+			clk.set(t1)
+			if _, err := h.admin.DeleteRecording(ida); err != nil {
+				t.Fatal(err)
+			}
+			clk.set(t1.Add(grace - time.Minute))
+			rep, err := h.admin.PurgeRecordings()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Purged) != 0 || !slices.Equal(rep.Expired, []string{idb}) {
+				t.Fatalf("pass before the grace ends: %+v, want nothing purged and b deleted by retention", rep)
+			}
+			if got := stored(); !slices.Equal(got, all) {
+				t.Fatalf("store holds %v before the grace ended, want %v", got, all)
+			}
+			if r := listed(true)[idb]; r.DeletedBy != "retention" {
+				t.Fatalf("b after its retention: %+v, want deleted by retention", r.RecordingLife)
+			}
+
+			// The grace ends: a is purged, from the store too; b stays.
+			clk.set(t1.Add(grace))
+			if _, err := h.admin.RestoreRecording(ida); !errors.Is(err, receiver.ErrRecordingState) {
+				t.Fatalf("restore after the grace: %v, want ErrRecordingState", err)
+			}
+			if rep, err = h.admin.PurgeRecordings(); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(rep.Purged, []string{ida}) || rep.Segments != 2 || rep.Bytes != int64(len(a0)+len(a1)) {
+				t.Fatalf("pass after the grace: %+v, want a purged (2 segments, %d bytes)", rep, len(a0)+len(a1))
+			}
+			if got := stored(); len(got) != 1 || !strings.Contains(got[0], idb) {
+				t.Fatalf("store holds %v after the purge, want only b's segment", got)
+			}
+			if _, ok := listed(true)[ida]; ok {
+				t.Fatal("a purged recording is still listed as deleted")
+			}
+			if _, err := h.admin.RestoreRecording(ida); !errors.Is(err, receiver.ErrNoRecording) || !strings.Contains(err.Error(), "purged") {
+				t.Fatalf("restore of a purged recording: %v, want ErrNoRecording saying purged", err)
+			}
+			audit, err := os.ReadFile(filepath.Join(h.data, receiver.AuditFile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ev := range []string{`"recording.delete"`, `"recording.restore"`, `"recording.purge"`} {
+				if !bytes.Contains(audit, []byte(ev)) {
+					t.Errorf("audit log has no %s entry", ev)
+				}
+			}
+
+			// b, deleted by retention, is purged after its own grace.
+			clk.set(t1.Add(2*grace - time.Minute))
+			if rep, err = h.admin.PurgeRecordings(); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(rep.Purged, []string{idb}) {
+				t.Fatalf("pass after b's grace: %+v, want b purged", rep)
+			}
+			if got := stored(); len(got) != 0 {
+				t.Fatalf("store holds %v after every recording was purged", got)
+			}
+		})
+	}
+}
