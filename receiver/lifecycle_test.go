@@ -59,20 +59,24 @@ func (h *harness) sealAt(t *testing.T, rec [16]byte, seq uint64, prev [32]byte, 
 	return buf.Bytes(), w.Commitment()
 }
 
-// TestRecordingLifecycle runs delete → hidden → restored → deleted →
-// purged after the grace period, and retention, on a real receiver with
-// a clock the test controls, against the filesystem store and a real S3
-// server (versitygw): the objects are gone from the store, as the store
-// itself (the directory, the bucket's own listing) shows.
-func TestRecordingLifecycle(t *testing.T) {
-	backends := []struct {
-		name string
-		// open returns the store for the server (nil: the data directory's)
-		// and a listing of the stored keys read around the Store code.
-		open func(t *testing.T, data func() string) (store.Store, func() []string)
-	}{
-		{"fs", func(t *testing.T, data func() string) (store.Store, func() []string) {
-			return nil, func() []string {
+// rawStore reaches a test's store around the Store code: the directory
+// itself, or the bucket through the S3 client.
+type rawStore struct {
+	list   func() []string
+	write  func(key string, data []byte)
+	remove func(key string)
+}
+
+// backends are the stores the lifecycle tests run against: open returns
+// the store for the server (nil: the data directory's) and its raw access.
+var backends = []struct {
+	name string
+	open func(t *testing.T, data func() string) (store.Store, rawStore)
+}{
+	{"fs", func(t *testing.T, data func() string) (store.Store, rawStore) {
+		path := func(key string) string { return filepath.Join(data(), receiver.StoreDir, filepath.FromSlash(key)) }
+		return nil, rawStore{
+			list: func() []string {
 				var keys []string
 				root := filepath.Join(data(), receiver.StoreDir)
 				filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
@@ -84,19 +88,32 @@ func TestRecordingLifecycle(t *testing.T) {
 				})
 				slices.Sort(keys)
 				return keys
-			}
-		}},
-		{"versitygw", func(t *testing.T, _ func() string) (store.Store, func() []string) {
-			if testing.Short() {
-				t.Skip("starts versitygw; skipped under -short")
-			}
-			gw := s3test.Start(t, "lifecycle")
-			st, err := store.NewS3(t.Context(), store.S3Options{Bucket: gw.Bucket, Endpoint: gw.Endpoint, Region: s3test.Region, PathStyle: true, AccessKey: gw.Access, SecretKey: gw.Secret})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return st, func() []string {
-				out, err := gw.Client().ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(gw.Bucket)})
+			},
+			write: func(key string, b []byte) {
+				if err := os.WriteFile(path(key), b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			},
+			remove: func(key string) {
+				if err := os.Remove(path(key)); err != nil {
+					t.Fatal(err)
+				}
+			},
+		}
+	}},
+	{"versitygw", func(t *testing.T, _ func() string) (store.Store, rawStore) {
+		if testing.Short() {
+			t.Skip("starts versitygw; skipped under -short")
+		}
+		gw := s3test.Start(t, "lifecycle")
+		st, err := store.NewS3(t.Context(), store.S3Options{Bucket: gw.Bucket, Endpoint: gw.Endpoint, Region: s3test.Region, PathStyle: true, AccessKey: gw.Access, SecretKey: gw.Secret})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, ctx := gw.Client(), context.Background()
+		return st, rawStore{
+			list: func() []string {
+				out, err := c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(gw.Bucket)})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -106,13 +123,32 @@ func TestRecordingLifecycle(t *testing.T) {
 				}
 				slices.Sort(keys)
 				return keys
-			}
-		}},
-	}
+			},
+			write: func(key string, b []byte) {
+				if _, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(gw.Bucket), Key: aws.String(key), Body: bytes.NewReader(b)}); err != nil {
+					t.Fatal(err)
+				}
+			},
+			remove: func(key string) {
+				if _, err := c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(gw.Bucket), Key: aws.String(key)}); err != nil {
+					t.Fatal(err)
+				}
+			},
+		}
+	}},
+}
+
+// TestRecordingLifecycle runs delete → hidden → restored → deleted →
+// purged after the grace period, and retention, on a real receiver with
+// a clock the test controls, against the filesystem store and a real S3
+// server (versitygw): the objects are gone from the store, as the store
+// itself (the directory, the bucket's own listing) shows.
+func TestRecordingLifecycle(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			var h *harness
-			st, stored := b.open(t, func() string { return h.data })
+			st, raw := b.open(t, func() string { return h.data })
+			stored := raw.list
 			t0 := time.Date(2026, 3, 2, 8, 30, 0, 0, time.UTC)
 			clk := &clock{now: t0}
 			const day = 24 * time.Hour
@@ -247,6 +283,65 @@ func TestRecordingLifecycle(t *testing.T) {
 			}
 			if got := stored(); len(got) != 0 {
 				t.Fatalf("store holds %v after every recording was purged", got)
+			}
+		})
+	}
+}
+
+// TestScrub finds a changed byte and a missing object in each store,
+// through the admin socket. Without the server, the data directory's store
+// is scrubbed all the same, an S3 store is refused with what to do.
+func TestScrub(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			var h *harness
+			st, raw := b.open(t, func() string { return h.data })
+			h = startWith(t, receiver.ServerConfig{Store: st})
+			rec := [16]byte{0xcc, 3}
+			start := time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC)
+			s0, c := h.sealAt(t, rec, 0, [32]byte{}, start, 30_000, false)
+			s1, c1 := h.sealAt(t, rec, 1, c, start.Add(10*time.Second), 30_000, false)
+			s2, _ := h.sealAt(t, rec, 2, c1, start.Add(20*time.Second), 30_000, true)
+			for _, s := range [][]byte{s0, s1, s2} {
+				h.send(t, s)
+			}
+			id := hex.EncodeToString(rec[:])
+			keys := raw.list()
+			rep, err := h.admin.ScrubRecordings("")
+			if err != nil || rep.Segments != 3 || len(rep.Damaged) != 0 || rep.Bytes != int64(len(s0)+len(s1)+len(s2)) {
+				t.Fatalf("scrub of intact segments: %+v, %v", rep, err)
+			}
+			bad := bytes.Clone(s1)
+			bad[len(bad)-100] ^= 0x80 // in the signature
+			raw.write(keys[1], bad)
+			raw.remove(keys[2])
+			rep, err = h.admin.ScrubRecordings(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Damaged) != 2 || rep.Damaged[0].Sequence != 1 || !strings.Contains(rep.Damaged[0].Problem, "SHA-256") ||
+				!strings.Contains(rep.Damaged[0].Problem, "CORRUPT") || rep.Damaged[1].Key != keys[2] || rep.Damaged[1].Problem != "missing from the store" {
+				t.Fatalf("scrub after a flipped signature byte and a removed object: %+v", rep.Damaged)
+			}
+			if _, err := h.admin.ScrubRecordings("00"); !errors.Is(err, receiver.ErrNoRecording) {
+				t.Fatalf("scrub of a bad id: %v, want ErrNoRecording", err)
+			}
+
+			if err := h.stop(); err != nil {
+				t.Fatal(err)
+			}
+			local, err := receiver.OpenAdmin(h.data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer local.Close()
+			rep, err = local.ScrubRecordings("")
+			if b.name == "fs" {
+				if err != nil || len(rep.Damaged) != 2 {
+					t.Fatalf("scrub without the server: %+v, %v; want the 2 damaged segments", rep, err)
+				}
+			} else if err == nil || !strings.Contains(err.Error(), "uploadbox-receiver serve") {
+				t.Fatalf("scrub of an S3 store without the server: %v, want a refusal naming serve", err)
 			}
 		})
 	}

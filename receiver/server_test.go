@@ -18,6 +18,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,6 +36,8 @@ type harness struct {
 	addr  string
 	box   *uploader.State
 	admin receiver.Admin
+	// stop stops the server (once; again at the test's end does nothing).
+	stop func() error
 }
 
 // serve opens and runs a receiver with cfg; stop ends Run, closes the
@@ -73,8 +76,9 @@ func startWith(t *testing.T, cfg receiver.ServerConfig) *harness {
 	var stop func() error
 	cfg.Data, cfg.Listen = h.data, "127.0.0.1:0"
 	h.srv, h.addr, stop = serve(t, cfg)
+	h.stop = sync.OnceValue(stop)
 	t.Cleanup(func() {
-		if err := stop(); err != nil {
+		if err := h.stop(); err != nil {
 			t.Error(err)
 		}
 	})
