@@ -191,28 +191,34 @@ func (a *socketAdmin) long() *socketAdmin {
 	return &socketAdmin{client: &c, dir: a.dir}
 }
 
-func (a *socketAdmin) lifeCall(method, path string, out any) error {
+// lifeCall calls the server about recording id ("": none).
+func (a *socketAdmin) lifeCall(method, id, path string, out any) error {
+	if id != "" {
+		if err := checkRecordingID(id); err != nil {
+			return err
+		}
+	}
 	return a.do(method, path, nil, out, ErrNoRecording, ErrRecordingState)
 }
 
 func (a *socketAdmin) ListDeletedRecordings() ([]Recording, error) {
 	var rs []Recording
-	return rs, a.lifeCall("GET", "/recordings/deleted", &rs)
+	return rs, a.lifeCall("GET", "", "/recordings/deleted", &rs)
 }
 
 func (a *socketAdmin) DeleteRecording(id string) (*Recording, error) {
 	var r Recording
-	return &r, a.lifeCall("POST", "/recordings/"+id+"/delete", &r)
+	return &r, a.lifeCall("POST", id, "/recordings/"+id+"/delete", &r)
 }
 
 func (a *socketAdmin) RestoreRecording(id string) (*Recording, error) {
 	var r Recording
-	return &r, a.lifeCall("POST", "/recordings/"+id+"/restore", &r)
+	return &r, a.lifeCall("POST", id, "/recordings/"+id+"/restore", &r)
 }
 
 func (a *socketAdmin) PurgeRecordings() (*PurgeReport, error) {
 	var r PurgeReport
-	return &r, a.long().lifeCall("POST", "/recordings/purge", &r)
+	return &r, a.long().lifeCall("POST", "", "/recordings/purge", &r)
 }
 
 func (a *socketAdmin) ScrubRecordings(id string) (*ScrubReport, error) {
@@ -221,7 +227,7 @@ func (a *socketAdmin) ScrubRecordings(id string) (*ScrubReport, error) {
 	if id != "" {
 		path = "/recordings/" + id + "/scrub"
 	}
-	return &r, a.long().lifeCall("POST", path, &r)
+	return &r, a.long().lifeCall("POST", id, path, &r)
 }
 
 // openLife checks the lifecycle settings, keeps them in the database for

@@ -273,8 +273,36 @@ func TestRecordingLifecycle(t *testing.T) {
 				}
 			}
 
-			// b, deleted by retention, is purged after its own grace.
-			clk.set(t1.Add(2*grace - time.Minute))
+			// A segment of a purged recording committed late (a box offline
+			// for months) is hidden and purged at the next pass.
+			h.send(t, a1)
+			if _, ok := listed(false)[ida]; ok {
+				t.Fatal("a late segment of a purged recording is listed")
+			}
+			// b, deleted by retention, is restored: retention leaves it alone.
+			if _, err := h.admin.RestoreRecording(idb); err != nil {
+				t.Fatal(err)
+			}
+			if rep, err = h.admin.PurgeRecordings(); err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Expired) != 0 || !slices.Equal(rep.Purged, []string{ida}) || rep.Segments != 1 {
+				t.Fatalf("pass after the late segment and b's restore: %+v, want the late segment purged, b kept", rep)
+			}
+			if got := stored(); len(got) != 1 || !strings.Contains(got[0], idb) {
+				t.Fatalf("store holds %v, want only b's segment", got)
+			}
+			if _, ok := listed(false)[idb]; !ok {
+				t.Fatal("a restored recording past its retention is not listed")
+			}
+
+			// b, deleted by an admin, is purged after the grace period.
+			t2 := t1.Add(grace + time.Hour)
+			clk.set(t2)
+			if _, err := h.admin.DeleteRecording(idb); err != nil {
+				t.Fatal(err)
+			}
+			clk.set(t2.Add(grace))
 			if rep, err = h.admin.PurgeRecordings(); err != nil {
 				t.Fatal(err)
 			}
@@ -344,5 +372,46 @@ func TestScrub(t *testing.T) {
 				t.Fatalf("scrub of an S3 store without the server: %v, want a refusal naming serve", err)
 			}
 		})
+	}
+}
+
+// TestRetentionAtStart: serve applies retention when it starts (and
+// hourly), with the policy it was started with.
+func TestRetentionAtStart(t *testing.T) {
+	t0 := time.Date(2026, 1, 5, 8, 0, 0, 0, time.UTC)
+	h := startWith(t, receiver.ServerConfig{Now: func() time.Time { return t0 }})
+	rec := [16]byte{0xdd, 4}
+	seg, _ := h.sealAt(t, rec, 0, [32]byte{}, t0, 10_000, true)
+	h.send(t, seg)
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	later := t0.Add(31 * 24 * time.Hour)
+	_, _, stop := serve(t, receiver.ServerConfig{Data: h.data, Listen: "127.0.0.1:0", Retention: 30 * 24 * time.Hour, Now: func() time.Time { return later }})
+	defer stop()
+	a, err := receiver.OpenAdmin(h.data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	// The pass runs beside the listeners: wait for it (a minute is a
+	// bound for a hung pass, not a timing requirement).
+	giveUp := time.After(time.Minute)
+	for {
+		rs, err := a.ListDeletedRecordings()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rs) == 1 {
+			if rs[0].ID != hex.EncodeToString(rec[:]) || rs[0].DeletedBy != "retention" || !rs[0].Deleted.Equal(later) {
+				t.Fatalf("deleted at start: %+v, want the recording, by retention, at %s", rs[0], later)
+			}
+			break
+		}
+		select {
+		case <-giveUp:
+			t.Fatal("retention was not applied at start")
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }

@@ -221,11 +221,19 @@ func (l *life) recordings(deleted bool) ([]Recording, error) {
 	return out, nil
 }
 
+// checkRecordingID accepts a recording id as listed: 32 hex digits.
+func checkRecordingID(id string) error {
+	if b, err := hex.DecodeString(id); err != nil || len(b) != 16 {
+		return fmt.Errorf("%w: %q is not a recording id (32 hex digits, see recordings list)", ErrNoRecording, id)
+	}
+	return nil
+}
+
 // find returns recording id with its lifecycle, deleted or not.
 func (l *life) find(id string) (*Recording, lifeRecord, error) {
 	var lr lifeRecord
-	if b, err := hex.DecodeString(id); err != nil || len(b) != 16 {
-		return nil, lr, fmt.Errorf("%w: %q is not a recording id (32 hex digits, see recordings list)", ErrNoRecording, id)
+	if err := checkRecordingID(id); err != nil {
+		return nil, lr, err
 	}
 	err := l.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(lifeBucket).Get([]byte(id)); v != nil {

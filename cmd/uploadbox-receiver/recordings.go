@@ -179,8 +179,8 @@ func (o *lifeServeOptions) apply(cfg *receiver.ServerConfig) error {
 	if o.graceDays < 1 || o.graceDays > 3650 {
 		return cli.Usagef("--delete-grace %d: give a number of days from 1 to 3650", o.graceDays)
 	}
-	if o.scrubEvery != 0 && o.scrubEvery < time.Minute {
-		return cli.Usagef("--scrub-every %s: give at least 1m, or 0 to turn the scrub off", o.scrubEvery)
+	if o.scrubEvery != 0 && o.scrubEvery < time.Second {
+		return cli.Usagef("--scrub-every %s: give at least 1s, or 0 to turn the scrub off", o.scrubEvery)
 	}
 	day := 24 * time.Hour
 	cfg.Retention, cfg.DeleteGrace, cfg.ScrubEvery = time.Duration(o.retentionDays)*day, time.Duration(o.graceDays)*day, o.scrubEvery

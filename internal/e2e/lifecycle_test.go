@@ -58,15 +58,17 @@ func scrubMetrics(t *testing.T, data string) string {
 
 // TestRecordingsLifecycleAndScrub, through the real binaries: a recorded
 // and uploaded lesson is listed with its room, start and duration; scrub
-// passes, then finds a byte flipped in a stored object and exits 1 (through
-// the running server, which sets its metrics, and without it); delete
+// passes, then finds a byte flipped in a stored object: the server's
+// background scrub in its metrics, the command with exit 1 (through the
+// running server and without it); delete
 // hides the recording from list and export, restore brings it back.
 func TestRecordingsLifecycleAndScrub(t *testing.T) {
 	if testing.Short() {
 		t.Skip("records and uploads; skipped under -short")
 	}
 	dir := t.TempDir()
-	b := setupBox(t, dir, nil)
+	// The background scrub runs every second here (daily by default).
+	b := setupBoxWith(t, dir, []string{"--scrub-every", "1s"}, nil)
 	data := b.rcv.data
 	spool := filepath.Join(dir, "spool")
 	os.Mkdir(spool, 0o700)
@@ -104,6 +106,10 @@ func TestRecordingsLifecycleAndScrub(t *testing.T) {
 	if err := os.WriteFile(obj, seg, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The server's own scrub finds it and says so in its metrics.
+	cpWait(t, time.Minute, "the background scrub's metrics", func() bool {
+		return strings.Contains(scrubMetrics(t, data), "uploadbox_receiver_scrub_damaged_segments 1\n")
+	})
 	for _, args := range [][]string{{"--all"}, {r.ID}} {
 		out, stderr, code := cpRun(t, "uploadbox-receiver", append([]string{"recordings", "scrub", "--data", data}, args...)...)
 		if code != 1 || !strings.Contains(out, "DAMAGED "+r.ID+" segment 1 ") || !strings.Contains(out, r.Keys[1]) || !strings.Contains(out, "SHA-256") || !strings.Contains(out, "1 damaged") {
