@@ -132,6 +132,14 @@ func TestRecordingsLifecycleAndScrub(t *testing.T) {
 	if len(del) != 1 || del[0].DeletedBy != "admin" || del[0].PurgeAfter.Sub(del[0].Deleted) != 90*24*time.Hour {
 		t.Fatalf("recordings list --deleted: %+v, want it, purged 90 days after its deletion", del)
 	}
+	human = run(t, "uploadbox-receiver", "recordings", "list", "--deleted", "--data", data)
+	if !regexp.MustCompile(`PURGE AFTER\n` + r.ID + `\s+room-7\s.*\sadmin\s+` + del[0].PurgeAfter.Local().Format("2006-01-02 15:04")).MatchString(human) {
+		t.Fatalf("recordings list --deleted does not show who deleted it and when it is purged:\n%s", human)
+	}
+	// Nothing is due: the recording stays within its grace period.
+	if out := run(t, "uploadbox-receiver", "recordings", "purge", "--data", data); !strings.Contains(out, "0 recordings deleted by retention; 0 purged") {
+		t.Fatalf("recordings purge within the grace period: %s", out)
+	}
 	_, stderr, code := cpRun(t, "uploadbox-receiver", "recordings", "export", r.ID, "-o", filepath.Join(dir, "x.mp4"), "--identity", filepath.Join(data, "org.key"), "--data", data)
 	if code == 0 || !strings.Contains(stderr, "recordings restore "+r.ID) {
 		t.Fatalf("export of a deleted recording: exit %d\n%s", code, stderr)
