@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -61,7 +62,7 @@ func timesOf(segs []SegmentRecord) RecordingTimes {
 	if len(media) == 0 {
 		return RecordingTimes{}
 	}
-	slices.SortFunc(media, func(a, b SegmentRecord) int { return int(a.Sequence) - int(b.Sequence) })
+	slices.SortFunc(media, func(a, b SegmentRecord) int { return cmp.Compare(a.Sequence, b.Sequence) })
 	t := RecordingTimes{Start: media[0].Start}
 	var bytes int64
 	var span, longest time.Duration

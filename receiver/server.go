@@ -486,7 +486,8 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 		s.stopTURN()
 		return err
 	}
-	adminSrv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	// Long admin calls (scrub, purge) end when serve stops.
+	adminSrv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 	errc := make(chan error, 3)
 	web, err := s.startWeb(ctx, errc)
 	if err != nil {
