@@ -154,6 +154,15 @@ func TestRecordingsLifecycleAndScrub(t *testing.T) {
 	if out, stderr, code := cpRun(t, "uploadbox-receiver", "recordings", "scrub", "--all", "--data", data); code != 1 || !strings.Contains(out, "1 damaged") {
 		t.Fatalf("scrub without the server: exit %d, want 1\n%s%s", code, out, stderr)
 	}
+	// Delete and restore open the database themselves without the server.
+	run(t, "uploadbox-receiver", "recordings", "delete", r.ID, "--data", data)
+	if del := lifeList(t, data, "--deleted"); len(del) != 1 || len(lifeList(t, data)) != 0 {
+		t.Fatalf("delete without the server: deleted list %+v", del)
+	}
+	run(t, "uploadbox-receiver", "recordings", "restore", r.ID, "--data", data)
+	if rs := lifeList(t, data); len(rs) != 1 {
+		t.Fatalf("restore without the server: %+v", rs)
+	}
 	audit, _ := os.ReadFile(filepath.Join(data, "audit.jsonl"))
 	for _, ev := range []string{`"event":"recording.scrub"`, `"event":"recording.delete"`, `"event":"recording.restore"`} {
 		if !strings.Contains(string(audit), ev) {
