@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/s3test"
@@ -413,5 +415,60 @@ func TestRetentionAtStart(t *testing.T) {
 			t.Fatal("retention was not applied at start")
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+}
+
+// TestScrubFillsTimes: segments committed before the receiver kept their
+// start get it from a scrub, and the recording is listed with its times.
+func TestScrubFillsTimes(t *testing.T) {
+	h := start(t)
+	t0 := time.Date(2026, 2, 2, 10, 0, 0, 0, time.UTC)
+	rec := [16]byte{0xee, 5}
+	s0, c := h.sealAt(t, rec, 0, [32]byte{}, t0, 8000, false)
+	s1, _ := h.sealAt(t, rec, 1, c, t0.Add(4*time.Second), 4000, true)
+	h.send(t, s0)
+	h.send(t, s1)
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	// Make the records as an older receiver wrote them.
+	db, err := bolt.Open(filepath.Join(h.data, receiver.DBFile), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("segments"))
+		return b.ForEach(func(k, v []byte) error {
+			var m map[string]any
+			json.Unmarshal(v, &m)
+			delete(m, "start")
+			delete(m, "media_bytes")
+			v, _ = json.Marshal(m)
+			return b.Put(k, v)
+		})
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := receiver.OpenAdmin(h.data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	rs, err := a.ListRecordings()
+	if err != nil || len(rs) != 1 || !rs[0].Start.IsZero() {
+		t.Fatalf("records without times: %+v, %v; want no start", rs, err)
+	}
+	rep, err := a.ScrubRecordings("")
+	if err != nil || rep.TimesFilled != 2 || len(rep.Damaged) != 0 {
+		t.Fatalf("scrub: %+v, %v; want 2 segments' times filled", rep, err)
+	}
+	rs, err = a.ListRecordings()
+	if err != nil || !rs[0].Start.Equal(t0) || rs[0].DurationSeconds != 6 {
+		t.Fatalf("after the scrub: %+v, %v; want start %s, 6 s", rs, err, t0)
+	}
+	if rep, _ := a.ScrubRecordings(""); rep.TimesFilled != 0 {
+		t.Fatalf("second scrub filled %d segments' times again", rep.TimesFilled)
 	}
 }

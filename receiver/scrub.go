@@ -25,6 +25,10 @@ type ScrubReport struct {
 	Segments int       `json:"segments"`
 	Bytes    int64     `json:"bytes"`
 	Damaged  []Damage  `json:"damaged"`
+	// TimesFilled counts intact segments committed before the receiver
+	// kept their start and media size, which this scrub filled in from
+	// their headers (so that recordings list shows their times).
+	TimesFilled int `json:"times_filled,omitempty"`
 }
 
 // Damage is one stored segment that is not what was committed.
@@ -73,12 +77,13 @@ func (l *life) scrub(ctx context.Context, id string) (*ScrubReport, error) {
 	}
 	sort.Strings(keys)
 	rep := &ScrubReport{Time: l.now().UTC(), Damaged: []Damage{}}
+	fill := map[string]*crypto.Info{}
 	for _, k := range keys {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		rec := recs[k]
-		problems, n, err := l.check(ctx, rec)
+		problems, n, info, err := l.check(ctx, rec)
 		if err != nil {
 			return nil, err
 		}
@@ -92,27 +97,69 @@ func (l *life) scrub(ctx context.Context, id string) (*ScrubReport, error) {
 		rep.Bytes += n
 		if len(problems) > 0 {
 			rep.Damaged = append(rep.Damaged, Damage{Device: rec.Device, Recording: rec.Recording, Sequence: rec.Sequence, Key: k, Problem: strings.Join(problems, "; ")})
+		} else if rec.Start.IsZero() && info.Header.StartUnixNs != 0 {
+			fill[k] = info
 		}
+	}
+	if len(fill) > 0 {
+		n, err := l.fillTimes(fill)
+		if err != nil {
+			return nil, err
+		}
+		rep.TimesFilled = n
 	}
 	return rep, nil
 }
 
-// check reads one stored object and says how it differs from its record.
+// fillTimes sets the start and media size of records that lack them.
+func (l *life) fillTimes(fill map[string]*crypto.Info) (int, error) {
+	n := 0
+	err := l.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(segmentsBucket)
+		for k, info := range fill {
+			v := b.Get([]byte(k))
+			if v == nil {
+				continue // purged meanwhile
+			}
+			var rec SegmentRecord
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("segment %s: damaged record: %w", k, err)
+			}
+			if !rec.Start.IsZero() {
+				continue
+			}
+			rec.Start, rec.Media = time.Unix(0, info.Header.StartUnixNs).UTC(), info.MediaBytes()
+			v, err := json.Marshal(rec)
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte(k), v); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// check reads one stored object and says how it differs from its record;
+// info is what verification read (a header whenever problems is empty).
 // Only a failure to reach the store is an error.
-func (l *life) check(ctx context.Context, rec SegmentRecord) (problems []string, n int64, err error) {
+func (l *life) check(ctx context.Context, rec SegmentRecord) (problems []string, n int64, info *crypto.Info, err error) {
 	rc, _, err := l.store.Get(ctx, rec.Key)
 	if errors.Is(err, store.ErrNotFound) {
-		return []string{"missing from the store"}, 0, nil
+		return []string{"missing from the store"}, 0, nil, nil
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("scrub: %w", err)
+		return nil, 0, nil, fmt.Errorf("scrub: %w", err)
 	}
 	defer rc.Close()
 	h := sha256.New()
 	cr := &countReader{r: io.TeeReader(rc, h)}
 	info, verr := crypto.Verify(cr, nil)
 	if _, err := io.Copy(io.Discard, cr); err != nil {
-		return nil, cr.n, fmt.Errorf("scrub: read %s: %w", rec.Key, err)
+		return nil, cr.n, nil, fmt.Errorf("scrub: read %s: %w", rec.Key, err)
 	}
 	if cr.n != rec.Size {
 		problems = append(problems, fmt.Sprintf("%d bytes, committed %d", cr.n, rec.Size))
@@ -124,7 +171,10 @@ func (l *life) check(ctx context.Context, rec SegmentRecord) (problems []string,
 		problems = append(problems, fmt.Sprintf("verifies %s (%v), committed %s", got, verr, rec.Outcome))
 	}
 	if info == nil || info.Header == nil {
-		return problems, cr.n, nil
+		if len(problems) == 0 { // cannot be: the record says it verified
+			problems = append(problems, "no readable header")
+		}
+		return problems, cr.n, info, nil
 	}
 	hdr := info.Header
 	if !ed25519.PublicKey(hdr.Device.Bytes()).Equal(ed25519.PublicKey(rec.DeviceKey)) {
@@ -141,5 +191,5 @@ func (l *life) check(ctx context.Context, rec SegmentRecord) (problems []string,
 	if hex.EncodeToString(hdr.Prev[:]) != rec.Prev {
 		problems = append(problems, "chain link differs from the committed one")
 	}
-	return problems, cr.n, nil
+	return problems, cr.n, info, nil
 }

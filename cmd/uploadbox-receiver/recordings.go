@@ -112,6 +112,9 @@ func newRecordingsScrubCommand() *cobra.Command {
 					fmt.Fprintf(w, "DAMAGED %s segment %d (room %s, %s): %s\n", d.Recording, d.Sequence, d.Device, d.Key, d.Problem)
 				}
 				fmt.Fprintf(w, "scrubbed %d segments (%s): %d damaged\n", rep.Segments, cli.Bytes(rep.Bytes), len(rep.Damaged))
+				if rep.TimesFilled > 0 {
+					fmt.Fprintf(w, "filled in the start and size of %d segments committed before the receiver kept them\n", rep.TimesFilled)
+				}
 			}
 			if len(rep.Damaged) > 0 {
 				return fmt.Errorf("%w: %d of %d segments", errDamaged, len(rep.Damaged), rep.Segments)
