@@ -108,6 +108,13 @@ type ServerConfig struct {
 	// TURN configures the embedded TURN server, off when TURN.Listen is
 	// empty (see turn.Config; the server fills in its audit and logger).
 	TURN turn.Config
+	// Recordings' lifecycle (recordings.go): DeleteGrace is how long a
+	// deleted recording is kept before it is purged (default
+	// DefaultDeleteGrace); Retention, if set, deletes recordings that
+	// old; ScrubEvery is how often every stored segment is re-read and
+	// checked (0: never). Now is the clock (default time.Now), for tests.
+	DeleteGrace, Retention, ScrubEvery time.Duration
+	Now                                func() time.Time
 }
 
 // Server is the cloud receiver.
@@ -144,6 +151,9 @@ type Server struct {
 	webAddr string
 	// turn is the TURN server while Run runs with cfg.TURN.Listen set.
 	turn *turn.Server
+	// life is the recordings' lifecycle; lastScrub the last scrub of all.
+	life      *life
+	lastScrub atomic.Pointer[ScrubReport]
 	// Notes for the operator from the first run (e.g. a generated org key).
 	Warnings []string
 }
@@ -276,6 +286,10 @@ func Open(cfg ServerConfig) (*Server, error) {
 			s.db.Close()
 			return nil, err
 		}
+	}
+	if err := s.openLife(); err != nil {
+		s.db.Close()
+		return nil, err
 	}
 	s.uploads = filepath.Join(cfg.Data, UploadsDir)
 	if err := os.MkdirAll(s.uploads, 0o700); err != nil {
@@ -492,7 +506,8 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 		s.stopTURN()
 		return err
 	}
-	adminSrv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	// Long admin calls (scrub, purge) end when serve stops.
+	adminSrv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 	errc := make(chan error, 3)
 	web, err := s.startWeb(ctx, errc)
 	if err != nil {
@@ -517,6 +532,8 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	bg, stopBg := context.WithCancel(ctx)
 	janitorDone := make(chan struct{})
 	go func() { s.runJanitor(bg); close(janitorDone) }()
+	lifeDone := make(chan struct{})
+	go func() { s.runLife(bg); close(lifeDone) }()
 	// The coalesced failures are summed up once a minute and at shutdown.
 	fctx, stopFails := context.WithCancel(context.WithoutCancel(ctx))
 	failsDone := make(chan error, 1)
@@ -554,6 +571,7 @@ wait:
 	s.stopTURN()
 	stopBg()
 	<-janitorDone
+	<-lifeDone
 	stopFails()
 	ferr := <-failsDone
 	os.Remove(filepath.Join(s.cfg.Data, AdminSocket))

@@ -29,6 +29,7 @@ type serveOptions struct {
 	viewers                            viewerServeOptions
 	uploads                            uploadServeOptions
 	turn                               turnServeOptions
+	life                               lifeServeOptions
 
 	// hostnames are the names and IPs of the server certificate.
 	hostnames []string
@@ -84,6 +85,9 @@ func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 				return err
 			}
 			if err := o.turn.apply(&cfg); err != nil {
+				return err
+			}
+			if err := o.life.apply(&cfg); err != nil {
 				return err
 			}
 			if check != nil {
@@ -155,6 +159,7 @@ func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 	o.viewers.AddFlags(f)
 	o.uploads.AddFlags(f)
 	o.turn.AddFlags(f)
+	o.life.AddFlags(f)
 	f.StringVar(&o.confPath, "config", "", "YAML file setting any of these flags (flags given here win); SIGHUP reads it again: docs/receiver.md \"Configuration file\"")
 	withConfigFile(cmd, &o)
 	return cmd
