@@ -38,6 +38,7 @@ var webRoutes = []string{
 	"GET /v1/teacher/rooms",
 	"GET /v1/teacher/events",
 	"POST /v1/teacher/rooms/{device}/decision",
+	"GET /v1/fleet",
 }
 
 // CheckWebFlags reports a web listener configuration that cannot work:
