@@ -27,6 +27,7 @@ var webRoutes = []string{
 	"GET /viewer.js",
 	"GET /viewer.css",
 	"GET /teacher.js",
+	"GET /fleet.js",
 	"GET /",
 	"/", // anything else: Handler's own 404
 	"POST /v1/login",

@@ -15,7 +15,34 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/uploadbox/uploadbox/agent/live/livetest"
 )
+
+// fleetPage is the receiver's page open in Chromium with an admin signed in.
+type fleetPage struct{ coachPage }
+
+// boxes waits up to 40 s for the fleet to list order ("device=health …")
+// and, if ok is set, for ok to accept it.
+func (p fleetPage) boxes(what, order string, ok func(livetest.PageState) bool) livetest.PageState {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.t.Context(), 40*time.Second)
+	defer cancel()
+	s, err := p.Wait(ctx, func(s livetest.PageState) bool {
+		if s.Fleet == nil || s.Fleet.State != "live" {
+			return false
+		}
+		var got []string
+		for _, b := range s.Fleet.Boxes {
+			got = append(got, b.Device+"="+b.Health)
+		}
+		return strings.Join(got, " ") == order && (ok == nil || ok(s))
+	})
+	if err != nil {
+		p.t.Fatalf("the fleet page never showed %s: %+v: %v", what, p.Last().Fleet, err)
+	}
+	return s
+}
 
 // fleetDevice is one entry of `devices list --json` with the box's report.
 type fleetDevice struct {
@@ -86,21 +113,24 @@ func deviceMetrics(t *testing.T, addr, device string) map[string]float64 {
 
 // TestFleet (issue 14, the admin's fleet view): a box reports over its
 // control connection; devices list (--json exact, human with ages and
-// sizes) and the receiver's Prometheus metrics show it: version, uptime,
-// certificate expiry, the diag run's statuses, the last upload once the
-// queue drained; a recording stopped by a full spool is an alert with the
-// backlog it left; a killed box is offline with its last report, which
+// sizes), the receiver's Prometheus metrics and the fleet page (an admin
+// signed in on the web listener, Chromium 390 px wide) show it: version,
+// uptime, certificate expiry, the diag run's statuses, the last upload
+// once the queue drained; a recording stopped by a full spool is an alert
+// with the backlog it left, and its box moves first on the page; a killed
+// box is offline with its last report (its alert still first), which
 // devices list still shows with the receiver stopped. A second box,
-// enrolled but never started, is offline from the start.
+// enrolled but never started, is offline from the start (first on the
+// page while the other is healthy).
 func TestFleet(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the daemon with a receiver; skipped under -short")
 	}
 	dir := t.TempDir()
 	data := filepath.Join(dir, "receiver")
-	rcv := startReceiver(t, data, "127.0.0.1:0", "--control-ping", "300ms", "--metrics-listen", "127.0.0.1:0")
-	if rcv.metricsAddr == "" {
-		t.Fatal("serve --metrics-listen did not print its address")
+	rcv := startReceiver(t, data, "127.0.0.1:0", "--control-ping", "300ms", "--metrics-listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0")
+	if rcv.metricsAddr == "" || rcv.webAddr == "" {
+		t.Fatal("serve did not print the metrics and web listeners' addresses")
 	}
 	b := enrollBox(t, rcv, "room-7", rcv.addr, filepath.Join(dir, "state"))
 	enrollBox(t, rcv, "room-8", rcv.addr, filepath.Join(dir, "state-8"))
@@ -110,6 +140,19 @@ func TestFleet(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startDaemon(t, d)
+
+	// The administrator's page, 390 px wide, on the web listener.
+	const password = "Correct-Horse-Battery-9"
+	addViewer(t, data, "ada", password, "--role", "admin")
+	modules, _ := filepath.Abs("../../.cache/npm/node_modules")
+	pg, err := livetest.OpenPage(t.Context(), "https://"+rcv.webAddr+"/", livetest.BrowserOptions{NodeModules: modules, Width: 390, Height: 844})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	page := fleetPage{coachPage{pg, t}}
+	page.wait("the sign-in form", func(s livetest.PageState) bool { return s.State == "signed-out" && s.SignIn })
+	page.signIn("ada", password)
 
 	// Connected: the first report.
 	dev := waitFleet(t, data, "room-7", "reported", func(d fleetDevice) bool { return d.Report != nil && d.Control.Connected })
@@ -129,6 +172,14 @@ func TestFleet(t *testing.T) {
 	if m8 := deviceMetrics(t, rcv.metricsAddr, "room-8"); m8["connected"] != 0 || len(m8) != 1 {
 		t.Fatalf("metrics of a box never seen: %v, want connected 0 only", m8)
 	}
+	s := page.boxes("room-8 offline first, room-7 online", "room-8=offline room-7=online", nil)
+	if r7 := s.Fleet.Boxes[1]; !r7.Online || !strings.Contains(r7.Text, "connected") || !strings.Contains(r7.Text, "expires in 7") {
+		t.Errorf("room-7's row: %+v", r7)
+	}
+	if r8 := s.Fleet.Boxes[0]; r8.Online || !strings.Contains(r8.Text, "never connected") {
+		t.Errorf("room-8's row: %+v", r8)
+	}
+	page.fits("fleet-online")
 
 	// A diag run on the box: its statuses, no more.
 	diagDaemon(t, d)
@@ -178,6 +229,12 @@ func TestFleet(t *testing.T) {
 		m["last_upload_timestamp_seconds"] == 0 {
 		t.Fatalf("metrics with the alert: %v (report %+v)", m, *dev.Report)
 	}
+	page.boxes("room-7 first with its alert", "room-7=alert room-8=offline", func(s livetest.PageState) bool {
+		b := s.Fleet.Boxes[0]
+		return b.Online && len(b.Alerts) == 1 && b.Alerts[0] == "recording-stopped" && strings.Contains(b.Text, "spool is full") && strings.Contains(b.Text, "MiB")
+	})
+	page.fits("fleet-alert")
+
 	// The admin socket serves the same metrics.
 	sock := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
@@ -217,6 +274,17 @@ func TestFleet(t *testing.T) {
 	if m = deviceMetrics(t, rcv.metricsAddr, "room-7"); m["connected"] != 0 || m["last_seen_age_seconds"] < 0 || m["alerts"] != 1 {
 		t.Fatalf("metrics of a dead box: %v", m)
 	}
+	page.boxes("room-7 offline, its alert still first", "room-7=alert room-8=offline", func(s livetest.PageState) bool {
+		b := s.Fleet.Boxes[0]
+		return !b.Online && strings.Contains(b.Text, "last seen") && len(b.Alerts) == 1
+	})
+	page.fits("fleet-offline")
+	if s := page.Last(); s.Loads != 1 {
+		t.Errorf("the page loaded %d times, want once (it refreshes by itself)", s.Loads)
+	}
+	// Signing out hides the fleet with the rest.
+	page.click("#t-signout")
+	page.wait("signed out, no fleet", func(s livetest.PageState) bool { return s.SignIn && s.Fleet == nil && s.Teacher == nil })
 
 	// With the receiver stopped, devices list reads the database.
 	rcv.cmd.Process.Signal(syscall.SIGTERM)
