@@ -198,14 +198,16 @@ func (s *Server) handleFleet(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(fleet(ds, time.Now()))
 }
 
-// withReports adds each device's stored report and its health at now.
+// withReports adds each device's stored report and its health at now. A
+// report older than the device's enrollment is not shown: it was about
+// an earlier device of that name.
 func withReports(db *bolt.DB, ds []DeviceStatus, now time.Time) error {
 	rs, err := reports(db)
 	if err != nil {
 		return fmt.Errorf("box reports: %w", err)
 	}
 	for i := range ds {
-		if r, ok := rs[ds[i].Name]; ok {
+		if r, ok := rs[ds[i].Name]; ok && !r.Received.Before(ds[i].Enrolled) {
 			ds[i].Report, ds[i].Reported = &r.Report, r.Received
 		}
 		ds[i].Health = health(ds[i], now)

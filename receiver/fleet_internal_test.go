@@ -1,9 +1,13 @@
 package receiver
 
 import (
+	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/uploadbox/uploadbox/receiver/devices"
 	"github.com/uploadbox/uploadbox/wire"
@@ -65,5 +69,38 @@ func TestFleetHealth(t *testing.T) {
 	order := "f-alert-offline g-alert j-never-seen e-offline-long d-offline-recent b-stale a-online c-just-connected"
 	if strings.Join(got, " ") != order {
 		t.Errorf("fleet order:\n%s\nwant\n%s", strings.Join(got, " "), order)
+	}
+}
+
+// TestReportOfAnEarlierDevice: a stored report that arrived before the
+// device's enrollment (an earlier device of that name) is not shown.
+func TestReportOfAnEarlierDevice(t *testing.T) {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := errors.Join(initControl(db), initFleet(db)); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	if err := putReport(db, "room-1", storedReport{Report: wire.BoxReport{Version: "old", Alerts: []wire.Alert{}}, Received: at}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name     string
+		enrolled time.Time
+		shown    bool
+	}{
+		{"enrolled before the report", at.Add(-time.Hour), true},
+		{"enrolled after it", at.Add(time.Second), false},
+	} {
+		ds := []DeviceStatus{{Device: devices.Device{Name: "room-1", State: devices.Active, Enrolled: tt.enrolled}}}
+		if err := withReports(db, ds, at.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if shown := ds[0].Report != nil; shown != tt.shown {
+			t.Errorf("%s: report shown %t, want %t", tt.name, shown, tt.shown)
+		}
 	}
 }
