@@ -142,7 +142,6 @@ func (a *Agent) boxReport() (wire.BoxReport, error) {
 	r := wire.BoxReport{
 		Version: cli.Version, Started: a.started.UTC(), UptimeSeconds: now.Sub(a.started).Seconds(),
 		Backlog: wire.Backlog{Segments: q.Count, Bytes: q.Bytes, Oldest: q.Oldest.UTC(), OldestAgeSeconds: q.Age, Held: len(q.Held)},
-		Alerts:  []wire.Alert{},
 		At:      now.UTC(),
 	}
 	a.mu.Lock()
@@ -156,8 +155,18 @@ func (a *Agent) boxReport() (wire.BoxReport, error) {
 		r.Diag = &d
 	}
 	a.mu.Unlock()
+	r.Alerts = reportAlerts(stopped, refused, upErr, len(q.Held), q.Age)
+	return r, nil
+}
+
+// reportAlerts are the box's active alerts: recording stopped on its own
+// (stopped, its alert text), the receiver refusing the box (refused),
+// held segments, and uploads failing (upErr) while the oldest segment has
+// waited wire.UploadFailingAfter (oldestAge, seconds).
+func reportAlerts(stopped, refused, upErr string, held int, oldestAge float64) []wire.Alert {
+	out := []wire.Alert{}
 	add := func(kind, msg string) {
-		r.Alerts = append(r.Alerts, wire.Alert{Kind: kind, Message: cut(msg, wire.MaxAlertMessage)})
+		out = append(out, wire.Alert{Kind: kind, Message: cut(msg, wire.MaxAlertMessage)})
 	}
 	if stopped != "" {
 		add(wire.AlertRecordingStopped, stopped)
@@ -165,13 +174,13 @@ func (a *Agent) boxReport() (wire.BoxReport, error) {
 	if refused != "" {
 		add(wire.AlertDeviceRefused, refused)
 	}
-	if n := len(q.Held); n > 0 {
-		add(wire.AlertSegmentsHeld, fmt.Sprintf("%d segment(s) wait for a technician (quarantined, corrupt or missing): see `uploadbox queue` on the box", n))
+	if held > 0 {
+		add(wire.AlertSegmentsHeld, fmt.Sprintf("%d segment(s) wait for a technician (quarantined, corrupt or missing): see `uploadbox queue` on the box", held))
 	}
-	if upErr != "" && q.Age >= wire.UploadFailingAfter.Seconds() {
-		add(wire.AlertUploadFailing, fmt.Sprintf("uploads fail and the oldest segment has waited %s: %s", time.Duration(q.Age*float64(time.Second)).Round(time.Minute), upErr))
+	if upErr != "" && oldestAge >= wire.UploadFailingAfter.Seconds() {
+		add(wire.AlertUploadFailing, fmt.Sprintf("uploads fail and the oldest segment has waited %s: %s", time.Duration(oldestAge*float64(time.Second)).Round(time.Minute), upErr))
 	}
-	return r, nil
+	return out
 }
 
 // cut shortens s to at most n bytes, on a rune boundary.

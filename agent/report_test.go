@@ -3,10 +3,12 @@ package agent
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+	"unicode/utf8"
 
 	"github.com/uploadbox/uploadbox/agent/link"
 	"github.com/uploadbox/uploadbox/internal/audit"
@@ -134,6 +136,51 @@ func TestDiagSummary(t *testing.T) {
 				if d.Checks[k] != v {
 					t.Errorf("check %s = %q, want %q", k, d.Checks[k], v)
 				}
+			}
+		})
+	}
+}
+
+// TestReportAlerts: each cause is its alert kind; uploads failing is an
+// alert only once the oldest segment has waited UploadFailingAfter; a
+// long message is cut on a rune boundary; no cause, no alert (never null).
+func TestReportAlerts(t *testing.T) {
+	long := strings.Repeat("é", wire.MaxAlertMessage)
+	waited := wire.UploadFailingAfter.Seconds()
+	tests := []struct {
+		name                    string
+		stopped, refused, upErr string
+		held                    int
+		age                     float64
+		kinds                   []string
+	}{
+		{"none", "", "", "", 0, 0, nil},
+		{"recording stopped", "recording stopped on its own: the spool is full", "", "", 0, 0, []string{wire.AlertRecordingStopped}},
+		{"refused", "", "the receiver refuses this box", "", 0, 0, []string{wire.AlertDeviceRefused}},
+		{"held", "", "", "", 2, 0, []string{wire.AlertSegmentsHeld}},
+		{"uploads failing briefly", "", "", "connection refused", 0, waited - 1, nil},
+		{"uploads failing for long", "", "", "connection refused", 0, waited, []string{wire.AlertUploadFailing}},
+		{"everything", long, "r", "e", 1, waited * 2, []string{wire.AlertRecordingStopped, wire.AlertDeviceRefused, wire.AlertSegmentsHeld, wire.AlertUploadFailing}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := reportAlerts(tt.stopped, tt.refused, tt.upErr, tt.held, tt.age)
+			if got == nil {
+				t.Fatal("alerts are null")
+			}
+			var kinds []string
+			for _, a := range got {
+				kinds = append(kinds, a.Kind)
+				if len(a.Message) > wire.MaxAlertMessage || !utf8.ValidString(a.Message) || a.Message == "" {
+					t.Errorf("%s: message of %d bytes (valid UTF-8: %t)", a.Kind, len(a.Message), utf8.ValidString(a.Message))
+				}
+			}
+			if strings.Join(kinds, ",") != strings.Join(tt.kinds, ",") {
+				t.Errorf("kinds %v, want %v", kinds, tt.kinds)
+			}
+			r := wire.BoxReport{Alerts: got}
+			if err := r.Check(); err != nil {
+				t.Errorf("the receiver would refuse them: %v", err)
 			}
 		})
 	}
