@@ -88,6 +88,9 @@ type Agent struct {
 	// the last diag run it reports.
 	reportUp, reportKick chan struct{}
 	diag                 *wire.DiagSummary
+	// lastCommit is when the receiver last committed a segment of this
+	// box (its receipt stored), for the box report.
+	lastCommit time.Time
 	// liveHandler is the live view's handler while it runs (relay.go).
 	liveHandler http.Handler
 	// checkpoint is the audit checkpoint waiting to be sent (checkpoint.go).

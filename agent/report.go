@@ -146,7 +146,7 @@ func (a *Agent) boxReport() (wire.BoxReport, error) {
 	}
 	a.mu.Lock()
 	stopped, refused, upErr := a.alert, a.upAlert, a.upErr
-	r.LastUpload = a.uploadOK.UTC()
+	r.LastUpload = a.lastCommit.UTC()
 	if a.state != nil && a.state.DeviceCert.Leaf != nil {
 		r.CertExpiry = a.state.DeviceCert.Leaf.NotAfter.UTC()
 	}

@@ -64,7 +64,7 @@ var fleetMetrics = []fleetMetric{
 		}
 		return unixSeconds(d.Report.CertExpiry)
 	}),
-	newFleetMetric("last_upload_timestamp_seconds", "When the box last finished an upload round with everything committed (Unix time), as last reported; absent before the first since the box's daemon started.", func(d DeviceStatus, _ time.Time) (float64, bool) {
+	newFleetMetric("last_upload_timestamp_seconds", "When the receiver last committed a segment of the box (Unix time), as last reported; absent before the first since the box's daemon started.", func(d DeviceStatus, _ time.Time) (float64, bool) {
 		if d.Report == nil {
 			return 0, false
 		}

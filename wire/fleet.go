@@ -60,8 +60,8 @@ type BoxReport struct {
 	Started       time.Time `json:"started"`
 	UptimeSeconds float64   `json:"uptime_seconds"`
 	Backlog       Backlog   `json:"backlog"`
-	// LastUpload is when an upload round last ended with every segment
-	// committed (zero: none since the daemon started).
+	// LastUpload is when the receiver last committed a segment of the
+	// box (zero: none since the daemon started).
 	LastUpload time.Time `json:"last_upload,omitzero"`
 	// Alerts are the box's active alerts; never null.
 	Alerts []Alert `json:"alerts"`

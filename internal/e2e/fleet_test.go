@@ -157,7 +157,7 @@ func TestFleet(t *testing.T) {
 	// Connected: the first report.
 	dev := waitFleet(t, data, "room-7", "reported", func(d fleetDevice) bool { return d.Report != nil && d.Control.Connected })
 	r := dev.Report
-	if dev.Health != "online" || r.Version == "" || r.UptimeSeconds <= 0 || len(r.Alerts) != 0 || r.Backlog.Segments != 0 || r.Diag != nil ||
+	if dev.Health != "online" || r.Version == "" || r.UptimeSeconds <= 0 || len(r.Alerts) != 0 || r.Backlog.Segments != 0 || r.Diag != nil || !r.LastUpload.IsZero() ||
 		r.CertExpiry.Before(time.Now().Add(24*time.Hour)) || dev.Reported.IsZero() {
 		t.Fatalf("first report: %+v %+v", dev, *r)
 	}
@@ -173,7 +173,7 @@ func TestFleet(t *testing.T) {
 		t.Fatalf("metrics of a box never seen: %v, want connected 0 only", m8)
 	}
 	s := page.boxes("room-8 offline first, room-7 online", "room-8=offline room-7=online", nil)
-	if r7 := s.Fleet.Boxes[1]; !r7.Online || !strings.Contains(r7.Text, "connected") || !strings.Contains(r7.Text, "expires in 7") {
+	if r7 := s.Fleet.Boxes[1]; !r7.Online || !strings.Contains(r7.Text, "connected") || !strings.Contains(r7.Text, "expires in 7") || !strings.Contains(r7.Text, "none yet") {
 		t.Errorf("room-7's row: %+v", r7)
 	}
 	if r8 := s.Fleet.Boxes[0]; r8.Online || !strings.Contains(r8.Text, "never connected") {
