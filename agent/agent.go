@@ -32,6 +32,7 @@ import (
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/uploader"
 	"github.com/uploadbox/uploadbox/uploader/spool"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // StopTimeout is how long a stop (SIGTERM, session stop) may take.
@@ -82,6 +83,14 @@ type Agent struct {
 	// linkUp is signalled when the control connection opens
 	// (consentstate.go).
 	linkUp chan struct{}
+	// reportUp (a new control connection) and reportKick (something to
+	// report may have changed) wake the box report (report.go); diag is
+	// the last diag run it reports.
+	reportUp, reportKick chan struct{}
+	diag                 *wire.DiagSummary
+	// lastCommit is when the receiver last committed a segment of this
+	// box (its receipt stored), for the box report.
+	lastCommit time.Time
 	// liveHandler is the live view's handler while it runs (relay.go).
 	liveHandler http.Handler
 	// checkpoint is the audit checkpoint waiting to be sent (checkpoint.go).
@@ -104,12 +113,14 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
-	a := &Agent{opts: opts, log: log, cfg: cfg, started: time.Now(), kick: make(chan struct{}, 1), linkUp: make(chan struct{}, 1)}
+	a := &Agent{opts: opts, log: log, cfg: cfg, started: time.Now(), kick: make(chan struct{}, 1), linkUp: make(chan struct{}, 1),
+		reportUp: make(chan struct{}, 1), reportKick: make(chan struct{}, 1)}
 	var err error
 	if a.audit, err = audit.Open(cfg.Audit.Path); err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
 	a.authFails = audit.NewFailures(a.audit, time.Minute)
+	a.loadDiag(cfg.Audit.Path)
 	if n, err := a.audit.Prune(cfg.Audit.Retention.D()); err != nil {
 		log.Warn("audit retention not applied", "err", err)
 	} else if n > 0 {
@@ -195,6 +206,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.uploadLoop(gctx) })
 	g.Go(func() error { return a.linkLoop(gctx) })
 	g.Go(func() error { return a.consentStateLoop(gctx) })
+	g.Go(func() error { return a.reportLoop(gctx) })
 	g.Go(func() error { return a.watchdog(gctx) })
 	g.Go(func() error { return a.ledger.Run(gctx) })
 	g.Go(func() error { return a.ind.Run(gctx) })

@@ -16,13 +16,15 @@ const consentStateWait = 10 * time.Second
 
 // linkConnected is called on every change of the control connection's
 // state: a new connection (Connects moved on) asks consentStateLoop to
-// push the state.
+// push the state and reportLoop to send a report.
 func (a *Agent) linkConnected(s link.State, lastConnects *int) {
 	if s.Connected && s.Connects != *lastConnects {
 		*lastConnects = s.Connects
-		select {
-		case a.linkUp <- struct{}{}:
-		default:
+		for _, ch := range []chan struct{}{a.linkUp, a.reportUp} {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
 		}
 	}
 }

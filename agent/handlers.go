@@ -11,6 +11,7 @@ import (
 	"github.com/uploadbox/uploadbox/agent/config"
 	"github.com/uploadbox/uploadbox/agent/control"
 	"github.com/uploadbox/uploadbox/agent/link"
+	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/internal/cli"
 	"github.com/uploadbox/uploadbox/uploader/spool"
 )
@@ -144,6 +145,7 @@ func (a *Agent) handle(_ context.Context, r control.Request) (any, error) {
 			return nil, control.Errorf("bad-request", "audit.append takes diag.* events with an outcome and a detail under 4 KiB")
 		}
 		a.auditEvent(p.Event, r.Caller(), p.Outcome, p.Detail)
+		a.noteDiag(audit.Entry{Time: time.Now(), Event: p.Event, Outcome: p.Outcome, Detail: p.Detail})
 		return struct{}{}, nil
 	}
 	return nil, control.Errorf("unknown-method", "unknown control method %q (is the CLI newer than the daemon?)", r.Method)

@@ -60,6 +60,9 @@ func (a *Agent) uploadLoop(ctx context.Context) error {
 			}
 			a.m.uploadedBytes.Add(float64(r.Size))
 			a.m.wipes.Inc()
+			a.mu.Lock()
+			a.lastCommit = time.Now()
+			a.mu.Unlock()
 		}, nil)
 		ts := up.Stats()
 		a.m.retries.Add(float64(ts.Retries))

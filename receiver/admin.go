@@ -154,6 +154,7 @@ func (s *Server) adminHandler() http.Handler {
 	viewerRoutes(mux, local, reply)
 	s.recordingRoutes(mux, reply)
 	mux.HandleFunc("GET /turn", s.handleTURNStatus)
+	mux.Handle("GET /metrics", s.metricsHandler())
 	mux.HandleFunc("POST /devices/{name}/decision", func(w http.ResponseWriter, r *http.Request) {
 		in, err := readDecide(r)
 		var v *DecideAnswer
@@ -260,7 +261,7 @@ func (a *localAdmin) ListDevices() ([]DeviceStatus, error) {
 			}
 		}
 	}
-	return out, nil
+	return out, withReports(a.db, out, time.Now())
 }
 
 // RevokeDevice revokes name and ends its control connection.

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/uploadbox/uploadbox/internal/audit"
@@ -100,9 +99,6 @@ func (s *Server) recordingRoutes(mux *http.ServeMux, reply func(http.ResponseWri
 		v, err := s.scrub(r.Context(), r.PathValue("id"))
 		answer(w, v, err)
 	})
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(s.ScrubCollectors()...)
-	mux.Handle("GET /metrics/recordings", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 }
 
 // scrub runs a scrub; a scrub of every recording sets the metrics.

@@ -54,6 +54,12 @@ type ControlStatus struct {
 type DeviceStatus struct {
 	devices.Device
 	Control ControlStatus `json:"control"`
+	// Report is the box's last health report (fleet.go) and Reported
+	// when it arrived; Health is the fleet view's judgement (HealthAlert,
+	// …; empty for a device that is not active).
+	Report   *wire.BoxReport `json:"report,omitempty"`
+	Reported time.Time       `json:"reported,omitzero"`
+	Health   string          `json:"health,omitempty"`
 }
 
 // controlConn is one box's open control connection.

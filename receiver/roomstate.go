@@ -149,12 +149,17 @@ func (h *Hub) setConsentState(c *controlConn, st wire.ConsentState) bool {
 	return current
 }
 
-// serveBoxRequest answers a request the box sent: OpConsentState is
-// stored and answered 200; any other op is refused (unknown-op).
+// serveBoxRequest answers a request the box sent: OpConsentState and
+// OpBoxReport (fleet.go) are stored and answered 200; any other op is
+// refused (unknown-op).
 func (s *Server) serveBoxRequest(ctx context.Context, c *controlConn, e wire.Envelope) {
 	var req wire.Request
 	if err := e.Decode(&req); err != nil {
 		writeRaw(ctx, c.conn, wire.ErrorEnvelope(e.ID, err))
+		return
+	}
+	if req.Op == wire.OpBoxReport {
+		s.serveBoxReport(ctx, c, e.ID, req.Params)
 		return
 	}
 	if req.Op != wire.OpConsentState {

@@ -115,6 +115,9 @@ type ServerConfig struct {
 	// checked (0: never). Now is the clock (default time.Now), for tests.
 	DeleteGrace, Retention, ScrubEvery time.Duration
 	Now                                func() time.Time
+	// MetricsListen, if set, is a plain HTTP listener for Prometheus
+	// (GET /metrics: the fleet's per-device series, metrics.go).
+	MetricsListen string
 }
 
 // Server is the cloud receiver.
@@ -149,6 +152,8 @@ type Server struct {
 	// webCert is what the web listener presents; webAddr where it listens.
 	webCert atomic.Pointer[tls.Certificate]
 	webAddr string
+	// metricsAddr is where the metrics listener listens (metrics.go).
+	metricsAddr string
 	// turn is the TURN server while Run runs with cfg.TURN.Listen set.
 	turn *turn.Server
 	// life is the recordings' lifecycle; lastScrub the last scrub of all.
@@ -273,6 +278,10 @@ func Open(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	if err := initControl(s.db); err != nil {
+		s.db.Close()
+		return nil, err
+	}
+	if err := initFleet(s.db); err != nil {
 		s.db.Close()
 		return nil, err
 	}
@@ -426,6 +435,7 @@ func (s *Server) Handler() http.Handler {
 	s.relayRoutes(mux)
 	s.coachRoutes(mux)
 	s.teacherRoutes(mux)
+	mux.Handle("GET /v1/fleet", s.bounded(http.HandlerFunc(s.handleFleet)))
 	mux.Handle("POST /v1/audit/checkpoint", s.bounded(s.deviceOnly(http.HandlerFunc(s.handleAuditCheckpoint))))
 	// Anything else is answered 404, also within the request timeout: a
 	// slow body sent to an unknown path is not kept either.
@@ -508,11 +518,21 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	}
 	// Long admin calls (scrub, purge) end when serve stops.
 	adminSrv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	web, err := s.startWeb(ctx, errc)
 	if err != nil {
 		ln.Close()
 		admin.Close()
+		s.stopTURN()
+		return err
+	}
+	metrics, err := s.startMetrics(ctx, errc)
+	if err != nil {
+		ln.Close()
+		admin.Close()
+		if web != nil {
+			web.Close()
+		}
 		s.stopTURN()
 		return err
 	}
@@ -564,6 +584,9 @@ wait:
 	var werr error
 	if web != nil {
 		werr = web.Shutdown(shutdown)
+	}
+	if metrics != nil {
+		werr = errors.Join(werr, metrics.Shutdown(shutdown))
 	}
 	// Control connections are hijacked, so Shutdown does not wait for
 	// them: their handlers end with ctx and audit the disconnect.

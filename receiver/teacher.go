@@ -41,6 +41,15 @@ type TeacherRooms struct {
 // answered (401 token, 403 role) and audited it (coalesced) and returns
 // ok false.
 func (s *Server) teacherOf(w http.ResponseWriter, r *http.Request, what string) (name string, expires time.Time, ok bool) {
+	return s.signedIn(w, r, "teacher "+what, "teacher.role", viewers.Teaches,
+		"this account is not a teacher's (an administrator sets it: uploadbox-receiver viewers role NAME teacher)")
+}
+
+// signedIn checks the request's bearer token and that its account's role
+// (read now) passes allowed; on a refusal it answers 401 (token) or 403
+// (role, audited as roleEvent with the refusal text) and returns ok false.
+// what names the endpoint in the audit log.
+func (s *Server) signedIn(w http.ResponseWriter, r *http.Request, what, roleEvent string, allowed func(role string) bool, refusal string) (name string, expires time.Time, ok bool) {
 	token, have := bearerToken(r)
 	err := errors.New("no bearer token")
 	if have {
@@ -48,7 +57,7 @@ func (s *Server) teacherOf(w http.ResponseWriter, r *http.Request, what string) 
 		name, expires, err = c.Subject, c.Expiry(), verr
 	}
 	if err != nil {
-		s.fails.Record(audit.Entry{Event: "live.auth", Source: r.RemoteAddr, Outcome: "denied", Detail: "teacher " + what + ": " + err.Error()})
+		s.fails.Record(audit.Entry{Event: "live.auth", Source: r.RemoteAddr, Outcome: "denied", Detail: what + ": " + err.Error()})
 		w.Header().Set("WWW-Authenticate", `Bearer realm="uploadbox live view", error="invalid_token"`)
 		relayProblem(w, http.StatusUnauthorized, "token", "the bearer token is missing, invalid or expired; sign in again (POST /v1/login)")
 		return "", time.Time{}, false
@@ -59,9 +68,9 @@ func (s *Server) teacherOf(w http.ResponseWriter, r *http.Request, what string) 
 		relayProblem(w, http.StatusInternalServerError, "internal", "the account's role could not be read")
 		return "", time.Time{}, false
 	}
-	if !viewers.Teaches(role) {
-		s.fails.Record(audit.Entry{Event: "teacher.role", Identity: name, Source: r.RemoteAddr, Outcome: "denied", Detail: fmt.Sprintf("teacher %s: the account's role is %q", what, role)})
-		relayProblem(w, http.StatusForbidden, "role", "this account is not a teacher's (an administrator sets it: uploadbox-receiver viewers role NAME teacher)")
+	if !allowed(role) {
+		s.fails.Record(audit.Entry{Event: roleEvent, Identity: name, Source: r.RemoteAddr, Outcome: "denied", Detail: fmt.Sprintf("%s: the account's role is %q", what, role)})
+		relayProblem(w, http.StatusForbidden, "role", refusal)
 		return "", time.Time{}, false
 	}
 	return name, expires, true

@@ -27,6 +27,7 @@ var webRoutes = []string{
 	"GET /viewer.js",
 	"GET /viewer.css",
 	"GET /teacher.js",
+	"GET /fleet.js",
 	"GET /",
 	"/", // anything else: Handler's own 404
 	"POST /v1/login",
@@ -38,6 +39,7 @@ var webRoutes = []string{
 	"GET /v1/teacher/rooms",
 	"GET /v1/teacher/events",
 	"POST /v1/teacher/rooms/{device}/decision",
+	"GET /v1/fleet",
 }
 
 // CheckWebFlags reports a web listener configuration that cannot work:

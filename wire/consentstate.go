@@ -2,8 +2,8 @@ package wire
 
 import "time"
 
-// OpConsentState is the control request the box sends the receiver (the
-// one op in that direction): params ConsentState, the box's consent state
+// OpConsentState is a control request the box sends the receiver (with
+// OpBoxReport, fleet.go): params ConsentState, the box's consent state
 // for its room, sent whenever it changes (at most one push per
 // ConsentStateEvery, always the latest) and once after every (re)connect.
 // The receiver answers 200 and keeps the latest per device in memory, for

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -57,7 +56,7 @@ func newDevicesCommand() *cobra.Command {
 					d.Name, d.Expires.Format("2006-01-02 15:04 MST"), d.Token, d.CAFingerprint)
 				return nil
 			}),
-		adminCommand("list [--json]", "List the boxes", cobra.NoArgs,
+		adminCommand("list [--json]", "List the boxes: health, control connection, last seen, and each box's last report (version, backlog, last upload, certificate expiry, diag, alerts)", cobra.NoArgs,
 			func(cmd *cobra.Command, a receiver.Admin, _ []string, asJSON bool) error {
 				ds, err := a.ListDevices()
 				if err != nil {
@@ -66,16 +65,7 @@ func newDevicesCommand() *cobra.Command {
 				if asJSON {
 					return printJSON(cmd, ds)
 				}
-				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tSTATE\tENROLLED\tCERTIFICATE\tCONTROL")
-				for _, d := range ds {
-					enrolled := "-"
-					if !d.Enrolled.IsZero() {
-						enrolled = d.Enrolled.Format("2006-01-02 15:04")
-					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Name, d.State, enrolled, d.CertSerial, controlText(d.Control))
-				}
-				return tw.Flush()
+				return printDevices(cmd.OutOrStdout(), ds, time.Now())
 			}),
 		adminCommand("revoke NAME", "Revoke a box: its certificate is refused from now on", cobra.ExactArgs(1),
 			func(cmd *cobra.Command, a receiver.Admin, args []string, _ bool) error {
@@ -155,14 +145,14 @@ func newRecordingsExportCommand() *cobra.Command {
 	return cmd
 }
 
-// controlText says whether a box is connected, and since or last seen when.
-func controlText(c receiver.ControlStatus) string {
-	const layout = "2006-01-02 15:04:05"
+// controlText says whether a box is connected, and for how long, or when
+// it was last seen.
+func controlText(c receiver.ControlStatus, now time.Time) string {
 	switch {
 	case c.Connected:
-		return "connected since " + c.Since.Local().Format(layout)
+		return "connected (" + cli.Age(now.Sub(c.Since)) + ")"
 	case !c.LastSeen.IsZero():
-		return "last seen " + c.LastSeen.Local().Format(layout)
+		return "last seen " + cli.Age(now.Sub(c.LastSeen)) + " ago"
 	}
 	return "never connected"
 }

@@ -26,6 +26,7 @@ type serveOptions struct {
 	requestTimeout                     time.Duration
 	controlPing                        time.Duration
 	webListen, webCert, webKey         string
+	metricsListen                      string
 	viewers                            viewerServeOptions
 	uploads                            uploadServeOptions
 	turn                               turnServeOptions
@@ -74,6 +75,7 @@ func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 				return cli.Usagef("%v", err)
 			}
 			cfg.WebListen, cfg.WebCert, cfg.WebKey = o.webListen, o.webCert, o.webKey
+			cfg.MetricsListen = o.metricsListen
 			if err := receiver.CheckHosts(o.hostnames); err != nil {
 				return cli.Usagef("%v", err)
 			}
@@ -130,6 +132,9 @@ func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 				if web := srv.WebAddr(); web != "" {
 					fmt.Fprintf(cmd.OutOrStdout(), "web listening on %s\n", web)
 				}
+				if m := srv.MetricsAddr(); m != "" {
+					fmt.Fprintf(cmd.OutOrStdout(), "metrics listening on %s\n", m)
+				}
 				fmt.Fprintf(cmd.OutOrStdout(), "CA fingerprint %s\nlistening on %s\n", srv.Fingerprint(), addr)
 				if t := srv.TURNAddr(); t != "" {
 					fmt.Fprintf(cmd.OutOrStdout(), "turn listening on %s (udp and tcp)\n", t)
@@ -156,6 +161,7 @@ func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 	f.StringVar(&o.webListen, "web-listen", "", "a second HTTPS listener for browsers (the coach page, login and the live-view relay only; no client certificate)")
 	f.StringVar(&o.webCert, "web-cert", "", "certificate chain (PEM) the web listener presents, e.g. from a public CA; reloaded on SIGHUP (default: the receiver's own server certificate)")
 	f.StringVar(&o.webKey, "web-key", "", "private key (PEM, mode 0600) of --web-cert")
+	f.StringVar(&o.metricsListen, "metrics-listen", "", "plain HTTP listener for Prometheus, GET /metrics: each box's staleness, backlog, alerts and certificate expiry (e.g. 127.0.0.1:9465; off by default)")
 	o.viewers.AddFlags(f)
 	o.uploads.AddFlags(f)
 	o.turn.AddFlags(f)

@@ -152,7 +152,7 @@ func newSessionCommand() *cobra.Command {
 			if tf.json {
 				return printJSON(cmd.OutOrStdout(), st)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "stopped %s: %d segments sealed (%s)\n", st.Recording, st.Segments, humanBytes(st.Bytes))
+			fmt.Fprintf(cmd.OutOrStdout(), "stopped %s: %d segments sealed (%s)\n", st.Recording, st.Segments, cli.Bytes(st.Bytes))
 			return nil
 		},
 	}
@@ -175,7 +175,7 @@ func newSessionCommand() *cobra.Command {
 			switch {
 			case st.Active:
 				fmt.Fprintf(out, "recording %s since %s until %s: %d segments sealed (%s)\n", st.Recording,
-					st.Started.Local().Format(time.TimeOnly), st.Until.Local().Format(time.TimeOnly), st.Segments, humanBytes(st.Bytes))
+					st.Started.Local().Format(time.TimeOnly), st.Until.Local().Format(time.TimeOnly), st.Segments, cli.Bytes(st.Bytes))
 			case st.Recording != "" && st.StopReason == agent.StopCrashed:
 				fmt.Fprintf(out, "idle: last session %s ended by a crash at about %s, %d segments\n", st.Recording, st.Ended.Local().Format(time.DateTime), st.Segments)
 			case st.Recording != "":
@@ -231,7 +231,7 @@ func newQueueCommand() *cobra.Command {
 					states = append(states, fmt.Sprintf("%d %s", n, s))
 				}
 			}
-			fmt.Fprintf(out, "%d segments, %s, oldest %s ago (%s)\n", q.Count, humanBytes(q.Bytes),
+			fmt.Fprintf(out, "%d segments, %s, oldest %s ago (%s)\n", q.Count, cli.Bytes(q.Bytes),
 				(time.Duration(q.Age) * time.Second).Round(time.Second), strings.Join(states, ", "))
 			return printHeld(out, q.Held)
 		},
@@ -257,7 +257,7 @@ func printHeld(out io.Writer, held []agent.HeldSegment) error {
 			quarantined = true
 			why = "receiver refused it: " + spool.Refusal{Status: h.Status, Reason: h.Reason, Message: h.Message}.String()
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", h.ID, h.State, humanBytes(h.Bytes), why)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", h.ID, h.State, cli.Bytes(h.Bytes), why)
 	}
 	if err := w.Flush(); err != nil {
 		return err
@@ -311,25 +311,13 @@ func newQueueDiscardCommand() *cobra.Command {
 			if f.json {
 				return printJSON(cmd.OutOrStdout(), h)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "discarded %s: deleted %s (%s) without a receipt\n", h.ID, h.File, humanBytes(h.Bytes))
+			fmt.Fprintf(cmd.OutOrStdout(), "discarded %s: deleted %s (%s) without a receipt\n", h.ID, h.File, cli.Bytes(h.Bytes))
 			return nil
 		},
 	}
 	f.add(cmd, true)
 	cmd.Flags().BoolVar(&yes, "yes", false, "really delete the file")
 	return cmd
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
 
 func newStatusCommand() *cobra.Command {
@@ -374,7 +362,7 @@ func newStatusCommand() *cobra.Command {
 				session = fmt.Sprintf("recording %s until %s", st.Session.Recording, st.Session.Until.Local().Format(time.TimeOnly))
 			}
 			fmt.Fprintf(out, "session:   %s\n", session)
-			fmt.Fprintf(out, "queue:     %d segments, %s\n", st.Queue.Count, humanBytes(st.Queue.Bytes))
+			fmt.Fprintf(out, "queue:     %d segments, %s\n", st.Queue.Count, cli.Bytes(st.Queue.Bytes))
 			if st.UploadError != "" {
 				fmt.Fprintf(out, "upload:    waiting to retry: %s\n", st.UploadError)
 			}

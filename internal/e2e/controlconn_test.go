@@ -136,7 +136,7 @@ func TestControlConnection(t *testing.T) {
 	if dev.Control.Since.IsZero() || dev.Control.Version == "" {
 		t.Fatalf("devices list: %+v", dev)
 	}
-	if out := run(t, "uploadbox-receiver", "devices", "list", "--data", data); !strings.Contains(out, "connected since") {
+	if out := run(t, "uploadbox-receiver", "devices", "list", "--data", data); !strings.Contains(out, "connected (") {
 		t.Fatalf("devices list does not say connected:\n%s", out)
 	}
 	if out := run(t, "uploadbox", "status", "--socket", d.socket); !strings.Contains(out, "control:   connected since") {

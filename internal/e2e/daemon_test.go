@@ -177,7 +177,8 @@ func waitDrained(t *testing.T, d boxDirs, within time.Duration) {
 	t.Fatalf("queue not drained within %s: %+v", within, q)
 }
 
-func metricValue(t *testing.T, addr, name string) float64 {
+// metricsText is GET http://addr/metrics.
+func metricsText(t *testing.T, addr string) []byte {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
@@ -185,6 +186,12 @@ func metricValue(t *testing.T, addr, name string) float64 {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
+	return body
+}
+
+func metricValue(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	body := metricsText(t, addr)
 	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(body)
 	if m == nil {
 		t.Fatalf("metric %s not exported:\n%s", name, body)

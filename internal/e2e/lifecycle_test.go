@@ -47,7 +47,7 @@ func scrubMetrics(t *testing.T, data string) string {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", filepath.Join(data, "admin.sock"))
 	}}}
-	resp, err := c.Get("http://receiver/metrics/recordings")
+	resp, err := c.Get("http://receiver/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,8 @@ type receiverProc struct {
 	data   string
 	stderr lockedBuffer // the receiver's log
 
-	webAddr string // the --web-listen address, when given
+	webAddr     string // the --web-listen address, when given
+	metricsAddr string // the --metrics-listen address, when given
 }
 
 // startReceiver runs `uploadbox-receiver serve` on listen; extra are more
@@ -60,6 +61,9 @@ func startReceiverArgs(t *testing.T, ns *netns.NS, data string, args []string) *
 	for sc.Scan() {
 		if addr, ok := strings.CutPrefix(sc.Text(), "web listening on "); ok {
 			p.webAddr = addr
+		}
+		if addr, ok := strings.CutPrefix(sc.Text(), "metrics listening on "); ok {
+			p.metricsAddr = addr
 		}
 		if addr, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
 			p.addr = addr

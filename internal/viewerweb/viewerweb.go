@@ -2,7 +2,8 @@
 // the box on its LAN (box.html: the viewer pastes a viewer token) and the
 // receiver to coaches anywhere (coach.html: sign in, pick a room, ask to
 // watch). Both pages load the same viewer.js and viewer.css; the
-// receiver's page also loads teacher.js, the view a signed-in teacher gets.
+// receiver's page also loads teacher.js, the view a signed-in teacher gets,
+// and fleet.js, the boxes an administrator sees.
 //
 // It imports neither side, so the box binary links nothing of the
 // receiver for it.
@@ -26,7 +27,7 @@ const (
 )
 
 // Patterns are the http.ServeMux patterns Handler serves, each for GET.
-var Patterns = []string{"GET /{$}", "GET /viewer.js", "GET /viewer.css", "GET /teacher.js"}
+var Patterns = []string{"GET /{$}", "GET /viewer.js", "GET /viewer.css", "GET /teacher.js", "GET /fleet.js"}
 
 // Handler serves page at "/" with its script and style sheet, under a
 // strict Content-Security-Policy (same-origin scripts, styles and fetches
@@ -39,6 +40,8 @@ func Handler(page Page) http.Handler {
 			name, ctype = "web/viewer.js", "text/javascript; charset=utf-8"
 		case "/teacher.js":
 			name, ctype = "web/teacher.js", "text/javascript; charset=utf-8"
+		case "/fleet.js":
+			name, ctype = "web/fleet.js", "text/javascript; charset=utf-8"
 		case "/viewer.css":
 			name, ctype = "web/viewer.css", "text/css; charset=utf-8"
 		}

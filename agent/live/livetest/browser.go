@@ -57,6 +57,31 @@ type PageState struct {
 	// Teacher is the teacher's view while it shows (a teacher signed in
 	// on the receiver's page), nil otherwise.
 	Teacher *TeacherView `json:"teacher"`
+	// Fleet is the administrator's fleet view while it shows (an admin
+	// signed in on the receiver's page), nil otherwise.
+	Fleet *FleetView `json:"fleet"`
+}
+
+// FleetView is the fleet view of the receiver's page (fleet.js).
+type FleetView struct {
+	// State and Text are #f-status's: loading, live, reconnecting, error
+	// or signin-expired.
+	State string `json:"state"`
+	Text  string `json:"text"`
+	// Boxes are the rows in the page's order.
+	Boxes []FleetBox `json:"boxes"`
+}
+
+// FleetBox is one box's row on the fleet page.
+type FleetBox struct {
+	Device string `json:"device"`
+	// Health is alert, offline, stale or online.
+	Health string `json:"health"`
+	Online bool   `json:"online"`
+	// Text is the row's text as shown.
+	Text string `json:"text"`
+	// Alerts are the kinds of the alerts shown under the box.
+	Alerts []string `json:"alerts"`
 }
 
 // TeacherView is the teacher's view of the receiver's page (teacher.js).

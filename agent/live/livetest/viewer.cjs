@@ -4,8 +4,8 @@
 // data-ends, text), the rooms listed, whether the sign-in form shows, the
 // page's scroll width, how often it loaded, the video frames the browser
 // decoded (getStats inbound-rtp framesDecoded) and the candidate types of
-// the selected ICE pair, and the teacher's view (teacher.js's data-t-*
-// attributes) when it shows. Each line of stdin
+// the selected ICE pair, the teacher's view (teacher.js's data-t-*
+// attributes) and the administrator's fleet (fleet.js's) when they show. Each line of stdin
 // is a command, {"id":N,"op":"fill"|"click"|"select"|"screenshot","sel":…,
 // "value":…,"path":…}, answered by {"ack":N,"error":…}. It runs until its
 // stdin closes. VIEWPORT=WxH sets the window size. Usage: node viewer.cjs URL
@@ -119,12 +119,22 @@ async function run(page, c) {
           });
           teacher = { state: ts.dataset.state, reason: ts.dataset.reason || '', text: ts.textContent, rooms };
         }
+        let fleet = null;
+        const fs = document.getElementById('f-status');
+        const fsec = document.getElementById('fleet');
+        if (fs && fsec && !fsec.hidden) {
+          const boxes = [...document.querySelectorAll('tr[data-f-box]')].map((tr) => ({
+            device: tr.dataset.fBox, health: tr.dataset.health, online: tr.dataset.online === 'true', text: tr.textContent,
+            alerts: [...tr.querySelectorAll('li[data-f-alert]')].map((li) => li.dataset.kind),
+          }));
+          fleet = { state: fs.dataset.state, text: fs.textContent, boxes };
+        }
         const form = document.getElementById('signin');
         return {
           state: el.dataset.state, reason: el.dataset.reason || '', ends: el.dataset.ends || '', text: el.textContent,
           rooms, signin: !!form && !form.hidden, scrollWidth: document.documentElement.scrollWidth,
           frames, first: Math.round(window.__first || 0), before: window.__before || 0,
-          local: pair.local, remote: pair.remote, teacher,
+          local: pair.local, remote: pair.remote, teacher, fleet,
         };
       });
       s.loads = loads;

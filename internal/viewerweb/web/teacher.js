@@ -364,7 +364,7 @@
     onEnd = opts.onEnd;
     document.body.dataset.view = 'teacher';
     section.hidden = false;
-    who.textContent = 'Signed in as ' + opts.name + ' (teacher)';
+    who.textContent = 'Signed in as ' + opts.name + ' (' + (opts.role || 'teacher') + ')';
     setStatus('connecting', 'Connecting…', '');
     const gen = generation;
     for (let i = 0; gen === generation; i++) {

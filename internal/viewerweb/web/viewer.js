@@ -436,9 +436,15 @@
       statusEl.dataset.state = 'teacher';
       statusEl.dataset.reason = '';
       statusEl.textContent = '';
+      // An administrator's account also sees the fleet (fleet.js), above
+      // the rooms; signing out of one ends both.
+      if (body.role === 'admin' && window.fleetView) window.fleetView.start({ token: body.token });
       window.teacherView.start({
-        token: body.token, name: nameInput.value.trim(), expires: Date.parse(body.expires) || 0,
-        onEnd: (state, text, reason) => setState(state, text, reason),
+        token: body.token, name: nameInput.value.trim(), role: body.role, expires: Date.parse(body.expires) || 0,
+        onEnd: (state, text, reason) => {
+          if (window.fleetView) window.fleetView.stop();
+          setState(state, text, reason);
+        },
       });
       return;
     }
