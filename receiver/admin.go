@@ -43,6 +43,10 @@ type Admin interface {
 	ListDevices() ([]DeviceStatus, error)
 	RevokeDevice(name string) error
 	UnlockDevice(name string) error
+	// Key history (admin_keys.go).
+	RekeyDevice(name string) (*NewDevice, error)
+	RevokeCompromised(name string) error
+	RemoveDevice(name string) error
 	ListRecordings() ([]Recording, error)
 	// Viewer accounts (admin_viewers.go).
 	AddViewer(name, password string) error
@@ -112,7 +116,7 @@ func (s *Server) adminHandler() http.Handler {
 				code = http.StatusNotFound
 			case errors.Is(err, devices.ErrExists):
 				code = http.StatusConflict
-			case errors.Is(err, devices.ErrBadName):
+			case errors.Is(err, devices.ErrBadName), errors.Is(err, devices.ErrActive):
 				code = http.StatusBadRequest
 			case errors.Is(err, viewers.ErrUnknownViewer):
 				code = http.StatusNotFound
@@ -148,6 +152,7 @@ func (s *Server) adminHandler() http.Handler {
 		reply(w, v, err)
 	})
 	viewerRoutes(mux, local, reply)
+	keyRoutes(mux, local, reply)
 	mux.HandleFunc("GET /turn", s.handleTURNStatus)
 	mux.HandleFunc("POST /devices/{name}/decision", func(w http.ResponseWriter, r *http.Request) {
 		in, err := readDecide(r)

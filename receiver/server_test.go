@@ -91,12 +91,18 @@ func start(t *testing.T) *harness {
 // segment seals a small real segment with the box's keys.
 func (h *harness) segment(t *testing.T, seq uint64, prev [32]byte, rec [16]byte) []byte {
 	t.Helper()
+	return seal(t, h.box, crypto.Params{RecordingID: rec, Sequence: seq, Prev: prev, Codec: "video/mp4"}, 50_000)
+}
+
+// seal seals size random bytes with st's keys.
+func seal(t *testing.T, st *uploader.State, p crypto.Params, size int) []byte {
+	t.Helper()
 	var buf bytes.Buffer
-	w, err := crypto.NewWriter(&buf, h.box.Recipients, h.box.Device, crypto.Params{RecordingID: rec, Sequence: seq, Prev: prev, Codec: "video/mp4"})
+	w, err := crypto.NewWriter(&buf, st.Recipients, st.Device, p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := make([]byte, 50_000)
+	msg := make([]byte, size)
 	rand.Read(msg)
 	w.Write(msg)
 	if err := w.Close(); err != nil {

@@ -176,7 +176,7 @@ func (s *Server) ownUploads(tus http.Handler) http.Handler {
 		}
 		d := r.Context().Value(deviceKey).(*devices.Device)
 		o, ok := s.owner(id)
-		if ok && o.Serial == d.CertSerial {
+		if ok && d.HasSerial(o.Serial) {
 			tus.ServeHTTP(w, r)
 			return
 		}
