@@ -65,10 +65,17 @@ func serve(t *testing.T, cfg receiver.ServerConfig) (srv *receiver.Server, addr 
 // start runs a real receiver on loopback and enrolls one box with it.
 func start(t *testing.T) *harness {
 	t.Helper()
+	return startWith(t, receiver.ServerConfig{})
+}
+
+// startWith is start with cfg (its Data and Listen are set here).
+func startWith(t *testing.T, cfg receiver.ServerConfig) *harness {
+	t.Helper()
 	dir := t.TempDir()
 	h := &harness{data: filepath.Join(dir, "receiver")}
 	var stop func() error
-	h.srv, h.addr, stop = serve(t, receiver.ServerConfig{Data: h.data, Listen: "127.0.0.1:0"})
+	cfg.Data, cfg.Listen = h.data, "127.0.0.1:0"
+	h.srv, h.addr, stop = serve(t, cfg)
 	t.Cleanup(func() {
 		if err := stop(); err != nil {
 			t.Error(err)
@@ -322,6 +329,7 @@ func TestDeviceAccess(t *testing.T) {
 	anon := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.ClientTLS(nil, "", nil).RootCAs, MinVersion: tls.VersionTLS12}}}
 	anon.Transport.(*http.Transport).TLSClientConfig = h.box.TLSConfig().Clone()
 	anon.Transport.(*http.Transport).TLSClientConfig.Certificates = nil
+	anon.Transport.(*http.Transport).TLSClientConfig.GetClientCertificate = nil
 	if code, _, _ := h.commit(t, anon, req); code != http.StatusUnauthorized {
 		t.Fatalf("no certificate: HTTP %d, want 401", code)
 	}
@@ -331,6 +339,7 @@ func TestDeviceAccess(t *testing.T) {
 	fc, _ := other.IssueDevice("room-9", pub, time.Now())
 	foreignCfg := h.box.TLSConfig().Clone()
 	foreignCfg.Certificates = []tls.Certificate{pki.DeviceCertificate(fc, priv)}
+	foreignCfg.GetClientCertificate = nil
 	foreign := &http.Client{Transport: &http.Transport{TLSClientConfig: foreignCfg}}
 	if code, _, _ := h.commit(t, foreign, req); code != http.StatusUnauthorized {
 		t.Fatalf("foreign certificate: HTTP %d, want 401", code)
