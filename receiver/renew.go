@@ -47,7 +47,8 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusInternalServerError, "renew: issue certificate")
 		return
 	}
-	if err := s.devices.Renew(d.Name, presented.SerialNumber.String(), cert.SerialNumber.String(), presented.NotAfter, r.RemoteAddr); err != nil {
+	old := devices.Cert{Serial: presented.SerialNumber.String(), NotAfter: presented.NotAfter}
+	if err := s.devices.Renew(d.Name, old, devices.Cert{Serial: cert.SerialNumber.String(), NotAfter: cert.NotAfter}, r.RemoteAddr); err != nil {
 		s.log.Warn("renewal refused", "device", d.Name, "err", err)
 		writeRefusal(w, http.StatusForbidden, Refusal{Error: "renew: " + err.Error(), Reason: ReasonDeviceInactive})
 		return

@@ -209,7 +209,8 @@ func TestKeyHistory(t *testing.T) {
 	if err := f.reg.Enroll(tok, k1, "s1", "test"); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.reg.Renew("room-1", "s1", "s2", f.now.Add(time.Hour), "test"); err != nil {
+	cert := func(serial string, d time.Duration) Cert { return Cert{Serial: serial, NotAfter: f.now.Add(d)} }
+	if err := f.reg.Renew("room-1", cert("s1", time.Hour), cert("s2", 2*time.Hour), "test"); err != nil {
 		t.Fatal(err)
 	}
 	for _, serial := range []string{"s1", "s2"} {
@@ -217,21 +218,32 @@ func TestKeyHistory(t *testing.T) {
 			t.Fatalf("certificate %s not accepted after the renewal", serial)
 		}
 	}
-	f.now = f.now.Add(2 * time.Hour)
-	if err := f.reg.Renew("room-1", "s2", "s3", f.now.Add(time.Hour), "test"); err != nil {
+	// Two renewals from s1 race: s2 and s3 both keep working.
+	if err := f.reg.Renew("room-1", cert("s1", time.Hour), cert("s3", 2*time.Hour), "test"); err != nil {
+		t.Fatal(err)
+	}
+	for _, serial := range []string{"s1", "s2", "s3"} {
+		if _, ok := f.reg.Authorized(serial); !ok {
+			t.Fatalf("certificate %s not accepted after racing renewals", serial)
+		}
+	}
+	f.now = f.now.Add(90 * time.Minute)
+	if err := f.reg.Renew("room-1", cert("s3", 30*time.Minute), cert("s4", 2*time.Hour), "test"); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := f.reg.Authorized("s1"); ok {
 		t.Fatal("an expired renewed certificate is still listed")
 	}
-	if err := f.reg.Renew("room-1", "s1", "s4", f.now, "test"); err == nil {
+	if err := f.reg.Renew("room-1", cert("s1", 0), cert("s5", time.Hour), "test"); err == nil {
 		t.Fatal("renewal from a certificate no longer listed succeeded")
 	}
 	if tok, _, err = f.reg.Rekey("room-1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := f.reg.Authorized("s3"); ok {
-		t.Fatal("the replaced key's certificate still works")
+	for _, serial := range []string{"s2", "s3", "s4"} {
+		if _, ok := f.reg.Authorized(serial); ok {
+			t.Fatalf("certificate %s of the replaced key still works", serial)
+		}
 	}
 	if err := f.reg.Enroll(tok, k1, "s5", "test"); !errors.Is(err, ErrKeyEnrolled) {
 		t.Fatalf("re-key to the same key: %v, want ErrKeyEnrolled", err)

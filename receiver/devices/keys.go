@@ -183,10 +183,13 @@ func (r *Registry) Rekey(name string) (token string, expiry time.Time, err error
 }
 
 // Renew records a new certificate of the device's current key (same key,
-// new serial). The certificate it replaces keeps working until notAfter,
-// so that connections and uploads under it go on; expired ones are
-// dropped here.
-func (r *Registry) Renew(name, oldSerial, newSerial string, oldNotAfter time.Time, source string) error {
+// new serial), asked for with the certificate old. The certificates it
+// replaces keep working until they expire, so that connections and
+// uploads under them go on; expired ones are dropped here. When old is an
+// earlier certificate (two renewals raced), the current one is kept too,
+// until the new one's expiry at the latest.
+func (r *Registry) Renew(name string, old, renewed Cert, source string) error {
+	oldSerial, newSerial := old.Serial, renewed.Serial
 	err := r.db.Update(func(tx *bolt.Tx) error {
 		d, err := r.get(tx, name)
 		if err != nil {
@@ -197,8 +200,9 @@ func (r *Registry) Renew(name, oldSerial, newSerial string, oldNotAfter time.Tim
 		}
 		now := r.now()
 		d.Renewed = slices.DeleteFunc(d.Renewed, func(c Cert) bool { return !now.Before(c.NotAfter) || c.Serial == oldSerial })
-		if oldSerial == d.CertSerial {
-			d.Renewed = append(d.Renewed, Cert{Serial: oldSerial, NotAfter: oldNotAfter.UTC()})
+		d.Renewed = append(d.Renewed, Cert{Serial: oldSerial, NotAfter: old.NotAfter.UTC()})
+		if oldSerial != d.CertSerial {
+			d.Renewed = append(d.Renewed, Cert{Serial: d.CertSerial, NotAfter: renewed.NotAfter.UTC()})
 		}
 		d.CertSerial = newSerial
 		return put(tx, d)
