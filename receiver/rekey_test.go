@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/receiver"
 	"github.com/uploadbox/uploadbox/receiver/devices"
 	"github.com/uploadbox/uploadbox/receiver/receipt"
@@ -138,5 +139,48 @@ func TestRekeyKeepsEarlierSegments(t *testing.T) {
 	fresh := h.enroll(t, nd)
 	if code, reason, _ := h.send(t, fresh, sealBy(t, key1, [16]byte{5})); code != http.StatusForbidden || reason != receiver.ReasonForeignKey {
 		t.Fatalf("segment of the removed device's key: HTTP %d %q, want 403 %s", code, reason, receiver.ReasonForeignKey)
+	}
+}
+
+// TestAuditCheckAcrossRekey: the checkpoint a box sent before it was
+// re-keyed (signed by its earlier key) still checks its audit log; one
+// signed by a key revoked as compromised does not.
+func TestAuditCheckAcrossRekey(t *testing.T) {
+	h := start(t)
+	log, err := audit.Open(filepath.Join(t.TempDir(), "audit.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkpoint := func(box *uploader.State) {
+		t.Helper()
+		if _, err := log.Append(audit.Entry{Event: "daemon.start", Outcome: "ok"}); err != nil {
+			t.Fatal(err)
+		}
+		c, _, err := log.Checkpoint(box.Device.Signer())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := uploader.New(box, nil, nil).SendCheckpoint(t.Context(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkpoint(h.box)
+	nd, err := h.admin.RekeyDevice("room-9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key2 := h.enroll(t, nd)
+	if res, err := receiver.CheckDeviceAudit(h.data, "room-9", log.Path()); err != nil || !res.OK {
+		t.Fatalf("audit-check after the re-key: %+v %v, want OK", res, err)
+	}
+	checkpoint(key2)
+	if err := h.admin.RevokeCompromised("room-9"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.admin.RekeyDevice("room-9"); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := receiver.CheckDeviceAudit(h.data, "room-9", log.Path()); err == nil {
+		t.Fatalf("a checkpoint signed by the compromised key checks the log: %+v", res)
 	}
 }
