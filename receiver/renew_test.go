@@ -1,18 +1,24 @@
 package receiver_test
 
 import (
+	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/uploadbox/uploadbox/receiver"
 	"github.com/uploadbox/uploadbox/uploader"
+	"github.com/uploadbox/uploadbox/uploader/tus"
 	"github.com/uploadbox/uploadbox/wire"
 )
 
@@ -97,4 +103,33 @@ func mustCert(t *testing.T, der []byte) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// TestRenewKeepsUploads: an unfinished upload made under the certificate
+// a renewal replaced is still the box's (resumed and committed under the
+// new one), and it still counts against the box's upload quota.
+func TestRenewKeepsUploads(t *testing.T) {
+	h := startWith(t, receiver.ServerConfig{UploadQuota: 100_000})
+	seg := sealBy(t, h.box, [16]byte{1})
+	c := tus.NewClient(h.box.HTTPClient(), h.box.Receiver.JoinPath("/v1/uploads/"), tus.Options{})
+	u, err := c.Create(t.Context(), int64(len(seg)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.box.Renew(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// A new connection, so the new certificate is the one presented.
+	renewed := &http.Client{Transport: &http.Transport{TLSClientConfig: h.box.TLSConfig()}}
+	c2 := tus.NewClient(renewed, h.box.Receiver.JoinPath("/v1/uploads/"), tus.Options{})
+	if _, err := c2.Create(t.Context(), 90_000, nil); err == nil || !strings.Contains(err.Error(), "413") {
+		t.Fatalf("an upload past the quota with the open one made before the renewal: %v, want 413", err)
+	}
+	if err := c2.Upload(t.Context(), u, bytes.NewReader(seg), int64(len(seg)), nil); err != nil {
+		t.Fatalf("resume under the renewed certificate: %v", err)
+	}
+	sum := sha256.Sum256(seg)
+	if code, _, body := h.commit(t, renewed, receiver.CommitRequest{UploadID: path.Base(u), Size: int64(len(seg)), SHA256: hex.EncodeToString(sum[:])}); code != http.StatusOK {
+		t.Fatalf("commit under the renewed certificate: HTTP %d %s", code, body)
+	}
 }
