@@ -379,6 +379,22 @@ func (i *Info) NoMedia() bool {
 	return i.Size-int64(len(i.Header.raw))-stream.PrefixSize < stream.EncChunkSize
 }
 
+// MediaBytes is how many plaintext bytes the segment holds, from its
+// length alone: 0 for an empty end segment (§6). For a segment without its
+// trailer (TRUNCATED) it counts the chunk-sized pieces that arrived, one
+// chunk high when the final chunk and a cut trailer fill a chunk's length.
+func (i *Info) MediaBytes() int64 {
+	if i == nil || i.Header == nil {
+		return 0
+	}
+	n := i.Size - int64(len(i.Header.raw)) - stream.PrefixSize
+	if i.Trailer == nil {
+		return max(0, n/stream.EncChunkSize*stream.ChunkSize)
+	}
+	n -= TrailerSize
+	return max(0, n-stream.TagSize*(n/stream.EncChunkSize+1))
+}
+
 // Verify checks a segment without any decryption key: the header parses,
 // the payload has a valid Cobblestone length (full chunks and a short final
 // chunk), the trailer is present, and the signature verifies with the

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -48,6 +47,8 @@ type Admin interface {
 	RevokeCompromised(name string) error
 	RemoveDevice(name string) error
 	ListRecordings() ([]Recording, error)
+	// Deleting, restoring, purging and scrubbing recordings (admin_recordings.go).
+	recordingAdmin
 	// Viewer accounts (admin_viewers.go).
 	AddViewer(name, password string) error
 	ListViewers() ([]viewers.Viewer, error)
@@ -83,6 +84,9 @@ type Recording struct {
 	First     time.Time `json:"first_committed"`
 	Last      time.Time `json:"last_committed"`
 	Keys      []string  `json:"keys"`
+	// Times of the media and the recording's lifecycle (recordings.go).
+	RecordingTimes
+	RecordingLife
 }
 
 func (s *Server) listenAdmin() (net.Listener, error) {
@@ -106,7 +110,7 @@ func (s *Server) listenAdmin() (net.Listener, error) {
 }
 
 func (s *Server) adminHandler() http.Handler {
-	local := &localAdmin{reg: s.devices, db: s.db, ca: s.ca, viewers: s.viewers, hub: &s.hub}
+	local := &localAdmin{reg: s.devices, db: s.db, ca: s.ca, viewers: s.viewers, hub: &s.hub, life: s.life}
 	mux := http.NewServeMux()
 	reply := func(w http.ResponseWriter, v any, err error) {
 		if err != nil {
@@ -153,6 +157,7 @@ func (s *Server) adminHandler() http.Handler {
 	})
 	viewerRoutes(mux, local, reply)
 	keyRoutes(mux, local, reply)
+	s.recordingRoutes(mux, reply)
 	mux.HandleFunc("GET /turn", s.handleTURNStatus)
 	mux.HandleFunc("POST /devices/{name}/decision", func(w http.ResponseWriter, r *http.Request) {
 		in, err := readDecide(r)
@@ -213,7 +218,12 @@ func OpenAdmin(data string) (Admin, error) {
 		db.Close()
 		return nil, err
 	}
-	return &localAdmin{reg: reg, db: db, ca: ca, closeDB: true, viewers: vs}, nil
+	l, err := openLife(data, db, log)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &localAdmin{reg: reg, db: db, ca: ca, closeDB: true, viewers: vs, life: l}, nil
 }
 
 type localAdmin struct {
@@ -224,6 +234,8 @@ type localAdmin struct {
 	viewers *viewers.Registry
 	// hub is the running server's control connections; nil without one.
 	hub *Hub
+	// life is the recordings' lifecycle (recordings.go).
+	life *life
 }
 
 func (a *localAdmin) AddDevice(name string) (*NewDevice, error) {
@@ -268,47 +280,7 @@ func (a *localAdmin) RevokeDevice(name string) error {
 }
 func (a *localAdmin) UnlockDevice(name string) error { return a.reg.Unlock(name) }
 
-func (a *localAdmin) ListRecordings() ([]Recording, error) {
-	byID := map[string]*Recording{}
-	segs := map[string][]SegmentRecord{}
-	err := a.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(segmentsBucket).ForEach(func(k, v []byte) error {
-			var rec SegmentRecord
-			if err := json.Unmarshal(v, &rec); err != nil {
-				return fmt.Errorf("segment %s: damaged record: %w", k, err)
-			}
-			r := byID[rec.Recording]
-			if r == nil {
-				r = &Recording{Device: rec.Device, ID: rec.Recording, First: rec.Committed}
-				byID[rec.Recording] = r
-			}
-			segs[rec.Recording] = append(segs[rec.Recording], rec)
-			r.Segments++
-			r.Bytes += rec.Size
-			r.Keys = append(r.Keys, rec.Key)
-			if rec.Outcome != "OK" {
-				r.Truncated++
-			}
-			if rec.Committed.Before(r.First) {
-				r.First = rec.Committed
-			}
-			if rec.Committed.After(r.Last) {
-				r.Last = rec.Committed
-			}
-			return nil
-		})
-	})
-	var out []Recording
-	now := time.Now()
-	for id, r := range byID {
-		st := RecordingState(segs[id], now)
-		r.Complete, r.Ended, r.Missing = st.Complete, st.Ended, st.Missing
-		sort.Strings(r.Keys)
-		out = append(out, *r)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].First.Before(out[j].First) })
-	return out, err
-}
+func (a *localAdmin) ListRecordings() ([]Recording, error) { return a.life.recordings(false) }
 
 func (a *localAdmin) Close() error {
 	if a.closeDB {
@@ -398,9 +370,18 @@ func ExportStored(ctx context.Context, data, id, out string, ids []*crypto.Ident
 		return nil, err
 	}
 	rs, err := a.ListRecordings()
+	var deleted []Recording
+	if err == nil {
+		deleted, err = a.ListDeletedRecordings()
+	}
 	a.Close()
 	if err != nil {
 		return nil, err
+	}
+	for _, r := range deleted {
+		if r.ID == id {
+			return nil, fmt.Errorf("recording %s was deleted on %s: restore it first (recordings restore %s) before %s", id, r.Deleted.Format(time.RFC3339), id, r.PurgeAfter.Format(time.RFC3339))
+		}
 	}
 	for _, r := range rs {
 		if r.ID != id {

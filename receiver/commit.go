@@ -54,6 +54,11 @@ type SegmentRecord struct {
 	Key       string    `json:"key"`     // in the store
 	Receipt   []byte    `json:"receipt"`
 	Committed time.Time `json:"committed"`
+	// Start is the wall-clock start of the segment's media (the header's
+	// start_ns) and Media its plaintext bytes (crypto.Info.MediaBytes);
+	// both zero on records stored before they were kept.
+	Start time.Time `json:"start,omitzero"`
+	Media int64     `json:"media_bytes,omitempty"`
 }
 
 func segmentKey(devKey []byte, rec [16]byte, seq uint64) string {
@@ -335,6 +340,9 @@ func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source str
 	}
 	if rec.Last {
 		rec.End = info.Trailer.End().String()
+	}
+	if hdr.StartUnixNs != 0 {
+		rec.Start, rec.Media = time.Unix(0, hdr.StartUnixNs).UTC(), info.MediaBytes()
 	}
 	// Exactly once: an earlier record of this (device, recording, sequence)
 	// decides before anything is stored.

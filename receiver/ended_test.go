@@ -2,10 +2,7 @@ package receiver_test
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/hex"
-	"net/http"
-	"path"
 	"testing"
 
 	"github.com/uploadbox/uploadbox/crypto"
@@ -17,15 +14,7 @@ import (
 // recording stopped by a full spool is complete.
 func TestListRecordingsSaysWhyItEnded(t *testing.T) {
 	h := start(t)
-	client := h.box.HTTPClient()
-	send := func(seg []byte) {
-		t.Helper()
-		sum := sha256.Sum256(seg)
-		req := receiver.CommitRequest{UploadID: path.Base(h.upload(t, seg)), Size: int64(len(seg)), SHA256: hex.EncodeToString(sum[:])}
-		if code, _, body := h.commit(t, client, req); code != http.StatusOK {
-			t.Fatalf("commit: HTTP %d %s", code, body)
-		}
-	}
+	send := func(seg []byte) { h.send(t, seg) }
 	seal := func(rec [16]byte, seq uint64, prev [32]byte, end crypto.EndReason, last bool) ([]byte, [32]byte) {
 		t.Helper()
 		var buf bytes.Buffer

@@ -28,10 +28,10 @@ func sealBy(t *testing.T, st *uploader.State, rec [16]byte) []byte {
 	return seal(t, st, crypto.Params{RecordingID: rec, Codec: "video/mp4"}, 20_000)
 }
 
-// send uploads seg with box's certificate and commits it: the status, the
+// sendAs uploads seg with box's certificate and commits it: the status, the
 // refusal reason and, on success, the receipt. A refused connection is
 // status 0 with the error as reason.
-func (h *harness) send(t *testing.T, box *uploader.State, seg []byte) (int, string, *receipt.Receipt) {
+func (h *harness) sendAs(t *testing.T, box *uploader.State, seg []byte) (int, string, *receipt.Receipt) {
 	t.Helper()
 	c := tus.NewClient(box.HTTPClient(), box.Receiver.JoinPath("/v1/uploads/"), tus.Options{})
 	u, err := c.Create(t.Context(), int64(len(seg)), nil)
@@ -80,18 +80,18 @@ func TestRekeyKeepsEarlierSegments(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The old key's certificate stops working at once.
-	if code, _, _ := h.send(t, key1, sealBy(t, key1, [16]byte{9})); code == http.StatusOK {
+	if code, _, _ := h.sendAs(t, key1, sealBy(t, key1, [16]byte{9})); code == http.StatusOK {
 		t.Fatal("the certificate of the replaced key still commits")
 	}
 	key2 := h.enroll(t, nd)
-	code, reason, r := h.send(t, key2, queued1)
+	code, reason, r := h.sendAs(t, key2, queued1)
 	if code != http.StatusOK {
 		t.Fatalf("segment signed by the earlier key: HTTP %d %s, want it accepted", code, reason)
 	}
 	if !r.Device.Equal(ed25519.PublicKey(key1.Device.Public().Bytes())) {
 		t.Fatal("the receipt does not name the key that signed the segment")
 	}
-	if code, reason, _ := h.send(t, key2, sealBy(t, key2, [16]byte{2})); code != http.StatusOK {
+	if code, reason, _ := h.sendAs(t, key2, sealBy(t, key2, [16]byte{2})); code != http.StatusOK {
 		t.Fatalf("segment signed by the new key: HTTP %d %s", code, reason)
 	}
 
@@ -105,10 +105,10 @@ func TestRekeyKeepsEarlierSegments(t *testing.T) {
 		t.Fatal(err)
 	}
 	key3 := h.enroll(t, nd)
-	if code, reason, _ := h.send(t, key3, late2); code != http.StatusForbidden || reason != receiver.ReasonKeyCompromised {
+	if code, reason, _ := h.sendAs(t, key3, late2); code != http.StatusForbidden || reason != receiver.ReasonKeyCompromised {
 		t.Fatalf("segment of the compromised key arriving after the revocation: HTTP %d %q, want 403 %s", code, reason, receiver.ReasonKeyCompromised)
 	}
-	if code, reason, _ := h.send(t, key3, sealBy(t, key1, [16]byte{4})); code != http.StatusOK {
+	if code, reason, _ := h.sendAs(t, key3, sealBy(t, key1, [16]byte{4})); code != http.StatusOK {
 		t.Fatalf("segment of the earlier, uncompromised key: HTTP %d %s", code, reason)
 	}
 	// A key the device held before cannot be enrolled again.
@@ -137,7 +137,7 @@ func TestRekeyKeepsEarlierSegments(t *testing.T) {
 		t.Fatalf("the name of a removed device: %v", err)
 	}
 	fresh := h.enroll(t, nd)
-	if code, reason, _ := h.send(t, fresh, sealBy(t, key1, [16]byte{5})); code != http.StatusForbidden || reason != receiver.ReasonForeignKey {
+	if code, reason, _ := h.sendAs(t, fresh, sealBy(t, key1, [16]byte{5})); code != http.StatusForbidden || reason != receiver.ReasonForeignKey {
 		t.Fatalf("segment of the removed device's key: HTTP %d %q, want 403 %s", code, reason, receiver.ReasonForeignKey)
 	}
 }

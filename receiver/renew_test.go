@@ -34,7 +34,7 @@ func TestRenewKeepsKey(t *testing.T) {
 		t.Fatalf("enrollment certificate valid for %s, want 1h after issue", got)
 	}
 	oldPair := h.box.DeviceCert
-	if code, reason, _ := h.send(t, h.box, sealBy(t, h.box, [16]byte{1})); code != http.StatusOK {
+	if code, reason, _ := h.sendAs(t, h.box, sealBy(t, h.box, [16]byte{1})); code != http.StatusOK {
 		t.Fatalf("before renewal: HTTP %d %s", code, reason)
 	}
 
@@ -78,7 +78,7 @@ func TestRenewKeepsKey(t *testing.T) {
 	}
 	// The box's kept-alive connection and a new one with the old
 	// certificate both still work.
-	if code, reason, _ := h.send(t, h.box, sealBy(t, h.box, [16]byte{2})); code != http.StatusOK {
+	if code, reason, _ := h.sendAs(t, h.box, sealBy(t, h.box, [16]byte{2})); code != http.StatusOK {
 		t.Fatalf("after renewal, the kept connection: HTTP %d %s", code, reason)
 	}
 	pool := x509.NewCertPool()

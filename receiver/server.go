@@ -56,9 +56,13 @@ const (
 
 // ServerConfig configures `uploadbox-receiver serve`.
 type ServerConfig struct {
-	Data       string
-	Listen     string      // default 127.0.0.1:8443
-	Hosts      []string    // names and IPs in the server certificate; default the listen IP and localhost
+	Data   string
+	Listen string // default 127.0.0.1:8443
+	// Hosts are the names and IPs in the server certificate: a stored
+	// certificate for other names is reissued (servercert.go). Without
+	// them, the stored certificate is kept; the first run makes one for
+	// the listen IP and localhost.
+	Hosts      []string
 	Recipients string      // organisation public keys; empty: generate a key pair in Data on first run
 	Store      store.Store // nil: the local filesystem under Data/store
 	Logger     *slog.Logger
@@ -108,17 +112,27 @@ type ServerConfig struct {
 	// enrollment and renewal (default pki.DeviceLifetime, 2 years; boxes
 	// renew at two thirds of it).
 	DeviceCertTTL time.Duration
+	// Recordings' lifecycle (recordings.go): DeleteGrace is how long a
+	// deleted recording is kept before it is purged (default
+	// DefaultDeleteGrace); Retention, if set, deletes recordings that
+	// old; ScrubEvery is how often every stored segment is re-read and
+	// checked (0: never). Now is the clock (default time.Now), for tests.
+	DeleteGrace, Retention, ScrubEvery time.Duration
+	Now                                func() time.Time
 }
 
 // Server is the cloud receiver.
 type Server struct {
-	cfg        ServerConfig
-	log        *slog.Logger
-	db         *bolt.DB
-	audit      *audit.Log
-	devices    *devices.Registry
-	ca         *pki.CA
-	cert       tls.Certificate
+	cfg     ServerConfig
+	log     *slog.Logger
+	db      *bolt.DB
+	audit   *audit.Log
+	devices *devices.Registry
+	ca      *pki.CA
+	// serverCert is what the main listener presents; oldCert the one a
+	// reissue replaced, still presented for names only it covers.
+	serverCert atomic.Pointer[tls.Certificate]
+	oldCert    atomic.Pointer[tls.Certificate]
 	receiptKey ed25519.PrivateKey
 	tokenKey   ed25519.PrivateKey
 	viewers    *viewers.Registry
@@ -141,6 +155,9 @@ type Server struct {
 	webAddr string
 	// turn is the TURN server while Run runs with cfg.TURN.Listen set.
 	turn *turn.Server
+	// life is the recordings' lifecycle; lastScrub the last scrub of all.
+	life      *life
+	lastScrub atomic.Pointer[ScrubReport]
 	// Notes for the operator from the first run (e.g. a generated org key).
 	Warnings []string
 }
@@ -190,14 +207,18 @@ func Open(cfg ServerConfig) (*Server, error) {
 			return nil, fmt.Errorf("serve: %w", err)
 		}
 	}
-	if len(cfg.Hosts) == 0 {
+	if err := CheckHosts(cfg.Hosts); err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	hosts := cfg.Hosts
+	if len(hosts) == 0 {
 		host, _, err := net.SplitHostPort(cfg.Listen)
 		if err != nil {
 			return nil, fmt.Errorf("serve: --listen %q: %w", cfg.Listen, err)
 		}
-		cfg.Hosts = []string{"localhost"}
+		hosts = []string{"localhost"}
 		if host != "" && host != "localhost" {
-			cfg.Hosts = append([]string{host}, cfg.Hosts...)
+			hosts = append([]string{host}, hosts...)
 		}
 	}
 	log := cfg.Logger
@@ -210,12 +231,14 @@ func Open(cfg ServerConfig) (*Server, error) {
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return nil, fmt.Errorf("serve: data directory: %w", err)
 	}
-	var created bool
-	if s.ca, s.cert, created, err = pki.LoadOrCreate(cfg.Data, cfg.Hosts, time.Now()); err != nil {
+	ca, cert, created, err := pki.LoadOrCreate(cfg.Data, hosts, time.Now())
+	if err != nil {
 		return nil, fmt.Errorf("serve: certificates: %w", err)
 	}
+	s.ca = ca
+	s.serverCert.Store(&cert)
 	if created {
-		s.log.Info("created CA and server certificate", "fingerprint", s.ca.Fingerprint(), "hosts", cfg.Hosts)
+		s.log.Info("created CA and server certificate", "fingerprint", s.ca.Fingerprint(), "hosts", hosts)
 	}
 	if err := s.openWeb(); err != nil {
 		return nil, err
@@ -236,6 +259,9 @@ func Open(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s.fails = &auditGuard{log: s.audit, fails: audit.NewFailures(s.audit, 0), max: cfg.AuditMaxBytes, slog: s.log}
+	if err := s.followHosts(cfg.Hosts, "start"); err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
 	// The server holds the database; admin commands reach it through the
 	// admin socket while it runs (see admin.go), so they never wait on it.
 	if s.db, err = bolt.Open(filepath.Join(cfg.Data, DBFile), 0o600, &bolt.Options{Timeout: 2 * time.Second}); err != nil {
@@ -267,6 +293,10 @@ func Open(cfg ServerConfig) (*Server, error) {
 			s.db.Close()
 			return nil, err
 		}
+	}
+	if err := s.openLife(); err != nil {
+		s.db.Close()
+		return nil, err
 	}
 	s.uploads = filepath.Join(cfg.Data, UploadsDir)
 	if err := os.MkdirAll(s.uploads, 0o700); err != nil {
@@ -419,7 +449,11 @@ func (s *Server) Handler() http.Handler {
 // connection audited, and every refused client certificate (a foreign
 // CA's, an expired or a revoked one) audited as a failure with its source.
 func (s *Server) TLSConfig() *tls.Config {
-	base := pki.ServerTLS(s.ca, s.cert, nil)
+	base := pki.ServerTLS(s.ca, tls.Certificate{}, nil)
+	// The certificate is picked per handshake, so that a reissue applies
+	// to the next one.
+	base.Certificates = nil
+	base.GetCertificate = s.serverCertFor
 	// The per-connection configurations below replace the one http.Server
 	// extends with ALPN: name its protocols here.
 	base.NextProtos = []string{"h2", "http/1.1"}
@@ -480,7 +514,8 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 		s.stopTURN()
 		return err
 	}
-	adminSrv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	// Long admin calls (scrub, purge) end when serve stops.
+	adminSrv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 	errc := make(chan error, 3)
 	web, err := s.startWeb(ctx, errc)
 	if err != nil {
@@ -505,6 +540,8 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	bg, stopBg := context.WithCancel(ctx)
 	janitorDone := make(chan struct{})
 	go func() { s.runJanitor(bg); close(janitorDone) }()
+	lifeDone := make(chan struct{})
+	go func() { s.runLife(bg); close(lifeDone) }()
 	// The coalesced failures are summed up once a minute and at shutdown.
 	fctx, stopFails := context.WithCancel(context.WithoutCancel(ctx))
 	failsDone := make(chan error, 1)
@@ -542,6 +579,7 @@ wait:
 	s.stopTURN()
 	stopBg()
 	<-janitorDone
+	<-lifeDone
 	stopFails()
 	ferr := <-failsDone
 	os.Remove(filepath.Join(s.cfg.Data, AdminSocket))

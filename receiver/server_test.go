@@ -18,6 +18,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,6 +36,8 @@ type harness struct {
 	addr  string
 	box   *uploader.State
 	admin receiver.Admin
+	// stop stops the server (once; again at the test's end does nothing).
+	stop func() error
 }
 
 // serve opens and runs a receiver with cfg; stop ends Run, closes the
@@ -63,10 +66,7 @@ func serve(t *testing.T, cfg receiver.ServerConfig) (srv *receiver.Server, addr 
 }
 
 // start runs a real receiver on loopback and enrolls one box with it.
-func start(t *testing.T) *harness {
-	t.Helper()
-	return startWith(t, receiver.ServerConfig{})
-}
+func start(t *testing.T) *harness { return startWith(t, receiver.ServerConfig{}) }
 
 // startWith is start with cfg (its Data and Listen are set here).
 func startWith(t *testing.T, cfg receiver.ServerConfig) *harness {
@@ -76,8 +76,9 @@ func startWith(t *testing.T, cfg receiver.ServerConfig) *harness {
 	var stop func() error
 	cfg.Data, cfg.Listen = h.data, "127.0.0.1:0"
 	h.srv, h.addr, stop = serve(t, cfg)
+	h.stop = sync.OnceValue(stop)
 	t.Cleanup(func() {
-		if err := stop(); err != nil {
+		if err := h.stop(); err != nil {
 			t.Error(err)
 		}
 	})
@@ -116,6 +117,16 @@ func seal(t *testing.T, st *uploader.State, p crypto.Params, size int) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// send uploads and commits seg, which must be accepted.
+func (h *harness) send(t *testing.T, seg []byte) {
+	t.Helper()
+	sum := sha256.Sum256(seg)
+	req := receiver.CommitRequest{UploadID: path.Base(h.upload(t, seg)), Size: int64(len(seg)), SHA256: hex.EncodeToString(sum[:])}
+	if code, _, body := h.commit(t, h.box.HTTPClient(), req); code != http.StatusOK {
+		t.Fatalf("commit: HTTP %d %s", code, body)
+	}
 }
 
 func (h *harness) upload(t *testing.T, data []byte) string {

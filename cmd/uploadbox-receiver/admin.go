@@ -88,27 +88,6 @@ func newDevicesCommand() *cobra.Command {
 	return devs
 }
 
-func newRecordingsCommand() *cobra.Command {
-	recs := &cobra.Command{Use: "recordings", Short: "List stored recordings"}
-	recs.AddCommand(adminCommand("list [--json]", "List recordings, whether they are complete and why they ended", cobra.NoArgs,
-		func(cmd *cobra.Command, a receiver.Admin, _ []string, asJSON bool) error {
-			rs, err := a.ListRecordings()
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd, rs)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "RECORDING\tDEVICE\tSEGMENTS\tBYTES\tCOMPLETE\tMISSING\tTRUNCATED\tENDED")
-			for _, r := range rs {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%t\t%d\t%d\t%s\n", r.ID, r.Device, r.Segments, r.Bytes, r.Complete, r.Missing, r.Truncated, r.Ended)
-			}
-			return tw.Flush()
-		}), newRecordingsExportCommand())
-	return recs
-}
-
 func newAuditCommand() *cobra.Command {
 	var data string
 	a := &cobra.Command{Use: "audit", Short: "Check the audit log"}

@@ -76,6 +76,28 @@ func runStoreSuite(t *testing.T, s Store) {
 		checkStat(t, s, key, first)
 	})
 
+	t.Run("Delete", func(t *testing.T) {
+		d, ok := s.(Deleter)
+		if !ok {
+			t.Fatalf("%T cannot delete objects", s)
+		}
+		p := prefix(t)
+		gone, kept := p+"DEV1/REC1/000008.ubx", p+"DEV1/REC2/000000.ubx"
+		mustPut(t, s, gone, randBytes(t, 3000))
+		mustPut(t, s, kept, randBytes(t, 3000))
+		for range 2 { // a repeated delete is not an error
+			if err := d.Delete(ctx, gone); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.Stat(ctx, gone); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Stat after Delete: err = %v, want ErrNotFound", err)
+		}
+		checkList(t, s, p, []string{kept})
+		// The key is free again.
+		mustPut(t, s, gone, randBytes(t, 100))
+	})
+
 	t.Run("HashMismatch", func(t *testing.T) {
 		p := prefix(t)
 		key := p + "DEV1/REC1/000004.ubx"

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"github.com/uploadbox/uploadbox/receiver"
+)
+
+func TestLifeServeOptions(t *testing.T) {
+	const day = 24 * time.Hour
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string // "" for accepted
+		want    receiver.ServerConfig
+	}{
+		{"defaults", nil, "", receiver.ServerConfig{DeleteGrace: 90 * day, ScrubEvery: 24 * time.Hour}},
+		{"set", []string{"--retention", "365", "--delete-grace", "30", "--scrub-every", "6h"}, "", receiver.ServerConfig{Retention: 365 * day, DeleteGrace: 30 * day, ScrubEvery: 6 * time.Hour}},
+		{"scrub off", []string{"--scrub-every", "0"}, "", receiver.ServerConfig{DeleteGrace: 90 * day}},
+		{"negative retention", []string{"--retention", "-1"}, "--retention -1", receiver.ServerConfig{}},
+		{"zero grace", []string{"--delete-grace", "0"}, "--delete-grace 0", receiver.ServerConfig{}},
+		{"scrub too often", []string{"--scrub-every", "10ms"}, "--scrub-every 10ms", receiver.ServerConfig{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := applyServeFlags(t, &lifeServeOptions{}, tc.args, tc.wantErr)
+			if tc.wantErr != "" {
+				return
+			}
+			if err != nil || cfg.Retention != tc.want.Retention || cfg.DeleteGrace != tc.want.DeleteGrace || cfg.ScrubEvery != tc.want.ScrubEvery {
+				t.Fatalf("cfg = %+v, err = %v; want %+v", cfg, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDurationText(t *testing.T) {
+	for _, tc := range []struct {
+		s    float64
+		want string
+	}{{0, "-"}, {6.4, "6s"}, {59.6, "1m00s"}, {125, "2m05s"}, {3723, "1h02m03s"}} {
+		if got := durationText(tc.s); got != tc.want {
+			t.Errorf("durationText(%v) = %q, want %q", tc.s, got, tc.want)
+		}
+	}
+}
