@@ -205,6 +205,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.m.serve(gctx, a.Config().Metrics.Listen) })
 	g.Go(func() error { return a.uploadLoop(gctx) })
 	g.Go(func() error { return a.linkLoop(gctx) })
+	g.Go(func() error { return a.renewLoop(gctx) })
 	g.Go(func() error { return a.consentStateLoop(gctx) })
 	g.Go(func() error { return a.reportLoop(gctx) })
 	g.Go(func() error { return a.watchdog(gctx) })

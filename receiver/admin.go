@@ -42,6 +42,10 @@ type Admin interface {
 	ListDevices() ([]DeviceStatus, error)
 	RevokeDevice(name string) error
 	UnlockDevice(name string) error
+	// Key history (admin_keys.go).
+	RekeyDevice(name string) (*NewDevice, error)
+	RevokeCompromised(name string) error
+	RemoveDevice(name string) error
 	ListRecordings() ([]Recording, error)
 	// Deleting, restoring, purging and scrubbing recordings (admin_recordings.go).
 	recordingAdmin
@@ -116,7 +120,7 @@ func (s *Server) adminHandler() http.Handler {
 				code = http.StatusNotFound
 			case errors.Is(err, devices.ErrExists):
 				code = http.StatusConflict
-			case errors.Is(err, devices.ErrBadName):
+			case errors.Is(err, devices.ErrBadName), errors.Is(err, devices.ErrActive):
 				code = http.StatusBadRequest
 			case errors.Is(err, viewers.ErrUnknownViewer):
 				code = http.StatusNotFound
@@ -152,6 +156,7 @@ func (s *Server) adminHandler() http.Handler {
 		reply(w, v, err)
 	})
 	viewerRoutes(mux, local, reply)
+	keyRoutes(mux, local, reply)
 	s.recordingRoutes(mux, reply)
 	mux.HandleFunc("GET /turn", s.handleTURNStatus)
 	mux.Handle("GET /metrics", s.metricsHandler())

@@ -160,17 +160,27 @@ func CheckDeviceAudit(data, device, file string) (*AuditCheck, error) {
 	if err != nil {
 		return nil, err
 	}
-	var pub ed25519.PublicKey
+	// The checkpoint may be signed by the key the box held before a
+	// re-key: any key of its history that is not compromised is good.
+	var keys []ed25519.PublicKey
 	found := false
 	for _, d := range ds {
 		if d.Name == device {
-			found, pub = true, d.PublicKey
+			found = true
+			if len(d.PublicKey) == ed25519.PublicKeySize {
+				keys = append(keys, d.PublicKey)
+			}
+			for _, k := range d.History {
+				if k.Compromised.IsZero() {
+					keys = append(keys, k.PublicKey)
+				}
+			}
 		}
 	}
 	if !found {
 		return nil, fmt.Errorf("%w: %s (see devices list)", devices.ErrUnknownDevice, device)
 	}
-	if len(pub) != ed25519.PublicKeySize {
+	if len(keys) == 0 {
 		return nil, fmt.Errorf("device %s has not enrolled yet: it has no key and no checkpoint", device)
 	}
 	c, err := audit.LoadCheckpoint(DeviceCheckpointPath(data, device))
@@ -180,8 +190,14 @@ func CheckDeviceAudit(data, device, file string) (*AuditCheck, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := c.Verify(pub); err != nil {
-		return nil, fmt.Errorf("the stored checkpoint of %s: %w", device, err)
+	verr := c.Verify(keys[0])
+	for _, k := range keys[1:] {
+		if verr != nil && c.Verify(k) == nil {
+			verr = nil
+		}
+	}
+	if verr != nil {
+		return nil, fmt.Errorf("the stored checkpoint of %s: %w", device, verr)
 	}
 	f, err := os.Open(file)
 	if err != nil {

@@ -92,7 +92,7 @@ func TestAuditCheckpointEndpoint(t *testing.T) {
 		}
 	}
 	anon := h.box.TLSConfig()
-	anon.Certificates = nil
+	anon.Certificates, anon.GetClientCertificate = nil, nil
 	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: anon}}).Post("https://"+h.addr+"/v1/audit/checkpoint", "application/json", strings.NewReader("{}"))
 	if err != nil {
 		t.Fatal(err)

@@ -257,7 +257,7 @@ func (s *Server) commit(ctx context.Context, d *devices.Device, source string, r
 	if !open {
 		return s.repeatedCommit(d, source, req)
 	}
-	if o.Serial != d.CertSerial {
+	if !d.HasSerial(o.Serial) {
 		s.denyUpload(d, source, "commit", o)
 		return nil, notFound(req.UploadID)
 	}
@@ -323,14 +323,20 @@ func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source str
 		return nil, refuseForGood(http.StatusUnprocessableEntity, ReasonCorrupt, "commit: segment does not verify: %v", verr)
 	}
 	hdr := info.Header
-	if !ed25519.PublicKey(hdr.Device.Bytes()).Equal(ed25519.PublicKey(d.PublicKey)) {
+	// The segment's own key decides, not the certificate's: a re-keyed
+	// device's earlier segments are signed by an earlier key (keys.go).
+	signer := ed25519.PublicKey(hdr.Device.Bytes())
+	if err := d.CheckSigner(signer, time.Now()); err != nil {
+		if errors.Is(err, devices.ErrKeyCompromised) {
+			return nil, refuseForGood(http.StatusForbidden, ReasonKeyCompromised, "commit: segment %d of recording %x was signed by key %s of %s: %v; it is refused for good", hdr.Sequence, hdr.RecordingID, devices.KeyID(signer), d.Name, err)
+		}
 		return nil, refuseForGood(http.StatusForbidden, ReasonForeignKey, "commit: the segment was signed by another device than %s", d.Name)
 	}
 	rec := SegmentRecord{
-		Device: d.Name, DeviceKey: d.PublicKey, Recording: hex.EncodeToString(hdr.RecordingID[:]), Sequence: hdr.Sequence,
+		Device: d.Name, DeviceKey: signer, Recording: hex.EncodeToString(hdr.RecordingID[:]), Sequence: hdr.Sequence,
 		Size: size, SHA256: req.SHA256, Commitment: hex.EncodeToString(info.Commitment[:]), Prev: hex.EncodeToString(hdr.Prev[:]),
 		Last: info.Trailer != nil && info.Trailer.Last(), Outcome: outcome.String(),
-		Key: segmentKey(d.PublicKey, hdr.RecordingID, hdr.Sequence),
+		Key: segmentKey(signer, hdr.RecordingID, hdr.Sequence),
 	}
 	if rec.Last {
 		rec.End = info.Trailer.End().String()
@@ -358,7 +364,7 @@ func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source str
 		return nil, fmt.Errorf("commit: store %s: %w", rec.Key, err)
 	}
 	rec.Committed = time.Now().UTC()
-	rb, err := receipt.Sign(s.receiptKey, receipt.Receipt{Device: d.PublicKey, RecordingID: hdr.RecordingID, Sequence: hdr.Sequence, SHA256: sum, Size: size, Committed: rec.Committed})
+	rb, err := receipt.Sign(s.receiptKey, receipt.Receipt{Device: signer, RecordingID: hdr.RecordingID, Sequence: hdr.Sequence, SHA256: sum, Size: size, Committed: rec.Committed})
 	if err != nil {
 		return nil, err
 	}
@@ -459,7 +465,7 @@ func (s *Server) repeatedCommit(d *devices.Device, source string, req CommitRequ
 	if err != nil {
 		return nil, err
 	}
-	if !ed25519.PublicKey(rec.DeviceKey).Equal(ed25519.PublicKey(d.PublicKey)) {
+	if !d.HoldsKey(rec.DeviceKey) {
 		s.denyUpload(d, source, "commit", &uploadOwner{Device: rec.Device})
 		return nil, notFound(req.UploadID)
 	}

@@ -135,7 +135,7 @@ func TestControlRefusesBadHello(t *testing.T) {
 	}
 	// Without a device certificate there is no upgrade.
 	anon := tc.Clone()
-	anon.Certificates = nil
+	anon.Certificates, anon.GetClientCertificate = nil, nil
 	_, resp, err := websocket.Dial(t.Context(), "https://"+h.addr+wire.ControlPath, &websocket.DialOptions{
 		HTTPClient: &http.Client{Transport: &http.Transport{TLSClientConfig: anon}}, Subprotocols: []string{wire.ControlSubprotocol}})
 	if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {

@@ -45,7 +45,7 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		refuse("enroll: "+err.Error(), "malformed token")
 		return
 	}
-	cert, err := s.ca.IssueDevice(name, pub.Bytes(), time.Now())
+	cert, err := s.ca.IssueDeviceFor(name, pub.Bytes(), time.Now(), s.deviceCertTTL())
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, "enroll: issue certificate")
 		return

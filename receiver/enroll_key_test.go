@@ -40,7 +40,7 @@ func TestEnrollRefusesSmallOrderKey(t *testing.T) {
 		Proof:     base64.StdEncoding.EncodeToString(forged),
 	})
 	cfg := h.box.TLSConfig().Clone()
-	cfg.Certificates = nil
+	cfg.Certificates, cfg.GetClientCertificate = nil, nil
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
 	resp, err := client.Post("https://"+h.addr+"/v1/enroll", "application/json", bytes.NewReader(body))
 	if err != nil {

@@ -108,6 +108,10 @@ type ServerConfig struct {
 	// TURN configures the embedded TURN server, off when TURN.Listen is
 	// empty (see turn.Config; the server fills in its audit and logger).
 	TURN turn.Config
+	// DeviceCertTTL is the lifetime of the device certificates issued at
+	// enrollment and renewal (default pki.DeviceLifetime, 2 years; boxes
+	// renew at two thirds of it).
+	DeviceCertTTL time.Duration
 	// Recordings' lifecycle (recordings.go): DeleteGrace is how long a
 	// deleted recording is kept before it is purged (default
 	// DefaultDeleteGrace); Retention, if set, deletes recordings that
@@ -199,6 +203,9 @@ func Open(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.ControlPing < 100*time.Millisecond || cfg.ControlPing > 10*time.Minute {
 		return nil, fmt.Errorf("serve: --control-ping %s: use 100ms to 10m", cfg.ControlPing)
+	}
+	if err := checkDeviceCertTTL(cfg.DeviceCertTTL); err != nil {
+		return nil, err
 	}
 	if cfg.TURN.Listen != "" {
 		if err := cfg.TURN.Check(); err != nil {
@@ -429,6 +436,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /v1/login", s.perAddress("viewer.login", s.bounded(s.perAccount("viewer.login", loginName, s.login)))) // viewers: a password, no client certificate
 	mux.Handle("/v1/uploads/", s.deviceOnly(http.StripPrefix("/v1/uploads/", s.ownUploads(s.tus))))
 	mux.Handle("POST /v1/commit", s.bounded(s.deviceOnly(http.HandlerFunc(s.handleCommit))))
+	mux.Handle("POST "+wire.RenewPath, s.bounded(s.deviceOnly(http.HandlerFunc(s.handleRenew))))
 	// The control connection is long-lived: not bounded by the request
 	// timeout (pings bound it instead).
 	mux.Handle("GET "+wire.ControlPath, s.deviceOnly(http.HandlerFunc(s.handleControl)))

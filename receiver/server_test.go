@@ -99,12 +99,18 @@ func startWith(t *testing.T, cfg receiver.ServerConfig) *harness {
 // segment seals a small real segment with the box's keys.
 func (h *harness) segment(t *testing.T, seq uint64, prev [32]byte, rec [16]byte) []byte {
 	t.Helper()
+	return seal(t, h.box, crypto.Params{RecordingID: rec, Sequence: seq, Prev: prev, Codec: "video/mp4"}, 50_000)
+}
+
+// seal seals size random bytes with st's keys.
+func seal(t *testing.T, st *uploader.State, p crypto.Params, size int) []byte {
+	t.Helper()
 	var buf bytes.Buffer
-	w, err := crypto.NewWriter(&buf, h.box.Recipients, h.box.Device, crypto.Params{RecordingID: rec, Sequence: seq, Prev: prev, Codec: "video/mp4"})
+	w, err := crypto.NewWriter(&buf, st.Recipients, st.Device, p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := make([]byte, 50_000)
+	msg := make([]byte, size)
 	rand.Read(msg)
 	w.Write(msg)
 	if err := w.Close(); err != nil {
@@ -334,6 +340,7 @@ func TestDeviceAccess(t *testing.T) {
 	anon := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.ClientTLS(nil, "", nil).RootCAs, MinVersion: tls.VersionTLS12}}}
 	anon.Transport.(*http.Transport).TLSClientConfig = h.box.TLSConfig().Clone()
 	anon.Transport.(*http.Transport).TLSClientConfig.Certificates = nil
+	anon.Transport.(*http.Transport).TLSClientConfig.GetClientCertificate = nil
 	if code, _, _ := h.commit(t, anon, req); code != http.StatusUnauthorized {
 		t.Fatalf("no certificate: HTTP %d, want 401", code)
 	}
@@ -343,6 +350,7 @@ func TestDeviceAccess(t *testing.T) {
 	fc, _ := other.IssueDevice("room-9", pub, time.Now())
 	foreignCfg := h.box.TLSConfig().Clone()
 	foreignCfg.Certificates = []tls.Certificate{pki.DeviceCertificate(fc, priv)}
+	foreignCfg.GetClientCertificate = nil
 	foreign := &http.Client{Transport: &http.Transport{TLSClientConfig: foreignCfg}}
 	if code, _, _ := h.commit(t, foreign, req); code != http.StatusUnauthorized {
 		t.Fatalf("foreign certificate: HTTP %d, want 401", code)

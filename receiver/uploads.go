@@ -126,15 +126,22 @@ func (s *Server) claimUpload(d *devices.Device, size int64) (id, refused string,
 	var msg string
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		owners := tx.Bucket(ownersBucket)
-		prefix := []byte(d.CertSerial + "/")
 		var n int
 		var used int64
+		// Uploads made under a certificate the device renewed count too.
+		serials := []string{d.CertSerial}
+		for _, r := range d.Renewed {
+			serials = append(serials, r.Serial)
+		}
 		c := owners.Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			var o uploadOwner
-			if json.Unmarshal(v, &o) == nil {
-				n++
-				used += o.Size
+		for _, serial := range serials {
+			prefix := []byte(serial + "/")
+			for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+				var o uploadOwner
+				if json.Unmarshal(v, &o) == nil {
+					n++
+					used += o.Size
+				}
 			}
 		}
 		switch {
@@ -176,7 +183,7 @@ func (s *Server) ownUploads(tus http.Handler) http.Handler {
 		}
 		d := r.Context().Value(deviceKey).(*devices.Device)
 		o, ok := s.owner(id)
-		if ok && o.Serial == d.CertSerial {
+		if ok && d.HasSerial(o.Serial) {
 			tus.ServeHTTP(w, r)
 			return
 		}

@@ -14,6 +14,7 @@ const (
 	ReasonExists         = wire.ReasonExists
 	ReasonChain          = wire.ReasonChain
 	ReasonForeignKey     = wire.ReasonForeignKey
+	ReasonKeyCompromised = wire.ReasonKeyCompromised
 	ReasonDeviceInactive = wire.ReasonDeviceInactive
 	ReasonCorrupt        = wire.ReasonCorrupt
 	ReasonBadRequest     = wire.ReasonBadRequest

@@ -51,7 +51,7 @@ func decide(status int, reason string, atCommit bool) action {
 		return actResume
 	case wire.ReasonNotFound, wire.ReasonMismatch:
 		return actFresh
-	case wire.ReasonExists, wire.ReasonChain, wire.ReasonForeignKey, wire.ReasonCorrupt:
+	case wire.ReasonExists, wire.ReasonChain, wire.ReasonForeignKey, wire.ReasonKeyCompromised, wire.ReasonCorrupt:
 		return actQuarantine
 	case wire.ReasonDeviceInactive, wire.ReasonNoCertificate:
 		return actDeviceRefused

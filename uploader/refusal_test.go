@@ -22,6 +22,8 @@ func TestDecide(t *testing.T) {
 		{"exists quarantines", http.StatusConflict, wire.ReasonExists, true, actQuarantine},
 		{"chain quarantines", http.StatusConflict, wire.ReasonChain, true, actQuarantine},
 		{"foreign-key quarantines", http.StatusForbidden, wire.ReasonForeignKey, true, actQuarantine},
+		{"key-compromised quarantines", http.StatusForbidden, wire.ReasonKeyCompromised, true, actQuarantine},
+		{"key-compromised on a tus request quarantines too", http.StatusForbidden, wire.ReasonKeyCompromised, false, actQuarantine},
 		{"corrupt quarantines", http.StatusUnprocessableEntity, wire.ReasonCorrupt, true, actQuarantine},
 		{"device-inactive is the box, not the segment", http.StatusForbidden, wire.ReasonDeviceInactive, true, actDeviceRefused},
 		{"device-inactive on a tus request", http.StatusForbidden, wire.ReasonDeviceInactive, false, actDeviceRefused},

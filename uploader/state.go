@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/uploadbox/uploadbox/crypto"
@@ -47,7 +48,7 @@ type State struct {
 	Dir        string
 	Receiver   *url.URL
 	Device     *crypto.DeviceKey
-	DeviceCert tls.Certificate
+	DeviceCert tls.Certificate // as loaded; after a renewal see Certificate (renew.go)
 	CA         *x509.Certificate
 	ReceiptKey ed25519.PublicKey
 	Recipients []*crypto.Recipient
@@ -57,6 +58,9 @@ type State struct {
 
 	clientOnce sync.Once
 	client     *http.Client
+	// cert is the device certificate presented in new handshakes; a
+	// renewal replaces it without touching open connections.
+	cert atomic.Pointer[tls.Certificate]
 }
 
 // TLSConfig trusts only the enrolled CA and presents the device
@@ -64,7 +68,9 @@ type State struct {
 func (s *State) TLSConfig() *tls.Config {
 	pool := x509.NewCertPool()
 	pool.AddCert(s.CA)
-	return wire.ClientTLS(pool, s.Receiver.Hostname(), &s.DeviceCert)
+	c := wire.ClientTLS(pool, s.Receiver.Hostname(), nil)
+	c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return s.cert.Load(), nil }
+	return c
 }
 
 // HTTPClient is the client for the receiver with the state's TLS
@@ -122,6 +128,7 @@ func LoadState(dir string) (*State, error) {
 		return nil, err
 	}
 	s.DeviceCert = wire.DeviceCertificate(cert, s.Device.Signer())
+	s.cert.Store(&s.DeviceCert)
 	caPEM, err := read(CAFile)
 	if err != nil {
 		return nil, err

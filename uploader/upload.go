@@ -17,6 +17,7 @@ import (
 	"path"
 	"time"
 
+	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/netfail"
 	"github.com/uploadbox/uploadbox/uploader/spool"
 	"github.com/uploadbox/uploadbox/uploader/tus"
@@ -325,7 +326,7 @@ func (u *Uploader) commitUpload(ctx context.Context, rec spool.Record) (Result, 
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("commit: %w", err)
 	}
-	if err := r.Matches(ed25519.PublicKey(u.st.Device.Public().Bytes()), rec.RecordingID, rec.Sequence, rec.SHA256, rec.Size); err != nil {
+	if err := r.Matches(u.signer(rec, r.Device), rec.RecordingID, rec.Sequence, rec.SHA256, rec.Size); err != nil {
 		return Result{}, nil, fmt.Errorf("commit: %w", err)
 	}
 	if err := u.sp.Commit(rec.Name, rb); err != nil {
@@ -354,4 +355,24 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// signer is the key a receipt must name for rec: the box's key, or, for a
+// segment sealed before the box was re-keyed, the earlier key in the
+// local file's header (the receipt's SHA-256 binds those very bytes).
+func (u *Uploader) signer(rec spool.Record, named ed25519.PublicKey) ed25519.PublicKey {
+	own := ed25519.PublicKey(u.st.Device.Public().Bytes())
+	if named.Equal(own) {
+		return own
+	}
+	f, err := os.Open(u.sp.Path(rec))
+	if err != nil {
+		return own
+	}
+	defer f.Close()
+	hdr, err := crypto.ReadHeader(f)
+	if err != nil {
+		return own
+	}
+	return ed25519.PublicKey(hdr.Device.Bytes())
 }

@@ -19,6 +19,7 @@ const (
 	ReasonExists         = "exists"          // 409: this segment is stored with other bytes
 	ReasonChain          = "chain"           // 409: the segment does not link to its stored neighbours
 	ReasonForeignKey     = "foreign-key"     // 403: signed by a key this device is not enrolled with
+	ReasonKeyCompromised = "key-compromised" // 403: signed by a key of this device revoked as compromised before the segment arrived
 	ReasonDeviceInactive = "device-inactive" // 403: the device is revoked or not active (not the segment's fault)
 	ReasonCorrupt        = "corrupt"         // 422: the segment does not verify
 	ReasonBadRequest     = "bad-request"     // 400: malformed request

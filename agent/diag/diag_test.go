@@ -312,6 +312,7 @@ func TestCertificate(t *testing.T) {
 	}{
 		{"new", now, Pass, 729},
 		{"expires in 10 days", now.Add(-2*365*24*time.Hour + 10*24*time.Hour + time.Hour), Warn, 10},
+		{"past its renewal time", now.Add(-510 * 24 * time.Hour), Warn, 219},
 		{"expired", now.Add(-3 * 365 * 24 * time.Hour), Fail, -366},
 		{"not yet valid", now.Add(48 * time.Hour), Fail, 731},
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/uploadbox/uploadbox/agent/config"
 	"github.com/uploadbox/uploadbox/uploader"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // certWarn is how long before expiry the device certificate warns.
@@ -89,7 +90,7 @@ func checkCertificate(e *env) Result {
 	left := cert.NotAfter.Sub(now)
 	days := math.Floor(left.Hours() / 24)
 	m := map[string]any{"days_left": days, "not_after": cert.NotAfter.UTC().Format(time.RFC3339)}
-	renew := "renew it: ask the administrator for a new token (uploadbox-receiver devices add) and re-enroll"
+	renew := fmt.Sprintf("renew it: uploadbox enroll --renew --state %s (same key; the daemon renews by itself at two thirds of the lifetime, see its log); if the receiver refuses, the administrator gives a token for a new key: uploadbox-receiver devices rekey %s", e.cfg.StateDir, cert.Subject.CommonName)
 	switch {
 	case now.Before(cert.NotBefore):
 		return Result{Status: Fail, Metrics: m,
@@ -102,6 +103,9 @@ func checkCertificate(e *env) Result {
 	case left < certWarn:
 		return Result{Status: Warn, Metrics: m,
 			Summary: fmt.Sprintf("expires in %.0f days, on %s", days, cert.NotAfter.UTC().Format(time.DateOnly)), Remedy: renew}
+	case now.After(wire.RenewAt(cert)):
+		return Result{Status: Warn, Metrics: m,
+			Summary: fmt.Sprintf("past its renewal time (%s) and not renewed; expires on %s", wire.RenewAt(cert).UTC().Format(time.DateOnly), cert.NotAfter.UTC().Format(time.DateOnly)), Remedy: renew}
 	}
 	return Result{Status: Pass, Metrics: m,
 		Summary: fmt.Sprintf("%q valid for %.0f more days (until %s)", cert.Subject.CommonName, days, cert.NotAfter.UTC().Format(time.DateOnly))}

@@ -41,7 +41,7 @@ func printJSON(cmd *cobra.Command, v any) error {
 }
 
 func newDevicesCommand() *cobra.Command {
-	devs := &cobra.Command{Use: "devices", Short: "Enroll, list, revoke and unlock boxes"}
+	devs := &cobra.Command{Use: "devices", Short: "Enroll, list, revoke, re-key, remove and unlock boxes"}
 	devs.AddCommand(
 		adminCommand("add NAME [--json]", "Make a one-time enrollment token (valid 24 h) for a box", cobra.ExactArgs(1),
 			func(cmd *cobra.Command, a receiver.Admin, args []string, asJSON bool) error {
@@ -49,12 +49,7 @@ func newDevicesCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if asJSON {
-					return printJSON(cmd, map[string]string{"token": d.Token, "ca_fingerprint": d.CAFingerprint})
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "device %s added; the token is shown once and expires %s\ntoken:          %s\nca fingerprint: %s\n",
-					d.Name, d.Expires.Format("2006-01-02 15:04 MST"), d.Token, d.CAFingerprint)
-				return nil
+				return printToken(cmd, d, asJSON, "added")
 			}),
 		adminCommand("list [--json]", "List the boxes: health, control connection, last seen, and each box's last report (version, backlog, last upload, certificate expiry, diag, alerts)", cobra.NoArgs,
 			func(cmd *cobra.Command, a receiver.Admin, _ []string, asJSON bool) error {
@@ -67,14 +62,9 @@ func newDevicesCommand() *cobra.Command {
 				}
 				return printDevices(cmd.OutOrStdout(), ds, time.Now())
 			}),
-		adminCommand("revoke NAME", "Revoke a box: its certificate is refused from now on", cobra.ExactArgs(1),
-			func(cmd *cobra.Command, a receiver.Admin, args []string, _ bool) error {
-				if err := a.RevokeDevice(args[0]); err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "device %s revoked\n", args[0])
-				return nil
-			}),
+		newDevicesRevokeCommand(),
+		newDevicesRekeyCommand(),
+		newDevicesRemoveCommand(),
 		adminCommand("unlock NAME", "Unlock a box locked after repeated failed attempts", cobra.ExactArgs(1),
 			func(cmd *cobra.Command, a receiver.Admin, args []string, _ bool) error {
 				if err := a.UnlockDevice(args[0]); err != nil {

@@ -30,6 +30,7 @@ type serveOptions struct {
 	viewers                            viewerServeOptions
 	uploads                            uploadServeOptions
 	turn                               turnServeOptions
+	keys                               keyServeOptions
 	life                               lifeServeOptions
 
 	// hostnames are the names and IPs of the server certificate.
@@ -87,6 +88,9 @@ func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 				return err
 			}
 			if err := o.turn.apply(&cfg); err != nil {
+				return err
+			}
+			if err := o.keys.apply(&cfg); err != nil {
 				return err
 			}
 			if err := o.life.apply(&cfg); err != nil {
@@ -158,6 +162,7 @@ func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 	f.Int64Var(&o.auditMaxBytes, "audit-max-bytes", receiver.DefaultAuditMaxBytes, "audit log size that raises an alert at 90% and, when reached, drops failed-authentication entries (never logins or handshakes)")
 	f.DurationVar(&o.requestTimeout, "request-timeout", receiver.DefaultRequestTimeout, "time to receive the body and send the answer of every non-upload request (login, enroll, commit)")
 	f.DurationVar(&o.controlPing, "control-ping", receiver.DefaultControlPing, "how often each box's control connection is pinged (100ms to 10m); one unanswered for as long again ends it")
+	o.keys.addFlags(f)
 	f.StringVar(&o.webListen, "web-listen", "", "a second HTTPS listener for browsers (the coach page, login and the live-view relay only; no client certificate)")
 	f.StringVar(&o.webCert, "web-cert", "", "certificate chain (PEM) the web listener presents, e.g. from a public CA; reloaded on SIGHUP (default: the receiver's own server certificate)")
 	f.StringVar(&o.webKey, "web-key", "", "private key (PEM, mode 0600) of --web-cert")

@@ -13,7 +13,7 @@ func newRootCommand() *cobra.Command {
 	}
 	keys := &cobra.Command{Use: "keys", Short: "Manage the device signing key"}
 	keys.AddCommand(newKeysDeviceCommand())
-	root.AddCommand(cli.NewVersionCommand("uploadbox"), keys, newSealCommand(), newRecordCommand(), newEnrollCommand(), newUploadCommand())
+	root.AddCommand(cli.NewVersionCommand("uploadbox"), keys, newSealCommand(), newRecordCommand(), withRenew(newEnrollCommand()), newUploadCommand())
 	root.AddCommand(newViewersCommand())
 	root.AddCommand(newRunCommand(), newSessionCommand(), newQueueCommand(), newConsentCommand(), newStatusCommand())
 	root.AddCommand(newDiagCommand())

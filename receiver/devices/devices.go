@@ -72,6 +72,14 @@ type Device struct {
 	Enrolled    time.Time `json:"enrolled,omitzero"`
 	lockout.Record
 	Before State `json:"before,omitempty"` // state to return to on unlock
+	// Compromised is when the current key was revoked as compromised
+	// (revoke --compromised); zero otherwise.
+	Compromised time.Time `json:"compromised,omitzero"`
+	// Renewed are the earlier certificates of the current key, still
+	// accepted until they expire (keys.go).
+	Renewed []Cert `json:"renewed,omitempty"`
+	// History holds the device's earlier keys, oldest first (keys.go).
+	History []Key `json:"history,omitempty"`
 }
 
 var bucket = []byte("devices")
@@ -171,13 +179,10 @@ func (r *Registry) Add(name string) (token string, expiry time.Time, err error) 
 	if !validName.MatchString(name) {
 		return "", time.Time{}, fmt.Errorf("%w: %q", ErrBadName, name)
 	}
-	raw := make([]byte, tokenBytes)
-	if _, err := rand.Read(raw); err != nil {
+	token, err = newToken(name)
+	if err != nil {
 		return "", time.Time{}, err
 	}
-	// The token names its device, so a box enrolls with the token alone and
-	// failed attempts count against (and can lock) that device name.
-	token = tokenPrefix + name + "." + base64.RawURLEncoding.EncodeToString(raw)
 	now := r.now().UTC()
 	expiry = now.Add(TokenLifetime)
 	err = r.db.Update(func(tx *bolt.Tx) error {
@@ -197,6 +202,17 @@ func (r *Registry) Add(name string) (token string, expiry time.Time, err error) 
 		return "", time.Time{}, err
 	}
 	return token, expiry, nil
+}
+
+// newToken makes a one-time enrollment token for name. The token names
+// its device, so a box enrolls with the token alone and failed attempts
+// count against (and can lock) that device name.
+func newToken(name string) (string, error) {
+	raw := make([]byte, tokenBytes)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	return tokenPrefix + name + "." + base64.RawURLEncoding.EncodeToString(raw), nil
 }
 
 // TokenName returns the device name a token was made for.
@@ -273,10 +289,12 @@ func (r *Registry) Enroll(token string, pub ed25519.PublicKey, certSerial, sourc
 			return nil
 		}
 		if other := keyOwner(tx, pub); other != "" {
+			// Also a key this device held before: a re-key needs a new key.
 			outcome, result = "denied", fmt.Errorf("%w (%s)", ErrKeyEnrolled, other)
 			return nil
 		}
 		d.State, d.TokenHash, d.PublicKey, d.CertSerial, d.Enrolled, d.Failures = Active, nil, pub, certSerial, now, nil
+		d.Compromised, d.Renewed = time.Time{}, nil
 		outcome, detail = "ok", "certificate serial "+certSerial
 		return put(tx, d)
 	})
@@ -299,12 +317,13 @@ func (r *Registry) Enroll(token string, pub ed25519.PublicKey, certSerial, sourc
 	return aerr
 }
 
-// keyOwner returns the name of the device enrolled with pub, if any.
+// keyOwner returns the name of the device enrolled with pub now or
+// before (its key history), if any.
 func keyOwner(tx *bolt.Tx, pub ed25519.PublicKey) string {
 	var owner string
 	tx.Bucket(bucket).ForEach(func(k, v []byte) error {
 		var d Device
-		if json.Unmarshal(v, &d) == nil && len(d.PublicKey) > 0 && pub.Equal(ed25519.PublicKey(d.PublicKey)) {
+		if json.Unmarshal(v, &d) == nil && d.heldKey(pub) {
 			owner = string(k)
 		}
 		return nil
@@ -396,7 +415,7 @@ func (r *Registry) Authorized(certSerial string) (*Device, bool) {
 	r.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucket).ForEach(func(_, v []byte) error {
 			var d Device
-			if json.Unmarshal(v, &d) == nil && d.CertSerial == certSerial {
+			if json.Unmarshal(v, &d) == nil && d.hasSerial(certSerial) {
 				found = &d
 			}
 			return nil

@@ -195,3 +195,103 @@ func TestBadNamesAndKeys(t *testing.T) {
 		t.Fatal("short key accepted")
 	}
 }
+
+// TestKeyHistory: a re-key keeps the old key in the history, accepted
+// unless it was revoked as compromised before the segment arrived; a
+// renewed certificate keeps the old one working; remove frees the name.
+func TestKeyHistory(t *testing.T) {
+	f := newRegistry(t)
+	tok, _, err := f.reg.Add("room-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k1 := key(t)
+	if err := f.reg.Enroll(tok, k1, "s1", "test"); err != nil {
+		t.Fatal(err)
+	}
+	cert := func(serial string, d time.Duration) Cert { return Cert{Serial: serial, NotAfter: f.now.Add(d)} }
+	if err := f.reg.Renew("room-1", cert("s1", time.Hour), cert("s2", 2*time.Hour), "test"); err != nil {
+		t.Fatal(err)
+	}
+	for _, serial := range []string{"s1", "s2"} {
+		if _, ok := f.reg.Authorized(serial); !ok {
+			t.Fatalf("certificate %s not accepted after the renewal", serial)
+		}
+	}
+	// Two renewals from s1 race: s2 and s3 both keep working.
+	if err := f.reg.Renew("room-1", cert("s1", time.Hour), cert("s3", 2*time.Hour), "test"); err != nil {
+		t.Fatal(err)
+	}
+	for _, serial := range []string{"s1", "s2", "s3"} {
+		if _, ok := f.reg.Authorized(serial); !ok {
+			t.Fatalf("certificate %s not accepted after racing renewals", serial)
+		}
+	}
+	f.now = f.now.Add(90 * time.Minute)
+	if err := f.reg.Renew("room-1", cert("s3", 30*time.Minute), cert("s4", 2*time.Hour), "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.reg.Authorized("s1"); ok {
+		t.Fatal("an expired renewed certificate is still listed")
+	}
+	if err := f.reg.Renew("room-1", cert("s1", 0), cert("s5", time.Hour), "test"); err == nil {
+		t.Fatal("renewal from a certificate no longer listed succeeded")
+	}
+	if tok, _, err = f.reg.Rekey("room-1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, serial := range []string{"s2", "s3", "s4"} {
+		if _, ok := f.reg.Authorized(serial); ok {
+			t.Fatalf("certificate %s of the replaced key still works", serial)
+		}
+	}
+	if err := f.reg.Enroll(tok, k1, "s5", "test"); !errors.Is(err, ErrKeyEnrolled) {
+		t.Fatalf("re-key to the same key: %v, want ErrKeyEnrolled", err)
+	}
+	k2 := key(t)
+	if err := f.reg.Enroll(tok, k2, "s5", "test"); err != nil {
+		t.Fatal(err)
+	}
+	compromisedAt := f.now
+	if err := f.reg.RevokeCompromised("room-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.reg.Rekey("room-1"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := f.reg.Get("room-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		key     ed25519.PublicKey
+		arrival time.Time
+		want    error
+	}{
+		{"first key, later", k1, compromisedAt.Add(time.Hour), nil},
+		{"compromised key, before", k2, compromisedAt.Add(-time.Second), nil},
+		{"compromised key, at", k2, compromisedAt, ErrKeyCompromised},
+		{"compromised key, after", k2, compromisedAt.Add(time.Second), ErrKeyCompromised},
+		{"another key", key(t), compromisedAt, ErrForeignKey},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := d.CheckSigner(tc.key, tc.arrival); !errors.Is(err, tc.want) {
+				t.Fatalf("CheckSigner: %v, want %v", err, tc.want)
+			}
+		})
+	}
+	if err := f.reg.Remove("room-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.reg.Add("room-1"); err != nil {
+		t.Fatalf("add after remove: %v", err)
+	}
+	text := f.auditText(t)
+	for _, ev := range []string{"device.renew", "device.rekey", "device.remove"} {
+		if !strings.Contains(text, ev) {
+			t.Errorf("audit log has no %s", ev)
+		}
+	}
+}

@@ -106,6 +106,12 @@ func (ca *CA) IssueServer(hosts []string, now time.Time) (tls.Certificate, error
 // authentication. The certificate names the device; its serial number is
 // what a revocation refers to.
 func (ca *CA) IssueDevice(name string, pub ed25519.PublicKey, now time.Time) (*x509.Certificate, error) {
+	return ca.IssueDeviceFor(name, pub, now, DeviceLifetime)
+}
+
+// IssueDeviceFor is IssueDevice with a certificate valid for lifetime from
+// now (and wire.DeviceCertBackdate before it).
+func (ca *CA) IssueDeviceFor(name string, pub ed25519.PublicKey, now time.Time, lifetime time.Duration) (*x509.Certificate, error) {
 	if len(pub) != ed25519.PublicKeySize {
 		return nil, errors.New("pki: device key must be an Ed25519 public key")
 	}
@@ -116,8 +122,8 @@ func (ca *CA) IssueDevice(name string, pub ed25519.PublicKey, now time.Time) (*x
 	tmpl := &x509.Certificate{
 		SerialNumber: sn,
 		Subject:      pkix.Name{CommonName: name, OrganizationalUnit: []string{"uploadbox device"}},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(DeviceLifetime),
+		NotBefore:    now.Add(-wire.DeviceCertBackdate),
+		NotAfter:     now.Add(lifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
