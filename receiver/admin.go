@@ -55,6 +55,11 @@ type Admin interface {
 	// ask for through the receiver (every room is denied unless allowed).
 	AllowRoom(name, device string) error
 	DenyRoom(name, device string) error
+	// DisableViewer, EnableViewer and RemoveViewer change whether an
+	// account may sign in and use its tokens (accounts.go).
+	DisableViewer(name string) error
+	EnableViewer(name string) error
+	RemoveViewer(name string) error
 	// Decide brings a teacher's decision to a box (decision.go).
 	Decide(device string, in DecideRequest) (*DecideAnswer, error)
 	Close() error
@@ -148,6 +153,7 @@ func (s *Server) adminHandler() http.Handler {
 		reply(w, v, err)
 	})
 	viewerRoutes(mux, local, reply)
+	accountRoutes(mux, local, reply)
 	mux.HandleFunc("GET /turn", s.handleTURNStatus)
 	mux.HandleFunc("POST /devices/{name}/decision", func(w http.ResponseWriter, r *http.Request) {
 		in, err := readDecide(r)

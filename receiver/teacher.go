@@ -44,7 +44,7 @@ func (s *Server) teacherOf(w http.ResponseWriter, r *http.Request, what string) 
 	token, have := bearerToken(r)
 	err := errors.New("no bearer token")
 	if have {
-		c, verr := s.tokenVerifier().Verify(token, time.Now())
+		c, verr := s.accountAccepts(s.tokenVerifier().Verify(token, time.Now()))
 		name, expires, err = c.Subject, c.Expiry(), verr
 	}
 	if err != nil {
