@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -33,7 +34,8 @@ func getWithToken(t *testing.T, c *http.Client, url, token string) int {
 // `viewers enable` lets it sign in again, but not with the old token;
 // `viewers remove` deletes it, its token is refused, and the name can be
 // added again without the new account accepting the old account's token.
-// Every change is in the audit log.
+// Every change is in the audit log, and `audit list` selects them by type
+// and time; `audit verify --json` reports the same log.
 func TestViewerDisableEnableRemove(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "receiver")
 	// The rate limits have their own test.
@@ -111,10 +113,35 @@ func TestViewerDisableEnableRemove(t *testing.T) {
 	}
 
 	rcv.stop(t)
-	log := readFile(t, filepath.Join(data, "audit.jsonl"))
-	for _, ev := range []string{`"event":"viewer.disable","identity":"coach"`, `"event":"viewer.enable","identity":"coach"`, `"event":"viewer.remove","identity":"coach"`} {
-		if !strings.Contains(log, ev) {
-			t.Errorf("audit log has no %s", ev)
-		}
+	// `audit list` shows the changes, selected by type and time.
+	audited := func(args ...string) []string {
+		t.Helper()
+		return listedEvents(t, run(t, "uploadbox-receiver", append([]string{"audit", "list", "--data", data, "--json"}, args...)...))
+	}
+	if got := strings.Join(audited("--type", "disable,enable", "--type", "remove"), " "); got != "viewer.disable viewer.disable viewer.enable viewer.remove viewer.remove" { // the refused second disable and remove too
+		t.Fatalf("audit list --type disable,enable --type remove: %q", got)
+	}
+	logins := audited("--type", "login", "--since", "1h")
+	if len(logins) < 5 || strings.Join(logins, " ") != strings.TrimSpace(strings.Repeat("viewer.login ", len(logins))) {
+		t.Fatalf("audit list --type login: %q", logins)
+	}
+	if got := audited("--since", "2999-01-01"); len(got) != 0 {
+		t.Fatalf("audit list --since 2999-01-01: %q", got)
+	}
+	table := run(t, "uploadbox-receiver", "audit", "list", "--data", data, "--type", "viewer.remove")
+	if lines := strings.Split(strings.TrimSpace(table), "\n"); len(lines) != 3 || !strings.Contains(lines[1], "viewer.remove") || !strings.Contains(lines[1], "coach") {
+		t.Fatalf("audit list table:\n%s", table)
+	}
+	bad := exec.Command(filepath.Join(binDir, "uploadbox-receiver"), "audit", "list", "--data", data, "--since", "soon")
+	if msg, err := bad.CombinedOutput(); bad.ProcessState.ExitCode() != 2 || !strings.Contains(string(msg), `--since "soon"`) {
+		t.Fatalf("a bad --since: %v %s", err, msg)
+	}
+	var rep struct {
+		Path    string `json:"path"`
+		Entries int    `json:"entries"`
+	}
+	if err := json.Unmarshal([]byte(run(t, "uploadbox-receiver", "audit", "verify", "--data", data, "--json")), &rep); err != nil ||
+		rep.Entries != len(audited()) || rep.Path != filepath.Join(data, "audit.jsonl") {
+		t.Fatalf("audit verify --json: %+v %v", rep, err)
 	}
 }
