@@ -154,6 +154,7 @@ func (s *Server) adminHandler() http.Handler {
 	})
 	viewerRoutes(mux, local, reply)
 	accountRoutes(mux, local, reply)
+	mux.HandleFunc("GET "+dbSnapshotPath, s.handleDatabaseSnapshot)
 	mux.HandleFunc("GET /turn", s.handleTURNStatus)
 	mux.HandleFunc("POST /devices/{name}/decision", func(w http.ResponseWriter, r *http.Request) {
 		in, err := readDecide(r)
