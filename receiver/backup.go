@@ -475,9 +475,12 @@ func checkDB(path string) error {
 	}
 	defer db.Close()
 	return db.View(func(tx *bolt.Tx) error {
-		for err := range tx.Check() {
-			return fmt.Errorf("the restored database is damaged: %w", err)
+		var first error
+		for err := range tx.Check() { // read to the end: the check runs in its own goroutine
+			if first == nil {
+				first = fmt.Errorf("the restored database is damaged: %w", err)
+			}
 		}
-		return nil
+		return first
 	})
 }

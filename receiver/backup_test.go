@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"os"
@@ -142,6 +144,11 @@ func rewrite(t *testing.T, from string, edit func(h *tar.Header, body []byte) []
 	return out
 }
 
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
 // TestRestoreRefuses: a restore into a non-empty directory changes
 // nothing there; a damaged, cut or foreign backup is refused, and what the
 // restore wrote is removed again.
@@ -185,7 +192,23 @@ func TestRestoreRefuses(t *testing.T) {
 		}
 		return body
 	})
+	// A database damaged before it was backed up (the manifest matches it).
+	var oldSum, newSum string
+	badDB := rewrite(t, bak, func(h *tar.Header, body []byte) []byte {
+		switch h.Name {
+		case "receiver.db":
+			oldSum = sha256Hex(body)
+			for i := 2 * 4096; i < len(body); i++ {
+				body[i] = 0xff
+			}
+			newSum = sha256Hex(body)
+		case "MANIFEST.json":
+			body = bytes.Replace(body, []byte(oldSum), []byte(newSum), 1)
+		}
+		return body
+	})
 	for _, tc := range []struct{ name, file, want string }{
+		{"a damaged database", badDB, "the restored database"},
 		{"cut short", cut, "damaged or cut short"},
 		{"a flipped byte", flipped, "token.key does not match the manifest"},
 		{"a path out of the directory", escape, `refusing entry "../token.key"`},
