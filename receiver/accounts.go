@@ -3,6 +3,7 @@ package receiver
 import (
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
 )
@@ -21,9 +22,47 @@ func accountRoutes(mux *http.ServeMux, local *localAdmin, reply func(http.Respon
 	})
 }
 
-func (a *localAdmin) DisableViewer(name string) error { return a.viewers.Disable(name) }
-func (a *localAdmin) EnableViewer(name string) error  { return a.viewers.Enable(name) }
-func (a *localAdmin) RemoveViewer(name string) error  { return a.viewers.Remove(name) }
+// DisableViewer disables name and ends its open teacher event streams.
+func (a *localAdmin) DisableViewer(name string) error {
+	return a.ended(name, a.viewers.Disable(name))
+}
+
+func (a *localAdmin) EnableViewer(name string) error { return a.viewers.Enable(name) }
+
+// RemoveViewer removes name and ends its open teacher event streams.
+func (a *localAdmin) RemoveViewer(name string) error {
+	return a.ended(name, a.viewers.Remove(name))
+}
+
+// ended wakes name's event streams in the running server (if any) after
+// a change err did not refuse: each checks its token again and ends.
+func (a *localAdmin) ended(name string, err error) error {
+	if err == nil && a.hub != nil {
+		a.hub.rooms.wake(name)
+	}
+	return err
+}
+
+// wake signals every event stream of teacher.
+func (rs *roomStates) wake(teacher string) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	for sub := range rs.subs {
+		if sub.teacher == teacher {
+			select {
+			case sub.ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// tokenRefused reports whether a token that opened a stream is refused
+// now: expired, or its account disabled or removed since.
+func (s *Server) tokenRefused(token string) bool {
+	_, err := s.accountAccepts(s.tokenVerifier().Verify(token, time.Now()))
+	return err != nil
+}
 
 func (a *socketAdmin) DisableViewer(name string) error {
 	return a.viewerCall("POST", "/viewers/"+url.PathEscape(name)+"/disable", nil, nil)

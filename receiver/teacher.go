@@ -113,7 +113,8 @@ func writeEvent(w io.Writer, event string, data any) error {
 // the teacher's rooms. First one "room" event per room, then one each
 // time a room changes (its box connects or disconnects, or pushes a new
 // consent state), a ": ping" comment every TeacherPing, and "expired"
-// when the token expires (the stream then ends). Bounded per teacher
+// when the token expires or its account is disabled or removed (the
+// stream then ends). Bounded per teacher
 // (MaxTeacherStreams) and in total (MaxTeacherStreamsTotal): beyond, 503
 // with reason "busy".
 func (s *Server) handleTeacherEvents(w http.ResponseWriter, r *http.Request) {
@@ -121,6 +122,7 @@ func (s *Server) handleTeacherEvents(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	token, _ := bearerToken(r)
 	sub, err := s.hub.rooms.subscribe(teacher)
 	if err != nil {
 		s.fails.Record(audit.Entry{Event: "teacher.events", Identity: teacher, Source: r.RemoteAddr, Outcome: "denied", Detail: err.Error()})
@@ -176,6 +178,14 @@ func (s *Server) handleTeacherEvents(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		case <-sub.ch:
+			// A disabled or removed account's stream ends (accounts.go
+			// wakes it at once).
+			if s.tokenRefused(token) {
+				send(func() error {
+					return writeEvent(w, "expired", map[string]string{"error": "the account was disabled or removed; sign in again"})
+				})
+				return
+			}
 			// The rooms are read again: a room withdrawn from the teacher
 			// is not shown any more.
 			names, err := s.viewers.Rooms(teacher)
