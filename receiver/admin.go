@@ -152,10 +152,10 @@ func (s *Server) adminHandler() http.Handler {
 		v, err := local.ListRecordings()
 		reply(w, v, err)
 	})
-	viewerRoutes(mux, local, reply)
-	mux.HandleFunc("GET /turn", s.handleTURNStatus)
 	accountRoutes(mux, local, reply)
 	mux.HandleFunc("GET "+dbSnapshotPath, s.handleDatabaseSnapshot)
+	viewerRoutes(mux, local, reply)
+	mux.HandleFunc("GET /turn", s.handleTURNStatus)
 	mux.HandleFunc("POST /devices/{name}/decision", func(w http.ResponseWriter, r *http.Request) {
 		in, err := readDecide(r)
 		var v *DecideAnswer

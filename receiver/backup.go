@@ -82,7 +82,7 @@ func Backup(ctx context.Context, data, out string) (*BackupReport, error) {
 		return nil, fmt.Errorf("backup: --out %s is inside the data directory %s: write the backup elsewhere (it must not back itself up)", out, data)
 	}
 	rep := &BackupReport{Out: out, BackupManifest: BackupManifest{Format: backupFormat, Created: time.Now().UTC(), Source: data}}
-	err := atomicfile.WriteFunc(out, 0o600, func(w io.Writer) error {
+	err := writeNew(out, func(w io.Writer) error {
 		counted := &countWriter{w: w}
 		gz := gzip.NewWriter(counted)
 		tw := &backupWriter{tw: tar.NewWriter(gz), created: rep.Created}
@@ -109,6 +109,31 @@ func Backup(ctx context.Context, data, out string) (*BackupReport, error) {
 		return nil, fmt.Errorf("backup to %s: %w", out, err)
 	}
 	return rep, nil
+}
+
+// writeNew writes out with what write writes: to a temporary file beside
+// it (0600 from its creation), fsynced and renamed over out, the directory
+// fsynced; if write fails, out is left as it was.
+func writeNew(out string, write func(io.Writer) error) error {
+	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after the rename, nothing is there
+	err = write(tmp)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), out)
+	}
+	if err != nil {
+		return err
+	}
+	return atomicfile.SyncDir(filepath.Dir(out))
 }
 
 // inside reports whether path is in dir or below it.

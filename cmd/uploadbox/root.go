@@ -13,10 +13,10 @@ func newRootCommand() *cobra.Command {
 	}
 	keys := &cobra.Command{Use: "keys", Short: "Manage the device signing key"}
 	keys.AddCommand(newKeysDeviceCommand())
+	root.AddCommand(newAuditCommand())
 	root.AddCommand(cli.NewVersionCommand("uploadbox"), keys, newSealCommand(), newRecordCommand(), newEnrollCommand(), newUploadCommand())
 	root.AddCommand(newViewersCommand())
 	root.AddCommand(newRunCommand(), newSessionCommand(), newQueueCommand(), newConsentCommand(), newStatusCommand())
 	root.AddCommand(newDiagCommand())
-	root.AddCommand(newAuditCommand())
 	return root
 }

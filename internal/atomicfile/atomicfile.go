@@ -6,22 +6,12 @@ package atomicfile
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 )
 
 // Write replaces path with data, created with mode.
 func Write(path string, data []byte, mode os.FileMode) error {
-	return WriteFunc(path, mode, func(w io.Writer) error {
-		_, err := w.Write(data)
-		return err
-	})
-}
-
-// WriteFunc replaces path with what write writes, created with mode; if
-// write fails, path is left as it was.
-func WriteFunc(path string, mode os.FileMode, write func(io.Writer) error) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -32,7 +22,7 @@ func WriteFunc(path string, mode os.FileMode, write func(io.Writer) error) error
 		tmp.Close()
 		return err
 	}
-	if err := write(tmp); err != nil {
+	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
 		return err
 	}
