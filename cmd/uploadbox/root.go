@@ -13,9 +13,9 @@ func newRootCommand() *cobra.Command {
 	}
 	keys := &cobra.Command{Use: "keys", Short: "Manage the device signing key"}
 	keys.AddCommand(newKeysDeviceCommand())
-	root.AddCommand(newAuditCommand())
 	root.AddCommand(cli.NewVersionCommand("uploadbox"), keys, newSealCommand(), newRecordCommand(), newEnrollCommand(), newUploadCommand())
 	root.AddCommand(newViewersCommand())
+	root.AddCommand(newAuditCommand())
 	root.AddCommand(newRunCommand(), newSessionCommand(), newQueueCommand(), newConsentCommand(), newStatusCommand())
 	root.AddCommand(newDiagCommand())
 	return root
