@@ -325,6 +325,21 @@ type RestoreReport struct {
 	Warnings []string `json:"warnings,omitempty"`
 }
 
+// errDamaged marks an error reading the backup file itself.
+var errDamaged = errors.New("the backup is damaged or cut short")
+
+// damagedReader tags the errors of reading the backup (not of writing
+// the files) with errDamaged.
+type damagedReader struct{ r io.Reader }
+
+func (d damagedReader) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("%w: %w", errDamaged, err)
+	}
+	return n, err
+}
+
 // ErrNotEmpty: restore only writes into a new or empty directory.
 var ErrNotEmpty = errors.New("is not empty: restore into a new or empty directory (nothing in it was changed)")
 
@@ -361,7 +376,7 @@ func Restore(from, data string) (rep *RestoreReport, err error) {
 	}
 	got := map[string]BackupFile{}
 	var manifest *BackupManifest
-	tr := tar.NewReader(gz)
+	tr := tar.NewReader(damagedReader{gz})
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {

@@ -172,8 +172,13 @@ func TestRestoreRefuses(t *testing.T) {
 	}
 
 	raw, _ := os.ReadFile(bak)
-	cut := filepath.Join(t.TempDir(), "cut.bak")
-	os.WriteFile(cut, raw[:len(raw)*2/3], 0o600)
+	// Cut in the middle of a file's content and between files alike.
+	var cuts []string
+	for _, at := range []int{len(raw) / 3, len(raw) / 2, len(raw) * 2 / 3, len(raw) - 100} {
+		p := filepath.Join(t.TempDir(), "cut.bak")
+		os.WriteFile(p, raw[:at], 0o600)
+		cuts = append(cuts, p)
+	}
 	flipped := rewrite(t, bak, func(h *tar.Header, body []byte) []byte {
 		if h.Name == "token.key" {
 			body[len(body)/2] ^= 1
@@ -209,7 +214,10 @@ func TestRestoreRefuses(t *testing.T) {
 	})
 	for _, tc := range []struct{ name, file, want string }{
 		{"a damaged database", badDB, "the restored database"},
-		{"cut short", cut, "damaged or cut short"},
+		{"cut at a third", cuts[0], "damaged or cut short"},
+		{"cut in half", cuts[1], "damaged or cut short"},
+		{"cut at two thirds", cuts[2], "damaged or cut short"},
+		{"cut near the end", cuts[3], "damaged or cut short"},
 		{"a flipped byte", flipped, "token.key does not match the manifest"},
 		{"a path out of the directory", escape, `refusing entry "../token.key"`},
 		{"no manifest", noManifest, "no manifest"},
