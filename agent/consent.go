@@ -34,6 +34,9 @@ type ConsentViewer struct {
 // AuditList are the parameters of "audit.list".
 type AuditList struct {
 	Last int `json:"last,omitempty"` // the last N entries; 0: all
+	// Since and Types select entries as audit.Filter does (`audit list`).
+	Since time.Time `json:"since,omitzero"`
+	Types []string  `json:"types,omitempty"`
 }
 
 // AuditReport is the answer to "audit.verify".
@@ -119,7 +122,7 @@ func (a *Agent) handleConsent(r control.Request) (any, error) {
 		if p.Last < 0 {
 			return nil, control.Errorf("bad-request", "--last %d: give a positive number of entries (0: all)", p.Last)
 		}
-		es, err := audit.Tail(a.Config().Audit.Path, p.Last)
+		es, err := audit.List(a.Config().Audit.Path, audit.Filter{Since: p.Since, Types: p.Types, Last: p.Last})
 		if err != nil {
 			return nil, control.Errorf("audit-broken", "%v", err)
 		}

@@ -60,6 +60,11 @@ type Admin interface {
 	// ask for through the receiver (every room is denied unless allowed).
 	AllowRoom(name, device string) error
 	DenyRoom(name, device string) error
+	// DisableViewer, EnableViewer and RemoveViewer change whether an
+	// account may sign in and use its tokens (accounts.go).
+	DisableViewer(name string) error
+	EnableViewer(name string) error
+	RemoveViewer(name string) error
 	// Decide brings a teacher's decision to a box (decision.go).
 	Decide(device string, in DecideRequest) (*DecideAnswer, error)
 	Close() error
@@ -155,6 +160,8 @@ func (s *Server) adminHandler() http.Handler {
 		v, err := local.ListRecordings()
 		reply(w, v, err)
 	})
+	accountRoutes(mux, local, reply)
+	mux.HandleFunc("GET "+dbSnapshotPath, s.handleDatabaseSnapshot)
 	viewerRoutes(mux, local, reply)
 	keyRoutes(mux, local, reply)
 	s.recordingRoutes(mux, reply)

@@ -167,9 +167,10 @@ func relayProblem(w http.ResponseWriter, code int, reason, msg string) {
 	json.NewEncoder(w).Encode(map[string]string{"error": msg, "reason": reason})
 }
 
-// viewerOf checks a viewer token against the receiver's token key.
+// viewerOf checks a viewer token against the receiver's token key and
+// that its account may still use it (accountAccepts).
 func (s *Server) viewerOf(token string) (string, error) {
-	c, err := s.tokenVerifier().Verify(token, time.Now())
+	c, err := s.accountAccepts(s.tokenVerifier().Verify(token, time.Now()))
 	if err != nil {
 		return "", err
 	}
@@ -179,7 +180,7 @@ func (s *Server) viewerOf(token string) (string, error) {
 // ownerOf is viewerOf for a running session's requests: the token may
 // have expired (viewtoken.VerifyIgnoringExpiry).
 func (s *Server) ownerOf(token string) (string, error) {
-	c, err := s.tokenVerifier().VerifyIgnoringExpiry(token, time.Now())
+	c, err := s.accountAccepts(s.tokenVerifier().VerifyIgnoringExpiry(token, time.Now()))
 	if err != nil {
 		return "", err
 	}

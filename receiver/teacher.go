@@ -53,7 +53,7 @@ func (s *Server) signedIn(w http.ResponseWriter, r *http.Request, what, roleEven
 	token, have := bearerToken(r)
 	err := errors.New("no bearer token")
 	if have {
-		c, verr := s.tokenVerifier().Verify(token, time.Now())
+		c, verr := s.accountAccepts(s.tokenVerifier().Verify(token, time.Now()))
 		name, expires, err = c.Subject, c.Expiry(), verr
 	}
 	if err != nil {
@@ -122,7 +122,8 @@ func writeEvent(w io.Writer, event string, data any) error {
 // the teacher's rooms. First one "room" event per room, then one each
 // time a room changes (its box connects or disconnects, or pushes a new
 // consent state), a ": ping" comment every TeacherPing, and "expired"
-// when the token expires (the stream then ends). Bounded per teacher
+// when the token expires or its account is disabled or removed (the
+// stream then ends). Bounded per teacher
 // (MaxTeacherStreams) and in total (MaxTeacherStreamsTotal): beyond, 503
 // with reason "busy".
 func (s *Server) handleTeacherEvents(w http.ResponseWriter, r *http.Request) {
@@ -130,6 +131,7 @@ func (s *Server) handleTeacherEvents(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	token, _ := bearerToken(r)
 	sub, err := s.hub.rooms.subscribe(teacher)
 	if err != nil {
 		s.fails.Record(audit.Entry{Event: "teacher.events", Identity: teacher, Source: r.RemoteAddr, Outcome: "denied", Detail: err.Error()})
@@ -185,6 +187,14 @@ func (s *Server) handleTeacherEvents(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		case <-sub.ch:
+			// A disabled or removed account's stream ends (accounts.go
+			// wakes it at once).
+			if s.tokenRefused(token) {
+				send(func() error {
+					return writeEvent(w, "expired", map[string]string{"error": "the account was disabled or removed; sign in again"})
+				})
+				return
+			}
 			// The rooms are read again: a room withdrawn from the teacher
 			// is not shown any more.
 			names, err := s.viewers.Rooms(teacher)

@@ -80,9 +80,10 @@ func newDevicesCommand() *cobra.Command {
 
 func newAuditCommand() *cobra.Command {
 	var data string
-	a := &cobra.Command{Use: "audit", Short: "Check the audit log"}
+	var asJSON bool
+	a := &cobra.Command{Use: "audit", Short: "List and check the audit log"}
 	verify := &cobra.Command{
-		Use:   "verify --data DIR",
+		Use:   "verify --data DIR [--json]",
 		Short: "Check the audit log's hash chain (naming the first bad entry) and that no entry the last checkpoint covers is missing",
 		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -90,16 +91,13 @@ func newAuditCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "audit log OK: %d entries, seq %d to %d\n", rep.Entries, rep.First, rep.Last)
-			if c := rep.Checkpoint; c != nil {
-				fmt.Fprintf(cmd.OutOrStdout(), "last checkpoint: seq %d at %s, signed with the receipt key\n", c.Seq, c.Time.Format(time.RFC3339))
-			}
-			return nil
+			return printAuditReport(cmd, data, rep, asJSON)
 		},
 	}
 	verify.Flags().StringVar(&data, "data", "", "the receiver's data directory")
+	verify.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	verify.MarkFlagRequired("data")
-	a.AddCommand(verify)
+	a.AddCommand(verify, newAuditListCommand())
 	return a
 }
 

@@ -21,7 +21,7 @@ import (
 )
 
 func newViewersCommand() *cobra.Command {
-	vs := &cobra.Command{Use: "viewers", Short: "Manage viewer accounts: add, list, unlock, change passwords"}
+	vs := &cobra.Command{Use: "viewers", Short: "Manage viewer accounts: add, list, unlock, change passwords, disable, enable, remove"}
 	var addStdin, passwdStdin bool
 	var addRole string
 	add := adminCommand("add NAME [--role viewer|teacher|admin] [--password-stdin] [--json]", "Add an account (a viewer unless --role says otherwise); without --password-stdin, prompt on a terminal or generate a password", cobra.ExactArgs(1),
@@ -69,7 +69,7 @@ func newViewersCommand() *cobra.Command {
 					return printJSON(cmd, list)
 				}
 				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tROLE\tCREATED\tLOCKED\tFAILURES\tLAST LOGIN\tROOMS")
+				fmt.Fprintln(tw, "NAME\tROLE\tCREATED\tLOCKED\tDISABLED\tFAILURES\tLAST LOGIN\tROOMS")
 				for _, v := range list {
 					last := "-"
 					if !v.LastLogin.IsZero() {
@@ -79,7 +79,7 @@ func newViewersCommand() *cobra.Command {
 					if len(v.Rooms) > 0 {
 						rooms = strings.Join(v.Rooms, ",")
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%t\t%d\t%s\t%s\n", v.Name, v.Role, v.Created.Format("2006-01-02 15:04"), v.Locked, v.Failures, last, rooms)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%t\t%t\t%d\t%s\t%s\n", v.Name, v.Role, v.Created.Format("2006-01-02 15:04"), v.Locked, v.Disabled, v.Failures, last, rooms)
 				}
 				return tw.Flush()
 			}),
@@ -120,6 +120,7 @@ func newViewersCommand() *cobra.Command {
 				return nil
 			}),
 	)
+	vs.AddCommand(newViewerStateCommands()...)
 	return vs
 }
 

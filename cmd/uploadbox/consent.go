@@ -9,7 +9,6 @@ import (
 
 	"github.com/uploadbox/uploadbox/agent"
 	"github.com/uploadbox/uploadbox/consent"
-	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/internal/cli"
 )
 
@@ -128,29 +127,21 @@ func newConsentCommand() *cobra.Command {
 		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !verify {
-				return listAudit(cmd, vf, file, last)
-			}
-			var rep agent.AuditReport
-			if file != "" {
-				// Offline, the checkpoints are checked against the key they
-				// name; the receiver checks against the enrolled key
-				// (uploadbox-receiver devices audit-check).
-				r, err := audit.VerifyAnchored(file, nil)
-				if err != nil {
-					return fmt.Errorf("audit log %s: %w", file, err)
+				if last < 0 {
+					return cli.Usagef("--last %d: give a number of entries (0: all)", last)
 				}
-				rep = agent.AuditReport{Path: file, Entries: r.Entries, First: r.First, Last: r.Last, Checkpoint: r.Checkpoint}
-			} else if err := vf.call(cmd.Context(), "audit.verify", nil, &rep); err != nil {
-				return err
+				es, err := readAudit(cmd, vf, file, agent.AuditList{Last: last})
+				if err != nil || vf.json {
+					return err
+				}
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "TIME\tEVENT\tVIEWER\tBY\tOUTCOME\tDETAIL")
+				for _, e := range es {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format(time.DateTime), e.Event, dash(e.Identity), dash(e.By), e.Outcome, e.Detail)
+				}
+				return w.Flush()
 			}
-			if vf.json {
-				return printJSON(cmd.OutOrStdout(), rep)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "audit log OK: %s, %d entries, seq %d to %d\n", rep.Path, rep.Entries, rep.First, rep.Last)
-			if c := rep.Checkpoint; c != nil {
-				fmt.Fprintf(cmd.OutOrStdout(), "last checkpoint: seq %d at %s, signed by %s\n", c.Seq, c.Time.Format(time.RFC3339), c.Key)
-			}
-			return nil
+			return verifyAudit(cmd, vf, file)
 		},
 	}
 	vf.add(auditCmd, true)
@@ -160,32 +151,6 @@ func newConsentCommand() *cobra.Command {
 
 	cmd.AddCommand(list, accept, deny, revoke, auditCmd)
 	return cmd
-}
-
-// listAudit prints the last entries of the audit log: when, what, which
-// viewer, who decided, the outcome and the detail.
-func listAudit(cmd *cobra.Command, f ctlFlags, file string, last int) error {
-	if last < 0 {
-		return cli.Usagef("--last %d: give a number of entries (0: all)", last)
-	}
-	var es []audit.Entry
-	if file != "" {
-		var err error
-		if es, err = audit.Tail(file, last); err != nil {
-			return err
-		}
-	} else if err := f.call(cmd.Context(), "audit.list", agent.AuditList{Last: last}, &es); err != nil {
-		return err
-	}
-	if f.json {
-		return printJSON(cmd.OutOrStdout(), es)
-	}
-	w := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "TIME\tEVENT\tVIEWER\tBY\tOUTCOME\tDETAIL")
-	for _, e := range es {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format(time.DateTime), e.Event, dash(e.Identity), dash(e.By), e.Outcome, e.Detail)
-	}
-	return w.Flush()
 }
 
 func dash(s string) string {

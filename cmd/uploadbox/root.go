@@ -15,6 +15,7 @@ func newRootCommand() *cobra.Command {
 	keys.AddCommand(newKeysDeviceCommand())
 	root.AddCommand(cli.NewVersionCommand("uploadbox"), keys, newSealCommand(), newRecordCommand(), withRenew(newEnrollCommand()), newUploadCommand())
 	root.AddCommand(newViewersCommand())
+	root.AddCommand(newAuditCommand())
 	root.AddCommand(newRunCommand(), newSessionCommand(), newQueueCommand(), newConsentCommand(), newStatusCommand())
 	root.AddCommand(newDiagCommand())
 	return root

@@ -119,18 +119,22 @@ func (l *Log) Append(e Entry) (Entry, error) {
 
 // lock opens the log and takes the exclusive flock. If a concurrent Prune
 // replaced the file while we waited, the lock is on the old inode: reopen.
-func (l *Log) lock(flag int) (*os.File, error) {
+func (l *Log) lock(flag int) (*os.File, error) { return lockPath(l.path, flag, syscall.LOCK_EX) }
+
+// lockPath opens path and takes the flock how (LOCK_EX, LOCK_SH) on the
+// file that is at path once it holds it.
+func lockPath(path string, flag, how int) (*os.File, error) {
 	for {
-		f, err := os.OpenFile(l.path, flag, 0o600)
+		f, err := os.OpenFile(path, flag, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("audit log: %w", err)
 		}
-		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		if err := syscall.Flock(int(f.Fd()), how); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("audit log: lock %s: %w", l.path, err)
+			return nil, fmt.Errorf("audit log: lock %s: %w", path, err)
 		}
 		held, err1 := f.Stat()
-		now, err2 := os.Stat(l.path)
+		now, err2 := os.Stat(path)
 		if err1 == nil && err2 == nil && os.SameFile(held, now) {
 			return f, nil
 		}

@@ -33,7 +33,8 @@ type LoginResponse struct {
 // LoginHandler serves POST /v1/login: a password login that returns a
 // viewer token signed with key, valid for ttl. Wrong credentials get 401
 // with a generic message, a locked account (or a name that failed as
-// often) 423 with reason "locked", a full hashing queue 503 with
+// often) 423 with reason "locked", a disabled account given its right
+// password 403 with reason "disabled", a full hashing queue 503 with
 // Retry-After.
 type LoginHandler struct {
 	reg *Registry
@@ -71,6 +72,9 @@ func (h *LoginHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, ErrLocked):
 		reply(w, http.StatusLocked, map[string]string{"error": "account locked: ask an administrator to unlock it", "reason": "locked"})
+		return
+	case errors.Is(err, ErrDisabled):
+		reply(w, http.StatusForbidden, map[string]string{"error": "account disabled: ask an administrator to enable it", "reason": "disabled"})
 		return
 	case errors.Is(err, ErrBusy):
 		w.Header().Set("Retry-After", "1")

@@ -58,6 +58,11 @@ type record struct {
 	// Role is RoleViewer, RoleTeacher or RoleAdmin (roles.go); empty in a
 	// record from before roles: RoleViewer.
 	Role string `json:"role,omitempty"`
+	// Disabled is when an administrator disabled the account (zero:
+	// enabled); TokensFrom, when set, refuses tokens issued before it
+	// (accounts.go).
+	Disabled   time.Time `json:"disabled,omitzero"`
+	TokensFrom time.Time `json:"tokens_from,omitzero"`
 	lockout.Record
 }
 
@@ -71,6 +76,9 @@ type Viewer struct {
 	LastLogin time.Time `json:"last_login,omitzero"`
 	Rooms     []string  `json:"rooms"`
 	Role      string    `json:"role"`
+	// Disabled accounts cannot sign in and their tokens are refused.
+	Disabled   bool      `json:"disabled"`
+	DisabledAt time.Time `json:"disabled_at,omitzero"`
 }
 
 // Option configures a Registry.
@@ -263,6 +271,7 @@ func (r *Registry) Add(name, password string) error {
 		return err
 	}
 	now := r.now().UTC()
+	var from time.Time
 	err = r.db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucket).Get([]byte(name)) != nil {
 			return fmt.Errorf("%w: %s", ErrExists, name)
@@ -271,11 +280,18 @@ func (r *Registry) Add(name, password string) error {
 		if _, err := r.unknown.Forget(tx, name); err != nil {
 			return err
 		}
-		return put(tx, &record{Name: name, Hash: h, Created: now, Changed: now})
+		// Nor do the tokens of a removed account of this name.
+		var err error
+		if from, err = tokensFrom(tx, name); err != nil {
+			return err
+		}
+		return put(tx, &record{Name: name, Hash: h, Created: now, Changed: now, TokensFrom: from})
 	})
 	outcome := "ok"
 	if err != nil {
 		outcome = "failed"
+	} else {
+		r.waitFor(from)
 	}
 	return errors.Join(err, r.audit("viewer.add", name, "local", outcome, ""))
 }
@@ -351,7 +367,8 @@ func (r *Registry) List() ([]Viewer, error) {
 			if err := json.Unmarshal(v, &rec); err != nil {
 				return fmt.Errorf("viewer %s: damaged record: %w", k, err)
 			}
-			out = append(out, Viewer{Name: rec.Name, Created: rec.Created, Locked: rec.Locked(), LockedAt: rec.LockedAt, Failures: rec.Recent(now), LastLogin: rec.LastLogin, Rooms: append([]string{}, rec.Rooms...), Role: rec.role()})
+			out = append(out, Viewer{Name: rec.Name, Created: rec.Created, Locked: rec.Locked(), LockedAt: rec.LockedAt, Failures: rec.Recent(now), LastLogin: rec.LastLogin, Rooms: append([]string{}, rec.Rooms...), Role: rec.role(),
+				Disabled: !rec.Disabled.IsZero(), DisabledAt: rec.Disabled})
 			return nil
 		})
 	})
@@ -360,7 +377,9 @@ func (r *Registry) List() ([]Viewer, error) {
 
 // Login checks name and password from source (a remote address). It
 // returns ErrBadCredentials for a wrong password and ErrLocked for a
-// locked account, whatever the password. An unknown name answers exactly
+// locked account, whatever the password; ErrDisabled for a disabled
+// account given its right password (a wrong one is ErrBadCredentials, and
+// counts, as for any account). An unknown name answers exactly
 // like an existing one: the same password-hash work, and after
 // MaxFailures failures it is locked too, until an administrator unlocks
 // it. ErrBusy means the hashing queue is full. Every attempt is audited
@@ -411,6 +430,11 @@ func (r *Registry) Login(name, password, source string) error {
 		switch {
 		case rec.Locked():
 			outcome, detail, result = "locked", "account is locked", ErrLocked
+			return nil
+		case ok && cerr == nil && !rec.Disabled.IsZero():
+			// Said only to whoever knows the password: a wrong one is
+			// answered and counted as for any account.
+			outcome, detail, result = "disabled", "account is disabled", ErrDisabled
 			return nil
 		case ok && cerr == nil:
 			rec.Clear()
