@@ -12,7 +12,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -273,7 +272,7 @@ func (s *Server) commit(ctx context.Context, d *devices.Device, source string, r
 	defer lock.Unlock()
 	resp, err := s.commitLocked(ctx, d, source, req)
 	if ce := (*commitError)(nil); errors.As(err, &ce) && ce.remove {
-		if rerr := s.removeUpload(req.UploadID); rerr != nil {
+		if rerr := s.removeUpload(ctx, req.UploadID); rerr != nil {
 			s.log.Warn("refused upload not removed", "device", d.Name, "err", strings.ReplaceAll(rerr.Error(), req.UploadID, "UPLOAD"))
 		}
 	}
@@ -299,8 +298,7 @@ func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source str
 		return nil, e
 	}
 	// req passed parseCommitRequest and the id is open: never a path.
-	path := filepath.Join(s.uploads, req.UploadID)
-	f, err := os.Open(path)
+	f, err := s.tusStore.open(ctx, req.UploadID)
 	if err != nil {
 		return nil, err
 	}
@@ -350,17 +348,19 @@ func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source str
 		if prev.SHA256 != rec.SHA256 {
 			return nil, refuseForGood(http.StatusConflict, ReasonExists, "commit: segment %d of recording %s was already stored with other bytes", rec.Sequence, rec.Recording)
 		}
-		return s.finishCommit(req.UploadID, prev, true)
+		return s.finishCommit(ctx, req.UploadID, prev, true)
 	}
 	if err := s.checkChain(rec); err != nil {
 		return nil, err
 	}
 	// A copy, never a link: the stored object shares nothing with a file
 	// the tus handler can write. Put checks size and SHA-256 once more.
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
+	f2, err := s.tusStore.open(ctx, req.UploadID)
+	if err != nil {
 		return nil, err
 	}
-	if err := s.store.Put(ctx, rec.Key, f, size, sum); err != nil {
+	defer f2.Close()
+	if err := s.store.Put(ctx, rec.Key, f2, size, sum); err != nil {
 		return nil, fmt.Errorf("commit: store %s: %w", rec.Key, err)
 	}
 	rec.Committed = time.Now().UTC()
@@ -369,7 +369,7 @@ func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source str
 		return nil, err
 	}
 	rec.Receipt = rb
-	resp, err := s.finishCommit(req.UploadID, &rec, false)
+	resp, err := s.finishCommit(ctx, req.UploadID, &rec, false)
 	if err == nil {
 		s.log.Info("segment committed", "device", d.Name, "key", rec.Key, "outcome", rec.Outcome, "size", size)
 	}
@@ -379,7 +379,7 @@ func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source str
 // finishCommit records the segment (unless repeated), maps the upload id
 // to it so that a commit repeated after the upload files were removed gets
 // the same receipt, ends the upload's ownership and removes its files.
-func (s *Server) finishCommit(id string, rec *SegmentRecord, repeated bool) (*CommitResponse, error) {
+func (s *Server) finishCommit(ctx context.Context, id string, rec *SegmentRecord, repeated bool) (*CommitResponse, error) {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if !repeated {
 			b := tx.Bucket(segmentsBucket)
@@ -415,7 +415,8 @@ func (s *Server) finishCommit(id string, rec *SegmentRecord, repeated bool) (*Co
 	if err != nil {
 		return nil, err
 	}
-	if err := s.removeUpload(id); err != nil {
+	// Even if the box hung up: the commit is done, its upload must go.
+	if err := s.removeUpload(context.WithoutCancel(ctx), id); err != nil {
 		s.log.Warn("committed upload not removed (the janitor will)", "err", strings.ReplaceAll(err.Error(), id, "UPLOAD"))
 	}
 	return &CommitResponse{Receipt: base64.StdEncoding.EncodeToString(rec.Receipt), Key: rec.Key, Outcome: rec.Outcome, Repeated: repeated}, nil

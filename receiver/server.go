@@ -19,8 +19,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tus/tusd/v2/pkg/filelocker"
-	"github.com/tus/tusd/v2/pkg/filestore"
 	tusd "github.com/tus/tusd/v2/pkg/handler"
 	bolt "go.etcd.io/bbolt"
 	expslog "golang.org/x/exp/slog"
@@ -122,6 +120,10 @@ type ServerConfig struct {
 	// MetricsListen, if set, is a plain HTTP listener for Prometheus
 	// (GET /metrics: the fleet's per-device series, metrics.go).
 	MetricsListen string
+	// Where unfinished uploads are staged (staging.go): UploadsDir, if
+	// set, else S3Uploads, if set, else Data/uploads.
+	UploadsDir string
+	S3Uploads  *S3Uploads
 }
 
 // Server is the cloud receiver.
@@ -144,7 +146,7 @@ type Server struct {
 	store      store.Store
 	uploads    string
 	tus        *tusd.Handler
-	tusStore   filestore.FileStore
+	tusStore   staging
 	locker     tusd.Locker
 	// fails takes every failed-authentication and refused-device entry
 	// (coalesced, capped).
@@ -307,15 +309,13 @@ func Open(cfg ServerConfig) (*Server, error) {
 		s.db.Close()
 		return nil, err
 	}
-	s.uploads = filepath.Join(cfg.Data, UploadsDir)
-	if err := os.MkdirAll(s.uploads, 0o700); err != nil {
+	if err := s.openStaging(); err != nil {
 		s.db.Close()
 		return nil, err
 	}
 	composer := tusd.NewStoreComposer()
-	s.tusStore = filestore.New(s.uploads)
 	s.tusStore.UseIn(composer)
-	s.locker = filelocker.New(s.uploads)
+	s.locker = s.newLocker(s.db)
 	composer.UseLocker(s.locker)
 	s.tus, err = tusd.NewHandler(tusd.Config{
 		StoreComposer:           composer,

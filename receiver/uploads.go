@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -227,22 +225,19 @@ func (s *Server) lockUpload(ctx context.Context, id string) (tusd.Lock, error) {
 	return lock, nil
 }
 
-// removeUpload deletes an upload's files and its ownership rows; the
-// caller holds its lock. The files are named by the id alone (the receiver
-// never sets another path), not by what an .info file says.
-func (s *Server) removeUpload(id string) error {
-	for _, p := range []string{filepath.Join(s.uploads, id), filepath.Join(s.uploads, id+".info")} {
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
+// removeUpload deletes an upload's staged bytes and its ownership rows;
+// the caller holds its lock.
+func (s *Server) removeUpload(ctx context.Context, id string) error {
+	if err := s.tusStore.remove(ctx, id); err != nil {
+		return err
 	}
 	return s.db.Update(func(tx *bolt.Tx) error { return forgetUpload(tx, id) })
 }
 
-// expireUploads removes the uploads opened before cutoff, and upload files
-// without an owner (left by an older receiver) last written before it. A
-// PATCH still running on an expired upload is stopped (tusd keeps its lock
-// until then); if it does not stop in time, the next round removes it.
+// expireUploads removes the uploads opened before cutoff, and staged
+// uploads without an owner (left by an older receiver) created before it.
+// A PATCH still running on an expired upload is stopped (tusd keeps its
+// lock until then); if it does not stop in time, the next round removes it.
 func (s *Server) expireUploads(ctx context.Context, cutoff time.Time) (int, error) {
 	var ids []string
 	known := map[string]bool{}
@@ -260,10 +255,12 @@ func (s *Server) expireUploads(ctx context.Context, cutoff time.Time) (int, erro
 	if err != nil {
 		return 0, err
 	}
-	infos, _ := filepath.Glob(filepath.Join(s.uploads, "*.info"))
-	for _, p := range infos {
-		id := strings.TrimSuffix(filepath.Base(p), ".info")
-		if st, err := os.Stat(p); err == nil && !known[id] && st.ModTime().Before(cutoff) {
+	staged, err := s.tusStore.stale(ctx, cutoff)
+	if err != nil {
+		return 0, fmt.Errorf("expire uploads: %w", err)
+	}
+	for _, id := range staged {
+		if !known[id] {
 			ids = append(ids, id)
 		}
 	}
@@ -275,7 +272,7 @@ func (s *Server) expireUploads(ctx context.Context, cutoff time.Time) (int, erro
 		if err != nil {
 			continue
 		}
-		err = s.removeUpload(id)
+		err = s.removeUpload(ctx, id)
 		lock.Unlock()
 		if err != nil {
 			return n, fmt.Errorf("expire upload: %w", err)

@@ -18,6 +18,7 @@ import (
 type serveOptions struct {
 	data, listen, recipients, confPath string
 	s3                                 store.S3Options
+	s3UploadsPrefix                    string
 	auditRetention                     time.Duration
 	auditCheckpointEvery               time.Duration
 	authRate                           string
@@ -106,6 +107,7 @@ func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 					return err
 				}
 				cfg.Store = st
+				cfg.S3Uploads = &receiver.S3Uploads{Client: st.Client(), Bucket: o.s3.Bucket, Prefix: o.s3UploadsPrefix}
 			}
 			srv, err := receiver.Open(cfg)
 			if err != nil {
@@ -155,6 +157,7 @@ func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 	f.StringVar(&o.s3.Endpoint, "s3-endpoint", "", "S3 endpoint URL (default: AWS)")
 	f.StringVar(&o.s3.Region, "s3-region", "", "S3 region")
 	f.BoolVar(&o.s3.PathStyle, "s3-path-style", false, "use path-style S3 addressing")
+	f.StringVar(&o.s3UploadsPrefix, "s3-uploads-prefix", receiver.DefaultS3UploadsPrefix, "with --s3-bucket, unfinished uploads are staged in the bucket under this key prefix (unless --uploads-dir is given), so that any receiver on the bucket can continue them")
 	f.DurationVar(&o.auditRetention, "audit-retention", 180*24*time.Hour, "how long audit entries are kept (pruned at start, daily while running)")
 	f.DurationVar(&o.auditCheckpointEvery, "audit-checkpoint-every", 10*time.Minute, "how often the audit log's head is signed with the receipt key (1s to 10m; once more at shutdown)")
 	f.StringVar(&o.authRate, "auth-rate", "10/min", "login and enrollment attempts allowed per source address and per account name (N/s, N/min or N/h); more get 429 with Retry-After")

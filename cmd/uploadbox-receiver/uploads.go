@@ -14,11 +14,13 @@ type uploadServeOptions struct {
 	quota        int64
 	expiry       time.Duration
 	patchTimeout time.Duration
+	dir          string
 }
 
 func (o *uploadServeOptions) AddFlags(f *pflag.FlagSet) {
 	f.Int64Var(&o.quota, "upload-quota", receiver.DefaultUploadQuota, "bytes one device may hold in unfinished uploads, counted by their Upload-Length (4294967296 = 4 GiB, 4× the largest segment the receiver accepts); at most 64 uploads per device are open at once")
 	f.DurationVar(&o.expiry, "upload-expiry", receiver.DefaultUploadExpiry, "unfinished uploads older than this are removed")
+	f.StringVar(&o.dir, "uploads-dir", "", "directory where unfinished uploads are staged (default: --data/uploads, or the S3 bucket with --s3-bucket); on storage all receivers share (NFS), any of them can continue an upload")
 	f.DurationVar(&o.patchTimeout, "patch-timeout", receiver.DefaultPatchTimeout, "a PATCH that receives no byte for this long is cut (the bytes received stay; the upload resumes)")
 }
 
@@ -33,5 +35,6 @@ func (o *uploadServeOptions) apply(cfg *receiver.ServerConfig) error {
 		return cli.Usagef("--patch-timeout %s: give a positive duration such as 30s", o.patchTimeout)
 	}
 	cfg.UploadQuota, cfg.UploadExpiry, cfg.PatchTimeout = o.quota, o.expiry, o.patchTimeout
+	cfg.UploadsDir = o.dir
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,10 +19,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/uploadbox/uploadbox/internal/s3test"
+	"github.com/uploadbox/uploadbox/uploader"
 )
 
 // TestServeWithS3Store: `serve --s3-*` against a real S3 server (versitygw):
-// the box uploads, every segment lands in the bucket once with the SHA-256
+// unfinished uploads are staged in the bucket under uploads/, not on the
+// receiver's disk; the box uploads, every segment lands in the bucket once with the SHA-256
 // checksum the receiver checked, nothing is left in the receiver's local
 // store or on the box, and the segments fetched from the bucket export to a
 // recording that ffprobe reads.
@@ -60,13 +63,10 @@ func TestServeWithS3Store(t *testing.T) {
 	json.Unmarshal([]byte(run(t, "uploadbox-receiver", "devices", "add", "room-s3", "--data", data, "--json")), &add)
 	state := filepath.Join(dir, "state")
 	run(t, "uploadbox", "enroll", "--receiver", "https://"+rcv.addr, "--token", add.Token, "--ca-fingerprint", add.CAFingerprint, "--state", state)
-	spool := filepath.Join(dir, "spool")
-	os.Mkdir(spool, 0o700)
-	sealed := recordInto(t, enrolled{state: state, rcv: rcv}, spool, "5s")
-	run(t, "uploadbox", "upload", "--state", state, "--spool", spool)
-	if left := spoolSegments(t, spool); len(left) != 0 {
-		t.Fatalf("local copies left: %v", left)
-	}
+	client := gw.Client()
+	stagedInBucket(t, client, gw.Bucket, data, rcv.addr, state)
+
+	sealed := recordAndUpload(t, enrolled{state: state, rcv: rcv}, filepath.Join(dir, "spool"), "5s")
 	rs := recordings(t, data)
 	if len(rs) != 1 || rs[0].Segments != sealed || !rs[0].Complete {
 		t.Fatalf("receiver has %+v, want one complete recording of %d segments", rs, sealed)
@@ -75,7 +75,10 @@ func TestServeWithS3Store(t *testing.T) {
 		t.Fatalf("segments went to the local store instead of S3: %v", local)
 	}
 
-	client := gw.Client()
+	if left, _ := os.ReadDir(filepath.Join(data, "uploads")); len(left) != 0 {
+		t.Errorf("the receiver's uploads directory holds %d files", len(left))
+	}
+	// The bucket holds the segments only: every staged upload is gone.
 	list, err := client.ListObjectsV2(t.Context(), &s3.ListObjectsV2Input{Bucket: aws.String(gw.Bucket)})
 	if err != nil {
 		t.Fatal(err)
@@ -110,4 +113,97 @@ func TestServeWithS3Store(t *testing.T) {
 	if d := checkRecording(t, mp4, true); d < 4.5 {
 		t.Fatalf("exported %.2fs of a 5 s recording", d)
 	}
+}
+
+// boxTus sends a tus request (creation: of a 1000-byte upload) as the box
+// enrolled in state.
+func boxTus(t *testing.T, state, method, url string) *http.Response {
+	t.Helper()
+	st, err := uploader.LoadState(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), method, url, nil)
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Upload-Length", "1000")
+	resp, err := st.HTTPClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
+}
+
+// boxCreates creates an upload as the box; it returns its URL and id.
+func boxCreates(t *testing.T, state, addr string) (string, string) {
+	t.Helper()
+	resp := boxTus(t, state, http.MethodPost, "https://"+addr+"/v1/uploads/")
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create an upload: %s", resp.Status)
+	}
+	loc := resp.Header.Get("Location")
+	return loc, loc[strings.LastIndex(loc, "/")+1:]
+}
+
+// stagedInBucket creates an upload as the enrolled box, finds it staged in
+// the bucket under uploads/ and not in the data directory, and deletes it.
+func stagedInBucket(t *testing.T, client *s3.Client, bucket, data, addr, state string) {
+	t.Helper()
+	loc, id := boxCreates(t, state, addr)
+	info := "uploads/" + id + ".info"
+	if _, err := client.HeadObject(t.Context(), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(info)}); err != nil {
+		t.Fatalf("the new upload is not staged in the bucket as %s: %v", info, err)
+	}
+	if local, _ := filepath.Glob(filepath.Join(data, "uploads", "*.info")); len(local) != 0 {
+		t.Fatalf("the upload is staged on the receiver's disk: %v", local)
+	}
+	if resp := boxTus(t, state, http.MethodDelete, loc); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("delete the upload: %s", resp.Status)
+	}
+	if _, err := client.HeadObject(t.Context(), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(info)}); err == nil {
+		t.Fatalf("%s is still in the bucket after DELETE", info)
+	}
+}
+
+// TestServeUploadsDir: `serve --uploads-dir DIR` stages unfinished uploads
+// in DIR (not in --data/uploads), commits read them from there, and
+// committed uploads leave DIR empty.
+func TestServeUploadsDir(t *testing.T) {
+	dir := t.TempDir()
+	shared := filepath.Join(dir, "shared-uploads")
+	b := setupBoxWith(t, dir, []string{"--uploads-dir", shared}, nil)
+	_, id := boxCreates(t, b.state, b.rcv.addr)
+	if _, err := os.Stat(filepath.Join(shared, id+".info")); err != nil {
+		t.Fatalf("the new upload is not staged in --uploads-dir: %v", err)
+	}
+	if local, _ := filepath.Glob(filepath.Join(b.rcv.data, "uploads", "*")); len(local) != 0 {
+		t.Fatalf("the upload is staged in the data directory: %v", local)
+	}
+	if st, err := os.Stat(shared); err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("--uploads-dir: %v (mode %v), want a directory of mode 0700", err, st.Mode().Perm())
+	}
+	if resp := boxTus(t, b.state, http.MethodDelete, "https://"+b.rcv.addr+"/v1/uploads/"+id); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("delete the upload: %s", resp.Status)
+	}
+	sealed := recordAndUpload(t, b, filepath.Join(dir, "spool"), "3s")
+	if rs := recordings(t, b.rcv.data); len(rs) != 1 || rs[0].Segments != sealed {
+		t.Fatalf("receiver has %+v, want one recording of %d segments", rs, sealed)
+	}
+	if left, _ := os.ReadDir(shared); len(left) != 0 {
+		t.Fatalf("--uploads-dir holds %d files after every segment was committed", len(left))
+	}
+}
+
+// recordAndUpload records for d into a new spool, uploads it all and
+// checks that the box wiped every local copy; it returns the number of
+// segments sealed.
+func recordAndUpload(t *testing.T, b enrolled, spool, d string) int {
+	t.Helper()
+	os.Mkdir(spool, 0o700)
+	sealed := recordInto(t, b, spool, d)
+	run(t, "uploadbox", "upload", "--state", b.state, "--spool", spool)
+	if left := spoolSegments(t, spool); len(left) != 0 {
+		t.Fatalf("local copies left: %v", left)
+	}
+	return sealed
 }

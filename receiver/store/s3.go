@@ -84,6 +84,10 @@ func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
 	return &S3{client: client, bucket: opts.Bucket}, nil
 }
 
+// Client is the S3 client the store uses, for other objects in its bucket
+// (the receiver stages unfinished uploads there).
+func (s *S3) Client() *s3.Client { return s.client }
+
 // Put implements Store.
 func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64, sum [32]byte) error {
 	if err := ValidateKey(key); err != nil {
