@@ -197,7 +197,8 @@ func notFound(id string) *commitError {
 }
 
 // commitLockTimeout bounds the wait for an upload's tus lock; a PATCH that
-// holds it is asked to stop within filelocker's poll interval (5 s).
+// holds it is asked to stop within the locker's poll interval (filelocker
+// 5 s, pglock 100 ms).
 const commitLockTimeout = 20 * time.Second
 
 func (s *Server) handleCommit(w http.ResponseWriter, r *http.Request) {

@@ -562,6 +562,8 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	go func() { s.runJanitor(bg); close(janitorDone) }()
 	lifeDone := make(chan struct{})
 	go func() { s.runLife(bg); close(lifeDone) }()
+	lockerDone := make(chan struct{})
+	go func() { s.runLocker(bg); close(lockerDone) }()
 	// The coalesced failures are summed up once a minute and at shutdown.
 	fctx, stopFails := context.WithCancel(context.WithoutCancel(ctx))
 	failsDone := make(chan error, 1)
@@ -603,6 +605,7 @@ wait:
 	stopBg()
 	<-janitorDone
 	<-lifeDone
+	<-lockerDone
 	stopFails()
 	ferr := <-failsDone
 	os.Remove(filepath.Join(s.cfg.Data, AdminSocket))

@@ -15,10 +15,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/tus/tusd/v2/pkg/filelocker"
 	"github.com/tus/tusd/v2/pkg/filestore"
 	tusd "github.com/tus/tusd/v2/pkg/handler"
 	"github.com/tus/tusd/v2/pkg/s3store"
+
+	"github.com/uploadbox/uploadbox/receiver/pglock"
 )
 
 // staging is where tus uploads wait for their commit: tusd's filestore in
@@ -337,8 +340,27 @@ func (s *Server) openStaging() error {
 	return nil
 }
 
-// newLocker is the tus locker: lock files in the uploads directory, which
-// exclude the PATCHes and commits of one receiver process.
-func (s *Server) newLocker(any) tusd.Locker {
+// poolHolder is a state database on PostgreSQL (kv.Postgres), which lends
+// its connection pool.
+type poolHolder interface{ Pool() *pgxpool.Pool }
+
+// newLocker is the tus locker for the state database db. On PostgreSQL the
+// locks are advisory locks there (pglock), so that receivers sharing the
+// database never write one upload at once; otherwise lock files in the
+// uploads directory, which exclude the requests of one receiver process.
+func (s *Server) newLocker(db any) tusd.Locker {
+	if p, ok := db.(poolHolder); ok {
+		return pglock.New(p.Pool(), s.log)
+	}
 	return filelocker.New(s.uploads)
+}
+
+// runLocker runs the tus locker's background work, if it has any (pglock
+// listens for other receivers' release requests), until ctx is done.
+func (s *Server) runLocker(ctx context.Context) {
+	if r, ok := s.locker.(interface{ Run(context.Context) error }); ok {
+		if err := r.Run(ctx); err != nil {
+			s.log.Warn("tus locks", "err", err)
+		}
+	}
 }

@@ -152,6 +152,27 @@ func patch(t *testing.T, url string, off int64, data []byte) int64 {
 	return n
 }
 
+// finishOn sends data from off to the upload at url, which st stages,
+// and checks that the staged upload holds exactly data.
+func finishOn(t *testing.T, url string, st staging, off int64, data []byte) {
+	t.Helper()
+	if end := patch(t, url, off, data[off:]); end != int64(len(data)) {
+		t.Fatalf("confirmed %d bytes, want %d", end, len(data))
+	}
+	r, err := st.open(t.Context(), url[strings.LastIndex(url, "/")+1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	staged, err := io.ReadAll(r)
+	r.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(staged, data) {
+		t.Fatalf("the staged upload differs from the bytes sent (%d bytes staged, %d sent)", len(staged), len(data))
+	}
+}
+
 func head(t *testing.T, url string) int64 {
 	t.Helper()
 	resp := tusRequest(t, http.MethodHead, url, nil)
@@ -242,22 +263,7 @@ func TestS3StagingReplicaKilledMidPatch(t *testing.T) {
 		t.Fatalf("B's offset %d, want %d (or %d if A died while re-sending its remainder)", got, whole+rest, whole)
 	}
 	t.Logf("B resumes at offset %d", got)
-	if end := patch(t, urlB+id, got, data[got:]); end != int64(len(data)) {
-		t.Fatalf("B confirmed %d bytes, want %d", end, len(data))
-	}
-
-	r, err := stB.open(t.Context(), id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	staged, err := io.ReadAll(r)
-	r.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(staged, data) {
-		t.Fatalf("the staged upload differs from the bytes sent (%d bytes staged, %d sent)", len(staged), len(data))
-	}
+	finishOn(t, urlB+id, stB, got, data)
 	if left, _ := os.ReadDir(tmpB); len(left) != 0 {
 		t.Errorf("B left temporary files: %v", left)
 	}
