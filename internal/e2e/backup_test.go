@@ -25,11 +25,7 @@ func TestBackupRestoreKeepsBoxUploading(t *testing.T) {
 		t.Skip("starts versitygw, two receivers and uploads; skipped under -short")
 	}
 	gw := s3test.Start(t, "recordings")
-	for _, kv := range gw.Env() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
-	s3 := []string{"--s3-bucket", gw.Bucket, "--s3-endpoint", gw.Endpoint, "--s3-region", s3test.Region, "--s3-path-style"}
+	s3 := s3Serve(t, gw)
 	dir := t.TempDir()
 	rcv := startReceiver(t, filepath.Join(dir, "receiver"), "127.0.0.1:0", s3...)
 	b := enrollBox(t, rcv, "room-9", rcv.addr, filepath.Join(dir, "state"))

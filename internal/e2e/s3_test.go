@@ -13,11 +13,13 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
+	"github.com/uploadbox/uploadbox/internal/faultproxy"
 	"github.com/uploadbox/uploadbox/internal/s3test"
 	"github.com/uploadbox/uploadbox/uploader"
 )
@@ -206,4 +208,96 @@ func recordAndUpload(t *testing.T, b enrolled, spool, d string) int {
 		t.Fatalf("local copies left: %v", left)
 	}
 	return sealed
+}
+
+// TestS3StagedUploadSurvivesReceiverKill: with S3 staging, the receiver
+// is SIGKILLed while a box's upload is staged in the bucket (the box sends
+// through a slow link, so a PATCH is running) and started again; the new
+// process, which has never seen the upload, finds it in the bucket by its
+// id, the box resumes from the offset it reports, and every segment is
+// stored once, each local copy wiped, no staged upload left behind.
+func TestS3StagedUploadSurvivesReceiverKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts versitygw and the receiver twice; skipped under -short")
+	}
+	gw := s3test.Start(t, "recordings")
+	s3flags := s3Serve(t, gw)
+	dir := t.TempDir()
+	b := setupBoxWith(t, dir, s3flags, slowLink(t, 256<<10))
+	spool := filepath.Join(dir, "spool")
+	os.Mkdir(spool, 0o700)
+	sealed := recordInto(t, b, spool, "6s")
+	up := exec.Command(filepath.Join(binDir, "uploadbox"), "upload", "--state", b.state, "--spool", spool)
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { up.Process.Kill(); up.Wait() })
+	client := gw.Client()
+	for deadline := time.Now().Add(time.Minute); len(staged(t, client, gw.Bucket)) == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("no upload was ever staged in the bucket")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.rcv.kill()
+	b.rcv = startReceiver(t, b.rcv.data, b.rcv.addr, s3flags...)
+	up.Process.Kill()
+	up.Wait()
+	uploadRest(t, b, spool, sealed)
+	if left := staged(t, client, gw.Bucket); len(left) != 0 {
+		t.Fatalf("staged objects left in the bucket: %v", left)
+	}
+}
+
+// staged lists the bucket's objects under uploads/.
+func staged(t *testing.T, client *s3.Client, bucket string) []string {
+	t.Helper()
+	list, err := client.ListObjectsV2(t.Context(), &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String("uploads/")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, o := range list.Contents {
+		keys = append(keys, aws.ToString(o.Key))
+	}
+	return keys
+}
+
+// s3Serve gives this test's processes gw's credentials and returns the
+// serve flags of a store in its bucket.
+func s3Serve(t *testing.T, gw *s3test.Server) []string {
+	t.Helper()
+	for _, kv := range gw.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	return []string{"--s3-bucket", gw.Bucket, "--s3-endpoint", gw.Endpoint, "--s3-region", s3test.Region, "--s3-path-style"}
+}
+
+// slowLink is a setupBox via: the box reaches the receiver through a proxy
+// passing rate bytes per second, so that PATCHes last.
+func slowLink(t *testing.T, rate int) func(addr string) string {
+	return func(addr string) string {
+		p, err := faultproxy.Start(addr, faultproxy.Options{Rate: rate})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		return p.Addr()
+	}
+}
+
+// uploadRest runs the box's upload to its end; then the box holds no local
+// copy and the receiver one complete recording of sealed segments, each
+// stored once.
+func uploadRest(t *testing.T, b enrolled, spool string, sealed int) {
+	t.Helper()
+	run(t, "uploadbox", "upload", "--state", b.state, "--spool", spool)
+	if left := spoolSegments(t, spool); len(left) != 0 {
+		t.Fatalf("local copies left: %v", left)
+	}
+	rs := recordings(t, b.rcv.data)
+	if len(rs) != 1 || rs[0].Segments != sealed || !rs[0].Complete {
+		t.Fatalf("receiver has %+v, want one complete recording of %d segments, each once", rs, sealed)
+	}
 }

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uploadbox/uploadbox/internal/faultproxy"
 	"github.com/uploadbox/uploadbox/internal/netns"
 	spoolpkg "github.com/uploadbox/uploadbox/uploader/spool"
 )
@@ -217,14 +216,7 @@ func TestUploadSurvivesKills(t *testing.T) {
 	}
 	dir := t.TempDir()
 	// A slow link (about 1 MB/s) so that kills land in the middle of PATCHes.
-	b := setupBox(t, dir, func(addr string) string {
-		p, err := faultproxy.Start(addr, faultproxy.Options{Rate: 1 << 20})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { p.Close() })
-		return p.Addr()
-	})
+	b := setupBox(t, dir, slowLink(t, 1<<20))
 	spool := filepath.Join(dir, "spool")
 	os.Mkdir(spool, 0o700)
 	sealed := recordInto(t, b, spool, "8s")
@@ -244,14 +236,7 @@ func TestUploadSurvivesKills(t *testing.T) {
 		cmd.Wait()
 		t.Logf("kill %d: %d local segments left", i, len(spoolSegments(t, spool)))
 	}
-	run(t, "uploadbox", "upload", "--state", b.state, "--spool", spool)
-	if left := spoolSegments(t, spool); len(left) != 0 {
-		t.Fatalf("local copies left: %v", left)
-	}
-	rs := recordings(t, b.rcv.data)
-	if len(rs) != 1 || rs[0].Segments != sealed || !rs[0].Complete {
-		t.Fatalf("receiver has %+v, want one complete recording of %d segments, each once", rs, sealed)
-	}
+	uploadRest(t, b, spool, sealed)
 	// Every wipe happened after a receipt was stored.
 	sp, err := spoolpkg.Open(spool, spoolpkg.Options{})
 	if err != nil {
