@@ -50,6 +50,9 @@ func checkConfig(e *env) Result {
 
 func checkEnrollment(e *env) Result {
 	dir := e.cfg.StateDir
+	if r, ok := checkStateOwnership(dir); !ok {
+		return r
+	}
 	st, err := e.stateOf()
 	switch {
 	case err == nil:

@@ -1,0 +1,365 @@
+package e2e
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// serviceUID is the unprivileged user (nobody) the daemon runs as in
+// these tests, while enroll, viewer token and diag run as root, as a
+// technician with sudo runs them on a packaged box.
+const serviceUID = 65534
+
+// serviceBox makes a box directory and its empty state directory owned by
+// serviceUID, as the packaged unit's StateDirectory= leaves them, under a
+// directory that user may traverse, and lets it run the test binaries.
+// The daemon's config (live view on) is in the box directory, readable by
+// the daemon.
+func serviceBox(t *testing.T) (dir string, lb liveBox) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("this test runs commands as root and the daemon as uid 65534: run it as root (CI does)")
+	}
+	dir = t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir, binDir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	box := filepath.Join(dir, "box")
+	state := filepath.Join(box, "state")
+	lb = liveBox{live: freePort(t), indicator: filepath.Join(box, "indicator")}
+	for _, d := range []string{box, state} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lb.boxDirs = writeBoxConfig(t, box, state, "live:\n  enabled: true\n  listen: "+lb.live+"\nindicator:\n  path: "+lb.indicator+"\n")
+	for _, f := range []string{box, state, lb.config, lb.indicator} {
+		if f == lb.indicator {
+			os.WriteFile(f, nil, 0o600)
+		}
+		if err := os.Chown(f, serviceUID, serviceUID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, lb
+}
+
+// startDaemonAs runs the daemon of d as serviceUID.
+func startDaemonAs(t *testing.T, d boxDirs) *daemonProc {
+	t.Helper()
+	cmd := binCommand(nil, "uploadbox", "run", "--config", d.config)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: serviceUID, Gid: serviceUID}}
+	return startDaemonCmd(t, cmd, d)
+}
+
+// enrollWithConfig adds device name at rcv and enrolls the box as root
+// with `uploadbox enroll --config`, the state directory taken from the
+// daemon's config.
+func enrollWithConfig(t *testing.T, rcv *receiverProc, name string, d boxDirs) {
+	t.Helper()
+	var add struct {
+		Token         string `json:"token"`
+		CAFingerprint string `json:"ca_fingerprint"`
+	}
+	json.Unmarshal([]byte(run(t, "uploadbox-receiver", "devices", "add", name, "--data", rcv.data, "--json")), &add)
+	out := run(t, "uploadbox", "enroll", "--receiver", "https://"+rcv.addr, "--token", add.Token, "--ca-fingerprint", add.CAFingerprint, "--config", d.config)
+	if !strings.Contains(out, "state in "+d.state) {
+		t.Fatalf("enroll --config did not use the config's state_dir %s:\n%s", d.state, out)
+	}
+}
+
+// enrolledServiceBox is a serviceBox enrolled as root with
+// `uploadbox enroll --config` and the local viewer token minted as root
+// with `uploadbox viewer token` and the flag where ("--config" or
+// "--state") naming the state directory.
+func enrolledServiceBox(t *testing.T, where string) (liveBox, string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts the receiver and the daemon; skipped under -short")
+	}
+	dir, lb := serviceBox(t)
+	rcv := startReceiver(t, filepath.Join(dir, "receiver"), "127.0.0.1:0")
+	enrollWithConfig(t, rcv, "room-own", lb.boxDirs)
+	arg := lb.state
+	if where == "--config" {
+		arg = lb.config
+	}
+	return lb, strings.TrimSpace(run(t, "uploadbox", "viewer", "token", "--name", "rig", where, arg))
+}
+
+// statOwner is the uid and mode of path.
+func statOwner(t *testing.T, path string) (uint32, os.FileMode) {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Sys().(*syscall.Stat_t).Uid, st.Mode().Perm()
+}
+
+// whepStatus posts to the box's live view with token and returns the HTTP
+// status: 401 when the token is refused, 415 for the (deliberately) wrong
+// content type once the token is accepted.
+func whepStatus(t *testing.T, lb liveBox, token string) int {
+	t.Helper()
+	pem, err := os.ReadFile(filepath.Join(lb.state, "live.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, "https://"+lb.live+"/whep", strings.NewReader("x"))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "text/plain")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestEnrollAsRootForServiceUser is issue 14's first observation: a
+// technician runs `sudo uploadbox enroll` and `sudo uploadbox viewer token`
+// on a box whose state directory belongs to the daemon's user. Every file
+// they write must be that user's (keys 0600), so that the daemon, running
+// as that user, is enrolled (it records and uploads) and accepts the local
+// viewer token. Before the fix the files were root's and the daemon said
+// only "box not enrolled (permission denied)" and "token refused".
+func TestEnrollAsRootForServiceUser(t *testing.T) {
+	lb, token := enrolledServiceBox(t, "--config")
+
+	entries, err := os.ReadDir(lb.state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+		uid, mode := statOwner(t, filepath.Join(lb.state, e.Name()))
+		if uid != serviceUID || mode != 0o600 {
+			t.Errorf("%s: owner uid %d mode %04o, want uid %d mode 0600", e.Name(), uid, mode, serviceUID)
+		}
+	}
+	for _, want := range []string{"device.key", "device.crt", "viewer-local.key", "viewer-local.pub"} {
+		if !strings.Contains(strings.Join(names, " "), want) {
+			t.Errorf("the state directory holds %v, no %s", names, want)
+		}
+	}
+
+	p := startDaemonAs(t, lb.boxDirs)
+	recordSession(t, lb.boxDirs, "3s")
+	waitDrained(t, lb.boxDirs, 30*time.Second)
+	if code := whepStatus(t, lb, token); code != http.StatusUnsupportedMediaType {
+		t.Errorf("the daemon answered the local viewer token with HTTP %d, want 415 (token accepted, content type wrong)\n%s", code, p.log())
+	}
+}
+
+// TestStateFilesOfAnotherUser: state files the daemon's user cannot read
+// (left by an older enroll run as root) are named, with what is wrong and
+// the command that fixes them, by the daemon at start, by a session that
+// cannot start, by the refusal of a viewer token, and by diag run as root
+// (which used to pass every check); the fix it names works.
+func TestStateFilesOfAnotherUser(t *testing.T) {
+	lb, token := enrolledServiceBox(t, "--state")
+	key, pub := filepath.Join(lb.state, "device.key"), filepath.Join(lb.state, "viewer-local.pub")
+	for _, f := range []string{key, pub} {
+		if err := os.Chown(f, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g, err := user.LookupGroupId(fmt.Sprint(serviceUID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := user.LookupId(fmt.Sprint(serviceUID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := u.Username + ":" + g.Name
+
+	p := startDaemonAs(t, lb.boxDirs)
+	for _, f := range []string{key, pub} {
+		if want := fmt.Sprintf(`file=%s problem="owned by root, not %s`, f, u.Username); !strings.Contains(p.log(), want) {
+			t.Errorf("the daemon's start log has no %q", want)
+		}
+		if want := fmt.Sprintf(`fix="chown %s %s"`, owner, f); !strings.Contains(p.log(), want) {
+			t.Errorf("the daemon's start log has no %q", want)
+		}
+	}
+
+	_, stderr, code := runCode(t, "uploadbox", "session", "start", "--socket", lb.socket)
+	if want := "chown " + owner + " " + key; code == 0 || !strings.Contains(stderr, want) {
+		t.Errorf("session start: exit %d, stderr %q; want a failure naming %q", code, stderr, want)
+	}
+
+	if code := whepStatus(t, lb, token); code != http.StatusUnauthorized {
+		t.Errorf("the daemon answered a viewer token it cannot check with HTTP %d, want 401", code)
+	}
+	refusedLine := ""
+	for line := range strings.SplitSeq(p.log(), "\n") {
+		if strings.Contains(line, "live view token refused") {
+			refusedLine = line
+		}
+	}
+	if !strings.Contains(refusedLine, "chown "+owner+" ") || !strings.Contains(refusedLine, pub) {
+		t.Errorf("the token refusal log does not say that %s is unreadable and how to fix it: %q", pub, refusedLine)
+	}
+
+	diag := func() (status, summary, remedy string) {
+		out, _, _ := runCode(t, "uploadbox", "diag", "--config", lb.config, "--check", "enrollment", "--json")
+		var rep struct {
+			Checks []struct{ Status, Summary, Remedy string } `json:"checks"`
+		}
+		if err := json.Unmarshal([]byte(out), &rep); err != nil || len(rep.Checks) != 1 {
+			t.Fatalf("diag --json: %v\n%s", err, out)
+		}
+		c := rep.Checks[0]
+		return c.Status, c.Summary, c.Remedy
+	}
+	status, summary, remedy := diag()
+	if want := "run chown " + owner + " " + key + " " + pub + ","; status != "fail" || !strings.Contains(summary, key+" is owned by root") || !strings.Contains(remedy, want) {
+		t.Errorf("diag as root: %s %q, remedy %q; want a failure naming %s and the remedy %q", status, summary, remedy, key, want)
+	}
+
+	if out, err := exec.Command("chown", owner, key, pub).CombinedOutput(); err != nil {
+		t.Fatalf("chown: %v\n%s", err, out)
+	}
+	if status, summary, _ := diag(); status != "pass" {
+		t.Errorf("diag after the chown it named: %s %q", status, summary)
+	}
+}
+
+// packagedUID is the packaged uploadbox user's uid in
+// TestEnrollRefusedForPackagedUser, which adds that user to a copy of
+// /etc/passwd mounted over the real one in a mount namespace: the test
+// machine has no uploadbox user.
+const packagedUID = 64999
+
+// withPackagedUser runs a project binary (or any program, by absolute
+// path) as root in a mount namespace where /etc/passwd and /etc/group also
+// hold the packaged uploadbox user and group (packagedUID), and returns
+// its stdout, stderr and exit code.
+func withPackagedUser(t *testing.T, dir, name string, args ...string) (string, string, int) {
+	t.Helper()
+	var files []string
+	for _, f := range []struct{ path, line string }{
+		{"/etc/passwd", fmt.Sprintf("uploadbox:x:%d:%d:uploadbox daemon:/var/lib/uploadbox:/usr/sbin/nologin\n", packagedUID, packagedUID)},
+		{"/etc/group", fmt.Sprintf("uploadbox:x:%d:\n", packagedUID)},
+	} {
+		data, err := os.ReadFile(f.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dup := filepath.Join(dir, filepath.Base(f.path))
+		if err := os.WriteFile(dup, append(data, f.line...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, dup)
+	}
+	if !filepath.IsAbs(name) {
+		name = filepath.Join(binDir, name)
+	}
+	cmd := exec.Command("unshare", append([]string{"--mount", "sh", "-c",
+		`mount --bind "$1" /etc/passwd && mount --bind "$2" /etc/group && shift 2 && exec "$@"`, "sh", files[0], files[1], name}, args...)...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("unshare (this test needs mount namespaces, as root): %v", err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+// TestEnrollRefusedForPackagedUser: on a box with the packaged uploadbox
+// user, `sudo uploadbox enroll` into a state directory that root would own
+// is refused before the receiver is asked (the token stays usable), with
+// the command to run; that command, run as root, makes the directories
+// and every file the uploadbox user's. A user other than root is refused
+// for a directory it does not own.
+func TestEnrollRefusedForPackagedUser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the receiver; skipped under -short")
+	}
+	dir, _ := serviceBox(t)
+	state := filepath.Join(dir, "lib", "uploadbox", "state")
+	rcv := startReceiver(t, filepath.Join(dir, "receiver"), "127.0.0.1:0")
+	var add struct {
+		Token         string `json:"token"`
+		CAFingerprint string `json:"ca_fingerprint"`
+	}
+	json.Unmarshal([]byte(run(t, "uploadbox-receiver", "devices", "add", "room-pkg", "--data", rcv.data, "--json")), &add)
+
+	_, stderr, code := withPackagedUser(t, dir, "uploadbox", "enroll", "--receiver", "https://"+rcv.addr, "--token", add.Token, "--ca-fingerprint", add.CAFingerprint, "--state", state)
+	want := "enroll: state directory " + state + " does not exist yet (its parent belongs to root), but the daemon runs as uploadbox (the packaged service user)"
+	if code != 1 || !strings.Contains(stderr, want) {
+		t.Fatalf("enroll as root into a directory root would own: exit %d, stderr %q; want exit 1 and %q", code, stderr, want)
+	}
+	if strings.Contains(stderr, add.Token) {
+		t.Errorf("the refusal prints the token: %q", stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "lib")); err == nil {
+		t.Error("the refused enroll made directories")
+	}
+	_, suggested, ok := strings.Cut(stderr, "run `")
+	suggested, _, _ = strings.Cut(suggested, "`")
+	args := strings.Fields(suggested)
+	if !ok || len(args) < 2 || args[0] != "uploadbox" || args[len(args)-1] != "uploadbox" || args[len(args)-2] != "--user" {
+		t.Fatalf("the refusal names no command ending in --user uploadbox: %q", stderr)
+	}
+	for i, a := range args {
+		if a == "TOKEN" {
+			args[i] = add.Token
+		}
+	}
+	out, stderr, code := withPackagedUser(t, dir, "uploadbox", args[1:]...)
+	if code != 0 || !strings.Contains(out, "owner uploadbox") {
+		t.Fatalf("the command the refusal named (%s): exit %d\n%s%s", suggested, code, out, stderr)
+	}
+	if _, _, code := withPackagedUser(t, dir, "uploadbox", "viewer", "token", "--name", "rig", "--state", state); code != 0 {
+		t.Fatalf("viewer token as root into the uploadbox user's state: exit %d", code)
+	}
+	for _, d := range []string{filepath.Join(dir, "lib"), filepath.Join(dir, "lib", "uploadbox"), state} {
+		if uid, mode := statOwner(t, d); uid != packagedUID || mode != 0o700 {
+			t.Errorf("%s: uid %d mode %04o, want uid %d mode 0700", d, uid, mode, packagedUID)
+		}
+	}
+	entries, _ := os.ReadDir(state)
+	for _, e := range entries {
+		if uid, mode := statOwner(t, filepath.Join(state, e.Name())); uid != packagedUID || mode != 0o600 {
+			t.Errorf("%s: uid %d mode %04o, want uid %d mode 0600", e.Name(), uid, mode, packagedUID)
+		}
+	}
+	if len(entries) < 8 {
+		t.Errorf("the state directory holds %d files, want the enrollment's and the viewer key pair", len(entries))
+	}
+
+	// Not root: only for a directory of its own.
+	rootDir := filepath.Join(dir, "rootstate")
+	if err := os.Mkdir(rootDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := binCommand(nil, "uploadbox", "viewer", "token", "--name", "rig", "--state", rootDir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: serviceUID, Gid: serviceUID}}
+	msg, err := cmd.CombinedOutput()
+	if want := "state directory " + rootDir + " belongs to root, so the daemon runs as root and could not read files nobody writes: run `sudo -u root uploadbox viewer token --name rig --state " + rootDir + "`"; err == nil || !strings.Contains(string(msg), want) {
+		t.Errorf("viewer token as nobody into root's directory: %v, %q; want %q", err, msg, want)
+	}
+}
