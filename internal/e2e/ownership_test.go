@@ -220,8 +220,12 @@ func TestStateFilesOfAnotherUser(t *testing.T) {
 		t.Errorf("the token refusal log does not say that %s is unreadable and how to fix it: %q", pub, refusedLine)
 	}
 
-	diag := func() (status, summary, remedy string) {
-		out, _, _ := runCode(t, "uploadbox", "diag", "--config", lb.config, "--check", "enrollment", "--json")
+	diag := func(asDaemonUser bool) (status, summary, remedy string) {
+		cmd := binCommand(nil, "uploadbox", "diag", "--config", lb.config, "--check", "enrollment", "--json")
+		if asDaemonUser {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: serviceUID, Gid: serviceUID}}
+		}
+		out, _ := cmd.Output()
 		var rep struct {
 			Checks []struct{ Status, Summary, Remedy string } `json:"checks"`
 		}
@@ -231,15 +235,17 @@ func TestStateFilesOfAnotherUser(t *testing.T) {
 		c := rep.Checks[0]
 		return c.Status, c.Summary, c.Remedy
 	}
-	status, summary, remedy := diag()
-	if want := "run chown " + owner + " " + key + " " + pub + ","; status != "fail" || !strings.Contains(summary, key+" is owned by root") || !strings.Contains(remedy, want) {
-		t.Errorf("diag as root: %s %q, remedy %q; want a failure naming %s and the remedy %q", status, summary, remedy, key, want)
+	for _, as := range []string{"root", "the daemon's user"} {
+		status, summary, remedy := diag(as != "root")
+		if want := "run chown " + owner + " " + key + " " + pub + ","; status != "fail" || !strings.Contains(summary, key+" is owned by root") || !strings.Contains(remedy, want) {
+			t.Errorf("diag as %s: %s %q, remedy %q; want a failure naming %s and the remedy %q", as, status, summary, remedy, key, want)
+		}
 	}
 
 	if out, err := exec.Command("chown", owner, key, pub).CombinedOutput(); err != nil {
 		t.Fatalf("chown: %v\n%s", err, out)
 	}
-	if status, summary, _ := diag(); status != "pass" {
+	if status, summary, _ := diag(false); status != "pass" {
 		t.Errorf("diag after the chown it named: %s %q", status, summary)
 	}
 }
@@ -349,6 +355,16 @@ func TestEnrollRefusedForPackagedUser(t *testing.T) {
 	}
 	if len(entries) < 8 {
 		t.Errorf("the state directory holds %d files, want the enrollment's and the viewer key pair", len(entries))
+	}
+
+	// A directory the daemon's user could not reach is named as such.
+	private := filepath.Join(dir, "private")
+	if err := os.Mkdir(private, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code = runCode(t, "uploadbox", "viewer", "token", "--name", "rig", "--state", filepath.Join(private, "state"), "--user", "nobody")
+	if want := "nobody cannot open it (open " + filepath.Join(private, "state") + ": permission denied), so the daemon running as nobody could not either"; code != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("viewer token --user nobody into a directory nobody cannot reach: exit %d, %q; want %q", code, stderr, want)
 	}
 
 	// Not root: only for a directory of its own.

@@ -188,6 +188,9 @@ func Become(dir string, u User) error {
 	if err := syscall.Setuid(u.UID); err != nil {
 		return fmt.Errorf("become %s: setuid: %w", u, err)
 	}
+	if _, err := os.ReadDir(dir); err != nil {
+		return fmt.Errorf("state directory %s: %s cannot open it (%w), so the daemon running as %s could not either: give %s access to its parent directories", dir, u, err, u, u)
+	}
 	return nil
 }
 
