@@ -176,8 +176,8 @@ func TestEnrollAsRootForServiceUser(t *testing.T) {
 // (which used to pass every check); the fix it names works.
 func TestStateFilesOfAnotherUser(t *testing.T) {
 	lb, token := enrolledServiceBox(t, "--state")
-	key, pub := filepath.Join(lb.state, "device.key"), filepath.Join(lb.state, "viewer-local.pub")
-	for _, f := range []string{key, pub} {
+	crt, key, pub := filepath.Join(lb.state, "device.crt"), filepath.Join(lb.state, "device.key"), filepath.Join(lb.state, "viewer-local.pub")
+	for _, f := range []string{crt, key, pub} {
 		if err := os.Chown(f, 0, 0); err != nil {
 			t.Fatal(err)
 		}
@@ -193,7 +193,7 @@ func TestStateFilesOfAnotherUser(t *testing.T) {
 	owner := u.Username + ":" + g.Name
 
 	p := startDaemonAs(t, lb.boxDirs)
-	for _, f := range []string{key, pub} {
+	for _, f := range []string{crt, key, pub} {
 		if want := fmt.Sprintf(`file=%s problem="owned by root, not %s`, f, u.Username); !strings.Contains(p.log(), want) {
 			t.Errorf("the daemon's start log has no %q", want)
 		}
@@ -203,7 +203,7 @@ func TestStateFilesOfAnotherUser(t *testing.T) {
 	}
 
 	_, stderr, code := runCode(t, "uploadbox", "session", "start", "--socket", lb.socket)
-	if want := "chown " + owner + " " + key; code == 0 || !strings.Contains(stderr, want) {
+	if want := "chown " + owner + " " + crt + " " + key + " " + pub; code == 0 || !strings.Contains(stderr, want) {
 		t.Errorf("session start: exit %d, stderr %q; want a failure naming %q", code, stderr, want)
 	}
 
@@ -220,8 +220,8 @@ func TestStateFilesOfAnotherUser(t *testing.T) {
 		t.Errorf("the token refusal log does not say that %s is unreadable and how to fix it: %q", pub, refusedLine)
 	}
 
-	diag := func(asDaemonUser bool) (status, summary, remedy string) {
-		cmd := binCommand(nil, "uploadbox", "diag", "--config", lb.config, "--check", "enrollment", "--json")
+	diag := func(check string, asDaemonUser bool) (status, summary, remedy string) {
+		cmd := binCommand(nil, "uploadbox", "diag", "--config", lb.config, "--check", check, "--json")
 		if asDaemonUser {
 			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: serviceUID, Gid: serviceUID}}
 		}
@@ -235,17 +235,24 @@ func TestStateFilesOfAnotherUser(t *testing.T) {
 		c := rep.Checks[0]
 		return c.Status, c.Summary, c.Remedy
 	}
+	fix := "run chown " + owner + " " + crt + " " + key + " " + pub + ","
 	for _, as := range []string{"root", "the daemon's user"} {
-		status, summary, remedy := diag(as != "root")
-		if want := "run chown " + owner + " " + key + " " + pub + ","; status != "fail" || !strings.Contains(summary, key+" is owned by root") || !strings.Contains(remedy, want) {
-			t.Errorf("diag as %s: %s %q, remedy %q; want a failure naming %s and the remedy %q", as, status, summary, remedy, key, want)
+		status, summary, remedy := diag("enrollment", as != "root")
+		if status != "fail" || !strings.Contains(summary, key+" is owned by root") || !strings.Contains(remedy, fix) {
+			t.Errorf("diag as %s: %s %q, remedy %q; want a failure naming %s and the remedy %q", as, status, summary, remedy, key, fix)
 		}
 	}
+	// The certificate check, which reads device.crt on its own, gives the
+	// same remedy when it cannot (it used to say: run diag as the daemon's
+	// user, which it was).
+	if status, _, remedy := diag("certificate", true); status != "fail" || !strings.Contains(remedy, fix) {
+		t.Errorf("diag --check certificate as the daemon's user: %s, remedy %q; want %q", status, remedy, fix)
+	}
 
-	if out, err := exec.Command("chown", owner, key, pub).CombinedOutput(); err != nil {
+	if out, err := exec.Command("chown", owner, crt, key, pub).CombinedOutput(); err != nil {
 		t.Fatalf("chown: %v\n%s", err, out)
 	}
-	if status, summary, _ := diag(false); status != "pass" {
+	if status, summary, _ := diag("enrollment", false); status != "pass" {
 		t.Errorf("diag after the chown it named: %s %q", status, summary)
 	}
 }
