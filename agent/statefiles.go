@@ -1,10 +1,6 @@
 package agent
 
 import (
-	"errors"
-	"fmt"
-	"io/fs"
-
 	"github.com/uploadbox/uploadbox/internal/ownership"
 )
 
@@ -38,11 +34,5 @@ func stateProblems(dir string) string {
 // explainUnreadable adds to err, when it is a permission error, which
 // state file the daemon cannot read and how to fix it.
 func explainUnreadable(dir string, err error) error {
-	if !errors.Is(err, fs.ErrPermission) {
-		return err
-	}
-	if why := stateProblems(dir); why != "" {
-		return fmt.Errorf("%w; %s", err, why)
-	}
-	return err
+	return ownership.Annotate(dir, ownership.Current(), err)
 }

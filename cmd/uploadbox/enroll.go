@@ -10,6 +10,7 @@ import (
 
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/cli"
+	"github.com/uploadbox/uploadbox/internal/ownership"
 	"github.com/uploadbox/uploadbox/uploader"
 )
 
@@ -39,7 +40,7 @@ func newEnrollCommand() *cobra.Command {
 			}
 			st, err := uploader.Enroll(cmd.Context(), o.receiver, token, o.fingerprint, dir)
 			if err != nil {
-				return err
+				return ownership.Annotate(dir, u, err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "enrolled with %s as %s\ndevice key: %s\nstate in %s (owner %s, keys 0600)\n",
 				st.Receiver, st.DeviceCert.Leaf.Subject.CommonName, st.Device.Public(), st.Dir, u)

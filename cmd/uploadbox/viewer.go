@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/uploadbox/uploadbox/internal/cli"
+	"github.com/uploadbox/uploadbox/internal/ownership"
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
 )
 
@@ -42,12 +43,13 @@ func newViewerTokenCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if _, err := o.become(dir); err != nil {
+			u, err := o.become(dir)
+			if err != nil {
 				return fmt.Errorf("viewer token: %w", err)
 			}
 			tok, err := viewtoken.MintLocal(dir, o.name, o.ttl, time.Now())
 			if err != nil {
-				return err
+				return ownership.Annotate(dir, u, err)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), tok)
 			return nil

@@ -172,12 +172,15 @@ func TestEnrollAsRootForServiceUser(t *testing.T) {
 // TestStateFilesOfAnotherUser: state files the daemon's user cannot read
 // (left by an older enroll run as root) are named, with what is wrong and
 // the command that fixes them, by the daemon at start, by a session that
-// cannot start, by the refusal of a viewer token, and by diag run as root
-// (which used to pass every check); the fix it names works.
+// cannot start, by the refusal of a viewer token, by viewer token run
+// again, and by diag run as root (which used to pass every check) or as the
+// daemon's user; the fix they name works without a restart.
 func TestStateFilesOfAnotherUser(t *testing.T) {
 	lb, token := enrolledServiceBox(t, "--state")
-	crt, key, pub := filepath.Join(lb.state, "device.crt"), filepath.Join(lb.state, "device.key"), filepath.Join(lb.state, "viewer-local.pub")
-	for _, f := range []string{crt, key, pub} {
+	crt, key := filepath.Join(lb.state, "device.crt"), filepath.Join(lb.state, "device.key")
+	vkey, pub := filepath.Join(lb.state, "viewer-local.key"), filepath.Join(lb.state, "viewer-local.pub")
+	bad := []string{crt, key, vkey, pub}
+	for _, f := range bad {
 		if err := os.Chown(f, 0, 0); err != nil {
 			t.Fatal(err)
 		}
@@ -193,7 +196,7 @@ func TestStateFilesOfAnotherUser(t *testing.T) {
 	owner := u.Username + ":" + g.Name
 
 	p := startDaemonAs(t, lb.boxDirs)
-	for _, f := range []string{crt, key, pub} {
+	for _, f := range bad {
 		if want := fmt.Sprintf(`file=%s problem="owned by root, not %s`, f, u.Username); !strings.Contains(p.log(), want) {
 			t.Errorf("the daemon's start log has no %q", want)
 		}
@@ -203,8 +206,9 @@ func TestStateFilesOfAnotherUser(t *testing.T) {
 	}
 
 	_, stderr, code := runCode(t, "uploadbox", "session", "start", "--socket", lb.socket)
-	if want := "chown " + owner + " " + crt + " " + key + " " + pub; code == 0 || !strings.Contains(stderr, want) {
-		t.Errorf("session start: exit %d, stderr %q; want a failure naming %q", code, stderr, want)
+	fix := "chown " + owner + " " + strings.Join(bad, " ")
+	if code == 0 || !strings.Contains(stderr, fix) {
+		t.Errorf("session start: exit %d, stderr %q; want a failure naming %q", code, stderr, fix)
 	}
 
 	if code := whepStatus(t, lb, token); code != http.StatusUnauthorized {
@@ -218,6 +222,13 @@ func TestStateFilesOfAnotherUser(t *testing.T) {
 	}
 	if !strings.Contains(refusedLine, "chown "+owner+" ") || !strings.Contains(refusedLine, pub) {
 		t.Errorf("the token refusal log does not say that %s is unreadable and how to fix it: %q", pub, refusedLine)
+	}
+
+	// Minting again as root (as the directory's owner) cannot read the
+	// root-owned key and says why.
+	_, stderr, code = runCode(t, "uploadbox", "viewer", "token", "--name", "rig", "--state", lb.state)
+	if code != 1 || !strings.Contains(stderr, "permission denied") || !strings.Contains(stderr, fix) {
+		t.Errorf("viewer token with a root-owned key: exit %d, stderr %q; want a failure naming %q", code, stderr, fix)
 	}
 
 	diag := func(check string, asDaemonUser bool) (status, summary, remedy string) {
@@ -235,25 +246,29 @@ func TestStateFilesOfAnotherUser(t *testing.T) {
 		c := rep.Checks[0]
 		return c.Status, c.Summary, c.Remedy
 	}
-	fix := "run chown " + owner + " " + crt + " " + key + " " + pub + ","
 	for _, as := range []string{"root", "the daemon's user"} {
 		status, summary, remedy := diag("enrollment", as != "root")
-		if status != "fail" || !strings.Contains(summary, key+" is owned by root") || !strings.Contains(remedy, fix) {
+		if status != "fail" || !strings.Contains(summary, key+" is owned by root") || !strings.Contains(remedy, "run "+fix+",") {
 			t.Errorf("diag as %s: %s %q, remedy %q; want a failure naming %s and the remedy %q", as, status, summary, remedy, key, fix)
 		}
 	}
 	// The certificate check, which reads device.crt on its own, gives the
 	// same remedy when it cannot (it used to say: run diag as the daemon's
 	// user, which it was).
-	if status, _, remedy := diag("certificate", true); status != "fail" || !strings.Contains(remedy, fix) {
+	if status, _, remedy := diag("certificate", true); status != "fail" || !strings.Contains(remedy, "run "+fix+",") {
 		t.Errorf("diag --check certificate as the daemon's user: %s, remedy %q; want %q", status, remedy, fix)
 	}
 
-	if out, err := exec.Command("chown", owner, crt, key, pub).CombinedOutput(); err != nil {
+	if out, err := exec.Command("chown", append([]string{owner}, bad...)...).CombinedOutput(); err != nil {
 		t.Fatalf("chown: %v\n%s", err, out)
 	}
 	if status, summary, _ := diag("enrollment", false); status != "pass" {
 		t.Errorf("diag after the chown it named: %s %q", status, summary)
+	}
+	// The running daemon uses the state from now on.
+	ctl(t, lb.boxDirs, nil, "session", "start", "--for", "2s")
+	if code := whepStatus(t, lb, token); code != http.StatusUnsupportedMediaType {
+		t.Errorf("after the chown the daemon answered the viewer token with HTTP %d, want 415 (accepted)", code)
 	}
 }
 

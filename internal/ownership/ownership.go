@@ -330,3 +330,18 @@ func Describe(ps []Problem, max int) string {
 func Explain(ps []Problem, max int) string {
 	return Describe(ps, max) + ": run " + strings.Join(Fixes(ps), "; ")
 }
+
+// Annotate adds to err, when it is a permission error, which files of the
+// state directory dir u cannot use and the commands that fix them.
+func Annotate(dir string, u User, err error) error {
+	if !errors.Is(err, fs.ErrPermission) {
+		return err
+	}
+	if ps, cerr := Check(dir, u); cerr == nil && len(ps) > 0 {
+		return fmt.Errorf("%w; %s", err, Explain(ps, maxExplained))
+	}
+	return err
+}
+
+// maxExplained is how many problems an annotated error spells out.
+const maxExplained = 4
