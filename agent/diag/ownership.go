@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/uploadbox/uploadbox/agent/config"
 	"github.com/uploadbox/uploadbox/internal/ownership"
 )
 
@@ -12,10 +13,10 @@ const maxNamed = 3
 
 // checkStateOwnership checks the state directory's files against the user
 // the daemon runs as (the directory's owner, or the packaged uploadbox
-// user where root owns it): a failure names each file, what is wrong and
+// user where root owns the packaged daemon's state directory): a failure names each file, what is wrong and
 // the commands that fix it. ok is false when it found a problem.
 func checkStateOwnership(dir string) (r Result, ok bool) {
-	u, err := ownership.ServiceUser(dir)
+	u, err := ownership.ServiceUser(dir, ownership.Service{User: ownership.PackagedUser, StateDir: config.PackagedStateDir()})
 	if err != nil {
 		return Result{}, true
 	}

@@ -20,7 +20,7 @@ func (f *stateFlags) add(cmd *cobra.Command, what string) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.state, "state", "", what+" (default: state_dir of the daemon's config)")
 	fl.StringVar(&f.config, "config", "", "the daemon's config file, for its state_dir when --state is not given (default $UPLOADBOX_CONFIG or "+config.DefaultPath+")")
-	fl.StringVar(&f.user, "user", "", "write the files as this user, the one the daemon runs as (default: the state directory's owner; as root, with the packaged uploadbox user present, a root-owned directory is refused)")
+	fl.StringVar(&f.user, "user", "", "write the files as this user, the one the daemon runs as (default: the state directory's owner; as root, the packaged daemon's state directory owned by root is refused where the packaged uploadbox user exists)")
 }
 
 // dir is --state, else the state_dir of the daemon's config.
@@ -40,7 +40,7 @@ func (f stateFlags) dir() (string, error) {
 // state directory's owner) before anything is written to dir, or refuses
 // with the command to run instead.
 func (f stateFlags) become(dir string) (ownership.User, error) {
-	u, err := ownership.Writer(dir, f.user, commandLine())
+	u, err := ownership.Writer(dir, f.user, commandLine(), packagedService())
 	if err != nil {
 		return u, err
 	}
@@ -72,4 +72,10 @@ func commandLine() string {
 		}
 	}
 	return strings.Join(args, " ")
+}
+
+// packagedService is the packaged daemon: its user and the state_dir of
+// the packaged config.
+func packagedService() ownership.Service {
+	return ownership.Service{User: ownership.PackagedUser, StateDir: config.PackagedStateDir()}
 }

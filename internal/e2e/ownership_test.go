@@ -278,10 +278,11 @@ func TestStateFilesOfAnotherUser(t *testing.T) {
 // machine has no uploadbox user.
 const packagedUID = 64999
 
-// withPackagedUser runs a project binary (or any program, by absolute
-// path) as root in a mount namespace where /etc/passwd and /etc/group also
-// hold the packaged uploadbox user and group (packagedUID), and returns
-// its stdout, stderr and exit code.
+// withPackagedUser runs a project binary as root in a mount namespace
+// where /etc/passwd and /etc/group also hold the packaged uploadbox user
+// and group (packagedUID) and /var/lib is dir/varlib, so that
+// /var/lib/uploadbox/state, the packaged daemon's state directory, is
+// dir/varlib/uploadbox/state. It returns the stdout, stderr and exit code.
 func withPackagedUser(t *testing.T, dir, name string, args ...string) (string, string, int) {
 	t.Helper()
 	var files []string
@@ -299,11 +300,13 @@ func withPackagedUser(t *testing.T, dir, name string, args ...string) (string, s
 		}
 		files = append(files, dup)
 	}
-	if !filepath.IsAbs(name) {
-		name = filepath.Join(binDir, name)
+	varlib := filepath.Join(dir, "varlib")
+	if err := os.MkdirAll(varlib, 0o755); err != nil {
+		t.Fatal(err)
 	}
 	cmd := exec.Command("unshare", append([]string{"--mount", "sh", "-c",
-		`mount --bind "$1" /etc/passwd && mount --bind "$2" /etc/group && shift 2 && exec "$@"`, "sh", files[0], files[1], name}, args...)...)
+		`mount --bind "$1" /etc/passwd && mount --bind "$2" /etc/group && mount --bind "$3" /var/lib && shift 3 && exec "$@"`,
+		"sh", files[0], files[1], varlib, filepath.Join(binDir, name)}, args...)...)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -317,17 +320,19 @@ func withPackagedUser(t *testing.T, dir, name string, args ...string) (string, s
 }
 
 // TestEnrollRefusedForPackagedUser: on a box with the packaged uploadbox
-// user, `sudo uploadbox enroll` into a state directory that root would own
-// is refused before the receiver is asked (the token stays usable), with
-// the command to run; that command, run as root, makes the directories
-// and every file the uploadbox user's. A user other than root is refused
-// for a directory it does not own.
+// user, `sudo uploadbox enroll` into the packaged daemon's state directory
+// (/var/lib/uploadbox/state) that root would own is refused before the
+// receiver is asked (the token stays usable), with the command to run;
+// that command, run as root, makes the directories and every file the
+// uploadbox user's. Other directories of root's are not refused. A user
+// other than root is refused for a directory it does not own.
 func TestEnrollRefusedForPackagedUser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the receiver; skipped under -short")
 	}
 	dir, _ := serviceBox(t)
-	state := filepath.Join(dir, "lib", "uploadbox", "state")
+	const state = "/var/lib/uploadbox/state" // in withPackagedUser's namespace
+	host := filepath.Join(dir, "varlib", "uploadbox", "state")
 	rcv := startReceiver(t, filepath.Join(dir, "receiver"), "127.0.0.1:0")
 	var add struct {
 		Token         string `json:"token"`
@@ -343,7 +348,7 @@ func TestEnrollRefusedForPackagedUser(t *testing.T) {
 	if strings.Contains(stderr, add.Token) {
 		t.Errorf("the refusal prints the token: %q", stderr)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "lib")); err == nil {
+	if _, err := os.Stat(filepath.Dir(host)); err == nil {
 		t.Error("the refused enroll made directories")
 	}
 	_, suggested, ok := strings.Cut(stderr, "run `")
@@ -364,19 +369,50 @@ func TestEnrollRefusedForPackagedUser(t *testing.T) {
 	if _, _, code := withPackagedUser(t, dir, "uploadbox", "viewer", "token", "--name", "rig", "--state", state); code != 0 {
 		t.Fatalf("viewer token as root into the uploadbox user's state: exit %d", code)
 	}
-	for _, d := range []string{filepath.Join(dir, "lib"), filepath.Join(dir, "lib", "uploadbox"), state} {
+	for _, d := range []string{filepath.Dir(host), host} {
 		if uid, mode := statOwner(t, d); uid != packagedUID || mode != 0o700 {
 			t.Errorf("%s: uid %d mode %04o, want uid %d mode 0700", d, uid, mode, packagedUID)
 		}
 	}
-	entries, _ := os.ReadDir(state)
+	entries, _ := os.ReadDir(host)
 	for _, e := range entries {
-		if uid, mode := statOwner(t, filepath.Join(state, e.Name())); uid != packagedUID || mode != 0o600 {
+		if uid, mode := statOwner(t, filepath.Join(host, e.Name())); uid != packagedUID || mode != 0o600 {
 			t.Errorf("%s: uid %d mode %04o, want uid %d mode 0600", e.Name(), uid, mode, packagedUID)
 		}
 	}
 	if len(entries) < 8 {
 		t.Errorf("the state directory holds %d files, want the enrollment's and the viewer key pair", len(entries))
+	}
+
+	// diag as root finds the packaged daemon's state directory given to
+	// root (as `chown -R root` would) although the uploadbox user owns
+	// nothing there any more.
+	if err := filepath.WalkDir(host, func(p string, _ os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Chown(p, 0, 0)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cfgDir := filepath.Join(dir, "diagbox")
+	if err := os.Mkdir(cfgDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	d := writeBoxConfig(t, cfgDir, state, "")
+	out, _, code = withPackagedUser(t, dir, "uploadbox", "diag", "--config", d.config, "--check", "enrollment")
+	if want := "run chown uploadbox:uploadbox " + state + " " + state + "/ca.crt "; code != 2 || !strings.Contains(out, "the daemon, running as uploadbox, cannot use") || !strings.Contains(out, want) {
+		t.Errorf("diag as root on the packaged state directory given to root: exit %d\n%s\nwant exit 2 and %q", code, out, want)
+	}
+
+	// Another directory of root's is the business of whoever runs a daemon
+	// on it: root writes there as before, packaged user or not.
+	rig := filepath.Join(dir, "rig-state")
+	if _, stderr, code := withPackagedUser(t, dir, "uploadbox", "viewer", "token", "--name", "rig", "--state", rig); code != 0 {
+		t.Fatalf("viewer token as root into a directory of root's that is not the packaged daemon's: exit %d\n%s", code, stderr)
+	}
+	if uid, _ := statOwner(t, filepath.Join(rig, "viewer-local.key")); uid != 0 {
+		t.Errorf("viewer token as root into %s wrote as uid %d, want root", rig, uid)
 	}
 
 	// A directory the daemon's user could not reach is named as such.

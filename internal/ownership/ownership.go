@@ -93,26 +93,34 @@ func ownerOf(path string) (u User, exists bool, err error) {
 	}
 }
 
-// packagedName is PackagedUser; tests name another user.
-var packagedName = PackagedUser
+// Service is the packaged daemon: the user its unit runs it as and the
+// state directory its config names.
+type Service struct {
+	User     string // PackagedUser
+	StateDir string // state_dir of the packaged config
+}
 
-// packaged returns the packaged service user if the system has one.
-func packaged() (User, bool) {
-	u, err := Lookup(packagedName)
+// userFor returns the service's user when dir is the service's state
+// directory and the system has that user (the package made it).
+func (s Service) userFor(dir string) (User, bool) {
+	if s.User == "" || s.StateDir == "" || filepath.Clean(dir) != filepath.Clean(s.StateDir) {
+		return User{}, false
+	}
+	u, err := Lookup(s.User)
 	return u, err == nil && !u.Root()
 }
 
 // ServiceUser is the user the daemon that uses the state directory dir
 // runs as: the owner of dir (or of its nearest existing parent), unless
-// that is root and the system has the packaged service user, which the
-// packaged unit runs the daemon as.
-func ServiceUser(dir string) (User, error) {
+// that is root and dir is the packaged daemon's (svc) on a system with its
+// user: then that user.
+func ServiceUser(dir string, svc Service) (User, error) {
 	owner, _, err := ownerOf(dir)
 	if err != nil {
 		return User{}, fmt.Errorf("state directory %s: %w", dir, err)
 	}
 	if owner.Root() {
-		if p, ok := packaged(); ok {
+		if p, ok := svc.userFor(dir); ok {
 			return p, nil
 		}
 	}
@@ -122,10 +130,11 @@ func ServiceUser(dir string) (User, error) {
 // Writer is whom a command that writes into the state directory dir
 // writes as: name (its --user flag) when given, else the owner of dir. It
 // refuses what would leave files the daemon cannot read: root writing into
-// a root-owned directory on a system with the packaged service user, and a
-// user other than root writing for someone else. cmd is the command as the
-// user would type it again ("uploadbox enroll …"), for the error.
-func Writer(dir, name, cmd string) (User, error) {
+// the packaged daemon's state directory (svc) while root owns it, on a
+// system with the packaged user, and a user other than root writing for
+// someone else. cmd is the command as the user would type it again
+// ("uploadbox enroll …"), for the error.
+func Writer(dir, name, cmd string, svc Service) (User, error) {
 	self := Current()
 	if name != "" {
 		u, err := Lookup(name)
@@ -151,7 +160,7 @@ func Writer(dir, name, cmd string) (User, error) {
 	if !owner.Root() {
 		return owner, nil
 	}
-	if p, ok := packaged(); ok {
+	if p, ok := svc.userFor(dir); ok {
 		what := "belongs to root"
 		if !exists {
 			what = "does not exist yet (its parent belongs to root)"

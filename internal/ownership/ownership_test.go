@@ -131,39 +131,36 @@ func TestFixesAndExplain(t *testing.T) {
 	}
 }
 
-// withPackaged makes name the packaged service user for one test: the
-// system running the tests has no uploadbox user.
-func withPackaged(t *testing.T, name string) {
-	old := packagedName
-	packagedName = name
-	t.Cleanup(func() { packagedName = old })
-}
-
 func TestWriter(t *testing.T) {
 	mustRoot(t)
 	base := t.TempDir()
 	nobodyDir := tree(t, nobody, 0o700, nil)
 	rootDir := tree(t, 0, 0o700, nil)
+	newDir := filepath.Join(base, "new")
+	// The packaged daemon's user is nobody here (the test machine has no
+	// uploadbox user), for rootDir or newDir.
+	pkg := func(dir string) Service { return Service{User: "nobody", StateDir: dir} }
 	tests := []struct {
-		name, dir, user, packaged string
-		uid                       int    // want
-		err                       string // want in the error; empty: none
+		name, dir, user string
+		svc             Service
+		uid             int    // want
+		err             string // want in the error; empty: none
 	}{
-		{"the state directory's owner", nobodyDir, "", "", nobody, ""},
-		{"a directory not made yet, under nobody's", filepath.Join(nobodyDir, "sub", "state"), "", "", nobody, ""},
-		{"--user", rootDir, "65534", "", nobody, ""},
-		{"--user unknown", rootDir, "no-such-user-ubx", "", 0, `--user no-such-user-ubx: no user "no-such-user-ubx"`},
-		{"root's, no packaged user: root's daemon", rootDir, "", "no-such-user-ubx", 0, ""},
-		{"root's, packaged user present: refused", rootDir, "", "nobody", 0,
+		{"the state directory's owner", nobodyDir, "", Service{}, nobody, ""},
+		{"a directory not made yet, under nobody's", filepath.Join(nobodyDir, "sub", "state"), "", Service{}, nobody, ""},
+		{"--user", rootDir, "65534", Service{}, nobody, ""},
+		{"--user unknown", rootDir, "no-such-user-ubx", Service{}, 0, `--user no-such-user-ubx: no user "no-such-user-ubx"`},
+		{"root's, not the packaged daemon's directory", rootDir, "", pkg(newDir), 0, ""},
+		{"root's, the packaged daemon's, no such user: root's daemon", rootDir, "", Service{User: "no-such-user-ubx", StateDir: rootDir}, 0, ""},
+		{"root's, the packaged daemon's: refused", rootDir, "", pkg(rootDir), 0,
 			"state directory " + rootDir + " belongs to root, but the daemon runs as nobody (the packaged service user) and could not read files root writes there: run `uploadbox enroll --state " + rootDir + " --user nobody`"},
-		{"not made yet, under root's, packaged user present: refused", filepath.Join(base, "new"), "", "nobody", 0,
+		{"not made yet under root's, the packaged daemon's: refused", newDir, "", pkg(newDir + "/"), 0,
 			"does not exist yet (its parent belongs to root)"},
-		{"root's, packaged user present, --user root", rootDir, "root", "nobody", 0, ""},
+		{"root's, the packaged daemon's, --user root", rootDir, "root", pkg(rootDir), 0, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			withPackaged(t, tt.packaged)
-			u, err := Writer(tt.dir, tt.user, "uploadbox enroll --state "+tt.dir)
+			u, err := Writer(tt.dir, tt.user, "uploadbox enroll --state "+tt.dir, tt.svc)
 			switch {
 			case tt.err == "" && err != nil:
 				t.Fatal(err)
@@ -179,17 +176,19 @@ func TestWriter(t *testing.T) {
 func TestServiceUser(t *testing.T) {
 	mustRoot(t)
 	rootDir := tree(t, 0, 0o700, nil)
+	nobodyDir := tree(t, nobody, 0o700, nil)
 	for _, tt := range []struct {
-		name, dir, packaged string
-		uid                 int
+		name, dir string
+		svc       Service
+		uid       int
 	}{
-		{"the directory's owner", tree(t, nobody, 0o700, nil), "nobody", nobody},
-		{"root's, with the packaged user", rootDir, "nobody", nobody},
-		{"root's, no packaged user", rootDir, "no-such-user-ubx", 0},
+		{"the directory's owner", nobodyDir, Service{User: "nobody", StateDir: nobodyDir}, nobody},
+		{"root's, the packaged daemon's", rootDir, Service{User: "nobody", StateDir: rootDir}, nobody},
+		{"root's, another directory than the packaged daemon's", rootDir, Service{User: "nobody", StateDir: nobodyDir}, 0},
+		{"root's, no packaged user", rootDir, Service{User: "no-such-user-ubx", StateDir: rootDir}, 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			withPackaged(t, tt.packaged)
-			u, err := ServiceUser(tt.dir)
+			u, err := ServiceUser(tt.dir, tt.svc)
 			if err != nil || u.UID != tt.uid {
 				t.Fatalf("ServiceUser: %+v, %v; want uid %d", u, err, tt.uid)
 			}
