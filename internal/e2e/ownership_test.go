@@ -210,6 +210,11 @@ func TestStateFilesOfAnotherUser(t *testing.T) {
 	if code == 0 || !strings.Contains(stderr, fix) {
 		t.Errorf("session start: exit %d, stderr %q; want a failure naming %q", code, stderr, fix)
 	}
+	// status says so too, not "not enrolled (run uploadbox enroll)".
+	status := run(t, "uploadbox", "status", "--socket", lb.socket)
+	if want := "receiver:  the box's state cannot be used: " + crt + " is owned by root"; !strings.Contains(status, want) || !strings.Contains(status, fix) {
+		t.Errorf("uploadbox status:\n%s\nwant %q and %q", status, want, fix)
+	}
 
 	if code := whepStatus(t, lb, token); code != http.StatusUnauthorized {
 		t.Errorf("the daemon answered a viewer token it cannot check with HTTP %d, want 401", code)

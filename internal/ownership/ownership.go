@@ -40,14 +40,18 @@ func (u User) Root() bool { return u.UID == 0 }
 // Lookup finds the user with login name or numeric uid name.
 func Lookup(name string) (User, error) {
 	u, err := user.Lookup(name)
+	var unknown user.UnknownUserError
+	if errors.As(err, &unknown) {
+		if _, nerr := strconv.Atoi(name); nerr == nil {
+			u, err = user.LookupId(name)
+		}
+	}
+	var unknownID user.UnknownUserIdError
+	if errors.As(err, &unknown) || errors.As(err, &unknownID) {
+		return User{}, fmt.Errorf("no user %q on this system", name)
+	}
 	if err != nil {
-		var unknown user.UnknownUserError
-		if _, nerr := strconv.Atoi(name); nerr != nil || !errors.As(err, &unknown) {
-			return User{}, fmt.Errorf("no user %q on this system", name)
-		}
-		if u, err = user.LookupId(name); err != nil {
-			return User{}, fmt.Errorf("no user %q on this system", name)
-		}
+		return User{}, fmt.Errorf("look up user %q: %w", name, err)
 	}
 	uid, err := strconv.Atoi(u.Uid)
 	if err != nil {
