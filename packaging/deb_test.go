@@ -159,7 +159,7 @@ var pkgs = []pkg{
 		conffiles: []string{"/etc/default/uploadbox-receiver"},
 		unit: with(hardening, map[string]string{
 			"Type":           "simple",
-			"ExecStart":      "/usr/bin/uploadbox-receiver serve --data /var/lib/uploadbox-receiver --listen 0.0.0.0:8443 $UPLOADBOX_RECEIVER_OPTS",
+			"ExecStart":      "/usr/bin/uploadbox-receiver serve --config /etc/uploadbox-receiver/receiver.yaml",
 			"ExecReload":     "/bin/kill -HUP $MAINPID",
 			"User":           "uploadbox-receiver",
 			"Group":          "uploadbox-receiver",

@@ -56,9 +56,13 @@ const (
 
 // ServerConfig configures `uploadbox-receiver serve`.
 type ServerConfig struct {
-	Data       string
-	Listen     string      // default 127.0.0.1:8443
-	Hosts      []string    // names and IPs in the server certificate; default the listen IP and localhost
+	Data   string
+	Listen string // default 127.0.0.1:8443
+	// Hosts are the names and IPs in the server certificate: a stored
+	// certificate for other names is reissued (servercert.go). Without
+	// them, the stored certificate is kept; the first run makes one for
+	// the listen IP and localhost.
+	Hosts      []string
 	Recipients string      // organisation public keys; empty: generate a key pair in Data on first run
 	Store      store.Store // nil: the local filesystem under Data/store
 	Logger     *slog.Logger
@@ -108,13 +112,16 @@ type ServerConfig struct {
 
 // Server is the cloud receiver.
 type Server struct {
-	cfg        ServerConfig
-	log        *slog.Logger
-	db         *bolt.DB
-	audit      *audit.Log
-	devices    *devices.Registry
-	ca         *pki.CA
-	cert       tls.Certificate
+	cfg     ServerConfig
+	log     *slog.Logger
+	db      *bolt.DB
+	audit   *audit.Log
+	devices *devices.Registry
+	ca      *pki.CA
+	// serverCert is what the main listener presents; oldCert the one a
+	// reissue replaced, still presented for names only it covers.
+	serverCert atomic.Pointer[tls.Certificate]
+	oldCert    atomic.Pointer[tls.Certificate]
 	receiptKey ed25519.PrivateKey
 	tokenKey   ed25519.PrivateKey
 	viewers    *viewers.Registry
@@ -183,14 +190,18 @@ func Open(cfg ServerConfig) (*Server, error) {
 			return nil, fmt.Errorf("serve: %w", err)
 		}
 	}
-	if len(cfg.Hosts) == 0 {
+	if err := CheckHosts(cfg.Hosts); err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	hosts := cfg.Hosts
+	if len(hosts) == 0 {
 		host, _, err := net.SplitHostPort(cfg.Listen)
 		if err != nil {
 			return nil, fmt.Errorf("serve: --listen %q: %w", cfg.Listen, err)
 		}
-		cfg.Hosts = []string{"localhost"}
+		hosts = []string{"localhost"}
 		if host != "" && host != "localhost" {
-			cfg.Hosts = append([]string{host}, cfg.Hosts...)
+			hosts = append([]string{host}, hosts...)
 		}
 	}
 	log := cfg.Logger
@@ -203,12 +214,14 @@ func Open(cfg ServerConfig) (*Server, error) {
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return nil, fmt.Errorf("serve: data directory: %w", err)
 	}
-	var created bool
-	if s.ca, s.cert, created, err = pki.LoadOrCreate(cfg.Data, cfg.Hosts, time.Now()); err != nil {
+	ca, cert, created, err := pki.LoadOrCreate(cfg.Data, hosts, time.Now())
+	if err != nil {
 		return nil, fmt.Errorf("serve: certificates: %w", err)
 	}
+	s.ca = ca
+	s.serverCert.Store(&cert)
 	if created {
-		s.log.Info("created CA and server certificate", "fingerprint", s.ca.Fingerprint(), "hosts", cfg.Hosts)
+		s.log.Info("created CA and server certificate", "fingerprint", s.ca.Fingerprint(), "hosts", hosts)
 	}
 	if err := s.openWeb(); err != nil {
 		return nil, err
@@ -229,6 +242,9 @@ func Open(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s.fails = &auditGuard{log: s.audit, fails: audit.NewFailures(s.audit, 0), max: cfg.AuditMaxBytes, slog: s.log}
+	if err := s.followHosts(cfg.Hosts, "start"); err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
 	// The server holds the database; admin commands reach it through the
 	// admin socket while it runs (see admin.go), so they never wait on it.
 	if s.db, err = bolt.Open(filepath.Join(cfg.Data, DBFile), 0o600, &bolt.Options{Timeout: 2 * time.Second}); err != nil {
@@ -411,7 +427,11 @@ func (s *Server) Handler() http.Handler {
 // connection audited, and every refused client certificate (a foreign
 // CA's, an expired or a revoked one) audited as a failure with its source.
 func (s *Server) TLSConfig() *tls.Config {
-	base := pki.ServerTLS(s.ca, s.cert, nil)
+	base := pki.ServerTLS(s.ca, tls.Certificate{}, nil)
+	// The certificate is picked per handshake, so that a reissue applies
+	// to the next one.
+	base.Certificates = nil
+	base.GetCertificate = s.serverCertFor
 	// The per-connection configurations below replace the one http.Server
 	// extends with ALPN: name its protocols here.
 	base.NextProtos = []string{"h2", "http/1.1"}

@@ -77,8 +77,7 @@ func (s *Server) openWeb() error {
 		return nil
 	}
 	if s.cfg.WebCert == "" {
-		own := s.cert
-		s.webCert.Store(&own)
+		s.webCert.Store(s.serverCert.Load())
 		return nil
 	}
 	c, err := loadWebCertificate(s.cfg.WebCert, s.cfg.WebKey, time.Now())

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/uploadbox/uploadbox/internal/confcheck"
 )
 
 // EnvPrefix is the prefix of environment overrides: UPLOADBOX_CAPTURE_SOURCE
@@ -239,38 +241,10 @@ func (c *Config) UploadOn() bool { return c.Upload.Enabled == nil || *c.Upload.E
 func (c *Config) LinkOn() bool { return c.Link.Enabled == nil || *c.Link.Enabled }
 
 // Problem is one thing wrong with a config, at its key.
-type Problem struct {
-	Key  string // dotted path, e.g. capture.fps
-	Line int    // line in the file; 0 for an environment override or a check across keys
-	Msg  string
-}
-
-func (p Problem) String() string {
-	if p.Line > 0 {
-		return fmt.Sprintf("%s (line %d): %s", p.Key, p.Line, p.Msg)
-	}
-	return fmt.Sprintf("%s: %s", p.Key, p.Msg)
-}
+type Problem = confcheck.Problem
 
 // Error lists every problem of a config file.
-type Error struct {
-	File     string
-	Problems []Problem
-}
-
-func (e *Error) Error() string {
-	var b strings.Builder
-	src := e.File
-	if src == "" {
-		src = "config"
-	}
-	fmt.Fprintf(&b, "%s: %d problem(s):", src, len(e.Problems))
-	for _, p := range e.Problems {
-		b.WriteString("\n  ")
-		b.WriteString(p.String())
-	}
-	return b.String()
-}
+type Error = confcheck.Error
 
 // Validate checks values and the relations between them. It returns every
 // problem found, each naming its key.

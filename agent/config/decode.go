@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/uploadbox/uploadbox/internal/confcheck"
 )
 
 // decode reads YAML into c key by key, so that every unknown key and every
@@ -26,12 +28,7 @@ func decode(data []byte, c *Config) []Problem {
 	return ps
 }
 
-func keyOf(prefix, name string) string {
-	if prefix == "" {
-		return name
-	}
-	return prefix + "." + name
-}
+func keyOf(prefix, name string) string { return confcheck.KeyOf(prefix, name) }
 
 // fields maps the yaml keys of a struct type to field indexes.
 func fields(t reflect.Type) (map[string]int, []string) {
@@ -76,13 +73,7 @@ func decodeNode(n *yaml.Node, v reflect.Value, key string, ps *[]Problem) {
 			fk := keyOf(key, k.Value)
 			fi, ok := idx[k.Value]
 			if !ok {
-				msg := "unknown key"
-				if s := suggest(k.Value, names); s != "" {
-					msg += fmt.Sprintf(" (did you mean %s?)", keyOf(key, s))
-				} else {
-					msg += fmt.Sprintf(" (known here: %s)", strings.Join(names, ", "))
-				}
-				*ps = append(*ps, Problem{Key: fk, Line: k.Line, Msg: msg})
+				*ps = append(*ps, Problem{Key: fk, Line: k.Line, Msg: confcheck.UnknownKey(k.Value, key, names)})
 				continue
 			}
 			if seen[k.Value] {
@@ -119,37 +110,6 @@ func cleanYAMLError(err error) string {
 		msg = msg[i+2:]
 	}
 	return msg
-}
-
-// suggest returns the known key closest to k, if it is close.
-func suggest(k string, names []string) string {
-	best, bestD := "", 3
-	for _, n := range names {
-		if d := distance(k, n); d < bestD {
-			best, bestD = n, d
-		}
-	}
-	return best
-}
-
-func distance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }
 
 // applyEnv applies UPLOADBOX_SECTION_KEY=value overrides. The variable name
@@ -232,20 +192,7 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
 
 // ParseDuration accepts Go durations and whole days ("180d").
-func ParseDuration(s string) (time.Duration, error) {
-	s = strings.TrimSpace(s)
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.Atoi(days)
-		if err == nil && n >= 0 {
-			return time.Duration(n) * 24 * time.Hour, nil
-		}
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil || v < 0 {
-		return 0, fmt.Errorf("%q is not a duration: write e.g. 10s, 45m, 2h or 180d", s)
-	}
-	return v, nil
-}
+func ParseDuration(s string) (time.Duration, error) { return confcheck.ParseDuration(s) }
 
 // Size is a byte count written as "8GiB", "512MiB", "500MB" or a plain number.
 type Size int64

@@ -16,7 +16,7 @@ import (
 )
 
 type serveOptions struct {
-	data, listen, hostname, recipients string
+	data, listen, recipients, confPath string
 	s3                                 store.S3Options
 	auditRetention                     time.Duration
 	auditCheckpointEvery               time.Duration
@@ -29,12 +29,19 @@ type serveOptions struct {
 	viewers                            viewerServeOptions
 	uploads                            uploadServeOptions
 	turn                               turnServeOptions
+
+	// hostnames are the names and IPs of the server certificate.
+	hostnames []string
 }
 
-func newServeCommand() *cobra.Command {
+func newServeCommand() *cobra.Command { return serveCommand(nil) }
+
+// serveCommand is serve; with check, it only checks its configuration
+// and hands it to check (a SIGHUP reads the configuration again so).
+func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 	var o serveOptions
 	cmd := &cobra.Command{
-		Use:   "serve --data DIR [--listen 127.0.0.1:8443] [--hostname NAME] [--recipients-file org.pub]",
+		Use:   "serve (--config FILE | --data DIR) [--listen 127.0.0.1:8443] [--hostname NAME]... [--recipients-file org.pub]",
 		Short: "Run the receiver: enrollment, resumable uploads over TLS, commit with signed receipts",
 		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -66,9 +73,10 @@ func newServeCommand() *cobra.Command {
 				return cli.Usagef("%v", err)
 			}
 			cfg.WebListen, cfg.WebCert, cfg.WebKey = o.webListen, o.webCert, o.webKey
-			if o.hostname != "" {
-				cfg.Hosts = []string{o.hostname}
+			if err := receiver.CheckHosts(o.hostnames); err != nil {
+				return cli.Usagef("%v", err)
 			}
+			cfg.Hosts = o.hostnames
 			if err := o.viewers.apply(&cfg); err != nil {
 				return err
 			}
@@ -77,6 +85,10 @@ func newServeCommand() *cobra.Command {
 			}
 			if err := o.turn.apply(&cfg); err != nil {
 				return err
+			}
+			if check != nil {
+				check(cfg)
+				return nil
 			}
 			if o.s3.Bucket != "" {
 				st, err := store.NewS3(cmd.Context(), o.s3)
@@ -95,7 +107,7 @@ func newServeCommand() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			// SIGHUP reloads the web certificate (and no longer ends the
+			// SIGHUP reloads what can change (and does not end the
 			// process).
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
@@ -106,7 +118,7 @@ func newServeCommand() *cobra.Command {
 					case <-ctx.Done():
 						return
 					case <-hup:
-						srv.ReloadWebCertificate() // logged and audited
+						reload(cmd, &o, srv) // logged and audited
 					}
 				}
 			}()
@@ -124,7 +136,7 @@ func newServeCommand() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&o.data, "data", "", "data directory (CA, keys, database, uploads, store)")
 	f.StringVar(&o.listen, "listen", "127.0.0.1:8443", "address to listen on (TLS only)")
-	f.StringVar(&o.hostname, "hostname", "", "name boxes use to reach the receiver (in the server certificate on first run)")
+	f.StringSliceVar(&o.hostnames, "hostname", nil, "a name or IP boxes use to reach the receiver; repeat it (or separate with commas) for several. The server certificate names exactly these: a stored one for other names is reissued from the CA (default: keep the stored certificate; the first run makes one for the --listen IP and localhost)")
 	f.StringVar(&o.recipients, "recipients-file", "", "organisation public keys (default: generate a key pair in --data on first run)")
 	f.StringVar(&o.s3.Bucket, "s3-bucket", "", "store segments in this S3 bucket instead of --data/store")
 	f.StringVar(&o.s3.Endpoint, "s3-endpoint", "", "S3 endpoint URL (default: AWS)")
@@ -143,6 +155,7 @@ func newServeCommand() *cobra.Command {
 	o.viewers.AddFlags(f)
 	o.uploads.AddFlags(f)
 	o.turn.AddFlags(f)
-	cmd.MarkFlagRequired("data")
+	f.StringVar(&o.confPath, "config", "", "YAML file setting any of these flags (flags given here win); SIGHUP reads it again: docs/receiver.md \"Configuration file\"")
+	withConfigFile(cmd, &o)
 	return cmd
 }

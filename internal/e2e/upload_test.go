@@ -37,7 +37,14 @@ func startReceiver(t *testing.T, data, listen string, extra ...string) *receiver
 // startReceiverIn is startReceiver inside ns (nil: here).
 func startReceiverIn(t *testing.T, ns *netns.NS, data, listen string, extra ...string) *receiverProc {
 	t.Helper()
-	args := append([]string{"serve", "--data", data, "--listen", listen}, extra...)
+	return startReceiverArgs(t, ns, data, append([]string{"serve", "--data", data, "--listen", listen}, extra...))
+}
+
+// startReceiverArgs runs uploadbox-receiver with args (serve and its
+// flags, e.g. --config) inside ns (nil: here); data is the data directory
+// the flags or the config file give.
+func startReceiverArgs(t *testing.T, ns *netns.NS, data string, args []string) *receiverProc {
+	t.Helper()
 	cmd := binCommand(ns, "uploadbox-receiver", args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

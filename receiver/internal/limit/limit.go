@@ -35,6 +35,19 @@ func NewKeyed(perSecond float64, burst int) *Keyed {
 	return &Keyed{every: rate.Limit(perSecond), burst: max(burst, 1), max: DefaultMaxKeys, now: time.Now, m: map[string]*rate.Limiter{}}
 }
 
+// SetLimit changes the rate and burst of every bucket, the existing ones
+// included.
+func (k *Keyed) SetLimit(perSecond float64, burst int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := k.now()
+	k.every, k.burst = rate.Limit(perSecond), max(burst, 1)
+	for _, l := range k.m {
+		l.SetLimitAt(now, k.every)
+		l.SetBurstAt(now, k.burst)
+	}
+}
+
 // Allow takes a token from key's bucket. Without one it reports how long
 // until the next token (at least a second, for a Retry-After header).
 func (k *Keyed) Allow(key string) (ok bool, retry time.Duration) {

@@ -50,3 +50,30 @@ func TestParseRate(t *testing.T) {
 		t.Error("RetryAfter does not round up")
 	}
 }
+
+// SetLimit applies to the buckets already made and to new ones.
+func TestSetLimit(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	k := NewKeyed(1.0/3600, 5)
+	k.now = func() time.Time { return now }
+	k.Allow("a")
+	k.Allow("a")
+	k.SetLimit(1.0/3600, 1)
+	if ok, _ := k.Allow("a"); !ok {
+		t.Fatal("the one token of the lowered burst refused")
+	}
+	if ok, _ := k.Allow("a"); ok {
+		t.Fatal("an existing bucket kept its old burst")
+	}
+	if ok, _ := k.Allow("b"); !ok {
+		t.Fatal("a new bucket refused its first attempt")
+	}
+	if ok, _ := k.Allow("b"); ok {
+		t.Fatal("a new bucket got the old burst")
+	}
+	k.SetLimit(1, 1)
+	now = now.Add(time.Second)
+	if ok, _ := k.Allow("a"); !ok {
+		t.Fatal("the raised rate did not refill within a second")
+	}
+}
