@@ -420,6 +420,18 @@ func TestEnrollRefusedForPackagedUser(t *testing.T) {
 		t.Errorf("viewer token as root into %s wrote as uid %d, want root", rig, uid)
 	}
 
+	// --user gives an existing directory of root's to that user.
+	given := filepath.Join(dir, "given")
+	if err := os.Mkdir(given, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "uploadbox", "viewer", "token", "--name", "rig", "--state", given, "--user", "nobody")
+	for _, p := range []string{given, filepath.Join(given, "viewer-local.key")} {
+		if uid, _ := statOwner(t, p); uid != serviceUID {
+			t.Errorf("viewer token --user nobody: %s belongs to uid %d, want %d", p, uid, serviceUID)
+		}
+	}
+
 	// A directory the daemon's user could not reach is named as such.
 	private := filepath.Join(dir, "private")
 	if err := os.Mkdir(private, 0o700); err != nil {
