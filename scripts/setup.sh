@@ -4,7 +4,7 @@
 # exported recording), chromium (plays exports and, later, the live view),
 # playwright-core from npm (drives chromium) into .cache/npm, and the
 # versitygw S3 server into .cache/bin; for the .deb packages the arm64 and
-# armhf cross compilers, qemu-user-static and nfpm (into .cache/bin).
+# armhf cross compilers, qemu-user-static, lintian and nfpm (into .cache/bin).
 # `setup.sh --demo` installs only what `make demo` needs (g++, ffmpeg).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +35,8 @@ command -v aarch64-linux-gnu-g++ >/dev/null || missing+=(gcc-aarch64-linux-gnu g
 command -v arm-linux-gnueabihf-g++ >/dev/null || missing+=(gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf libc6-dev-armhf-cross)
 command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
 command -v dpkg-deb >/dev/null || missing+=(dpkg)
+# the packaging test runs lintian on every .deb.
+command -v lintian >/dev/null || missing+=(lintian)
 install "${missing[@]}"
 
 PLAYWRIGHT_VERSION=1.64.1

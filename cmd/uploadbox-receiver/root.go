@@ -18,5 +18,6 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newViewersCommand())
 	root.AddCommand(newTURNCommand())
 	root.AddCommand(newConsentCommand())
+	root.AddCommand(cli.NewManCommand())
 	return root
 }

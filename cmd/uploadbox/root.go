@@ -17,5 +17,6 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newViewersCommand())
 	root.AddCommand(newRunCommand(), newSessionCommand(), newQueueCommand(), newConsentCommand(), newStatusCommand())
 	root.AddCommand(newDiagCommand())
+	root.AddCommand(cli.NewManCommand())
 	return root
 }
