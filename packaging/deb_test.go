@@ -285,6 +285,7 @@ func checkDeb(t *testing.T, deb string, p pkg, a arch) {
 	if bin, ok := files[binPath]; ok {
 		checkELF(t, bin.data, a, p.name == "uploadbox")
 		checkDepends(t, info, bin.data)
+		checkLicences(t, files, p, bin.data)
 	}
 	checkManPages(t, files, p)
 	checkCompletion(t, files, p)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"debug/buildinfo"
 	"debug/elf"
 	"errors"
 	"io"
@@ -272,5 +273,38 @@ func checkChangelog(t *testing.T, files map[string]file, p pkg) {
 	trailer := regexp.MustCompile(`(?m)^ -- uploadbox maintainers <packaging@uploadbox\.org>  \w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} [+-]\d{4}$`)
 	if !head.Match(text) || !trailer.Match(text) || !bytes.Contains(text, []byte(testCommit)) {
 		t.Errorf("changelog.gz is not an entry for %s %s (commit %s) by the maintainer:\n%s", p.name, debVersion, testCommit, text)
+	}
+}
+
+// checkLicences: third-party-licenses.gz holds a licence file of Go and
+// of every module the packaged binary's build information lists.
+func checkLicences(t *testing.T, files map[string]file, p pkg, bin []byte) {
+	t.Helper()
+	path := "/usr/share/doc/" + p.name + "/third-party-licenses.gz"
+	f, ok := files[path]
+	if !ok {
+		t.Errorf("%s is not in the package", path)
+		return
+	}
+	r, err := gzip.NewReader(bytes.NewReader(f.data))
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	text, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bi, err := buildinfo.Read(bytes.NewReader(bin))
+	if err != nil {
+		t.Fatalf("read the binary's build information: %v", err)
+	}
+	want := []string{"==== go " + bi.GoVersion + ": LICENSE"}
+	for _, d := range bi.Deps {
+		want = append(want, "==== "+d.Path+" "+d.Version+": ")
+	}
+	for _, w := range want {
+		if !bytes.Contains(text, []byte(w)) {
+			t.Errorf("%s has no licence for %q", path, strings.TrimPrefix(w, "==== "))
+		}
 	}
 }

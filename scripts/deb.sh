@@ -15,7 +15,8 @@
 #
 # Besides the binaries it makes what the packages ship around them: the
 # manual pages (`man`, a hidden command of each binary) gzipped, the bash
-# and zsh completions (cobra's `completion`), the changelog, and the box's
+# and zsh completions (cobra's `completion`), the changelog, the licences
+# of the Go modules linked into each binary, and the box's
 # Depends, computed from the symbol versions its binary needs (shlibdeps).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -132,6 +133,34 @@ changelog() {
 }
 MAINTAINER=$(sed -n 's/^maintainer: //p' packaging/nfpm-uploadbox.yaml)
 
+# third_party prints the licence files (LICENSE, NOTICE, PATENTS, …) of Go
+# and of every module linked into the binary $1, as its build information
+# lists them, each under a line naming the module and version. A module
+# without one stops the build.
+third_party() {
+	local bin=$1 mod ver dir f found
+	printf 'Licences of Go and of the Go modules linked into /usr/bin/%s\n' "$(basename "$bin")"
+	printf '(its build information: go version -m /usr/bin/%s).\n' "$(basename "$bin")"
+	{
+		echo "go $(go env GOVERSION) $(go env GOROOT)"
+		# The binary was built from this module: go list -m finds the
+		# versions its build information names.
+		go list -m -f '{{.Path}} {{.Version}} {{.Dir}}' $(go version -m "$bin" | awk '$1 == "dep" { print $2 }')
+	} | while read -r mod ver dir; do
+		found=""
+		for f in "$dir"/LICEN[CS]E* "$dir"/COPYING* "$dir"/NOTICE* "$dir"/PATENTS*; do
+			[ -f "$f" ] || continue
+			found=1
+			printf '\n==== %s %s: %s\n\n' "$mod" "$ver" "$(basename "$f")"
+			cat "$f"
+		done
+		if [ -z "$found" ]; then
+			echo "deb.sh: module $mod $ver has no licence file in $dir; add its licence to packaging/copyright" >&2
+			return 1
+		fi
+	done
+}
+
 # host runs a binary built for $1 here: natively or under qemu.
 host() {
 	local arch=$1
@@ -168,7 +197,8 @@ for arch in $ARCHS; do
 		go build -trimpath -ldflags "$LDFLAGS" -o "$bin/uploadbox-receiver" ./cmd/uploadbox-receiver
 
 	# What does not depend on the architecture is made once, by the
-	# first architecture's binaries: manual pages, completions, changelogs.
+	# first architecture's binaries: manual pages, completions, changelogs,
+	# licences (every architecture links the same modules).
 	docs="$STAGE/docs"
 	if [ ! -d "$docs" ]; then
 		for pkg in uploadbox uploadbox-receiver; do
@@ -178,6 +208,7 @@ for arch in $ARCHS; do
 			host "$arch" "$bin/$pkg" completion bash >"$docs/$pkg/completion/$pkg"
 			host "$arch" "$bin/$pkg" completion zsh >"$docs/$pkg/completion/_$pkg"
 			changelog "$pkg" | gzip -9n >"$docs/$pkg/changelog.gz"
+			third_party "$bin/$pkg" | gzip -9n >"$docs/$pkg/third-party-licenses.gz"
 		done
 	fi
 	# Only the box links C libraries (the codecs); the receiver is static.
