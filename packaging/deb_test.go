@@ -163,10 +163,10 @@ var pkgs = []pkg{
 		user:      "uploadbox-receiver",
 		conffiles: []string{"/etc/uploadbox-receiver/receiver.yaml"},
 		unit: with(hardening, map[string]string{
-			"Type":            "simple",
-			"ExecStart":       "/usr/bin/uploadbox-receiver serve --config /etc/uploadbox-receiver/receiver.yaml",
-			"EnvironmentFile": "-/etc/uploadbox-receiver/environment",
-			"Unit.After":      "network-online.target time-sync.target",
+			"Type":      "simple",
+			"ExecStart": "/usr/bin/uploadbox-receiver serve --config /etc/uploadbox-receiver/receiver.yaml",
+			// S3 credentials only, optional and not shipped.
+			"EnvironmentFile": "-/etc/default/uploadbox-receiver",
 			"ExecReload":      "/bin/kill -HUP $MAINPID",
 			"User":            "uploadbox-receiver",
 			"Group":           "uploadbox-receiver",
@@ -447,14 +447,26 @@ func checkMaintScripts(t *testing.T, ctl string, p pkg) {
 				t.Errorf("postinst configure on a fresh system ran %q; the receiver must not start before its host names are set:\n%s", never, first.log)
 			}
 		}
-		for _, want := range []string{"/etc/uploadbox-receiver/receiver.yaml", "hostname", "systemctl enable --now uploadbox-receiver"} {
+		for _, want := range []string{"/etc/uploadbox-receiver/receiver.yaml", "hostnames", "systemctl enable --now uploadbox-receiver"} {
 			if !strings.Contains(first.out, want) {
 				t.Errorf("postinst configure on a fresh system does not tell the admin %q; it printed:\n%s", want, first.out)
 			}
 		}
 		// An upgrade of an enabled receiver keeps it enabled and restarts
-		// it only if it runs.
-		up := runScript(t, ctl, "postinst", scriptEnv{userExists: true, installed: true}, "configure", "1.0.0")
+		// it only if it runs; options left in the old options string are
+		// named, not ignored silently.
+		env := scriptEnv{userExists: true, installed: true, root: t.TempDir()}
+		old := filepath.Join(env.root, "etc/default/uploadbox-receiver")
+		if err := os.MkdirAll(filepath.Dir(old), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(old, []byte("#UPLOADBOX_RECEIVER_OPTS=\"--s3-bucket x\"\nUPLOADBOX_RECEIVER_OPTS=\"--hostname r.example.org\"\nAWS_ACCESS_KEY_ID=k\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		up := runScript(t, ctl, "postinst", env, "configure", "1.0.0")
+		if want := `UPLOADBOX_RECEIVER_OPTS in ` + old + ` is no longer read: move "--hostname r.example.org" to /etc/uploadbox-receiver/receiver.yaml`; !strings.Contains(up.out, want) {
+			t.Errorf("postinst configure 1.0.0 (upgrade) with options in %s did not say %q; it printed:\n%s", old, want, up.out)
+		}
 		for _, want := range []string{"deb-systemd-helper enable " + unit, "deb-systemd-invoke try-restart " + unit} {
 			if !strings.Contains(up.log, want) {
 				t.Errorf("postinst configure 1.0.0 (upgrade) did not run %q; it ran:\n%s", want, up.log)
@@ -532,7 +544,7 @@ func checkPurge(t *testing.T, ctl string, p pkg) {
 type scriptEnv struct {
 	userExists bool   // getent finds the package's user
 	installed  bool   // deb-systemd-helper knows the unit (an upgrade)
-	root       string // /var/lib is moved here; "" leaves it alone
+	root       string // /var/lib and /etc/default are moved here; "" leaves them alone
 }
 
 type scriptResult struct {
@@ -579,6 +591,7 @@ func runScript(t *testing.T, ctl, script string, env scriptEnv, args ...string) 
 	moved := strings.ReplaceAll(string(text), "/run/systemd/system", systemd)
 	if env.root != "" {
 		moved = strings.ReplaceAll(moved, "/var/lib/", env.root+"/var/lib/")
+		moved = strings.ReplaceAll(moved, "/etc/default/", env.root+"/etc/default/")
 	}
 	path := filepath.Join(t.TempDir(), script)
 	if err := os.WriteFile(path, []byte(moved), 0o755); err != nil {
