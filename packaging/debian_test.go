@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"debug/buildinfo"
 	"debug/elf"
 	"errors"
@@ -29,8 +30,12 @@ func checkLintian(t *testing.T, dir string) {
 	if err != nil || len(debs) == 0 {
 		t.Fatalf("no packages in %s: %v", dir, err)
 	}
+	// About a minute on a busy 2-core machine; the bound keeps a stuck
+	// lintian from holding the suite.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
 	start := time.Now()
-	out, err := exec.CommandContext(t.Context(), "lintian", append([]string{"--tag-display-limit", "0"}, debs...)...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, "lintian", append([]string{"--tag-display-limit", "0"}, debs...)...).CombinedOutput()
 	t.Logf("lintian checked %d packages in %v", len(debs), time.Since(start).Round(time.Second))
 	errs := 0
 	for _, line := range lines(string(out)) {
