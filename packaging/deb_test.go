@@ -172,6 +172,8 @@ var pkgs = []pkg{
 			"Group":           "uploadbox-receiver",
 			"StateDirectory":  "uploadbox-receiver",
 			"PrivateDevices":  "yes",
+			// serve's drain grace (30 s) and the rest of its stop.
+			"TimeoutStopSec": "45",
 		}),
 		unitLists: map[string][]string{
 			"RestrictAddressFamilies": {"AF_UNIX AF_INET AF_INET6"},

@@ -114,6 +114,8 @@ func (s *Server) metricsHandler() http.Handler {
 	reg.MustRegister(s.ScrubCollectors()...)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// Plain HTTP, so a load balancer can probe health and readiness here.
+	s.healthRoutes(mux)
 	return mux
 }
 
