@@ -71,12 +71,28 @@ func startDaemonAs(t *testing.T, d boxDirs) *daemonProc {
 // daemon's config.
 func enrollWithConfig(t *testing.T, rcv *receiverProc, name string, d boxDirs) {
 	t.Helper()
-	var add struct {
+	enrollAsAdmin(t, rcv, d, run(t, "uploadbox-receiver", "devices", "add", name, "--data", rcv.data, "--json"))
+}
+
+// enrollAsAdmin enrolls the box of d as root, as docs/daemon.md tells an
+// administrator, with the token and fingerprint of tokenJSON (the --json
+// of devices add or devices rekey): `uploadbox enroll --receiver URL
+// --token-file FILE --ca-fingerprint FP --config FILE`, the state
+// directory taken from the daemon's config.
+func enrollAsAdmin(t *testing.T, rcv *receiverProc, d boxDirs, tokenJSON string) {
+	t.Helper()
+	var tok struct {
 		Token         string `json:"token"`
 		CAFingerprint string `json:"ca_fingerprint"`
 	}
-	json.Unmarshal([]byte(run(t, "uploadbox-receiver", "devices", "add", name, "--data", rcv.data, "--json")), &add)
-	out := run(t, "uploadbox", "enroll", "--receiver", "https://"+rcv.addr, "--token", add.Token, "--ca-fingerprint", add.CAFingerprint, "--config", d.config)
+	if err := json.Unmarshal([]byte(tokenJSON), &tok); err != nil || tok.Token == "" {
+		t.Fatalf("no token in %q: %v", tokenJSON, err)
+	}
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte(tok.Token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := run(t, "uploadbox", "enroll", "--receiver", "https://"+rcv.addr, "--token-file", file, "--ca-fingerprint", tok.CAFingerprint, "--config", d.config)
 	if !strings.Contains(out, "state in "+d.state) {
 		t.Fatalf("enroll --config did not use the config's state_dir %s:\n%s", d.state, out)
 	}
@@ -109,6 +125,28 @@ func statOwner(t *testing.T, path string) (uint32, os.FileMode) {
 		t.Fatal(err)
 	}
 	return st.Sys().(*syscall.Stat_t).Uid, st.Mode().Perm()
+}
+
+// wantServiceOwned checks that the state directory dir (0700) and every
+// file in it (0600) belong to serviceUID, and returns the files' names.
+func wantServiceOwned(t *testing.T, dir string) []string {
+	t.Helper()
+	if uid, mode := statOwner(t, dir); uid != serviceUID || mode != 0o700 {
+		t.Errorf("%s: owner uid %d mode %04o, want uid %d mode 0700", dir, uid, mode, serviceUID)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+		uid, mode := statOwner(t, filepath.Join(dir, e.Name()))
+		if uid != serviceUID || mode != 0o600 {
+			t.Errorf("%s: owner uid %d mode %04o, want uid %d mode 0600", e.Name(), uid, mode, serviceUID)
+		}
+	}
+	return names
 }
 
 // line waits until the daemon's log has a line holding every part and
@@ -160,18 +198,7 @@ func whepStatus(t *testing.T, p *daemonProc, lb liveBox, token string) int {
 func TestEnrollAsRootForServiceUser(t *testing.T) {
 	lb, token := enrolledServiceBox(t, "--config")
 
-	entries, err := os.ReadDir(lb.state)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-		uid, mode := statOwner(t, filepath.Join(lb.state, e.Name()))
-		if uid != serviceUID || mode != 0o600 {
-			t.Errorf("%s: owner uid %d mode %04o, want uid %d mode 0600", e.Name(), uid, mode, serviceUID)
-		}
-	}
+	names := wantServiceOwned(t, lb.state)
 	for _, want := range []string{"device.key", "device.crt", "viewer-local.key", "viewer-local.pub"} {
 		if !strings.Contains(strings.Join(names, " "), want) {
 			t.Errorf("the state directory holds %v, no %s", names, want)
@@ -414,6 +441,11 @@ func TestEnrollRefusedForPackagedUser(t *testing.T) {
 	out, _, code = withPackagedUser(t, dir, "uploadbox", "diag", "--config", d.config, "--check", "enrollment")
 	if want := "run chown uploadbox:uploadbox " + state + " " + state + "/ca.crt "; code != 2 || !strings.Contains(out, "the daemon, running as uploadbox, cannot use") || !strings.Contains(out, want) {
 		t.Errorf("diag as root on the packaged state directory given to root: exit %d\n%s\nwant exit 2 and %q", code, out, want)
+	}
+	// enroll --renew chooses its user as enroll does: refused there too.
+	_, stderr, code = withPackagedUser(t, dir, "uploadbox", "enroll", "--renew", "--state", state)
+	if want := "enroll --renew: state directory " + state + " belongs to root, but the daemon runs as uploadbox (the packaged service user) and could not read files root writes there: run `uploadbox enroll --renew --state " + state + " --user uploadbox`"; code != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("enroll --renew as root on the packaged state directory given to root: exit %d, %q; want exit 1 and %q", code, stderr, want)
 	}
 
 	// Another directory of root's is the business of whoever runs a daemon
