@@ -236,6 +236,9 @@ func (s *Server) removeUpload(id string) error {
 			return err
 		}
 	}
+	if err := s.hashing.Forget(context.Background(), id); err != nil {
+		return err
+	}
 	return s.db.Update(func(tx *bolt.Tx) error { return forgetUpload(tx, id) })
 }
 
