@@ -380,9 +380,21 @@ func newSegmentRecord(d *devices.Device, info *crypto.Info, outcome crypto.Outco
 // storeSegment copies the upload's bytes from r into the store under
 // rec.Key, signs the receipt and records the segment.
 func (s *Server) storeSegment(ctx context.Context, d *devices.Device, id string, rec *SegmentRecord, recID [16]byte, r io.Reader, sum [32]byte) (*CommitResponse, error) {
-	if err := s.store.Put(ctx, rec.Key, r, rec.Size, sum); err != nil {
-		return nil, fmt.Errorf("commit: store %s: %w", rec.Key, err)
+	if err := s.putSegment(ctx, rec, r, sum); err != nil {
+		return nil, err
 	}
+	return s.recordSegment(d, id, rec, recID, sum)
+}
+
+func (s *Server) putSegment(ctx context.Context, rec *SegmentRecord, r io.Reader, sum [32]byte) error {
+	if err := s.store.Put(ctx, rec.Key, r, rec.Size, sum); err != nil {
+		return fmt.Errorf("commit: store %s: %w", rec.Key, err)
+	}
+	return nil
+}
+
+// recordSegment signs the receipt of a stored segment and records it.
+func (s *Server) recordSegment(d *devices.Device, id string, rec *SegmentRecord, recID [16]byte, sum [32]byte) (*CommitResponse, error) {
 	rec.Committed = time.Now().UTC()
 	rb, err := receipt.Sign(s.receiptKey, receipt.Receipt{Device: rec.DeviceKey, RecordingID: recID, Sequence: rec.Sequence, SHA256: sum, Size: rec.Size, Committed: rec.Committed})
 	if err != nil {

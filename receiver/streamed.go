@@ -1,10 +1,13 @@
 package receiver
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,12 +28,34 @@ import (
 // stored under these digests.
 func (s *Server) commitStreamed(ctx context.Context, d *devices.Device, req CommitRequest, up tusd.Upload, size int64) (resp *CommitResponse, done bool, err error) {
 	sums, ok := s.hashing.Sums(ctx, req.UploadID)
-	if !ok || sums.Length != size || sums.Verifier == nil || size != req.Size || hex.EncodeToString(sums.SHA256[:]) != req.SHA256 {
+	if !ok || sums.Length != size || size != req.Size || hex.EncodeToString(sums.SHA256[:]) != req.SHA256 {
 		return nil, false, nil
 	}
-	info, verr := sums.Verifier.Finish(nil)
+	rc, err := up.GetReader(ctx)
+	if err != nil {
+		return nil, true, err
+	}
+	defer rc.Close()
+	var body io.Reader = rc
+	v := sums.Verifier
+	if v == nil {
+		// Hashed by another process (before a restart, or another
+		// replica): the BLAKE3 side is computed while the upload is copied
+		// into the store, and the header is taken from its first bytes.
+		v = crypto.NewVerifier()
+		head := make([]byte, min(size, headBytes))
+		if _, err := io.ReadFull(rc, head); err != nil {
+			return nil, false, nil
+		}
+		v.Write(head)
+		body = &verifyingTee{r: io.MultiReader(bytes.NewReader(head), rc), v: v, left: size, skip: len(head)}
+	}
+	// The final verdict when v has every byte; else the header and the
+	// commitment, which the checks before storing need.
+	info, verr := v.Finish(nil)
 	outcome := crypto.OutcomeOf(verr)
-	if outcome == crypto.Corrupt || info == nil || info.Header == nil {
+	if info == nil || info.Header == nil || (outcome == crypto.Corrupt && v.Size() == size) ||
+		(v.Size() < size && info.Commitment == [crypto.CommitmentSize]byte{}) {
 		return nil, false, nil
 	}
 	if d.CheckSigner(ed25519.PublicKey(info.Header.Device.Bytes()), time.Now()) != nil {
@@ -41,6 +66,7 @@ func (s *Server) commitStreamed(ctx context.Context, d *devices.Device, req Comm
 		if prev.SHA256 != rec.SHA256 {
 			return nil, false, nil
 		}
+		// The same bytes as a segment verified when it was stored.
 		s.commitMetrics.streamed.Inc()
 		resp, err := s.finishCommit(req.UploadID, prev, true)
 		return resp, true, err
@@ -48,19 +74,75 @@ func (s *Server) commitStreamed(ctx context.Context, d *devices.Device, req Comm
 	if s.checkChain(rec) != nil {
 		return nil, false, nil
 	}
-	rc, err := up.GetReader(ctx)
+	err = s.putSegment(ctx, &rec, body, sums.SHA256)
+	if errors.Is(err, store.ErrHashMismatch) || errors.Is(err, errRefusedUnstored) {
+		// Bytes that are not those hashed (a state that outlived its bytes
+		// in a crash), or a segment that does not verify: nothing was
+		// stored; the whole read decides.
+		return nil, false, nil
+	}
 	if err != nil {
 		return nil, true, err
 	}
-	defer rc.Close()
-	resp, err = s.storeSegment(ctx, d, req.UploadID, &rec, info.Header.RecordingID, rc, sums.SHA256)
-	if errors.Is(err, store.ErrHashMismatch) {
-		// The upload's bytes are not those hashed (a state that outlived
-		// its bytes in a crash): nothing was stored; the whole read decides.
-		return nil, false, nil
+	if tee, ok := body.(*verifyingTee); ok {
+		rec = newSegmentRecord(d, tee.info, tee.outcome, size, req.SHA256)
 	}
 	s.commitMetrics.streamed.Inc()
+	resp, err = s.recordSegment(d, req.UploadID, &rec, info.Header.RecordingID, sums.SHA256)
 	return resp, true, err
+}
+
+// headBytes holds any header (at most crypto.MaxHeaderSize) and the salt
+// and commitment after it.
+const headBytes = 16 << 10
+
+var errRefusedUnstored = errors.New("commit: the segment does not verify")
+
+// verifyingTee passes the upload's bytes to the store while the Verifier
+// sees them, and holds back the last byte until the Verifier has them all:
+// a segment that does not verify never reaches the store complete, so the
+// store keeps nothing of it.
+type verifyingTee struct {
+	r       io.Reader
+	v       *crypto.Verifier
+	left    int64 // bytes not yet passed on
+	skip    int   // bytes at the start the Verifier already has
+	info    *crypto.Info
+	outcome crypto.Outcome
+}
+
+func (t *verifyingTee) Read(p []byte) (int, error) {
+	if t.left == 0 {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	last := t.left == 1
+	if !last {
+		p = p[:min(int64(len(p)), t.left-1)]
+	} else {
+		p = p[:1]
+	}
+	n, err := t.r.Read(p)
+	if n == 0 {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF // shorter than hashed: the store refuses it
+		}
+		return 0, err
+	}
+	fresh := p[min(n, t.skip):n]
+	t.skip -= n - len(fresh)
+	t.v.Write(fresh)
+	t.left -= int64(n)
+	if last {
+		var verr error
+		t.info, verr = t.v.Finish(nil)
+		if t.outcome = crypto.OutcomeOf(verr); t.outcome == crypto.Corrupt || t.info == nil || t.info.Header == nil {
+			return 0, fmt.Errorf("%w: %v", errRefusedUnstored, verr)
+		}
+	}
+	return n, nil
 }
 
 // commitMetrics count how commits found their digests.

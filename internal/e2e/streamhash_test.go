@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,7 +15,8 @@ import (
 // upload once (to store it) instead of twice. A byte changed in the middle
 // of a resumed upload is still refused; bytes changed on disk behind the
 // hashes' back are caught by the store's check and refused as before; after
-// a receiver restart mid-upload the commit reads the upload whole.
+// a receiver restart mid-upload the commit still reads the upload once,
+// verifying the signature on the way into the store.
 func TestCommitUsesStreamedHashes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the receiver binary; skipped under -short")
@@ -79,19 +81,42 @@ func TestCommitUsesStreamedHashes(t *testing.T) {
 		t.Fatalf("streamed %v, reread %v commits; want 1 and 2 (refusals read the upload whole)", s, rr)
 	}
 
-	// A restart mid-upload: the hashes of the first bytes are gone with
-	// the process; the commit reads the upload and accepts it.
-	again := b.seal(t, 1<<20)
-	id = upload(again, func(string) {
+	// A restart mid-upload: the BLAKE3 state of the first bytes is gone
+	// with the process, their SHA-256 state was saved; the commit checks
+	// the signature while it copies the upload into the store, still one
+	// pass.
+	restart := func(string) {
 		rcv.kill()
 		rcv = startReceiver(t, data, rcv.addr, "--metrics-listen", rcv.metricsAddr)
-	})
-	r, ref = b.commit(t, id, again)
+	}
+	again := b.seal(t, 1<<20)
+	r, ref = b.commit(t, upload(again, restart), again)
 	if r.code != http.StatusOK {
 		t.Fatalf("commit after a restart: HTTP %d %+v", r.code, ref)
 	}
 	b.checkStored(t, rcv, r, again)
-	if s, rr, n := counts(); s != 0 || rr != 1 || n != float64(2*len(again)) {
-		t.Fatalf("after the restart: streamed %v, reread %v commits, %v bytes read back; want 0, 1 and %d", s, rr, n, 2*len(again))
+	if s, rr, n := counts(); s != 1 || rr != 0 || n != float64(len(again)) {
+		t.Fatalf("after the restart: streamed %v, reread %v commits, %v bytes read back; want 1, 0 and %d", s, rr, n, len(again))
+	}
+	// The same with a byte changed after the restart: the store gets the
+	// segment without its last byte (nothing stored), and the whole read
+	// refuses it.
+	tampered = b.seal(t, 1<<20)
+	tampered[len(tampered)-1000] ^= 1
+	if r, ref := b.commit(t, upload(tampered, restart), tampered); r.code != http.StatusUnprocessableEntity || ref.Reason != receiver.ReasonCorrupt {
+		t.Fatalf("tampered segment after a restart: HTTP %d %+v, want 422 corrupt", r.code, ref)
+	}
+	if s, rr, _ := counts(); s != 0 || rr != 1 {
+		t.Fatalf("streamed %v, reread %v commits; want 0 and 1", s, rr)
+	}
+	var objects []string
+	filepath.WalkDir(filepath.Join(data, receiver.StoreDir), func(p string, e fs.DirEntry, err error) error {
+		if err == nil && !e.IsDir() {
+			objects = append(objects, p)
+		}
+		return nil
+	})
+	if len(objects) != 2 {
+		t.Fatalf("store holds %v, want the two good segments only", objects)
 	}
 }

@@ -7,9 +7,10 @@
 // The SHA-256 state is saved after each chunk (States, keyed by upload id)
 // and survives a receiver restart or a move to another replica. The
 // Verifier's BLAKE3 state cannot be saved (github.com/zeebo/blake3 does not
-// serialise it) and lives in this process only. Hashing resumes only when a
-// chunk starts exactly where the hashed bytes end; otherwise the upload's
-// state is dropped and the commit reads the upload as before.
+// serialise it) and lives in this process only; without it, the commit
+// verifies while it copies the upload into the store. Hashing resumes only
+// when a chunk starts exactly where the hashed bytes end; otherwise the
+// upload's state is dropped and the commit reads the upload as before.
 package hashing
 
 import (
