@@ -122,16 +122,19 @@ func (s *Store) GetUpload(ctx context.Context, id string) (tusd.Upload, error) {
 // since the Store was made: what commits cost in reading.
 func (s *Store) ReadBytes() int64 { return s.read.Load() }
 
-// Sums returns what the hashes saw of upload id, if anything.
+// Sums returns what the hashes saw of upload id, if anything: the saved
+// state, with this process's Verifier when it saw the same bytes (another
+// replica may have hashed more of the upload since).
 func (s *Store) Sums(ctx context.Context, id string) (Sums, bool) {
 	s.mu.Lock()
-	e := s.live[id]
+	live := s.live[id]
 	s.mu.Unlock()
-	if e == nil {
-		var err error
-		if e, err = s.load(ctx, id); err != nil {
-			return Sums{}, false
-		}
+	e, err := s.load(ctx, id)
+	switch {
+	case live != nil && (err != nil || live.length == e.length):
+		e = live
+	case err != nil:
+		return Sums{}, false
 	}
 	sums := Sums{Length: e.length, Verifier: e.v}
 	e.sha.Sum(sums.SHA256[:0])

@@ -39,6 +39,8 @@ func segment(t *testing.T, size int) ([]byte, *crypto.DeviceKey) {
 	return b.Bytes(), dev
 }
 
+func sha256Of(b []byte) [32]byte { return sha256.Sum256(b) }
+
 // open wraps a filestore in dir, as the receiver does; a second call on
 // the same dir is the receiver after a restart.
 func open(dir string) (*Store, *tusd.StoreComposer) {
