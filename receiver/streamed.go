@@ -85,6 +85,9 @@ func (s *Server) commitStreamed(ctx context.Context, d *devices.Device, req Comm
 		return nil, true, err
 	}
 	if tee, ok := body.(*verifyingTee); ok {
+		if tee.info == nil { // a store that reported success before the end: not ours to receipt
+			return nil, true, fmt.Errorf("commit: store %s: Put returned before the last byte was read", rec.Key)
+		}
 		rec = newSegmentRecord(d, tee.info, tee.outcome, size, req.SHA256)
 	}
 	s.commitMetrics.streamed.Inc()

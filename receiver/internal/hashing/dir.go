@@ -63,8 +63,10 @@ func (d Dir) Delete(_ context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
+	for _, name := range []string{p, p + ".tmp"} { // .tmp: a save a crash cut short
+		if err := os.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
 	}
 	return nil
 }
