@@ -386,6 +386,7 @@ func (s *Server) storeSegment(ctx context.Context, d *devices.Device, id string,
 	return s.recordSegment(d, id, rec, recID, sum)
 }
 
+// putSegment copies the segment's bytes from r into the store.
 func (s *Server) putSegment(ctx context.Context, rec *SegmentRecord, r io.Reader, sum [32]byte) error {
 	if err := s.store.Put(ctx, rec.Key, r, rec.Size, sum); err != nil {
 		return fmt.Errorf("commit: store %s: %w", rec.Key, err)
