@@ -29,6 +29,7 @@ import (
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
 	"github.com/uploadbox/uploadbox/receiver/devices"
+	"github.com/uploadbox/uploadbox/receiver/internal/hashing"
 	"github.com/uploadbox/uploadbox/receiver/internal/limit"
 	"github.com/uploadbox/uploadbox/receiver/pki"
 	"github.com/uploadbox/uploadbox/receiver/store"
@@ -151,6 +152,9 @@ type Server struct {
 	tus        *tusd.Handler
 	tusStore   filestore.FileStore
 	locker     tusd.Locker
+	// hashing hashes uploads as their bytes arrive (streamed.go).
+	hashing       *hashing.Store
+	commitMetrics commitMetrics
 	// fails takes every failed-authentication and refused-device entry
 	// (coalesced, capped).
 	fails *auditGuard
@@ -326,6 +330,8 @@ func Open(cfg ServerConfig) (*Server, error) {
 	s.tusStore.UseIn(composer)
 	s.locker = filelocker.New(s.uploads)
 	composer.UseLocker(s.locker)
+	s.hashing = hashing.Wrap(composer, hashing.NewDir(s.uploads))
+	s.commitMetrics = newCommitMetrics(s.hashing)
 	s.tus, err = tusd.NewHandler(tusd.Config{
 		StoreComposer:           composer,
 		BasePath:                "/v1/uploads/",
