@@ -20,6 +20,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newTURNCommand())
 	root.AddCommand(newConsentCommand())
 	root.AddCommand(newCertsCommand())
+	root.AddCommand(newMigrateCommand())
 	root.AddCommand(cli.NewManCommand())
 	return root
 }

@@ -38,6 +38,8 @@ type Tx interface {
 	// CreateBucketIfNotExists creates the bucket (in a read-write
 	// transaction) and returns it.
 	CreateBucketIfNotExists(name []byte) (Bucket, error)
+	// ForEachBucket calls fn for every bucket, in name order.
+	ForEachBucket(fn func(name []byte, b Bucket) error) error
 }
 
 // Bucket is a set of key/value pairs ordered by key.

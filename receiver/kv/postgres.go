@@ -238,6 +238,39 @@ func (t *pgTx) CreateBucketIfNotExists(name []byte) (Bucket, error) {
 	return &pgBucket{t: t, name: append([]byte(nil), name...)}, nil
 }
 
+func (t *pgTx) ForEachBucket(fn func(name []byte, b Bucket) error) error {
+	if t.err != nil {
+		return t.err
+	}
+	rows, err := t.tx.Query(t.ctx, `SELECT name FROM kv_buckets ORDER BY name`)
+	if err != nil {
+		t.fail(err)
+		return err
+	}
+	var names [][]byte
+	for rows.Next() {
+		var n []byte
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			t.fail(err)
+			return err
+		}
+		names = append(names, n)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		t.fail(err)
+		return err
+	}
+	for _, n := range names {
+		t.known[string(n)] = true
+		if err := fn(n, &pgBucket{t: t, name: n}); err != nil {
+			return err
+		}
+	}
+	return t.err
+}
+
 type pgBucket struct {
 	t    *pgTx
 	name []byte
