@@ -206,14 +206,18 @@ func (t *pgTx) fail(err error) {
 }
 
 func (t *pgTx) Bucket(name []byte) Bucket {
+	// After a failed statement the bucket returned reads as empty and
+	// refuses writes (every operation checks t.err), and the Update or
+	// View returns the failure: callers that take a created bucket for
+	// granted do not dereference nil over a database error.
 	if t.err != nil {
-		return nil
+		return &pgBucket{t: t, name: append([]byte(nil), name...)}
 	}
 	if !t.known[string(name)] {
 		var ok bool
 		if err := t.tx.QueryRow(t.ctx, `SELECT EXISTS (SELECT 1 FROM kv_buckets WHERE name = $1)`, name).Scan(&ok); err != nil {
 			t.fail(err)
-			return nil
+			return &pgBucket{t: t, name: append([]byte(nil), name...)}
 		}
 		if !ok {
 			return nil
