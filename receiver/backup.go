@@ -154,7 +154,7 @@ func inside(dir, path string) bool {
 func (rep *BackupReport) write(ctx context.Context, tw *backupWriter, data string) error {
 	var err error
 	if statePostgres(data) {
-		rep.State = statePostgresName
+		rep.State = StatePostgres
 	} else if rep.Live, err = snapshotDB(ctx, data, func(size int64, r io.Reader) error {
 		return tw.add(DBFile, 0o600, size, r)
 	}); err != nil {
@@ -218,11 +218,11 @@ func (rep *BackupReport) write(ctx context.Context, tw *backupWriter, data strin
 	return nil
 }
 
-// errStatePostgres: a backup cannot copy a state kept in PostgreSQL.
-var errStatePostgres = errors.New("the state is in PostgreSQL: back it up with pg_dump; this backup holds the keys and files only")
+// ErrStatePostgres: a backup cannot copy a state kept in PostgreSQL.
+var ErrStatePostgres = errors.New("the state is in PostgreSQL: back it up with pg_dump; this backup holds the keys and files only")
 
-// statePostgresName is BackupManifest.State for a state in PostgreSQL.
-const statePostgresName = "postgres"
+// StatePostgres is BackupManifest.State for a state in PostgreSQL.
+const StatePostgres = "postgres"
 
 // snapshotDB calls f with a consistent copy of the database of data:
 // from the running server through the admin socket (live true), or from
@@ -254,7 +254,7 @@ func snapshotDB(ctx context.Context, data string, f func(size int64, r io.Reader
 	case *localAdmin:
 		b, ok := a.db.(*kv.Bolt)
 		if !ok {
-			return false, errStatePostgres
+			return false, ErrStatePostgres
 		}
 		return false, b.Snapshot(func(size int64, writeTo func(io.Writer) (int64, error)) error {
 			pr, pw := io.Pipe()
@@ -284,7 +284,7 @@ func snapshotDB(ctx context.Context, data string, f func(size int64, r io.Reader
 func (s *Server) handleDatabaseSnapshot(w http.ResponseWriter, _ *http.Request) {
 	b, ok := s.db.(*kv.Bolt)
 	if !ok {
-		httpError(w, http.StatusConflict, errStatePostgres.Error())
+		httpError(w, http.StatusConflict, ErrStatePostgres.Error())
 		return
 	}
 	err := b.Snapshot(func(size int64, writeTo func(io.Writer) (int64, error)) error {
@@ -436,8 +436,8 @@ func Restore(from, data string) (rep *RestoreReport, err error) {
 		return nil, fmt.Errorf("restore: %s: %w", from, err)
 	}
 	rep = &RestoreReport{Data: data, BackupManifest: *manifest}
-	if manifest.State == statePostgresName {
-		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%v: restore the database from its pg_dump (pg_restore) and start serve with --database", errStatePostgres))
+	if manifest.State == StatePostgres {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%v: restore the database from its pg_dump (pg_restore) and start serve with --database", ErrStatePostgres))
 	} else if err := kv.CheckBolt(filepath.Join(data, DBFile)); err != nil {
 		return nil, fmt.Errorf("restore: %s: the restored database: %w", from, err)
 	}
@@ -522,7 +522,7 @@ func checkManifest(m *BackupManifest, got map[string]BackupFile) error {
 		}
 	}
 	need := []string{AuditFile, pki.CACertFile, pki.CAKeyFile, ReceiptKeyFile, TokenKeyFile}
-	if m.State == statePostgresName {
+	if m.State == StatePostgres {
 		need = append(need, DatabaseFile)
 	} else {
 		need = append(need, DBFile)

@@ -80,7 +80,7 @@ func startWith(t *testing.T, cfg receiver.ServerConfig) *harness {
 	h := &harness{data: filepath.Join(dir, "receiver")}
 	var stop func() error
 	cfg.Data, cfg.Listen = h.data, "127.0.0.1:0"
-	if kvtest.Postgres() {
+	if kvtest.Postgres() && cfg.Database == "" {
 		cfg.Database = kvtest.URL(t)
 	}
 	h.database = cfg.Database
@@ -156,15 +156,7 @@ func (h *harness) send(t *testing.T, seg []byte) {
 
 func (h *harness) upload(t *testing.T, data []byte) string {
 	t.Helper()
-	c := tus.NewClient(h.box.HTTPClient(), h.box.Receiver.JoinPath("/v1/uploads/"), tus.Options{})
-	u, err := c.Create(t.Context(), int64(len(data)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Upload(t.Context(), u, bytes.NewReader(data), int64(len(data)), nil); err != nil {
-		t.Fatal(err)
-	}
-	return u
+	return uploadTo(t, h, h.box.Receiver.Host, data)
 }
 
 func (h *harness) commit(t *testing.T, client *http.Client, req receiver.CommitRequest) (int, receiver.CommitResponse, string) {

@@ -13,14 +13,14 @@ import (
 )
 
 func adminCommand(use, short string, args cobra.PositionalArgs, run func(cmd *cobra.Command, a receiver.Admin, args []string, asJSON bool) error) *cobra.Command {
-	var data string
+	var data, database string
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   use,
 		Short: short,
 		Args:  cli.Args(args),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, err := receiver.OpenAdmin(data)
+			a, err := receiver.OpenAdminDatabase(data, database)
 			if err != nil {
 				return err
 			}
@@ -29,6 +29,7 @@ func adminCommand(use, short string, args cobra.PositionalArgs, run func(cmd *co
 		},
 	}
 	cmd.Flags().StringVar(&data, "data", "", "the receiver's data directory")
+	cmd.Flags().StringVar(&database, "database", "", "the PostgreSQL database serve keeps the state in (serve --database), used when no server runs on --data; the password from PGPASSWORD or the URL")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.MarkFlagRequired("data")
 	return cmd
