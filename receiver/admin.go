@@ -375,9 +375,10 @@ func (a *socketAdmin) Close() error { return a.dir.Close() }
 
 // ExportStored exports recording id (hex) from the receiver's local store
 // in data: the segments are found through the admin interface, so it
-// works while serve runs. Segments in an S3 store are not reachable here.
-func ExportStored(ctx context.Context, data, id, out string, ids []*crypto.Identity) (*ExportReport, error) {
-	a, err := OpenAdmin(data)
+// works while serve runs (database: as for OpenAdminDatabase). Segments in
+// an S3 store are not reachable here.
+func ExportStored(ctx context.Context, data, database, id, out string, ids []*crypto.Identity) (*ExportReport, error) {
+	a, err := OpenAdminDatabase(data, database)
 	if err != nil {
 		return nil, err
 	}

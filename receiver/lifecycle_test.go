@@ -208,7 +208,7 @@ func TestRecordingLifecycle(t *testing.T) {
 			if _, err := h.admin.DeleteRecording(ida); !errors.Is(err, receiver.ErrRecordingState) {
 				t.Fatalf("second delete: %v, want ErrRecordingState", err)
 			}
-			if _, err := receiver.ExportStored(t.Context(), h.data, ida, filepath.Join(t.TempDir(), "a.mp4"), nil); err == nil || !strings.Contains(err.Error(), "restore it first") {
+			if _, err := receiver.ExportStored(t.Context(), h.data, h.database, ida, filepath.Join(t.TempDir(), "a.mp4"), nil); err == nil || !strings.Contains(err.Error(), "restore it first") {
 				t.Fatalf("export of a deleted recording: %v, want a refusal naming restore", err)
 			}
 
