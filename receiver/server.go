@@ -276,6 +276,11 @@ func Open(cfg ServerConfig) (*Server, error) {
 	if s.db, err = openState(cfg.Data, cfg.Database, 2*time.Second); err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
 	}
+	if cfg.Database != "" {
+		s.log.Info("state in PostgreSQL", "database", kv.Redact(cfg.Database), "schema", kv.SchemaVersion())
+	} else {
+		s.log.Info("state in bbolt", "file", filepath.Join(cfg.Data, DBFile))
+	}
 	if s.devices, err = devices.New(s.db, s.audit, devices.WithFailures(s.fails)); err != nil {
 		s.db.Close()
 		return nil, err

@@ -1,6 +1,8 @@
 package receiver_test
 
 import (
+	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,10 +49,14 @@ func TestStateChoice(t *testing.T) {
 	}
 
 	bolt := filepath.Join(dir, "bolt")
-	if srv, err = receiver.Open(receiver.ServerConfig{Data: bolt, Listen: "127.0.0.1:0"}); err != nil {
+	var log bytes.Buffer
+	if srv, err = receiver.Open(receiver.ServerConfig{Data: bolt, Listen: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(&log, nil))}); err != nil {
 		t.Fatal(err)
 	}
 	srv.Close()
+	if want := `msg="state in bbolt" component=receiver file=` + filepath.Join(bolt, receiver.DBFile); !strings.Contains(log.String(), want) {
+		t.Fatalf("serve's log:\n%s\nwant %s", log.String(), want)
+	}
 	_, err = receiver.Open(receiver.ServerConfig{Data: bolt, Listen: "127.0.0.1:0", Database: url})
 	if err == nil || !strings.Contains(err.Error(), "holds a bbolt state") || strings.Contains(err.Error(), secret) {
 		t.Fatalf("--database on a bbolt data directory: %v", err)

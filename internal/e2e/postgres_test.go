@@ -122,8 +122,12 @@ func TestServeOnPostgres(t *testing.T) {
 	// logged, not in the data directories (DatabaseFile keeps the URL
 	// without it).
 	for _, p := range []*receiverProc{rcv1, rcv2} {
-		if strings.Contains(p.stderr.String(), secret) {
-			t.Fatalf("the receiver logged the database password:\n%s", p.stderr.String())
+		log := p.stderr.String()
+		if strings.Contains(log, secret) {
+			t.Fatalf("the receiver logged the database password:\n%s", log)
+		}
+		if !strings.Contains(log, "state in PostgreSQL") || !strings.Contains(log, "postgres://postgres:xxxxx@/") {
+			t.Fatalf("the receiver did not log where its state is:\n%s", log)
 		}
 	}
 	if strings.Contains(msg, secret) {

@@ -83,7 +83,7 @@ type Device struct {
 
 var bucket = []byte("devices")
 
-// Registry keeps devices in a bbolt database owned by the caller.
+// Registry keeps devices in the state store (kv.DB) the caller owns.
 type Registry struct {
 	db      kv.DB
 	log     *audit.Log

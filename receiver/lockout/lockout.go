@@ -59,7 +59,7 @@ func (r *Record) Clear() { r.Failures, r.LockedAt = nil, time.Time{} }
 // Unknown keeps failure records for names that have no account, so that
 // an unknown name locks after MaxFailures like a real one and an outsider
 // cannot tell the two apart by the answers. The records live in their own
-// bbolt bucket, at most max of them: when full, records whose failures
+// state-store bucket, at most max of them: when full, records whose failures
 // have all left the window go first, then the oldest by lock time.
 type Unknown struct {
 	bucket []byte

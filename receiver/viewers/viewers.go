@@ -104,7 +104,7 @@ type FailureLog interface {
 	Record(audit.Entry) (wrote bool, err error)
 }
 
-// Registry keeps viewer accounts in a bbolt database owned by the caller.
+// Registry keeps viewer accounts in the state store (kv.DB) the caller owns.
 type Registry struct {
 	db     kv.DB
 	log    *audit.Log
