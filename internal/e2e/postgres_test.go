@@ -191,3 +191,86 @@ func copyKeys(t *testing.T, from, to string) {
 		}
 	}
 }
+
+// TestMigrateBoltToPostgres: `migrate --from bolt:DIR --to URL` moves a
+// stopped receiver's state into an empty PostgreSQL database. Refused while
+// serve runs, and into a database that already holds a state. Afterwards
+// serve --database on the same directory has the device, the viewer and the
+// recording, the box's next recording uploads through it, and the bbolt
+// file is kept beside, renamed.
+func TestMigrateBoltToPostgres(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL, receivers and uploads; skipped under -short")
+	}
+	pg := pgtest.Start(t)
+	url := pg.NewDB(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "receiver")
+	rcv := startReceiver(t, data, "127.0.0.1:0")
+	b := enrollBox(t, rcv, "room-3", rcv.addr, filepath.Join(dir, "state"))
+	addViewer(t, data, "coach-ann", "correct horse battery staple 9")
+	spool := filepath.Join(dir, "spool")
+	os.Mkdir(spool, 0o700)
+	first := recordInto(t, b, spool, "4s")
+	run(t, "uploadbox", "upload", "--state", b.state, "--spool", spool)
+	if left := spoolSegments(t, spool); len(left) != 0 || first == 0 {
+		t.Fatalf("%d segments recorded, local copies left: %v", first, left)
+	}
+	if msg := runFails(t, "uploadbox-receiver", "migrate", "--from", "bolt:"+data, "--to", url); !strings.Contains(msg, "a receiver is running on "+data) {
+		t.Fatalf("migrate while serve runs: %s", msg)
+	}
+	rcv.stop(t)
+
+	// A copy of the stopped receiver's directory, to migrate again later.
+	again := filepath.Join(dir, "again")
+	copyKeys(t, data, again)
+
+	out := run(t, "uploadbox-receiver", "migrate", "--from", "bolt:"+data, "--to", url)
+	if !strings.Contains(out, "moved the state of "+data) || !strings.Contains(out, "counted back") {
+		t.Fatalf("migrate printed:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(data, "receiver.db")); err == nil {
+		t.Fatal("receiver.db is still in place after migrate")
+	}
+	if _, err := os.Stat(filepath.Join(data, "receiver.db.migrated")); err != nil {
+		t.Fatalf("the bbolt file was not kept: %v", err)
+	}
+	if msg := runFails(t, "uploadbox-receiver", "migrate", "--from", "bolt:"+data, "--to", url); !strings.Contains(msg, "in PostgreSQL already") {
+		t.Fatalf("migrate twice: %s", msg)
+	}
+	if msg := runFails(t, "uploadbox-receiver", "migrate", "--from", "bolt:"+again, "--to", url); !strings.Contains(msg, "already holds a receiver state") {
+		t.Fatalf("migrate into a database holding a state: %s", msg)
+	}
+	// The refused directory is as it was, and migrates into an empty
+	// database (--json).
+	var rep struct {
+		Buckets map[string]int `json:"buckets"`
+		Keys    int            `json:"keys"`
+		KeptAs  string         `json:"kept_as"`
+	}
+	if err := json.Unmarshal([]byte(run(t, "uploadbox-receiver", "migrate", "--from", "bolt:"+again, "--to", pg.NewDB(t), "--json")), &rep); err != nil ||
+		rep.Buckets["devices"] != 1 || rep.Keys < first || rep.KeptAs != filepath.Join(again, "receiver.db.migrated") {
+		t.Fatalf("migrate --json of the refused directory: %+v %v", rep, err)
+	}
+
+	rcv2 := startReceiver(t, data, rcv.addr, "--database", url)
+	if devs := deviceStates(t, "--data", data); devs["room-3"] != "active" {
+		t.Fatalf("devices after migrate: %v", devs)
+	}
+	if out := run(t, "uploadbox-receiver", "viewers", "list", "--data", data); !strings.Contains(out, "coach-ann") {
+		t.Fatalf("viewers after migrate:\n%s", out)
+	}
+	second := recordInto(t, b, spool, "4s")
+	out = run(t, "uploadbox", "upload", "--state", b.state, "--spool", spool)
+	if n := strings.Count(out, "committed "); n != second {
+		t.Fatalf("upload after migrate committed %d of %d segments:\n%s", n, second, out)
+	}
+	if left := spoolSegments(t, spool); len(left) != 0 {
+		t.Fatalf("local copies left after uploading to the migrated receiver: %v", left)
+	}
+	rs := recordings(t, data)
+	if len(rs) != 2 || rs[0].Segments != first || rs[1].Segments != second || !rs[0].Complete || !rs[1].Complete {
+		t.Fatalf("recordings after migrate: %+v, want two complete recordings of %d and %d segments", rs, first, second)
+	}
+	rcv2.stop(t)
+}

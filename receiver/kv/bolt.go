@@ -119,3 +119,22 @@ func CheckBolt(path string) error {
 		return first
 	})
 }
+
+// Buckets calls fn with the name of every bucket, in order, inside one read
+// transaction (tx is that transaction). The receiver's buckets hold values
+// only: a nested bucket is an error.
+func (b *Bolt) Buckets(fn func(tx Tx, name []byte) error) error {
+	return b.db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, bk *bolt.Bucket) error {
+			if err := bk.ForEach(func(k, v []byte) error {
+				if v == nil {
+					return fmt.Errorf("bucket %q holds a nested bucket %q: not a receiver state", name, k)
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+			return fn(boltTx{tx}, name)
+		})
+	})
+}
