@@ -62,6 +62,8 @@ func Migrate(ctx context.Context, data, database string) (*MigrateReport, error)
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
 	defer dst.Close()
+	// One transaction copies everything: a large state takes its time.
+	dst.TxTimeout = time.Hour
 	rep := &MigrateReport{Data: data, Database: kv.Redact(database), Buckets: map[string]int{}}
 	err = dst.Update(func(to kv.Tx) error {
 		// Set afresh on each run: Update may run this again.
