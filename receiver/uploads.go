@@ -231,6 +231,10 @@ func (s *Server) lockUpload(ctx context.Context, id string) (tusd.Lock, error) {
 // caller holds its lock. The files are named by the id alone (the receiver
 // never sets another path), not by what an .info file says.
 func (s *Server) removeUpload(id string) error {
+	// The hash state first: without it the upload is only read whole.
+	if err := s.hashing.Forget(context.Background(), id); err != nil {
+		return err
+	}
 	for _, p := range []string{filepath.Join(s.uploads, id), filepath.Join(s.uploads, id+".info")} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err

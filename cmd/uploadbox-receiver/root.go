@@ -20,5 +20,6 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newTURNCommand())
 	root.AddCommand(newConsentCommand())
 	root.AddCommand(newCertsCommand())
+	root.AddCommand(cli.NewManCommand())
 	return root
 }

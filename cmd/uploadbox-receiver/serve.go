@@ -26,6 +26,7 @@ type serveOptions struct {
 	auditMaxBytes                      int64
 	requestTimeout                     time.Duration
 	controlPing                        time.Duration
+	drainGrace                         time.Duration
 	webListen, webCert, webKey         string
 	metricsListen                      string
 	viewers                            viewerServeOptions
@@ -73,6 +74,10 @@ func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 			}
 			cfg.AuthRate, cfg.AuthBurst, cfg.AuditMaxBytes, cfg.RequestTimeout = rate, o.authBurst, o.auditMaxBytes, o.requestTimeout
 			cfg.ControlPing = o.controlPing
+			if o.drainGrace < time.Second || o.drainGrace > time.Hour {
+				return cli.Usagef("--drain-grace %s: give 1s to 1h", o.drainGrace)
+			}
+			cfg.DrainGrace = o.drainGrace
 			if err := receiver.CheckWebFlags(o.webListen, o.webCert, o.webKey); err != nil {
 				return cli.Usagef("%v", err)
 			}
@@ -163,6 +168,7 @@ func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 	f.IntVar(&o.authBurst, "auth-burst", receiver.DefaultAuthBurst, "attempts allowed at once on top of --auth-rate")
 	f.Int64Var(&o.auditMaxBytes, "audit-max-bytes", receiver.DefaultAuditMaxBytes, "audit log size that raises an alert at 90% and, when reached, drops failed-authentication entries (never logins or handshakes)")
 	f.DurationVar(&o.requestTimeout, "request-timeout", receiver.DefaultRequestTimeout, "time to receive the body and send the answer of every non-upload request (login, enroll, commit)")
+	f.DurationVar(&o.drainGrace, "drain-grace", receiver.DefaultDrainGrace, "on SIGTERM, how long the uploads and commits running then may take to finish before they are cut (1s to 1h)")
 	f.DurationVar(&o.controlPing, "control-ping", receiver.DefaultControlPing, "how often each box's control connection is pinged (100ms to 10m); one unanswered for as long again ends it")
 	o.keys.addFlags(f)
 	f.StringVar(&o.webListen, "web-listen", "", "a second HTTPS listener for browsers (the coach page, login and the live-view relay only; no client certificate)")
