@@ -17,18 +17,18 @@ import (
 	"time"
 
 	tusd "github.com/tus/tusd/v2/pkg/handler"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/receiver/devices"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 	"github.com/uploadbox/uploadbox/receiver/receipt"
 )
 
 var segmentsBucket = []byte("segments")
 
-func initSegments(db *bolt.DB) error {
-	return db.Update(func(tx *bolt.Tx) error {
+func initSegments(db kv.DB) error {
+	return db.Update(func(tx kv.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(segmentsBucket)
 		return err
 	})
@@ -132,7 +132,7 @@ func (s *Server) preCreate(hook tusd.HookEvent) (tusd.HTTPResponse, tusd.FileInf
 // preTerminate forgets the owner of an upload its device deletes (tusd
 // holds the upload's lock).
 func (s *Server) preTerminate(hook tusd.HookEvent) (tusd.HTTPResponse, error) {
-	return tusd.HTTPResponse{}, s.db.Update(func(tx *bolt.Tx) error { return forgetUpload(tx, hook.Upload.ID) })
+	return tusd.HTTPResponse{}, s.db.Update(func(tx kv.Tx) error { return forgetUpload(tx, hook.Upload.ID) })
 }
 
 var metadataKey = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
@@ -413,7 +413,11 @@ func (s *Server) recordSegment(d *devices.Device, id string, rec *SegmentRecord,
 // to it so that a commit repeated after the upload files were removed gets
 // the same receipt, ends the upload's ownership and removes its files.
 func (s *Server) finishCommit(id string, rec *SegmentRecord, repeated bool) (*CommitResponse, error) {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	given, givenRepeated := *rec, repeated
+	err := s.db.Update(func(tx kv.Tx) error {
+		// Each run starts from what was given: a run PostgreSQL retried
+		// may have taken another upload's record.
+		*rec, repeated = given, givenRepeated
 		if !repeated {
 			b := tx.Bucket(segmentsBucket)
 			if v := b.Get([]byte(rec.Key)); v != nil {
@@ -485,7 +489,7 @@ var uploadsBucket = []byte("uploads")
 // the receipt again if this device committed it with these bytes.
 func (s *Server) repeatedCommit(d *devices.Device, source string, req CommitRequest) (*CommitResponse, error) {
 	var key string
-	s.db.View(func(tx *bolt.Tx) error {
+	s.db.View(func(tx kv.Tx) error {
 		if b := tx.Bucket(uploadsBucket); b != nil {
 			key = string(b.Get([]byte(req.UploadID)))
 		}
@@ -510,7 +514,7 @@ func (s *Server) repeatedCommit(d *devices.Device, source string, req CommitRequ
 
 func (s *Server) lookup(key string) (*SegmentRecord, error) {
 	var rec *SegmentRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		v := tx.Bucket(segmentsBucket).Get([]byte(key))
 		if v == nil {
 			return os.ErrNotExist

@@ -22,7 +22,6 @@ import (
 	"github.com/tus/tusd/v2/pkg/filelocker"
 	"github.com/tus/tusd/v2/pkg/filestore"
 	tusd "github.com/tus/tusd/v2/pkg/handler"
-	bolt "go.etcd.io/bbolt"
 	expslog "golang.org/x/exp/slog"
 
 	"github.com/uploadbox/uploadbox/crypto"
@@ -31,6 +30,7 @@ import (
 	"github.com/uploadbox/uploadbox/receiver/devices"
 	"github.com/uploadbox/uploadbox/receiver/internal/hashing"
 	"github.com/uploadbox/uploadbox/receiver/internal/limit"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 	"github.com/uploadbox/uploadbox/receiver/pki"
 	"github.com/uploadbox/uploadbox/receiver/store"
 	"github.com/uploadbox/uploadbox/receiver/turn"
@@ -66,7 +66,11 @@ type ServerConfig struct {
 	Hosts      []string
 	Recipients string      // organisation public keys; empty: generate a key pair in Data on first run
 	Store      store.Store // nil: the local filesystem under Data/store
-	Logger     *slog.Logger
+	// Database, if set, is the PostgreSQL database (postgres://… or
+	// key=value) that holds the state instead of the bbolt file
+	// Data/DBFile (state.go).
+	Database string
+	Logger   *slog.Logger
 	// AuditRetention is how long audit entries are kept (default 180 days).
 	AuditRetention time.Duration
 	// AuditCheckpointEvery is how often the audit log's head is signed
@@ -134,7 +138,7 @@ type Server struct {
 	cfg     ServerConfig
 	drain   drain
 	log     *slog.Logger
-	db      *bolt.DB
+	db      kv.DB
 	audit   *audit.Log
 	devices *devices.Registry
 	ca      *pki.CA
@@ -282,8 +286,13 @@ func Open(cfg ServerConfig) (*Server, error) {
 	}
 	// The server holds the database; admin commands reach it through the
 	// admin socket while it runs (see admin.go), so they never wait on it.
-	if s.db, err = bolt.Open(filepath.Join(cfg.Data, DBFile), 0o600, &bolt.Options{Timeout: 2 * time.Second}); err != nil {
-		return nil, fmt.Errorf("serve: database %s: %w (is another receiver running on this data directory?)", filepath.Join(cfg.Data, DBFile), err)
+	if s.db, err = openState(cfg.Data, cfg.Database, 2*time.Second); err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	if cfg.Database != "" {
+		s.log.Info("state in PostgreSQL", "database", kv.Redact(cfg.Database), "schema", kv.SchemaVersion())
+	} else {
+		s.log.Info("state in bbolt", "file", filepath.Join(cfg.Data, DBFile))
 	}
 	if s.devices, err = devices.New(s.db, s.audit, devices.WithFailures(s.fails)); err != nil {
 		s.db.Close()

@@ -1,82 +1,57 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/uploadbox/uploadbox/internal/cli"
 	"github.com/uploadbox/uploadbox/receiver"
-	"github.com/uploadbox/uploadbox/receiver/kv"
 )
 
 func newMigrateCommand() *cobra.Command {
 	var from, to string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "migrate --from bolt:DIR --to postgres://USER@HOST/DB",
-		Short: "Copy the receiver's state from its bbolt file to an empty PostgreSQL database",
-		Long: `Copies every bucket of DIR/receiver.db (serve must be stopped) into the PostgreSQL
-database, which must hold no receiver state yet, then checks that both hold the same. The data
-directory's files (CA, keys, audit log) stay where they are; afterwards run serve with the same
---data and --database URL. The bbolt file is left as it was. Give the password through PGPASSWORD
-(or ~/.pgpass) rather than in the URL, which other users can see while the command runs.`,
-		Args: cli.Args(cobra.NoArgs),
+		Use:   "migrate --from bolt:DIR --to postgres://USER@HOST/DB [--json]",
+		Short: "Move a stopped receiver's state from its bbolt file into an empty PostgreSQL database (then serve --database)",
+		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir, ok := strings.CutPrefix(from, "bolt:")
-			if !ok || dir == "" {
-				return cli.Usagef("--from %q: give bolt:DIR, the data directory that holds %s", from, receiver.DBFile)
+			data, ok := strings.CutPrefix(from, "bolt:")
+			if !ok || data == "" {
+				return cli.Usagef("--from %q: give bolt:DIR, the receiver's data directory", from)
 			}
-			if !strings.HasPrefix(to, "postgres://") && !strings.HasPrefix(to, "postgresql://") {
-				return cli.Usagef("--to %q: give a PostgreSQL URL, postgres://USER@HOST/DB", kv.Redact(to))
+			if to == "" {
+				return cli.Usagef("--to: give the PostgreSQL database, postgres://USER@HOST/DB?sslmode=… (the password from PGPASSWORD or the URL)")
 			}
-			path := filepath.Join(dir, receiver.DBFile)
-			if _, err := os.Stat(path); err != nil {
-				return fmt.Errorf("--from %s: %w (is DIR the receiver's data directory?)", from, err)
-			}
-			src, err := kv.OpenBolt(path, 2*time.Second)
-			if errors.Is(err, bolt.ErrTimeout) {
-				return fmt.Errorf("--from %s: %s is held by a running serve: stop it first (the copy must see every write)", from, path)
-			}
-			if err != nil {
-				return fmt.Errorf("--from %s: %w", from, err)
-			}
-			defer src.Close()
-			dst, err := kv.OpenPostgres(cmd.Context(), to)
+			rep, err := receiver.Migrate(cmd.Context(), data, to)
 			if err != nil {
 				return err
 			}
-			defer dst.Close()
-			st, err := kv.Copy(dst, src)
-			if err != nil {
-				return fmt.Errorf("migrate to %s: %w", kv.Redact(to), err)
-			}
 			if asJSON {
-				return printJSON(cmd, st)
+				return printJSON(cmd, rep)
 			}
-			out := cmd.OutOrStdout()
-			names := make([]string, 0, len(st.PerBucket))
-			for n := range st.PerBucket {
+			names := make([]string, 0, len(rep.Buckets))
+			for n := range rep.Buckets {
 				names = append(names, n)
 			}
 			sort.Strings(names)
+			o := cmd.OutOrStdout()
+			fmt.Fprintf(o, "moved the state of %s into %s: %d keys in %d buckets, counted back\n", data, rep.Database, rep.Keys, len(names))
 			for _, n := range names {
-				fmt.Fprintf(out, "%-24s %d\n", n, st.PerBucket[n])
+				fmt.Fprintf(o, "  %-20s %d\n", n, rep.Buckets[n])
 			}
-			fmt.Fprintf(out, "copied %d buckets, %d keys to %s and checked them; now run serve --data %s --database URL\n", st.Buckets, st.Keys, kv.Redact(to), dir)
+			fmt.Fprintf(o, "the bbolt file is kept as %s (serve no longer reads it)\n", rep.KeptAs)
+			fmt.Fprintf(o, "start the receiver with: uploadbox-receiver serve --data %s --database %s (or database: in its config file)\n", data, rep.Database)
 			return nil
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&from, "from", "", "bolt:DIR, the receiver's data directory (serve stopped)")
-	f.StringVar(&to, "to", "", "the PostgreSQL database, postgres://USER@HOST/DB (empty of receiver state)")
-	f.BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&from, "from", "", "bolt:DIR, the data directory of the stopped receiver")
+	cmd.Flags().StringVar(&to, "to", "", "the empty PostgreSQL database, postgres://USER@HOST/DB?sslmode=…; the password from PGPASSWORD or the URL")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	cmd.MarkFlagRequired("from")
+	cmd.MarkFlagRequired("to")
 	return cmd
 }

@@ -206,14 +206,18 @@ func (t *pgTx) fail(err error) {
 }
 
 func (t *pgTx) Bucket(name []byte) Bucket {
+	// After a failed statement the bucket returned reads as empty and
+	// refuses writes (every operation checks t.err), and the Update or
+	// View returns the failure: callers that take a created bucket for
+	// granted do not dereference nil over a database error.
 	if t.err != nil {
-		return nil
+		return &pgBucket{t: t, name: append([]byte(nil), name...)}
 	}
 	if !t.known[string(name)] {
 		var ok bool
 		if err := t.tx.QueryRow(t.ctx, `SELECT EXISTS (SELECT 1 FROM kv_buckets WHERE name = $1)`, name).Scan(&ok); err != nil {
 			t.fail(err)
-			return nil
+			return &pgBucket{t: t, name: append([]byte(nil), name...)}
 		}
 		if !ok {
 			return nil
@@ -236,39 +240,6 @@ func (t *pgTx) CreateBucketIfNotExists(name []byte) (Bucket, error) {
 	}
 	t.known[string(name)] = true
 	return &pgBucket{t: t, name: append([]byte(nil), name...)}, nil
-}
-
-func (t *pgTx) ForEachBucket(fn func(name []byte, b Bucket) error) error {
-	if t.err != nil {
-		return t.err
-	}
-	rows, err := t.tx.Query(t.ctx, `SELECT name FROM kv_buckets ORDER BY name`)
-	if err != nil {
-		t.fail(err)
-		return err
-	}
-	var names [][]byte
-	for rows.Next() {
-		var n []byte
-		if err := rows.Scan(&n); err != nil {
-			rows.Close()
-			t.fail(err)
-			return err
-		}
-		names = append(names, n)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		t.fail(err)
-		return err
-	}
-	for _, n := range names {
-		t.known[string(n)] = true
-		if err := fn(n, &pgBucket{t: t, name: n}); err != nil {
-			return err
-		}
-	}
-	return t.err
 }
 
 type pgBucket struct {
@@ -435,6 +406,11 @@ func Redact(dsn string) string {
 		if _, ok := u.User.Password(); ok {
 			u.User = url.UserPassword(u.User.Username(), "xxxxx")
 		}
+		// libpq also takes the password as a query parameter.
+		if q := u.Query(); q.Has("password") {
+			q.Set("password", "xxxxx")
+			u.RawQuery = q.Encode()
+		}
 		return u.String()
 	}
 	// key=value form: drop password=….
@@ -453,6 +429,9 @@ func redactErr(err error, dsn string) string {
 	msg := err.Error()
 	if u, perr := url.Parse(dsn); perr == nil {
 		if pw, ok := u.User.Password(); ok && pw != "" {
+			msg = strings.ReplaceAll(msg, pw, "xxxxx")
+		}
+		if pw := u.Query().Get("password"); pw != "" {
 			msg = strings.ReplaceAll(msg, pw, "xxxxx")
 		}
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/uploadbox/uploadbox/internal/syncbuf"
 	"github.com/uploadbox/uploadbox/internal/testbin"
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
+	"github.com/uploadbox/uploadbox/receiver/internal/kvtest"
 	"github.com/uploadbox/uploadbox/uploader"
 )
 
@@ -30,9 +31,9 @@ var binDir string
 func TestMain(m *testing.M) {
 	flag.Parse()
 	if testing.Short() {
-		os.Exit(m.Run()) // the integration test skips itself: no binaries needed
+		os.Exit(kvtest.Wrap(m).Run()) // the integration test skips itself: no binaries needed
 	}
-	os.Exit(testbin.Main(m.Run, &binDir))
+	os.Exit(testbin.Main(kvtest.Wrap(m).Run, &binDir))
 }
 
 // run executes one of the built binaries with stdin and returns stdout.
