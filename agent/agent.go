@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
@@ -126,9 +127,10 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 	} else if n > 0 {
 		log.Info("audit entries past retention removed", "count", n)
 	}
+	unusable := a.checkStateFiles(cfg.StateDir)
 	if st, err := uploader.LoadState(cfg.StateDir); err == nil {
 		a.state = st
-	} else {
+	} else if !unusable {
 		log.Warn("box not enrolled yet: sessions and uploads wait for `uploadbox enroll`", "state", cfg.StateDir, "err", err)
 	}
 	sopts := spool.Options{MaxBytes: int64(cfg.Spool.MaxSize), MinFree: int64(cfg.Spool.MinFree), Logger: log}
@@ -169,6 +171,9 @@ func (a *Agent) enrolled() (*uploader.State, error) {
 	}
 	st, err := uploader.LoadState(a.cfg.StateDir)
 	if err != nil {
+		if why := stateProblems(a.cfg.StateDir); why != "" && errors.Is(err, fs.ErrPermission) {
+			return nil, fmt.Errorf("the box's state cannot be used: %s", why)
+		}
 		return nil, fmt.Errorf("box not enrolled (%v): run `uploadbox enroll --state %s` first", err, a.cfg.StateDir)
 	}
 	a.state = st

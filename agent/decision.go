@@ -79,7 +79,7 @@ func (a *Agent) decide(params json.RawMessage, now time.Time) (wire.Decision, wi
 	}
 	pub, err := viewtoken.ReadPublicKeyFile(filepath.Join(cfg.StateDir, viewtoken.ReceiverKeyFile))
 	if err != nil {
-		return wire.Decision{}, res, refuse(http.StatusForbidden, wire.DecisionForged, err)
+		return wire.Decision{}, res, refuse(http.StatusForbidden, wire.DecisionForged, explainUnreadable(cfg.StateDir, err))
 	}
 	d, err := wire.VerifyDecision(pub, p.Statement, now)
 	switch {

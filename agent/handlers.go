@@ -18,14 +18,17 @@ import (
 
 // Status is the answer to the "status" call.
 type Status struct {
-	PID      int           `json:"pid"`
-	Version  string        `json:"version"`
-	Started  time.Time     `json:"started"`
-	Uptime   float64       `json:"uptime_seconds"`
-	Enrolled bool          `json:"enrolled"`
-	Receiver string        `json:"receiver,omitempty"`
-	Session  SessionStatus `json:"session"`
-	Queue    Queue         `json:"queue"`
+	PID      int       `json:"pid"`
+	Version  string    `json:"version"`
+	Started  time.Time `json:"started"`
+	Uptime   float64   `json:"uptime_seconds"`
+	Enrolled bool      `json:"enrolled"`
+	Receiver string    `json:"receiver,omitempty"`
+	// StateProblem, while the box is not enrolled, names the state files
+	// the daemon's user cannot use and the commands that fix them.
+	StateProblem string        `json:"state_problem,omitempty"`
+	Session      SessionStatus `json:"session"`
+	Queue        Queue         `json:"queue"`
 	// UploadError is the last upload failure while the uploader backs off.
 	UploadError string `json:"upload_error,omitempty"`
 	// UploadAlert is set while the receiver refuses this box's enrollment.
@@ -166,6 +169,8 @@ func (a *Agent) Status() (Status, error) {
 	if a.state != nil {
 		s.Enrolled = true
 		s.Receiver = a.state.Receiver.String()
+	} else {
+		s.StateProblem = stateProblems(a.cfg.StateDir)
 	}
 	s.UploadError, s.UploadAlert, s.LastUploadOK, s.Reloads = a.upErr, a.upAlert, a.uploadOK, a.reloads
 	a.mu.Unlock()

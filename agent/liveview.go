@@ -93,7 +93,7 @@ func (l liveAuth) Owner(token string) (string, error) {
 func (l liveAuth) check(token string, verify func(*viewtoken.Verifier, string, time.Time) (viewtoken.Claims, error)) (string, error) {
 	v, err := viewtoken.LoadBoxVerifier(l.stateDir)
 	if err != nil {
-		return "", err
+		return "", explainUnreadable(l.stateDir, err)
 	}
 	c, err := verify(v, token, time.Now())
 	if err != nil {

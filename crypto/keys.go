@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -457,32 +456,10 @@ func WriteKeyFile(path string, content string, perm os.FileMode) error {
 	if _, err := os.Lstat(path); err == nil {
 		return fmt.Errorf("%s already exists: refusing to overwrite a key file (move it away first)", path)
 	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".key-*")
-	if err != nil {
+	if err := atomicfile.Create(path, []byte(content), perm); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.WriteString(content); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	// Link fails if path appeared meanwhile, so nothing is overwritten.
-	if err := os.Link(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return atomicfile.SyncDir(dir)
+	return nil
 }
 
 // NewRecordingID returns a random recording id.

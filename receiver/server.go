@@ -20,14 +20,15 @@ import (
 	"time"
 
 	tusd "github.com/tus/tusd/v2/pkg/handler"
-	bolt "go.etcd.io/bbolt"
 	expslog "golang.org/x/exp/slog"
 
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
 	"github.com/uploadbox/uploadbox/receiver/devices"
+	"github.com/uploadbox/uploadbox/receiver/internal/hashing"
 	"github.com/uploadbox/uploadbox/receiver/internal/limit"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 	"github.com/uploadbox/uploadbox/receiver/pki"
 	"github.com/uploadbox/uploadbox/receiver/store"
 	"github.com/uploadbox/uploadbox/receiver/turn"
@@ -63,7 +64,11 @@ type ServerConfig struct {
 	Hosts      []string
 	Recipients string      // organisation public keys; empty: generate a key pair in Data on first run
 	Store      store.Store // nil: the local filesystem under Data/store
-	Logger     *slog.Logger
+	// Database, if set, is the PostgreSQL database (postgres://… or
+	// key=value) that holds the state instead of the bbolt file
+	// Data/DBFile (state.go).
+	Database string
+	Logger   *slog.Logger
 	// AuditRetention is how long audit entries are kept (default 180 days).
 	AuditRetention time.Duration
 	// AuditCheckpointEvery is how often the audit log's head is signed
@@ -98,6 +103,10 @@ type ServerConfig struct {
 	// ping unanswered within as long again ends it (default
 	// DefaultControlPing).
 	ControlPing time.Duration
+	// DrainGrace is how long a stopping server (SIGTERM) lets the uploads
+	// and commits running at that moment finish before it cuts them
+	// (default DefaultDrainGrace).
+	DrainGrace time.Duration
 	// WebListen, if set, is a second HTTPS listener for browsers: only the
 	// coach-facing routes (web.go), no client certificate asked, and
 	// WebCert/WebKey presented (PEM chain and key, reloaded by
@@ -129,8 +138,9 @@ type ServerConfig struct {
 // Server is the cloud receiver.
 type Server struct {
 	cfg     ServerConfig
+	drain   drain
 	log     *slog.Logger
-	db      *bolt.DB
+	db      kv.DB
 	audit   *audit.Log
 	devices *devices.Registry
 	ca      *pki.CA
@@ -148,6 +158,9 @@ type Server struct {
 	tus        *tusd.Handler
 	tusStore   staging
 	locker     tusd.Locker
+	// hashing hashes uploads as their bytes arrive (streamed.go).
+	hashing       *hashing.Store
+	commitMetrics commitMetrics
 	// fails takes every failed-authentication and refused-device entry
 	// (coalesced, capped).
 	fails *auditGuard
@@ -203,6 +216,9 @@ func Open(cfg ServerConfig) (*Server, error) {
 	if cfg.ControlPing == 0 {
 		cfg.ControlPing = DefaultControlPing
 	}
+	if cfg.DrainGrace == 0 {
+		cfg.DrainGrace = DefaultDrainGrace
+	}
 	if cfg.ControlPing < 100*time.Millisecond || cfg.ControlPing > 10*time.Minute {
 		return nil, fmt.Errorf("serve: --control-ping %s: use 100ms to 10m", cfg.ControlPing)
 	}
@@ -233,6 +249,7 @@ func Open(cfg ServerConfig) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, log: log.With("component", "receiver")}
+	s.drain.init()
 	s.byAddress = limit.NewKeyed(cfg.AuthRate, cfg.AuthBurst)
 	s.byAccount = limit.NewKeyed(cfg.AuthRate, cfg.AuthBurst)
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
@@ -271,8 +288,13 @@ func Open(cfg ServerConfig) (*Server, error) {
 	}
 	// The server holds the database; admin commands reach it through the
 	// admin socket while it runs (see admin.go), so they never wait on it.
-	if s.db, err = bolt.Open(filepath.Join(cfg.Data, DBFile), 0o600, &bolt.Options{Timeout: 2 * time.Second}); err != nil {
-		return nil, fmt.Errorf("serve: database %s: %w (is another receiver running on this data directory?)", filepath.Join(cfg.Data, DBFile), err)
+	if s.db, err = openState(cfg.Data, cfg.Database, 2*time.Second); err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	if cfg.Database != "" {
+		s.log.Info("state in PostgreSQL", "database", kv.Redact(cfg.Database), "schema", kv.SchemaVersion())
+	} else {
+		s.log.Info("state in bbolt", "file", filepath.Join(cfg.Data, DBFile))
 	}
 	if s.devices, err = devices.New(s.db, s.audit, devices.WithFailures(s.fails)); err != nil {
 		s.db.Close()
@@ -317,6 +339,8 @@ func Open(cfg ServerConfig) (*Server, error) {
 	s.tusStore.UseIn(composer)
 	s.locker = s.newLocker(s.db)
 	composer.UseLocker(s.locker)
+	s.hashing = hashing.Wrap(composer, hashing.NewDir(s.uploads))
+	s.commitMetrics = newCommitMetrics(s.hashing)
 	s.tus, err = tusd.NewHandler(tusd.Config{
 		StoreComposer:           composer,
 		BasePath:                "/v1/uploads/",
@@ -434,8 +458,9 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/enroll", s.perAddress("device.enroll", s.bounded(s.perAccount("device.enroll", enrollName, http.HandlerFunc(s.handleEnroll)))))
 	mux.Handle("POST /v1/login", s.perAddress("viewer.login", s.bounded(s.perAccount("viewer.login", loginName, s.login)))) // viewers: a password, no client certificate
-	mux.Handle("/v1/uploads/", s.deviceOnly(http.StripPrefix("/v1/uploads/", s.ownUploads(s.tus))))
-	mux.Handle("POST /v1/commit", s.bounded(s.deviceOnly(http.HandlerFunc(s.handleCommit))))
+	mux.Handle("/v1/uploads/", s.drainable(s.deviceOnly(http.StripPrefix("/v1/uploads/", s.ownUploads(s.tus)))))
+	mux.Handle("POST /v1/commit", s.drainable(s.bounded(s.deviceOnly(http.HandlerFunc(s.handleCommit)))))
+	s.healthRoutes(mux)
 	mux.Handle("POST "+wire.RenewPath, s.bounded(s.deviceOnly(http.HandlerFunc(s.handleRenew))))
 	// The control connection is long-lived: not bounded by the request
 	// timeout (pings bound it instead).
@@ -587,9 +612,23 @@ wait:
 			}
 		}
 	}
-	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	// Drain: stop accepting (the listeners close, /readyz says draining on
+	// the listeners that stay up until the end), let the uploads and
+	// commits running now finish within the grace, then cut what is left.
+	s.drain.draining.Store(true)
+	grace := s.cfg.DrainGrace
+	s.log.Info("draining", "grace", grace)
+	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
 	defer cancel()
 	serr := srv.Shutdown(shutdown)
+	if errors.Is(serr, context.DeadlineExceeded) {
+		s.log.Warn("drain grace over: cutting the requests still running (their boxes resume them)", "grace", grace)
+		s.drain.hardCancel()
+		serr = srv.Close()
+	} else {
+		s.log.Info("drained: every running request finished")
+	}
+	s.drain.hardCancel()
 	aerr := adminSrv.Shutdown(shutdown)
 	var werr error
 	if web != nil {

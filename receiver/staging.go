@@ -30,8 +30,6 @@ import (
 type staging interface {
 	UseIn(*tusd.StoreComposer)
 	GetUpload(ctx context.Context, id string) (tusd.Upload, error)
-	// open returns the bytes of upload id, which has all its bytes.
-	open(ctx context.Context, id string) (io.ReadCloser, error)
 	// remove deletes upload id (nothing left is not an error); the caller
 	// holds its lock.
 	remove(ctx context.Context, id string) error
@@ -47,10 +45,6 @@ type fileStaging struct {
 
 // The files are named by the id alone (the receiver never sets another
 // path), not by what an .info file says.
-func (f fileStaging) open(_ context.Context, id string) (io.ReadCloser, error) {
-	return os.Open(filepath.Join(f.dir, id))
-}
-
 func (f fileStaging) remove(_ context.Context, id string) error {
 	for _, p := range []string{filepath.Join(f.dir, id), filepath.Join(f.dir, id+".info")} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -237,32 +231,6 @@ type terminate func(ctx context.Context) error
 
 func (t terminate) Terminate(ctx context.Context) error { return t(ctx) }
 
-// open reads the finished object. A replica that stopped between the last
-// part and completing the multipart upload left it incomplete with all its
-// bytes: open completes it.
-func (s *s3Staging) open(ctx context.Context, id string) (io.ReadCloser, error) {
-	up, err := s.GetUpload(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	r, err := up.GetReader(ctx)
-	var te tusd.Error
-	if errors.As(err, &te) && te.ErrorCode == "ERR_INCOMPLETE_UPLOAD" {
-		info, ierr := up.GetInfo(ctx)
-		if ierr != nil {
-			return nil, ierr
-		}
-		if info.Offset != info.Size {
-			return nil, err
-		}
-		if err := up.FinishUpload(ctx); err != nil {
-			return nil, fmt.Errorf("s3 staging: complete upload: %w", err)
-		}
-		r, err = up.GetReader(ctx)
-	}
-	return r, err
-}
-
 func (s *s3Staging) remove(ctx context.Context, id string) error {
 	up, err := s.GetUpload(ctx, id)
 	if errors.Is(err, tusd.ErrNotFound) {
@@ -298,6 +266,28 @@ func (s *s3Staging) stale(ctx context.Context, cutoff time.Time) ([]string, erro
 type s3Upload struct {
 	tusd.Upload
 	id string
+}
+
+// GetReader reads the finished object. A replica that stopped between the
+// last part and completing the multipart upload left it incomplete with
+// all its bytes: GetReader completes it.
+func (u *s3Upload) GetReader(ctx context.Context) (io.ReadCloser, error) {
+	r, err := u.Upload.GetReader(ctx)
+	var te tusd.Error
+	if errors.As(err, &te) && te.ErrorCode == "ERR_INCOMPLETE_UPLOAD" {
+		info, ierr := u.Upload.GetInfo(ctx)
+		if ierr != nil {
+			return nil, ierr
+		}
+		if info.Offset != info.Size {
+			return nil, err
+		}
+		if err := u.Upload.FinishUpload(ctx); err != nil {
+			return nil, fmt.Errorf("s3 staging: complete upload: %w", err)
+		}
+		r, err = u.Upload.GetReader(ctx)
+	}
+	return r, err
 }
 
 func (u *s3Upload) GetInfo(ctx context.Context) (tusd.FileInfo, error) {

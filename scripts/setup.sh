@@ -4,7 +4,7 @@
 # exported recording), chromium (plays exports and, later, the live view),
 # playwright-core from npm (drives chromium) into .cache/npm, and the
 # versitygw S3 server into .cache/bin; for the .deb packages the arm64 and
-# armhf cross compilers, qemu-user-static and nfpm (into .cache/bin);
+# armhf cross compilers, qemu-user-static, lintian and nfpm (into .cache/bin);
 # PostgreSQL's server binaries (internal/pgtest).
 # `setup.sh --demo` installs only what `make demo` needs (g++, ffmpeg).
 set -euo pipefail
@@ -39,6 +39,8 @@ command -v dpkg-deb >/dev/null || missing+=(dpkg)
 # PostgreSQL for the receiver's shared-state tests (internal/pgtest runs its
 # own initdb in a temporary directory; the package's own cluster is not used).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+# the packaging test runs lintian on every .deb.
+command -v lintian >/dev/null || missing+=(lintian)
 install "${missing[@]}"
 
 PLAYWRIGHT_VERSION=1.64.1

@@ -51,6 +51,9 @@ func checkConfig(e *env) Result {
 
 func checkEnrollment(e *env) Result {
 	dir := e.cfg.StateDir
+	if r, ok := checkStateOwnership(dir); !ok {
+		return r
+	}
 	st, err := e.stateOf()
 	switch {
 	case err == nil:
@@ -76,7 +79,11 @@ func checkCertificate(e *env) Result {
 	case errors.Is(err, fs.ErrNotExist):
 		return Result{Status: Skip, Summary: "no device certificate: the box is not enrolled (see the enrollment check)"}
 	case err != nil:
-		return Result{Status: Fail, Summary: oneLine(err), Remedy: "run diag as root or the uploadbox user (sudo -u uploadbox uploadbox diag)"}
+		remedy := "run diag as root or the uploadbox user (sudo -u uploadbox uploadbox diag)"
+		if r, ok := checkStateOwnership(e.cfg.StateDir); !ok {
+			remedy = r.Remedy
+		}
+		return Result{Status: Fail, Summary: oneLine(err), Remedy: remedy}
 	}
 	b, _ := pem.Decode(data)
 	if b == nil {

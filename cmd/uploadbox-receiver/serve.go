@@ -17,6 +17,7 @@ import (
 
 type serveOptions struct {
 	data, listen, recipients, confPath string
+	database                           string
 	s3                                 store.S3Options
 	s3UploadsPrefix                    string
 	auditRetention                     time.Duration
@@ -26,6 +27,7 @@ type serveOptions struct {
 	auditMaxBytes                      int64
 	requestTimeout                     time.Duration
 	controlPing                        time.Duration
+	drainGrace                         time.Duration
 	webListen, webCert, webKey         string
 	metricsListen                      string
 	viewers                            viewerServeOptions
@@ -49,7 +51,7 @@ func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 		Short: "Run the receiver: enrollment, resumable uploads over TLS, commit with signed receipts",
 		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := receiver.ServerConfig{Data: o.data, Listen: o.listen, Recipients: o.recipients, Logger: slog.Default()}
+			cfg := receiver.ServerConfig{Data: o.data, Listen: o.listen, Recipients: o.recipients, Database: o.database, Logger: slog.Default()}
 			if o.auditRetention < 24*time.Hour {
 				return cli.Usagef("--audit-retention %s: keep at least 24h of audit entries", o.auditRetention)
 			}
@@ -73,6 +75,10 @@ func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 			}
 			cfg.AuthRate, cfg.AuthBurst, cfg.AuditMaxBytes, cfg.RequestTimeout = rate, o.authBurst, o.auditMaxBytes, o.requestTimeout
 			cfg.ControlPing = o.controlPing
+			if o.drainGrace < time.Second || o.drainGrace > time.Hour {
+				return cli.Usagef("--drain-grace %s: give 1s to 1h", o.drainGrace)
+			}
+			cfg.DrainGrace = o.drainGrace
 			if err := receiver.CheckWebFlags(o.webListen, o.webCert, o.webKey); err != nil {
 				return cli.Usagef("%v", err)
 			}
@@ -150,6 +156,7 @@ func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.data, "data", "", "data directory (CA, keys, database, uploads, store)")
+	f.StringVar(&o.database, "database", "", "keep the state (devices, viewers, recordings, receipts, lockouts) in this PostgreSQL database, postgres://USER@HOST/DB?sslmode=…, instead of the bbolt file in --data; the password from PGPASSWORD (or ~/.pgpass), or in the URL; docs/receiver.md \"State: bbolt or PostgreSQL\"")
 	f.StringVar(&o.listen, "listen", "127.0.0.1:8443", "address to listen on (TLS only)")
 	f.StringSliceVar(&o.hostnames, "hostname", nil, "a name or IP boxes use to reach the receiver; repeat it (or separate with commas) for several. The server certificate names exactly these: a stored one for other names is reissued from the CA (default: keep the stored certificate; the first run makes one for the --listen IP and localhost)")
 	f.StringVar(&o.recipients, "recipients-file", "", "organisation public keys (default: generate a key pair in --data on first run)")
@@ -164,6 +171,7 @@ func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 	f.IntVar(&o.authBurst, "auth-burst", receiver.DefaultAuthBurst, "attempts allowed at once on top of --auth-rate")
 	f.Int64Var(&o.auditMaxBytes, "audit-max-bytes", receiver.DefaultAuditMaxBytes, "audit log size that raises an alert at 90% and, when reached, drops failed-authentication entries (never logins or handshakes)")
 	f.DurationVar(&o.requestTimeout, "request-timeout", receiver.DefaultRequestTimeout, "time to receive the body and send the answer of every non-upload request (login, enroll, commit)")
+	f.DurationVar(&o.drainGrace, "drain-grace", receiver.DefaultDrainGrace, "on SIGTERM, how long the uploads and commits running then may take to finish before they are cut (1s to 1h)")
 	f.DurationVar(&o.controlPing, "control-ping", receiver.DefaultControlPing, "how often each box's control connection is pinged (100ms to 10m); one unanswered for as long again ends it")
 	o.keys.addFlags(f)
 	f.StringVar(&o.webListen, "web-listen", "", "a second HTTPS listener for browsers (the coach page, login and the live-view relay only; no client certificate)")

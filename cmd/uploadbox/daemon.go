@@ -338,6 +338,8 @@ func newStatusCommand() *cobra.Command {
 			fmt.Fprintf(out, "daemon:    pid %d, version %s, up %s, %d reloads\n", st.PID, st.Version, (time.Duration(st.Uptime) * time.Second).String(), st.Reloads)
 			if st.Enrolled {
 				fmt.Fprintf(out, "receiver:  %s\n", st.Receiver)
+			} else if st.StateProblem != "" {
+				fmt.Fprintf(out, "receiver:  the box's state cannot be used: %s\n", st.StateProblem)
 			} else {
 				fmt.Fprintln(out, "receiver:  not enrolled (run uploadbox enroll)")
 			}

@@ -10,17 +10,19 @@ import (
 
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/cli"
+	"github.com/uploadbox/uploadbox/internal/ownership"
 	"github.com/uploadbox/uploadbox/uploader"
 )
 
 type enrollOptions struct {
-	receiver, token, tokenFile, fingerprint, state string
+	receiver, token, tokenFile, fingerprint string
+	stateFlags
 }
 
 func newEnrollCommand() *cobra.Command {
 	var o enrollOptions
 	cmd := &cobra.Command{
-		Use:   "enroll --receiver URL (--token-file FILE | --token - | --token T) --ca-fingerprint FP --state DIR",
+		Use:   "enroll --receiver URL (--token-file FILE | --token - | --token T) --ca-fingerprint FP [--state DIR | --config FILE] [--user NAME]",
 		Short: "Enroll this box with a receiver: make the device key, get a client certificate",
 		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -28,12 +30,20 @@ func newEnrollCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, err := uploader.Enroll(cmd.Context(), o.receiver, token, o.fingerprint, o.state)
+			dir, err := o.dir()
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "enrolled with %s as %s\ndevice key: %s\nstate in %s (keys 0600)\n",
-				st.Receiver, st.DeviceCert.Leaf.Subject.CommonName, st.Device.Public(), st.Dir)
+			u, err := o.become(dir)
+			if err != nil {
+				return fmt.Errorf("enroll: %w", err)
+			}
+			st, err := uploader.Enroll(cmd.Context(), o.receiver, token, o.fingerprint, dir)
+			if err != nil {
+				return ownership.Annotate(dir, u, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "enrolled with %s as %s\ndevice key: %s\nstate in %s (owner %s, keys 0600)\n",
+				st.Receiver, st.DeviceCert.Leaf.Subject.CommonName, st.Device.Public(), st.Dir, u)
 			return nil
 		},
 	}
@@ -42,8 +52,8 @@ func newEnrollCommand() *cobra.Command {
 	f.StringVar(&o.token, "token", "", "one-time token from uploadbox-receiver devices add, or - to read it from standard input (on the command line it is visible to other users in /proc: prefer - or --token-file)")
 	f.StringVar(&o.tokenFile, "token-file", "", "read the one-time token from this file (one line; it must not be readable by group or others)")
 	f.StringVar(&o.fingerprint, "ca-fingerprint", "", "the receiver CA's SHA-256 fingerprint from devices add")
-	f.StringVar(&o.state, "state", "", "state directory for the device key, certificate and receiver keys")
-	for _, n := range []string{"receiver", "ca-fingerprint", "state"} {
+	o.add(cmd, "state directory for the device key, certificate and receiver keys")
+	for _, n := range []string{"receiver", "ca-fingerprint"} {
 		cmd.MarkFlagRequired(n)
 	}
 	return cmd

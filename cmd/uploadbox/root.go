@@ -18,5 +18,6 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newAuditCommand())
 	root.AddCommand(newRunCommand(), newSessionCommand(), newQueueCommand(), newConsentCommand(), newStatusCommand())
 	root.AddCommand(newDiagCommand())
+	root.AddCommand(cli.NewManCommand())
 	return root
 }

@@ -12,6 +12,19 @@ import (
 
 // Write replaces path with data, created with mode.
 func Write(path string, data []byte, mode os.FileMode) error {
+	return place(path, data, mode, os.Rename)
+}
+
+// Create is Write for a new file: it never replaces one, and fails with an
+// error wrapping fs.ErrExist when path exists, also when it appeared while
+// data was being written (the temporary file is linked, not renamed).
+func Create(path string, data []byte, mode os.FileMode) error {
+	return place(path, data, mode, os.Link)
+}
+
+// place writes data with mode to a temporary file next to path, fsyncs it,
+// puts it at path with put (rename or link) and fsyncs the directory.
+func place(path string, data []byte, mode os.FileMode, put func(tmp, path string) error) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -33,7 +46,7 @@ func Write(path string, data []byte, mode os.FileMode) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := put(tmp.Name(), path); err != nil {
 		return err
 	}
 	return SyncDir(dir)

@@ -94,7 +94,13 @@ func startDaemon(t *testing.T, d boxDirs, env ...string) *daemonProc {
 // startDaemonIn is startDaemon inside ns (nil: here).
 func startDaemonIn(t *testing.T, ns *netns.NS, d boxDirs, env ...string) *daemonProc {
 	t.Helper()
-	p := &daemonProc{cmd: binCommand(ns, "uploadbox", "run", "--config", d.config), done: make(chan struct{})}
+	return startDaemonCmd(t, binCommand(ns, "uploadbox", "run", "--config", d.config), d, env...)
+}
+
+// startDaemonCmd is startDaemon with cmd, an `uploadbox run` command.
+func startDaemonCmd(t *testing.T, cmd *exec.Cmd, d boxDirs, env ...string) *daemonProc {
+	t.Helper()
+	p := &daemonProc{cmd: cmd, done: make(chan struct{})}
 	p.cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET="), env...)
 	pr, pw := io.Pipe()
 	p.cmd.Stderr = pw

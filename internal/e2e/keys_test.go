@@ -49,59 +49,62 @@ func registrySerial(t *testing.T, data, name string) string {
 	return ""
 }
 
-// rekeyBox stops the daemon, gets a token for a new key from `devices
-// rekey`, enrolls the box with a new key in a fresh state directory at the
-// same path (the old one moved aside, as docs/receiver.md says) and
-// starts the daemon again.
-func rekeyBox(t *testing.T, b enrolled, d boxDirs, p *daemonProc, aside string) *daemonProc {
+// rekeyBox re-keys the box of d as docs/daemon.md "Re-keying the box" tells
+// an administrator, as root: stop the daemon, get a token for a new key
+// from `devices rekey`, move the state directory aside (to aside), enroll
+// with that token (the state directory from the daemon's config, made
+// again as the daemon's user's) and start the daemon again as that user.
+func rekeyBox(t *testing.T, rcv *receiverProc, d boxDirs, p *daemonProc, aside string) *daemonProc {
 	t.Helper()
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	<-p.done
-	var tok struct {
-		Token         string `json:"token"`
-		CAFingerprint string `json:"ca_fingerprint"`
-	}
-	if err := json.Unmarshal([]byte(run(t, "uploadbox-receiver", "devices", "rekey", "room-7", "--data", b.rcv.data, "--json")), &tok); err != nil || tok.Token == "" {
-		t.Fatalf("devices rekey --json: %v", err)
-	}
-	if err := os.Rename(b.state, aside); err != nil {
+	tok := run(t, "uploadbox-receiver", "devices", "rekey", "room-7", "--data", rcv.data, "--json")
+	if err := os.Rename(d.state, aside); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "uploadbox", "enroll", "--receiver", "https://"+b.rcv.addr, "--token", tok.Token, "--ca-fingerprint", tok.CAFingerprint, "--state", b.state)
-	return startDaemon(t, d)
+	enrollAsAdmin(t, rcv, d, tok)
+	wantServiceOwned(t, d.state)
+	return startDaemonAs(t, d)
 }
 
 // TestRenewAndRekey is issue 14's observation 2 through the real
-// binaries. Device certificates live 20 s (serve --device-cert-ttl): the
-// daemon renews its own over mutual TLS while it records and uploads, with
-// no refusal and no pause, and picks up one renewed by hand (enroll
-// --renew). Re-keyed (devices rekey, a new key under the same name), the
-// box uploads the segments still queued under its old key and those of
-// the new one: all accepted (before, the old ones were refused as signed
-// by another device and blocked the queue). After devices revoke
-// --compromised, a segment signed later by that key is refused for good
-// and lands in the box's quarantine, and the segments after it upload.
+// binaries, on a box set up as an administrator would: enrolled as root
+// with `uploadbox enroll --config` into the state directory of the daemon,
+// which runs as an unprivileged user (uid 65534) that owns it. Device
+// certificates live 20 s (serve --device-cert-ttl): the daemon renews its
+// own over mutual TLS while it records and uploads, with no refusal and no
+// pause, and picks up one renewed by hand as root (enroll --renew
+// --config), which leaves device.crt the daemon user's. Re-keyed (devices
+// rekey, a new key under the same name; on the box, as root: state
+// directory moved aside, enroll again), the box uploads the segments still
+// queued under its old key and those of the new one: all accepted
+// (before, the old ones were refused as signed by another device and
+// blocked the queue). After devices revoke --compromised, a segment signed
+// later by that key is refused for good and lands in the box's quarantine,
+// and the segments after it upload.
 func TestRenewAndRekey(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the daemon with a receiver; skipped under -short")
 	}
-	dir := t.TempDir()
-	b := setupBoxWith(t, dir, []string{"--device-cert-ttl", "20s"}, nil)
-	d := writeBoxConfig(t, dir, b.state, "")
-	first := certSerial(t, b.state)
-	p := startDaemon(t, d)
+	dir, lb := serviceBox(t)
+	d := lb.boxDirs
+	rcv := startReceiver(t, filepath.Join(dir, "receiver"), "127.0.0.1:0", "--device-cert-ttl", "20s")
+	enrollWithConfig(t, rcv, "room-7", d)
+	wantServiceOwned(t, d.state)
+	first := certSerial(t, d.state)
+	p := startDaemonAs(t, d)
 
 	// Renewal during a recording: the first falls due 13 s after enrollment.
 	var st sessionStatus
 	ctl(t, d, &st, "session", "start", "--for", "24s")
 	waitAudit(t, d.audit, "cert.renew", 1)
-	renewed := certSerial(t, b.state)
+	renewed := certSerial(t, d.state)
 	if renewed == first {
 		t.Fatal("device.crt still holds the enrollment certificate after cert.renew")
 	}
 	st = waitSessionEnd(t, d, 60*time.Second)
 	waitDrained(t, d, 60*time.Second)
-	rs := recordingsByID(t, b.rcv.data)
+	rs := recordingsByID(t, rcv.data)
 	if r, ok := rs[st.Recording]; !ok || r.Segments != st.Segments || !r.Complete {
 		t.Fatalf("recording across the renewal: receiver has %+v, want %d segments, complete", r, st.Segments)
 	}
@@ -115,13 +118,19 @@ func TestRenewAndRekey(t *testing.T) {
 		t.Errorf("the daemon logged a refusal or a retry around the renewal:\n%s", log)
 	}
 
-	// By hand, while the daemon runs: the daemon adopts it.
-	out := run(t, "uploadbox", "enroll", "--renew", "--state", b.state)
-	if !strings.Contains(out, "renewed the certificate of room-7") {
+	// By hand as root, while the daemon runs: enroll --renew finds the
+	// state directory and the user as enroll does, and the daemon adopts
+	// the certificate.
+	out := run(t, "uploadbox", "enroll", "--renew", "--config", d.config)
+	crt := filepath.Join(d.state, "device.crt")
+	if !strings.Contains(out, "renewed the certificate of room-7") || !strings.Contains(out, crt+" owner nobody") {
 		t.Fatalf("enroll --renew printed %q", out)
 	}
-	byHand := certSerial(t, b.state)
-	if registrySerial(t, b.rcv.data, "room-7") != byHand {
+	if uid, mode := statOwner(t, crt); uid != serviceUID || mode != 0o600 {
+		t.Errorf("after enroll --renew as root, device.crt has owner uid %d mode %04o, want uid %d mode 0600", uid, mode, serviceUID)
+	}
+	byHand := certSerial(t, d.state)
+	if registrySerial(t, rcv.data, "room-7") != byHand {
 		t.Fatal("devices list does not show the certificate renewed by hand")
 	}
 	cpWait(t, 30*time.Second, "the daemon picks up the certificate renewed by hand", func() bool {
@@ -130,12 +139,12 @@ func TestRenewAndRekey(t *testing.T) {
 
 	// Re-key with segments of the old key still queued: record while the
 	// receiver already refuses the old key's certificate.
-	run(t, "uploadbox-receiver", "devices", "revoke", "room-7", "--data", b.rcv.data)
+	run(t, "uploadbox-receiver", "devices", "revoke", "room-7", "--data", rcv.data)
 	old := recordSession(t, d, "4s")
-	p = rekeyBox(t, b, d, p, filepath.Join(dir, "state-key1"))
+	p = rekeyBox(t, rcv, d, p, d.state+".key1")
 	fresh := recordSession(t, d, "4s")
 	waitDrained(t, d, 60*time.Second)
-	rs = recordingsByID(t, b.rcv.data)
+	rs = recordingsByID(t, rcv.data)
 	for _, s := range []sessionStatus{old, fresh} {
 		if r, ok := rs[s.Recording]; !ok || r.Segments != s.Segments || !r.Complete {
 			t.Fatalf("after the re-key, recording %s: receiver has %+v, want %d segments, complete", s.Recording, r, s.Segments)
@@ -144,9 +153,9 @@ func TestRenewAndRekey(t *testing.T) {
 
 	// Compromised: segments the second key seals after the revocation are
 	// refused for good and quarantined; the new key's upload.
-	run(t, "uploadbox-receiver", "devices", "revoke", "room-7", "--compromised", "--data", b.rcv.data)
+	run(t, "uploadbox-receiver", "devices", "revoke", "room-7", "--compromised", "--data", rcv.data)
 	late := recordSession(t, d, "4s")
-	p = rekeyBox(t, b, d, p, filepath.Join(dir, "state-key2"))
+	p = rekeyBox(t, rcv, d, p, d.state+".key2")
 	after := recordSession(t, d, "4s")
 	q := waitQueue(t, d, 60*time.Second, "the compromised key's segments are quarantined", func(q queueHeld) bool {
 		return q.Count == late.Segments && q.ByState["quarantined"] == late.Segments
@@ -156,7 +165,7 @@ func TestRenewAndRekey(t *testing.T) {
 			t.Errorf("held segment %+v, want recording %s refused 403 key-compromised", h, late.Recording)
 		}
 	}
-	rs = recordingsByID(t, b.rcv.data)
+	rs = recordingsByID(t, rcv.data)
 	if r, ok := rs[late.Recording]; ok {
 		t.Errorf("the receiver stored %d segments signed by the compromised key after its revocation", r.Segments)
 	}
@@ -165,15 +174,15 @@ func TestRenewAndRekey(t *testing.T) {
 	}
 
 	// remove frees the name, only once the device is revoked.
-	if msg := runFails(t, "uploadbox-receiver", "devices", "remove", "room-7", "--data", b.rcv.data); !strings.Contains(msg, "revoke it first") {
+	if msg := runFails(t, "uploadbox-receiver", "devices", "remove", "room-7", "--data", rcv.data); !strings.Contains(msg, "revoke it first") {
 		t.Errorf("remove of an active device: %q, want the advice to revoke it first", msg)
 	}
-	runFails(t, "uploadbox-receiver", "devices", "add", "room-7", "--data", b.rcv.data)
-	run(t, "uploadbox-receiver", "devices", "revoke", "room-7", "--data", b.rcv.data)
-	if out := run(t, "uploadbox-receiver", "devices", "remove", "room-7", "--data", b.rcv.data); !strings.Contains(out, "removed") {
+	runFails(t, "uploadbox-receiver", "devices", "add", "room-7", "--data", rcv.data)
+	run(t, "uploadbox-receiver", "devices", "revoke", "room-7", "--data", rcv.data)
+	if out := run(t, "uploadbox-receiver", "devices", "remove", "room-7", "--data", rcv.data); !strings.Contains(out, "removed") {
 		t.Errorf("devices remove printed %q", out)
 	}
-	run(t, "uploadbox-receiver", "devices", "add", "room-7", "--data", b.rcv.data)
+	run(t, "uploadbox-receiver", "devices", "add", "room-7", "--data", rcv.data)
 }
 
 // recordingsByID is `recordings list --json` by recording id.
