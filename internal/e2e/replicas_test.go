@@ -1,11 +1,8 @@
 package e2e
 
 import (
-	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/uploadbox/uploadbox/internal/pgtest"
 	"github.com/uploadbox/uploadbox/internal/rrproxy"
@@ -41,20 +38,8 @@ func TestUploadMovesToOtherReplica(t *testing.T) {
 	b := enrollBox(t, rcv1, "room-7", slowLink(t, 256<<10)(lb.Addr()), filepath.Join(dir, "state"))
 
 	spool := filepath.Join(dir, "spool")
-	os.Mkdir(spool, 0o700)
-	sealed := recordInto(t, b, spool, "6s")
-	up := exec.Command(filepath.Join(binDir, "uploadbox"), "upload", "--state", b.state, "--spool", spool)
-	if err := up.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { up.Process.Kill(); up.Wait() })
 	client := gw.Client()
-	for deadline := time.Now().Add(time.Minute); len(staged(t, client, gw.Bucket)) == 0; {
-		if time.Now().After(deadline) {
-			t.Fatal("no upload was ever staged in the bucket")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	sealed, up := uploadUntilStaged(t, b, spool, client, gw.Bucket)
 	lb.SetBackends(rcv2.addr)
 	rcv1.kill()
 	if err := up.Wait(); err != nil {

@@ -225,20 +225,8 @@ func TestS3StagedUploadSurvivesReceiverKill(t *testing.T) {
 	dir := t.TempDir()
 	b := setupBoxWith(t, dir, s3flags, slowLink(t, 256<<10))
 	spool := filepath.Join(dir, "spool")
-	os.Mkdir(spool, 0o700)
-	sealed := recordInto(t, b, spool, "6s")
-	up := exec.Command(filepath.Join(binDir, "uploadbox"), "upload", "--state", b.state, "--spool", spool)
-	if err := up.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { up.Process.Kill(); up.Wait() })
 	client := gw.Client()
-	for deadline := time.Now().Add(time.Minute); len(staged(t, client, gw.Bucket)) == 0; {
-		if time.Now().After(deadline) {
-			t.Fatal("no upload was ever staged in the bucket")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	sealed, up := uploadUntilStaged(t, b, spool, client, gw.Bucket)
 	b.rcv.kill()
 	b.rcv = startReceiver(t, b.rcv.data, b.rcv.addr, s3flags...)
 	up.Process.Kill()
@@ -300,4 +288,25 @@ func uploadRest(t *testing.T, b enrolled, spool string, sealed int) {
 	if len(rs) != 1 || rs[0].Segments != sealed || !rs[0].Complete {
 		t.Fatalf("receiver has %+v, want one complete recording of %d segments, each once", rs, sealed)
 	}
+}
+
+// uploadUntilStaged records 6 s into spool and starts the box's upload in
+// the background; it returns once an upload is staged in the bucket, with
+// the number of segments sealed and the running upload.
+func uploadUntilStaged(t *testing.T, b enrolled, spool string, client *s3.Client, bucket string) (int, *exec.Cmd) {
+	t.Helper()
+	os.Mkdir(spool, 0o700)
+	sealed := recordInto(t, b, spool, "6s")
+	up := exec.Command(filepath.Join(binDir, "uploadbox"), "upload", "--state", b.state, "--spool", spool)
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { up.Process.Kill(); up.Wait() })
+	for deadline := time.Now().Add(time.Minute); len(staged(t, client, bucket)) == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("no upload was ever staged in the bucket")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return sealed, up
 }
