@@ -40,27 +40,9 @@ func TestCommitOnceAcrossReceivers(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := startWith(t, receiver.ServerConfig{Database: url, Store: stA})
-	// The replica: a copy of the first's CA and keys, the same database,
-	// its own handle on the same store directory.
-	dataB := filepath.Join(t.TempDir(), "receiver-b")
-	if err := os.Mkdir(dataB, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	es, err := os.ReadDir(h.data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range es {
-		if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), "audit") {
-			b, err := os.ReadFile(filepath.Join(h.data, e.Name()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(dataB, e.Name()), b, 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	// The replica: the same database, its own handle on the same store
+	// directory.
+	dataB := replicaData(t, h)
 	stB, err := store.NewFS(objects)
 	if err != nil {
 		t.Fatal(err)
@@ -115,6 +97,33 @@ func TestCommitOnceAcrossReceivers(t *testing.T) {
 	if err != nil || len(rs) != 1 || rs[0].Segments != n || !rs[0].Complete {
 		t.Fatalf("recordings: %+v %v; want one complete recording of %d segments", rs, err, n)
 	}
+}
+
+// replicaData is a data directory for a replica of h's receiver: a copy
+// of its CA and keys (the regular files at its top level but the audit
+// log).
+func replicaData(t *testing.T, h *harness) string {
+	t.Helper()
+	dataB := filepath.Join(t.TempDir(), "receiver-b")
+	if err := os.Mkdir(dataB, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	es, err := os.ReadDir(h.data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range es {
+		if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), "audit") {
+			b, err := os.ReadFile(filepath.Join(h.data, e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dataB, e.Name()), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return dataB
 }
 
 // uploadTo uploads data to the receiver at addr with the box's client.

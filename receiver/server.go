@@ -339,7 +339,7 @@ func Open(cfg ServerConfig) (*Server, error) {
 	s.tusStore.UseIn(composer)
 	s.locker = s.newLocker(s.db)
 	composer.UseLocker(s.locker)
-	s.hashing = hashing.Wrap(composer, hashing.NewDir(s.uploads))
+	s.hashing = hashing.Wrap(composer, s.hashStates(s.db))
 	s.commitMetrics = newCommitMetrics(s.hashing)
 	s.tus, err = tusd.NewHandler(tusd.Config{
 		StoreComposer:           composer,

@@ -21,6 +21,8 @@ import (
 	tusd "github.com/tus/tusd/v2/pkg/handler"
 	"github.com/tus/tusd/v2/pkg/s3store"
 
+	"github.com/uploadbox/uploadbox/receiver/internal/hashing"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 	"github.com/uploadbox/uploadbox/receiver/pglock"
 )
 
@@ -343,6 +345,16 @@ func (s *Server) newLocker(db any) tusd.Locker {
 		return pglock.New(p.Pool(), s.log)
 	}
 	return filelocker.New(s.uploads)
+}
+
+// hashStates is where the uploads' hash states are saved: with the state
+// in PostgreSQL, there (every receiver continuing an upload finds its
+// state), else beside the uploads.
+func (s *Server) hashStates(db kv.DB) hashing.States {
+	if _, ok := db.(poolHolder); ok {
+		return hashing.NewKV(db)
+	}
+	return hashing.NewDir(s.uploads)
 }
 
 // runLocker runs the tus locker's background work, if it has any (pglock
