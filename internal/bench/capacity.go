@@ -50,7 +50,7 @@ type capacityOptions struct {
 
 func (o *capacityOptions) addFlags(f *flag.FlagSet) {
 	f.DurationVar(&o.budget, "capacity-time", 5*time.Minute, "capacity: no step starts that would end after this (enrollment included)")
-	f.IntVar(&o.start, "capacity-start", 10, "capacity: simulated boxes in the first step; each next step doubles them")
+	f.IntVar(&o.start, "capacity-start", 20, "capacity: simulated boxes in the first step; each next step doubles them")
 	f.IntVar(&o.max, "capacity-max", 2560, "capacity: no step with more boxes than this")
 	f.IntVar(&o.segments, "capacity-segments", 2, "capacity: segments each box sends per step")
 	f.Float64Var(&o.clock, "capacity-clock", 1, "capacity: clock compression; each box sends a segment every 10s/N (1: real time)")
@@ -69,6 +69,7 @@ type capStep struct {
 	late     time.Duration   // the latest a segment was sealed after its planned time
 	bytes    int64
 	cpu      time.Duration // the server process's CPU time during the step
+	boxCPU   time.Duration // the simulated boxes' (this process's) CPU time during the step
 	wall     time.Duration
 	segments int
 }
@@ -353,6 +354,10 @@ func (m *stepMeter) run(pid int, boxes []*simBox, each func(i int, b *simBox, t0
 	if err != nil {
 		return capStep{}, err
 	}
+	self0, err := processCPU(os.Getpid())
+	if err != nil {
+		return capStep{}, err
+	}
 	start := time.Now()
 	t0 := start.Add(100 * time.Millisecond)
 	errs := make([]error, len(boxes))
@@ -369,7 +374,11 @@ func (m *stepMeter) run(pid int, boxes []*simBox, each func(i int, b *simBox, t0
 	if err != nil {
 		return capStep{}, err
 	}
-	m.s.cpu = cpu1 - cpu0
+	self1, err := processCPU(os.Getpid())
+	if err != nil {
+		return capStep{}, err
+	}
+	m.s.cpu, m.s.boxCPU = cpu1-cpu0, self1-self0
 	return m.s, nil
 }
 
@@ -486,7 +495,7 @@ func printCapacity(recv, base []capStep, o capacityOptions, segBytes int64, stop
 	} else {
 		fmt.Printf("  clock: compressed ×%g, one segment per box every %s: N boxes send the bytes of %g·N real boxes over N connections\n", o.clock, p, o.clock)
 	}
-	fmt.Printf("  %6s  %9s  %9s  %9s  %9s  %7s  %11s  %11s  %6s  %s\n", "boxes", "commit50", "commit99", "e2e99", "tus99", "MB/s", "recv CPU/GB", "tusd CPU/GB", "ratio", "late")
+	fmt.Printf("  %6s  %6s  %9s  %9s  %9s  %9s  %11s  %11s  %6s  %10s  %s\n", "boxes", "MB/s", "commit50", "commit99", "e2e99", "tus99", "recv CPU/GB", "tusd CPU/GB", "ratio", "cores r/b", "late")
 	held, holding := 0, true
 	var rc, tc time.Duration
 	var rb, tb int64
@@ -503,11 +512,13 @@ func printCapacity(recv, base []capStep, o capacityOptions, segBytes int64, stop
 		if rg > 0 {
 			ratio = tg / rg
 		}
-		fmt.Printf("  %6d  %7.0fms  %7.0fms  %7.0fms  %7.0fms  %7.1f  %9.1f s  %9.1f s  %6.2f  %s\n", r.boxes,
+		fmt.Printf("  %6d  %6.1f  %7.0fms  %7.0fms  %7.0fms  %7.0fms  %9.1f s  %9.1f s  %6.2f  %4.2f/%4.2f  %s\n", r.boxes,
+			float64(r.boxes)*float64(segBytes)/p.Seconds()/1e6,
 			ms(percentile(r.commits, 0.5)), ms(c99), ms(percentile(r.e2e, 0.99)), ms(percentile(t.commits, 0.99)),
-			float64(r.bytes)/r.wall.Seconds()/1e6, rg, tg, ratio, max(r.late, t.late).Round(time.Millisecond))
+			rg, tg, ratio, r.cpu.Seconds()/r.wall.Seconds(), r.boxCPU.Seconds()/r.wall.Seconds(), max(r.late, t.late).Round(time.Millisecond))
 	}
-	fmt.Println("  (commit: POST /v1/commit to verified receipt; e2e: sealed to receipt; tus99: tusd alone, creation to last byte; late: the latest a segment started after its planned time, both servers)")
+	fmt.Println("  (MB/s: the load the boxes' schedule offers; commit: POST /v1/commit to verified receipt; e2e: sealed to receipt; tus99: tusd alone, creation to last byte;")
+	fmt.Println("   cores r/b: the receiver's and the simulated boxes' CPU over the receiver step, in cores, on this machine's shared cores; late: the latest a segment started after its planned time)")
 	switch {
 	case len(recv) == 0:
 		fmt.Printf("  no step ran within %s: give -capacity-time more\n", o.budget)
