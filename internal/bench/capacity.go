@@ -65,7 +65,7 @@ func (o capacityOptions) period() time.Duration {
 type capStep struct {
 	boxes    int
 	commits  []time.Duration // POST /v1/commit to verified receipt (receiver), or tus create to last byte (tusd)
-	e2e      []time.Duration // sealed to receipt stored (receiver only)
+	e2e      []time.Duration // the segment's planned end of recording to its receipt stored (receiver only)
 	late     time.Duration   // the latest a segment was sealed after its planned time
 	bytes    int64
 	cpu      time.Duration // the server process's CPU time during the step
@@ -298,31 +298,32 @@ func sealedBlob(dir string, plain []byte) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// seal writes the box's next segment into its spool and marks it sealed,
-// as the recorder does at the end of a segment.
-func (b *simBox) seal(plain []byte) (string, int64, error) {
-	name := fmt.Sprintf("%x-%06d.ubx", b.rec, b.seq)
+// nextName is the spool name of the box's next segment.
+func (b *simBox) nextName() string { return fmt.Sprintf("%x-%06d.ubx", b.rec, b.seq) }
+
+// seal writes the box's next segment (nextName) into its spool and marks
+// it sealed, as the recorder does at the end of a segment.
+func (b *simBox) seal(plain []byte) error {
+	name := b.nextName()
 	f, err := os.Create(filepath.Join(b.dir, name))
 	if err != nil {
-		return "", 0, err
+		return err
 	}
 	w, err := crypto.NewWriter(f, b.st.Recipients, b.st.Device, crypto.Params{RecordingID: b.rec, Sequence: b.seq, Prev: b.prev, Start: time.Now(), Codec: "video/mp4"})
 	if err != nil {
 		f.Close()
-		return "", 0, err
+		return err
 	}
 	w.Write(plain)
-	err = errors.Join(w.Close(), f.Close())
-	if err != nil {
-		return "", 0, err
+	if err := errors.Join(w.Close(), f.Close()); err != nil {
+		return err
 	}
 	if err := b.sp.MarkSealed(name); err != nil {
-		return "", 0, err
+		return err
 	}
 	b.prev = w.Commitment()
 	b.seq++
-	r, err := b.sp.Get(name)
-	return name, r.Size, err
+	return nil
 }
 
 // schedule runs each box's part of a step: box i acts at
@@ -394,13 +395,13 @@ func receiverStep(ctx context.Context, pid int, boxes []*simBox, plain []byte, o
 
 func (b *simBox) receiverRun(ctx context.Context, m *stepMeter, plain []byte, o capacityOptions, n int, t0 time.Time, i int) error {
 	var mu sync.Mutex
-	sealedAt := map[string]time.Time{}
+	due := map[string]time.Time{} // when each segment's recording ended
 	up := uploader.New(b.st, b.sp, nil, uploader.WithCommitObserver(func(d time.Duration) {
 		m.add(func(s *capStep) { s.commits = append(s.commits, d) })
 	}))
 	report := func(r uploader.Result) {
 		mu.Lock()
-		at := sealedAt[r.Name]
+		at := due[r.Name]
 		mu.Unlock()
 		m.add(func(s *capStep) {
 			if r.Quarantined == nil {
@@ -418,14 +419,13 @@ func (b *simBox) receiverRun(ctx context.Context, m *stepMeter, plain []byte, o 
 			time.Sleep(time.Until(at))
 			late := time.Since(at)
 			m.add(func(s *capStep) { s.late = max(s.late, late) })
-			name, _, err := b.seal(plain)
-			if err != nil {
+			mu.Lock()
+			due[b.nextName()] = at
+			mu.Unlock()
+			if err := b.seal(plain); err != nil {
 				sealed <- fmt.Errorf("%s: seal: %w", b.name, err)
 				return
 			}
-			mu.Lock()
-			sealedAt[name] = time.Now()
-			mu.Unlock()
 			select {
 			case kick <- struct{}{}:
 			default:
@@ -517,7 +517,7 @@ func printCapacity(recv, base []capStep, o capacityOptions, segBytes int64, stop
 			ms(percentile(r.commits, 0.5)), ms(c99), ms(percentile(r.e2e, 0.99)), ms(percentile(t.commits, 0.99)),
 			rg, tg, ratio, r.cpu.Seconds()/r.wall.Seconds(), r.boxCPU.Seconds()/r.wall.Seconds(), max(r.late, t.late).Round(time.Millisecond))
 	}
-	fmt.Println("  (MB/s: the load the boxes' schedule offers; commit: POST /v1/commit to verified receipt; e2e: sealed to receipt; tus99: tusd alone, creation to last byte;")
+	fmt.Println("  (MB/s: the load the boxes' schedule offers; commit: POST /v1/commit to verified receipt; e2e: planned end of the segment's recording to receipt (sealing, waiting, upload, commit); tus99: tusd alone, creation to last byte;")
 	fmt.Println("   cores r/b: the receiver's and the simulated boxes' CPU over the receiver step, in cores, on this machine's shared cores; late: the latest a segment started after its planned time)")
 	switch {
 	case len(recv) == 0:
