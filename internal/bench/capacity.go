@@ -189,8 +189,17 @@ func capacityBench(bin string, o capacityOptions) error {
 		return 2*time.Duration(o.segments)*p + 2*p/time.Duration(max(o.segments, 2)) + time.Duration(n-len(boxes))*20*time.Millisecond
 	}
 	var recvSteps, tusdSteps []capStep
-	stopped := "-capacity-max reached"
-	for n := o.start; n <= o.max; n *= 2 {
+	good, bad := 0, 0 // the most boxes whose commit p99 held, the fewest whose did not
+	stopped := ""
+	for {
+		n, ok := nextBoxes(o.start, o.max, good, bad)
+		if !ok {
+			stopped = "-capacity-max reached"
+			if bad > 0 {
+				stopped = fmt.Sprintf("commit p99 passed 2 s at %d boxes", bad)
+			}
+			break
+		}
 		if time.Since(began)+pairTime(n) > o.budget {
 			stopped = "time budget (-capacity-time) reached"
 			break
@@ -208,12 +217,32 @@ func capacityBench(bin string, o capacityOptions) error {
 		}
 		recvSteps, tusdSteps = append(recvSteps, r), append(tusdSteps, t)
 		if percentile(r.commits, 0.99) > capCommitGoal {
-			stopped = "commit p99 passed 2 s"
-			break
+			bad = n
+		} else {
+			good = n
 		}
 	}
-	printCapacity(recvSteps, tusdSteps, o, int64(len(blob)), stopped, time.Since(began))
+	printCapacity(recvSteps, tusdSteps, o, int64(len(blob)), good, bad, stopped, time.Since(began))
 	return nil
+}
+
+// nextBoxes is the number of boxes of the next step: from start, doubling
+// while every step held (bad == 0: no step failed yet), then halving the
+// gap between the most boxes that held (good) and the fewest that did not
+// (bad) until it is at most a quarter of good. ok is false when no step
+// is left (or the next would pass maxBoxes).
+func nextBoxes(start, maxBoxes, good, bad int) (n int, ok bool) {
+	if bad == 0 {
+		n = start
+		if good > 0 {
+			n = 2 * good
+		}
+		return n, n <= maxBoxes
+	}
+	if bad-good <= max(good/4, 1) {
+		return 0, false
+	}
+	return (good + bad) / 2, true
 }
 
 // startServer starts a server that prints "listening on ADDR" on stdout
@@ -486,7 +515,7 @@ func tusdStep(ctx context.Context, pid int, boxes []*simBox, blob []byte, o capa
 	})
 }
 
-func printCapacity(recv, base []capStep, o capacityOptions, segBytes int64, stopped string, took time.Duration) {
+func printCapacity(recv, base []capStep, o capacityOptions, segBytes int64, good, bad int, stopped string, took time.Duration) {
 	p := o.period()
 	fmt.Printf("capacity: simulated boxes against one `uploadbox-receiver serve` (bbolt, fs store, on this machine's disk), %d segment(s) per box per step, interleaved with tusd alone (filestore handler, the receiver's TLS and client certificates, no hooks, no commit) taking the same bytes on the same schedule:\n", o.segments)
 	fmt.Printf("  each box: its own enrolled device, real sealed segments of 10 s at 2.5 Mbit/s (%d bytes sealed), its own spool (tmpfs), uploader.Drain (tus, POST /v1/commit, receipt checked, wipe)\n", segBytes)
@@ -496,16 +525,11 @@ func printCapacity(recv, base []capStep, o capacityOptions, segBytes int64, stop
 		fmt.Printf("  clock: compressed ×%g, one segment per box every %s: N boxes send the bytes of %g·N real boxes over N connections\n", o.clock, p, o.clock)
 	}
 	fmt.Printf("  %6s  %6s  %9s  %9s  %9s  %9s  %11s  %11s  %6s  %10s  %s\n", "boxes", "MB/s", "commit50", "commit99", "e2e99", "tus99", "recv CPU/GB", "tusd CPU/GB", "ratio", "cores r/b", "late")
-	held, holding := 0, true
 	var rc, tc time.Duration
 	var rb, tb int64
 	for i, r := range recv {
 		t := base[i]
 		c99 := percentile(r.commits, 0.99)
-		holding = holding && c99 <= capCommitGoal
-		if holding {
-			held = r.boxes
-		}
 		rc, tc, rb, tb = rc+r.cpu, tc+t.cpu, rb+r.bytes, tb+t.bytes
 		rg, tg := cpuPerGB(r.cpu, r.bytes), cpuPerGB(t.cpu, t.bytes)
 		ratio := 0.0
@@ -522,12 +546,12 @@ func printCapacity(recv, base []capStep, o capacityOptions, segBytes int64, stop
 	switch {
 	case len(recv) == 0:
 		fmt.Printf("  no step ran within %s: give -capacity-time more\n", o.budget)
-	case held == 0:
-		fmt.Printf("  largest N with commit p99 ≤ 2 s: none (%d boxes did not hold; try -capacity-start lower)\n", recv[0].boxes)
-	case held == recv[len(recv)-1].boxes:
-		fmt.Printf("  largest N with commit p99 ≤ 2 s: ≥ %d boxes (stopped: %s, before p99 passed 2 s; -capacity-time or -capacity-clock go further)\n", held, stopped)
+	case good == 0:
+		fmt.Printf("  largest N with commit p99 ≤ 2 s: none (stopped: %s; try -capacity-start lower)\n", stopped)
+	case bad == 0:
+		fmt.Printf("  largest N with commit p99 ≤ 2 s: ≥ %d boxes (stopped: %s, before p99 passed 2 s; -capacity-time or -capacity-clock go further)\n", good, stopped)
 	default:
-		fmt.Printf("  largest N with commit p99 ≤ 2 s: %d boxes (stopped: %s)\n", held, stopped)
+		fmt.Printf("  largest N with commit p99 ≤ 2 s: %d boxes (stopped: %s)\n", good, stopped)
 	}
 	if rb > 0 && tb > 0 {
 		rg, tg := cpuPerGB(rc, rb), cpuPerGB(tc, tb)

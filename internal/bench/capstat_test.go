@@ -90,3 +90,31 @@ func TestCPUPerGB(t *testing.T) {
 		t.Errorf("cpuPerGB(1s, 0) = %v, want 0", got)
 	}
 }
+
+func TestNextBoxes(t *testing.T) {
+	tests := []struct {
+		name           string
+		good, bad      int
+		want           int
+		wantOK         bool
+		start, maxBoxs int
+	}{
+		{"first step", 0, 0, 20, true, 20, 2560},
+		{"doubles while every step held", 80, 0, 160, true, 20, 2560},
+		{"stops at the maximum", 1280, 0, 2560, true, 20, 2560},
+		{"not past the maximum", 2560, 0, 5120, false, 20, 2560},
+		{"halves the gap after a failure", 80, 160, 120, true, 20, 2560},
+		{"goes on while the gap is over a quarter of good", 120, 160, 140, true, 20, 2560},
+		{"stops when the gap is a quarter of good", 120, 150, 0, false, 20, 2560},
+		{"the first step failed: lower", 0, 20, 10, true, 20, 2560},
+		{"one box failed: nothing left", 0, 1, 0, false, 1, 2560},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := nextBoxes(tt.start, tt.maxBoxs, tt.good, tt.bad)
+			if ok != tt.wantOK || (ok && got != tt.want) {
+				t.Errorf("nextBoxes(%d, %d, good %d, bad %d) = %d, %v; want %d, %v", tt.start, tt.maxBoxs, tt.good, tt.bad, got, ok, tt.want, tt.wantOK)
+			}
+		})
+	}
+}
