@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -145,6 +146,9 @@ func capacityBench(bin string, o capacityOptions) error {
 		}
 	}()
 	enroll := func(n int) error {
+		if n <= len(boxes) {
+			return nil
+		}
 		var mu sync.Mutex
 		var errs []error
 		var wg sync.WaitGroup
@@ -527,8 +531,14 @@ func printCapacity(recv, base []capStep, o capacityOptions, segBytes int64, good
 	fmt.Printf("  %6s  %6s  %9s  %9s  %9s  %9s  %11s  %11s  %6s  %10s  %s\n", "boxes", "MB/s", "commit50", "commit99", "e2e99", "tus99", "recv CPU/GB", "tusd CPU/GB", "ratio", "cores r/b", "late")
 	var rc, tc time.Duration
 	var rb, tb int64
-	for i, r := range recv {
-		t := base[i]
+	// In the order of the number of boxes, not of the run.
+	order := make([]int, len(recv))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return recv[a].boxes - recv[b].boxes })
+	for _, i := range order {
+		r, t := recv[i], base[i]
 		c99 := percentile(r.commits, 0.99)
 		rc, tc, rb, tb = rc+r.cpu, tc+t.cpu, rb+r.bytes, tb+t.bytes
 		rg, tg := cpuPerGB(r.cpu, r.bytes), cpuPerGB(t.cpu, t.bytes)
