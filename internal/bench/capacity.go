@@ -181,7 +181,7 @@ func capacityBench(bin string, o capacityOptions) error {
 		boxes = append(boxes, fresh...)
 		return nil
 	}
-	blob, err := sealedBlob(boxRoot, plain)
+	blob, err := sealedBlob(plain)
 	if err != nil {
 		return err
 	}
@@ -190,7 +190,7 @@ func capacityBench(bin string, o capacityOptions) error {
 	// A step pair lasts about 2 × segments periods, plus the tail of the
 	// last uploads and the enrollment of the new boxes.
 	pairTime := func(n int) time.Duration {
-		return 2*time.Duration(o.segments)*p + 2*p/time.Duration(max(o.segments, 2)) + time.Duration(n-len(boxes))*20*time.Millisecond
+		return 2*time.Duration(o.segments)*p + 2*p/time.Duration(max(o.segments, 2)) + time.Duration(max(n-len(boxes), 0))*20*time.Millisecond
 	}
 	var recvSteps, tusdSteps []capStep
 	good, bad := 0, 0 // the most boxes whose commit p99 held, the fewest whose did not
@@ -310,7 +310,7 @@ func enrollSimBox(ctx context.Context, admin receiver.Admin, recvAddr, tusdAddr,
 
 // sealedBlob is one sealed segment of plain, made with a throwaway key,
 // for the tusd-alone server (which checks nothing).
-func sealedBlob(dir string, plain []byte) ([]byte, error) {
+func sealedBlob(plain []byte) ([]byte, error) {
 	id, err := crypto.GenerateIdentity(crypto.SuiteXWing)
 	if err != nil {
 		return nil, err
