@@ -42,16 +42,22 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 }
 
 func connectedIn(t *testing.T, h *harness, name string) bool {
+	d, _ := listed(t, h, name)
+	return d.Control.Connected
+}
+
+// listed is name as h's devices list shows it.
+func listed(t *testing.T, h *harness, name string) (receiver.DeviceStatus, bool) {
 	ds, err := h.admin.ListDevices()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range ds {
 		if d.Name == name {
-			return d.Control.Connected
+			return d, true
 		}
 	}
-	return false
+	return receiver.DeviceStatus{}, false
 }
 
 // TestControlRequestResponse: a request the receiver sends over a box's

@@ -30,6 +30,8 @@ import (
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
 	"github.com/uploadbox/uploadbox/receiver/devices"
 	"github.com/uploadbox/uploadbox/receiver/internal/limit"
+	"github.com/uploadbox/uploadbox/receiver/kv"
+	"github.com/uploadbox/uploadbox/receiver/peer"
 	"github.com/uploadbox/uploadbox/receiver/pki"
 	"github.com/uploadbox/uploadbox/receiver/store"
 	"github.com/uploadbox/uploadbox/receiver/turn"
@@ -126,6 +128,12 @@ type ServerConfig struct {
 	// MetricsListen, if set, is a plain HTTP listener for Prometheus
 	// (GET /metrics: the fleet's per-device series, metrics.go).
 	MetricsListen string
+	// PeerDB, if set, is the PostgreSQL state shared with other receivers:
+	// control-connection requests for boxes they hold are forwarded to
+	// them (peers.go). PeerLease is how long a killed receiver's boxes
+	// still count as connected (default peer.DefaultLease).
+	PeerDB    *kv.Postgres
+	PeerLease time.Duration
 }
 
 // Server is the cloud receiver.
@@ -154,8 +162,10 @@ type Server struct {
 	// fails takes every failed-authentication and refused-device entry
 	// (coalesced, capped).
 	fails *auditGuard
-	// hub holds the boxes' control connections.
+	// hub holds the boxes' control connections; peers, with a PostgreSQL
+	// state, reaches those other receivers hold.
 	hub       Hub
+	peers     *peer.Forwarder
 	byAddress *limit.Keyed
 	byAccount *limit.Keyed
 	// webCert is what the web listener presents; webAddr where it listens.
@@ -296,6 +306,12 @@ func Open(cfg ServerConfig) (*Server, error) {
 	if err := initControl(s.db); err != nil {
 		s.db.Close()
 		return nil, err
+	}
+	if cfg.PeerDB != nil {
+		if err := s.usePeers(cfg.PeerDB); err != nil {
+			s.db.Close()
+			return nil, err
+		}
 	}
 	if err := initFleet(s.db); err != nil {
 		s.db.Close()
@@ -534,6 +550,10 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 		s.stopTURN()
 		return err
 	}
+	// Forwarded calls are answered until the last control connection here
+	// has ended (and released its box).
+	stopPeers := s.runPeers(ctx)
+	defer stopPeers()
 	// Long admin calls (scrub, purge) end when serve stops.
 	adminSrv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 	errc := make(chan error, 4)

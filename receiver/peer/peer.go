@@ -128,6 +128,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // receiver).
 func (f *Forwarder) Claim(ctx context.Context, h Holding) error {
 	h.Replica = f.id
+	h.Since = h.Since.Truncate(time.Microsecond) // what PostgreSQL keeps
 	f.mu.Lock()
 	f.held[h.Device] = h
 	f.mu.Unlock()
@@ -142,13 +143,17 @@ func (f *Forwarder) Claim(ctx context.Context, h Holding) error {
 	return nil
 }
 
-// Release records that device's control connection here ended; a row
-// another receiver took over meanwhile is left alone.
-func (f *Forwarder) Release(ctx context.Context, device string) error {
+// Release records that device's control connection made at since ended
+// here; a row a newer connection claimed meanwhile (here or on another
+// receiver) is left alone.
+func (f *Forwarder) Release(ctx context.Context, device string, since time.Time) error {
+	since = since.Truncate(time.Microsecond) // what PostgreSQL keeps
 	f.mu.Lock()
-	delete(f.held, device)
+	if f.held[device].Since.Equal(since) {
+		delete(f.held, device)
+	}
 	f.mu.Unlock()
-	if _, err := f.pool.Exec(ctx, `DELETE FROM peer_holders WHERE device = $1 AND replica = $2`, device, f.id); err != nil {
+	if _, err := f.pool.Exec(ctx, `DELETE FROM peer_holders WHERE device = $1 AND replica = $2 AND since = $3`, device, f.id, since); err != nil {
 		return fmt.Errorf("release %s's control connection: %w", device, err)
 	}
 	return nil

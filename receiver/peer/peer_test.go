@@ -96,12 +96,15 @@ func startReplica(t *testing.T, dsn string, lease time.Duration) *replica {
 	return r
 }
 
-func (r *replica) connect(t *testing.T, device string, fn func(context.Context, string, json.RawMessage) (wire.Response, error)) {
+// connect makes device connected here, and returns when.
+func (r *replica) connect(t *testing.T, device string, fn func(context.Context, string, json.RawMessage) (wire.Response, error)) time.Time {
 	t.Helper()
 	r.hub.set(device, fn)
-	if err := r.f.Claim(t.Context(), Holding{Device: device, Since: time.Now().UTC(), Source: "192.0.2.7:1234", Version: "test"}); err != nil {
+	since := time.Now()
+	if err := r.f.Claim(t.Context(), Holding{Device: device, Since: since, Source: "192.0.2.7:1234", Version: "test"}); err != nil {
 		t.Fatal(err)
 	}
+	return since
 }
 
 func TestForwarder(t *testing.T) {
@@ -113,7 +116,7 @@ func TestForwarder(t *testing.T) {
 	t.Run("answered by the holder", func(t *testing.T) {
 		dsn := pg.NewDB(t)
 		a, b := startReplica(t, dsn, 3*time.Second), startReplica(t, dsn, 3*time.Second)
-		b.connect(t, "box-1", echo("box-1"))
+		since := b.connect(t, "box-1", echo("box-1"))
 		resp, err := a.f.Request(t.Context(), "box-1", "whep", json.RawMessage(`{"sdp":"v=0 …"}`))
 		if err != nil {
 			t.Fatal(err)
@@ -155,7 +158,7 @@ func TestForwarder(t *testing.T) {
 			t.Fatalf("err = %v, want ErrOffline", err)
 		}
 		// Released: nobody holds it.
-		if err := b.f.Release(t.Context(), "box-1"); err != nil {
+		if err := b.f.Release(t.Context(), "box-1", since); err != nil {
 			t.Fatal(err)
 		}
 		if _, ok, _ := a.f.Holder(t.Context(), "box-1"); ok {
@@ -193,7 +196,7 @@ func TestForwarder(t *testing.T) {
 		dsn := pg.NewDB(t)
 		a, b := startReplica(t, dsn, 900*time.Millisecond), startReplica(t, dsn, 900*time.Millisecond)
 		c := startReplica(t, dsn, 900*time.Millisecond)
-		b.connect(t, "box-2", echo("on B"))
+		onB := b.connect(t, "box-2", echo("on B"))
 		a.connect(t, "box-2", echo("on A")) // the box reconnected, through A
 		// B's renewals (several leases' worth) and its late release of
 		// the old connection leave A's row alone.
@@ -202,12 +205,22 @@ func TestForwarder(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := b.f.Release(t.Context(), "box-2"); err != nil {
+		if err := b.f.Release(t.Context(), "box-2", onB); err != nil {
 			t.Fatal(err)
 		}
 		resp, err := c.f.Request(t.Context(), "box-2", "status", json.RawMessage(`{}`))
-		if err != nil || !json.Valid(resp.Result) || string(resp.Result) != `{"device":"on A","op":"status","params":{}}` {
+		if err != nil || string(resp.Result) != `{"device":"on A","op":"status","params":{}}` {
 			t.Fatalf("answer %s %v, want A's", resp.Result, err)
+		}
+		// On one receiver too: the old connection's late release leaves
+		// the newer one's row.
+		first := a.connect(t, "box-5", echo("first"))
+		a.connect(t, "box-5", echo("second"))
+		if err := a.f.Release(t.Context(), "box-5", first); err != nil {
+			t.Fatal(err)
+		}
+		if resp, err := c.f.Request(t.Context(), "box-5", "status", json.RawMessage(`{}`)); err != nil || string(resp.Result) != `{"device":"second","op":"status","params":{}}` {
+			t.Fatalf("answer %s %v, want the second connection's", resp.Result, err)
 		}
 	})
 

@@ -1,0 +1,80 @@
+package receiver_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uploadbox/uploadbox/internal/pgtest"
+	"github.com/uploadbox/uploadbox/receiver"
+	"github.com/uploadbox/uploadbox/receiver/kv"
+)
+
+// controlIn is name's control connection as h's receiver lists it.
+func controlIn(t *testing.T, h *harness, name string) receiver.ControlStatus {
+	t.Helper()
+	d, ok := listed(t, h, name)
+	if !ok {
+		t.Fatalf("%s not listed", name)
+	}
+	return d.Control
+}
+
+// TestControlAcrossReceivers: two receivers share one PostgreSQL for their
+// control connections; a request made on A for the box connected to B is
+// answered by the box through B, A lists the box as connected (through B),
+// and once B stops, A finds it offline at once.
+func TestControlAcrossReceivers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL")
+	}
+	pg := pgtest.Start(t)
+	dsn := pg.NewDB(t)
+	open := func() *kv.Postgres {
+		db, err := kv.OpenPostgres(t.Context(), dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() }) // after the receiver using it stopped
+		return db
+	}
+	hB := startWith(t, receiver.ServerConfig{PeerDB: open(), PeerLease: time.Second})
+	hA := startWith(t, receiver.ServerConfig{PeerDB: open(), PeerLease: time.Second})
+	// The box is enrolled on B (each test receiver here keeps its own
+	// devices in bbolt; only the control connections are shared).
+	runLink(t, hB, "room-9")
+	waitFor(t, "connected to B", func() bool { return controlIn(t, hB, "room-9").Connected })
+	// B records its claim in the database just after the box connected.
+	waitFor(t, "connected through B on A", func() bool { return controlIn(t, hA, "room-9").Connected })
+
+	cs := controlIn(t, hA, "room-9")
+	if !cs.Connected || cs.Receiver == "" || cs.Version != "test" {
+		t.Fatalf("A lists room-9 as %+v, want connected through another receiver", cs)
+	}
+	if got := controlIn(t, hB, "room-9"); got.Receiver != "" {
+		t.Fatalf("B lists its own connection as held by %q, want empty", got.Receiver)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	r, err := hA.srv.Hub().Request(ctx, "room-9", "whep.offer", map[string]string{"a": "b"})
+	if err != nil || r.Status != http.StatusNotImplemented || !strings.Contains(r.Error, "whep.offer") {
+		t.Fatalf("request on A: %+v %v, want the box's answer (501 naming the op)", r, err)
+	}
+	if _, err := hA.srv.Hub().Request(ctx, "room-8", "x", nil); !errors.Is(err, receiver.ErrOffline) {
+		t.Fatalf("request to a box connected nowhere: %v", err)
+	}
+
+	// B stops: its connection ends and is released before Run returns.
+	if err := hB.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if cs := controlIn(t, hA, "room-9"); cs.Connected {
+		t.Fatalf("A lists room-9 as %+v after B stopped, want offline", cs)
+	}
+	if _, err := hA.srv.Hub().Request(ctx, "room-9", "whep.offer", nil); !errors.Is(err, receiver.ErrOffline) {
+		t.Fatalf("request on A after B stopped: %v, want ErrOffline", err)
+	}
+}
