@@ -100,6 +100,7 @@ type peerForwarder interface {
 	Release(ctx context.Context, device string, since time.Time) error
 	Holder(ctx context.Context, device string) (peer.Holding, bool, error)
 	Holders(ctx context.Context) (map[string]peer.Holding, error)
+	SetState(ctx context.Context, device string, since time.Time, state json.RawMessage) error
 }
 
 var _ peerForwarder = (*peer.Forwarder)(nil)

@@ -11,6 +11,7 @@ import (
 	"github.com/uploadbox/uploadbox/internal/pgtest"
 	"github.com/uploadbox/uploadbox/receiver"
 	"github.com/uploadbox/uploadbox/receiver/kv"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // controlIn is name's control connection as h's receiver lists it.
@@ -26,7 +27,8 @@ func controlIn(t *testing.T, h *harness, name string) receiver.ControlStatus {
 // TestControlAcrossReceivers: two receivers share one PostgreSQL for their
 // control connections; a request made on A for the box connected to B is
 // answered by the box through B, A lists the box as connected (through B),
-// and once B stops, A finds it offline at once.
+// a teacher's event stream on A follows the box on B (online, the state it
+// pushes, offline), and once B stops, A finds it offline at once.
 func TestControlAcrossReceivers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts PostgreSQL")
@@ -45,10 +47,42 @@ func TestControlAcrossReceivers(t *testing.T) {
 	hA := startWith(t, receiver.ServerConfig{PeerDB: open(), PeerLease: time.Second})
 	// The box is enrolled on B (each test receiver here keeps its own
 	// devices in bbolt; only the control connections are shared).
-	runLink(t, hB, "room-9")
+	// A teacher follows room-9 on A.
+	if err := hA.admin.AddViewer("tess", "Correct-Horse-Battery-9"); err != nil {
+		t.Fatal(err)
+	}
+	if err := hA.admin.SetViewerRole("tess", "teacher"); err != nil {
+		t.Fatal(err)
+	}
+	if err := hA.admin.AllowRoom("tess", "room-9"); err != nil {
+		t.Fatal(err)
+	}
+	c, base := coachClient(t, hA), "https://"+hA.addr
+	teacher := login(t, c, base, "tess")
+	_, events := openEvents(t, c, base, teacher.Token)
+	if events == nil {
+		t.Fatal("no event stream on A")
+	}
+	if _, room := events.next(t); room.Online {
+		t.Fatalf("first event on A %+v, want room-9 offline", room)
+	}
+
+	box := runLink(t, hB, "room-9")
 	waitFor(t, "connected to B", func() bool { return controlIn(t, hB, "room-9").Connected })
 	// B records its claim in the database just after the box connected.
 	waitFor(t, "connected through B on A", func() bool { return controlIn(t, hA, "room-9").Connected })
+	if _, room := events.next(t); !room.Online || room.State != nil {
+		t.Fatalf("on A after the box connected to B: %+v, want online without a state", room)
+	}
+	waitFor(t, "the box's side open", func() bool { return box.State().Connected })
+	st := wire.ConsentState{Recording: true, Pending: []wire.ConsentPending{{Request: "0123456789abcdef", Viewer: "coach-c", AskedAt: time.Now().UTC()}},
+		Watching: []wire.ConsentWatching{}, Cooldowns: []wire.ConsentCooldown{}, At: time.Now().UTC()}
+	if r, err := box.Request(t.Context(), wire.OpConsentState, st); err != nil || r.Status != http.StatusOK {
+		t.Fatalf("push to B: %+v %v", r, err)
+	}
+	if _, room := events.next(t); !room.Online || room.State == nil || len(room.State.Pending) != 1 || room.State.Pending[0].Request != "0123456789abcdef" {
+		t.Fatalf("on A after the box pushed its state to B: %+v", room)
+	}
 
 	cs := controlIn(t, hA, "room-9")
 	if !cs.Connected || cs.Receiver == "" || cs.Version != "test" {
@@ -70,6 +104,9 @@ func TestControlAcrossReceivers(t *testing.T) {
 	// B stops: its connection ends and is released before Run returns.
 	if err := hB.stop(); err != nil {
 		t.Fatal(err)
+	}
+	if _, room := events.next(t); room.Online {
+		t.Fatalf("on A after B stopped: %+v, want offline", room)
 	}
 	if cs := controlIn(t, hA, "room-9"); cs.Connected {
 		t.Fatalf("A lists room-9 as %+v after B stopped, want offline", cs)

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,6 +56,9 @@ type Config struct {
 	// MaxWait bounds requests whose context has no deadline (default
 	// DefaultMaxWait).
 	MaxWait time.Duration
+	// Changed, if set, is called with a device held by another receiver
+	// when it connects, disconnects or pushes a new state there.
+	Changed func(device string)
 	Logger  *slog.Logger
 }
 
@@ -65,6 +69,8 @@ type Holding struct {
 	Since   time.Time
 	Source  string
 	Version string
+	// State is the consent state the box last pushed (JSON; nil: none yet).
+	State json.RawMessage
 }
 
 // Forwarder is one receiver's side of the shared table: it claims the
@@ -76,6 +82,7 @@ type Forwarder struct {
 	local   LocalFunc
 	lease   time.Duration
 	maxWait time.Duration
+	changed func(device string)
 	log     *slog.Logger
 
 	mu sync.Mutex
@@ -108,7 +115,7 @@ func New(pool *pgxpool.Pool, local LocalFunc, cfg Config) (*Forwarder, error) {
 	rand.Read(b[:])
 	f := &Forwarder{
 		pool: pool, id: hex.EncodeToString(b[:]), local: local,
-		lease: cfg.Lease, maxWait: cfg.MaxWait,
+		lease: cfg.Lease, maxWait: cfg.MaxWait, changed: cfg.Changed,
 		held: map[string]Holding{}, waiting: map[string]chan struct{}{},
 	}
 	f.log = cfg.Logger.With("component", "peer", "replica", f.id)
@@ -119,6 +126,10 @@ func New(pool *pgxpool.Pool, local LocalFunc, cfg Config) (*Forwarder, error) {
 func (f *Forwarder) ID() string { return f.id }
 
 func channel(replica string) string { return "uploadbox_peer_" + replica }
+
+// roomsChannel is where holders announce a device's change to everyone
+// (payload: the holder's replica id, a space, the device).
+const roomsChannel = "uploadbox_peer_rooms"
 
 // ms is d in milliseconds, for SQL intervals.
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -132,10 +143,12 @@ func (f *Forwarder) Claim(ctx context.Context, h Holding) error {
 	f.mu.Lock()
 	f.held[h.Device] = h
 	f.mu.Unlock()
-	_, err := f.pool.Exec(ctx, `INSERT INTO peer_holders (device, replica, since, source, version, expires)
-		VALUES ($1, $2, $3, $4, $5, now() + $6 * interval '1 millisecond')
-		ON CONFLICT (device) DO UPDATE SET replica = excluded.replica, since = excluded.since,
-			source = excluded.source, version = excluded.version, expires = excluded.expires`,
+	_, err := f.pool.Exec(ctx, `WITH c AS (INSERT INTO peer_holders (device, replica, since, source, version, state, expires)
+			VALUES ($1, $2, $3, $4, $5, NULL, now() + $6 * interval '1 millisecond')
+			ON CONFLICT (device) DO UPDATE SET replica = excluded.replica, since = excluded.since,
+				source = excluded.source, version = excluded.version, state = NULL, expires = excluded.expires
+			RETURNING device)
+		SELECT pg_notify('`+roomsChannel+`', $2 || ' ' || device) FROM c`,
 		h.Device, f.id, h.Since, h.Source, h.Version, ms(f.lease))
 	if err != nil {
 		return fmt.Errorf("claim %s's control connection: %w", h.Device, err)
@@ -153,8 +166,21 @@ func (f *Forwarder) Release(ctx context.Context, device string, since time.Time)
 		delete(f.held, device)
 	}
 	f.mu.Unlock()
-	if _, err := f.pool.Exec(ctx, `DELETE FROM peer_holders WHERE device = $1 AND replica = $2 AND since = $3`, device, f.id, since); err != nil {
+	if _, err := f.pool.Exec(ctx, `WITH d AS (DELETE FROM peer_holders WHERE device = $1 AND replica = $2 AND since = $3 RETURNING device)
+		SELECT pg_notify('`+roomsChannel+`', $2 || ' ' || device) FROM d`, device, f.id, since); err != nil {
 		return fmt.Errorf("release %s's control connection: %w", device, err)
+	}
+	return nil
+}
+
+// SetState records the consent state device's connection made at since
+// pushed (JSON) and tells the other receivers.
+func (f *Forwarder) SetState(ctx context.Context, device string, since time.Time, state json.RawMessage) error {
+	_, err := f.pool.Exec(ctx, `WITH u AS (UPDATE peer_holders SET state = $4
+			WHERE device = $1 AND replica = $2 AND since = $3 RETURNING device)
+		SELECT pg_notify('`+roomsChannel+`', $2 || ' ' || device) FROM u`, device, f.id, since.Truncate(time.Microsecond), []byte(state))
+	if err != nil {
+		return fmt.Errorf("share %s's consent state: %w", device, err)
 	}
 	return nil
 }
@@ -162,7 +188,7 @@ func (f *Forwarder) Release(ctx context.Context, device string, since time.Time)
 // Holders are the devices whose control connection another live receiver
 // holds (this receiver's own are the caller's to know).
 func (f *Forwarder) Holders(ctx context.Context) (map[string]Holding, error) {
-	rows, err := f.pool.Query(ctx, `SELECT device, replica, since, source, version FROM peer_holders
+	rows, err := f.pool.Query(ctx, `SELECT device, replica, since, source, version, state FROM peer_holders
 		WHERE replica <> $1 AND expires > now()`, f.id)
 	if err != nil {
 		return nil, fmt.Errorf("read the control connections other receivers hold: %w", err)
@@ -171,7 +197,7 @@ func (f *Forwarder) Holders(ctx context.Context) (map[string]Holding, error) {
 	m := map[string]Holding{}
 	for rows.Next() {
 		var h Holding
-		if err := rows.Scan(&h.Device, &h.Replica, &h.Since, &h.Source, &h.Version); err != nil {
+		if err := rows.Scan(&h.Device, &h.Replica, &h.Since, &h.Source, &h.Version, &h.State); err != nil {
 			return nil, err
 		}
 		h.Since = h.Since.UTC()
@@ -183,8 +209,8 @@ func (f *Forwarder) Holders(ctx context.Context) (map[string]Holding, error) {
 // Holder is device's control connection if another live receiver holds it.
 func (f *Forwarder) Holder(ctx context.Context, device string) (Holding, bool, error) {
 	h := Holding{Device: device}
-	err := f.pool.QueryRow(ctx, `SELECT replica, since, source, version FROM peer_holders
-		WHERE device = $1 AND replica <> $2 AND expires > now()`, device, f.id).Scan(&h.Replica, &h.Since, &h.Source, &h.Version)
+	err := f.pool.QueryRow(ctx, `SELECT replica, since, source, version, state FROM peer_holders
+		WHERE device = $1 AND replica <> $2 AND expires > now()`, device, f.id).Scan(&h.Replica, &h.Since, &h.Source, &h.Version, &h.State)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Holding{}, false, nil
 	}
@@ -342,7 +368,7 @@ func (f *Forwarder) listen(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{channel(f.id)}.Sanitize()); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{channel(f.id)}.Sanitize()+"; LISTEN "+roomsChannel); err != nil {
 		return err
 	}
 	// Calls and answers notified before LISTEN (or while reconnecting).
@@ -352,6 +378,14 @@ func (f *Forwarder) listen(ctx context.Context) error {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return err
+		}
+		if n.Channel == roomsChannel {
+			// Our own announcements come back too: the hub knows those.
+			replica, device, _ := strings.Cut(n.Payload, " ")
+			if f.changed != nil && replica != f.id {
+				f.changed(device)
+			}
+			continue
 		}
 		f.mu.Lock()
 		w, mine := f.waiting[n.Payload]
@@ -437,11 +471,13 @@ func (f *Forwarder) serve(ctx context.Context, id string) {
 	}()
 }
 
-// renewLoop renews this receiver's holder rows every third of the lease
-// and removes calls long past their deadline.
+// renewLoop renews this receiver's holder rows every third of the lease,
+// removes calls long past their deadline and tells Changed of the boxes
+// other receivers stopped holding without a word.
 func (f *Forwarder) renewLoop(ctx context.Context) {
 	t := time.NewTicker(f.lease / 3)
 	defer t.Stop()
+	var before map[string]Holding
 	for {
 		select {
 		case <-ctx.Done():
@@ -451,6 +487,21 @@ func (f *Forwarder) renewLoop(ctx context.Context) {
 		if err := f.renew(ctx); err != nil && ctx.Err() == nil {
 			f.log.Warn("control connection leases not renewed", "err", err)
 		}
+		if f.changed == nil {
+			continue
+		}
+		// A receiver that died announced nothing: its boxes change (to
+		// offline) when their leases run out.
+		now, err := f.Holders(ctx)
+		if err != nil {
+			continue
+		}
+		for d, h := range before {
+			if now[d].Replica != h.Replica {
+				f.changed(d)
+			}
+		}
+		before = now
 	}
 }
 

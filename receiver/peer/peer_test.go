@@ -59,10 +59,12 @@ func echo(device string) func(context.Context, string, json.RawMessage) (wire.Re
 // replica is one receiver: its own pool on the shared database, a
 // Forwarder running on it, and its fake hub.
 type replica struct {
-	f    *Forwarder
-	hub  *fakeHub
-	pool *pgxpool.Pool
-	stop func() // cancels Run and waits for it (a killed replica: rows stay)
+	f *Forwarder
+	// changed receives what Config.Changed is told.
+	changed chan string
+	hub     *fakeHub
+	pool    *pgxpool.Pool
+	stop    func() // cancels Run and waits for it (a killed replica: rows stay)
 }
 
 func startReplica(t *testing.T, dsn string, lease time.Duration) *replica {
@@ -73,7 +75,8 @@ func startReplica(t *testing.T, dsn string, lease time.Duration) *replica {
 	}
 	pool := db.Pool()
 	hub := &fakeHub{}
-	f, err := New(pool, hub.request, Config{Lease: lease})
+	changed := make(chan string, 100)
+	f, err := New(pool, hub.request, Config{Lease: lease, Changed: func(d string) { changed <- d }})
 	if err != nil {
 		pool.Close()
 		t.Fatal(err)
@@ -82,7 +85,7 @@ func startReplica(t *testing.T, dsn string, lease time.Duration) *replica {
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
 	var once sync.Once
-	r := &replica{f: f, hub: hub, pool: pool}
+	r := &replica{f: f, hub: hub, pool: pool, changed: changed}
 	r.stop = func() {
 		once.Do(func() {
 			cancel()
@@ -117,6 +120,20 @@ func TestForwarder(t *testing.T) {
 		dsn := pg.NewDB(t)
 		a, b := startReplica(t, dsn, 3*time.Second), startReplica(t, dsn, 3*time.Second)
 		since := b.connect(t, "box-1", echo("box-1"))
+		// A hears of the connection (B does not hear of its own).
+		if d := <-a.changed; d != "box-1" {
+			t.Fatalf("A told of %q, want box-1", d)
+		}
+		// The consent state the box pushes to B is A's to show.
+		if err := b.f.SetState(t.Context(), "box-1", since, json.RawMessage(`{"viewers":[]}`)); err != nil {
+			t.Fatal(err)
+		}
+		if d := <-a.changed; d != "box-1" {
+			t.Fatalf("A told of %q, want box-1", d)
+		}
+		if h, _, err := a.f.Holder(t.Context(), "box-1"); err != nil || string(h.State) != `{"viewers":[]}` {
+			t.Fatalf("state on A = %s %v, want B's", h.State, err)
+		}
 		resp, err := a.f.Request(t.Context(), "box-1", "whep", json.RawMessage(`{"sdp":"v=0 …"}`))
 		if err != nil {
 			t.Fatal(err)
@@ -163,6 +180,14 @@ func TestForwarder(t *testing.T) {
 		}
 		if _, ok, _ := a.f.Holder(t.Context(), "box-1"); ok {
 			t.Fatal("box-1 still held after Release")
+		}
+		if d := <-a.changed; d != "box-1" {
+			t.Fatalf("A told of %q, want box-1", d)
+		}
+		select {
+		case d := <-b.changed:
+			t.Fatalf("B told of its own box %q", d)
+		default:
 		}
 		var left int
 		if err := a.pool.QueryRow(t.Context(), `SELECT count(*) FROM peer_calls`).Scan(&left); err != nil || left != 0 {
@@ -265,6 +290,11 @@ func TestForwarder(t *testing.T) {
 		}
 		if hs, err := a.f.Holders(t.Context()); err != nil || len(hs) != 0 {
 			t.Fatalf("Holders = %v %v, want none once B's lease ran out", hs, err)
+		}
+		// A tells its hub of box-3 once more: when the lease ran out.
+		<-a.changed // the connection
+		if d := <-a.changed; d != "box-3" {
+			t.Fatalf("A told of %q, want box-3", d)
 		}
 		release <- struct{}{}
 		<-killed

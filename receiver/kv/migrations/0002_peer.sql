@@ -11,9 +11,15 @@ CREATE TABLE peer_holders (
 	since   timestamptz NOT NULL,
 	source  text NOT NULL DEFAULT '',
 	version text NOT NULL DEFAULT '',
+	-- the consent state the box last pushed (JSON, as the box sent it)
+	state   bytea,
 	expires timestamptz NOT NULL
 );
 CREATE INDEX peer_holders_replica ON peer_holders (replica);
+
+-- Every receiver also listens on uploadbox_peer_rooms: the holder notifies
+-- it (payload: the device name) when a box connects, disconnects or pushes
+-- a new consent state, so teachers' pages on every receiver follow it.
 
 -- A request for a box held by another receiver: written by the caller, run
 -- by the target on its control connection, answered in place; the caller
