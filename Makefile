@@ -8,7 +8,7 @@ BIN := bin
 VECTORS ?= $(abspath ../shared/vectors)
 export UPLOADBOX_VECTORS := $(VECTORS)
 
-.PHONY: all setup build cross test test-short test-arm64 bench soak demo fuzz vet clean deb
+.PHONY: all setup build cross test test-postgres test-short test-arm64 bench soak demo fuzz vet clean deb
 
 all: build
 
@@ -34,9 +34,17 @@ cross:
 	CGO_ENABLED=1 GOOS=linux GOARCH=arm GOARM=7 CC=arm-linux-gnueabihf-gcc CXX=arm-linux-gnueabihf-g++ \
 		$(GO) build -trimpath -o $(BIN)/cross/uploadbox-armhf ./cmd/uploadbox
 
-# The full suite with the race detector.
+# The full suite with the race detector, then the receiver's packages again
+# with their state in PostgreSQL.
 test: setup vet cross
 	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) test-postgres
+
+# The receiver's packages whose tests open the state through kvtest, with a
+# real PostgreSQL (internal/pgtest) instead of bbolt.
+POSTGRES_PKGS := ./receiver ./receiver/devices ./receiver/viewers ./receiver/lockout
+test-postgres:
+	UPLOADBOX_TEST_DATABASE=postgres $(GO) test -race -count=1 -timeout 10m $(POSTGRES_PKGS)
 
 test-short:
 	$(GO) test -short -count=1 ./...

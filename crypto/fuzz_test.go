@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
+	"reflect"
 	"testing"
 )
 
@@ -91,6 +93,15 @@ func FuzzReader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		res := openSegment(data, id)
 		info, verr := Verify(bytes.NewReader(data), nil)
+		if wantInfo, wantErr := verifyWhole(data, nil); fmt.Sprint(verr) != fmt.Sprint(wantErr) || !reflect.DeepEqual(info, wantInfo) {
+			t.Fatalf("streaming Verify says %v, the whole-read verification %v", verr, wantErr)
+		}
+		if len(data) > 0 {
+			step := int(data[0])%97 + 1
+			if sinfo, serr := verifierSays(data, step, nil); fmt.Sprint(serr) != fmt.Sprint(verr) || !reflect.DeepEqual(sinfo, info) {
+				t.Fatalf("Verifier in writes of %d says %v, Verify %v", step, serr, verr)
+			}
+		}
 		if res.sticky != nil {
 			t.Fatal(res.sticky)
 		}

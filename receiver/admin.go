@@ -13,11 +13,10 @@ import (
 	"path/filepath"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/receiver/devices"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 	"github.com/uploadbox/uploadbox/receiver/pki"
 	"github.com/uploadbox/uploadbox/receiver/viewers"
 )
@@ -179,8 +178,13 @@ func (s *Server) adminHandler() http.Handler {
 }
 
 // OpenAdmin reaches the receiver on data: through the admin socket when a
-// server runs there, else by opening the database itself.
-func OpenAdmin(data string) (Admin, error) {
+// server runs there, else by opening the database itself (the bbolt file;
+// see OpenAdminDatabase for PostgreSQL).
+func OpenAdmin(data string) (Admin, error) { return OpenAdminDatabase(data, "") }
+
+// OpenAdminDatabase is OpenAdmin for a receiver whose state is in the
+// PostgreSQL database at database (when no server answers on data).
+func OpenAdminDatabase(data, database string) (Admin, error) {
 	sock := filepath.Join(data, AdminSocket)
 	addr, dir, err := unixPath(data, AdminSocket)
 	if err != nil {
@@ -200,9 +204,9 @@ func OpenAdmin(data string) (Admin, error) {
 	if _, err := os.Stat(filepath.Join(data, pki.CACertFile)); err != nil {
 		return nil, fmt.Errorf("%s is not a receiver data directory (run uploadbox-receiver serve --data %s once): %w", data, data, err)
 	}
-	db, err := bolt.Open(filepath.Join(data, DBFile), 0o600, &bolt.Options{Timeout: time.Second})
+	db, err := openState(data, database, time.Second)
 	if err != nil {
-		return nil, fmt.Errorf("receiver database %s is in use but no server answers on %s: %w", filepath.Join(data, DBFile), sock, err)
+		return nil, fmt.Errorf("%w; no server answers on %s", err, sock)
 	}
 	log, err := audit.Open(filepath.Join(data, AuditFile))
 	if err != nil {
@@ -236,7 +240,7 @@ func OpenAdmin(data string) (Admin, error) {
 
 type localAdmin struct {
 	reg     *devices.Registry
-	db      *bolt.DB
+	db      kv.DB
 	ca      *pki.CA
 	closeDB bool
 	viewers *viewers.Registry
@@ -377,9 +381,10 @@ func (a *socketAdmin) Close() error { return a.dir.Close() }
 
 // ExportStored exports recording id (hex) from the receiver's local store
 // in data: the segments are found through the admin interface, so it
-// works while serve runs. Segments in an S3 store are not reachable here.
-func ExportStored(ctx context.Context, data, id, out string, ids []*crypto.Identity) (*ExportReport, error) {
-	a, err := OpenAdmin(data)
+// works while serve runs (database: as for OpenAdminDatabase). Segments in
+// an S3 store are not reachable here.
+func ExportStored(ctx context.Context, data, database, id, out string, ids []*crypto.Identity) (*ExportReport, error) {
+	a, err := OpenAdminDatabase(data, database)
 	if err != nil {
 		return nil, err
 	}

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/uploadbox/uploadbox/internal/audit"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 	"github.com/uploadbox/uploadbox/receiver/store"
 )
 
@@ -34,7 +34,7 @@ type recordingAdmin interface {
 // openLife is the lifecycle for admin commands without a server: the
 // database's policy, and the data directory's store unless serve keeps
 // segments in S3.
-func openLife(data string, db *bolt.DB, log *audit.Log) (*life, error) {
+func openLife(data string, db kv.DB, log *audit.Log) (*life, error) {
 	if err := initLife(db, nil); err != nil {
 		return nil, err
 	}

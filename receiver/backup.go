@@ -18,11 +18,10 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/atomicfile"
 	"github.com/uploadbox/uploadbox/internal/audit"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 	"github.com/uploadbox/uploadbox/receiver/pki"
 )
 
@@ -51,10 +50,14 @@ type BackupFile struct {
 
 // BackupManifest is the last entry of a backup.
 type BackupManifest struct {
-	Format  string       `json:"format"`
-	Created time.Time    `json:"created"`
-	Source  string       `json:"source"` // the data directory backed up
-	Files   []BackupFile `json:"files"`
+	Format  string    `json:"format"`
+	Created time.Time `json:"created"`
+	Source  string    `json:"source"` // the data directory backed up
+	// State is "postgres" when the state is in PostgreSQL and so not in
+	// the backup (DatabaseFile names the database); empty: the bbolt
+	// file DBFile is in it.
+	State string       `json:"state,omitempty"`
+	Files []BackupFile `json:"files"`
 }
 
 // BackupReport says what Backup wrote.
@@ -150,7 +153,9 @@ func inside(dir, path string) bool {
 // write adds the database, the audit log and the other files of data.
 func (rep *BackupReport) write(ctx context.Context, tw *backupWriter, data string) error {
 	var err error
-	if rep.Live, err = snapshotDB(ctx, data, func(size int64, r io.Reader) error {
+	if statePostgres(data) {
+		rep.State = StatePostgres
+	} else if rep.Live, err = snapshotDB(ctx, data, func(size int64, r io.Reader) error {
 		return tw.add(DBFile, 0o600, size, r)
 	}); err != nil {
 		return err
@@ -213,6 +218,12 @@ func (rep *BackupReport) write(ctx context.Context, tw *backupWriter, data strin
 	return nil
 }
 
+// ErrStatePostgres: a backup cannot copy a state kept in PostgreSQL.
+var ErrStatePostgres = errors.New("the state is in PostgreSQL: back it up with pg_dump; this backup holds the keys and files only")
+
+// StatePostgres is BackupManifest.State for a state in PostgreSQL.
+const StatePostgres = "postgres"
+
 // snapshotDB calls f with a consistent copy of the database of data:
 // from the running server through the admin socket (live true), or from
 // the file when no server runs.
@@ -241,15 +252,19 @@ func snapshotDB(ctx context.Context, data string, f func(size int64, r io.Reader
 		}
 		return true, f(resp.ContentLength, resp.Body)
 	case *localAdmin:
-		return false, a.db.View(func(tx *bolt.Tx) error {
+		b, ok := a.db.(*kv.Bolt)
+		if !ok {
+			return false, ErrStatePostgres
+		}
+		return false, b.Snapshot(func(size int64, writeTo func(io.Writer) (int64, error)) error {
 			pr, pw := io.Pipe()
 			done := make(chan error, 1)
 			go func() {
-				_, err := tx.WriteTo(pw)
+				_, err := writeTo(pw)
 				pw.CloseWithError(err)
 				done <- err
 			}()
-			err := f(tx.Size(), pr)
+			err := f(size, pr)
 			// Unblocks the copy if f stopped early; the transaction ends
 			// only after the copy did.
 			pr.CloseWithError(errors.New("backup stopped"))
@@ -267,10 +282,15 @@ func snapshotDB(ctx context.Context, data string, f func(size int64, r io.Reader
 // transaction (writers go on meanwhile; a writer that must grow the file
 // waits for the copy to finish).
 func (s *Server) handleDatabaseSnapshot(w http.ResponseWriter, _ *http.Request) {
-	err := s.db.View(func(tx *bolt.Tx) error {
+	b, ok := s.db.(*kv.Bolt)
+	if !ok {
+		httpError(w, http.StatusConflict, ErrStatePostgres.Error())
+		return
+	}
+	err := b.Snapshot(func(size int64, writeTo func(io.Writer) (int64, error)) error {
 		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("Content-Length", strconv.FormatInt(tx.Size(), 10))
-		_, err := tx.WriteTo(w)
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		_, err := writeTo(w)
 		return err
 	})
 	if err != nil {
@@ -415,13 +435,15 @@ func Restore(from, data string) (rep *RestoreReport, err error) {
 	if err := checkManifest(manifest, got); err != nil {
 		return nil, fmt.Errorf("restore: %s: %w", from, err)
 	}
-	if err := checkDB(filepath.Join(data, DBFile)); err != nil {
-		return nil, fmt.Errorf("restore: %s: %w", from, err)
+	rep = &RestoreReport{Data: data, BackupManifest: *manifest}
+	if manifest.State == StatePostgres {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%v: restore the database from its pg_dump (pg_restore) and start serve with --database", ErrStatePostgres))
+	} else if err := kv.CheckBolt(filepath.Join(data, DBFile)); err != nil {
+		return nil, fmt.Errorf("restore: %s: the restored database: %w", from, err)
 	}
 	if err := atomicfile.SyncDir(data); err != nil {
 		return nil, err
 	}
-	rep = &RestoreReport{Data: data, BackupManifest: *manifest}
 	if _, err := VerifyAudit(data); err != nil {
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("the restored audit log does not verify (it did not when it was backed up either: the backup's checksums match): %v", err))
 	}
@@ -499,28 +521,16 @@ func checkManifest(m *BackupManifest, got map[string]BackupFile) error {
 			return fmt.Errorf("%s does not match the manifest (%d bytes, SHA-256 %s; the manifest says %d, %s): the backup is damaged", want.Name, g.Size, g.SHA256, want.Size, want.SHA256)
 		}
 	}
-	for _, need := range []string{DBFile, AuditFile, pki.CACertFile, pki.CAKeyFile, ReceiptKeyFile, TokenKeyFile} {
+	need := []string{AuditFile, pki.CACertFile, pki.CAKeyFile, ReceiptKeyFile, TokenKeyFile}
+	if m.State == StatePostgres {
+		need = append(need, DatabaseFile)
+	} else {
+		need = append(need, DBFile)
+	}
+	for _, need := range need {
 		if _, ok := got[need]; !ok {
 			return fmt.Errorf("the backup has no %s: not a complete receiver backup", need)
 		}
 	}
 	return nil
-}
-
-// checkDB opens the restored database read-only and checks its pages.
-func checkDB(path string) error {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
-	if err != nil {
-		return fmt.Errorf("the restored database does not open: %w", err)
-	}
-	defer db.Close()
-	return db.View(func(tx *bolt.Tx) error {
-		var first error
-		for err := range tx.Check() { // read to the end: the check runs in its own goroutine
-			if first == nil {
-				first = fmt.Errorf("the restored database is damaged: %w", err)
-			}
-		}
-		return first
-	})
 }

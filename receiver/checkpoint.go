@@ -149,9 +149,9 @@ type AuditCheck struct {
 // checkpoint device sent to the receiver in data, after checking that
 // checkpoint against the device's enrolled key. A log that fails is
 // reported in the result (OK false, Problem); err is for what could not
-// be checked at all.
-func CheckDeviceAudit(data, device, file string) (*AuditCheck, error) {
-	a, err := OpenAdmin(data)
+// be checked at all. database is as for OpenAdminDatabase.
+func CheckDeviceAudit(data, database, device, file string) (*AuditCheck, error) {
+	a, err := OpenAdminDatabase(data, database)
 	if err != nil {
 		return nil, err
 	}

@@ -12,24 +12,23 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
 
 	tusd "github.com/tus/tusd/v2/pkg/handler"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/receiver/devices"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 	"github.com/uploadbox/uploadbox/receiver/receipt"
 )
 
 var segmentsBucket = []byte("segments")
 
-func initSegments(db *bolt.DB) error {
-	return db.Update(func(tx *bolt.Tx) error {
+func initSegments(db kv.DB) error {
+	return db.Update(func(tx kv.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(segmentsBucket)
 		return err
 	})
@@ -133,7 +132,7 @@ func (s *Server) preCreate(hook tusd.HookEvent) (tusd.HTTPResponse, tusd.FileInf
 // preTerminate forgets the owner of an upload its device deletes (tusd
 // holds the upload's lock).
 func (s *Server) preTerminate(hook tusd.HookEvent) (tusd.HTTPResponse, error) {
-	return tusd.HTTPResponse{}, s.db.Update(func(tx *bolt.Tx) error { return forgetUpload(tx, hook.Upload.ID) })
+	return tusd.HTTPResponse{}, s.db.Update(func(tx kv.Tx) error { return forgetUpload(tx, hook.Upload.ID) })
 }
 
 var metadataKey = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
@@ -281,7 +280,7 @@ func (s *Server) commit(ctx context.Context, d *devices.Device, source string, r
 }
 
 func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source string, req CommitRequest) (*CommitResponse, error) {
-	up, err := s.tusStore.GetUpload(ctx, req.UploadID)
+	up, err := s.hashing.GetUpload(ctx, req.UploadID)
 	if errors.Is(err, tusd.ErrNotFound) {
 		// Committed or deleted while this commit waited for the lock.
 		return s.repeatedCommit(d, source, req)
@@ -298,9 +297,13 @@ func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source str
 		e.offset = &tinfo.Offset
 		return nil, e
 	}
-	// req passed parseCommitRequest and the id is open: never a path.
-	path := filepath.Join(s.uploads, req.UploadID)
-	f, err := os.Open(path)
+	if resp, done, err := s.commitStreamed(ctx, d, req, up, tinfo.Size); done {
+		return resp, err
+	}
+	// The hashes of the upload's bytes as they arrived are missing or
+	// refuse it: read it whole, which decides.
+	s.commitMetrics.reread.Inc()
+	f, err := up.GetReader(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -332,18 +335,7 @@ func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source str
 		}
 		return nil, refuseForGood(http.StatusForbidden, ReasonForeignKey, "commit: the segment was signed by another device than %s", d.Name)
 	}
-	rec := SegmentRecord{
-		Device: d.Name, DeviceKey: signer, Recording: hex.EncodeToString(hdr.RecordingID[:]), Sequence: hdr.Sequence,
-		Size: size, SHA256: req.SHA256, Commitment: hex.EncodeToString(info.Commitment[:]), Prev: hex.EncodeToString(hdr.Prev[:]),
-		Last: info.Trailer != nil && info.Trailer.Last(), Outcome: outcome.String(),
-		Key: segmentKey(signer, hdr.RecordingID, hdr.Sequence),
-	}
-	if rec.Last {
-		rec.End = info.Trailer.End().String()
-	}
-	if hdr.StartUnixNs != 0 {
-		rec.Start, rec.Media = time.Unix(0, hdr.StartUnixNs).UTC(), info.MediaBytes()
-	}
+	rec := newSegmentRecord(d, info, outcome, size, req.SHA256)
 	// Exactly once: an earlier record of this (device, recording, sequence)
 	// decides before anything is stored.
 	if prev, err := s.lookup(rec.Key); err == nil {
@@ -357,21 +349,62 @@ func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source str
 	}
 	// A copy, never a link: the stored object shares nothing with a file
 	// the tus handler can write. Put checks size and SHA-256 once more.
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
+	f.Close()
+	if f, err = up.GetReader(ctx); err != nil {
 		return nil, err
 	}
-	if err := s.store.Put(ctx, rec.Key, f, size, sum); err != nil {
-		return nil, fmt.Errorf("commit: store %s: %w", rec.Key, err)
+	defer f.Close()
+	return s.storeSegment(ctx, d, req.UploadID, &rec, hdr.RecordingID, f, sum)
+}
+
+// newSegmentRecord is what the receiver keeps of a segment that verified
+// (OK or TRUNCATED) as info says.
+func newSegmentRecord(d *devices.Device, info *crypto.Info, outcome crypto.Outcome, size int64, sha string) SegmentRecord {
+	hdr := info.Header
+	signer := ed25519.PublicKey(hdr.Device.Bytes())
+	rec := SegmentRecord{
+		Device: d.Name, DeviceKey: signer, Recording: hex.EncodeToString(hdr.RecordingID[:]), Sequence: hdr.Sequence,
+		Size: size, SHA256: sha, Commitment: hex.EncodeToString(info.Commitment[:]), Prev: hex.EncodeToString(hdr.Prev[:]),
+		Last: info.Trailer != nil && info.Trailer.Last(), Outcome: outcome.String(),
+		Key: segmentKey(signer, hdr.RecordingID, hdr.Sequence),
 	}
+	if rec.Last {
+		rec.End = info.Trailer.End().String()
+	}
+	if hdr.StartUnixNs != 0 {
+		rec.Start, rec.Media = time.Unix(0, hdr.StartUnixNs).UTC(), info.MediaBytes()
+	}
+	return rec
+}
+
+// storeSegment copies the upload's bytes from r into the store under
+// rec.Key, signs the receipt and records the segment.
+func (s *Server) storeSegment(ctx context.Context, d *devices.Device, id string, rec *SegmentRecord, recID [16]byte, r io.Reader, sum [32]byte) (*CommitResponse, error) {
+	if err := s.putSegment(ctx, rec, r, sum); err != nil {
+		return nil, err
+	}
+	return s.recordSegment(d, id, rec, recID, sum)
+}
+
+// putSegment copies the segment's bytes from r into the store.
+func (s *Server) putSegment(ctx context.Context, rec *SegmentRecord, r io.Reader, sum [32]byte) error {
+	if err := s.store.Put(ctx, rec.Key, r, rec.Size, sum); err != nil {
+		return fmt.Errorf("commit: store %s: %w", rec.Key, err)
+	}
+	return nil
+}
+
+// recordSegment signs the receipt of a stored segment and records it.
+func (s *Server) recordSegment(d *devices.Device, id string, rec *SegmentRecord, recID [16]byte, sum [32]byte) (*CommitResponse, error) {
 	rec.Committed = time.Now().UTC()
-	rb, err := receipt.Sign(s.receiptKey, receipt.Receipt{Device: signer, RecordingID: hdr.RecordingID, Sequence: hdr.Sequence, SHA256: sum, Size: size, Committed: rec.Committed})
+	rb, err := receipt.Sign(s.receiptKey, receipt.Receipt{Device: rec.DeviceKey, RecordingID: recID, Sequence: rec.Sequence, SHA256: sum, Size: rec.Size, Committed: rec.Committed})
 	if err != nil {
 		return nil, err
 	}
 	rec.Receipt = rb
-	resp, err := s.finishCommit(req.UploadID, &rec, false)
+	resp, err := s.finishCommit(id, rec, false)
 	if err == nil {
-		s.log.Info("segment committed", "device", d.Name, "key", rec.Key, "outcome", rec.Outcome, "size", size)
+		s.log.Info("segment committed", "device", d.Name, "key", rec.Key, "outcome", rec.Outcome, "size", rec.Size)
 	}
 	return resp, err
 }
@@ -380,7 +413,11 @@ func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source str
 // to it so that a commit repeated after the upload files were removed gets
 // the same receipt, ends the upload's ownership and removes its files.
 func (s *Server) finishCommit(id string, rec *SegmentRecord, repeated bool) (*CommitResponse, error) {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	given, givenRepeated := *rec, repeated
+	err := s.db.Update(func(tx kv.Tx) error {
+		// Each run starts from what was given: a run PostgreSQL retried
+		// may have taken another upload's record.
+		*rec, repeated = given, givenRepeated
 		if !repeated {
 			b := tx.Bucket(segmentsBucket)
 			if v := b.Get([]byte(rec.Key)); v != nil {
@@ -452,7 +489,7 @@ var uploadsBucket = []byte("uploads")
 // the receipt again if this device committed it with these bytes.
 func (s *Server) repeatedCommit(d *devices.Device, source string, req CommitRequest) (*CommitResponse, error) {
 	var key string
-	s.db.View(func(tx *bolt.Tx) error {
+	s.db.View(func(tx kv.Tx) error {
 		if b := tx.Bucket(uploadsBucket); b != nil {
 			key = string(b.Get([]byte(req.UploadID)))
 		}
@@ -477,7 +514,7 @@ func (s *Server) repeatedCommit(d *devices.Device, source string, req CommitRequ
 
 func (s *Server) lookup(key string) (*SegmentRecord, error) {
 	var rec *SegmentRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		v := tx.Bucket(segmentsBucket).Get([]byte(key))
 		if v == nil {
 			return os.ErrNotExist

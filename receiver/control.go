@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/receiver/devices"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 	"github.com/uploadbox/uploadbox/receiver/peer"
 	"github.com/uploadbox/uploadbox/wire"
 )
@@ -290,22 +290,22 @@ func writeRaw(ctx context.Context, conn *websocket.Conn, e wire.Envelope) error 
 	return conn.Write(wctx, websocket.MessageText, b)
 }
 
-func initControl(db *bolt.DB) error {
-	return db.Update(func(tx *bolt.Tx) error {
+func initControl(db kv.DB) error {
+	return db.Update(func(tx kv.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(controlBucket)
 		return err
 	})
 }
 
-func setLastSeen(db *bolt.DB, device string, t time.Time) error {
-	return db.Update(func(tx *bolt.Tx) error {
+func setLastSeen(db kv.DB, device string, t time.Time) error {
+	return db.Update(func(tx kv.Tx) error {
 		return tx.Bucket(controlBucket).Put([]byte(device), []byte(t.UTC().Format(time.RFC3339Nano)))
 	})
 }
 
-func lastSeen(db *bolt.DB) (map[string]time.Time, error) {
+func lastSeen(db kv.DB) (map[string]time.Time, error) {
 	m := map[string]time.Time{}
-	err := db.View(func(tx *bolt.Tx) error {
+	err := db.View(func(tx kv.Tx) error {
 		b := tx.Bucket(controlBucket)
 		if b == nil {
 			return nil // a database from before the control connection

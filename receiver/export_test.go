@@ -25,12 +25,13 @@ import (
 	"github.com/uploadbox/uploadbox/capture/segment"
 	"github.com/uploadbox/uploadbox/capture/segment/segmenttest"
 	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/receiver/internal/kvtest"
 )
 
 // tusd keeps a delayed-cancel goroutine per request for its graceful
 // completion timeout; the receiver sets it short, but it may outlive a test.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/tus/tusd/v2/pkg/handler.newDelayedContext.func1"),
+	goleak.VerifyTestMain(kvtest.Wrap(m), goleak.IgnoreTopFunction("github.com/tus/tusd/v2/pkg/handler.newDelayedContext.func1"),
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
 }
 

@@ -8,9 +8,8 @@ import (
 	"sort"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/uploadbox/uploadbox/receiver/devices"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 	"github.com/uploadbox/uploadbox/receiver/viewers"
 	"github.com/uploadbox/uploadbox/wire"
 )
@@ -40,8 +39,8 @@ type storedReport struct {
 	Received time.Time      `json:"received"`
 }
 
-func initFleet(db *bolt.DB) error {
-	return db.Update(func(tx *bolt.Tx) error {
+func initFleet(db kv.DB) error {
+	return db.Update(func(tx kv.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(fleetBucket)
 		return err
 	})
@@ -49,12 +48,12 @@ func initFleet(db *bolt.DB) error {
 
 // putReport stores device's report and moves its last-seen time, in one
 // transaction.
-func putReport(db *bolt.DB, device string, r storedReport) error {
+func putReport(db kv.DB, device string, r storedReport) error {
 	v, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	return db.Update(func(tx *bolt.Tx) error {
+	return db.Update(func(tx kv.Tx) error {
 		if err := tx.Bucket(fleetBucket).Put([]byte(device), v); err != nil {
 			return err
 		}
@@ -64,9 +63,9 @@ func putReport(db *bolt.DB, device string, r storedReport) error {
 
 // reports reads every stored report; a database from before the fleet
 // view has none.
-func reports(db *bolt.DB) (map[string]storedReport, error) {
+func reports(db kv.DB) (map[string]storedReport, error) {
 	m := map[string]storedReport{}
-	err := db.View(func(tx *bolt.Tx) error {
+	err := db.View(func(tx kv.Tx) error {
 		b := tx.Bucket(fleetBucket)
 		if b == nil {
 			return nil
@@ -201,7 +200,7 @@ func (s *Server) handleFleet(w http.ResponseWriter, r *http.Request) {
 // withReports adds each device's stored report and its health at now. A
 // report older than the device's enrollment is not shown: it was about
 // an earlier device of that name.
-func withReports(db *bolt.DB, ds []DeviceStatus, now time.Time) error {
+func withReports(db kv.DB, ds []DeviceStatus, now time.Time) error {
 	rs, err := reports(db)
 	if err != nil {
 		return fmt.Errorf("box reports: %w", err)

@@ -2,12 +2,11 @@ package receiver
 
 import (
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/uploadbox/uploadbox/receiver/internal/kvtest"
 
 	"github.com/uploadbox/uploadbox/receiver/devices"
 	"github.com/uploadbox/uploadbox/wire"
@@ -75,11 +74,7 @@ func TestFleetHealth(t *testing.T) {
 // TestReportOfAnEarlierDevice: a stored report that arrived before the
 // device's enrollment (an earlier device of that name) is not shown.
 func TestReportOfAnEarlierDevice(t *testing.T) {
-	db, err := bolt.Open(filepath.Join(t.TempDir(), "db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := kvtest.Open(t)
 	if err := errors.Join(initControl(db), initFleet(db)); err != nil {
 		t.Fatal(err)
 	}

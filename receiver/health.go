@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 )
 
 // DefaultDrainGrace is the default of ServerConfig.DrainGrace.
@@ -75,8 +75,11 @@ func (s *Server) Ready(ctx context.Context) Readiness {
 // pingDB runs an empty read transaction (bounded by ctx: a database that
 // does not answer is not ready).
 func (s *Server) pingDB(ctx context.Context) error {
+	if p, ok := s.db.(interface{ Ping(context.Context) error }); ok {
+		return p.Ping(ctx) // PostgreSQL: a round trip to the server
+	}
 	done := make(chan error, 1)
-	go func() { done <- s.db.View(func(*bolt.Tx) error { return nil }) }()
+	go func() { done <- s.db.View(func(kv.Tx) error { return nil }) }()
 	select {
 	case err := <-done:
 		return err

@@ -16,11 +16,11 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/s3test"
 	"github.com/uploadbox/uploadbox/receiver"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 	"github.com/uploadbox/uploadbox/receiver/store"
 )
 
@@ -208,7 +208,7 @@ func TestRecordingLifecycle(t *testing.T) {
 			if _, err := h.admin.DeleteRecording(ida); !errors.Is(err, receiver.ErrRecordingState) {
 				t.Fatalf("second delete: %v, want ErrRecordingState", err)
 			}
-			if _, err := receiver.ExportStored(t.Context(), h.data, ida, filepath.Join(t.TempDir(), "a.mp4"), nil); err == nil || !strings.Contains(err.Error(), "restore it first") {
+			if _, err := receiver.ExportStored(t.Context(), h.data, h.database, ida, filepath.Join(t.TempDir(), "a.mp4"), nil); err == nil || !strings.Contains(err.Error(), "restore it first") {
 				t.Fatalf("export of a deleted recording: %v, want a refusal naming restore", err)
 			}
 
@@ -360,7 +360,7 @@ func TestScrub(t *testing.T) {
 			if err := h.stop(); err != nil {
 				t.Fatal(err)
 			}
-			local, err := receiver.OpenAdmin(h.data)
+			local, err := receiver.OpenAdminDatabase(h.data, h.database)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -389,7 +389,7 @@ func TestRetentionAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	later := t0.Add(31 * 24 * time.Hour)
-	_, _, stop := serve(t, receiver.ServerConfig{Data: h.data, Listen: "127.0.0.1:0", Retention: 30 * 24 * time.Hour, Now: func() time.Time { return later }})
+	_, _, stop := serve(t, receiver.ServerConfig{Data: h.data, Database: h.database, Listen: "127.0.0.1:0", Retention: 30 * 24 * time.Hour, Now: func() time.Time { return later }})
 	defer stop()
 	a, err := receiver.OpenAdmin(h.data)
 	if err != nil {
@@ -432,26 +432,32 @@ func TestScrubFillsTimes(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Make the records as an older receiver wrote them.
-	db, err := bolt.Open(filepath.Join(h.data, receiver.DBFile), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	db := h.state(t)
+	err := db.Update(func(tx kv.Tx) error {
 		b := tx.Bucket([]byte("segments"))
-		return b.ForEach(func(k, v []byte) error {
+		old := map[string][]byte{}
+		if err := b.ForEach(func(k, v []byte) error {
 			var m map[string]any
 			json.Unmarshal(v, &m)
 			delete(m, "start")
 			delete(m, "media_bytes")
-			v, _ = json.Marshal(m)
-			return b.Put(k, v)
-		})
+			old[string(k)], _ = json.Marshal(m)
+			return nil
+		}); err != nil {
+			return err
+		}
+		for k, v := range old {
+			if err := b.Put([]byte(k), v); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	db.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := receiver.OpenAdmin(h.data)
+	a, err := receiver.OpenAdminDatabase(h.data, h.database)
 	if err != nil {
 		t.Fatal(err)
 	}

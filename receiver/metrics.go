@@ -112,6 +112,7 @@ func (s *Server) metricsHandler() http.Handler {
 		Name: "uploadbox_receiver_fleet_read_errors_total", Help: "Scrapes that could not read the devices from the database.",
 	})})
 	reg.MustRegister(s.ScrubCollectors()...)
+	reg.MustRegister(s.commitMetrics.collectors()...)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	// Plain HTTP, so a load balancer can probe health and readiness here.

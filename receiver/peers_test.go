@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/uploadbox/uploadbox/internal/pgtest"
 	"github.com/uploadbox/uploadbox/receiver"
-	"github.com/uploadbox/uploadbox/receiver/kv"
+	"github.com/uploadbox/uploadbox/receiver/internal/kvtest"
 	"github.com/uploadbox/uploadbox/wire"
 )
 
@@ -33,20 +34,18 @@ func TestControlAcrossReceivers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts PostgreSQL")
 	}
-	pg := pgtest.Start(t)
-	dsn := pg.NewDB(t)
-	open := func() *kv.Postgres {
-		db, err := kv.OpenPostgres(t.Context(), dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() }) // after the receiver using it stopped
-		return db
+	// A and B share one PostgreSQL state (B has a copy of A's keys); the
+	// box, enrolled through A, connects to B.
+	dsn := kvtest.URL(t)
+	hA := startWith(t, receiver.ServerConfig{Database: dsn, PeerLease: time.Second})
+	dataB := replicaData(t, hA)
+	_, addrB, stopB := serve(t, receiver.ServerConfig{Data: dataB, Listen: "127.0.0.1:0", Database: dsn, PeerLease: time.Second})
+	adminB, err := receiver.OpenAdmin(dataB)
+	if err != nil {
+		t.Fatal(err)
 	}
-	hB := startWith(t, receiver.ServerConfig{PeerDB: open(), PeerLease: time.Second})
-	hA := startWith(t, receiver.ServerConfig{PeerDB: open(), PeerLease: time.Second})
-	// The box is enrolled on B (each test receiver here keeps its own
-	// devices in bbolt; only the control connections are shared).
+	hB := &harness{data: dataB, addr: addrB, admin: adminB, stop: sync.OnceValue(stopB)}
+	t.Cleanup(func() { hB.stop() })
 	// A teacher follows room-9 on A.
 	if err := hA.admin.AddViewer("tess", "Correct-Horse-Battery-9"); err != nil {
 		t.Fatal(err)
@@ -67,7 +66,7 @@ func TestControlAcrossReceivers(t *testing.T) {
 		t.Fatalf("first event on A %+v, want room-9 offline", room)
 	}
 
-	box := runLink(t, hB, "room-9")
+	box := runLinkTo(t, hA, &url.URL{Scheme: "https", Host: addrB}, "room-9")
 	waitFor(t, "connected to B", func() bool { return controlIn(t, hB, "room-9").Connected })
 	// B records its claim in the database just after the box connected.
 	waitFor(t, "connected through B on A", func() bool { return controlIn(t, hA, "room-9").Connected })

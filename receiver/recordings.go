@@ -12,9 +12,8 @@ import (
 	"sort"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/uploadbox/uploadbox/internal/audit"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 	"github.com/uploadbox/uploadbox/receiver/store"
 )
 
@@ -111,8 +110,8 @@ type recordingPolicy struct {
 	FSStore bool `json:"fs_store"`
 }
 
-func initLife(db *bolt.DB, p *recordingPolicy) error {
-	return db.Update(func(tx *bolt.Tx) error {
+func initLife(db kv.DB, p *recordingPolicy) error {
+	return db.Update(func(tx kv.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(lifeBucket); err != nil {
 			return err
 		}
@@ -128,9 +127,9 @@ func initLife(db *bolt.DB, p *recordingPolicy) error {
 	})
 }
 
-func readPolicy(db *bolt.DB) (recordingPolicy, error) {
+func readPolicy(db kv.DB) (recordingPolicy, error) {
 	p := recordingPolicy{Grace: DefaultDeleteGrace, FSStore: true}
-	err := db.View(func(tx *bolt.Tx) error {
+	err := db.View(func(tx kv.Tx) error {
 		if b := tx.Bucket(policyBucket); b != nil {
 			if v := b.Get(policyKey); v != nil {
 				return json.Unmarshal(v, &p)
@@ -144,7 +143,7 @@ func readPolicy(db *bolt.DB) (recordingPolicy, error) {
 // life is the recordings' lifecycle: soft delete, restore, retention,
 // purge and scrub, on the database and the store.
 type life struct {
-	db    *bolt.DB
+	db    kv.DB
 	audit *audit.Log
 	now   func() time.Time
 	// store is nil when it cannot be reached: an S3 store without the
@@ -159,7 +158,7 @@ func (l *life) recordings(deleted bool) ([]Recording, error) {
 	byID := map[string]*Recording{}
 	segs := map[string][]SegmentRecord{}
 	lives := map[string]lifeRecord{}
-	err := l.db.View(func(tx *bolt.Tx) error {
+	err := l.db.View(func(tx kv.Tx) error {
 		if err := tx.Bucket(lifeBucket).ForEach(func(k, v []byte) error {
 			var lr lifeRecord
 			if err := json.Unmarshal(v, &lr); err != nil {
@@ -236,7 +235,7 @@ func (l *life) find(id string) (*Recording, lifeRecord, error) {
 	if err := checkRecordingID(id); err != nil {
 		return nil, lr, err
 	}
-	err := l.db.View(func(tx *bolt.Tx) error {
+	err := l.db.View(func(tx kv.Tx) error {
 		if v := tx.Bucket(lifeBucket).Get([]byte(id)); v != nil {
 			return json.Unmarshal(v, &lr)
 		}
@@ -265,7 +264,7 @@ func (l *life) put(id string, lr lifeRecord) error {
 	if err != nil {
 		return err
 	}
-	return l.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(lifeBucket).Put([]byte(id), v) })
+	return l.db.Update(func(tx kv.Tx) error { return tx.Bucket(lifeBucket).Put([]byte(id), v) })
 }
 
 func (l *life) record(e audit.Entry) error {
@@ -360,7 +359,7 @@ func (l *life) pass(ctx context.Context) (*PurgeReport, error) {
 				continue
 			}
 			var lr lifeRecord
-			l.db.View(func(tx *bolt.Tx) error {
+			l.db.View(func(tx kv.Tx) error {
 				if v := tx.Bucket(lifeBucket).Get([]byte(r.ID)); v != nil {
 					json.Unmarshal(v, &lr)
 				}
@@ -392,7 +391,7 @@ func (l *life) pass(ctx context.Context) (*PurgeReport, error) {
 		for _, k := range r.Keys {
 			keys[k] = true
 		}
-		err := l.db.Update(func(tx *bolt.Tx) error {
+		err := l.db.Update(func(tx kv.Tx) error {
 			sb := tx.Bucket(segmentsBucket)
 			for k := range keys {
 				if err := sb.Delete([]byte(k)); err != nil {

@@ -170,7 +170,7 @@ func TestAuditCheckAcrossRekey(t *testing.T) {
 		t.Fatal(err)
 	}
 	key2 := h.enroll(t, nd)
-	if res, err := receiver.CheckDeviceAudit(h.data, "room-9", log.Path()); err != nil || !res.OK {
+	if res, err := receiver.CheckDeviceAudit(h.data, h.database, "room-9", log.Path()); err != nil || !res.OK {
 		t.Fatalf("audit-check after the re-key: %+v %v, want OK", res, err)
 	}
 	checkpoint(key2)
@@ -180,7 +180,7 @@ func TestAuditCheckAcrossRekey(t *testing.T) {
 	if _, err := h.admin.RekeyDevice("room-9"); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := receiver.CheckDeviceAudit(h.data, "room-9", log.Path()); err == nil {
+	if res, err := receiver.CheckDeviceAudit(h.data, h.database, "room-9", log.Path()); err == nil {
 		t.Fatalf("a checkpoint signed by the compromised key checks the log: %+v", res)
 	}
 }

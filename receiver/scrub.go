@@ -13,9 +13,8 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 	"github.com/uploadbox/uploadbox/receiver/store"
 )
 
@@ -56,7 +55,7 @@ func (l *life) scrub(ctx context.Context, id string) (*ScrubReport, error) {
 		}
 	}
 	recs := map[string]SegmentRecord{}
-	err := l.db.View(func(tx *bolt.Tx) error {
+	err := l.db.View(func(tx kv.Tx) error {
 		return tx.Bucket(segmentsBucket).ForEach(func(k, v []byte) error {
 			var rec SegmentRecord
 			if err := json.Unmarshal(v, &rec); err != nil {
@@ -114,7 +113,8 @@ func (l *life) scrub(ctx context.Context, id string) (*ScrubReport, error) {
 // fillTimes sets the start and media size of records that lack them.
 func (l *life) fillTimes(fill map[string]*crypto.Info) (int, error) {
 	n := 0
-	err := l.db.Update(func(tx *bolt.Tx) error {
+	err := l.db.Update(func(tx kv.Tx) error {
+		n = 0 // counted afresh on each run (kv.DB may run this again)
 		b := tx.Bucket(segmentsBucket)
 		for k, info := range fill {
 			v := b.Get([]byte(k))

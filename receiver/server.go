@@ -22,13 +22,13 @@ import (
 	"github.com/tus/tusd/v2/pkg/filelocker"
 	"github.com/tus/tusd/v2/pkg/filestore"
 	tusd "github.com/tus/tusd/v2/pkg/handler"
-	bolt "go.etcd.io/bbolt"
 	expslog "golang.org/x/exp/slog"
 
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
 	"github.com/uploadbox/uploadbox/receiver/devices"
+	"github.com/uploadbox/uploadbox/receiver/internal/hashing"
 	"github.com/uploadbox/uploadbox/receiver/internal/limit"
 	"github.com/uploadbox/uploadbox/receiver/kv"
 	"github.com/uploadbox/uploadbox/receiver/peer"
@@ -67,7 +67,11 @@ type ServerConfig struct {
 	Hosts      []string
 	Recipients string      // organisation public keys; empty: generate a key pair in Data on first run
 	Store      store.Store // nil: the local filesystem under Data/store
-	Logger     *slog.Logger
+	// Database, if set, is the PostgreSQL database (postgres://… or
+	// key=value) that holds the state instead of the bbolt file
+	// Data/DBFile (state.go).
+	Database string
+	Logger   *slog.Logger
 	// AuditRetention is how long audit entries are kept (default 180 days).
 	AuditRetention time.Duration
 	// AuditCheckpointEvery is how often the audit log's head is signed
@@ -128,11 +132,9 @@ type ServerConfig struct {
 	// MetricsListen, if set, is a plain HTTP listener for Prometheus
 	// (GET /metrics: the fleet's per-device series, metrics.go).
 	MetricsListen string
-	// PeerDB, if set, is the PostgreSQL state shared with other receivers:
-	// control-connection requests for boxes they hold are forwarded to
-	// them (peers.go). PeerLease is how long a killed receiver's boxes
-	// still count as connected (default peer.DefaultLease).
-	PeerDB    *kv.Postgres
+	// PeerLease is how long a killed receiver's boxes still count as
+	// connected on the other receivers sharing its PostgreSQL state
+	// (default peer.DefaultLease; peers.go).
 	PeerLease time.Duration
 }
 
@@ -141,7 +143,7 @@ type Server struct {
 	cfg     ServerConfig
 	drain   drain
 	log     *slog.Logger
-	db      *bolt.DB
+	db      kv.DB
 	audit   *audit.Log
 	devices *devices.Registry
 	ca      *pki.CA
@@ -159,6 +161,9 @@ type Server struct {
 	tus        *tusd.Handler
 	tusStore   filestore.FileStore
 	locker     tusd.Locker
+	// hashing hashes uploads as their bytes arrive (streamed.go).
+	hashing       *hashing.Store
+	commitMetrics commitMetrics
 	// fails takes every failed-authentication and refused-device entry
 	// (coalesced, capped).
 	fails *auditGuard
@@ -288,8 +293,13 @@ func Open(cfg ServerConfig) (*Server, error) {
 	}
 	// The server holds the database; admin commands reach it through the
 	// admin socket while it runs (see admin.go), so they never wait on it.
-	if s.db, err = bolt.Open(filepath.Join(cfg.Data, DBFile), 0o600, &bolt.Options{Timeout: 2 * time.Second}); err != nil {
-		return nil, fmt.Errorf("serve: database %s: %w (is another receiver running on this data directory?)", filepath.Join(cfg.Data, DBFile), err)
+	if s.db, err = openState(cfg.Data, cfg.Database, 2*time.Second); err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	if cfg.Database != "" {
+		s.log.Info("state in PostgreSQL", "database", kv.Redact(cfg.Database), "schema", kv.SchemaVersion())
+	} else {
+		s.log.Info("state in bbolt", "file", filepath.Join(cfg.Data, DBFile))
 	}
 	if s.devices, err = devices.New(s.db, s.audit, devices.WithFailures(s.fails)); err != nil {
 		s.db.Close()
@@ -307,8 +317,8 @@ func Open(cfg ServerConfig) (*Server, error) {
 		s.db.Close()
 		return nil, err
 	}
-	if cfg.PeerDB != nil {
-		if err := s.usePeers(cfg.PeerDB); err != nil {
+	if pg, ok := s.db.(*kv.Postgres); ok {
+		if err := s.usePeers(pg); err != nil {
 			s.db.Close()
 			return nil, err
 		}
@@ -342,6 +352,8 @@ func Open(cfg ServerConfig) (*Server, error) {
 	s.tusStore.UseIn(composer)
 	s.locker = filelocker.New(s.uploads)
 	composer.UseLocker(s.locker)
+	s.hashing = hashing.Wrap(composer, hashing.NewDir(s.uploads))
+	s.commitMetrics = newCommitMetrics(s.hashing)
 	s.tus, err = tusd.NewHandler(tusd.Config{
 		StoreComposer:           composer,
 		BasePath:                "/v1/uploads/",

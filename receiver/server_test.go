@@ -24,6 +24,8 @@ import (
 
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/receiver"
+	"github.com/uploadbox/uploadbox/receiver/internal/kvtest"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 	"github.com/uploadbox/uploadbox/receiver/pki"
 	"github.com/uploadbox/uploadbox/receiver/receipt"
 	"github.com/uploadbox/uploadbox/uploader"
@@ -31,11 +33,14 @@ import (
 )
 
 type harness struct {
-	srv   *receiver.Server
-	data  string
-	addr  string
-	box   *uploader.State
-	admin receiver.Admin
+	srv  *receiver.Server
+	data string
+	// database is the PostgreSQL database holding the state, or "" for
+	// the bbolt file in data (kvtest chooses: UPLOADBOX_TEST_DATABASE).
+	database string
+	addr     string
+	box      *uploader.State
+	admin    receiver.Admin
 	// stop stops the server (once; again at the test's end does nothing).
 	stop func() error
 }
@@ -75,6 +80,10 @@ func startWith(t *testing.T, cfg receiver.ServerConfig) *harness {
 	h := &harness{data: filepath.Join(dir, "receiver")}
 	var stop func() error
 	cfg.Data, cfg.Listen = h.data, "127.0.0.1:0"
+	if kvtest.Postgres() && cfg.Database == "" {
+		cfg.Database = kvtest.URL(t)
+	}
+	h.database = cfg.Database
 	h.srv, h.addr, stop = serve(t, cfg)
 	h.stop = sync.OnceValue(stop)
 	t.Cleanup(func() {
@@ -94,6 +103,22 @@ func startWith(t *testing.T, cfg receiver.ServerConfig) *harness {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// state opens the stopped receiver's state store directly.
+func (h *harness) state(t *testing.T) kv.DB {
+	t.Helper()
+	var db kv.DB
+	var err error
+	if h.database != "" {
+		db, err = kv.OpenPostgres(t.Context(), h.database)
+	} else {
+		db, err = kv.OpenBolt(filepath.Join(h.data, receiver.DBFile), time.Second)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
 }
 
 // segment seals a small real segment with the box's keys.
@@ -131,15 +156,7 @@ func (h *harness) send(t *testing.T, seg []byte) {
 
 func (h *harness) upload(t *testing.T, data []byte) string {
 	t.Helper()
-	c := tus.NewClient(h.box.HTTPClient(), h.box.Receiver.JoinPath("/v1/uploads/"), tus.Options{})
-	u, err := c.Create(t.Context(), int64(len(data)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Upload(t.Context(), u, bytes.NewReader(data), int64(len(data)), nil); err != nil {
-		t.Fatal(err)
-	}
-	return u
+	return uploadTo(t, h, h.box.Receiver.Host, data)
 }
 
 func (h *harness) commit(t *testing.T, client *http.Client, req receiver.CommitRequest) (int, receiver.CommitResponse, string) {

@@ -86,14 +86,20 @@ var ErrTURNOff = errors.New("TURN is off on this receiver")
 // TURNStatus asks the receiver running on data for its TURN server's
 // counters and allocations.
 func TURNStatus(data string) (turn.Status, error) {
+	noServer := fmt.Errorf("no receiver runs on %s: TURN status is the running server's (uploadbox-receiver serve --data %s --turn-listen ADDR)", data, data)
 	a, err := OpenAdmin(data)
 	if err != nil {
+		if statePostgres(data) {
+			// The state could not be opened without --database: it
+			// is not needed, the status is the server's.
+			return turn.Status{}, noServer
+		}
 		return turn.Status{}, err
 	}
 	defer a.Close()
 	sa, ok := a.(*socketAdmin)
 	if !ok {
-		return turn.Status{}, fmt.Errorf("no receiver runs on %s: TURN status is the running server's (uploadbox-receiver serve --data %s --turn-listen ADDR)", data, data)
+		return turn.Status{}, noServer
 	}
 	var st turn.Status
 	return st, sa.do("GET", "/turn", nil, &st, ErrTURNOff, ErrTURNOff)

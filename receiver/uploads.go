@@ -15,10 +15,10 @@ import (
 	"time"
 
 	tusd "github.com/tus/tusd/v2/pkg/handler"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/receiver/devices"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 )
 
 // Limits on what one device may hold in unfinished uploads.
@@ -51,8 +51,8 @@ type uploadOwner struct {
 	Created time.Time `json:"created"`
 }
 
-func initUploads(db *bolt.DB) error {
-	return db.Update(func(tx *bolt.Tx) error {
+func initUploads(db kv.DB) error {
+	return db.Update(func(tx kv.Tx) error {
 		for _, b := range [][]byte{ownersBucket, openBucket} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -67,7 +67,7 @@ func ownerKey(serial, id string) []byte { return []byte(serial + "/" + id) }
 // owner returns the open upload id's owner, if it is open.
 func (s *Server) owner(id string) (*uploadOwner, bool) {
 	var o *uploadOwner
-	s.db.View(func(tx *bolt.Tx) error {
+	s.db.View(func(tx kv.Tx) error {
 		serial := tx.Bucket(openBucket).Get([]byte(id))
 		if serial == nil {
 			return nil
@@ -86,7 +86,7 @@ func (s *Server) owner(id string) (*uploadOwner, bool) {
 }
 
 // forgetUpload deletes an upload's ownership rows (inside tx).
-func forgetUpload(tx *bolt.Tx, id string) error {
+func forgetUpload(tx kv.Tx, id string) error {
 	open := tx.Bucket(openBucket)
 	serial := open.Get([]byte(id))
 	if serial == nil {
@@ -124,7 +124,7 @@ func (s *Server) claimUpload(d *devices.Device, size int64) (id, refused string,
 	rand.Read(idb[:])
 	id = hex.EncodeToString(idb[:])
 	var msg string
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.db.Update(func(tx kv.Tx) error {
 		owners := tx.Bucket(ownersBucket)
 		var n int
 		var used int64
@@ -231,12 +231,16 @@ func (s *Server) lockUpload(ctx context.Context, id string) (tusd.Lock, error) {
 // caller holds its lock. The files are named by the id alone (the receiver
 // never sets another path), not by what an .info file says.
 func (s *Server) removeUpload(id string) error {
+	// The hash state first: without it the upload is only read whole.
+	if err := s.hashing.Forget(context.Background(), id); err != nil {
+		return err
+	}
 	for _, p := range []string{filepath.Join(s.uploads, id), filepath.Join(s.uploads, id+".info")} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
 	}
-	return s.db.Update(func(tx *bolt.Tx) error { return forgetUpload(tx, id) })
+	return s.db.Update(func(tx kv.Tx) error { return forgetUpload(tx, id) })
 }
 
 // expireUploads removes the uploads opened before cutoff, and upload files
@@ -246,7 +250,7 @@ func (s *Server) removeUpload(id string) error {
 func (s *Server) expireUploads(ctx context.Context, cutoff time.Time) (int, error) {
 	var ids []string
 	known := map[string]bool{}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		return tx.Bucket(ownersBucket).ForEach(func(k, v []byte) error {
 			_, id, _ := strings.Cut(string(k), "/")
 			known[id] = true

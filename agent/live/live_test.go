@@ -22,6 +22,7 @@ import (
 
 	"github.com/uploadbox/uploadbox/agent/live/livetest"
 	"github.com/uploadbox/uploadbox/capture"
+	"github.com/uploadbox/uploadbox/internal/syncbuf"
 )
 
 func TestMain(m *testing.M) {
@@ -183,24 +184,6 @@ type sourceFunc func() (*capture.Subscription, error)
 
 func (f sourceFunc) Subscribe() (*capture.Subscription, error) { return f() }
 
-// syncBuffer collects the server's log.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // rig is a live-view server over real TLS with a running capture.
 type rig struct {
 	srv     *Server
@@ -218,7 +201,7 @@ func newRig(t *testing.T, adjust func(*Config)) *rig {
 	t.Helper()
 	c, stop := runCapture(t)
 	r := &rig{gate: newFakeGate(), capture: c, stopCap: stop}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	cfg := Config{
 		Auth:     tokens,
 		Gate:     r.gate,

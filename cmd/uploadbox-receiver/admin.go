@@ -13,14 +13,14 @@ import (
 )
 
 func adminCommand(use, short string, args cobra.PositionalArgs, run func(cmd *cobra.Command, a receiver.Admin, args []string, asJSON bool) error) *cobra.Command {
-	var data string
+	var data, database string
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   use,
 		Short: short,
 		Args:  cli.Args(args),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, err := receiver.OpenAdmin(data)
+			a, err := receiver.OpenAdminDatabase(data, database)
 			if err != nil {
 				return err
 			}
@@ -29,10 +29,14 @@ func adminCommand(use, short string, args cobra.PositionalArgs, run func(cmd *co
 		},
 	}
 	cmd.Flags().StringVar(&data, "data", "", "the receiver's data directory")
+	cmd.Flags().StringVar(&database, "database", "", databaseHelp)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.MarkFlagRequired("data")
 	return cmd
 }
+
+// databaseHelp describes the admin commands' --database.
+const databaseHelp = "the PostgreSQL database serve keeps the state in (serve --database), used when no server runs on --data; the password from PGPASSWORD or the URL"
 
 func printJSON(cmd *cobra.Command, v any) error {
 	enc := json.NewEncoder(cmd.OutOrStdout())
@@ -102,7 +106,7 @@ func newAuditCommand() *cobra.Command {
 }
 
 func newRecordingsExportCommand() *cobra.Command {
-	var data, identity, out string
+	var data, database, identity, out string
 	cmd := &cobra.Command{
 		Use:   "export ID -o rec.mp4 --identity org.key --data DIR",
 		Short: "Export a stored recording as one MP4 (as the export command, from the store)",
@@ -112,7 +116,7 @@ func newRecordingsExportCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rep, err := receiver.ExportStored(cmd.Context(), data, args[0], out, []*crypto.Identity{id})
+			rep, err := receiver.ExportStored(cmd.Context(), data, database, args[0], out, []*crypto.Identity{id})
 			if rep != nil {
 				printWarnings(cmd.ErrOrStderr(), rep)
 			}
@@ -125,6 +129,7 @@ func newRecordingsExportCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&data, "data", "", "the receiver's data directory")
+	cmd.Flags().StringVar(&database, "database", "", databaseHelp)
 	cmd.Flags().StringVar(&identity, "identity", "", "organisation private key file")
 	cmd.Flags().StringVarP(&out, "output", "o", "", "MP4 file to write")
 	for _, n := range []string{"data", "identity", "output"} {

@@ -11,14 +11,14 @@ import (
 )
 
 func newDevicesAuditCheckCommand() *cobra.Command {
-	var data, file string
+	var data, database, file string
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "audit-check NAME --file AUDITLOG --data DIR [--json]",
 		Short: "Verify a box's audit log against the newest checkpoint the box sent (exit 1 if entries are missing or rewritten)",
 		Args:  cli.Args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			res, err := receiver.CheckDeviceAudit(data, args[0], file)
+			res, err := receiver.CheckDeviceAudit(data, database, args[0], file)
 			if err != nil {
 				return err
 			}
@@ -37,6 +37,7 @@ func newDevicesAuditCheckCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&data, "data", "", "the receiver's data directory")
+	cmd.Flags().StringVar(&database, "database", "", databaseHelp)
 	cmd.Flags().StringVar(&file, "file", "", "the box's audit log (audit.path on the box, copied here)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.MarkFlagRequired("data")

@@ -41,7 +41,11 @@ func newBackupCommand() *cobra.Command {
 			}
 			o := cmd.OutOrStdout()
 			fmt.Fprintf(o, "backup of %s written to %s: %d bytes, mode 0600; it holds the receiver's secret keys\n", data, out, rep.Bytes)
-			fmt.Fprintf(o, "database copied %s; files: %s\n", how, strings.Join(names, ", "))
+			if rep.State == receiver.StatePostgres {
+				fmt.Fprintf(o, "%v (serve --database); files: %s\n", receiver.ErrStatePostgres, strings.Join(names, ", "))
+			} else {
+				fmt.Fprintf(o, "database copied %s; files: %s\n", how, strings.Join(names, ", "))
+			}
 			fmt.Fprintf(o, "not in the backup: the uploaded segments, which are in the store (a local store is %s/%s: copy it too; an S3 bucket keeps its own), and unfinished uploads (boxes send them again)\n", data, receiver.StoreDir)
 			return nil
 		},

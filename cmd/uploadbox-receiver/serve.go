@@ -17,6 +17,7 @@ import (
 
 type serveOptions struct {
 	data, listen, recipients, confPath string
+	database                           string
 	s3                                 store.S3Options
 	auditRetention                     time.Duration
 	auditCheckpointEvery               time.Duration
@@ -49,7 +50,7 @@ func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 		Short: "Run the receiver: enrollment, resumable uploads over TLS, commit with signed receipts",
 		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := receiver.ServerConfig{Data: o.data, Listen: o.listen, Recipients: o.recipients, Logger: slog.Default()}
+			cfg := receiver.ServerConfig{Data: o.data, Listen: o.listen, Recipients: o.recipients, Database: o.database, Logger: slog.Default()}
 			if o.auditRetention < 24*time.Hour {
 				return cli.Usagef("--audit-retention %s: keep at least 24h of audit entries", o.auditRetention)
 			}
@@ -153,6 +154,7 @@ func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.data, "data", "", "data directory (CA, keys, database, uploads, store)")
+	f.StringVar(&o.database, "database", "", "keep the state (devices, viewers, recordings, receipts, lockouts) in this PostgreSQL database, postgres://USER@HOST/DB?sslmode=…, instead of the bbolt file in --data; the password from PGPASSWORD (or ~/.pgpass), or in the URL; docs/receiver.md \"State: bbolt or PostgreSQL\"")
 	f.StringVar(&o.listen, "listen", "127.0.0.1:8443", "address to listen on (TLS only)")
 	f.StringSliceVar(&o.hostnames, "hostname", nil, "a name or IP boxes use to reach the receiver; repeat it (or separate with commas) for several. The server certificate names exactly these: a stored one for other names is reissued from the CA (default: keep the stored certificate; the first run makes one for the --listen IP and localhost)")
 	f.StringVar(&o.recipients, "recipients-file", "", "organisation public keys (default: generate a key pair in --data on first run)")

@@ -35,7 +35,7 @@ func main() {
 	profiles := flag.String("profile", "", "directory for pprof profiles of the daemon comparison's runs (bare-N.cpu.pprof, daemon-N.cpu.pprof, daemon-N.allocs.pprof)")
 	cpuProfile := flag.String("cpu-profile", "", "internal: with -encode-only, write a pprof CPU profile to this file")
 	daemonRuns := flag.Int("daemon-runs", 3, "daemon runs and bare encodes, each, interleaved, in the daemon comparison")
-	only := flag.String("only", "", "run one comparison: seal, age, record, upload, daemon, live, relay, login, powercut or teacher")
+	only := flag.String("only", "", "run one comparison: seal, age, record, upload, commit, daemon, live, relay, login, powercut or teacher")
 	kills := flag.Int("kills", 20, "SIGKILLs of the recorder in the power-cut measurement")
 	flag.Parse()
 	if *encodeOnly > 0 {
@@ -78,6 +78,7 @@ func run(bin string, size, rounds int, recordFor time.Duration, upload int64, da
 		{"age", func() error { return againstAge(bin, size, rounds) }},
 		{"record", func() error { return recordVsEncode(bin, recordFor) }},
 		{"upload", func() error { return uploadBench(upload) }},
+		{"commit", func() error { return commitBench(rounds) }},
 		{"daemon", func() error { return daemonVsEncode(bin, daemonFor, daemonRuns, profiles) }},
 		{"live", func() error { return liveBench(bin, 10, modules) }},
 		{"relay", func() error { return relayBench(bin, 10, modules) }},

@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -519,22 +518,4 @@ func TestStalledPatchIsCut(t *testing.T) {
 		t.Fatalf("commit: HTTP %d %+v", r.code, ref)
 	}
 	box.checkStored(t, rcv, r, seg)
-}
-
-// lockedBuffer collects a process's output for a test to read.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/uploadbox/uploadbox/internal/faultproxy"
 	"github.com/uploadbox/uploadbox/internal/netns"
+	"github.com/uploadbox/uploadbox/internal/syncbuf"
 	spoolpkg "github.com/uploadbox/uploadbox/uploader/spool"
 )
 
@@ -22,7 +23,7 @@ type receiverProc struct {
 	cmd    *exec.Cmd
 	addr   string
 	data   string
-	stderr lockedBuffer // the receiver's log
+	stderr syncbuf.Buffer // the receiver's log
 
 	webAddr     string // the --web-listen address, when given
 	metricsAddr string // the --metrics-listen address, when given

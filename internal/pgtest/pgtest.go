@@ -9,7 +9,6 @@
 package pgtest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/url"
@@ -24,6 +23,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/uploadbox/uploadbox/internal/syncbuf"
 )
 
 // Server is one running PostgreSQL cluster.
@@ -32,7 +33,7 @@ type Server struct {
 	Socket string
 	dir    string
 	cmd    *exec.Cmd
-	log    *lockedBuffer
+	log    *syncbuf.Buffer
 	done   chan struct{} // closed when the server process has exited
 	mu     sync.Mutex
 	dbs    int
@@ -71,7 +72,7 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Socket: dir, dir: dir, log: &lockedBuffer{}}
+	s := &Server{Socket: dir, dir: dir, log: &syncbuf.Buffer{}}
 	t.Cleanup(func() { s.stop(t) })
 	var cred *syscall.Credential
 	if os.Getuid() == 0 {
@@ -166,21 +167,4 @@ func (s *Server) stop(t testing.TB) {
 	if err := os.RemoveAll(s.dir); err != nil {
 		t.Errorf("pgtest: remove %s: %v", s.dir, err)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

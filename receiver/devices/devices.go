@@ -17,9 +17,8 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/uploadbox/uploadbox/internal/audit"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 	"github.com/uploadbox/uploadbox/receiver/lockout"
 )
 
@@ -84,9 +83,9 @@ type Device struct {
 
 var bucket = []byte("devices")
 
-// Registry keeps devices in a bbolt database owned by the caller.
+// Registry keeps devices in the state store (kv.DB) the caller owns.
 type Registry struct {
-	db      *bolt.DB
+	db      kv.DB
 	log     *audit.Log
 	now     func() time.Time
 	fails   FailureLog
@@ -107,8 +106,8 @@ type Option func(*Registry)
 func WithFailures(f FailureLog) Option { return func(r *Registry) { r.fails = f } }
 
 // New returns a registry over db, auditing to log.
-func New(db *bolt.DB, log *audit.Log, opts ...Option) (*Registry, error) {
-	if err := db.Update(func(tx *bolt.Tx) error {
+func New(db kv.DB, log *audit.Log, opts ...Option) (*Registry, error) {
+	if err := db.Update(func(tx kv.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bucket)
 		return err
 	}); err != nil {
@@ -141,7 +140,7 @@ func hashToken(tok string) []byte {
 	return h[:]
 }
 
-func (r *Registry) get(tx *bolt.Tx, name string) (*Device, error) {
+func (r *Registry) get(tx kv.Tx, name string) (*Device, error) {
 	v := tx.Bucket(bucket).Get([]byte(name))
 	if v == nil {
 		return nil, fmt.Errorf("%w: %s", ErrUnknownDevice, name)
@@ -153,7 +152,7 @@ func (r *Registry) get(tx *bolt.Tx, name string) (*Device, error) {
 	return &d, nil
 }
 
-func put(tx *bolt.Tx, d *Device) error {
+func put(tx kv.Tx, d *Device) error {
 	v, err := json.Marshal(d)
 	if err != nil {
 		return err
@@ -185,7 +184,7 @@ func (r *Registry) Add(name string) (token string, expiry time.Time, err error) 
 	}
 	now := r.now().UTC()
 	expiry = now.Add(TokenLifetime)
-	err = r.db.Update(func(tx *bolt.Tx) error {
+	err = r.db.Update(func(tx kv.Tx) error {
 		if tx.Bucket(bucket).Get([]byte(name)) != nil {
 			return fmt.Errorf("%w: %s", ErrExists, name)
 		}
@@ -244,7 +243,9 @@ func (r *Registry) Enroll(token string, pub ed25519.PublicKey, certSerial, sourc
 	var outcome, detail string
 	var result error
 	var lockedNow bool
-	err = r.db.Update(func(tx *bolt.Tx) error {
+	err = r.db.Update(func(tx kv.Tx) error {
+		// Set afresh on each run: kv.DB may run this function again.
+		outcome, detail, result, lockedNow = "", "", nil, false
 		now := r.now().UTC()
 		d, err := r.get(tx, name)
 		if errors.Is(err, ErrUnknownDevice) {
@@ -319,7 +320,7 @@ func (r *Registry) Enroll(token string, pub ed25519.PublicKey, certSerial, sourc
 
 // keyOwner returns the name of the device enrolled with pub now or
 // before (its key history), if any.
-func keyOwner(tx *bolt.Tx, pub ed25519.PublicKey) string {
+func keyOwner(tx kv.Tx, pub ed25519.PublicKey) string {
 	var owner string
 	tx.Bucket(bucket).ForEach(func(k, v []byte) error {
 		var d Device
@@ -364,7 +365,7 @@ func (r *Registry) Unlock(name string) error {
 }
 
 func (r *Registry) set(name, event string, f func(*Device) error) error {
-	err := r.db.Update(func(tx *bolt.Tx) error {
+	err := r.db.Update(func(tx kv.Tx) error {
 		d, err := r.get(tx, name)
 		if err != nil {
 			return err
@@ -384,7 +385,7 @@ func (r *Registry) set(name, event string, f func(*Device) error) error {
 // Get returns one device.
 func (r *Registry) Get(name string) (*Device, error) {
 	var d *Device
-	err := r.db.View(func(tx *bolt.Tx) error {
+	err := r.db.View(func(tx kv.Tx) error {
 		var err error
 		d, err = r.get(tx, name)
 		return err
@@ -395,7 +396,7 @@ func (r *Registry) Get(name string) (*Device, error) {
 // List returns every device, by name.
 func (r *Registry) List() ([]Device, error) {
 	var out []Device
-	err := r.db.View(func(tx *bolt.Tx) error {
+	err := r.db.View(func(tx kv.Tx) error {
 		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
 			var d Device
 			if err := json.Unmarshal(v, &d); err != nil {
@@ -412,7 +413,7 @@ func (r *Registry) List() ([]Device, error) {
 // belongs to an active device, for the TLS layer and request handlers.
 func (r *Registry) Authorized(certSerial string) (*Device, bool) {
 	var found *Device
-	r.db.View(func(tx *bolt.Tx) error {
+	r.db.View(func(tx kv.Tx) error {
 		return tx.Bucket(bucket).ForEach(func(_, v []byte) error {
 			var d Device
 			if json.Unmarshal(v, &d) == nil && d.hasSerial(certSerial) {

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 )
 
 // Key is one earlier key of a device, kept so that segments it signed
@@ -106,7 +106,7 @@ func (d *Device) HoldsKey(pub ed25519.PublicKey) bool { return d.heldKey(pub) }
 // key yet, the key marked is the one it held last.
 func (r *Registry) RevokeCompromised(name string) error {
 	var detail string
-	err := r.db.Update(func(tx *bolt.Tx) error {
+	err := r.db.Update(func(tx kv.Tx) error {
 		d, err := r.get(tx, name)
 		if err != nil {
 			return err
@@ -159,7 +159,8 @@ func (r *Registry) Rekey(name string) (token string, expiry time.Time, err error
 	now := r.now().UTC()
 	expiry = now.Add(TokenLifetime)
 	var detail string
-	err = r.db.Update(func(tx *bolt.Tx) error {
+	err = r.db.Update(func(tx kv.Tx) error {
+		detail = "" // built afresh on each run: kv.DB may run this again
 		d, err := r.get(tx, name)
 		if err != nil {
 			return err
@@ -190,7 +191,7 @@ func (r *Registry) Rekey(name string) (token string, expiry time.Time, err error
 // until the new one's expiry at the latest.
 func (r *Registry) Renew(name string, old, renewed Cert, source string) error {
 	oldSerial, newSerial := old.Serial, renewed.Serial
-	err := r.db.Update(func(tx *bolt.Tx) error {
+	err := r.db.Update(func(tx kv.Tx) error {
 		d, err := r.get(tx, name)
 		if err != nil {
 			return err
@@ -223,7 +224,7 @@ var removedBucket = []byte("devices.removed")
 // is accepted again.
 func (r *Registry) Remove(name string) error {
 	var detail string
-	err := r.db.Update(func(tx *bolt.Tx) error {
+	err := r.db.Update(func(tx kv.Tx) error {
 		d, err := r.get(tx, name)
 		if err != nil {
 			return err

@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"fmt"
 	"io"
 	"time"
 
@@ -91,3 +92,49 @@ func (b boltBucket) Delete(key []byte) error {
 func (b boltBucket) ForEach(fn func(k, v []byte) error) error { return b.b.ForEach(fn) }
 func (b boltBucket) Cursor() Cursor                           { return b.b.Cursor() }
 func (b boltBucket) KeyN() int                                { return b.b.Stats().KeyN }
+
+// Snapshot calls fn inside one read transaction with the size of a
+// consistent copy of the whole database file and a function that writes
+// that copy (a backup). Writers go on meanwhile; one that must grow the
+// file waits until fn returns.
+func (b *Bolt) Snapshot(fn func(size int64, writeTo func(io.Writer) (int64, error)) error) error {
+	return b.db.View(func(tx *bolt.Tx) error { return fn(tx.Size(), tx.WriteTo) })
+}
+
+// CheckBolt opens the bbolt file at path read-only and checks its pages
+// (a restored backup).
+func CheckBolt(path string) error {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		return fmt.Errorf("the database does not open: %w", err)
+	}
+	defer db.Close()
+	return db.View(func(tx *bolt.Tx) error {
+		var first error
+		for err := range tx.Check() { // read to the end: the check runs in its own goroutine
+			if first == nil {
+				first = fmt.Errorf("the database is damaged: %w", err)
+			}
+		}
+		return first
+	})
+}
+
+// Buckets calls fn with the name of every bucket, in order, inside one read
+// transaction (tx is that transaction). The receiver's buckets hold values
+// only: a nested bucket is an error.
+func (b *Bolt) Buckets(fn func(tx Tx, name []byte) error) error {
+	return b.db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, bk *bolt.Bucket) error {
+			if err := bk.ForEach(func(k, v []byte) error {
+				if v == nil {
+					return fmt.Errorf("bucket %q holds a nested bucket %q: not a receiver state", name, k)
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+			return fn(boltTx{tx}, name)
+		})
+	})
+}

@@ -22,7 +22,12 @@
 //     are valid only inside the transaction; copy what outlives it.
 package kv
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
 
 // DB is an open state store.
 type DB interface {
@@ -65,3 +70,25 @@ type Cursor interface {
 
 // ErrReadOnly is returned for a write inside View.
 var ErrReadOnly = errors.New("kv: write in a read-only transaction")
+
+// BucketN is the number of buckets in the store tx reads (made, even if
+// empty).
+func BucketN(tx Tx) (int, error) {
+	switch t := tx.(type) {
+	case *pgTx:
+		if t.err != nil {
+			return 0, t.err
+		}
+		var n int
+		if err := t.tx.QueryRow(t.ctx, `SELECT count(*) FROM kv_buckets`).Scan(&n); err != nil {
+			t.fail(err)
+			return 0, err
+		}
+		return n, nil
+	case boltTx:
+		n := 0
+		err := t.tx.ForEach(func([]byte, *bolt.Bucket) error { n++; return nil })
+		return n, err
+	}
+	return 0, fmt.Errorf("kv: BucketN of a %T", tx)
+}

@@ -206,14 +206,18 @@ func (t *pgTx) fail(err error) {
 }
 
 func (t *pgTx) Bucket(name []byte) Bucket {
+	// After a failed statement the bucket returned reads as empty and
+	// refuses writes (every operation checks t.err), and the Update or
+	// View returns the failure: callers that take a created bucket for
+	// granted do not dereference nil over a database error.
 	if t.err != nil {
-		return nil
+		return &pgBucket{t: t, name: append([]byte(nil), name...)}
 	}
 	if !t.known[string(name)] {
 		var ok bool
 		if err := t.tx.QueryRow(t.ctx, `SELECT EXISTS (SELECT 1 FROM kv_buckets WHERE name = $1)`, name).Scan(&ok); err != nil {
 			t.fail(err)
-			return nil
+			return &pgBucket{t: t, name: append([]byte(nil), name...)}
 		}
 		if !ok {
 			return nil
@@ -402,6 +406,11 @@ func Redact(dsn string) string {
 		if _, ok := u.User.Password(); ok {
 			u.User = url.UserPassword(u.User.Username(), "xxxxx")
 		}
+		// libpq also takes the password as a query parameter.
+		if q := u.Query(); q.Has("password") {
+			q.Set("password", "xxxxx")
+			u.RawQuery = q.Encode()
+		}
 		return u.String()
 	}
 	// key=value form: drop password=….
@@ -420,6 +429,9 @@ func redactErr(err error, dsn string) string {
 	msg := err.Error()
 	if u, perr := url.Parse(dsn); perr == nil {
 		if pw, ok := u.User.Password(); ok && pw != "" {
+			msg = strings.ReplaceAll(msg, pw, "xxxxx")
+		}
+		if pw := u.Query().Get("password"); pw != "" {
 			msg = strings.ReplaceAll(msg, pw, "xxxxx")
 		}
 	}

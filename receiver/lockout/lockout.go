@@ -9,7 +9,7 @@ import (
 	"slices"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 )
 
 // The rule.
@@ -59,7 +59,7 @@ func (r *Record) Clear() { r.Failures, r.LockedAt = nil, time.Time{} }
 // Unknown keeps failure records for names that have no account, so that
 // an unknown name locks after MaxFailures like a real one and an outsider
 // cannot tell the two apart by the answers. The records live in their own
-// bbolt bucket, at most max of them: when full, records whose failures
+// state-store bucket, at most max of them: when full, records whose failures
 // have all left the window go first, then the oldest by lock time.
 type Unknown struct {
 	bucket []byte
@@ -70,9 +70,9 @@ type Unknown struct {
 const DefaultMaxUnknown = 10000
 
 // NewUnknown creates the bucket in db if needed.
-func NewUnknown(db *bolt.DB, bucket string, max int) (*Unknown, error) {
+func NewUnknown(db kv.DB, bucket string, max int) (*Unknown, error) {
 	u := &Unknown{bucket: []byte(bucket), max: max}
-	if err := db.Update(func(tx *bolt.Tx) error {
+	if err := db.Update(func(tx kv.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(u.bucket)
 		return err
 	}); err != nil {
@@ -82,7 +82,7 @@ func NewUnknown(db *bolt.DB, bucket string, max int) (*Unknown, error) {
 }
 
 // Get returns name's record (empty if none).
-func (u *Unknown) Get(tx *bolt.Tx, name string) Record {
+func (u *Unknown) Get(tx kv.Tx, name string) Record {
 	var r Record
 	if v := tx.Bucket(u.bucket).Get([]byte(name)); v != nil {
 		json.Unmarshal(v, &r)
@@ -92,10 +92,10 @@ func (u *Unknown) Get(tx *bolt.Tx, name string) Record {
 
 // Fail records a failure of name at now in a write transaction and
 // returns the updated record and whether this failure locked it.
-func (u *Unknown) Fail(tx *bolt.Tx, name string, now time.Time) (Record, bool, error) {
+func (u *Unknown) Fail(tx kv.Tx, name string, now time.Time) (Record, bool, error) {
 	b := tx.Bucket(u.bucket)
 	r := u.Get(tx, name)
-	if b.Get([]byte(name)) == nil && b.Stats().KeyN >= u.max {
+	if b.Get([]byte(name)) == nil && b.KeyN() >= u.max {
 		u.evict(b, now)
 	}
 	locked := r.Fail(now)
@@ -107,7 +107,7 @@ func (u *Unknown) Fail(tx *bolt.Tx, name string, now time.Time) (Record, bool, e
 }
 
 // evict makes room for one record.
-func (u *Unknown) evict(b *bolt.Bucket, now time.Time) {
+func (u *Unknown) evict(b kv.Bucket, now time.Time) {
 	var stale [][]byte
 	var oldest []byte
 	var oldestAt time.Time
@@ -131,7 +131,7 @@ func (u *Unknown) evict(b *bolt.Bucket, now time.Time) {
 
 // Forget removes name's record (an administrator's unlock, or an account
 // of that name was created) and reports whether there was one.
-func (u *Unknown) Forget(tx *bolt.Tx, name string) (bool, error) {
+func (u *Unknown) Forget(tx kv.Tx, name string) (bool, error) {
 	b := tx.Bucket(u.bucket)
 	if b.Get([]byte(name)) == nil {
 		return false, nil
@@ -143,8 +143,8 @@ func (u *Unknown) Forget(tx *bolt.Tx, name string) (bool, error) {
 // account: when name is not a key of the accounts bucket in db, its
 // failure record is removed. It reports whether a record was removed
 // (false also when name has an account: unlock that account instead).
-func (u *Unknown) ForgetUnlisted(db *bolt.DB, accounts []byte, name string) (forgot bool, err error) {
-	err = db.Update(func(tx *bolt.Tx) error {
+func (u *Unknown) ForgetUnlisted(db kv.DB, accounts []byte, name string) (forgot bool, err error) {
+	err = db.Update(func(tx kv.Tx) error {
 		if tx.Bucket(accounts).Get([]byte(name)) != nil {
 			return nil
 		}

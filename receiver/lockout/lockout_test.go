@@ -1,11 +1,12 @@
 package lockout
 
 import (
-	"path/filepath"
+	"os"
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/uploadbox/uploadbox/receiver/internal/kvtest"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 )
 
 func TestFailuresLockWithinWindowOnly(t *testing.T) {
@@ -40,12 +41,10 @@ func TestFailuresLockWithinWindowOnly(t *testing.T) {
 	}
 }
 
+func TestMain(m *testing.M) { os.Exit(kvtest.Wrap(m).Run()) }
+
 func TestUnknown(t *testing.T) {
-	db, err := bolt.Open(filepath.Join(t.TempDir(), "db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := kvtest.Open(t)
 	u, err := NewUnknown(db, "unknown", 3)
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +52,7 @@ func TestUnknown(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	fail := func(name string) (locked bool) {
 		t.Helper()
-		if err := db.Update(func(tx *bolt.Tx) error {
+		if err := db.Update(func(tx kv.Tx) error {
 			_, locked, err = u.Fail(tx, name, now)
 			return err
 		}); err != nil {
@@ -62,7 +61,7 @@ func TestUnknown(t *testing.T) {
 		return locked
 	}
 	get := func(name string) (r Record) {
-		db.View(func(tx *bolt.Tx) error { r = u.Get(tx, name); return nil })
+		db.View(func(tx kv.Tx) error { r = u.Get(tx, name); return nil })
 		return r
 	}
 	for i := range MaxFailures {
@@ -87,25 +86,21 @@ func TestUnknown(t *testing.T) {
 		t.Fatal("a locked record went before unlocked ones")
 	}
 	var forgot bool
-	db.Update(func(tx *bolt.Tx) error { forgot, err = u.Forget(tx, "ghost"); return err })
+	db.Update(func(tx kv.Tx) error { forgot, err = u.Forget(tx, "ghost"); return err })
 	if r := get("ghost"); !forgot || r.Locked() {
 		t.Fatal("Forget did not clear the lock")
 	}
 }
 
 func TestForgetUnlisted(t *testing.T) {
-	db, err := bolt.Open(filepath.Join(t.TempDir(), "db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := kvtest.Open(t)
 	accounts := []byte("accounts")
 	u, err := NewUnknown(db, "unknown", 10)
 	if err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	if err := db.Update(func(tx *bolt.Tx) error {
+	if err := db.Update(func(tx kv.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(accounts)
 		if err != nil {
 			return err
@@ -132,7 +127,7 @@ func TestForgetUnlisted(t *testing.T) {
 	if forgot, _ := u.ForgetUnlisted(db, accounts, "ghost"); forgot {
 		t.Error("ForgetUnlisted(ghost) twice forgot twice")
 	}
-	db.View(func(tx *bolt.Tx) error {
+	db.View(func(tx kv.Tx) error {
 		anna, ghost := u.Get(tx, "anna"), u.Get(tx, "ghost")
 		if anna.Recent(now) != 1 || ghost.Recent(now) != 0 {
 			t.Errorf("records after: anna %+v, ghost %+v", anna, ghost)

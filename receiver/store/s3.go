@@ -48,6 +48,10 @@ type S3Options struct {
 // to overwrite (412), and then HeadObject's stored SHA-256 decides between
 // an idempotent repeat and ErrConflict. A successful PutObject means the
 // server has stored the object; its durability is the server's.
+//
+// The SHA-256 is given, not computed by the SDK: the receiver has it
+// already, and an SDK-computed CRC64NVME measured 1.46 times the
+// receiver's CPU per 64 MiB Put (BenchmarkS3Checksum).
 type S3 struct {
 	client *s3.Client
 	bucket string

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 )
 
 // Errors of disabled and removed accounts.
@@ -56,7 +56,7 @@ func (r *Registry) Enable(name string) error {
 // refused, and the name can be given to a new account, which does not
 // accept the old one's tokens. Audited as viewer.remove.
 func (r *Registry) Remove(name string) error {
-	err := r.db.Update(func(tx *bolt.Tx) error {
+	err := r.db.Update(func(tx kv.Tx) error {
 		if _, err := get(tx, name); err != nil {
 			return err
 		}
@@ -83,7 +83,7 @@ func (r *Registry) Remove(name string) error {
 // tokensFrom is where a new account of name starts accepting tokens: the
 // second after an earlier account of that name was removed (zero if none).
 // It forgets the removal: the new account carries the time.
-func tokensFrom(tx *bolt.Tx, name string) (time.Time, error) {
+func tokensFrom(tx kv.Tx, name string) (time.Time, error) {
 	b := tx.Bucket(removedBucket)
 	if b == nil {
 		return time.Time{}, nil
@@ -117,7 +117,7 @@ func (r *Registry) waitFor(t time.Time) {
 // and Enable). It returns ErrUnknownViewer, ErrDisabled or
 // ErrTokenWithdrawn otherwise.
 func (r *Registry) TokenAccepted(name string, issuedAt int64) error {
-	return r.db.View(func(tx *bolt.Tx) error {
+	return r.db.View(func(tx kv.Tx) error {
 		rec, err := get(tx, name)
 		switch {
 		case err != nil:

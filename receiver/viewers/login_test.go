@@ -14,14 +14,15 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/uploadbox/uploadbox/internal/audit"
+	"github.com/uploadbox/uploadbox/internal/syncbuf"
 	"github.com/uploadbox/uploadbox/internal/testbin"
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
+	"github.com/uploadbox/uploadbox/receiver/internal/kvtest"
 	"github.com/uploadbox/uploadbox/uploader"
 )
 
@@ -30,27 +31,9 @@ var binDir string
 func TestMain(m *testing.M) {
 	flag.Parse()
 	if testing.Short() {
-		os.Exit(m.Run()) // the integration test skips itself: no binaries needed
+		os.Exit(kvtest.Wrap(m).Run()) // the integration test skips itself: no binaries needed
 	}
-	os.Exit(testbin.Main(m.Run, &binDir))
-}
-
-// lockedBuffer collects a process's output while it runs.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	os.Exit(testbin.Main(kvtest.Wrap(m).Run, &binDir))
 }
 
 // run executes one of the built binaries with stdin and returns stdout.
@@ -85,7 +68,7 @@ func TestLoginWithRealReceiver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var serveErr lockedBuffer
+	var serveErr syncbuf.Buffer
 	serve.Stderr = &serveErr
 	if err := serve.Start(); err != nil {
 		t.Fatal(err)
@@ -97,7 +80,7 @@ func TestLoginWithRealReceiver(t *testing.T) {
 		}
 	})
 	var addr string
-	var serveOut lockedBuffer
+	var serveOut syncbuf.Buffer
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
 		serveOut.Write(append(sc.Bytes(), '\n'))

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 )
 
 // Roles of an account. Every account has one; an account stored before
@@ -57,7 +57,7 @@ func (r *Registry) SetRole(name, role string) error {
 	}
 	role = parsed
 	var old string
-	err = r.db.Update(func(tx *bolt.Tx) error {
+	err = r.db.Update(func(tx kv.Tx) error {
 		rec, err := get(tx, name)
 		if err != nil {
 			return err
@@ -77,7 +77,7 @@ func (r *Registry) SetRole(name, role string) error {
 // ErrUnknownViewer).
 func (r *Registry) Role(name string) (string, error) {
 	var role string
-	err := r.db.View(func(tx *bolt.Tx) error {
+	err := r.db.View(func(tx kv.Tx) error {
 		rec, err := get(tx, name)
 		if err != nil {
 			return err

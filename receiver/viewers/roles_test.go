@@ -9,9 +9,8 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 )
 
 // TestRoles: a new account is a viewer, and so is one stored before roles
@@ -59,7 +58,7 @@ func TestRoles(t *testing.T) {
 	}
 
 	// A record from before roles (no "role" field) is a viewer.
-	if err := r.db.Update(func(tx *bolt.Tx) error {
+	if err := r.db.Update(func(tx kv.Tx) error {
 		return tx.Bucket(bucket).Put([]byte("old"), []byte(`{"name":"old","hash":"x","created":"2026-01-01T00:00:00Z","password_changed":"2026-01-01T00:00:00Z"}`))
 	}); err != nil {
 		t.Fatal(err)

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"slices"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 )
 
 // ErrRoomDenied: the viewer is not allowed the device's live view.
@@ -30,7 +30,7 @@ func (r *Registry) setRoom(name, device string, allow bool) error {
 	if device == "" || len(device) > 128 {
 		return fmt.Errorf("%w: device name %q", ErrBadName, device)
 	}
-	err := r.db.Update(func(tx *bolt.Tx) error {
+	err := r.db.Update(func(tx kv.Tx) error {
 		rec, err := get(tx, name)
 		if err != nil {
 			return err
@@ -66,7 +66,7 @@ func (r *Registry) RoomAllowed(name, device string) (bool, error) {
 // unknown viewer has none.
 func (r *Registry) Rooms(name string) ([]string, error) {
 	rooms := []string{}
-	err := r.db.View(func(tx *bolt.Tx) error {
+	err := r.db.View(func(tx kv.Tx) error {
 		rec, err := get(tx, name)
 		if errors.Is(err, ErrUnknownViewer) {
 			return nil

@@ -14,10 +14,9 @@ import (
 	"sync"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 	"github.com/uploadbox/uploadbox/receiver/lockout"
 )
 
@@ -105,9 +104,9 @@ type FailureLog interface {
 	Record(audit.Entry) (wrote bool, err error)
 }
 
-// Registry keeps viewer accounts in a bbolt database owned by the caller.
+// Registry keeps viewer accounts in the state store (kv.DB) the caller owns.
 type Registry struct {
-	db     *bolt.DB
+	db     kv.DB
 	log    *audit.Log
 	now    func() time.Time
 	params Params
@@ -123,14 +122,14 @@ type Registry struct {
 }
 
 // New returns a registry over db, auditing to log.
-func New(db *bolt.DB, log *audit.Log, opts ...Option) (*Registry, error) {
+func New(db kv.DB, log *audit.Log, opts ...Option) (*Registry, error) {
 	r := &Registry{db: db, log: log, now: time.Now, params: DefaultParams, running: 2, waiting: 8}
 	for _, o := range opts {
 		o(r)
 	}
 	r.slots = make(chan struct{}, r.running)
 	r.queue = make(chan struct{}, r.running+r.waiting)
-	if err := db.Update(func(tx *bolt.Tx) error {
+	if err := db.Update(func(tx kv.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(bucket); err != nil {
 			return err
 		}
@@ -202,7 +201,7 @@ func (r *Registry) audit(event, name, source, outcome, detail string) error {
 	return nil
 }
 
-func get(tx *bolt.Tx, name string) (*record, error) {
+func get(tx kv.Tx, name string) (*record, error) {
 	v := tx.Bucket(bucket).Get([]byte(name))
 	if v == nil {
 		return nil, fmt.Errorf("%w: %s", ErrUnknownViewer, name)
@@ -214,7 +213,7 @@ func get(tx *bolt.Tx, name string) (*record, error) {
 	return &rec, nil
 }
 
-func put(tx *bolt.Tx, rec *record) error {
+func put(tx kv.Tx, rec *record) error {
 	v, err := json.Marshal(rec)
 	if err != nil {
 		return err
@@ -225,7 +224,7 @@ func put(tx *bolt.Tx, rec *record) error {
 // Policy returns the organisation's password policy (Medium if none was set).
 func (r *Registry) Policy() (Policy, error) {
 	p := Medium
-	err := r.db.View(func(tx *bolt.Tx) error {
+	err := r.db.View(func(tx kv.Tx) error {
 		if v := tx.Bucket(configBucket).Get(policyKey); v != nil {
 			var err error
 			p, err = ParsePolicy(string(v))
@@ -243,7 +242,7 @@ func (r *Registry) SetPolicy(p Policy) error {
 		return err
 	}
 	var old []byte
-	err := r.db.Update(func(tx *bolt.Tx) error {
+	err := r.db.Update(func(tx kv.Tx) error {
 		b := tx.Bucket(configBucket)
 		old = slices.Clone(b.Get(policyKey))
 		return b.Put(policyKey, []byte(p))
@@ -272,7 +271,7 @@ func (r *Registry) Add(name, password string) error {
 	}
 	now := r.now().UTC()
 	var from time.Time
-	err = r.db.Update(func(tx *bolt.Tx) error {
+	err = r.db.Update(func(tx kv.Tx) error {
 		if tx.Bucket(bucket).Get([]byte(name)) != nil {
 			return fmt.Errorf("%w: %s", ErrExists, name)
 		}
@@ -340,7 +339,7 @@ func (r *Registry) Unlock(name string) error {
 }
 
 func (r *Registry) set(name, event string, f func(*record) error) error {
-	err := r.db.Update(func(tx *bolt.Tx) error {
+	err := r.db.Update(func(tx kv.Tx) error {
 		rec, err := get(tx, name)
 		if err != nil {
 			return err
@@ -361,7 +360,7 @@ func (r *Registry) set(name, event string, f func(*record) error) error {
 func (r *Registry) List() ([]Viewer, error) {
 	out := []Viewer{}
 	now := r.now()
-	err := r.db.View(func(tx *bolt.Tx) error {
+	err := r.db.View(func(tx kv.Tx) error {
 		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
 			var rec record
 			if err := json.Unmarshal(v, &rec); err != nil {
@@ -394,7 +393,7 @@ func (r *Registry) Login(name, password, source string) error {
 		return errors.Join(ErrBadCredentials, r.fail("viewer.login", "", source, "denied", "malformed name or password"))
 	}
 	var rec *record
-	err := r.db.View(func(tx *bolt.Tx) error {
+	err := r.db.View(func(tx kv.Tx) error {
 		var err error
 		rec, err = get(tx, name)
 		return err
@@ -421,7 +420,9 @@ func (r *Registry) Login(name, password, source string) error {
 	var outcome, detail string
 	var result error
 	var lockedNow bool
-	err = r.db.Update(func(tx *bolt.Tx) error {
+	err = r.db.Update(func(tx kv.Tx) error {
+		// Set afresh on each run: kv.DB may run this function again.
+		outcome, detail, result, lockedNow = "", "", nil, false
 		rec, err := get(tx, name)
 		if err != nil {
 			return err
@@ -471,7 +472,7 @@ func (r *Registry) Login(name, password, source string) error {
 // failUnknown counts a failed login for a name without an account.
 func (r *Registry) failUnknown(name, source string) error {
 	var locked bool
-	err := r.db.Update(func(tx *bolt.Tx) error {
+	err := r.db.Update(func(tx kv.Tx) error {
 		if prev := r.unknown.Get(tx, name); prev.Locked() {
 			locked = true
 			return nil

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/uploadbox/uploadbox/receiver/internal/kvtest"
 
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
@@ -29,11 +29,7 @@ func (c *clock) now() time.Time { return c.t }
 func open(t *testing.T) (*Registry, *clock, string) {
 	t.Helper()
 	dir := t.TempDir()
-	db, err := bolt.Open(filepath.Join(dir, "receiver.db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := kvtest.Open(t)
 	logPath := filepath.Join(dir, "audit.jsonl")
 	log, err := audit.Open(logPath)
 	if err != nil {

@@ -1,0 +1,354 @@
+// Package hashing hashes tus uploads while their bytes arrive. Wrap puts
+// a Store in front of a tusd store composer, whatever store is underneath:
+// every byte a WriteChunk hands to the store also goes through SHA-256 and
+// a keyless segment Verifier (crypto), so that a commit finds the digests
+// ready instead of reading the upload again.
+//
+// The SHA-256 state is saved after each chunk (States, keyed by upload id)
+// and survives a receiver restart or a move to another replica. The
+// Verifier's BLAKE3 state cannot be saved (github.com/zeebo/blake3 does not
+// serialise it) and lives in this process only; without it, the commit
+// verifies while it copies the upload into the store. Hashing resumes only
+// when a chunk starts exactly where the hashed bytes end; otherwise the
+// upload's state is dropped and the commit reads the upload as before.
+package hashing
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	tusd "github.com/tus/tusd/v2/pkg/handler"
+
+	"github.com/uploadbox/uploadbox/crypto"
+)
+
+// MaxLive bounds the uploads whose Verifier is kept in memory (about
+// 20 KiB each); beyond it, an upload keeps its saved SHA-256 state only.
+const MaxLive = 1024
+
+// States keeps each upload's saved hash state, keyed by upload id.
+type States interface {
+	// Load returns the state saved for id, or an error wrapping
+	// ErrNoState.
+	Load(ctx context.Context, id string) ([]byte, error)
+	Save(ctx context.Context, id string, state []byte) error
+	// Delete removes id's state; a missing one is not an error.
+	Delete(ctx context.Context, id string) error
+}
+
+// ErrNoState means no state is saved for the upload.
+var ErrNoState = errors.New("no hash state saved for the upload")
+
+// Sums is what the hashes saw of an upload: its first Length bytes.
+type Sums struct {
+	Length int64
+	SHA256 [32]byte
+	// Verifier saw the same bytes, when this process hashed them all;
+	// nil when the upload was resumed from a saved state.
+	Verifier *crypto.Verifier
+}
+
+// Store is a tusd DataStore that hashes what its uploads write.
+type Store struct {
+	core   tusd.DataStore
+	states States
+
+	mu   sync.Mutex
+	live map[string]*entry
+
+	read atomic.Int64 // bytes read back through GetReader
+}
+
+// entry is one upload's hashes over its first length bytes.
+type entry struct {
+	length int64
+	sha    hash.Hash
+	v      *crypto.Verifier // nil when resumed from a saved state
+}
+
+// Wrap makes the composer's core store hash its uploads and returns the
+// wrapper; the composer's extensions are given the inner uploads.
+func Wrap(c *tusd.StoreComposer, states States) *Store {
+	s := &Store{core: c.Core, states: states, live: map[string]*entry{}}
+	c.UseCore(s)
+	if c.UsesTerminater {
+		c.UseTerminater(terminater{s, c.Terminater})
+	}
+	if c.UsesConcater {
+		c.UseConcater(concater{c.Concater})
+	}
+	if c.UsesLengthDeferrer {
+		c.UseLengthDeferrer(lengthDeferrer{c.LengthDeferrer})
+	}
+	if c.UsesContentServer {
+		c.UseContentServer(contentServer{c.ContentServer})
+	}
+	return s
+}
+
+var _ tusd.DataStore = (*Store)(nil)
+
+// NewUpload implements tusd.DataStore.
+func (s *Store) NewUpload(ctx context.Context, info tusd.FileInfo) (tusd.Upload, error) {
+	up, err := s.core.NewUpload(ctx, info)
+	if err != nil {
+		return nil, err
+	}
+	if info, err = up.GetInfo(ctx); err != nil {
+		return nil, err
+	}
+	return &upload{Upload: up, s: s, id: info.ID}, nil
+}
+
+// GetUpload implements tusd.DataStore.
+func (s *Store) GetUpload(ctx context.Context, id string) (tusd.Upload, error) {
+	up, err := s.core.GetUpload(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return &upload{Upload: up, s: s, id: id}, nil
+}
+
+// ReadBytes is how many bytes were read back from uploads (GetReader)
+// since the Store was made: what commits cost in reading.
+func (s *Store) ReadBytes() int64 { return s.read.Load() }
+
+// Sums returns what the hashes saw of upload id, if anything: the saved
+// state, with this process's Verifier when it saw the same bytes (another
+// replica may have hashed more of the upload since).
+func (s *Store) Sums(ctx context.Context, id string) (Sums, bool) {
+	s.mu.Lock()
+	live := s.live[id]
+	s.mu.Unlock()
+	e, err := s.load(ctx, id)
+	switch {
+	case live != nil && (err != nil || live.length == e.length):
+		e = live
+	case err != nil:
+		return Sums{}, false
+	}
+	sums := Sums{Length: e.length, Verifier: e.v}
+	e.sha.Sum(sums.SHA256[:0])
+	return sums, true
+}
+
+// Forget drops upload id's hash state (it was committed or removed).
+func (s *Store) Forget(ctx context.Context, id string) error {
+	s.mu.Lock()
+	delete(s.live, id)
+	s.mu.Unlock()
+	return s.states.Delete(ctx, id)
+}
+
+// resume returns the hashes to continue for a chunk of upload id written
+// at offset, or nil when they do not end exactly there (then the upload's
+// state is dropped: it is not hashed any more).
+func (s *Store) resume(ctx context.Context, id string, offset int64) *entry {
+	s.mu.Lock()
+	e := s.live[id]
+	delete(s.live, id)
+	s.mu.Unlock()
+	switch {
+	case e != nil && e.length == offset:
+		return e
+	case offset == 0:
+		return &entry{sha: sha256.New(), v: crypto.NewVerifier()}
+	}
+	// Another process (or this one before a restart) may have hashed it.
+	if e, err := s.load(ctx, id); err == nil && e.length == offset {
+		return e
+	}
+	s.states.Delete(ctx, id)
+	return nil
+}
+
+// settle records that a chunk wrote n bytes at offset after its reader
+// hashed read bytes: the hashes stand for the upload only if they are the
+// same bytes.
+func (s *Store) settle(ctx context.Context, id string, e *entry, offset, n, read int64) {
+	if n != read {
+		s.states.Delete(ctx, id)
+		return
+	}
+	e.length = offset + n
+	state, err := e.encode(id)
+	if err != nil || s.states.Save(ctx, id, state) != nil {
+		// A stale saved state is harmless: its length no longer matches.
+		s.states.Delete(ctx, id)
+	}
+	if e.v == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.live) >= MaxLive {
+		for other := range s.live { // any one; it keeps its saved state
+			delete(s.live, other)
+			break
+		}
+	}
+	s.live[id] = e
+}
+
+// The saved state: magic, upload id, length, SHA-256 state.
+const stateMagic = "uploadbox.hash.v1\n"
+
+func (e *entry) encode(id string) ([]byte, error) {
+	sha, err := e.sha.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	b := append([]byte(stateMagic), byte(len(id)))
+	b = append(b, id...)
+	b = binary.BigEndian.AppendUint64(b, uint64(e.length))
+	return append(b, sha...), nil
+}
+
+func (s *Store) load(ctx context.Context, id string) (*entry, error) {
+	b, err := s.states.Load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	bad := fmt.Errorf("hash state of upload %s is damaged: %w", id, ErrNoState)
+	rest, ok := bytes.CutPrefix(b, []byte(stateMagic))
+	if !ok || len(rest) < 1+len(id)+8 || int(rest[0]) != len(id) || string(rest[1:1+len(id)]) != id {
+		return nil, bad
+	}
+	rest = rest[1+len(id):]
+	e := &entry{length: int64(binary.BigEndian.Uint64(rest)), sha: sha256.New()}
+	if e.length < 0 || e.sha.(encoding.BinaryUnmarshaler).UnmarshalBinary(rest[8:]) != nil {
+		return nil, bad
+	}
+	return e, nil
+}
+
+// upload hashes what its WriteChunk writes.
+type upload struct {
+	tusd.Upload
+	s  *Store
+	id string
+}
+
+// WriteChunk implements tusd.Upload.
+func (u *upload) WriteChunk(ctx context.Context, offset int64, src io.Reader) (int64, error) {
+	e := u.s.resume(ctx, u.id, offset)
+	if e == nil {
+		return u.Upload.WriteChunk(ctx, offset, src)
+	}
+	t := &tee{r: src, e: e}
+	n, err := u.Upload.WriteChunk(ctx, offset, t)
+	u.s.settle(ctx, u.id, e, offset, n, t.n)
+	return n, err
+}
+
+// GetReader implements tusd.Upload, counting what is read.
+func (u *upload) GetReader(ctx context.Context) (io.ReadCloser, error) {
+	rc, err := u.Upload.GetReader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &countingReadCloser{ReadCloser: rc, n: &u.s.read}, nil
+}
+
+type countingReadCloser struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c *countingReadCloser) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// tee hashes every byte the store reads.
+type tee struct {
+	r io.Reader
+	e *entry
+	n int64
+}
+
+func (t *tee) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if n > 0 {
+		t.e.sha.Write(p[:n])
+		if t.e.v != nil {
+			t.e.v.Write(p[:n])
+		}
+		t.n += int64(n)
+	}
+	return n, err
+}
+
+// inner returns the store's own upload under a wrapper.
+func inner(up tusd.Upload) tusd.Upload {
+	if u, ok := up.(*upload); ok {
+		return u.Upload
+	}
+	return up
+}
+
+type terminater struct {
+	s    *Store
+	next tusd.TerminaterDataStore
+}
+
+func (t terminater) AsTerminatableUpload(up tusd.Upload) tusd.TerminatableUpload {
+	return terminatable{t.next.AsTerminatableUpload(inner(up)), t.s, up}
+}
+
+type terminatable struct {
+	tusd.TerminatableUpload
+	s  *Store
+	up tusd.Upload
+}
+
+// Terminate removes the upload and its hash state.
+func (t terminatable) Terminate(ctx context.Context) error {
+	if err := t.TerminatableUpload.Terminate(ctx); err != nil {
+		return err
+	}
+	if u, ok := t.up.(*upload); ok {
+		return t.s.Forget(ctx, u.id)
+	}
+	return nil
+}
+
+type concater struct{ next tusd.ConcaterDataStore }
+
+func (c concater) AsConcatableUpload(up tusd.Upload) tusd.ConcatableUpload {
+	return concatable{c.next.AsConcatableUpload(inner(up))}
+}
+
+type concatable struct{ tusd.ConcatableUpload }
+
+// ConcatUploads hands the inner partial uploads on. The result has no hash
+// state (it was not written through WriteChunk): its commit reads it.
+func (c concatable) ConcatUploads(ctx context.Context, partials []tusd.Upload) error {
+	in := make([]tusd.Upload, len(partials))
+	for i, p := range partials {
+		in[i] = inner(p)
+	}
+	return c.ConcatableUpload.ConcatUploads(ctx, in)
+}
+
+type lengthDeferrer struct{ next tusd.LengthDeferrerDataStore }
+
+func (l lengthDeferrer) AsLengthDeclarableUpload(up tusd.Upload) tusd.LengthDeclarableUpload {
+	return l.next.AsLengthDeclarableUpload(inner(up))
+}
+
+type contentServer struct{ next tusd.ContentServerDataStore }
+
+func (c contentServer) AsServableUpload(up tusd.Upload) tusd.ServableUpload {
+	return c.next.AsServableUpload(inner(up))
+}
