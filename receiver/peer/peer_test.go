@@ -237,6 +237,20 @@ func TestForwarder(t *testing.T) {
 		if err != nil || string(resp.Result) != `{"device":"on A","op":"status","params":{}}` {
 			t.Fatalf("answer %s %v, want A's", resp.Result, err)
 		}
+		// Rows lost while the database was away come back at the next
+		// renewal.
+		if _, err := a.pool.Exec(t.Context(), `DELETE FROM peer_holders WHERE device = 'box-2'`); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, _ := c.f.Holder(t.Context(), "box-2"); ok {
+			t.Fatal("box-2 still held after its row was deleted")
+		}
+		if err := a.f.renew(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if h, ok, err := c.f.Holder(t.Context(), "box-2"); err != nil || !ok || h.Replica != a.f.ID() {
+			t.Fatalf("box-2 after A's renewal: %+v %v %v, want held by A again", h, ok, err)
+		}
 		// On one receiver too: the old connection's late release leaves
 		// the newer one's row.
 		first := a.connect(t, "box-5", echo("first"))
