@@ -35,6 +35,7 @@ var ErrOffline = errors.New("the box is offline (no control connection)")
 
 var (
 	errReplaced = errors.New("replaced by a newer connection of the same device")
+	errMoved    = errors.New("replaced by a newer connection of the same device to another receiver")
 	errRevoked  = errors.New("the device was revoked")
 	errStopping = errors.New("the receiver is stopping")
 )
@@ -175,6 +176,18 @@ func (h *Hub) detach(c *controlConn) bool {
 	delete(h.conns, c.device)
 	h.rooms.set(c.device, nil) // offline: its last state is not shown
 	return true
+}
+
+// dropStale ends device's connection made at since (as PostgreSQL keeps
+// it, to the microsecond), if it is still open: the box connected anew to
+// another receiver.
+func (h *Hub) dropStale(device string, since time.Time) {
+	h.mu.Lock()
+	c := h.conns[device]
+	h.mu.Unlock()
+	if c != nil && c.since.Truncate(time.Microsecond).Equal(since) {
+		c.end(errMoved)
+	}
 }
 
 // drop ends device's connection, if it has one.

@@ -16,7 +16,7 @@ import (
 func (s *Server) usePeers(pg *kv.Postgres) error {
 	f, err := peer.New(pg.Pool(), func(ctx context.Context, device, op string, params json.RawMessage) (wire.Response, error) {
 		return s.hub.requestLocal(ctx, device, op, params)
-	}, peer.Config{Lease: s.cfg.PeerLease, Logger: s.log, Changed: s.hub.rooms.changed})
+	}, peer.Config{Lease: s.cfg.PeerLease, Logger: s.log, Changed: s.hub.rooms.changed, Lost: s.hub.dropStale})
 	if err != nil {
 		return err
 	}

@@ -25,6 +25,23 @@ func controlIn(t *testing.T, h *harness, name string) receiver.ControlStatus {
 	return d.Control
 }
 
+// twoReceivers starts A and B on one PostgreSQL state (B with a copy of
+// A's keys; the box of A's harness is enrolled as room-9).
+func twoReceivers(t *testing.T) (hA, hB *harness) {
+	t.Helper()
+	dsn := kvtest.URL(t)
+	hA = startWith(t, receiver.ServerConfig{Database: dsn, PeerLease: time.Second})
+	dataB := replicaData(t, hA)
+	_, addrB, stopB := serve(t, receiver.ServerConfig{Data: dataB, Listen: "127.0.0.1:0", Database: dsn, PeerLease: time.Second})
+	adminB, err := receiver.OpenAdmin(dataB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hB = &harness{data: dataB, addr: addrB, admin: adminB, stop: sync.OnceValue(stopB)}
+	t.Cleanup(func() { hB.stop() })
+	return hA, hB
+}
+
 // TestControlAcrossReceivers: two receivers share one PostgreSQL for their
 // control connections; a request made on A for the box connected to B is
 // answered by the box through B, A lists the box as connected (through B),
@@ -34,18 +51,7 @@ func TestControlAcrossReceivers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts PostgreSQL")
 	}
-	// A and B share one PostgreSQL state (B has a copy of A's keys); the
-	// box, enrolled through A, connects to B.
-	dsn := kvtest.URL(t)
-	hA := startWith(t, receiver.ServerConfig{Database: dsn, PeerLease: time.Second})
-	dataB := replicaData(t, hA)
-	_, addrB, stopB := serve(t, receiver.ServerConfig{Data: dataB, Listen: "127.0.0.1:0", Database: dsn, PeerLease: time.Second})
-	adminB, err := receiver.OpenAdmin(dataB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hB := &harness{data: dataB, addr: addrB, admin: adminB, stop: sync.OnceValue(stopB)}
-	t.Cleanup(func() { hB.stop() })
+	hA, hB := twoReceivers(t)
 	// A teacher follows room-9 on A.
 	if err := hA.admin.AddViewer("tess", "Correct-Horse-Battery-9"); err != nil {
 		t.Fatal(err)
@@ -66,7 +72,7 @@ func TestControlAcrossReceivers(t *testing.T) {
 		t.Fatalf("first event on A %+v, want room-9 offline", room)
 	}
 
-	box := runLinkTo(t, hA, &url.URL{Scheme: "https", Host: addrB}, "room-9")
+	box := runLinkTo(t, hA, &url.URL{Scheme: "https", Host: hB.addr}, "room-9")
 	waitFor(t, "connected to B", func() bool { return controlIn(t, hB, "room-9").Connected })
 	// B records its claim in the database just after the box connected.
 	waitFor(t, "connected through B on A", func() bool { return controlIn(t, hA, "room-9").Connected })
@@ -113,4 +119,20 @@ func TestControlAcrossReceivers(t *testing.T) {
 	if _, err := hA.srv.Hub().Request(ctx, "room-9", "whep.offer", nil); !errors.Is(err, receiver.ErrOffline) {
 		t.Fatalf("request on A after B stopped: %v, want ErrOffline", err)
 	}
+}
+
+// TestControlMovesToAnotherReceiver: a box's newer connection to A ends its
+// older one to B (whose box, here still running, hears why), as a newer
+// connection does on one receiver.
+func TestControlMovesToAnotherReceiver(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL")
+	}
+	hA, hB := twoReceivers(t)
+	old := runLinkTo(t, hA, &url.URL{Scheme: "https", Host: hB.addr}, "room-9")
+	waitFor(t, "connected through B on A", func() bool { return controlIn(t, hA, "room-9").Connected })
+	runLink(t, hA, "room-9")
+	waitFor(t, "the connection to B ended as moved", func() bool {
+		return strings.Contains(old.State().LastError+old.State().Cause, "newer connection of the same device to another receiver")
+	})
 }

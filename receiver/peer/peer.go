@@ -59,7 +59,11 @@ type Config struct {
 	// Changed, if set, is called with a device held by another receiver
 	// when it connects, disconnects or pushes a new state there.
 	Changed func(device string)
-	Logger  *slog.Logger
+	// Lost, if set, is called when a device connected here at since was
+	// claimed by a newer connection on another receiver: the connection
+	// here is a stale one (its box has moved on) and should be closed.
+	Lost   func(device string, since time.Time)
+	Logger *slog.Logger
 }
 
 // Holding is a device's control connection as its holder claimed it.
@@ -83,6 +87,7 @@ type Forwarder struct {
 	lease   time.Duration
 	maxWait time.Duration
 	changed func(device string)
+	lost    func(device string, since time.Time)
 	log     *slog.Logger
 
 	mu sync.Mutex
@@ -92,6 +97,9 @@ type Forwarder struct {
 	// notification with that id means the answer is there.
 	waiting map[string]chan struct{}
 	serving sync.WaitGroup
+	// listening is closed once Run first listens for notifications.
+	listening     chan struct{}
+	listeningOnce sync.Once
 }
 
 // New returns a Forwarder with a fresh replica id on the database behind
@@ -115,12 +123,17 @@ func New(pool *pgxpool.Pool, local LocalFunc, cfg Config) (*Forwarder, error) {
 	rand.Read(b[:])
 	f := &Forwarder{
 		pool: pool, id: hex.EncodeToString(b[:]), local: local,
-		lease: cfg.Lease, maxWait: cfg.MaxWait, changed: cfg.Changed,
+		lease: cfg.Lease, maxWait: cfg.MaxWait, changed: cfg.Changed, lost: cfg.Lost,
 		held: map[string]Holding{}, waiting: map[string]chan struct{}{},
+		listening: make(chan struct{}),
 	}
 	f.log = cfg.Logger.With("component", "peer", "replica", f.id)
 	return f, nil
 }
+
+// Listening is closed once Run listens for notifications: from then on
+// no call addressed here and no other receiver's announcement is missed.
+func (f *Forwarder) Listening() <-chan struct{} { return f.listening }
 
 // ID is this receiver's replica id.
 func (f *Forwarder) ID() string { return f.id }
@@ -371,6 +384,7 @@ func (f *Forwarder) listen(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{channel(f.id)}.Sanitize()+"; LISTEN "+roomsChannel); err != nil {
 		return err
 	}
+	f.listeningOnce.Do(func() { close(f.listening) })
 	// Calls and answers notified before LISTEN (or while reconnecting).
 	f.serveWaiting(ctx)
 	f.wakeAll()
@@ -472,8 +486,9 @@ func (f *Forwarder) serve(ctx context.Context, id string) {
 }
 
 // renewLoop renews this receiver's holder rows every third of the lease,
-// removes calls long past their deadline and tells Changed of the boxes
-// other receivers stopped holding without a word.
+// removes calls long past their deadline, tells Lost of the boxes that
+// connected anew elsewhere and Changed of the boxes other receivers stopped
+// holding without a word.
 func (f *Forwarder) renewLoop(ctx context.Context) {
 	t := time.NewTicker(f.lease / 3)
 	defer t.Stop()
@@ -528,6 +543,27 @@ func (f *Forwarder) renew(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = f.pool.Exec(ctx, `DELETE FROM peer_calls WHERE deadline < now() - interval '1 minute'`)
-	return err
+	if _, err = f.pool.Exec(ctx, `DELETE FROM peer_calls WHERE deadline < now() - interval '1 minute'`); err != nil {
+		return err
+	}
+	// The devices a newer connection on another receiver took over.
+	rows, err := f.pool.Query(ctx, `SELECT device FROM peer_holders
+		WHERE device = ANY($1::text[]) AND replica <> $2 AND expires > now()`, devs, f.id)
+	if err != nil {
+		return err
+	}
+	lost, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	for _, d := range lost {
+		f.mu.Lock()
+		h, ok := f.held[d]
+		delete(f.held, d)
+		f.mu.Unlock()
+		if ok && f.lost != nil {
+			f.lost(d, h.Since)
+		}
+	}
+	return nil
 }

@@ -48,6 +48,18 @@ func (h *fakeHub) set(device string, fn func(ctx context.Context, op string, par
 	h.devices[device] = fn
 }
 
+// recv is the next value on ch; none within a minute fails the test.
+func recv(t *testing.T, ch <-chan string) string {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(time.Minute):
+		t.Fatal("nothing received within a minute")
+		return ""
+	}
+}
+
 // echo answers with the device, op and params it was given.
 func echo(device string) func(context.Context, string, json.RawMessage) (wire.Response, error) {
 	return func(_ context.Context, op string, params json.RawMessage) (wire.Response, error) {
@@ -60,8 +72,9 @@ func echo(device string) func(context.Context, string, json.RawMessage) (wire.Re
 // Forwarder running on it, and its fake hub.
 type replica struct {
 	f *Forwarder
-	// changed receives what Config.Changed is told.
+	// changed and lost receive what Config.Changed and Lost are told.
 	changed chan string
+	lost    chan string
 	hub     *fakeHub
 	pool    *pgxpool.Pool
 	stop    func() // cancels Run and waits for it (a killed replica: rows stay)
@@ -75,8 +88,9 @@ func startReplica(t *testing.T, dsn string, lease time.Duration) *replica {
 	}
 	pool := db.Pool()
 	hub := &fakeHub{}
-	changed := make(chan string, 100)
-	f, err := New(pool, hub.request, Config{Lease: lease, Changed: func(d string) { changed <- d }})
+	changed, lost := make(chan string, 100), make(chan string, 100)
+	f, err := New(pool, hub.request, Config{Lease: lease, Changed: func(d string) { changed <- d },
+		Lost: func(d string, since time.Time) { lost <- d + " " + since.Format(time.RFC3339Nano) }})
 	if err != nil {
 		pool.Close()
 		t.Fatal(err)
@@ -84,8 +98,9 @@ func startReplica(t *testing.T, dsn string, lease time.Duration) *replica {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
+	<-f.Listening()
 	var once sync.Once
-	r := &replica{f: f, hub: hub, pool: pool, changed: changed}
+	r := &replica{f: f, hub: hub, pool: pool, changed: changed, lost: lost}
 	r.stop = func() {
 		once.Do(func() {
 			cancel()
@@ -121,14 +136,14 @@ func TestForwarder(t *testing.T) {
 		a, b := startReplica(t, dsn, 3*time.Second), startReplica(t, dsn, 3*time.Second)
 		since := b.connect(t, "box-1", echo("box-1"))
 		// A hears of the connection (B does not hear of its own).
-		if d := <-a.changed; d != "box-1" {
+		if d := recv(t, a.changed); d != "box-1" {
 			t.Fatalf("A told of %q, want box-1", d)
 		}
 		// The consent state the box pushes to B is A's to show.
 		if err := b.f.SetState(t.Context(), "box-1", since, json.RawMessage(`{"viewers":[]}`)); err != nil {
 			t.Fatal(err)
 		}
-		if d := <-a.changed; d != "box-1" {
+		if d := recv(t, a.changed); d != "box-1" {
 			t.Fatalf("A told of %q, want box-1", d)
 		}
 		if h, _, err := a.f.Holder(t.Context(), "box-1"); err != nil || string(h.State) != `{"viewers":[]}` {
@@ -181,7 +196,7 @@ func TestForwarder(t *testing.T) {
 		if _, ok, _ := a.f.Holder(t.Context(), "box-1"); ok {
 			t.Fatal("box-1 still held after Release")
 		}
-		if d := <-a.changed; d != "box-1" {
+		if d := recv(t, a.changed); d != "box-1" {
 			t.Fatalf("A told of %q, want box-1", d)
 		}
 		select {
@@ -224,11 +239,20 @@ func TestForwarder(t *testing.T) {
 		onB := b.connect(t, "box-2", echo("on B"))
 		a.connect(t, "box-2", echo("on A")) // the box reconnected, through A
 		// B's renewals (several leases' worth) and its late release of
-		// the old connection leave A's row alone.
+		// the old connection leave A's row alone; B is told to close its
+		// stale connection, once.
 		for range 3 {
 			if err := b.f.renew(t.Context()); err != nil {
 				t.Fatal(err)
 			}
+		}
+		if got, want := recv(t, b.lost), "box-2 "+onB.Truncate(time.Microsecond).Format(time.RFC3339Nano); got != want {
+			t.Fatalf("B told it lost %q, want %q", got, want)
+		}
+		select {
+		case got := <-b.lost:
+			t.Fatalf("B told again: %q", got)
+		default:
 		}
 		if err := b.f.Release(t.Context(), "box-2", onB); err != nil {
 			t.Fatal(err)
@@ -306,8 +330,8 @@ func TestForwarder(t *testing.T) {
 			t.Fatalf("Holders = %v %v, want none once B's lease ran out", hs, err)
 		}
 		// A tells its hub of box-3 once more: when the lease ran out.
-		<-a.changed // the connection
-		if d := <-a.changed; d != "box-3" {
+		recv(t, a.changed) // the connection
+		if d := recv(t, a.changed); d != "box-3" {
 			t.Fatalf("A told of %q, want box-3", d)
 		}
 		release <- struct{}{}
