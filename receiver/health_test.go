@@ -8,12 +8,15 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/jackc/pgx/v5"
 
+	"github.com/uploadbox/uploadbox/internal/pgtest"
 	"github.com/uploadbox/uploadbox/internal/s3test"
 	"github.com/uploadbox/uploadbox/receiver"
 	"github.com/uploadbox/uploadbox/receiver/store"
@@ -197,5 +200,45 @@ func TestDrainFinishesRunningUpload(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestReadinessWithoutTheDatabase: on PostgreSQL, /readyz answers 503
+// naming the database once it refuses the receiver's connections, and 200
+// again when it takes them.
+func TestReadinessWithoutTheDatabase(t *testing.T) {
+	pg := pgtest.Start(t)
+	url := pg.NewDB(t)
+	h := startWith(t, receiver.ServerConfig{Database: url})
+	name := strings.TrimPrefix(strings.SplitN(url, "?", 2)[0], "postgres:///")
+	admin, err := pgx.Connect(t.Context(), pg.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(t.Context())
+	c := h.box.HTTPClient()
+	var rd receiver.Readiness
+	if code := getJSON(t, c, "https://"+h.addr+"/readyz", &rd); code != http.StatusOK || !rd.Ready {
+		t.Fatalf("/readyz with the database up: %d %+v", code, rd)
+	}
+	for _, q := range []string{"ALTER DATABASE " + name + " ALLOW_CONNECTIONS false",
+		"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '" + name + "'"} {
+		if _, err := admin.Exec(t.Context(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code := getJSON(t, c, "https://"+h.addr+"/readyz", &rd); code != http.StatusServiceUnavailable || rd.Ready || rd.Database == "ok" || rd.Store != "ok" {
+		t.Fatalf("/readyz with the database refusing: %d %+v, want 503 naming the database", code, rd)
+	}
+	if _, err := admin.Exec(t.Context(), "ALTER DATABASE "+name+" ALLOW_CONNECTIONS true"); err != nil {
+		t.Fatal(err)
+	}
+	if code := getJSON(t, c, "https://"+h.addr+"/readyz", &rd); code != http.StatusOK || !rd.Ready {
+		t.Fatalf("/readyz with the database back: %d %+v", code, rd)
+	}
+	// A change goes through at once too: the dead pooled connections are
+	// passed over, not each failing one request.
+	if _, err := h.admin.AddDevice("room-10"); err != nil {
+		t.Fatalf("a change after the database came back: %v", err)
 	}
 }

@@ -35,9 +35,20 @@ func main() {
 	profiles := flag.String("profile", "", "directory for pprof profiles of the daemon comparison's runs (bare-N.cpu.pprof, daemon-N.cpu.pprof, daemon-N.allocs.pprof)")
 	cpuProfile := flag.String("cpu-profile", "", "internal: with -encode-only, write a pprof CPU profile to this file")
 	daemonRuns := flag.Int("daemon-runs", 3, "daemon runs and bare encodes, each, interleaved, in the daemon comparison")
-	only := flag.String("only", "", "run one comparison: seal, age, record, upload, commit, daemon, live, relay, login, powercut or teacher")
+	only := flag.String("only", "", "run one comparison: seal, age, record, upload, commit, daemon, live, relay, login, powercut, teacher or capacity")
 	kills := flag.Int("kills", 20, "SIGKILLs of the recorder in the power-cut measurement")
+	var capOpts capacityOptions
+	capOpts.addFlags(flag.CommandLine)
+	tusdData := flag.String("tusd-alone", "", "internal: serve tusd alone with the TLS identity of this receiver data directory and exit when killed")
+	tusdUploads := flag.String("tusd-uploads", "", "internal: with -tusd-alone, the filestore directory")
 	flag.Parse()
+	if *tusdData != "" {
+		if err := tusdAlone(*tusdData, *tusdUploads); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: tusd alone:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *encodeOnly > 0 {
 		stop, err := cli.StartProfiles(*cpuProfile, "")
 		if err != nil {
@@ -53,7 +64,7 @@ func main() {
 		fmt.Println(n)
 		return
 	}
-	if err := run(*bin, *size<<20, *rounds, *recordFor, *uploadMiB<<20, *daemonFor, *daemonRuns, *profiles, *kills, *only); err != nil {
+	if err := run(*bin, *size<<20, *rounds, *recordFor, *uploadMiB<<20, *daemonFor, *daemonRuns, *profiles, *kills, capOpts, *only); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -65,7 +76,7 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-func run(bin string, size, rounds int, recordFor time.Duration, upload int64, daemonFor time.Duration, daemonRuns int, profiles string, kills int, only string) error {
+func run(bin string, size, rounds int, recordFor time.Duration, upload int64, daemonFor time.Duration, daemonRuns int, profiles string, kills int, capOpts capacityOptions, only string) error {
 	modules, err := filepath.Abs(".cache/npm/node_modules")
 	if err != nil {
 		return err
@@ -85,6 +96,7 @@ func run(bin string, size, rounds int, recordFor time.Duration, upload int64, da
 		{"login", func() error { return loginBench(rounds) }},
 		{"powercut", func() error { return powerCuts(bin, kills) }},
 		{"teacher", func() error { return teacherBench(bin, 10, modules) }},
+		{"capacity", func() error { return capacityBench(bin, capOpts) }},
 	}
 	for _, s := range steps {
 		if only != "" && only != s.name {

@@ -83,9 +83,22 @@ func TestServeWithS3Store(t *testing.T) {
 	if len(list.Contents) != sealed {
 		t.Fatalf("bucket holds %d objects, want %d", len(list.Contents), sealed)
 	}
+	files := fetchSegments(t, gw, rs[0].Keys, filepath.Join(dir, "fetched"))
+	mp4 := filepath.Join(dir, "s3.mp4")
+	run(t, "uploadbox-receiver", append([]string{"export", "-o", mp4, "--identity", filepath.Join(data, "org.key")}, files...)...)
+	if d := checkRecording(t, mp4, true); d < 4.5 {
+		t.Fatalf("exported %.2fs of a 5 s recording", d)
+	}
+}
+
+// fetchSegments downloads the objects keys from gw's bucket into dir,
+// checking each against the SHA-256 checksum S3 stored with it, and returns
+// the files in the order of keys (for `uploadbox-receiver export`).
+func fetchSegments(t *testing.T, gw *s3test.Server, keys []string, dir string) []string {
+	t.Helper()
 	var files []string
-	for _, key := range rs[0].Keys {
-		obj, err := client.GetObject(t.Context(), &s3.GetObjectInput{Bucket: aws.String(gw.Bucket), Key: aws.String(key), ChecksumMode: types.ChecksumModeEnabled})
+	for _, key := range keys {
+		obj, err := gw.Client().GetObject(t.Context(), &s3.GetObjectInput{Bucket: aws.String(gw.Bucket), Key: aws.String(key), ChecksumMode: types.ChecksumModeEnabled})
 		if err != nil {
 			t.Fatalf("object %s: %v", key, err)
 		}
@@ -98,16 +111,12 @@ func TestServeWithS3Store(t *testing.T) {
 		if got := aws.ToString(obj.ChecksumSHA256); got != base64.StdEncoding.EncodeToString(sum[:]) {
 			t.Errorf("object %s: stored checksum %q does not match its bytes", key, got)
 		}
-		p := filepath.Join(dir, "fetched", filepath.FromSlash(key))
+		p := filepath.Join(dir, filepath.FromSlash(key))
 		os.MkdirAll(filepath.Dir(p), 0o700)
 		if err := os.WriteFile(p, body, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		files = append(files, p)
 	}
-	mp4 := filepath.Join(dir, "s3.mp4")
-	run(t, "uploadbox-receiver", append([]string{"export", "-o", mp4, "--identity", filepath.Join(data, "org.key")}, files...)...)
-	if d := checkRecording(t, mp4, true); d < 4.5 {
-		t.Fatalf("exported %.2fs of a 5 s recording", d)
-	}
+	return files
 }

@@ -68,7 +68,44 @@ func OpenPostgres(ctx context.Context, dsn string) (*Postgres, error) {
 }
 
 // Ping checks that the database answers (for readiness).
-func (p *Postgres) Ping(ctx context.Context) error { return p.pool.Ping(ctx) }
+func (p *Postgres) Ping(ctx context.Context) error {
+	var err error
+	for range staleTries {
+		if err = p.pool.Ping(ctx); err == nil || !stale(err) {
+			return err
+		}
+	}
+	return err
+}
+
+// staleTries bounds how many pooled connections found dead (the server
+// restarted, or ended them) are given up before a call fails: such a
+// connection fails before sending anything, and the next one may be fresh.
+const staleTries = 8
+
+// stale: the pooled connection was dead before the statement ran (broken
+// before anything was sent, or ended by the server while idle: its
+// "terminating connection" notice is read as the answer), so the statement
+// may run on another connection.
+func stale(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "57P01" || pe.Code == "57P02" // admin_shutdown, crash_shutdown
+	}
+	return pgconn.SafeToRetry(err)
+}
+
+// begin starts a transaction, passing over pooled connections found dead.
+func (p *Postgres) begin(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
+	var err error
+	for range staleTries {
+		var tx pgx.Tx
+		if tx, err = p.pool.BeginTx(ctx, opts); err == nil || !stale(err) {
+			return tx, err
+		}
+	}
+	return nil, err
+}
 
 // Pool is the connection pool, for the pieces of the receiver that use the
 // database directly (locks, notifications).
@@ -167,7 +204,7 @@ func (p *Postgres) View(fn func(Tx) error) error {
 func (p *Postgres) run(opts pgx.TxOptions, writable bool, fn func(Tx) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), p.TxTimeout)
 	defer cancel()
-	tx, err := p.pool.BeginTx(ctx, opts)
+	tx, err := p.begin(ctx, opts)
 	if err != nil {
 		return err
 	}

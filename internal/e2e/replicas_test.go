@@ -1,0 +1,141 @@
+package e2e
+
+import (
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/uploadbox/uploadbox/internal/faultproxy"
+	"github.com/uploadbox/uploadbox/internal/pgtest"
+	"github.com/uploadbox/uploadbox/internal/rrproxy"
+	"github.com/uploadbox/uploadbox/internal/s3test"
+)
+
+// TestReplicasSurviveAKill: two receivers on one PostgreSQL database and one
+// S3 bucket behind a round-robin TCP proxy, the second made from the
+// first's backup as docs/receiver.md "Running more than one" says. The
+// box's daemon records through the proxy; one receiver is SIGKILLed while
+// an upload runs on it and restarted. Every segment arrives exactly once,
+// the box verifies receipts and wipes, and the export plays.
+func TestReplicasSurviveAKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs PostgreSQL, versitygw, two receivers and the daemon; skipped under -short")
+	}
+	dir := t.TempDir()
+	url := pgtest.Start(t).NewDB(t)
+	gw := s3test.Start(t, "replicas")
+	for _, kv := range gw.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	serve := []string{"--database", url, "--metrics-listen", "127.0.0.1:0",
+		"--s3-bucket", gw.Bucket, "--s3-endpoint", gw.Endpoint, "--s3-region", s3test.Region, "--s3-path-style"}
+	dataA, dataB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	a := startReceiver(t, dataA, "127.0.0.1:0", serve...)
+	backup := filepath.Join(dir, "a.backup")
+	run(t, "uploadbox-receiver", "backup", "--out", backup, "--data", dataA)
+	run(t, "uploadbox-receiver", "restore", "--from", backup, "--data", dataB)
+	b := startReceiver(t, dataB, "127.0.0.1:0", serve...)
+
+	// Each receiver behind a link of about 2 MB/s, so that a 2 s segment's
+	// upload takes long enough to be caught running; both behind the
+	// round-robin proxy the box knows as its receiver.
+	linkA, err := faultproxy.Start(a.addr, faultproxy.Options{Rate: 2 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer linkA.Close()
+	linkB, err := faultproxy.Start(b.addr, faultproxy.Options{Rate: 2 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer linkB.Close()
+	lb, err := rrproxy.Start(linkA.Addr(), linkB.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lb.Close()
+
+	box := enrollBox(t, a, "room-7", lb.Addr(), filepath.Join(dir, "state"))
+	d := writeBoxConfig(t, dir, box.state, "")
+	startDaemon(t, d)
+	var st sessionStatus
+	ctl(t, d, &st, "session", "start", "--for", "16s")
+
+	// Kill A while it holds a running upload (its /readyz counts them).
+	inFlight := func(p *receiverProc) int64 {
+		resp, err := http.Get("http://" + p.metricsAddr + "/readyz")
+		if err != nil {
+			return -1
+		}
+		defer resp.Body.Close()
+		var rd struct {
+			InFlight int64 `json:"in_flight"`
+		}
+		json.NewDecoder(resp.Body).Decode(&rd)
+		return rd.InFlight
+	}
+	caught := false
+	for deadline := time.Now().Add(14 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if inFlight(a) > 0 {
+			caught = true
+			break
+		}
+	}
+	if !caught {
+		t.Fatal("no upload ran on receiver A during the recording: the proxy did not spread the box's connections")
+	}
+	a.cmd.Process.Signal(syscall.SIGKILL)
+	a.cmd.Wait()
+	t.Log("receiver A killed with an upload running")
+	time.Sleep(2 * time.Second) // the box meets the dead receiver, and goes on through B
+	a = startReceiver(t, dataA, a.addr, serve...)
+
+	st = waitSessionEnd(t, d, 60*time.Second)
+	waitDrained(t, d, 90*time.Second)
+	if left := spoolSegments(t, d.spool); len(left) != 0 {
+		t.Fatalf("local copies left after the drain (the box wipes only after a verified receipt): %v", left)
+	}
+	for _, data := range []string{dataA, dataB} {
+		rs := recordingsByID(t, data)
+		r, ok := rs[st.Recording]
+		if !ok || r.Segments != st.Segments || !r.Complete || len(r.Keys) != st.Segments {
+			t.Fatalf("receiver %s lists %+v, want %d segments stored once, complete", filepath.Base(data), r, st.Segments)
+		}
+	}
+	// Each segment is one object in the bucket, named by the listing.
+	list, err := gw.Client().ListObjectsV2(t.Context(), &s3.ListObjectsV2Input{Bucket: aws.String(gw.Bucket)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inBucket := map[string]bool{}
+	for _, o := range list.Contents {
+		inBucket[aws.ToString(o.Key)] = true
+	}
+	keys := map[string]bool{}
+	for _, k := range recordingsByID(t, dataB)[st.Recording].Keys {
+		if !inBucket[k] {
+			t.Errorf("segment object %s is not in the bucket", k)
+		}
+		keys[k] = true
+	}
+	if len(keys) != st.Segments {
+		t.Fatalf("%d distinct objects for %d segments", len(keys), st.Segments)
+	}
+	mp4 := filepath.Join(dir, "rec.mp4")
+	files := fetchSegments(t, gw, recordingsByID(t, dataB)[st.Recording].Keys, filepath.Join(dir, "fetched"))
+	run(t, "uploadbox-receiver", append([]string{"export", "-o", mp4, "--identity", filepath.Join(dataB, "org.key")}, files...)...)
+	if dur := checkRecording(t, mp4, true); dur < float64(st.Segments-1)*2-0.5 {
+		t.Fatalf("the export plays %.1f s of %d segments of 2 s", dur, st.Segments)
+	}
+	if c := lb.Connections(); c[linkA.Addr()] == 0 || c[linkB.Addr()] == 0 {
+		t.Fatalf("connections per receiver: %v, want both used", c)
+	}
+}
