@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -242,7 +243,7 @@ func (h *Hub) Request(ctx context.Context, device, op string, params any) (wire.
 		}
 		resp, err := h.peer.Request(ctx, device, op, p)
 		if errors.Is(err, peer.ErrOffline) {
-			return resp, fmt.Errorf("%w: %s: %v", ErrOffline, device, err)
+			return resp, fmt.Errorf("%w: %s", ErrOffline, strings.TrimPrefix(err.Error(), peer.ErrOffline.Error()+": "))
 		}
 		return resp, err
 	}

@@ -3,6 +3,9 @@ package receiver
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
 
 	"github.com/uploadbox/uploadbox/receiver/kv"
 	"github.com/uploadbox/uploadbox/receiver/peer"
@@ -15,7 +18,12 @@ import (
 // PostgreSQL; Run runs the forwarder.
 func (s *Server) usePeers(pg *kv.Postgres) error {
 	f, err := peer.New(pg.Pool(), func(ctx context.Context, device, op string, params json.RawMessage) (wire.Response, error) {
-		return s.hub.requestLocal(ctx, device, op, params)
+		resp, err := s.hub.requestLocal(ctx, device, op, params)
+		if errors.Is(err, ErrOffline) {
+			// The caller says offline itself: only the detail travels.
+			err = fmt.Errorf("the receiver holding it lost it: %s", strings.TrimPrefix(err.Error(), ErrOffline.Error()+": "))
+		}
+		return resp, err
 	}, peer.Config{Lease: s.cfg.PeerLease, Logger: s.log, Changed: s.hub.rooms.changed, Lost: s.hub.dropStale})
 	if err != nil {
 		return err

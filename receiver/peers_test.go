@@ -102,8 +102,9 @@ func TestControlAcrossReceivers(t *testing.T) {
 	if err != nil || r.Status != http.StatusNotImplemented || !strings.Contains(r.Error, "whep.offer") {
 		t.Fatalf("request on A: %+v %v, want the box's answer (501 naming the op)", r, err)
 	}
-	if _, err := hA.srv.Hub().Request(ctx, "room-8", "x", nil); !errors.Is(err, receiver.ErrOffline) {
-		t.Fatalf("request to a box connected nowhere: %v", err)
+	const nowhere = "the box is offline (no control connection): no receiver holds room-8's control connection"
+	if _, err := hA.srv.Hub().Request(ctx, "room-8", "x", nil); !errors.Is(err, receiver.ErrOffline) || err.Error() != nowhere {
+		t.Fatalf("request to a box connected nowhere: %v, want ErrOffline: %q", err, nowhere)
 	}
 
 	// B stops: its connection ends and is released before Run returns.

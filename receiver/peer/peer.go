@@ -42,7 +42,7 @@ const DefaultMaxWait = 60 * time.Second
 
 // ErrOffline is returned by Request when no live receiver holds the device,
 // or the one that did stopped before it answered.
-var ErrOffline = errors.New("no receiver holds the box's control connection")
+var ErrOffline = errors.New("offline")
 
 // LocalFunc runs a request on this receiver's own control connection to
 // device (never forwarding it again).
