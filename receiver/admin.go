@@ -268,11 +268,17 @@ func (a *localAdmin) ListDevices() ([]DeviceStatus, error) {
 		return nil, err
 	}
 	out := make([]DeviceStatus, len(ds))
+	var remote map[string]ControlStatus
+	if a.hub != nil {
+		remote = a.hub.remote() // one query, not one per device
+	}
 	for i, d := range ds {
 		d.TokenHash, d.Failures = nil, nil
 		out[i] = DeviceStatus{Device: d, Control: ControlStatus{LastSeen: seen[d.Name]}}
 		if a.hub != nil {
-			if cs, ok := a.hub.status(d.Name); ok {
+			if cs, ok := a.hub.local(d.Name); ok {
+				out[i].Control = cs
+			} else if cs, ok := remote[d.Name]; ok {
 				out[i].Control = cs
 			}
 		}

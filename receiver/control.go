@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/receiver/devices"
 	"github.com/uploadbox/uploadbox/receiver/kv"
+	"github.com/uploadbox/uploadbox/receiver/peer"
 	"github.com/uploadbox/uploadbox/wire"
 )
 
@@ -34,6 +36,7 @@ var ErrOffline = errors.New("the box is offline (no control connection)")
 
 var (
 	errReplaced = errors.New("replaced by a newer connection of the same device")
+	errMoved    = errors.New("replaced by a newer connection of the same device to another receiver")
 	errRevoked  = errors.New("the device was revoked")
 	errStopping = errors.New("the receiver is stopping")
 )
@@ -48,6 +51,9 @@ type ControlStatus struct {
 	Version string `json:"version,omitempty"`
 	// LastSeen is when the box was last connected (now, while connected).
 	LastSeen time.Time `json:"last_seen,omitzero"`
+	// Receiver is the replica id of the other receiver holding the
+	// connection (receivers on one PostgreSQL; empty: this one).
+	Receiver string `json:"receiver,omitempty"`
 }
 
 // DeviceStatus is a device with its control connection.
@@ -84,6 +90,65 @@ type Hub struct {
 	wg    sync.WaitGroup
 	// rooms keeps the consent state each box pushes (roomstate.go).
 	rooms roomStates
+	// peer reaches the boxes other receivers on the same PostgreSQL hold
+	// (nil: this receiver alone).
+	peer peerForwarder
+}
+
+// peerForwarder is what the hub needs from receiver/peer.
+type peerForwarder interface {
+	Request(ctx context.Context, device, op string, params json.RawMessage) (wire.Response, error)
+	Claim(ctx context.Context, h peer.Holding) error
+	Release(ctx context.Context, device string, since time.Time) error
+	Holder(ctx context.Context, device string) (peer.Holding, bool, error)
+	Holders(ctx context.Context) (map[string]peer.Holding, error)
+	SetState(ctx context.Context, device string, since time.Time, state json.RawMessage) error
+}
+
+var _ peerForwarder = (*peer.Forwarder)(nil)
+
+// peerTimeout bounds the database queries behind a status.
+const peerTimeout = 5 * time.Second
+
+// claim tells the other receivers that c's device is connected here.
+func (h *Hub) claim(ctx context.Context, c *controlConn) error {
+	if h.peer == nil {
+		return nil
+	}
+	return h.peer.Claim(ctx, peer.Holding{Device: c.device, Since: c.since, Source: c.source, Version: c.version})
+}
+
+// release tells them c ended (unless a newer connection took over).
+func (h *Hub) release(ctx context.Context, c *controlConn) error {
+	if h.peer == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), peerTimeout)
+	defer cancel()
+	return h.peer.Release(ctx, c.device, c.since)
+}
+
+// remote is the status of every box another receiver holds (none without
+// peers, or when the database does not answer).
+func (h *Hub) remote() map[string]ControlStatus {
+	if h.peer == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), peerTimeout)
+	defer cancel()
+	hs, err := h.peer.Holders(ctx)
+	if err != nil {
+		return nil
+	}
+	m := make(map[string]ControlStatus, len(hs))
+	for d, ho := range hs {
+		m[d] = remoteStatus(ho)
+	}
+	return m
+}
+
+func remoteStatus(ho peer.Holding) ControlStatus {
+	return ControlStatus{Connected: true, Since: ho.Since, Source: ho.Source, Version: ho.Version, Receiver: ho.Replica, LastSeen: time.Now().UTC()}
 }
 
 // attach makes c its device's connection and ends the one it replaces.
@@ -114,6 +179,18 @@ func (h *Hub) detach(c *controlConn) bool {
 	return true
 }
 
+// dropStale ends device's connection made at since (as PostgreSQL keeps
+// it, to the microsecond), if it is still open: the box connected anew to
+// another receiver.
+func (h *Hub) dropStale(device string, since time.Time) {
+	h.mu.Lock()
+	c := h.conns[device]
+	h.mu.Unlock()
+	if c != nil && c.since.Truncate(time.Microsecond).Equal(since) {
+		c.end(errMoved)
+	}
+}
+
 // drop ends device's connection, if it has one.
 func (h *Hub) drop(device string, cause error) {
 	h.mu.Lock()
@@ -124,8 +201,8 @@ func (h *Hub) drop(device string, cause error) {
 	}
 }
 
-// status reports device's open connection.
-func (h *Hub) status(device string) (ControlStatus, bool) {
+// local reports device's open connection to this receiver.
+func (h *Hub) local(device string) (ControlStatus, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	c, ok := h.conns[device]
@@ -135,9 +212,47 @@ func (h *Hub) status(device string) (ControlStatus, bool) {
 	return ControlStatus{Connected: true, Since: c.since, Source: c.source, Version: c.version, LastSeen: time.Now().UTC()}, true
 }
 
+// status reports device's open connection, here or on another receiver.
+func (h *Hub) status(device string) (ControlStatus, bool) {
+	if cs, ok := h.local(device); ok {
+		return cs, true
+	}
+	if h.peer == nil {
+		return ControlStatus{}, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), peerTimeout)
+	defer cancel()
+	ho, ok, err := h.peer.Holder(ctx, device)
+	if err != nil || !ok {
+		return ControlStatus{}, false
+	}
+	return remoteStatus(ho), true
+}
+
 // Request sends op with params to device over its control connection and
-// waits for the box's response (or ctx).
+// waits for the box's response (or ctx). A box connected to another
+// receiver on the same PostgreSQL is reached through it (receiver/peer).
 func (h *Hub) Request(ctx context.Context, device, op string, params any) (wire.Response, error) {
+	h.mu.Lock()
+	c := h.conns[device]
+	h.mu.Unlock()
+	if c == nil && h.peer != nil {
+		p, err := json.Marshal(params)
+		if err != nil {
+			return wire.Response{}, err
+		}
+		resp, err := h.peer.Request(ctx, device, op, p)
+		if errors.Is(err, peer.ErrOffline) {
+			return resp, fmt.Errorf("%w: %s", ErrOffline, strings.TrimPrefix(err.Error(), peer.ErrOffline.Error()+": "))
+		}
+		return resp, err
+	}
+	return h.requestLocal(ctx, device, op, params)
+}
+
+// requestLocal is Request on this receiver's own connection only (what
+// the other receivers' forwarded calls run).
+func (h *Hub) requestLocal(ctx context.Context, device, op string, params any) (wire.Response, error) {
 	h.mu.Lock()
 	c := h.conns[device]
 	h.mu.Unlock()
@@ -267,10 +382,17 @@ func (s *Server) handleControl(w http.ResponseWriter, r *http.Request) {
 
 	c := &controlConn{device: d.Name, source: src, version: hello.Version, since: time.Now().UTC(), end: end, done: ctx.Done(), conn: conn}
 	s.hub.attach(c)
+	if err := s.hub.claim(ctx, c); err != nil {
+		s.log.Warn("the other receivers were not told this box is connected here: their requests for it find it offline", "device", c.device, "err", err)
+	}
 	s.auditControl(c, "connected", fmt.Sprintf("connected from %s version=%s", src, hello.Version))
 	cause := s.serveControl(ctx, c, func() bool { return r.Context().Err() != nil })
 	end(cause) // requests in flight on c fail now, not at their deadline
-	s.hub.detach(c)
+	if s.hub.detach(c) {
+		if err := s.hub.release(ctx, c); err != nil {
+			s.log.Warn("the other receivers were not told this box disconnected: they count it connected until the lease runs out", "device", c.device, "err", err)
+		}
+	}
 	s.auditControl(c, "disconnected", fmt.Sprintf("disconnected after %s: %v", time.Since(c.since).Round(time.Second), cause))
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -19,8 +20,15 @@ import (
 // runLink runs the box's control connection until the test ends.
 func runLink(t *testing.T, h *harness, name string) *link.Client {
 	t.Helper()
+	return runLinkTo(t, h, h.box.Receiver, name)
+}
+
+// runLinkTo is runLink to the receiver at u (another receiver on h's
+// database, with h's keys).
+func runLinkTo(t *testing.T, h *harness, u *url.URL, name string) *link.Client {
+	t.Helper()
 	c := link.New(link.Options{
-		Receiver: h.box.Receiver, TLS: h.box.TLSConfig(),
+		Receiver: u, TLS: h.box.TLSConfig(),
 		Hello:        wire.Hello{Device: name, Version: "test"},
 		PingInterval: 200 * time.Millisecond, PingTimeout: time.Second, RetryMax: time.Second,
 	})
@@ -42,16 +50,22 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 }
 
 func connectedIn(t *testing.T, h *harness, name string) bool {
+	d, _ := listed(t, h, name)
+	return d.Control.Connected
+}
+
+// listed is name as h's devices list shows it.
+func listed(t *testing.T, h *harness, name string) (receiver.DeviceStatus, bool) {
 	ds, err := h.admin.ListDevices()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range ds {
 		if d.Name == name {
-			return d.Control.Connected
+			return d, true
 		}
 	}
-	return false
+	return receiver.DeviceStatus{}, false
 }
 
 // TestControlRequestResponse: a request the receiver sends over a box's

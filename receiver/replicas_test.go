@@ -40,8 +40,6 @@ func TestCommitOnceAcrossReceivers(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := startWith(t, receiver.ServerConfig{Database: url, Store: stA})
-	// The replica: the same database, its own handle on the same store
-	// directory.
 	dataB := replicaData(t, h)
 	stB, err := store.NewFS(objects)
 	if err != nil {
@@ -99,9 +97,8 @@ func TestCommitOnceAcrossReceivers(t *testing.T) {
 	}
 }
 
-// replicaData is a data directory for a replica of h's receiver: a copy
-// of its CA and keys (the regular files at its top level but the audit
-// log).
+// replicaData is a data directory for a second receiver on h's database:
+// a copy of h's CA and keys (not its audit log).
 func replicaData(t *testing.T, h *harness) string {
 	t.Helper()
 	dataB := filepath.Join(t.TempDir(), "receiver-b")

@@ -127,26 +127,60 @@ func (rs *roomStates) get(device string) *wire.ConsentState {
 	return rs.state[device]
 }
 
-// room is device as the teacher endpoints show it.
+// changed tells the subscribers that device changed on another receiver.
+func (rs *roomStates) changed(device string) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	rs.changedLocked(device)
+}
+
+// room is device as the teacher endpoints show it (its state as the
+// receiver holding it has it, when that is another one).
 func (h *Hub) room(device string) TeacherRoom {
-	_, online := h.status(device)
-	r := TeacherRoom{Device: device, Online: online}
-	if online {
-		r.State = h.rooms.get(device)
+	if _, online := h.local(device); online {
+		return TeacherRoom{Device: device, Online: true, State: h.rooms.get(device)}
+	}
+	r := TeacherRoom{Device: device}
+	if h.peer == nil {
+		return r
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), peerTimeout)
+	defer cancel()
+	ho, ok, err := h.peer.Holder(ctx, device)
+	if err != nil || !ok {
+		return r
+	}
+	r.Online = true
+	if ho.State != nil {
+		var st wire.ConsentState
+		if json.Unmarshal(ho.State, &st) == nil {
+			r.State = &st
+		}
 	}
 	return r
 }
 
 // setConsentState stores the state c's box pushed, unless c was replaced
-// meanwhile (a late message of an old connection).
-func (h *Hub) setConsentState(c *controlConn, st wire.ConsentState) bool {
+// meanwhile (a late message of an old connection), and shares it with the
+// other receivers.
+func (h *Hub) setConsentState(ctx context.Context, c *controlConn, st wire.ConsentState) (bool, error) {
 	h.mu.Lock()
 	current := h.conns[c.device] == c
 	h.mu.Unlock()
-	if current {
-		h.rooms.set(c.device, &st)
+	if !current {
+		return false, nil
 	}
-	return current
+	h.rooms.set(c.device, &st)
+	if h.peer == nil {
+		return true, nil
+	}
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return true, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
+	defer cancel()
+	return true, h.peer.SetState(ctx, c.device, c.since, raw)
 }
 
 // serveBoxRequest answers a request the box sent: OpConsentState and
@@ -170,8 +204,10 @@ func (s *Server) serveBoxRequest(ctx context.Context, c *controlConn, e wire.Env
 	resp := wire.Response{Status: http.StatusOK}
 	if err := json.Unmarshal(req.Params, &st); err != nil {
 		resp = wire.Response{Status: http.StatusBadRequest, Error: "consent.state params: " + err.Error()}
-	} else if !s.hub.setConsentState(c, st) {
+	} else if current, err := s.hub.setConsentState(ctx, c, st); !current {
 		resp = wire.Response{Status: http.StatusConflict, Error: "this control connection was replaced by a newer one"}
+	} else if err != nil {
+		s.log.Warn("consent state not shared with the other receivers: their teachers' pages show the previous one", "device", c.device, "err", err)
 	}
 	if err := writeEnvelope(ctx, c.conn, wire.TypeResponse, e.ID, resp); err != nil {
 		s.log.Warn("consent.state answer not sent", "device", c.device, "err", err)

@@ -29,6 +29,7 @@ import (
 	"github.com/uploadbox/uploadbox/receiver/internal/hashing"
 	"github.com/uploadbox/uploadbox/receiver/internal/limit"
 	"github.com/uploadbox/uploadbox/receiver/kv"
+	"github.com/uploadbox/uploadbox/receiver/peer"
 	"github.com/uploadbox/uploadbox/receiver/pki"
 	"github.com/uploadbox/uploadbox/receiver/store"
 	"github.com/uploadbox/uploadbox/receiver/turn"
@@ -133,6 +134,10 @@ type ServerConfig struct {
 	// set, else S3Uploads, if set, else Data/uploads.
 	UploadsDir string
 	S3Uploads  *S3Uploads
+	// PeerLease is how long a killed receiver's boxes still count as
+	// connected on the other receivers sharing its PostgreSQL state
+	// (default peer.DefaultLease; peers.go).
+	PeerLease time.Duration
 }
 
 // Server is the cloud receiver.
@@ -164,8 +169,10 @@ type Server struct {
 	// fails takes every failed-authentication and refused-device entry
 	// (coalesced, capped).
 	fails *auditGuard
-	// hub holds the boxes' control connections.
+	// hub holds the boxes' control connections; peers, with a PostgreSQL
+	// state, reaches those other receivers hold.
 	hub       Hub
+	peers     *peer.Forwarder
 	byAddress *limit.Keyed
 	byAccount *limit.Keyed
 	// webCert is what the web listener presents; webAddr where it listens.
@@ -311,6 +318,12 @@ func Open(cfg ServerConfig) (*Server, error) {
 	if err := initControl(s.db); err != nil {
 		s.db.Close()
 		return nil, err
+	}
+	if pg, ok := s.db.(*kv.Postgres); ok {
+		if err := s.usePeers(pg); err != nil {
+			s.db.Close()
+			return nil, err
+		}
 	}
 	if err := initFleet(s.db); err != nil {
 		s.db.Close()
@@ -549,6 +562,10 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 		s.stopTURN()
 		return err
 	}
+	// Forwarded calls are answered until the last control connection here
+	// has ended (and released its box).
+	stopPeers := s.runPeers(ctx)
+	defer stopPeers()
 	// Long admin calls (scrub, purge) end when serve stops.
 	adminSrv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 	errc := make(chan error, 4)

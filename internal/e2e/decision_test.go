@@ -68,8 +68,15 @@ func startRelayBox(t *testing.T) (enrolled, liveBox, *daemonProc) {
 // startRelayBoxWith is startRelayBox with extra serve flags.
 func startRelayBoxWith(t *testing.T, serve []string) (enrolled, liveBox, *daemonProc) {
 	t.Helper()
-	dir := t.TempDir()
-	b := setupBoxWith(t, dir, serve, nil)
+	return startRelayBoxIn(t, t.TempDir(), serve, nil)
+}
+
+// startRelayBoxIn is startRelayBoxWith in dir (the receiver's data
+// directory is dir/receiver), the box reaching the receiver through via
+// (setupBox).
+func startRelayBoxIn(t *testing.T, dir string, serve []string, via func(addr string) string) (enrolled, liveBox, *daemonProc) {
+	t.Helper()
+	b := setupBoxWith(t, dir, serve, via)
 	lb := liveBox{live: freePort(t), indicator: filepath.Join(dir, "indicator")}
 	os.WriteFile(lb.indicator, nil, 0o600)
 	lb.boxDirs = writeBoxConfig(t, dir, b.state, "live:\n  enabled: true\n  listen: "+lb.live+"\nindicator:\n  path: "+lb.indicator+"\n"+fastLink)
@@ -78,6 +85,34 @@ func startRelayBoxWith(t *testing.T, serve []string) (enrolled, liveBox, *daemon
 	var st sessionStatus
 	ctl(t, lb.boxDirs, &st, "session", "start", "--for", "10m")
 	return b, lb, p
+}
+
+// acceptHeld has coach-c (token coach) send an offer for room-7 through
+// b's receiver, the box hold it, and tess accept it through the same
+// receiver's admin socket (consent decide) for 30 minutes; the coach must
+// get the answer and video. It returns the signed statement and the coach's
+// answer (its viewer).
+func acceptHeld(t *testing.T, b enrolled, lb liveBox, c *http.Client, coach string) (string, *livetest.Response) {
+	t.Helper()
+	held := heldOffer(t, c, b, "room-7", coach)
+	req := pendingRequest(t, lb, "coach-c")
+	ans, stderr, ok := decide(t, b.rcv.data, "", "room-7", req, "accept", "--as", "tess", "--for", "30m")
+	if !ok || ans.Status != http.StatusOK || ans.Result.Viewer != "coach-c" || ans.Result.State != "accepted" {
+		t.Fatalf("accept: %+v %s", ans, stderr)
+	}
+	a := <-held
+	if a == nil {
+		t.FailNow()
+	}
+	if a.Status != http.StatusCreated {
+		t.Fatalf("held offer after the teacher's accept: HTTP %d %s", a.Status, a.Body)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	if _, err := a.Viewer.WaitPackets(ctx, "video"); err != nil {
+		t.Fatalf("no video after the teacher's accept: %v", err)
+	}
+	return ans.Statement, a
 }
 
 // TestTeacherDecisionThroughReceiver (issue 13): a teacher's decision
@@ -109,27 +144,12 @@ func TestTeacherDecisionThroughReceiver(t *testing.T) {
 	}
 
 	// The coach asks; the teacher accepts through the receiver.
-	held := heldOffer(t, c, b, "room-7", coach)
-	req := pendingRequest(t, lb, "coach-c")
-	ans, stderr, ok := decide(t, b.rcv.data, "", "room-7", req, "accept", "--as", "tess", "--for", "30m")
-	if !ok || ans.Status != http.StatusOK || ans.Result.Viewer != "coach-c" || ans.Result.State != "accepted" {
-		t.Fatalf("accept: %+v %s", ans, stderr)
-	}
-	a := <-held
-	if a == nil {
-		t.FailNow()
-	}
-	if a.Status != http.StatusCreated {
-		t.Fatalf("held offer after the teacher's accept: HTTP %d %s", a.Status, a.Body)
-	}
+	statement, a := acceptHeld(t, b, lb, c, coach)
 	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
 	defer cancel()
-	if _, err := a.Viewer.WaitPackets(ctx, "video"); err != nil {
-		t.Fatalf("no video after the teacher's accept: %v", err)
-	}
 
 	// The same statement again: refused by the box (replayed).
-	again, stderr, ok := decide(t, b.rcv.data, ans.Statement+"\n", "room-7", "--statement-stdin")
+	again, stderr, ok := decide(t, b.rcv.data, statement+"\n", "room-7", "--statement-stdin")
 	if ok || again.Result.Reason != wire.DecisionReplayed || !strings.Contains(stderr, "refused the decision (replayed)") {
 		t.Fatalf("replayed statement: ok=%t %+v %s", ok, again, stderr)
 	}
@@ -151,7 +171,7 @@ func TestTeacherDecisionThroughReceiver(t *testing.T) {
 	// again is refused without a new request.
 	coach2 := receiverLogin(t, b, "coach-d")
 	run(t, "uploadbox-receiver", "viewers", "allow", "coach-d", "room-7", "--data", b.rcv.data)
-	held = heldOffer(t, c, b, "room-7", coach2)
+	held := heldOffer(t, c, b, "room-7", coach2)
 	req2 := pendingRequest(t, lb, "coach-d")
 	if ans, stderr, ok := decide(t, b.rcv.data, "", "room-7", req2, "decline", "--as", "tess"); !ok || ans.Result.State != "denied" {
 		t.Fatalf("decline: %+v %s", ans, stderr)
