@@ -37,7 +37,7 @@ cross:
 # The full suite with the race detector, then the receiver's packages again
 # with their state in PostgreSQL.
 test: setup vet cross
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 25m ./...
 	$(MAKE) test-postgres
 
 # The receiver's packages whose tests open the state through kvtest, with a
