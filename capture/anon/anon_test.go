@@ -83,12 +83,12 @@ func TestWhole(t *testing.T) {
 		t.Fatal(err)
 	}
 	img := noise(w, h, 2)
-	// A bright figure on a dark ground, 200 x 300 px, in the fine noise.
+	// A bright figure on a grey ground, 200 x 300 px, in fine noise.
 	for y := 0; y < h; y++ {
 		for x := 0; x < w; x++ {
-			v := img.Y[y*img.YStride+x] / 8 // dark, with detail
+			v := 112 + img.Y[y*img.YStride+x]/8 // grey, with detail
 			if x >= 500 && x < 700 && y >= 200 && y < 500 {
-				v = 200 + v
+				v += 88
 			}
 			img.Y[y*img.YStride+x] = v
 		}
@@ -114,12 +114,12 @@ func TestWhole(t *testing.T) {
 		t.Fatalf("%d brightness values left, want at most %d", len(levels), 2*Levels)
 	}
 	centre, ground := img.Y[350*img.YStride+600], img.Y[100*img.YStride+100]
-	if centre < 150 || ground > 60 {
+	if centre < 180 || ground < 100 || ground > 150 {
 		t.Fatalf("the figure's centre is %d and the ground %d: the shape is lost", centre, ground)
 	}
-	// Its outline is darker than its inside.
-	if edge := img.Y[350*img.YStride+500]; edge >= centre {
-		t.Fatalf("the figure's edge is %d, its centre %d: no outline", edge, centre)
+	// Its outline is darker than both its inside and the ground.
+	if edge := img.Y[350*img.YStride+500]; edge >= ground || edge >= centre {
+		t.Fatalf("the figure's edge is %d, its centre %d, the ground %d: no outline", edge, centre, ground)
 	}
 }
 
