@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/uploadbox/uploadbox/internal/audit"
@@ -91,7 +92,16 @@ type Registry struct {
 	now     func() time.Time
 	fails   FailureLog
 	unknown *lockout.Unknown
+
+	// serials remembers which device a certificate serial was last found
+	// on (at most maxSerials), so that Authorized reads one record, not
+	// all; the record read decides, never the remembered name.
+	serialsMu sync.Mutex
+	serials   map[string]string
 }
+
+// maxSerials bounds Registry.serials; past it the map starts afresh.
+const maxSerials = 1 << 14
 
 // FailureLog takes failed-authentication entries (audit.Failures).
 type FailureLog interface {
@@ -413,10 +423,20 @@ func (r *Registry) List() ([]Device, error) {
 // Authorized reports whether a presented device certificate (by serial)
 // belongs to an active device, for the TLS layer and request handlers.
 //
-// Every request of every box asks, so records that cannot hold the serial
-// are skipped before they are decoded: a decimal serial is written
-// verbatim between quotes in a record's JSON.
+// Every request of every box asks, so it first reads the record of the
+// device the serial was last found on, and only when that record no
+// longer holds the serial looks through all of them, skipping before it
+// decodes them the records that cannot hold the serial: a decimal serial
+// is written verbatim between quotes in a record's JSON.
 func (r *Registry) Authorized(certSerial string) (*Device, bool) {
+	r.serialsMu.Lock()
+	name, ok := r.serials[certSerial]
+	r.serialsMu.Unlock()
+	if ok {
+		if d, err := r.Get(name); err == nil && d.hasSerial(certSerial) {
+			return d, d.State == Active
+		}
+	}
 	var found *Device
 	needle := serialNeedle(certSerial)
 	r.db.View(func(tx kv.Tx) error {
@@ -431,6 +451,14 @@ func (r *Registry) Authorized(certSerial string) (*Device, bool) {
 			return nil
 		})
 	})
+	if found != nil {
+		r.serialsMu.Lock()
+		if r.serials == nil || len(r.serials) >= maxSerials {
+			r.serials = map[string]string{}
+		}
+		r.serials[certSerial] = found.Name
+		r.serialsMu.Unlock()
+	}
 	return found, found != nil && found.State == Active
 }
 

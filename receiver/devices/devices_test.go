@@ -322,4 +322,26 @@ func TestAuthorizedAmongMany(t *testing.T) {
 			t.Errorf("serial %q found %v", serial, d.Name)
 		}
 	}
+	// Each serial was found once, so its device is remembered; the record
+	// as it is now decides.
+	if err := f.reg.Revoke("room-a"); err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := f.reg.Authorized("12"); ok || d == nil || d.State != Revoked {
+		t.Errorf("revoked device's serial: %+v %v", d, ok)
+	}
+	if err := f.reg.Remove("room-a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.reg.Rekey("room-b"); err != nil {
+		t.Fatal(err)
+	}
+	for _, serial := range []string{"12", "123", "4567"} {
+		if d, ok := f.reg.Authorized(serial); ok || d != nil {
+			t.Errorf("serial %s of a removed or re-keyed device found: %+v", serial, d)
+		}
+	}
+	if d, ok := f.reg.Authorized("91234"); !ok || d.Name != "room-d" {
+		t.Errorf("serial 91234: %+v %v", d, ok)
+	}
 }
