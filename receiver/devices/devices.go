@@ -5,6 +5,7 @@
 package devices
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -15,6 +16,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/uploadbox/uploadbox/internal/audit"
@@ -90,7 +92,16 @@ type Registry struct {
 	now     func() time.Time
 	fails   FailureLog
 	unknown *lockout.Unknown
+
+	// serials remembers which device a certificate serial was last found
+	// on (at most maxSerials), so that Authorized reads one record, not
+	// all; the record read decides, never the remembered name.
+	serialsMu sync.Mutex
+	serials   map[string]string
 }
+
+// maxSerials bounds Registry.serials; past it the map starts afresh.
+const maxSerials = 1 << 14
 
 // FailureLog takes failed-authentication entries (audit.Failures).
 type FailureLog interface {
@@ -411,10 +422,28 @@ func (r *Registry) List() ([]Device, error) {
 
 // Authorized reports whether a presented device certificate (by serial)
 // belongs to an active device, for the TLS layer and request handlers.
+//
+// Every request of every box asks, so it first reads the record of the
+// device the serial was last found on, and only when that record no
+// longer holds the serial looks through all of them, skipping before it
+// decodes them the records that cannot hold the serial: a decimal serial
+// is written verbatim between quotes in a record's JSON.
 func (r *Registry) Authorized(certSerial string) (*Device, bool) {
+	r.serialsMu.Lock()
+	name, ok := r.serials[certSerial]
+	r.serialsMu.Unlock()
+	if ok {
+		if d, err := r.Get(name); err == nil && d.hasSerial(certSerial) {
+			return d, d.State == Active
+		}
+	}
 	var found *Device
+	needle := serialNeedle(certSerial)
 	r.db.View(func(tx kv.Tx) error {
 		return tx.Bucket(bucket).ForEach(func(_, v []byte) error {
+			if needle != nil && !bytes.Contains(v, needle) {
+				return nil
+			}
 			var d Device
 			if json.Unmarshal(v, &d) == nil && d.hasSerial(certSerial) {
 				found = &d
@@ -422,5 +451,23 @@ func (r *Registry) Authorized(certSerial string) (*Device, bool) {
 			return nil
 		})
 	})
+	if found != nil {
+		r.serialsMu.Lock()
+		if r.serials == nil || len(r.serials) >= maxSerials {
+			r.serials = map[string]string{}
+		}
+		r.serials[certSerial] = found.Name
+		r.serialsMu.Unlock()
+	}
 	return found, found != nil && found.State == Active
+}
+
+// serialNeedle is the quoted serial as it appears in a record's JSON, or
+// nil when the serial is not a plain decimal number (then every record is
+// decoded).
+func serialNeedle(serial string) []byte {
+	if serial == "" || strings.Trim(serial, "-0123456789") != "" {
+		return nil
+	}
+	return []byte(`"` + serial + `"`)
 }

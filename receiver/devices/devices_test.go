@@ -291,3 +291,57 @@ func TestKeyHistory(t *testing.T) {
 		}
 	}
 }
+
+// Authorized skips the records whose JSON lacks a decimal serial before it
+// decodes them: it still finds the current and the renewed certificate of
+// each device, and no device by a serial that is only part of another's.
+func TestAuthorizedAmongMany(t *testing.T) {
+	f := newRegistry(t)
+	serials := map[string]string{"room-a": "12", "room-b": "123", "room-c": "-123", "room-d": "91234"}
+	for name, serial := range serials {
+		tok, _, err := f.reg.Add(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.reg.Enroll(tok, key(t), serial, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.reg.Renew("room-b", Cert{Serial: "123", NotAfter: f.now.Add(time.Hour)}, Cert{Serial: "4567", NotAfter: f.now.Add(2 * time.Hour)}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	serials["room-b renewed"] = "4567"
+	for name, serial := range serials {
+		d, ok := f.reg.Authorized(serial)
+		if !ok || d.Name != strings.TrimSuffix(name, " renewed") {
+			t.Errorf("serial %s: %v %v, want %s", serial, d, ok, name)
+		}
+	}
+	for _, serial := range []string{"1", "23", "1234", "456", "-12", ""} {
+		if d, ok := f.reg.Authorized(serial); ok || d != nil {
+			t.Errorf("serial %q found %v", serial, d.Name)
+		}
+	}
+	// Each serial was found once, so its device is remembered; the record
+	// as it is now decides.
+	if err := f.reg.Revoke("room-a"); err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := f.reg.Authorized("12"); ok || d == nil || d.State != Revoked {
+		t.Errorf("revoked device's serial: %+v %v", d, ok)
+	}
+	if err := f.reg.Remove("room-a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.reg.Rekey("room-b"); err != nil {
+		t.Fatal(err)
+	}
+	for _, serial := range []string{"12", "123", "4567"} {
+		if d, ok := f.reg.Authorized(serial); ok || d != nil {
+			t.Errorf("serial %s of a removed or re-keyed device found: %+v", serial, d)
+		}
+	}
+	if d, ok := f.reg.Authorized("91234"); !ok || d.Name != "room-d" {
+		t.Errorf("serial 91234: %+v %v", d, ok)
+	}
+}

@@ -79,7 +79,9 @@ func (s *FS) Put(ctx context.Context, key string, r io.Reader, size int64, sum [
 	}
 	tmpName := tmp.Name()
 	defer os.Remove(tmpName) // after a successful link only the temporary name goes
-	if _, err := io.Copy(tmp, newVerifyingReader(ctx, r, size, sum)); err != nil {
+	// Copied in large pieces (os.File's ReadFrom would take 32 KiB at a
+	// time): fewer read and write calls per segment.
+	if _, err := io.CopyBuffer(fileWriter{tmp}, newVerifyingReader(ctx, r, size, sum), make([]byte, copyBuffer)); err != nil {
 		tmp.Close()
 		return fmt.Errorf("put %s: %w", key, err)
 	}
@@ -104,6 +106,16 @@ func (s *FS) Put(ctx context.Context, key string, r io.Reader, size int64, sum [
 	}
 	return nil
 }
+
+// copyBuffer is the size of the pieces Put copies (and of the verifying
+// reader's buffer).
+const copyBuffer = 256 << 10
+
+// fileWriter hides the file's ReadFrom, so that io.CopyBuffer uses the
+// buffer it is given.
+type fileWriter struct{ f *os.File }
+
+func (w fileWriter) Write(p []byte) (int, error) { return w.f.Write(p) }
 
 // syncPath fsyncs dir and its ancestors up to the store's root. A directory
 // made by a concurrent Put may not have been fsynced into its parent yet,

@@ -153,7 +153,7 @@ func (v *verifyingReader) stop() error {
 }
 
 func newVerifyingReader(ctx context.Context, r io.Reader, size int64, want [32]byte) *verifyingReader {
-	return &verifyingReader{ctx: ctx, r: bufio.NewReaderSize(r, 64<<10), size: size, want: want, h: sha256.New()}
+	return &verifyingReader{ctx: ctx, r: bufio.NewReaderSize(r, copyBuffer), size: size, want: want, h: sha256.New()}
 }
 
 func (v *verifyingReader) fail(err error) (int, error) {
