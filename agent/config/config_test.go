@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +18,7 @@ func TestPackagedDefaultLoads(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := Default()
-	if c.Capture != *d.withAudio(c.Capture.Audio) || c.Recording != d.Recording || c.Spool != d.Spool || c.Audit != d.Audit {
+	if !reflect.DeepEqual(c.Capture, *d.withAudio(c.Capture.Audio)) || c.Recording != d.Recording || c.Spool != d.Spool || c.Audit != d.Audit {
 		t.Errorf("packaged config differs from the defaults:\n%+v\n%+v", c, d)
 	}
 	if c.Live.Enabled {
@@ -207,5 +208,43 @@ func TestConsentConfig(t *testing.T) {
 		if _, err := Parse([]byte(src), []string{}); err == nil || !strings.Contains(err.Error(), "consent.decline_cooldown") {
 			t.Errorf("%q: error %v, want one naming consent.decline_cooldown", src, err)
 		}
+	}
+}
+
+// recording.anonymise defaults to off; masks mode needs capture.masks, and
+// every bad mode or mask is named with its key (a key the file misspells,
+// with its line too).
+func TestAnonymiseConfig(t *testing.T) {
+	c, err := Parse(nil, []string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Recording.Anonymise != "off" || len(c.AnonMasks()) != 0 {
+		t.Errorf("anonymise default %q, masks %v", c.Recording.Anonymise, c.AnonMasks())
+	}
+	c, err = Parse([]byte("recording:\n  anonymise: masks\ncapture:\n  masks:\n    - {x: 0.5, y: 0, w: 0.5, h: 0.25}\n"), []string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.AnonMasks(); len(got) != 1 || got[0].X != 0.5 || got[0].W != 0.5 || got[0].H != 0.25 {
+		t.Errorf("masks %+v", got)
+	}
+	if c, err = Parse(nil, []string{"UPLOADBOX_RECORDING_ANONYMISE=whole"}); err != nil || c.Recording.Anonymise != "whole" {
+		t.Errorf("env override: %v, %+v", err, c)
+	}
+	tests := []struct{ name, src, want string }{
+		{"unknown mode", "recording:\n  anonymise: blur\n", `recording.anonymise: "blur": use off, whole or masks`},
+		{"masks without masks", "recording:\n  anonymise: masks\n", "recording.anonymise: masks needs at least one rectangle in capture.masks"},
+		{"mask outside", "capture:\n  masks:\n    - {x: 0.8, y: 0, w: 0.5, h: 0.5}\n", "capture.masks[0]: mask {x: 0.8"},
+		{"empty mask", "capture:\n  masks:\n    - {x: 0, y: 0, w: 0.5, h: 0.5}\n    - {x: 0, y: 0, w: 0, h: 0.5}\n", "capture.masks[1]: mask {x: 0, y: 0, w: 0,"},
+		{"mask typo", "capture:\n  masks:\n    - {x: 0, y: 0, width: 0.5, h: 0.5}\n", "capture.masks[0].width (line 3): unknown key"},
+		{"not a list", "capture:\n  masks: {x: 0}\n", "capture.masks (line 2): expected a list"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := Parse([]byte(tt.src), []string{}); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %v, want one with %q", err, tt.want)
+			}
+		})
 	}
 }
