@@ -461,10 +461,15 @@ func Load(path string, env []string) (*Config, error) {
 // Parse is Load on the bytes of a file.
 func Parse(data []byte, env []string) (*Config, error) {
 	c := Default()
-	ps := decode(data, c)
-	ps = append(ps, applyEnv(c, env)...)
+	ps, lines := decodeLines(data, c)
+	ps = append(ps, applyEnv(c, env, lines)...)
 	if len(ps) == 0 {
 		ps = c.Validate()
+		for i := range ps {
+			if ps[i].Line == 0 {
+				ps[i].Line = lines[ps[i].Key]
+			}
+		}
 	}
 	if len(ps) > 0 {
 		return nil, &Error{Problems: ps}
