@@ -129,6 +129,12 @@ func (o *recordOptions) captureConfig() (capture.Config, error) {
 		}
 		masks = append(masks, r)
 	}
+	if mode == anon.Masks && len(masks) == 0 {
+		return capture.Config{}, cli.Usagef("--anonymise masks needs at least one --mask X,Y,W,H")
+	}
+	if len(masks) > 0 && mode != anon.Masks {
+		return capture.Config{}, cli.Usagef("--mask is only used with --anonymise masks")
+	}
 	cfg := capture.Config{
 		Anonymise:   mode,
 		Masks:       masks,
