@@ -137,7 +137,7 @@ func (a *Agent) act(d wire.Decision, res *wire.DecisionResult) *decisionRefusal 
 	case wire.DecisionEndAll:
 		res.Ended, err = a.ledger.EndAllViewing(by)
 	case wire.DecisionStartSession:
-		_, err = a.startSession(0, by)
+		_, err = a.startSession(0, "", by)
 	case wire.DecisionStopSession:
 		err = a.stopSession(StopStopped, by)
 	}

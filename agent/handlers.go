@@ -11,6 +11,7 @@ import (
 	"github.com/uploadbox/uploadbox/agent/config"
 	"github.com/uploadbox/uploadbox/agent/control"
 	"github.com/uploadbox/uploadbox/agent/link"
+	"github.com/uploadbox/uploadbox/capture/anon"
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/internal/cli"
 	"github.com/uploadbox/uploadbox/uploader/spool"
@@ -92,6 +93,8 @@ type QueueDiscard struct {
 // SessionStart are the parameters of "session.start".
 type SessionStart struct {
 	For string `json:"for,omitempty"` // a duration; empty: recording.session_default
+	// Anonymise is off, whole or masks; empty: recording.anonymise.
+	Anonymise string `json:"anonymise,omitempty"`
 }
 
 // AuditAppend are the parameters of "audit.append" (diag records its runs).
@@ -124,7 +127,14 @@ func (a *Agent) handle(_ context.Context, r control.Request) (any, error) {
 				return nil, control.Errorf("bad-request", "--for: %v", err)
 			}
 		}
-		st, err := a.startSession(d, r.Caller())
+		var mode anon.Mode
+		if p.Anonymise != "" {
+			var err error
+			if mode, err = anon.ParseMode(p.Anonymise); err != nil {
+				return nil, control.Errorf("bad-request", "--anonymise: %v", err)
+			}
+		}
+		st, err := a.startSession(d, mode, r.Caller())
 		if err != nil {
 			return nil, control.Errorf("refused", "%v", err)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/uploadbox/uploadbox/agent/config"
 	"github.com/uploadbox/uploadbox/capture"
+	"github.com/uploadbox/uploadbox/capture/anon"
 	"github.com/uploadbox/uploadbox/capture/recorder"
 	"github.com/uploadbox/uploadbox/capture/segment"
 	"github.com/uploadbox/uploadbox/consent"
@@ -21,8 +22,11 @@ var errNoSession = errors.New("no session is running")
 
 // SessionStatus is what `uploadbox session status` shows.
 type SessionStatus struct {
-	Active    bool      `json:"active"`
-	Recording string    `json:"recording,omitempty"` // recording id (hex)
+	Active    bool   `json:"active"`
+	Recording string `json:"recording,omitempty"` // recording id (hex)
+	// Anonymise is the filter applied to every frame before the encoder:
+	// off, whole or masks.
+	Anonymise string    `json:"anonymise,omitempty"`
 	Started   time.Time `json:"started,omitzero"`
 	Until     time.Time `json:"until,omitzero"`
 	Ended     time.Time `json:"ended,omitzero"`
@@ -39,6 +43,7 @@ type SessionStatus struct {
 
 type session struct {
 	rs       *recorder.Session
+	mode     anon.Mode
 	started  time.Time
 	until    time.Time
 	cancel   context.CancelCauseFunc
@@ -74,13 +79,15 @@ const (
 var errStopped = errors.New(StopStopped)
 var errTimeUp = errors.New(StopTimeUp)
 
-// captureConfig maps the daemon config to the capture's.
-func captureConfig(c *config.Config) capture.Config {
+// captureConfig maps the daemon config to the capture's, with the
+// session's anonymisation mode.
+func captureConfig(c *config.Config, mode anon.Mode) capture.Config {
 	cp := c.Capture
 	return capture.Config{
 		Source: cp.Source, Device: cp.Device, Width: cp.Width, Height: cp.Height, FPS: cp.FPS,
 		Bitrate: int(cp.Bitrate), KeyInterval: cp.KeyInterval.D(), Audio: c.AudioOn(),
 		AudioDevice: cp.AudioDevice, Channels: cp.Channels, AudioBitrate: int(cp.AudioBitrate),
+		Anonymise: mode, Masks: c.AnonMasks(),
 	}
 }
 
@@ -93,8 +100,9 @@ func segmentEstimate(c *config.Config) int64 {
 	return bps / 8 * int64(c.Recording.Segment.D()/time.Second) * 3 / 2
 }
 
-// startSession starts recording for d (0: the configured default).
-func (a *Agent) startSession(d time.Duration, who string) (SessionStatus, error) {
+// startSession starts recording for d (0: the configured default), its
+// frames anonymised by mode (empty: the configured default).
+func (a *Agent) startSession(d time.Duration, mode anon.Mode, who string) (SessionStatus, error) {
 	st, err := a.enrolled()
 	if err != nil {
 		return SessionStatus{}, err
@@ -111,10 +119,19 @@ func (a *Agent) startSession(d time.Duration, who string) (SessionStatus, error)
 	if d < time.Second || d > cfg.Recording.SessionMax.D() {
 		return SessionStatus{}, fmt.Errorf("session length %s: use 1s to recording.session_max (%s)", d, cfg.Recording.SessionMax)
 	}
-	s := &session{started: time.Now(), done: make(chan struct{})}
+	if mode == "" {
+		mode = anon.Mode(cfg.Recording.Anonymise)
+	}
+	if mode == "" {
+		mode = anon.Off
+	}
+	if mode == anon.Masks && len(cfg.Capture.Masks) == 0 {
+		return SessionStatus{}, fmt.Errorf("anonymise masks: no rectangle in capture.masks: add one to the config, or choose whole")
+	}
+	s := &session{started: time.Now(), done: make(chan struct{}), mode: mode}
 	s.until = s.started.Add(d)
 	estimate := segmentEstimate(cfg)
-	rs, err := recorder.Start(captureConfig(cfg), recorder.Config{
+	rs, err := recorder.Start(captureConfig(cfg, mode), recorder.Config{
 		Dir:        cfg.Spool.Dir,
 		Recipients: st.Recipients,
 		Device:     st.Device,
@@ -146,7 +163,7 @@ func (a *Agent) startSession(d time.Duration, who string) (SessionStatus, error)
 		},
 	})
 	if err != nil {
-		a.auditEvent("session.start", who, "failed", err.Error())
+		a.auditEvent("session.start", who, "failed", fmt.Sprintf("anonymise=%s: %v", mode, err))
 		return SessionStatus{}, fmt.Errorf("session not started: %w", err)
 	}
 	s.rs = rs
@@ -158,8 +175,8 @@ func (a *Agent) startSession(d time.Duration, who string) (SessionStatus, error)
 	a.ledger.SessionStarted(s.until)
 	id := rs.Recorder.RecordingID()
 	a.m.session(true)
-	a.auditEvent("session.start", who, "ok", fmt.Sprintf("recording=%s until=%s", hex.EncodeToString(id[:]), s.until.UTC().Format(time.RFC3339)))
-	a.log.Info("session started", "recording", hex.EncodeToString(id[:]), "until", s.until)
+	a.auditEvent("session.start", who, "ok", fmt.Sprintf("recording=%s until=%s anonymise=%s", hex.EncodeToString(id[:]), s.until.UTC().Format(time.RFC3339), mode))
+	a.log.Info("session started", "recording", hex.EncodeToString(id[:]), "until", s.until, "anonymise", mode)
 	notify("STATUS=recording until " + s.until.Format(time.TimeOnly))
 	go a.updateIndicator() // a.mu is held here
 	go func() {
@@ -250,7 +267,7 @@ func (a *Agent) stopSession(reason, by string) error {
 func (a *Agent) statusOf(s *session) SessionStatus {
 	id := s.rs.Recorder.RecordingID()
 	return SessionStatus{
-		Active: true, Recording: hex.EncodeToString(id[:]), Started: s.started, Until: s.until,
+		Active: true, Recording: hex.EncodeToString(id[:]), Anonymise: string(s.mode), Started: s.started, Until: s.until,
 		Segments: int(s.segments.Load()), Bytes: s.bytes.Load(),
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"time"
+
+	"github.com/uploadbox/uploadbox/capture/anon"
 )
 
 // Source names for Config.Source.
@@ -63,6 +65,11 @@ type Config struct {
 	// AudioBitrate is the Opus bitrate in bit/s (default 32 kbit/s per
 	// channel).
 	AudioBitrate int
+	// Anonymise filters every video frame before the encoder, so that no
+	// clear frame is encoded (anon.Off, the default, passes them through).
+	Anonymise anon.Mode
+	// Masks are the rectangles anon.Masks fills; that mode needs one.
+	Masks []anon.Rect
 }
 
 // withDefaults returns c with every zero field set to its default.
@@ -90,6 +97,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.AudioBitrate == 0 {
 		c.AudioBitrate = DefaultAudioBitrate * c.Channels
+	}
+	if c.Anonymise == "" {
+		c.Anonymise = anon.Off
 	}
 	return c
 }
@@ -134,6 +144,9 @@ func (c Config) Validate() error {
 	}
 	if c.AudioBitrate < 6_000 || c.AudioBitrate > 510_000 {
 		bad("audio bitrate", "%d bit/s: must be between 6 kbit/s and 510 kbit/s", c.AudioBitrate)
+	}
+	if _, err := anon.New(c.Anonymise, c.Masks); err != nil {
+		bad("anonymise", "%v", err)
 	}
 	return errors.Join(errs...)
 }

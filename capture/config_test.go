@@ -1,9 +1,12 @@
 package capture
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/uploadbox/uploadbox/capture/anon"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -60,8 +63,8 @@ func TestConfigValidate(t *testing.T) {
 func TestConfigDefaults(t *testing.T) {
 	c := Config{Source: SourceTest, Channels: 2}.withDefaults()
 	want := Config{Source: SourceTest, Device: DefaultDevice, Width: 1280, Height: 720, FPS: 30, Bitrate: 2_500_000,
-		KeyInterval: 2 * time.Second, Channels: 2, AudioBitrate: 64_000}
-	if c != want {
+		KeyInterval: 2 * time.Second, Channels: 2, AudioBitrate: 64_000, Anonymise: anon.Off}
+	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults = %+v, want %+v", c, want)
 	}
 	if c.keyFrames() != 60 || c.frameInterval() != time.Second/30 {

@@ -15,6 +15,7 @@ import (
 	"github.com/pion/mediadevices/pkg/io/video"
 	"github.com/pion/mediadevices/pkg/prop"
 
+	"github.com/uploadbox/uploadbox/capture/anon"
 	"github.com/uploadbox/uploadbox/capture/internal/annexb"
 )
 
@@ -88,6 +89,13 @@ type stream struct {
 // newVideoStream puts the H.264 encoder behind src. keys may be nil.
 func newVideoStream(cfg Config, src videoSource, clk *clock, keys *keyframeLimiter) (*stream, error) {
 	tap := &videoTap{src: src, stamps: &stamps{}}
+	if cfg.Anonymise != anon.Off && cfg.Anonymise != "" {
+		f, err := anon.New(cfg.Anonymise, cfg.Masks)
+		if err != nil {
+			return nil, err
+		}
+		tap.filter = f
+	}
 	enc, err := newH264Encoder(cfg, tap)
 	if err != nil {
 		return nil, err

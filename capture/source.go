@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"fmt"
 	"image"
 	"io"
 	"sync/atomic"
@@ -9,6 +10,8 @@ import (
 	"github.com/pion/mediadevices/pkg/io/audio"
 	"github.com/pion/mediadevices/pkg/io/video"
 	"github.com/pion/mediadevices/pkg/wave"
+
+	"github.com/uploadbox/uploadbox/capture/anon"
 )
 
 // videoSource is a video.Reader that also tells when its frames were
@@ -50,6 +53,9 @@ type videoTap struct {
 	// beforeEncode runs after a frame is read and before the encoder sees
 	// it, on the encoder's goroutine.
 	beforeEncode func()
+	// filter, when set, anonymises each frame in place before the encoder
+	// sees it; a frame it cannot filter is an error, never passed on clear.
+	filter *anon.Filter
 }
 
 var _ video.Reader = (*videoTap)(nil)
@@ -61,6 +67,15 @@ func (v *videoTap) Read() (image.Image, func(), error) {
 		return nil, func() {}, err
 	}
 	v.release = release
+	if v.filter != nil {
+		yc, ok := img.(*image.YCbCr)
+		if !ok {
+			return nil, func() {}, fmt.Errorf("anonymise: source frame is %T, want 4:2:0 YCbCr", img)
+		}
+		if err := v.filter.Apply(yc); err != nil {
+			return nil, func() {}, err
+		}
+	}
 	v.stamps.push(v.src.frameTime(), 1)
 	v.captured.Add(1)
 	if v.beforeEncode != nil {

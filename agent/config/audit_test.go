@@ -18,7 +18,7 @@ func TestAuditCheckpointEvery(t *testing.T) {
 		if tc.ok && (err != nil || c.Audit.CheckpointEvery.String() == "") {
 			t.Errorf("%s: %v", tc.value, err)
 		}
-		if !tc.ok && (err == nil || !strings.Contains(err.Error(), "audit.checkpoint_every: ") || !strings.Contains(err.Error(), "use 1s to 10m")) {
+		if !tc.ok && (err == nil || !strings.Contains(err.Error(), "audit.checkpoint_every (line 2): ") || !strings.Contains(err.Error(), "use 1s to 10m")) {
 			t.Errorf("%s: err = %v", tc.value, err)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/uploadbox/uploadbox/capture/anon"
 	"github.com/uploadbox/uploadbox/internal/confcheck"
 )
 
@@ -62,6 +63,26 @@ type Capture struct {
 	AudioDevice  string  `yaml:"audio_device"`
 	Channels     int     `yaml:"channels"`
 	AudioBitrate Bitrate `yaml:"audio_bitrate"`
+	// Masks are the rectangles recording.anonymise: masks fills opaque.
+	Masks []Mask `yaml:"masks"`
+}
+
+// Mask is a rectangle in fractions of the frame: x and y of its top left
+// corner, w and h its size, each from 0 to 1.
+type Mask struct {
+	X float64 `yaml:"x"`
+	Y float64 `yaml:"y"`
+	W float64 `yaml:"w"`
+	H float64 `yaml:"h"`
+}
+
+// AnonMasks returns the masks as the filter takes them.
+func (c *Config) AnonMasks() []anon.Rect {
+	var rs []anon.Rect
+	for _, m := range c.Capture.Masks {
+		rs = append(rs, anon.Rect{X: m.X, Y: m.Y, W: m.W, H: m.H})
+	}
+	return rs
 }
 
 // Recording sets segment and session lengths.
@@ -72,6 +93,9 @@ type Recording struct {
 	SessionDefault Duration `yaml:"session_default"`
 	// SessionMax is the longest session that may be started.
 	SessionMax Duration `yaml:"session_max"`
+	// Anonymise is the default filter of a session's frames before the
+	// encoder: off, whole or masks (capture.masks).
+	Anonymise string `yaml:"anonymise"`
 }
 
 // Spool is the local queue of sealed segments.
@@ -200,6 +224,7 @@ func Default() *Config {
 			Segment:        Duration(10 * time.Second),
 			SessionDefault: Duration(60 * time.Minute),
 			SessionMax:     Duration(8 * time.Hour),
+			Anonymise:      string(anon.Off),
 		},
 		Spool:   Spool{Dir: "/var/lib/uploadbox/spool", MaxSize: 8 << 30, MinFree: 512 << 20},
 		Upload:  Upload{Enabled: &yes, RetryMax: Duration(5 * time.Minute)},
@@ -314,6 +339,20 @@ func (c *Config) Validate() []Problem {
 	if r.SessionDefault.D() <= 0 || r.SessionDefault.D() > r.SessionMax.D() {
 		add("recording.session_default", "%s: use more than 0 and at most recording.session_max (%s)", r.SessionDefault, r.SessionMax)
 	}
+	switch anon.Mode(r.Anonymise) {
+	case anon.Off, anon.Whole, "":
+	case anon.Masks:
+		if len(cp.Masks) == 0 {
+			add("recording.anonymise", "masks needs at least one rectangle in capture.masks")
+		}
+	default:
+		add("recording.anonymise", "%q: use off, whole or masks", r.Anonymise)
+	}
+	for i, m := range c.AnonMasks() {
+		if err := m.Check(); err != nil {
+			add(fmt.Sprintf("capture.masks[%d]", i), "%v", err)
+		}
+	}
 
 	if c.Spool.MaxSize < 0 {
 		add("spool.max_size", "must not be negative (0 means no cap)")
@@ -422,10 +461,15 @@ func Load(path string, env []string) (*Config, error) {
 // Parse is Load on the bytes of a file.
 func Parse(data []byte, env []string) (*Config, error) {
 	c := Default()
-	ps := decode(data, c)
-	ps = append(ps, applyEnv(c, env)...)
+	ps, lines := decodeLines(data, c)
+	ps = append(ps, applyEnv(c, env, lines)...)
 	if len(ps) == 0 {
 		ps = c.Validate()
+		for i := range ps {
+			if ps[i].Line == 0 {
+				ps[i].Line = lines[ps[i].Key]
+			}
+		}
 	}
 	if len(ps) > 0 {
 		return nil, &Error{Problems: ps}

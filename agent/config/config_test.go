@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +18,7 @@ func TestPackagedDefaultLoads(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := Default()
-	if c.Capture != *d.withAudio(c.Capture.Audio) || c.Recording != d.Recording || c.Spool != d.Spool || c.Audit != d.Audit {
+	if !reflect.DeepEqual(c.Capture, *d.withAudio(c.Capture.Audio)) || c.Recording != d.Recording || c.Spool != d.Spool || c.Audit != d.Audit {
 		t.Errorf("packaged config differs from the defaults:\n%+v\n%+v", c, d)
 	}
 	if c.Live.Enabled {
@@ -94,7 +95,7 @@ bogus: 1
 		t.Fatalf("err = %v, want *Error", err)
 	}
 	msg = err.Error()
-	for _, want := range []string{"state_dir:", "capture.fps:", "capture.width:", "recording.segment:", "shorter than capture.key_interval", "live.stun[0]:", "log.level:"} {
+	for _, want := range []string{"state_dir (line 2):", "capture.fps (line 5):", "capture.width (line 7):", "recording.segment (line 9):", "shorter than capture.key_interval", "live.stun[0] (line 13):", "log.level (line 15):"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error lacks %q:\n%s", want, msg)
 		}
@@ -172,10 +173,10 @@ func TestLiveConnectionLimits(t *testing.T) {
 		t.Errorf("live defaults: %+v", c.Live)
 	}
 	tests := []struct{ name, src, want string }{
-		{"idle zero", "live:\n  idle_timeout: 0s\n", "live.idle_timeout:"},
-		{"idle too long", "live:\n  idle_timeout: 2h\n", "live.idle_timeout:"},
-		{"read zero", "live:\n  read_timeout: 0s\n", "live.read_timeout:"},
-		{"no connections", "live:\n  max_conns_per_address: 0\n", "live.max_conns_per_address:"},
+		{"idle zero", "live:\n  idle_timeout: 0s\n", "live.idle_timeout (line 2):"},
+		{"idle too long", "live:\n  idle_timeout: 2h\n", "live.idle_timeout (line 2):"},
+		{"read zero", "live:\n  read_timeout: 0s\n", "live.read_timeout (line 2):"},
+		{"no connections", "live:\n  max_conns_per_address: 0\n", "live.max_conns_per_address (line 2):"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -207,5 +208,47 @@ func TestConsentConfig(t *testing.T) {
 		if _, err := Parse([]byte(src), []string{}); err == nil || !strings.Contains(err.Error(), "consent.decline_cooldown") {
 			t.Errorf("%q: error %v, want one naming consent.decline_cooldown", src, err)
 		}
+	}
+}
+
+// recording.anonymise defaults to off; masks mode needs capture.masks, and
+// every bad mode or mask is named with its key and line.
+func TestAnonymiseConfig(t *testing.T) {
+	c, err := Parse(nil, []string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Recording.Anonymise != "off" || len(c.AnonMasks()) != 0 {
+		t.Errorf("anonymise default %q, masks %v", c.Recording.Anonymise, c.AnonMasks())
+	}
+	c, err = Parse([]byte("recording:\n  anonymise: masks\ncapture:\n  masks:\n    - {x: 0.5, y: 0, w: 0.5, h: 0.25}\n"), []string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.AnonMasks(); len(got) != 1 || got[0].X != 0.5 || got[0].W != 0.5 || got[0].H != 0.25 {
+		t.Errorf("masks %+v", got)
+	}
+	if c, err = Parse(nil, []string{"UPLOADBOX_RECORDING_ANONYMISE=whole"}); err != nil || c.Recording.Anonymise != "whole" {
+		t.Errorf("env override: %v, %+v", err, c)
+	}
+	// A value from the environment is not the file's: no line.
+	_, err = Parse([]byte("recording:\n  anonymise: whole\n"), []string{"UPLOADBOX_RECORDING_ANONYMISE=blur"})
+	if err == nil || !strings.Contains(err.Error(), `recording.anonymise: "blur"`) {
+		t.Errorf("env override blur: %v", err)
+	}
+	tests := []struct{ name, src, want string }{
+		{"unknown mode", "recording:\n  anonymise: blur\n", `recording.anonymise (line 2): "blur": use off, whole or masks`},
+		{"masks without masks", "recording:\n  anonymise: masks\n", "recording.anonymise (line 2): masks needs at least one rectangle in capture.masks"},
+		{"mask outside", "capture:\n  masks:\n    - {x: 0.8, y: 0, w: 0.5, h: 0.5}\n", "capture.masks[0] (line 3): mask {x: 0.8"},
+		{"empty mask", "capture:\n  masks:\n    - {x: 0, y: 0, w: 0.5, h: 0.5}\n    - {x: 0, y: 0, w: 0, h: 0.5}\n", "capture.masks[1] (line 4): mask {x: 0, y: 0, w: 0,"},
+		{"mask typo", "capture:\n  masks:\n    - {x: 0, y: 0, width: 0.5, h: 0.5}\n", "capture.masks[0].width (line 3): unknown key"},
+		{"not a list", "capture:\n  masks: {x: 0}\n", "capture.masks (line 2): expected a list"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := Parse([]byte(tt.src), []string{}); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %v, want one with %q", err, tt.want)
+			}
+		})
 	}
 }

@@ -13,19 +13,22 @@ import (
 	"github.com/uploadbox/uploadbox/internal/confcheck"
 )
 
-// decode reads YAML into c key by key, so that every unknown key and every
-// bad value is reported with its dotted path and line, not just the first.
-func decode(data []byte, c *Config) []Problem {
+// decodeLines reads YAML into c key by key, so that every unknown key and
+// every bad value is reported with its dotted path and line, not just the
+// first. It also returns the line of every key the file sets (list items
+// as "key[i]"), so that the value checks run after it can name it too.
+func decodeLines(data []byte, c *Config) ([]Problem, map[string]int) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return []Problem{{Key: "(file)", Msg: fmt.Sprintf("not valid YAML: %v", err)}}
+		return []Problem{{Key: "(file)", Msg: fmt.Sprintf("not valid YAML: %v", err)}}, nil
 	}
 	if len(doc.Content) == 0 {
-		return nil // an empty file: all defaults
+		return nil, nil // an empty file: all defaults
 	}
 	var ps []Problem
-	decodeNode(doc.Content[0], reflect.ValueOf(c).Elem(), "", &ps)
-	return ps
+	lines := map[string]int{}
+	decodeNode(doc.Content[0], reflect.ValueOf(c).Elem(), "", &ps, lines)
+	return ps, lines
 }
 
 func keyOf(prefix, name string) string { return confcheck.KeyOf(prefix, name) }
@@ -48,7 +51,7 @@ func fields(t reflect.Type) (map[string]int, []string) {
 
 var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
 
-func decodeNode(n *yaml.Node, v reflect.Value, key string, ps *[]Problem) {
+func decodeNode(n *yaml.Node, v reflect.Value, key string, ps *[]Problem, lines map[string]int) {
 	where := key
 	if where == "" {
 		where = "(top level)"
@@ -81,7 +84,8 @@ func decodeNode(n *yaml.Node, v reflect.Value, key string, ps *[]Problem) {
 				continue
 			}
 			seen[k.Value] = true
-			decodeNode(val, v.Field(fi), fk, ps)
+			lines[fk] = k.Line
+			decodeNode(val, v.Field(fi), fk, ps, lines)
 		}
 	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.Struct:
 		if n.Kind != yaml.SequenceNode {
@@ -90,10 +94,17 @@ func decodeNode(n *yaml.Node, v reflect.Value, key string, ps *[]Problem) {
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, item := range n.Content {
-			decodeNode(item, s.Index(i), fmt.Sprintf("%s[%d]", key, i), ps)
+			ik := fmt.Sprintf("%s[%d]", key, i)
+			lines[ik] = item.Line
+			decodeNode(item, s.Index(i), ik, ps, lines)
 		}
 		v.Set(s)
 	default:
+		if n.Kind == yaml.SequenceNode {
+			for i, item := range n.Content {
+				lines[fmt.Sprintf("%s[%d]", key, i)] = item.Line
+			}
+		}
 		p := reflect.New(v.Type())
 		if err := n.Decode(p.Interface()); err != nil {
 			*ps = append(*ps, Problem{Key: where, Line: n.Line, Msg: cleanYAMLError(err)})
@@ -116,7 +127,7 @@ func cleanYAMLError(err error) string {
 // is the dotted key upper-cased with dots and underscores both as "_"; a
 // variable under the prefix that names no key is a problem, so a typo does
 // not go unnoticed.
-func applyEnv(c *Config, env []string) []Problem {
+func applyEnv(c *Config, env []string, lines map[string]int) []Problem {
 	leaves := map[string]string{} // ENV name -> dotted key
 	collectLeaves(reflect.TypeOf(*c), "", leaves)
 	var ps []Problem
@@ -144,6 +155,7 @@ func applyEnv(c *Config, env []string) []Problem {
 			continue
 		}
 		v.Set(p.Elem())
+		delete(lines, key) // the value no longer comes from the file
 	}
 	return ps
 }

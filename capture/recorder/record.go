@@ -25,6 +25,7 @@ func Start(capCfg capture.Config, cfg Config) (*Session, error) {
 		return nil, err
 	}
 	cfg.Segment.Audio = capCfg.Audio
+	cfg.Anonymise = c.Config().Anonymise
 	cfg.Segment.AudioChannels = c.Config().Channels
 	rec, err := New(cfg)
 	if err != nil {

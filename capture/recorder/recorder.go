@@ -11,11 +11,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/uploadbox/uploadbox/capture"
+	"github.com/uploadbox/uploadbox/capture/anon"
 	"github.com/uploadbox/uploadbox/capture/segment"
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/atomicfile"
@@ -28,9 +30,30 @@ import (
 const (
 	SealedSuffix  = ".ubx"
 	PartialSuffix = ".ubx.partial"
-	// Codec is the media type recorded in every segment header.
+	// Codec is the media type recorded in every segment header; an
+	// anonymised recording adds the mode as a parameter (CodecFor).
 	Codec = "video/mp4"
 )
+
+// CodecFor is the header's codec field for a recording filtered by mode:
+// Codec for anon.Off, else e.g. "video/mp4; anonymise=whole". The header
+// is signed, so the mode a segment claims is the device's word.
+func CodecFor(mode anon.Mode) string {
+	if mode == "" || mode == anon.Off {
+		return Codec
+	}
+	return Codec + "; anonymise=" + string(mode)
+}
+
+// AnonymiseOf reads the mode back from a header's codec field: anon.Off
+// when the field names none.
+func AnonymiseOf(codec string) anon.Mode {
+	_, v, ok := strings.Cut(codec, "; anonymise=")
+	if !ok {
+		return anon.Off
+	}
+	return anon.Mode(v)
+}
 
 // Sealed describes a segment that was closed, synced and renamed.
 type Sealed struct {
@@ -70,6 +93,9 @@ type Config struct {
 	// OnSealed, if set, is called for every sealed segment, in order.
 	OnSealed func(Sealed)
 	Logger   *slog.Logger
+	// Anonymise is the capture's filter, recorded in every header (Start
+	// sets it from the capture config).
+	Anonymise anon.Mode
 
 	// create opens a new spool file; nil means os.OpenFile.
 	create func(path string) (file, error)
@@ -222,7 +248,7 @@ func (r *Recorder) open(seq uint64, start time.Duration) (segment.Output, error)
 		Sequence:    seq,
 		Prev:        r.prev,
 		Start:       r.wallStart.Add(start),
-		Codec:       Codec,
+		Codec:       CodecFor(r.cfg.Anonymise),
 	})
 	if err != nil {
 		f.Close()

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/uploadbox/uploadbox/capture"
+	"github.com/uploadbox/uploadbox/capture/anon"
 	"github.com/uploadbox/uploadbox/capture/segment"
 	"github.com/uploadbox/uploadbox/crypto"
 )
@@ -275,5 +276,27 @@ func TestFailedFsyncStopsAtTheNextFragment(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "flush fragment") || strings.Count(err.Error(), "segment 0") != 1 {
 		t.Errorf("err = %v: want the stop at a fragment of segment 0, named once", err)
+	}
+}
+
+// The anonymisation mode rides in the header's codec field and reads back;
+// a plain codec is an unfiltered recording.
+func TestCodecFor(t *testing.T) {
+	for _, tt := range []struct {
+		mode anon.Mode
+		want string
+	}{
+		{anon.Off, "video/mp4"},
+		{"", "video/mp4"},
+		{anon.Whole, "video/mp4; anonymise=whole"},
+		{anon.Masks, "video/mp4; anonymise=masks"},
+	} {
+		got := CodecFor(tt.mode)
+		if got != tt.want {
+			t.Errorf("CodecFor(%q) = %q, want %q", tt.mode, got, tt.want)
+		}
+		if back := AnonymiseOf(got); back != tt.mode && !(tt.mode == "" && back == anon.Off) {
+			t.Errorf("AnonymiseOf(%q) = %q, want %q", got, back, tt.mode)
+		}
 	}
 }

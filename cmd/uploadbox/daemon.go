@@ -113,15 +113,16 @@ func newSessionCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "session", Short: "Start, stop or show the recording session (nothing is recorded outside one)"}
 	var sf ctlFlags
 	var length time.Duration
+	var mode string
 	start := &cobra.Command{
-		Use:   "start [--for 60m]",
+		Use:   "start [--for 60m] [--anonymise off|whole|masks]",
 		Short: "Start recording now, for a limited time",
 		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cmd.Flags().Changed("for") && length <= 0 {
 				return cli.Usagef("--for must be positive")
 			}
-			p := agent.SessionStart{}
+			p := agent.SessionStart{Anonymise: mode}
 			if length > 0 {
 				p.For = length.String()
 			}
@@ -132,12 +133,13 @@ func newSessionCommand() *cobra.Command {
 			if sf.json {
 				return printJSON(cmd.OutOrStdout(), st)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "recording %s until %s\n", st.Recording, st.Until.Local().Format(time.DateTime))
+			fmt.Fprintf(cmd.OutOrStdout(), "recording %s until %s, anonymise %s\n", st.Recording, st.Until.Local().Format(time.DateTime), st.Anonymise)
 			return nil
 		},
 	}
 	sf.add(start, true)
 	start.Flags().DurationVar(&length, "for", 0, "session length (default recording.session_default)")
+	start.Flags().StringVar(&mode, "anonymise", "", "filter every frame before the encoder for this session: off, whole or masks (capture.masks) (default recording.anonymise)")
 
 	var tf ctlFlags
 	stop := &cobra.Command{

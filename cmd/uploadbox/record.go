@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/uploadbox/uploadbox/capture"
+	"github.com/uploadbox/uploadbox/capture/anon"
 	"github.com/uploadbox/uploadbox/capture/recorder"
 	"github.com/uploadbox/uploadbox/capture/segment"
 	"github.com/uploadbox/uploadbox/internal/cli"
@@ -30,6 +31,8 @@ type recordOptions struct {
 	segment  time.Duration
 	keys     sealingKeyFlags
 	out      string
+	anon     string
+	masks    []string
 }
 
 func (o *recordOptions) AddFlags(cmd *cobra.Command) {
@@ -44,6 +47,8 @@ func (o *recordOptions) AddFlags(cmd *cobra.Command) {
 	f.DurationVar(&o.segment, "segment", 10*time.Second, "segment length")
 	o.keys.AddFlags(cmd)
 	f.StringVar(&o.out, "out", "", "spool directory for the sealed segments")
+	f.StringVar(&o.anon, "anonymise", "off", "filter every frame before the encoder: off, whole (stylised) or masks (--mask rectangles filled black)")
+	f.StringArrayVar(&o.masks, "mask", nil, "a rectangle X,Y,W,H in fractions of the frame for --anonymise masks (repeatable)")
 	for _, name := range []string{"source", "duration", "out"} {
 		cmd.MarkFlagRequired(name)
 	}
@@ -112,7 +117,27 @@ func (o *recordOptions) captureConfig() (capture.Config, error) {
 	if o.segment <= 0 {
 		return capture.Config{}, cli.Usagef("--segment must be positive")
 	}
+	mode, err := anon.ParseMode(o.anon)
+	if err != nil {
+		return capture.Config{}, cli.Usagef("--anonymise: %v", err)
+	}
+	var masks []anon.Rect
+	for _, m := range o.masks {
+		r, err := parseMask(m)
+		if err != nil {
+			return capture.Config{}, cli.Usagef("--mask: %v", err)
+		}
+		masks = append(masks, r)
+	}
+	if mode == anon.Masks && len(masks) == 0 {
+		return capture.Config{}, cli.Usagef("--anonymise masks needs at least one --mask X,Y,W,H")
+	}
+	if len(masks) > 0 && mode != anon.Masks {
+		return capture.Config{}, cli.Usagef("--mask is only used with --anonymise masks")
+	}
 	cfg := capture.Config{
+		Anonymise:   mode,
+		Masks:       masks,
 		Source:      o.source,
 		Device:      o.device,
 		Width:       w,
@@ -126,6 +151,23 @@ func (o *recordOptions) captureConfig() (capture.Config, error) {
 		return cfg, &cli.UsageError{Err: err}
 	}
 	return cfg, nil
+}
+
+func parseMask(s string) (anon.Rect, error) {
+	parts := strings.Split(s, ",")
+	var v [4]float64
+	if len(parts) != 4 {
+		return anon.Rect{}, fmt.Errorf("%q is not X,Y,W,H, e.g. 0.5,0,0.5,0.25", s)
+	}
+	for i, p := range parts {
+		f, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
+		if err != nil {
+			return anon.Rect{}, fmt.Errorf("%q is not X,Y,W,H, e.g. 0.5,0,0.5,0.25", s)
+		}
+		v[i] = f
+	}
+	r := anon.Rect{X: v[0], Y: v[1], W: v[2], H: v[3]}
+	return r, r.Check()
 }
 
 func parseSize(s string) (int, int, error) {

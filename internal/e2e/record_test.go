@@ -28,11 +28,14 @@ var binDir string
 func TestMain(m *testing.M) { os.Exit(testbin.Main(m.Run, &binDir)) }
 
 // ffprobePath finds ffprobe; CI installs it, so its absence is a failure.
-func ffprobePath(t *testing.T) string {
+func ffprobePath(t *testing.T) string { return mediaTool(t, "ffprobe") }
+
+// mediaTool finds ffprobe or ffmpeg (package ffmpeg).
+func mediaTool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath("ffprobe")
+	p, err := exec.LookPath(name)
 	if err != nil {
-		t.Fatalf("ffprobe is required (apt-get install ffmpeg; .ci/run installs it): %v", err)
+		t.Fatalf("%s is required (apt-get install ffmpeg; .ci/run installs it): %v", name, err)
 	}
 	return p
 }
