@@ -49,7 +49,7 @@ func twoReceivers(t *testing.T) (hA, hB *harness) {
 // pushes, offline), and once B stops, A finds it offline at once.
 func TestControlAcrossReceivers(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts PostgreSQL")
+		t.Skip("starts PostgreSQL; skipped under -short")
 	}
 	hA, hB := twoReceivers(t)
 	// A teacher follows room-9 on A.
@@ -127,7 +127,7 @@ func TestControlAcrossReceivers(t *testing.T) {
 // connection does on one receiver.
 func TestControlMovesToAnotherReceiver(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts PostgreSQL")
+		t.Skip("starts PostgreSQL; skipped under -short")
 	}
 	hA, hB := twoReceivers(t)
 	old := runLinkTo(t, hA, &url.URL{Scheme: "https", Host: hB.addr}, "room-9")

@@ -127,7 +127,7 @@ func (r *replica) connect(t *testing.T, device string, fn func(context.Context, 
 
 func TestForwarder(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts PostgreSQL")
+		t.Skip("starts PostgreSQL; skipped under -short")
 	}
 	pg := pgtest.Start(t)
 
