@@ -60,6 +60,13 @@ const GrantLesson = "lesson"
 // MaxGrant bounds a grant length a statement may ask for.
 const MaxGrant = 8 * time.Hour
 
+// Anonymisation modes a start_session statement may name.
+const (
+	AnonymiseOff   = "off"
+	AnonymiseWhole = "whole"
+	AnonymiseMasks = "masks"
+)
+
 // Reasons of a refused decision (DecisionResult.Reason).
 const (
 	DecisionMalformed      = "malformed"       // not a statement, or a field out of shape
@@ -94,9 +101,16 @@ type Decision struct {
 	// Grant is the grant length for accept and video_only: a duration
 	// such as "15m" or "45m" (at most MaxGrant), or GrantLesson; empty:
 	// the box's live.grant_default.
-	Grant    string    `json:"grant,omitempty"`
-	IssuedAt time.Time `json:"issued_at"`
-	Expires  time.Time `json:"expires"`
+	Grant string `json:"grant,omitempty"`
+	// Talk, on accept and video_only, lets the viewer speak to the
+	// teacher (talk-back) for the grant.
+	Talk bool `json:"talk,omitempty"`
+	// Anonymise, on start_session, is the session's anonymisation mode
+	// (AnonymiseOff, AnonymiseWhole, AnonymiseMasks); empty: the box's
+	// recording.anonymise.
+	Anonymise string    `json:"anonymise,omitempty"`
+	IssuedAt  time.Time `json:"issued_at"`
+	Expires   time.Time `json:"expires"`
 	// Nonce is random; the box refuses a nonce it has seen.
 	Nonce string `json:"nonce"`
 }
@@ -116,6 +130,8 @@ type DecisionResult struct {
 	// Expires and Audio describe the grant an accept gave.
 	Expires time.Time `json:"expires,omitzero"`
 	Audio   bool      `json:"audio,omitempty"`
+	// Talk: the grant lets the viewer speak (talk-back).
+	Talk bool `json:"talk,omitempty"`
 	// Ended counts the grants and requests end_all ended.
 	Ended int `json:"ended,omitempty"`
 	// Reason is set when the decision was refused (Decision* reasons).
@@ -169,6 +185,12 @@ func (d Decision) check() error {
 		return bad("%s decides no single request, but names %q", d.Decision, d.Request)
 	case d.Grant != "" && d.Decision != DecisionAccept && d.Decision != DecisionVideoOnly:
 		return bad("%s takes no grant length", d.Decision)
+	case d.Talk && d.Decision != DecisionAccept && d.Decision != DecisionVideoOnly:
+		return bad("%s cannot let a viewer speak (talk is for accept and video_only)", d.Decision)
+	case d.Anonymise != "" && d.Decision != DecisionStartSession:
+		return bad("%s takes no anonymisation mode (anonymise is for start_session)", d.Decision)
+	case d.Anonymise != "" && d.Anonymise != AnonymiseOff && d.Anonymise != AnonymiseWhole && d.Anonymise != AnonymiseMasks:
+		return bad("anonymise %q: want off, whole or masks", d.Anonymise)
 	case len(d.Nonce) < 16 || len(d.Nonce) > 64:
 		return bad("nonce: 16-64 characters")
 	case d.IssuedAt.IsZero() || !d.Expires.After(d.IssuedAt) || d.Expires.Sub(d.IssuedAt) > MaxDecisionLife:

@@ -3,6 +3,7 @@ package wire
 import (
 	"crypto/ed25519"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -126,6 +127,9 @@ func TestDecisionShape(t *testing.T) {
 		{"long life", func(d *Decision) { d.Expires = now.Add(2 * time.Minute) }, "validity"},
 		{"backwards", func(d *Decision) { d.Expires = now }, "validity"},
 		{"short nonce", func(d *Decision) { d.Nonce = "n" }, "nonce"},
+		{"talk with decline", func(d *Decision) { d.Decision, d.Grant, d.Talk = DecisionDecline, "", true }, "cannot let a viewer speak"},
+		{"anonymise with accept", func(d *Decision) { d.Anonymise = AnonymiseWhole }, "no anonymisation mode"},
+		{"anonymise unknown", func(d *Decision) { d.Decision, d.Request, d.Grant, d.Anonymise = DecisionStartSession, "", "", "blur" }, "want off, whole or masks"},
 	}
 	if _, err := SignDecision(key, ok); err != nil {
 		t.Fatal(err)
@@ -148,9 +152,10 @@ func TestDecisionShape(t *testing.T) {
 
 // signUnchecked signs d without checking its shape.
 func signUnchecked(key ed25519.PrivateKey, d Decision) string {
-	payload := []byte(`{"teacher":"` + d.Teacher + `","device":"` + d.Device + `","request":"` + d.Request + `","decision":"` + d.Decision +
-		`","grant":"` + d.Grant + `","issued_at":"` + d.IssuedAt.Format(time.RFC3339Nano) + `","expires":"` + d.Expires.Format(time.RFC3339Nano) +
-		`","nonce":"` + d.Nonce + `"}`)
+	payload, err := json.Marshal(d)
+	if err != nil {
+		panic(err)
+	}
 	sig := ed25519.Sign(key, append([]byte(DecisionDomain), payload...))
 	return decisionPrefix + base64.RawURLEncoding.EncodeToString(payload) + "." + base64.RawURLEncoding.EncodeToString(sig)
 }
