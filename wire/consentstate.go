@@ -46,6 +46,10 @@ type ConsentWatching struct {
 	Since  time.Time `json:"since"`
 	Until  time.Time `json:"until,omitzero"`
 	Audio  bool      `json:"audio"`
+	// Talk: the grant lets this viewer speak to the teacher (talk-back).
+	Talk bool `json:"talk,omitempty"`
+	// Speaking: the box is playing this viewer's voice now.
+	Speaking bool `json:"speaking,omitempty"`
 }
 
 // ConsentCooldown is a viewer whose asks are refused until Until, and why:
