@@ -19,10 +19,13 @@ import (
 // teacher decided (signed here with the token key), or, for tests and
 // debugging, a statement signed already (Statement, sent as it is).
 type DecideRequest struct {
-	Teacher   string `json:"teacher,omitempty"`
-	Request   string `json:"request,omitempty"`
-	Decision  string `json:"decision,omitempty"`
-	Grant     string `json:"grant,omitempty"`
+	Teacher  string `json:"teacher,omitempty"`
+	Request  string `json:"request,omitempty"`
+	Decision string `json:"decision,omitempty"`
+	Grant    string `json:"grant,omitempty"`
+	// Talk, with accept and video_only, lets the viewer speak to the
+	// teacher (talk-back) for the grant.
+	Talk      bool   `json:"talk,omitempty"`
 	Statement string `json:"statement,omitempty"`
 }
 
@@ -61,12 +64,15 @@ func (s *Server) Decide(ctx context.Context, device string, in DecideRequest, so
 		if !ok {
 			return nil, fmt.Errorf("%w: %q is not an account allowed room %s (uploadbox-receiver viewers allow %s %s)", errBadAdminRequest, in.Teacher, device, in.Teacher, device)
 		}
-		st, d, err := wire.MintDecision(s.tokenKey, in.Teacher, device, in.Request, in.Decision, in.Grant, time.Now(), time.Minute)
+		st, d, err := wire.MintDecisionOf(s.tokenKey, wire.Decision{Teacher: in.Teacher, Device: device, Request: in.Request, Decision: in.Decision, Grant: in.Grant, Talk: in.Talk}, time.Now(), time.Minute)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", errBadAdminRequest, err)
 		}
 		ans.Statement = st
 		by, what = "teacher:"+in.Teacher, fmt.Sprintf("decision=%s request=%s grant=%s nonce=%s", d.Decision, d.Request, d.Grant, d.Nonce)
+		if d.Talk {
+			what += " talk=true"
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, decisionWait)
 	defer cancel()

@@ -58,6 +58,7 @@ func TestWriteAnswer(t *testing.T) {
 			"Etag":               {`"1"`},
 			"Link":               {`<stun:example>; rel="ice-server"`},
 			"Preference-Applied": {"wait=30"},
+			"Talk":               {"allowed"},
 			"Set-Cookie":         {"secret=1"},
 			"X-Internal":         {"1"},
 		},
@@ -66,7 +67,7 @@ func TestWriteAnswer(t *testing.T) {
 	h := rec.Result().Header
 	for k, want := range map[string]string{
 		"Content-Type": "application/sdp", "Location": "/v1/rooms/box1/whep/ABC", "ETag": `"1"`,
-		"Link": `<stun:example>; rel="ice-server"`, "Preference-Applied": "wait=30", "Set-Cookie": "", "X-Internal": "",
+		"Link": `<stun:example>; rel="ice-server"`, "Preference-Applied": "wait=30", "Talk": "allowed", "Set-Cookie": "", "X-Internal": "",
 	} {
 		if got := h.Get(k); got != want {
 			t.Errorf("%s = %q, want %q", k, got, want)

@@ -230,6 +230,9 @@ type TeacherDecision struct {
 	// For is the grant length of accept and video_only: "15m", "45m",
 	// "lesson" (any length from 1m to 8h); empty: the box's default.
 	For string `json:"for,omitempty"`
+	// Talk, with accept and video_only, lets the coach speak to the
+	// teacher (talk-back) for the grant.
+	Talk bool `json:"talk,omitempty"`
 }
 
 // TeacherDecisionAnswer is the answer to a decision: the box's result,
@@ -270,14 +273,18 @@ func (s *Server) handleTeacherDecision(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil {
-		relayProblem(w, http.StatusBadRequest, "malformed", `decision body: want {"decision": …, "request": …, "for": …}: `+err.Error())
+		relayProblem(w, http.StatusBadRequest, "malformed", `decision body: want {"decision": …, "request": …, "for": …, "talk": …}: `+err.Error())
+		return
+	}
+	if in.Talk && in.Decision != wire.DecisionAccept && in.Decision != wire.DecisionVideoOnly {
+		relayProblem(w, http.StatusBadRequest, "malformed", fmt.Sprintf(`"talk" goes with accept and video_only only, not with %q (it lets the coach of a grant speak)`, in.Decision))
 		return
 	}
 	if in.For != "" && in.Decision != wire.DecisionAccept && in.Decision != wire.DecisionVideoOnly {
 		relayProblem(w, http.StatusBadRequest, "malformed", fmt.Sprintf(`"for" goes with accept and video_only only, not with %q (a session starts with the box's own length)`, in.Decision))
 		return
 	}
-	ans, err := s.Decide(r.Context(), device, DecideRequest{Teacher: teacher, Request: in.Request, Decision: in.Decision, Grant: in.For}, r.RemoteAddr)
+	ans, err := s.Decide(r.Context(), device, DecideRequest{Teacher: teacher, Request: in.Request, Decision: in.Decision, Grant: in.For, Talk: in.Talk}, r.RemoteAddr)
 	switch {
 	case errors.Is(err, ErrOffline):
 		relayProblem(w, http.StatusServiceUnavailable, "offline", "the box of room "+trimDetail(device)+" is offline (no control connection)")

@@ -213,7 +213,11 @@ func TestTeacherEndpoints(t *testing.T) {
 			if err != nil {
 				return wire.Response{Status: http.StatusForbidden, Error: err.Error()}
 			}
-			decided <- d.Teacher + " " + d.Decision + " " + d.Request + " " + d.Grant
+			talk := ""
+			if d.Talk {
+				talk = " talk"
+			}
+			decided <- d.Teacher + " " + d.Decision + " " + d.Request + " " + d.Grant + talk
 			if d.Decision == wire.DecisionDecline {
 				res, _ := json.Marshal(wire.DecisionResult{Decision: d.Decision, Request: d.Request, Reason: wire.DecisionNotPending})
 				return wire.Response{Status: http.StatusConflict, Error: "not pending", Result: res}
@@ -253,6 +257,15 @@ func TestTeacherEndpoints(t *testing.T) {
 	if got := <-decided; code != http.StatusOK || got != "tess accept 0123456789abcdef 15m" || out["result"].(map[string]any)["viewer"] != "coach-c" {
 		t.Fatalf("accept: %d %v; the box got %q", code, out, got)
 	}
+	// "Coach may speak": the statement the box verifies carries talk; talk
+	// with a decision that grants nothing is refused before the box.
+	code, out = post(teacher.Token, "room-9", map[string]any{"decision": wire.DecisionVideoOnly, "request": "0123456789abcdef", "for": "15m", "talk": true})
+	if got := <-decided; code != http.StatusOK || got != "tess video_only 0123456789abcdef 15m talk" {
+		t.Fatalf("video_only with talk: %d %v; the box got %q", code, out, got)
+	}
+	if code, out := post(teacher.Token, "room-9", map[string]any{"decision": wire.DecisionDecline, "request": "0123456789abcdef", "talk": true}); code != http.StatusBadRequest || out["reason"] != "malformed" || !strings.Contains(out["error"].(string), `"talk"`) {
+		t.Errorf("decline with talk: %d %v, want 400 malformed naming talk", code, out)
+	}
 	code, out = post(teacher.Token, "room-9", map[string]string{"decision": wire.DecisionDecline, "request": "0123456789abcdef"})
 	if <-decided; code != http.StatusConflict || out["reason"] != wire.DecisionNotPending || out["error"] != "not pending" {
 		t.Fatalf("the box's refusal: %d %v", code, out)
@@ -267,7 +280,7 @@ func TestTeacherEndpoints(t *testing.T) {
 	}
 
 	log, _ := os.ReadFile(filepath.Join(h.data, "audit.jsonl"))
-	for _, want := range []string{`"event":"viewer.role","identity":"tess","source":"local","outcome":"ok","detail":"role viewer -\u003e teacher"`, `"event":"teacher.role","identity":"coach-c"`, `"event":"teacher.room","identity":"tom"`, `"by":"teacher:tess"`} {
+	for _, want := range []string{`"event":"viewer.role","identity":"tess","source":"local","outcome":"ok","detail":"role viewer -\u003e teacher"`, `"event":"teacher.role","identity":"coach-c"`, `"event":"teacher.room","identity":"tom"`, `"by":"teacher:tess"`, `request=0123456789abcdef grant=15m nonce=`, ` talk=true"`} {
 		if !strings.Contains(string(log), want) {
 			t.Errorf("audit log has no %s", want)
 		}

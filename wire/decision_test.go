@@ -36,6 +36,27 @@ func TestDecisionSignVerify(t *testing.T) {
 	}
 }
 
+// TestDecisionTalkSigned: a decision minted with talk carries it, signed:
+// the verified statement lets the viewer speak, and a talk grant on a
+// decision that grants nothing is refused at minting.
+func TestDecisionTalkSigned(t *testing.T) {
+	pub, key, _ := ed25519.GenerateKey(nil)
+	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	for _, kind := range []string{DecisionAccept, DecisionVideoOnly} {
+		s, d, err := MintDecisionOf(key, Decision{Teacher: "tess", Device: "room-7", Request: "0123456789abcdef", Decision: kind, Grant: "15m", Talk: true}, now, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := VerifyDecision(pub, s, now)
+		if err != nil || !got.Talk || got != d || got.Expires.Sub(got.IssuedAt) != 30*time.Second || len(got.Nonce) < 16 {
+			t.Fatalf("%s with talk: verified %+v (%v), minted %+v", kind, got, err, d)
+		}
+	}
+	if _, _, err := MintDecisionOf(key, Decision{Teacher: "tess", Device: "room-7", Request: "0123456789abcdef", Decision: DecisionDecline, Talk: true}, now, 0); !errors.Is(err, ErrDecisionMalformed) {
+		t.Fatalf("decline with talk minted: %v", err)
+	}
+}
+
 func TestDecisionRefused(t *testing.T) {
 	pub, key, _ := ed25519.GenerateKey(nil)
 	_, other, _ := ed25519.GenerateKey(nil)

@@ -16,14 +16,20 @@ import (
 func newConsentCommand() *cobra.Command {
 	c := &cobra.Command{Use: "consent", Short: "Bring a teacher's decision on live viewing to a box"}
 	var as, length string
-	var fromStdin bool
-	decide := adminCommand("decide DEVICE [REQUEST] DECISION --as TEACHER [--for 45m|lesson] [--json] | decide DEVICE --statement-stdin",
+	var fromStdin, talk bool
+	decide := adminCommand("decide DEVICE [REQUEST] DECISION --as TEACHER [--for 45m|lesson] [--talk] [--json] | decide DEVICE --statement-stdin",
 		"Sign a teacher's decision (accept, video_only, decline with the request id; end_all, start_session, stop_session without) and send it to the box, which checks it and acts in the teacher's name",
 		cobra.RangeArgs(1, 3),
 		func(cmd *cobra.Command, a receiver.Admin, args []string, asJSON bool) error {
 			in, err := decideRequest(cmd, args, as, length, fromStdin)
 			if err != nil {
 				return err
+			}
+			if talk {
+				if in.Statement != "" || (in.Decision != wire.DecisionAccept && in.Decision != wire.DecisionVideoOnly) {
+					return cli.Usagef("--talk goes with accept and video_only only (it lets the coach of the grant speak to the teacher)")
+				}
+				in.Talk = true
 			}
 			ans, err := a.Decide(args[0], in)
 			if err != nil {
@@ -43,6 +49,7 @@ func newConsentCommand() *cobra.Command {
 		})
 	decide.Flags().StringVar(&as, "as", "", "the teacher's account (allowed the device's room: viewers allow TEACHER DEVICE)")
 	decide.Flags().StringVar(&length, "for", "", `grant length for accept and video_only: e.g. 15m, 45m, or "lesson" (until the recording ends); default: the box's live.grant_default`)
+	decide.Flags().BoolVar(&talk, "talk", false, "with accept and video_only: the coach may also speak to the teacher (talk-back) for the grant")
 	decide.Flags().BoolVar(&fromStdin, "statement-stdin", false, "send the signed statement read from stdin as it is (tests, debugging)")
 	c.AddCommand(decide)
 	return c
@@ -89,6 +96,9 @@ func decisionText(a *receiver.DecideAnswer) string {
 		what := "video and audio"
 		if !r.Audio {
 			what = "video only"
+		}
+		if r.Talk {
+			what += ", and speak"
 		}
 		return fmt.Sprintf("%s: %s may watch (%s) until %s", a.Device, r.Viewer, what, r.Expires.Local().Format(time.TimeOnly))
 	case wire.DecisionDecline:
