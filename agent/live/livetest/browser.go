@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
@@ -60,6 +61,25 @@ type PageState struct {
 	// Fleet is the administrator's fleet view while it shows (an admin
 	// signed in on the receiver's page), nil otherwise.
 	Fleet *FleetView `json:"fleet"`
+	// Talk is the push-to-talk button (nil on a page without one).
+	Talk *TalkButton `json:"talk"`
+}
+
+// TalkButton is the viewer page's push-to-talk button (#talk).
+type TalkButton struct {
+	// State is its data-talk: off, idle, talking, taken or not-allowed;
+	// Text what it says.
+	State string `json:"state"`
+	Text  string `json:"text"`
+	// Shown: visible; Enabled: not disabled.
+	Shown   bool `json:"shown"`
+	Enabled bool `json:"enabled"`
+	// Note and NoteReason are #talk-note's text (while shown) and
+	// data-reason: why the microphone could not be used.
+	Note       string `json:"note"`
+	NoteReason string `json:"noteReason"`
+	// Sent is the audio packets the browser sent (getStats outbound-rtp).
+	Sent int `json:"sent"`
 }
 
 // FleetView is the fleet view of the receiver's page (fleet.js).
@@ -121,6 +141,8 @@ type TeacherRequest struct {
 	// Shown is when the page first showed it, ms since the epoch (the
 	// browser's clock).
 	Shown int64 `json:"shown"`
+	// Talk says its "Coach may speak" box shows ticked (nil: no such box).
+	Talk *bool `json:"talk"`
 }
 
 // TeacherWatcher is someone watching now, on the teacher's page.
@@ -128,6 +150,11 @@ type TeacherWatcher struct {
 	Viewer string `json:"viewer"`
 	Audio  bool   `json:"audio"`
 	Until  string `json:"until"`
+	// Talk: the page says the viewer may speak; Speaking: speaking now.
+	Talk     bool `json:"talk"`
+	Speaking bool `json:"speaking"`
+	// Text is the line as shown.
+	Text string `json:"text"`
 }
 
 // TeacherCooldown is a viewer who may not ask again yet.
@@ -171,6 +198,9 @@ type BrowserOptions struct {
 	// Wrap, if set, is the command line node runs under, such as
 	// `ip netns exec NAME` for a browser inside a network namespace.
 	Wrap []string
+	// Args are extra Chromium flags, such as a fake microphone's
+	// (--use-fake-device-for-media-stream …).
+	Args []string
 }
 
 // Page is the viewer page open in Chromium.
@@ -224,6 +254,9 @@ func OpenPage(ctx context.Context, url string, opts BrowserOptions) (*Page, erro
 	cmd.Env = append(os.Environ(), "NODE_PATH="+opts.NodeModules, "CHROMIUM="+chromium)
 	if opts.Width > 0 && opts.Height > 0 {
 		cmd.Env = append(cmd.Env, fmt.Sprintf("VIEWPORT=%dx%d", opts.Width, opts.Height))
+	}
+	if len(opts.Args) > 0 {
+		cmd.Env = append(cmd.Env, "CHROMIUM_ARGS="+strings.Join(opts.Args, "\n"))
 	}
 	p := &Page{cmd: cmd, stderr: &syncBuf{}, states: make(chan PageState, 256), acks: make(chan ack, 1), done: make(chan error, 1)}
 	cmd.Stderr = p.stderr
@@ -312,6 +345,28 @@ func (p *Page) Click(ctx context.Context, sel string) error {
 // Select picks the option value in the <select> sel names.
 func (p *Page) Select(ctx context.Context, sel, value string) error {
 	return p.do(ctx, map[string]string{"op": "select", "sel": sel, "value": value})
+}
+
+// Press holds the mouse button down on the element sel names (a
+// push-to-talk button); Lift lets it go.
+func (p *Page) Press(ctx context.Context, sel string) error {
+	return p.do(ctx, map[string]string{"op": "down", "sel": sel})
+}
+
+// Lift releases the mouse button Press held.
+func (p *Page) Lift(ctx context.Context) error {
+	return p.do(ctx, map[string]string{"op": "up"})
+}
+
+// KeyDown holds key (playwright's name, such as "Space") down on the
+// page; KeyUp releases it.
+func (p *Page) KeyDown(ctx context.Context, key string) error {
+	return p.do(ctx, map[string]string{"op": "keydown", "value": key})
+}
+
+// KeyUp releases key.
+func (p *Page) KeyUp(ctx context.Context, key string) error {
+	return p.do(ctx, map[string]string{"op": "keyup", "value": key})
 }
 
 // Screenshot saves a PNG of the whole page to path.

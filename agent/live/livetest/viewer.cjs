@@ -34,6 +34,12 @@ async function run(page, c) {
     case 'click': await page.click(c.sel, { timeout: 5000 }); break;
     case 'select': await page.selectOption(c.sel, c.value, { timeout: 5000 }); break;
     case 'screenshot': await page.screenshot({ path: c.path, fullPage: true }); break;
+    // Hold and release: the mouse pressed on the element, or a key pressed
+    // (c.value, e.g. "Space") on the page.
+    case 'down': await page.hover(c.sel, { timeout: 5000 }); await page.mouse.down(); break;
+    case 'up': await page.mouse.up(); break;
+    case 'keydown': await page.keyboard.down(c.value); break;
+    case 'keyup': await page.keyboard.up(c.value); break;
     default: throw new Error('unknown op ' + c.op);
   }
 }
@@ -47,7 +53,9 @@ async function run(page, c) {
       // This machine has no sound card: a fake audio sink keeps Chromium from
       // stalling the page while it looks for one.
       '--disable-audio-output',
-      '--disable-features=WebRtcHideLocalIpsWithMdns'],
+      '--disable-features=WebRtcHideLocalIpsWithMdns',
+      // Extra flags, one per line (a fake microphone for talk-back).
+      ...(process.env.CHROMIUM_ARGS || '').split('\n').filter((a) => a)],
   });
   try {
     const opts = { ignoreHTTPSErrors: true };
@@ -109,10 +117,14 @@ async function run(page, c) {
             return {
               device: li.dataset.tRoom, online: li.dataset.online === 'true', recording: li.dataset.recording === 'true',
               until: li.dataset.until || '',
-              pending: [...li.querySelectorAll('li[data-t-request]')].map((e) => ({
-                request: e.dataset.tRequest, viewer: e.dataset.viewer, audio: e.dataset.audio === 'true', shown: Number(e.dataset.shown || 0),
+              pending: [...li.querySelectorAll('li[data-t-request]')].map((e) => {
+                const may = e.querySelector('input[data-t-talk]');
+                return { request: e.dataset.tRequest, viewer: e.dataset.viewer, audio: e.dataset.audio === 'true', shown: Number(e.dataset.shown || 0), talk: may ? may.checked : null };
+              }),
+              watching: [...li.querySelectorAll('li[data-t-watching]')].map((e) => ({
+                viewer: e.dataset.viewer, audio: e.dataset.audio === 'true', until: e.dataset.until || '',
+                talk: e.dataset.talk === 'true', speaking: e.dataset.speaking === 'true', text: e.textContent,
               })),
-              watching: [...li.querySelectorAll('li[data-t-watching]')].map((e) => ({ viewer: e.dataset.viewer, audio: e.dataset.audio === 'true', until: e.dataset.until || '' })),
               cooldowns: [...li.querySelectorAll('[data-t-cooldown]')].map((e) => ({ viewer: e.dataset.viewer, reason: e.dataset.reason })),
               result: res ? { action: res.dataset.action || '', outcome: res.dataset.outcome || '', reason: res.dataset.reason || '', text: res.textContent } : null,
             };
@@ -130,11 +142,26 @@ async function run(page, c) {
           fleet = { state: fs.dataset.state, text: fs.textContent, boxes };
         }
         const form = document.getElementById('signin');
+        const tb = document.getElementById('talk');
+        const tn = document.getElementById('talk-note');
+        let talk = null;
+        if (tb) {
+          let sent = 0;
+          if (window.__pc) {
+            try {
+              (await window.__pc.getStats()).forEach((r) => { if (r.type === 'outbound-rtp' && r.kind === 'audio') sent = r.packetsSent || 0; });
+            } catch (e) { /* closed */ }
+          }
+          talk = {
+            state: tb.dataset.talk || '', text: tb.textContent, shown: !tb.hidden && tb.offsetParent !== null, enabled: !tb.disabled,
+            note: tn && !tn.hidden ? tn.textContent : '', noteReason: (tn && tn.dataset.reason) || '', sent,
+          };
+        }
         return {
           state: el.dataset.state, reason: el.dataset.reason || '', ends: el.dataset.ends || '', text: el.textContent,
           rooms, signin: !!form && !form.hidden, scrollWidth: document.documentElement.scrollWidth,
           frames, first: Math.round(window.__first || 0), before: window.__before || 0,
-          local: pair.local, remote: pair.remote, teacher, fleet,
+          local: pair.local, remote: pair.remote, teacher, fleet, talk,
         };
       });
       s.loads = loads;

@@ -11,9 +11,11 @@
 // reconnecting, error) and data-reason; li[data-t-room] with
 // data-online and data-recording (and data-until while recording);
 // li[data-t-request] (data-viewer, data-audio, data-shown: when it first
-// showed, ms since the epoch) and its
+// showed, ms since the epoch), its input[data-t-talk] ("Coach may speak",
+// sent as talk with accept and video_only) and its
 // button[data-t-action] (accept, video_only, decline; data-for);
-// li[data-t-watching] (data-viewer, data-audio, data-until);
+// li[data-t-watching] (data-viewer, data-audio, data-until, data-talk: may
+// speak, data-speaking: speaking now);
 // li[data-t-cooldown] (data-viewer, data-reason, data-until); the room's
 // button[data-t-action] end_all, start_session, stop_session;
 // [data-t-result] with data-action,
@@ -36,6 +38,7 @@
   const results = new Map(); // device → {action, outcome, reason, text}
   const busy = new Set(); // devices with a decision in flight
   const shown = new Map(); // request id → when it first showed (ms since the epoch)
+  const talk = new Map(); // request id → "Coach may speak" ticked
 
   function setStatus(state, text, reason) {
     statusEl.dataset.state = state;
@@ -67,6 +70,7 @@
       const body = { decision: action };
       if (extra && extra['data-request']) body.request = extra['data-request'];
       if (extra && extra['data-for']) body.for = extra['data-for'];
+      if ((action === 'accept' || action === 'video_only') && talk.get(body.request)) body.talk = true;
       decide(device, body, text);
     });
     return b;
@@ -110,6 +114,13 @@
         if (!shown.has(p.request)) shown.set(p.request, Date.now());
         const item = el('li', { 'data-t-request': p.request, 'data-viewer': p.viewer, 'data-audio': String(!!p.audio), 'data-shown': String(shown.get(p.request)) });
         item.append(el('p', { class: 't-ask' }, p.viewer + ' asks to watch' + (p.audio ? ', with sound' : ', video only') + ' (asked ' + hhmm(p.asked_at) + ')'));
+        // "Coach may speak" goes with every accept of this request; the
+        // choice outlives the card's redraws (kept by request id).
+        const may = el('input', { type: 'checkbox', 'data-t-talk': '', 'data-request': p.request, checked: !!talk.get(p.request) });
+        may.addEventListener('change', () => talk.set(p.request, may.checked));
+        const label = el('label', { class: 't-talk' });
+        label.append(may, document.createTextNode(' Coach may speak'));
+        item.append(label);
         const row = el('div', { class: 't-buttons' });
         const req = { 'data-request': p.request };
         row.append(
@@ -131,7 +142,8 @@
     for (const w of watching) {
       let text = w.viewer + ' is watching' + (w.audio ? ' with sound' : ', video only');
       if (w.until) text += ' until ' + hhmm(w.until);
-      wl.append(el('li', { 'data-t-watching': '', 'data-viewer': w.viewer, 'data-audio': String(!!w.audio), 'data-until': w.until || '' }, text));
+      if (w.talk) text += w.speaking ? '; speaking now' : '; may speak';
+      wl.append(el('li', { class: w.speaking ? 't-speaking' : '', 'data-t-watching': '', 'data-viewer': w.viewer, 'data-audio': String(!!w.audio), 'data-until': w.until || '', 'data-talk': String(!!w.talk), 'data-speaking': String(!!w.speaking) }, text));
     }
     li.append(wl);
     for (const c of st.cooldowns || []) {

@@ -9,12 +9,26 @@
 // lesson-ended, replaced, no-lesson, signin-expired, offline (the box),
 // network (the server), error; teacher while a teacher's account is
 // signed in (teacher.js shows the teacher's view).
+//
+// Push-to-talk (#talk, docs/daemon.md "Talk-back"): the offer always
+// carries a sendrecv audio section with no track; when the box's answer
+// says "Talk: allowed" the button shows, and while it is held (pointer,
+// touch, or Space) the microphone (asked for once, on the first press)
+// is attached with replaceTrack(track); on release replaceTrack(null), so
+// nothing is sent while it is up. #talk data-talk: off (hidden), idle
+// ("Hold to talk"), talking ("Talking…"), taken ("Another coach is
+// speaking": the box plays someone else), not-allowed ("Talk not
+// allowed": the grant does not include talk); #talk-note says why the
+// microphone could not be used (data-reason: refused, missing,
+// insecure, error).
 'use strict';
 (() => {
   const coach = document.body.dataset.site === 'coach';
   const statusEl = document.getElementById('status');
   const video = document.getElementById('video');
   const stopBtn = document.getElementById('stop');
+  const talkBtn = document.getElementById('talk');
+  const talkNote = document.getElementById('talk-note');
   const RETRY_MS = 2000;
   // While the teacher decides the box holds the offer (Prefer: wait) and
   // answers the moment they accept; it says so with Preference-Applied, and
@@ -36,13 +50,105 @@
   let pollTimer = null;
   let generation = 0; // bumps on every start/stop so stale callbacks do nothing
   let busy = false; // asking or watching
+  // Talk-back of the running view.
+  let talkSender = null; // the audio transceiver's sender, once answered
+  let talkGrant = ''; // the box's Talk header: allowed, not-granted, unavailable; '' unknown
+  let floor = 'free'; // the session's floor: free, yours, taken
+  let holding = false; // the button is held
+  let holdGen = 0; // bumps on every press and release
+  let mic = null; // the microphone's track, once given
 
   function setState(state, text, reason) {
     statusEl.dataset.state = state;
     statusEl.dataset.reason = reason || '';
     if (state !== 'playing') delete statusEl.dataset.ends;
     statusEl.textContent = text;
+    showTalk();
     if (coach) showControls();
+  }
+
+  // showTalk shows the push-to-talk button as the view's talk-back stands.
+  function showTalk() {
+    let state = 'off', text = 'Hold to talk';
+    if (statusEl.dataset.state === 'playing' && talkSender) {
+      if (talkGrant === 'allowed') {
+        state = 'idle';
+        if (floor === 'taken') { state = 'taken'; text = 'Another coach is speaking'; }
+        else if (holding) { state = 'talking'; text = 'Talking…'; }
+      } else if (talkGrant === 'not-granted') {
+        state = 'not-allowed';
+        text = 'Talk not allowed';
+      }
+    }
+    talkBtn.dataset.talk = state;
+    talkBtn.hidden = state === 'off';
+    talkBtn.disabled = state === 'not-allowed';
+    talkBtn.setAttribute('aria-pressed', String(state === 'talking'));
+    if (talkBtn.textContent !== text) talkBtn.textContent = text;
+    if (state === 'off' || state === 'not-allowed') talkNote.hidden = true;
+  }
+
+  function noteTalk(reason, text) {
+    talkNote.dataset.reason = reason;
+    talkNote.textContent = text;
+    talkNote.hidden = !text;
+  }
+
+  // microphone asks for the microphone on the first press (the browser
+  // asks the coach once) and says clearly when it cannot be had.
+  async function microphone() {
+    if (mic && mic.readyState === 'live') return mic;
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      noteTalk('insecure', 'This page cannot use a microphone here (it needs HTTPS).');
+      return null;
+    }
+    try {
+      const ms = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
+      mic = ms.getAudioTracks()[0] || null;
+    } catch (e) {
+      mic = null;
+      if (e && (e.name === 'NotAllowedError' || e.name === 'SecurityError')) {
+        noteTalk('refused', 'The microphone was refused: allow it for this site in the browser\'s settings, then hold the button again.');
+      } else if (e && (e.name === 'NotFoundError' || e.name === 'OverconstrainedError')) {
+        noteTalk('missing', 'No microphone was found: plug one in, then hold the button again.');
+      } else {
+        noteTalk('error', 'The microphone could not be opened (' + ((e && e.name) || e) + ').');
+      }
+      return null;
+    }
+    noteTalk('', '');
+    return mic;
+  }
+
+  async function pressTalk() {
+    if (holding || talkBtn.hidden || talkBtn.disabled) return;
+    holding = true;
+    const gen = ++holdGen;
+    const sender = talkSender;
+    showTalk();
+    const track = await microphone();
+    if (gen !== holdGen || sender !== talkSender) return; // released, or the view changed
+    if (!track) { holding = false; showTalk(); return; }
+    try { await sender.replaceTrack(track); } catch (e) { /* the view closed */ }
+  }
+
+  function releaseTalk() {
+    if (!holding) return;
+    holding = false;
+    holdGen++;
+    // Queued after any replaceTrack(track) of the press: the last word.
+    if (talkSender) talkSender.replaceTrack(null).catch(() => {});
+    showTalk();
+  }
+
+  // endTalk forgets the view's talk-back and lets the microphone go.
+  function endTalk() {
+    holding = false;
+    holdGen++;
+    talkSender = null;
+    talkGrant = '';
+    floor = 'free';
+    if (mic) { mic.stop(); mic = null; }
   }
 
   function clearTimers() {
@@ -52,6 +158,7 @@
   }
 
   function closePC() {
+    endTalk();
     if (pc) { pc.close(); pc = null; }
     window.whep.pc = null;
     video.srcObject = null;
@@ -105,7 +212,9 @@
     if (tokenExpired()) { signinExpired(); return; }
     const p = new RTCPeerConnection({ iceServers });
     p.addTransceiver('video', { direction: 'recvonly' });
-    p.addTransceiver('audio', { direction: 'recvonly' });
+    // Hear the room and, if the grant allows, speak: no track until the
+    // push-to-talk button is held (no microphone is asked for to offer).
+    const audio = p.addTransceiver('audio', { direction: 'sendrecv' });
     const stream = new MediaStream();
     p.ontrack = (ev) => {
       stream.addTrack(ev.track);
@@ -139,6 +248,12 @@
       resource = new URL(resp.headers.get('Location'), window.location.href).toString();
       await p.setRemoteDescription({ type: 'answer', sdp: await resp.text() });
       if (gen !== generation) return;
+      // The box takes the viewer's audio only when it says so (and its
+      // answer lets the browser send).
+      const dir = audio.currentDirection || '';
+      talkGrant = (resp.headers.get('Talk') || '').trim();
+      if (talkGrant === 'allowed' && dir !== 'sendrecv' && dir !== 'sendonly') talkGrant = 'unavailable';
+      talkSender = audio.sender;
       setState('playing', coach ? 'Watching ' + room + '.' : 'Live.', '');
       poll(gen); // at once: the status says until when
       return;
@@ -235,6 +350,13 @@
       if (gen !== generation) return;
     }
     if (resp && resp.status === 200) {
+      if (talkSender) {
+        // The talk-back of the session as the box tells it now.
+        if (body.talk === true && talkGrant !== 'unavailable') talkGrant = 'allowed';
+        else if (body.talk === false && talkGrant === 'allowed') { talkGrant = 'not-granted'; releaseTalk(); }
+        floor = body.floor || 'free';
+        showTalk();
+      }
       if (body.expires) {
         const ends = new Date(body.expires);
         statusEl.dataset.ends = body.expires;
@@ -299,6 +421,31 @@
 
   window.whep = { pc: null, start: (t) => { token = (t || '').trim(); if (token) start(); }, stop };
   stopBtn.addEventListener('click', stop);
+  // Push-to-talk: held with a pointer (mouse, touch, pen: captured, so a
+  // finger sliding off does not end it) or with Space.
+  talkBtn.addEventListener('pointerdown', (ev) => {
+    if (ev.button !== 0) return;
+    ev.preventDefault();
+    try { talkBtn.setPointerCapture(ev.pointerId); } catch (e) { /* not capturable */ }
+    pressTalk();
+  });
+  for (const name of ['pointerup', 'pointercancel', 'lostpointercapture']) talkBtn.addEventListener(name, releaseTalk);
+  talkBtn.addEventListener('contextmenu', (ev) => ev.preventDefault());
+  talkBtn.addEventListener('click', (ev) => ev.preventDefault());
+  const spaceTarget = (t) => t === talkBtn || t === document.body || t === document.documentElement || t === video;
+  document.addEventListener('keydown', (ev) => {
+    if (ev.code !== 'Space' || !spaceTarget(ev.target) || talkBtn.hidden) return;
+    ev.preventDefault();
+    if (!ev.repeat) pressTalk();
+  });
+  document.addEventListener('keyup', (ev) => {
+    if (ev.code !== 'Space' || !spaceTarget(ev.target)) return;
+    ev.preventDefault();
+    releaseTalk();
+  });
+  // A key or pointer lifted elsewhere, or the page hidden, ends talking.
+  window.addEventListener('blur', releaseTalk);
+  document.addEventListener('visibilitychange', () => { if (document.hidden) releaseTalk(); });
   window.addEventListener('pagehide', () => { if (resource) stop(); });
 
   if (!coach) {
