@@ -24,7 +24,7 @@ const MaxWHEPWait = 30 * time.Second
 var WHEPHeaders = []string{"Authorization", "Content-Type", "Prefer", "If-Match", "Accept"}
 
 // WHEPAnswerHeaders are the box's answer headers relayed to the viewer.
-var WHEPAnswerHeaders = []string{"Content-Type", "Location", "ETag", "Link", "Preference-Applied", "Allow", "WWW-Authenticate", "Cache-Control", "Accept-Patch", "Retry-After"}
+var WHEPAnswerHeaders = []string{"Content-Type", "Location", "ETag", "Link", "Preference-Applied", "Allow", "WWW-Authenticate", "Cache-Control", "Accept-Patch", "Retry-After", "Talk"}
 
 // WHEPRequest is one WHEP request: Path is the box's live view path
 // ("/whep" or "/whep/{session}").

@@ -50,3 +50,12 @@ func TestOpusRoundTrip(t *testing.T) {
 		t.Fatal("a corrupt packet decoded without an error")
 	}
 }
+
+// TestPeak: the FFT finds a tone within half a hertz.
+func TestPeak(t *testing.T) {
+	for _, f := range []float64{440, 437.3, 880, 1234.5} {
+		if got := Peak(tone(f, 0, SampleRate), 50, 4000); math.Abs(got-f) > 0.5 {
+			t.Errorf("Peak of %.1f Hz: %.2f", f, got)
+		}
+	}
+}
