@@ -19,6 +19,7 @@ type ConsentAccept struct {
 	ID      string `json:"id"`
 	For     string `json:"for,omitempty"` // empty: live.grant_default
 	NoAudio bool   `json:"no_audio,omitempty"`
+	Talk    bool   `json:"talk,omitempty"` // the viewer may speak to the teacher (talk-back)
 }
 
 // ConsentID names a request ("consent.deny").
@@ -78,7 +79,7 @@ func (a *Agent) handleConsent(r control.Request) (any, error) {
 				return nil, control.Errorf("bad-request", "--for %q: give a positive duration such as 45m", p.For)
 			}
 		}
-		g, err := a.ledger.Accept(p.ID, ttl, p.NoAudio, r.Caller())
+		g, err := a.ledger.AcceptWith(p.ID, consent.Terms{TTL: ttl, NoAudio: p.NoAudio, Talk: p.Talk}, r.Caller())
 		if err != nil {
 			return nil, consentError(err)
 		}

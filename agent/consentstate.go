@@ -118,7 +118,10 @@ func consentState(s consent.Snapshot) wire.ConsentState {
 		out.Pending = append(out.Pending, wire.ConsentPending{Request: r.ID, Viewer: r.Viewer, AskedAt: r.Created, Audio: r.Audio})
 	}
 	for _, r := range s.Watching[:min(len(s.Watching), wire.MaxConsentStateItems)] {
-		out.Watching = append(out.Watching, wire.ConsentWatching{Viewer: r.Viewer, Since: r.Decided, Until: r.Expires, Audio: r.Audio})
+		out.Watching = append(out.Watching, wire.ConsentWatching{
+			Viewer: r.Viewer, Since: r.Decided, Until: r.Expires, Audio: r.Audio,
+			Talk: r.Talk, Speaking: r.Talk && r.Viewer == s.Speaking,
+		})
 	}
 	for _, c := range s.Cooldowns[:min(len(s.Cooldowns), wire.MaxConsentStateItems)] {
 		out.Cooldowns = append(out.Cooldowns, wire.ConsentCooldown{Viewer: c.Viewer, Reason: c.Reason, Until: c.Until})

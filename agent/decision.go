@@ -125,8 +125,9 @@ func (a *Agent) act(d wire.Decision, res *wire.DecisionResult) *decisionRefusal 
 			ttl = consent.UntilSessionEnd
 		}
 		var g consent.Grant
-		if g, err = a.ledger.Accept(d.Request, ttl, d.Decision == wire.DecisionVideoOnly, by); err == nil {
-			res.Viewer, res.State, res.Expires, res.Audio = g.Viewer, consent.StateAccepted, g.Expires, g.Audio
+		terms := consent.Terms{TTL: ttl, NoAudio: d.Decision == wire.DecisionVideoOnly, Talk: d.Talk}
+		if g, err = a.ledger.AcceptWith(d.Request, terms, by); err == nil {
+			res.Viewer, res.State, res.Expires, res.Audio, res.Talk = g.Viewer, consent.StateAccepted, g.Expires, g.Audio, g.Talk
 		}
 	case wire.DecisionDecline:
 		if err = a.ledger.Deny(d.Request, by); err == nil {

@@ -51,7 +51,7 @@ func (g liveGate) Admit(viewer string, wantAudio bool) (live.Admission, error) {
 		return live.Admission{}, err
 	}
 	ended, cancel := a.ledger.Watch(viewer)
-	return live.Admission{Audio: grant.Audio, Ended: ended, Cancel: cancel, Expires: grant.Expires}, nil
+	return live.Admission{Audio: grant.Audio, Talk: grant.Talk, Ended: ended, Cancel: cancel, Expires: grant.Expires}, nil
 }
 
 // AwaitDecision lets an offer sent with Prefer: wait=N wait for the
@@ -166,11 +166,17 @@ func (a *Agent) serveLive(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	talk, stopTalk, err := a.startTalkback(ctx, cfg.Live.TalkbackDevice)
+	if err != nil {
+		return err
+	}
+	defer stopTalk()
 	srv, err := live.New(live.Config{
 		MaxViewers: cfg.Live.MaxViewers, ICEServers: ice, Loopback: isLoopback(cfg.Live.Listen),
 		Auth: liveAuth{cfg.StateDir}, Gate: liveGate{a}, Source: liveSource{a}, Logger: a.log,
 		AuthFailed: a.liveAuthFailed,
 		Identity:   dtls,
+		Talk:       talk,
 		Indicator: func(n int) {
 			a.viewers.Store(int64(n))
 			a.m.liveViewers.Set(float64(n))

@@ -47,7 +47,10 @@ type Snapshot struct {
 	Watching []Request
 	// Cooldowns are the viewers whose asks are refused for now, by name.
 	Cooldowns []Cooldown
-	At        time.Time
+	// Speaking is the viewer whose voice the box plays now (talk-back),
+	// if any.
+	Speaking string
+	At       time.Time
 }
 
 // Cooldown is a viewer whose asks are answered Reason (ReasonDeclined,
@@ -68,7 +71,7 @@ func (l *Ledger) Snapshot() (Snapshot, error) {
 	}
 	now := l.now()
 	l.sweepAndLogLocked(now)
-	s := Snapshot{Recording: l.sessionRunningLocked(now), At: now}
+	s := Snapshot{Recording: l.sessionRunningLocked(now), Speaking: l.speaking, At: now}
 	if s.Recording {
 		s.SessionEnd = l.session.End
 	}

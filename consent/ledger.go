@@ -105,7 +105,8 @@ type Options struct {
 type Request struct {
 	ID      string    `json:"id"`
 	Viewer  string    `json:"viewer"`
-	Audio   bool      `json:"audio"` // asked for audio; once accepted: audio is granted
+	Audio   bool      `json:"audio"`          // asked for audio; once accepted: audio is granted
+	Talk    bool      `json:"talk,omitempty"` // once accepted: the viewer may speak to the teacher (talk-back)
 	Created time.Time `json:"created"`
 	State   string    `json:"state"` // one of the State constants
 	Decided time.Time `json:"decided,omitzero"`
@@ -119,7 +120,20 @@ type Grant struct {
 	ID      string // the request it was granted for
 	Viewer  string
 	Audio   bool // audio may be sent as well as video
+	Talk    bool // the viewer may speak to the teacher (talk-back)
 	Expires time.Time
+}
+
+// Terms are what Accept grants.
+type Terms struct {
+	// TTL is the grant's length (0: Options.DefaultTTL; UntilSessionEnd).
+	TTL time.Duration
+	// NoAudio withholds audio; a request that did not ask for audio never
+	// gets it.
+	NoAudio bool
+	// Talk lets the viewer speak to the teacher (talk-back) while the
+	// grant lasts.
+	Talk bool
 }
 
 // Denied is the error Ask returns when viewer may not watch (yet).
@@ -185,6 +199,7 @@ type Ledger struct {
 	watchers map[string]map[*watcher]string // by grant id; value: the viewer
 	decided  chan struct{}                  // closed and replaced whenever a pending request is decided
 	changes  map[chan struct{}]struct{}     // Changes subscribers (changes.go)
+	speaking string                         // the viewer whose voice is played (TalkOpened), if any
 }
 
 type watcher struct {
@@ -414,7 +429,7 @@ func (l *Ledger) Ask(viewer string, wantAudio bool) (Grant, error) {
 		return Grant{}, &Denied{Reason: ReasonNoSession}
 	}
 	if g := l.liveLocked(viewer, now); g != nil {
-		return Grant{ID: g.ID, Viewer: g.Viewer, Audio: g.Audio && wantAudio, Expires: g.Expires}, nil
+		return Grant{ID: g.ID, Viewer: g.Viewer, Audio: g.Audio && wantAudio, Talk: g.Talk, Expires: g.Expires}, nil
 	}
 	if c, ok := l.cooldownLocked(viewer, now); ok {
 		return Grant{}, &Denied{Reason: c.Reason, Request: c.Request, Until: c.Until}
@@ -530,14 +545,20 @@ func (l *Ledger) pendingRequestLocked(id string) (*record, error) {
 	return nil, fmt.Errorf("%w: request %s is %s", ErrNotPending, id, r.State)
 }
 
-// Accept turns the pending request id into a grant lasting ttl (0:
-// Options.DefaultTTL; UntilSessionEnd), cut short by the end of the
-// recording session and by Options.MaxTTL. noAudio withholds audio; a
-// request that did not ask for audio never gets it. by names who decided
-// (e.g. "uid:1000(alice)"); it is audited. The request a viewer's cooldown
-// holds (the one declined, revoked or ended) may be accepted again, which
-// lifts the cooldown: that is how a teacher lets in a viewer they refused.
+// Accept is AcceptWith without talk-back.
 func (l *Ledger) Accept(id string, ttl time.Duration, noAudio bool, by string) (Grant, error) {
+	return l.AcceptWith(id, Terms{TTL: ttl, NoAudio: noAudio}, by)
+}
+
+// AcceptWith turns the pending request id into a grant on terms t, lasting
+// t.TTL, cut short by the end of the recording session and by
+// Options.MaxTTL. by names who decided (e.g. "uid:1000(alice)"); it is
+// audited, with "talk=yes" when the grant lets the viewer speak. The
+// request a viewer's cooldown holds (the one declined, revoked or ended)
+// may be accepted again, which lifts the cooldown: that is how a teacher
+// lets in a viewer they refused.
+func (l *Ledger) AcceptWith(id string, t Terms, by string) (Grant, error) {
+	ttl, noAudio := t.TTL, t.NoAudio
 	if by == "" {
 		return Grant{}, fmt.Errorf("accept consent request %s: %w", id, ErrNoDecider)
 	}
@@ -569,7 +590,8 @@ func (l *Ledger) Accept(id string, ttl time.Duration, noAudio bool, by string) (
 	nr.State, nr.Decided, nr.Expires = StateAccepted, now, expires
 	nr.Ended, nr.Reason = time.Time{}, ""
 	nr.Audio = r.Audio && !noAudio
-	detail := fmt.Sprintf("request=%s audio=%t expires=%s", id, nr.Audio, expires.Format(time.RFC3339))
+	nr.Talk = t.Talk
+	detail := fmt.Sprintf("request=%s audio=%t expires=%s%s", id, nr.Audio, expires.Format(time.RFC3339), talkDetail(nr.Talk))
 	if r.State != StatePending {
 		detail += " was=" + r.State
 	}
@@ -594,8 +616,17 @@ func (l *Ledger) Accept(id string, ttl time.Duration, noAudio bool, by string) (
 	l.active[id] = &nr
 	l.decidedLocked()
 	l.wake()
-	l.log.Info("consent granted", "viewer", nr.Viewer, "request", id, "audio", nr.Audio, "expires", expires, "by", by)
-	return Grant{ID: id, Viewer: nr.Viewer, Audio: nr.Audio, Expires: expires}, nil
+	l.log.Info("consent granted", "viewer", nr.Viewer, "request", id, "audio", nr.Audio, "talk", nr.Talk, "expires", expires, "by", by)
+	return Grant{ID: id, Viewer: nr.Viewer, Audio: nr.Audio, Talk: nr.Talk, Expires: expires}, nil
+}
+
+// talkDetail is the audit detail's mark of a grant that lets its viewer
+// speak; empty for one that does not.
+func talkDetail(talk bool) string {
+	if talk {
+		return " talk=yes"
+	}
+	return ""
 }
 
 // acceptableLocked returns request id if it is pending, or if it is the
@@ -871,6 +902,27 @@ func (l *Ledger) Left(viewer, session, reason, by string) {
 	l.auditOnly("live.leave", viewer, by, "session="+session+" reason="+strings.ReplaceAll(reason, " ", "_"))
 }
 
+// TalkOpened records that the box started playing viewer's voice (the
+// viewer took the floor in live session session); Snapshot names viewer
+// as speaking until TalkClosed.
+func (l *Ledger) TalkOpened(viewer, session string) {
+	l.mu.Lock()
+	l.speaking = viewer
+	l.mu.Unlock()
+	l.auditOnly("live.talk_open", viewer, ByViewer(viewer), "session="+session)
+}
+
+// TalkClosed records that the box stopped playing viewer's voice after
+// d, and why ("silence", "revoked", "viewer left", …).
+func (l *Ledger) TalkClosed(viewer, session, reason string, d time.Duration) {
+	l.mu.Lock()
+	if l.speaking == viewer {
+		l.speaking = ""
+	}
+	l.mu.Unlock()
+	l.auditOnly("live.talk_close", viewer, ByDaemon, fmt.Sprintf("session=%s duration=%s reason=%s", session, d.Round(time.Millisecond), strings.ReplaceAll(reason, " ", "_")))
+}
+
 func (l *Ledger) auditOnly(event, viewer, by, detail string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -986,7 +1038,7 @@ func (l *Ledger) endLocked(r *record, state, reason, event, by string, now time.
 		nr.Expires = now
 	}
 	l.notifyLocked(r.ID, reason)
-	detail := fmt.Sprintf("request=%s audio=%t expires=%s", r.ID, r.Audio, r.Expires.Format(time.RFC3339))
+	detail := fmt.Sprintf("request=%s audio=%t expires=%s%s", r.ID, r.Audio, r.Expires.Format(time.RFC3339), talkDetail(r.Talk))
 	return l.finishLocked(&nr, event, by, detail, now)
 }
 

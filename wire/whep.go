@@ -23,8 +23,7 @@ const MaxWHEPWait = 30 * time.Second
 // dropped.
 var WHEPHeaders = []string{"Authorization", "Content-Type", "Prefer", "If-Match", "Accept"}
 
-// WHEPAnswerHeaders are the box's answer headers relayed to the viewer
-// (Talk: what the box does with the viewer's audio, talk-back).
+// WHEPAnswerHeaders are the box's answer headers relayed to the viewer.
 var WHEPAnswerHeaders = []string{"Content-Type", "Location", "ETag", "Link", "Preference-Applied", "Allow", "WWW-Authenticate", "Cache-Control", "Accept-Patch", "Retry-After", "Talk"}
 
 // WHEPRequest is one WHEP request: Path is the box's live view path

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/uploadbox/uploadbox/capture/anon"
 	"github.com/uploadbox/uploadbox/internal/confcheck"
@@ -163,6 +164,10 @@ type Live struct {
 	// MaxConnsPerAddress caps the open connections from one remote
 	// address (default 16); more are closed at once.
 	MaxConnsPerAddress int `yaml:"max_conns_per_address"`
+	// TalkbackDevice is where a viewer allowed to speak is played
+	// (talk-back): an ALSA playback device name, "default", or
+	// "file:PATH", a WAV file (tests); empty: talk-back off.
+	TalkbackDevice string `yaml:"talkback_device"`
 }
 
 // TURN is one TURN server.
@@ -409,6 +414,11 @@ func (c *Config) Validate() []Problem {
 	}
 	if lv.MaxConnsPerAddress < 1 || lv.MaxConnsPerAddress > 1024 {
 		add("live.max_conns_per_address", "%d: use 1 to 1024", lv.MaxConnsPerAddress)
+	}
+	if path, ok := strings.CutPrefix(lv.TalkbackDevice, "file:"); ok {
+		abs("live.talkback_device", path, true)
+	} else if d := lv.TalkbackDevice; len(d) > 256 || strings.IndexFunc(d, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		add("live.talkback_device", "%q: give an ALSA playback device name (aplay -L), default, or file:/ABSOLUTE/PATH.wav; empty: off", d)
 	}
 	if d := c.Consent.DeclineCooldown.D(); d < time.Minute || d > 24*time.Hour {
 		add("consent.decline_cooldown", "%s: use 1m to 24h", c.Consent.DeclineCooldown)

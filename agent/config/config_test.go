@@ -177,6 +177,9 @@ func TestLiveConnectionLimits(t *testing.T) {
 		{"idle too long", "live:\n  idle_timeout: 2h\n", "live.idle_timeout (line 2):"},
 		{"read zero", "live:\n  read_timeout: 0s\n", "live.read_timeout (line 2):"},
 		{"no connections", "live:\n  max_conns_per_address: 0\n", "live.max_conns_per_address (line 2):"},
+		{"talk-back relative file", "live:\n  talkback_device: file:talk.wav\n", "live.talkback_device (line 2): \"talk.wav\" is not an absolute path"},
+		{"talk-back empty file", "live:\n  talkback_device: \"file:\"\n", "live.talkback_device (line 2): required"},
+		{"talk-back control character", "live:\n  talkback_device: \"hw:0\\t1\"\n", "live.talkback_device (line 2):"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -250,5 +253,15 @@ func TestAnonymiseConfig(t *testing.T) {
 				t.Errorf("error %v, want one with %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// live.talkback_device: off, a device name or an absolute file (the
+// refused values are in TestLiveConnectionLimits).
+func TestTalkbackDevice(t *testing.T) {
+	for _, src := range []string{"", "live:\n  talkback_device: plughw:CARD=Headphones,DEV=0\n", "live:\n  talkback_device: file:/tmp/talk.wav\n"} {
+		if _, err := Parse([]byte(src), []string{}); err != nil {
+			t.Errorf("%q: %v", src, err)
+		}
 	}
 }

@@ -64,6 +64,9 @@ type Waiter interface {
 type Admission struct {
 	// Audio says whether the viewer may hear the audio.
 	Audio bool
+	// Talk says whether the viewer may speak to the teacher (talk-back):
+	// only then is the viewer's audio taken (see Config.Talk).
+	Talk bool
 	// Ended receives the reason and is closed when the grant ends.
 	Ended <-chan string
 	// Expires is when the grant ends unless the teacher ends it sooner
@@ -88,6 +91,24 @@ func (r *Refusal) Error() string {
 		return fmt.Sprintf("live view refused: %s (request %s)", r.Reason, r.Request)
 	}
 	return "live view refused: " + r.Reason
+}
+
+// Talker plays the voice of viewers whose grant lets them speak
+// (talk-back: agent/talkback).
+type Talker interface {
+	// Speak returns the voice of viewer's session; the session hands it
+	// every Opus packet the viewer sends and closes it when it ends.
+	Speak(viewer, session string) Voice
+}
+
+// Voice is one session's audio to the box.
+type Voice interface {
+	// Packet takes one Opus payload.
+	Packet(payload []byte)
+	// Close ends the voice at once; reason is audited.
+	Close(reason string)
+	// Floor is "free", "yours" (this voice is played) or "taken".
+	Floor() string
 }
 
 // Source gives access to the running capture.
@@ -129,6 +150,9 @@ type Config struct {
 	// the last viewer leaves; a Subscribe error ends that viewer's session
 	// with reason "not recording".
 	Source Source
+	// Talk, if set, plays the voice of viewers whose Admission has Talk;
+	// nil: no viewer's audio is ever taken (answers say Talk: unavailable).
+	Talk Talker
 	// Indicator, if set, is called with the number of viewers whenever it
 	// changes (a privacy LED). A viewer counts from the 201 until its
 	// session ends, so the indicator is on before any media flows. It must

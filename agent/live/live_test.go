@@ -51,6 +51,7 @@ func (a fakeAuth) Owner(token string) (string, error) {
 type fakeGate struct {
 	mu       sync.Mutex
 	grants   map[string]bool // viewer → audio allowed
+	talk     map[string]bool // viewer → may speak
 	watchers map[string][]chan string
 	asked    []string
 	askedAt  []time.Time
@@ -62,7 +63,7 @@ type fakeGate struct {
 }
 
 func newFakeGate() *fakeGate {
-	return &fakeGate{grants: map[string]bool{}, watchers: map[string][]chan string{}, decided: make(chan struct{})}
+	return &fakeGate{grants: map[string]bool{}, talk: map[string]bool{}, watchers: map[string][]chan string{}, decided: make(chan struct{})}
 }
 
 // AwaitDecision makes fakeGate a Waiter: it returns once the viewer of
@@ -96,7 +97,7 @@ func (g *fakeGate) Admit(viewer string, wantAudio bool) (Admission, error) {
 	}
 	ch := make(chan string, 1)
 	g.watchers[viewer] = append(g.watchers[viewer], ch)
-	return Admission{Audio: audio && wantAudio, Ended: ch, Cancel: func() { g.cancel(viewer, ch) }, Expires: g.expires}, nil
+	return Admission{Audio: audio && wantAudio, Talk: g.talk[viewer], Ended: ch, Cancel: func() { g.cancel(viewer, ch) }, Expires: g.expires}, nil
 }
 
 func (g *fakeGate) cancel(viewer string, ch chan string) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -20,6 +21,7 @@ type session struct {
 	id     string
 	viewer string
 	audio  bool
+	voice  Voice // the viewer's audio to the box; nil unless the grant lets the viewer speak
 	pc     *webrtc.PeerConnection
 	adm    Admission
 
@@ -47,7 +49,7 @@ func WithICEServers(ctx context.Context, servers []webrtc.ICEServer) context.Con
 // registers the session. The viewer is attached to the shared tracks here,
 // after Admit succeeded, and never before. The viewer going away (ctx
 // done) while ICE candidates are gathered ends it.
-func (s *Server) open(ctx context.Context, viewer string, offer webrtc.SessionDescription, adm Admission, audio bool) (*session, error) {
+func (s *Server) open(ctx context.Context, viewer string, offer webrtc.SessionDescription, adm Admission, audio, talk bool) (*session, error) {
 	servers := s.cfg.ICEServers
 	if extra, _ := ctx.Value(iceServersKey{}).([]webrtc.ICEServer); len(extra) > 0 {
 		servers = append(slices.Clip(servers), extra...)
@@ -65,6 +67,12 @@ func (s *Server) open(ctx context.Context, viewer string, offer webrtc.SessionDe
 		sess.ending.Store(true) // never registered: nothing for end to undo
 		pc.Close()
 		return nil, err
+	}
+	if talk {
+		sess.voice = s.cfg.Talk.Speak(viewer, id)
+		pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+			s.listen(sess, tr)
+		})
 	}
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		switch st {
@@ -93,9 +101,10 @@ func (s *Server) open(ctx context.Context, viewer string, offer webrtc.SessionDe
 		senders = append(senders, as)
 	}
 	// An offered section this viewer gets no track for (audio without an
-	// audio grant) is answered inactive, not sendonly without a source.
+	// audio grant) is answered inactive, not sendonly without a source;
+	// but the audio of a viewer who may speak is received.
 	for _, tr := range pc.GetTransceivers() {
-		if tr.Sender() == nil {
+		if tr.Sender() == nil && !(talk && tr.Kind() == webrtc.RTPCodecTypeAudio) {
 			if err := tr.Stop(); err != nil {
 				return fail(fmt.Errorf("stop unused %s transceiver: %w", tr.Kind(), err))
 			}
@@ -208,6 +217,9 @@ func (s *Server) end(sess *session, reason string) error {
 	if !sess.ending.CompareAndSwap(false, true) {
 		return nil
 	}
+	if sess.voice != nil {
+		sess.voice.Close(reason) // silent from the next frame on
+	}
 	err := sess.pc.Close()
 
 	s.mu.Lock()
@@ -233,6 +245,25 @@ func (s *Server) end(sess *session, reason string) error {
 		return fmt.Errorf("close peer connection of session %s: %w", sess.id, err)
 	}
 	return nil
+}
+
+// listen hands the viewer's Opus packets to its voice until the track
+// ends (the session closed). Runs on pion's OnTrack goroutine.
+func (s *Server) listen(sess *session, tr *webrtc.TrackRemote) {
+	if tr.Kind() != webrtc.RTPCodecTypeAudio || !strings.EqualFold(tr.Codec().MimeType, webrtc.MimeTypeOpus) {
+		return
+	}
+	for {
+		pkt, _, err := tr.ReadRTP()
+		if err != nil {
+			sess.voice.Close("viewer left")
+			return
+		}
+		if sess.ending.Load() {
+			return
+		}
+		sess.voice.Packet(pkt.Payload)
+	}
 }
 
 // feeder moves the frames of one live subscription to the shared tracks.

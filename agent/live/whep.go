@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -138,6 +139,8 @@ func (s *Server) handleOffer(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusBadRequest, "offer", "the SDP offer has no video section; add a recvonly video transceiver")
 		return
 	}
+	hear, speak := audioDirection(parsed)
+	wantAudio = wantAudio && hear
 
 	adm, err := s.admit(w, r, viewer, wantAudio)
 	if err != nil {
@@ -172,7 +175,23 @@ func (s *Server) handleOffer(w http.ResponseWriter, r *http.Request) {
 			s.unreserve(viewer)
 		}
 	}()
-	sess, err := s.open(r.Context(), viewer, offer, adm, wantAudio && adm.Audio)
+	talk := ""
+	if speak {
+		switch {
+		case s.cfg.Talk == nil:
+			talk = TalkUnavailable
+		case !adm.Talk:
+			talk = TalkNotGranted
+		default:
+			talk = TalkAllowed
+		}
+		if talk != TalkAllowed {
+			// Answered as if the viewer sent no audio: the browser then
+			// sends none, and nothing is read.
+			offer.SDP = noViewerAudio(parsed)
+		}
+	}
+	sess, err := s.open(r.Context(), viewer, offer, adm, wantAudio && adm.Audio, talk == TalkAllowed)
 	if err != nil {
 		if adm.Cancel != nil {
 			adm.Cancel()
@@ -189,7 +208,10 @@ func (s *Server) handleOffer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	registered = true
-	s.log.Info("viewer joined", "viewer", viewer, "session", sess.id, "audio", sess.audio)
+	s.log.Info("viewer joined", "viewer", viewer, "session", sess.id, "audio", sess.audio, "talk", talk)
+	if talk != "" {
+		w.Header().Set("Talk", talk)
+	}
 	w.Header().Set("Content-Type", "application/sdp")
 	w.Header().Set("Location", "/whep/"+sess.id)
 	w.Header().Set("Cache-Control", "no-store")
@@ -239,6 +261,68 @@ func preferWait(h string) time.Duration {
 		}
 	}
 	return 0
+}
+
+// Values of the Talk header of a 201 answer to an offer whose audio
+// section sends (sendrecv, sendonly).
+const (
+	TalkAllowed     = "allowed"     // the viewer's voice is played when it arrives
+	TalkNotGranted  = "not-granted" // the grant does not let the viewer speak
+	TalkUnavailable = "unavailable" // the box has no talk-back output
+)
+
+// audioDirection reports whether the offer's audio section (the first
+// not rejected) receives (hear) and sends (speak); no direction attribute
+// means sendrecv.
+func audioDirection(d *sdp.SessionDescription) (hear, speak bool) {
+	for _, m := range d.MediaDescriptions {
+		if m.MediaName.Media != "audio" || m.MediaName.Port.Value == 0 {
+			continue
+		}
+		for _, a := range m.Attributes {
+			switch a.Key {
+			case "sendrecv":
+				return true, true
+			case "sendonly":
+				return false, true
+			case "recvonly":
+				return true, false
+			case "inactive":
+				return false, false
+			}
+		}
+		return true, true
+	}
+	return false, false
+}
+
+// noViewerAudio returns the offer with its audio sections no longer
+// sending: sendrecv becomes recvonly, sendonly inactive.
+func noViewerAudio(d *sdp.SessionDescription) string {
+	for _, m := range d.MediaDescriptions {
+		if m.MediaName.Media != "audio" {
+			continue
+		}
+		found := false
+		for i, a := range m.Attributes {
+			switch a.Key {
+			case "sendrecv":
+				m.Attributes[i].Key, found = "recvonly", true
+			case "sendonly":
+				m.Attributes[i].Key, found = "inactive", true
+			case "recvonly", "inactive":
+				found = true
+			}
+		}
+		if !found {
+			m.Attributes = append(m.Attributes, sdp.Attribute{Key: "recvonly"})
+		}
+	}
+	b, err := d.Marshal()
+	if err != nil {
+		panic(fmt.Sprintf("re-marshal a parsed SDP offer: %v", err)) // it parsed: a broken invariant
+	}
+	return string(b)
 }
 
 func kinds(d *sdp.SessionDescription) (video, audio bool) {
@@ -327,6 +411,10 @@ type status struct {
 	State  string `json:"state"` // "live" or "ended"
 	Reason string `json:"reason,omitempty"`
 	Audio  bool   `json:"audio"`
+	// Talk says the viewer may speak; Floor is then "free", "yours" or
+	// "taken" (talkback).
+	Talk  bool   `json:"talk,omitempty"`
+	Floor string `json:"floor,omitempty"`
 	// Expires is when the grant ends unless the teacher ends it sooner.
 	Expires time.Time `json:"expires,omitzero"`
 }
@@ -337,7 +425,11 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if sess != nil {
-		writeJSON(w, http.StatusOK, status{State: "live", Audio: sess.audio, Expires: sess.adm.Expires})
+		st := status{State: "live", Audio: sess.audio, Expires: sess.adm.Expires}
+		if sess.voice != nil {
+			st.Talk, st.Floor = true, sess.voice.Floor()
+		}
+		writeJSON(w, http.StatusOK, st)
 		return
 	}
 	writeJSON(w, http.StatusGone, status{State: "ended", Reason: gone.reason})

@@ -29,7 +29,7 @@ func newConsentCommand() *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), rs)
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tVIEWER\tAUDIO\tSTATE\tASKED\tUNTIL")
+			fmt.Fprintln(w, "ID\tVIEWER\tAUDIO\tTALK\tSTATE\tASKED\tUNTIL")
 			for _, r := range rs {
 				until := ""
 				if !r.Expires.IsZero() {
@@ -39,7 +39,7 @@ func newConsentCommand() *cobra.Command {
 				if r.Reason != "" {
 					state += " (" + r.Reason + ")"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%v\t%s\t%s\t%s\n", r.ID, r.Viewer, r.Audio, state, r.Created.Local().Format(time.TimeOnly), until)
+				fmt.Fprintf(w, "%s\t%s\t%v\t%v\t%s\t%s\t%s\n", r.ID, r.Viewer, r.Audio, r.Talk, state, r.Created.Local().Format(time.TimeOnly), until)
 			}
 			return w.Flush()
 		},
@@ -48,16 +48,16 @@ func newConsentCommand() *cobra.Command {
 
 	var af ctlFlags
 	var length time.Duration
-	var noAudio bool
+	var noAudio, talk bool
 	accept := &cobra.Command{
-		Use:   "accept ID [--for 45m] [--no-audio]",
-		Short: "Let the viewer of request ID watch, for a limited time (and hear, unless --no-audio)",
+		Use:   "accept ID [--for 45m] [--no-audio] [--talk]",
+		Short: "Let the viewer of request ID watch, for a limited time (and hear, unless --no-audio; and speak to the teacher with --talk)",
 		Args:  cli.Args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cmd.Flags().Changed("for") && length <= 0 {
 				return cli.Usagef("--for must be positive")
 			}
-			p := agent.ConsentAccept{ID: args[0], NoAudio: noAudio}
+			p := agent.ConsentAccept{ID: args[0], NoAudio: noAudio, Talk: talk}
 			if length > 0 {
 				p.For = length.String()
 			}
@@ -72,6 +72,9 @@ func newConsentCommand() *cobra.Command {
 			if !g.Audio {
 				what = "video only"
 			}
+			if g.Talk {
+				what += "; may speak to the teacher"
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s may watch (%s) until %s\n", g.Viewer, what, g.Expires.Local().Format(time.TimeOnly))
 			return nil
 		},
@@ -79,6 +82,7 @@ func newConsentCommand() *cobra.Command {
 	af.add(accept, true)
 	accept.Flags().DurationVar(&length, "for", 0, "grant length (default live.grant_default; never past the session's end)")
 	accept.Flags().BoolVar(&noAudio, "no-audio", false, "video only: no audio is sent to this viewer")
+	accept.Flags().BoolVar(&talk, "talk", false, "let the viewer speak to the teacher (talk-back, played on live.talkback_device) while the grant lasts")
 
 	var df ctlFlags
 	deny := &cobra.Command{

@@ -27,6 +27,9 @@ type Options struct {
 	Net transport.Net
 	// Audio adds a recvonly audio transceiver to the offer.
 	Audio bool
+	// Talk makes the offer's audio section send too (sendrecv with Audio,
+	// sendonly without), from Viewer.Mic: a viewer who may speak.
+	Talk bool
 	// Loopback lets the viewer use loopback ICE candidates (a server on
 	// 127.0.0.1).
 	Loopback bool
@@ -63,6 +66,8 @@ type Viewer struct {
 	Answer string
 	// Started is when the offer was sent.
 	Started time.Time
+	// Mic is the viewer's Opus track to the box (Options.Talk); see Speak.
+	Mic *webrtc.TrackLocalStaticSample
 
 	mu    sync.Mutex
 	kinds map[string]*counter
@@ -131,7 +136,20 @@ func Offer(ctx context.Context, client *http.Client, endpoint, token string, opt
 	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, recv); err != nil {
 		return nil, err
 	}
-	if opts.Audio {
+	switch {
+	case opts.Talk:
+		v.Mic, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "viewer")
+		if err != nil {
+			return nil, err
+		}
+		dir := webrtc.RTPTransceiverDirectionSendonly
+		if opts.Audio {
+			dir = webrtc.RTPTransceiverDirectionSendrecv
+		}
+		if _, err := pc.AddTransceiverFromTrack(v.Mic, webrtc.RTPTransceiverInit{Direction: dir}); err != nil {
+			return nil, err
+		}
+	case opts.Audio:
 		if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, recv); err != nil {
 			return nil, err
 		}
