@@ -21,6 +21,22 @@ type coachPage struct {
 	t *testing.T
 }
 
+// openReceiverPage opens b's receiver page in Chromium, 390 px wide,
+// with extra Chromium flags args, and waits for its sign-in form; it is
+// closed when the test ends.
+func openReceiverPage(t *testing.T, ctx context.Context, b enrolled, args ...string) coachPage {
+	t.Helper()
+	modules, _ := filepath.Abs("../../.cache/npm/node_modules")
+	pg, err := livetest.OpenPage(ctx, "https://"+b.rcv.addr+"/", livetest.BrowserOptions{NodeModules: modules, Width: 390, Height: 844, Args: args})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Close() })
+	page := coachPage{pg, t}
+	page.wait("the sign-in form", func(s livetest.PageState) bool { return s.State == "signed-out" && s.SignIn })
+	return page
+}
+
 // wait waits up to 40 s for the page to reach a state ok accepts.
 func (p coachPage) wait(what string, ok func(livetest.PageState) bool) livetest.PageState {
 	p.t.Helper()

@@ -76,10 +76,17 @@ func startRelayBoxWith(t *testing.T, serve []string) (enrolled, liveBox, *daemon
 // (setupBox).
 func startRelayBoxIn(t *testing.T, dir string, serve []string, via func(addr string) string) (enrolled, liveBox, *daemonProc) {
 	t.Helper()
+	return startRelayBoxLive(t, dir, serve, via, "")
+}
+
+// startRelayBoxLive is startRelayBoxIn with more keys of the box's live
+// section (each line "  key: value\n").
+func startRelayBoxLive(t *testing.T, dir string, serve []string, via func(addr string) string, live string) (enrolled, liveBox, *daemonProc) {
+	t.Helper()
 	b := setupBoxWith(t, dir, serve, via)
 	lb := liveBox{live: freePort(t), indicator: filepath.Join(dir, "indicator")}
 	os.WriteFile(lb.indicator, nil, 0o600)
-	lb.boxDirs = writeBoxConfig(t, dir, b.state, "live:\n  enabled: true\n  listen: "+lb.live+"\nindicator:\n  path: "+lb.indicator+"\n"+fastLink)
+	lb.boxDirs = writeBoxConfig(t, dir, b.state, "live:\n  enabled: true\n  listen: "+lb.live+"\n"+live+"indicator:\n  path: "+lb.indicator+"\n"+fastLink)
 	p := startDaemon(t, lb.boxDirs)
 	waitControl(t, lb.boxDirs, "connected", connected)
 	var st sessionStatus

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
+	"github.com/uploadbox/uploadbox/receiver"
 	"github.com/uploadbox/uploadbox/wire"
 )
 
@@ -19,7 +20,8 @@ import (
 // usage error and nothing is sent. The teacher's endpoint takes "talk"
 // with video_only and signs it the same way (the receiver's audit says
 // talk=true); "talk" with a decision that grants nothing is 400
-// malformed, before the box.
+// malformed, before the box. The box's answers say the grants let the
+// coaches speak, and its consent state (the teacher's rooms) marks both.
 func TestTeacherTalkDecision(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the daemon and a receiver; skipped under -short")
@@ -44,7 +46,7 @@ func TestTeacherTalkDecision(t *testing.T) {
 		t.Fatalf("decline --talk: ok=%t %s", ok, stderr)
 	}
 	ans, stderr, ok := decide(t, b.rcv.data, "", "room-7", req, "accept", "--as", "tess", "--talk", "--for", "15m")
-	if !ok || ans.Status != http.StatusOK || ans.Result.Viewer != "coach-c" {
+	if !ok || ans.Status != http.StatusOK || ans.Result.Viewer != "coach-c" || !ans.Result.Talk {
 		t.Fatalf("accept --talk: %+v %s", ans, stderr)
 	}
 	if d, err := wire.VerifyDecision(pub, ans.Statement, time.Now()); err != nil || !d.Talk || d.Decision != wire.DecisionAccept || d.Teacher != "tess" {
@@ -62,12 +64,15 @@ func TestTeacherTalkDecision(t *testing.T) {
 		t.Fatalf("decline with talk: HTTP %d %v, want 400 malformed naming talk", code, problem)
 	}
 	code, tans, problem := teacherPost(t, c, b, "room-7", teacher, map[string]any{"decision": "video_only", "request": req, "for": "15m", "talk": true})
-	if code != http.StatusOK || tans.Result.Viewer != "coach-d" {
+	if code != http.StatusOK || tans.Result.Viewer != "coach-d" || !tans.Result.Talk {
 		t.Fatalf("video_only with talk: HTTP %d %+v %v", code, tans, problem)
 	}
 	if a := <-held; a == nil || a.Status != http.StatusCreated {
 		t.Fatalf("coach-d's held offer after the accept: %+v", a)
 	}
+	awaitRoom(t, teacherEvents(t, c, b, teacher), "room-7", "coach-c and coach-d watching, both may speak", func(r receiver.TeacherRoom) bool {
+		return r.State != nil && len(r.State.Watching) == 2 && r.State.Watching[0].Talk && r.State.Watching[1].Talk
+	})
 	rlog, _ := os.ReadFile(filepath.Join(b.rcv.data, "audit.jsonl"))
 	var talks []string
 	for _, line := range strings.Split(string(rlog), "\n") {

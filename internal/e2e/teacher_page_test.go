@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os/user"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -85,20 +84,9 @@ func TestTeacherPage(t *testing.T) {
 		run(t, "uploadbox-receiver", "viewers", "allow", name, "room-7", "--data", b.rcv.data)
 	}
 
-	modules, _ := filepath.Abs("../../.cache/npm/node_modules")
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	open := func() coachPage {
-		pg, err := livetest.OpenPage(ctx, "https://"+b.rcv.addr+"/", livetest.BrowserOptions{NodeModules: modules, Width: 390, Height: 844})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { pg.Close() })
-		page := coachPage{pg, t}
-		page.wait("the sign-in form", func(s livetest.PageState) bool { return s.State == "signed-out" && s.SignIn })
-		return page
-	}
-	teacher, coach := teacherPage{open()}, open()
+	teacher, coach := teacherPage{openReceiverPage(t, ctx, b)}, openReceiverPage(t, ctx, b)
 
 	// The teacher signs in: the teacher's view, not the coach's.
 	teacher.signIn("tess", password)

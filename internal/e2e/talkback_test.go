@@ -1,0 +1,229 @@
+package e2e
+
+import (
+	"context"
+	"math"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uploadbox/uploadbox/agent/live/livetest"
+	"github.com/uploadbox/uploadbox/agent/talkback"
+)
+
+// sinkRate is the talk-back sink's sample rate (48 kHz mono).
+const sinkRate = talkback.SampleRate
+
+// chunk is how much of the box's file levels measures at a time: 100 ms,
+// so that a tone a little off 440 Hz still counts and the box's 880 Hz
+// open/close tone does not.
+const chunk = sinkRate / 10
+
+// levels is the amplitude (of a full-scale 32767) of hz in each 100 ms of
+// x.
+func levels(x []int16, hz float64) []float64 {
+	var out []float64
+	for i := 0; i+chunk <= len(x); i += chunk {
+		out = append(out, 2*math.Sqrt(talkback.Power(x[i:i+chunk], hz)))
+	}
+	return out
+}
+
+// sink reads the box's talk-back file: its samples so far.
+func sink(t *testing.T, path string) []int16 {
+	t.Helper()
+	x, err := talkback.ReadWAV(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+// sinkFrom waits until the box has played d past sample n (the file grows
+// in real time, silence included) and returns the samples from n on.
+func sinkFrom(t *testing.T, path string, n int, d time.Duration) []int16 {
+	t.Helper()
+	want := n + int(d.Seconds()*sinkRate)
+	for deadline := time.Now().Add(d + 15*time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if x := sink(t, path); len(x) >= want {
+			return x[n:want]
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the box's talk-back file holds %d samples, want %d (%s played past %d)", len(x), want, d, n)
+		}
+	}
+}
+
+// TestTalkBackChromium (issue 16, "Proof with Chromium"): the coach's
+// page in Chromium with a fake microphone playing 440 Hz, through the
+// real receiver, to the real daemon whose talk-back device is a WAV file;
+// the teacher's page in another Chromium, both 390 px wide. The teacher
+// ticks "Coach may speak" and accepts: the coach's page shows "Hold to
+// talk", the teacher's page shows the coach may speak; held, the page
+// says "Talking…", the teacher's page says the coach is speaking, and
+// the box's file holds 440 Hz ± 5 Hz (FFT). The teacher ends all viewing
+// while the coach holds the button: from 1 s after the click on, the file
+// holds no 440 Hz. A second coach accepted without the box ticked gets
+// a disabled "Talk not allowed", and holding it (pointer and Space)
+// puts nothing in the file and sends nothing.
+func TestTalkBackChromium(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon, a receiver and two Chromiums; skipped under -short")
+	}
+	dir := t.TempDir()
+	wav := filepath.Join(dir, "talkback.wav")
+	b, _, _ := startRelayBoxLive(t, dir, nil, nil, "  talkback_device: file:"+wav+"\n")
+	const password = "Correct-Horse-Battery-9"
+	addViewer(t, b.rcv.data, "coach-c", password)
+	addViewer(t, b.rcv.data, "coach-d", password)
+	addViewer(t, b.rcv.data, "tess", password, "--role", "teacher")
+	for _, name := range []string{"coach-c", "coach-d", "tess"} {
+		run(t, "uploadbox-receiver", "viewers", "allow", name, "room-7", "--data", b.rcv.data)
+	}
+	tone := filepath.Join(dir, "tone.wav")
+	if err := livetest.WriteToneWAV(tone, 440, 48000, 10); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	teacher := teacherPage{openReceiverPage(t, ctx, b)}
+	coach := openReceiverPage(t, ctx, b, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", "--use-file-for-fake-audio-capture="+tone)
+	talk := func(what string, ok func(b *livetest.TalkButton) bool) livetest.TalkButton {
+		t.Helper()
+		s := coach.wait(what, func(s livetest.PageState) bool { return s.State == "playing" && s.Talk != nil && ok(s.Talk) })
+		return *s.Talk
+	}
+	watcher := func(viewer string) func(r *livetest.TeacherRoom) *livetest.TeacherWatcher {
+		return func(r *livetest.TeacherRoom) *livetest.TeacherWatcher {
+			for i := range r.Watching {
+				if r.Watching[i].Viewer == viewer {
+					return &r.Watching[i]
+				}
+			}
+			return nil
+		}
+	}
+	hold := func() {
+		t.Helper()
+		if err := coach.Press(ctx, "#talk"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lift := func() {
+		t.Helper()
+		if err := coach.Lift(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	teacher.signIn("tess", password)
+	teacher.room("room-7 recording", func(r *livetest.TeacherRoom) bool { return r.Online && r.Recording })
+
+	// The teacher ticks "Coach may speak" and accepts coach-d.
+	coach.signIn("coach-d", password)
+	coach.wait("the rooms", func(s livetest.PageState) bool { return s.State == "rooms" && len(s.Rooms) == 1 })
+	coach.click(`button.ask[data-room="room-7"]`)
+	req, _, _ := teacher.pending("coach-d")
+	teacher.click(`li[data-t-request="` + req + `"] input[data-t-talk]`)
+	teacher.room("Coach may speak ticked", func(r *livetest.TeacherRoom) bool {
+		return len(r.Pending) == 1 && r.Pending[0].Talk != nil && *r.Pending[0].Talk
+	})
+	teacher.fits("talk-request")
+	teacher.click(`li[data-t-request="` + req + `"] button[data-t-action="accept"][data-for="15m"]`)
+	if b := talk("Hold to talk", func(b *livetest.TalkButton) bool { return b.State == "idle" }); !b.Shown || !b.Enabled || b.Text != "Hold to talk" {
+		t.Errorf("talk granted: the button %+v", b)
+	}
+	s := teacher.room("coach-d may speak", func(r *livetest.TeacherRoom) bool { w := watcher("coach-d")(r); return w != nil && w.Talk })
+	if w := watcher("coach-d")(s.Teacher.Room("room-7")); !strings.Contains(w.Text, "may speak") || w.Speaking {
+		t.Errorf("the teacher's page shows %+v, want coach-d who may speak and is not speaking", *w)
+	}
+	coach.fits("talk-idle")
+
+	// Held: the coach's voice (440 Hz) is in the box's file.
+	n, read := len(sink(t, wav)), time.Now()
+	hold()
+	pressed := time.Since(read)
+	talk("Talking…", func(b *livetest.TalkButton) bool { return b.State == "talking" && b.Text == "Talking…" })
+	teacher.room("coach-d speaking", func(r *livetest.TeacherRoom) bool { w := watcher("coach-d")(r); return w != nil && w.Speaking })
+	coach.fits("talk-talking")
+	played := sinkFrom(t, wav, n, 4*time.Second)
+	lift()
+	talk("Hold to talk again", func(b *livetest.TalkButton) bool { return b.State == "idle" })
+	// The last two seconds held: the strongest frequency, and the level
+	// of 440 Hz (the median of its 100 ms).
+	steady := played[2*sinkRate:]
+	hz := talkback.Peak(steady, 100, 4000)
+	lv := levels(steady, 440)
+	slices.Sort(lv)
+	talkAmp := lv[len(lv)/2]
+	t.Logf("held 4 s: the box played %.2f Hz, 440 Hz at amplitude %.0f (of 32767)", hz, talkAmp)
+	if math.Abs(hz-440) > 5 || talkAmp < 300 {
+		t.Fatalf("the box played %.2f Hz (440 Hz at amplitude %.0f) while the coach held the button, want 440 Hz ± 5 Hz", hz, talkAmp)
+	}
+	// When the voice started (logged, not asserted): the end of the first
+	// 20 ms of the file (in steps of 10 ms) holding the tone at half its
+	// level, the file growing in real time from when it was read before
+	// the press.
+	for i := 0; i+sinkRate/50 <= len(played); i += sinkRate / 100 {
+		if 2*math.Sqrt(talkback.Power(played[i:i+sinkRate/50], 440)) > talkAmp/2 {
+			t.Logf("press → the voice in the box's file: about %s", (time.Duration(i+sinkRate/50)*time.Second/sinkRate - pressed).Round(time.Millisecond))
+			break
+		}
+	}
+	teacher.room("coach-d no longer speaking", func(r *livetest.TeacherRoom) bool {
+		w := watcher("coach-d")(r)
+		return w != nil && w.Talk && !w.Speaking
+	})
+
+	// The teacher ends all viewing while the coach holds the button: from
+	// 1 s after the click on, nothing of the voice is played.
+	hold()
+	teacher.room("coach-d speaking again", func(r *livetest.TeacherRoom) bool { w := watcher("coach-d")(r); return w != nil && w.Speaking })
+	n = len(sink(t, wav))
+	teacher.click(`li[data-t-room="room-7"] button[data-t-action="end_all"]`)
+	after := sinkFrom(t, wav, n, 4*time.Second)
+	lift()
+	coach.state("ended")
+	teacher.result("end_all")
+	lv = levels(after, 440)
+	t.Logf("End all viewing → the voice gone from the box's file: about %d ms", 100*slices.IndexFunc(lv, func(a float64) bool { return a < talkAmp/50 }))
+	for i := 10; i < len(lv); i++ {
+		if lv[i] > talkAmp/50 {
+			t.Errorf("%d ms after End all viewing the box played 440 Hz at amplitude %.0f (the voice was %.0f)", i*100, lv[i], talkAmp)
+		}
+	}
+
+	// coach-c, accepted without "Coach may speak": "Talk not allowed",
+	// disabled; holding it (pointer and Space) plays and sends nothing.
+	coach.click("#signout")
+	coach.signIn("coach-c", password)
+	coach.wait("the rooms", func(s livetest.PageState) bool { return s.State == "rooms" && len(s.Rooms) == 1 })
+	coach.click(`button.ask[data-room="room-7"]`)
+	req, _, _ = teacher.pending("coach-c")
+	teacher.click(`li[data-t-request="` + req + `"] button[data-t-action="accept"][data-for="15m"]`)
+	if b := talk("Talk not allowed", func(b *livetest.TalkButton) bool { return b.State == "not-allowed" }); b.Enabled || b.Text != "Talk not allowed" {
+		t.Errorf("a grant without talk: the button %+v, want disabled", b)
+	}
+	s = teacher.room("coach-c watching", func(r *livetest.TeacherRoom) bool { return watcher("coach-c")(r) != nil })
+	if w := watcher("coach-c")(s.Teacher.Room("room-7")); w.Talk || strings.Contains(w.Text, "speak") {
+		t.Errorf("the teacher's page shows %+v, want coach-c who may not speak", *w)
+	}
+	n = len(sink(t, wav))
+	hold()
+	if err := coach.KeyDown(ctx, "Space"); err != nil {
+		t.Fatal(err)
+	}
+	quiet := sinkFrom(t, wav, n, 3*time.Second)
+	lift()
+	if err := coach.KeyUp(ctx, "Space"); err != nil {
+		t.Fatal(err)
+	}
+	if a := slices.Max(levels(quiet, 440)); a > talkAmp/50 {
+		t.Errorf("held without talk: the box played 440 Hz at amplitude %.0f", a)
+	}
+	if s := coach.Last(); s.Talk == nil || s.Talk.Sent != 0 {
+		t.Errorf("held without talk: the browser sent audio: %+v", s.Talk)
+	}
+}
