@@ -66,14 +66,15 @@ func sinkFrom(t *testing.T, path string, n int, d time.Duration) []int16 {
 // while the coach holds the button: from 1 s after the click on, the file
 // holds no 440 Hz. A second coach accepted without the box ticked gets
 // a disabled "Talk not allowed", and holding it (pointer and Space)
-// puts nothing in the file and sends nothing.
+// puts nothing in the file and sends nothing. The box's own LAN page,
+// its viewer accepted on the box with --talk, plays 440 Hz the same way.
 func TestTalkBackChromium(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs the daemon, a receiver and two Chromiums; skipped under -short")
+		t.Skip("runs the daemon, a receiver and three Chromiums; skipped under -short")
 	}
 	dir := t.TempDir()
 	wav := filepath.Join(dir, "talkback.wav")
-	b, _, _ := startRelayBoxLive(t, dir, nil, nil, "  talkback_device: file:"+wav+"\n")
+	b, lb, _ := startRelayBoxLive(t, dir, nil, nil, "  talkback_device: file:"+wav+"\n")
 	const password = "Correct-Horse-Battery-9"
 	addViewer(t, b.rcv.data, "coach-c", password)
 	addViewer(t, b.rcv.data, "coach-d", password)
@@ -89,11 +90,16 @@ func TestTalkBackChromium(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	teacher := teacherPage{openReceiverPage(t, ctx, b)}
-	coach := openReceiverPage(t, ctx, b, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", "--use-file-for-fake-audio-capture="+tone)
+	mic := []string{"--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", "--use-file-for-fake-audio-capture=" + tone}
+	coach := openReceiverPage(t, ctx, b, mic...)
+	talkOn := func(p coachPage, what string, ok func(b *livetest.TalkButton) bool) livetest.TalkButton {
+		t.Helper()
+		s := p.wait(what, func(s livetest.PageState) bool { return s.State == "playing" && s.Talk != nil && ok(s.Talk) })
+		return *s.Talk
+	}
 	talk := func(what string, ok func(b *livetest.TalkButton) bool) livetest.TalkButton {
 		t.Helper()
-		s := coach.wait(what, func(s livetest.PageState) bool { return s.State == "playing" && s.Talk != nil && ok(s.Talk) })
-		return *s.Talk
+		return talkOn(coach, what, ok)
 	}
 	watcher := func(viewer string) func(r *livetest.TeacherRoom) *livetest.TeacherWatcher {
 		return func(r *livetest.TeacherRoom) *livetest.TeacherWatcher {
@@ -225,5 +231,33 @@ func TestTalkBackChromium(t *testing.T) {
 	}
 	if s := coach.Last(); s.Talk == nil || s.Talk.Sent != 0 {
 		t.Errorf("held without talk: the browser sent audio: %+v", s.Talk)
+	}
+
+	// The box's own page on its LAN (a local viewer token; the box's
+	// console accepts with --talk): the same button, and held, the voice
+	// plays.
+	token := strings.TrimSpace(run(t, "uploadbox", "viewer", "token", "--name", "coach-l", "--ttl", "1h", "--state", b.state))
+	modules, _ := filepath.Abs("../../.cache/npm/node_modules")
+	pg, err := livetest.OpenPage(ctx, "https://"+lb.live+"/#token="+token, livetest.BrowserOptions{NodeModules: modules, Width: 390, Height: 844, Args: mic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Close() })
+	lan := coachPage{pg, t}
+	lan.state("waiting")
+	run(t, "uploadbox", "consent", "accept", pendingRequest(t, lb, "coach-l"), "--talk", "--socket", lb.socket)
+	talkOn(lan, "Hold to talk on the box's page", func(b *livetest.TalkButton) bool { return b.State == "idle" && b.Shown && b.Enabled })
+	lan.fits("lan-talk")
+	n = len(sink(t, wav))
+	if err := lan.Press(ctx, "#talk"); err != nil {
+		t.Fatal(err)
+	}
+	talkOn(lan, "Talking… on the box's page", func(b *livetest.TalkButton) bool { return b.State == "talking" })
+	played = sinkFrom(t, wav, n, 4*time.Second)
+	if err := lan.Lift(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if hz := talkback.Peak(played[2*sinkRate:], 100, 4000); math.Abs(hz-440) > 5 {
+		t.Errorf("held on the box's page: the box played %.2f Hz, want 440 Hz ± 5 Hz", hz)
 	}
 }
