@@ -194,7 +194,7 @@ func quiet(t *testing.T, b *talkBox, what string) {
 // Chromium with a fake microphone (a 440 Hz WAV), 390 px wide, against a
 // pion peer in the box's place. The offer carries a sendrecv audio
 // section with no track; with "Talk: allowed" the button says "Hold to
-// talk"; held with the mouse and then with Space it says "Talking…" and
+// talk"; held with the mouse, with Space and with a finger it says "Talking…" and
 // audio reaches the box, released nothing more; the box's floor taken →
 // "Another coach is speaking"; the session's talk withdrawn → "Talk not
 // allowed". A grant without talk ("Talk: not-granted") shows the button
@@ -244,6 +244,15 @@ func TestPushToTalkPage(t *testing.T) {
 	p.do("space up", p.KeyUp(ctx, "Space"))
 	p.button("idle")
 	quiet(t, box, "Space released")
+
+	// Held with a finger.
+	n = box.packets.Load()
+	p.do("touch", p.TouchStart(ctx, "#talk"))
+	p.button("talking")
+	waitPackets(t, box, n+20, "held with a finger")
+	p.do("lift the finger", p.TouchEnd(ctx))
+	p.button("idle")
+	quiet(t, box, "finger lifted")
 
 	// Another viewer holds the box's floor; then the talk is withdrawn.
 	box.set("allowed", true, "taken")

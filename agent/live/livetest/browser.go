@@ -358,6 +358,18 @@ func (p *Page) Lift(ctx context.Context) error {
 	return p.do(ctx, map[string]string{"op": "up"})
 }
 
+// TouchStart puts a finger on the centre of the element sel names and
+// holds it there (touch events: the page sees pointer events of type
+// touch); TouchEnd lifts it.
+func (p *Page) TouchStart(ctx context.Context, sel string) error {
+	return p.do(ctx, map[string]string{"op": "touchstart", "sel": sel})
+}
+
+// TouchEnd lifts the finger TouchStart put down.
+func (p *Page) TouchEnd(ctx context.Context) error {
+	return p.do(ctx, map[string]string{"op": "touchend"})
+}
+
 // KeyDown holds key (playwright's name, such as "Space") down on the
 // page; KeyUp releases it.
 func (p *Page) KeyDown(ctx context.Context, key string) error {

@@ -6,7 +6,8 @@
 // decoded (getStats inbound-rtp framesDecoded) and the candidate types of
 // the selected ICE pair, the teacher's view (teacher.js's data-t-*
 // attributes) and the administrator's fleet (fleet.js's) when they show. Each line of stdin
-// is a command, {"id":N,"op":"fill"|"click"|"select"|"screenshot","sel":…,
+// is a command, {"id":N,"op":"fill"|"click"|"select"|"screenshot"|"down"|"up"|
+// "keydown"|"keyup"|"touchstart"|"touchend","sel":…,
 // "value":…,"path":…}, answered by {"ack":N,"error":…}. It runs until its
 // stdin closes. VIEWPORT=WxH sets the window size. Usage: node viewer.cjs URL
 const { chromium } = require('playwright-core');
@@ -28,6 +29,13 @@ process.stdin.on('data', (d) => {
 });
 process.stdin.on('end', () => { quit = true; });
 
+let cdpSession = null;
+let touchAt = null;
+async function cdp(page) {
+  if (!cdpSession) cdpSession = await page.context().newCDPSession(page);
+  return cdpSession;
+}
+
 async function run(page, c) {
   switch (c.op) {
     case 'fill': await page.fill(c.sel, c.value, { timeout: 5000 }); break;
@@ -38,6 +46,16 @@ async function run(page, c) {
     // (c.value, e.g. "Space") on the page.
     case 'down': await page.hover(c.sel, { timeout: 5000 }); await page.mouse.down(); break;
     case 'up': await page.mouse.up(); break;
+    // A finger held on the element's centre and lifted (touch events
+    // through the DevTools protocol: pointer events of type touch).
+    case 'touchstart': {
+      const box = await page.locator(c.sel).boundingBox({ timeout: 5000 });
+      if (!box) throw new Error('no box for ' + c.sel);
+      touchAt = { x: box.x + box.width / 2, y: box.y + box.height / 2 };
+      await (await cdp(page)).send('Input.dispatchTouchEvent', { type: 'touchStart', touchPoints: [touchAt] });
+      break;
+    }
+    case 'touchend': await (await cdp(page)).send('Input.dispatchTouchEvent', { type: 'touchEnd', touchPoints: [] }); break;
     case 'keydown': await page.keyboard.down(c.value); break;
     case 'keyup': await page.keyboard.up(c.value); break;
     default: throw new Error('unknown op ' + c.op);
