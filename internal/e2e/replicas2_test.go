@@ -1,15 +1,25 @@
 package e2e
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/jackc/pgx/v5"
+
 	"github.com/uploadbox/uploadbox/internal/pgtest"
 	"github.com/uploadbox/uploadbox/internal/rrproxy"
+	"github.com/uploadbox/uploadbox/internal/s3test"
 )
 
 // TestPeerLeaseBounds: serve refuses a --peer-lease outside 1s to 10m,
@@ -128,5 +138,127 @@ func TestPeerLeaseExpiry(t *testing.T) {
 	ans, stderr, ok := decide(t, rA.data, "", "room-7", "end_all", "--as", "tess")
 	if !ok || ans.Status != http.StatusOK {
 		t.Fatalf("end_all on the resumed A: %+v %s", ans, stderr)
+	}
+}
+
+// sharedState starts a PostgreSQL database and a versitygw bucket for
+// several receivers and returns the database's URL, the bucket and the
+// serve flags that put a receiver's state and segments there.
+func sharedState(t *testing.T, bucket string) (string, *s3test.Server, []string) {
+	t.Helper()
+	url := pgtest.Start(t).NewDB(t)
+	gw := s3test.Start(t, bucket)
+	for _, kv := range gw.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	return url, gw, []string{"--database", url,
+		"--s3-bucket", gw.Bucket, "--s3-endpoint", gw.Endpoint, "--s3-region", s3test.Region, "--s3-path-style"}
+}
+
+// lifeMetric is the value of the admin socket's metric name on data
+// ("" when it is not served).
+func lifeMetric(t *testing.T, data, name string) string {
+	t.Helper()
+	for _, l := range strings.Split(scrubMetrics(t, data), "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// backdateDeletion moves recording id's deletion 100 days back in the
+// shared database, so that its grace period is over.
+func backdateDeletion(t *testing.T, url, id string) {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(t.Context())
+	var raw []byte
+	if err := conn.QueryRow(t.Context(), `SELECT v FROM kv WHERE bucket = 'recordings'::bytea AND k = $1::bytea`, []byte(id)).Scan(&raw); err != nil {
+		t.Fatalf("recording %s's lifecycle row: %v", id, err)
+	}
+	var lr map[string]any
+	if err := json.Unmarshal(raw, &lr); err != nil || lr["deleted"] == nil {
+		t.Fatalf("recording %s's lifecycle row %s: %v, want a deletion", id, raw, err)
+	}
+	lr["deleted"] = time.Now().Add(-100 * 24 * time.Hour).UTC()
+	raw, _ = json.Marshal(lr)
+	if _, err := conn.Exec(t.Context(), `UPDATE kv SET v = $2 WHERE bucket = 'recordings'::bytea AND k = $1::bytea`, []byte(id), raw); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLifecycleLeader (issue 15): two receivers on one PostgreSQL and one
+// S3 bucket, scrubbing every second. One of them, A (started first), leads
+// the lifecycle jobs: its metric says so and its scrubs run, while B's
+// never do. A recording deleted on B whose grace period is over (its
+// deletion moved back in the database) is purged once A is SIGKILLed: B
+// takes the lead and purges it at once. A restarted follows. Both audit
+// logs together hold one recording.purge, and the segments' objects are
+// gone from the bucket.
+func TestLifecycleLeader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs PostgreSQL, versitygw, two receivers and records; skipped under -short")
+	}
+	dir := t.TempDir()
+	url, gw, serve := sharedState(t, "leader")
+	serve = append(serve, "--scrub-every", "1s")
+	dataA, dataB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	a := startReceiver(t, dataA, "127.0.0.1:0", serve...)
+	const leaderMetric, scrubMetric = "uploadbox_receiver_lifecycle_leader", "uploadbox_receiver_scrub_last_run_timestamp_seconds"
+	cpWait(t, 30*time.Second, "A leading the lifecycle jobs", func() bool { return lifeMetric(t, dataA, leaderMetric) == "1" })
+
+	box := enrollBox(t, a, "room-7", a.addr, filepath.Join(dir, "state"))
+	spool := filepath.Join(dir, "spool")
+	os.Mkdir(spool, 0o700)
+	sealed := recordInto(t, box, spool, "4s")
+	run(t, "uploadbox", "upload", "--state", box.state, "--spool", spool)
+
+	copyKeys(t, dataA, dataB)
+	b := startReceiver(t, dataB, "127.0.0.1:0", serve...)
+	// A scrubs (its last run moves on, twice past B's start) while B,
+	// which runs the same --scrub-every, never does.
+	for i := range 2 {
+		last := lifeMetric(t, dataA, scrubMetric)
+		cpWait(t, 30*time.Second, fmt.Sprintf("A's scrub %d after B started", i+1), func() bool { return lifeMetric(t, dataA, scrubMetric) != last })
+	}
+	if l, s := lifeMetric(t, dataB, leaderMetric), lifeMetric(t, dataB, scrubMetric); l != "0" || s != "0" {
+		t.Fatalf("B (following) says %s %s, %s %s: want 0 and no scrub run", leaderMetric, l, scrubMetric, s)
+	}
+
+	rs := lifeList(t, dataB)
+	if len(rs) != 1 || rs[0].Segments != sealed {
+		t.Fatalf("recordings list on B: %+v, want one recording of %d segments", rs, sealed)
+	}
+	r := rs[0]
+	run(t, "uploadbox-receiver", "recordings", "delete", r.ID, "--data", dataB)
+	backdateDeletion(t, url, r.ID)
+
+	// The leader dies: B takes the lead and purges what is due at once.
+	a.kill()
+	cpWait(t, 60*time.Second, "B leading after A was killed", func() bool { return lifeMetric(t, dataB, leaderMetric) == "1" })
+	cpWait(t, 60*time.Second, "the purge of the recording by B", func() bool { return len(lifeList(t, dataB, "--deleted")) == 0 })
+	a = startReceiver(t, dataA, "127.0.0.1:0", serve...)
+	if l := lifeMetric(t, dataA, leaderMetric); l != "0" {
+		t.Fatalf("A restarted says %s %s while B leads: want 0", leaderMetric, l)
+	}
+	cpWait(t, 30*time.Second, "B's scrubs after A's restart", func() bool { return lifeMetric(t, dataB, scrubMetric) != "0" })
+
+	purges := strings.Count(auditLog(t, a), `"event":"recording.purge"`) + strings.Count(auditLog(t, b), `"event":"recording.purge"`)
+	if purges != 1 || !strings.Contains(auditLog(t, b), "recording "+r.ID+": "+strconv.Itoa(sealed)+" segments") {
+		t.Fatalf("%d recording.purge audit entries on A and B, want one by B for %s's %d segments", purges, r.ID, sealed)
+	}
+	list, err := gw.Client().ListObjectsV2(t.Context(), &s3.ListObjectsV2Input{Bucket: aws.String(gw.Bucket)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range list.Contents {
+		if slices.Contains(r.Keys, aws.ToString(o.Key)) {
+			t.Errorf("purged segment %s is still in the bucket", aws.ToString(o.Key))
+		}
 	}
 }
