@@ -199,7 +199,8 @@ func backdateDeletion(t *testing.T, url, id string) {
 // deletion moved back in the database) is purged once A is SIGKILLed: B
 // takes the lead and purges it at once. A restarted follows. Both audit
 // logs together hold one recording.purge, and the segments' objects are
-// gone from the bucket.
+// gone from the bucket. Each receiver's audit chain verifies on its own
+// and holds what was done on that receiver only.
 func TestLifecycleLeader(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs PostgreSQL, versitygw, two receivers and records; skipped under -short")
@@ -251,6 +252,27 @@ func TestLifecycleLeader(t *testing.T) {
 	purges := strings.Count(auditLog(t, a), `"event":"recording.purge"`) + strings.Count(auditLog(t, b), `"event":"recording.purge"`)
 	if purges != 1 || !strings.Contains(auditLog(t, b), "recording "+r.ID+": "+strconv.Itoa(sealed)+" segments") {
 		t.Fatalf("%d recording.purge audit entries on A and B, want one by B for %s's %d segments", purges, r.ID, sealed)
+	}
+	// One audit chain per receiver: each verifies, and each holds what
+	// was done on it (the delete asked of B and B's purge are in B's only).
+	for _, data := range []string{dataA, dataB} {
+		if out, stderr, code := cpRun(t, "uploadbox-receiver", "audit", "verify", "--data", data); code != 0 || !strings.Contains(out, "audit log OK") {
+			t.Fatalf("audit verify --data %s: exit %d\n%s%s", data, code, out, stderr)
+		}
+	}
+	events := func(data string) string {
+		var es []struct{ Event, By string }
+		if err := json.Unmarshal([]byte(run(t, "uploadbox-receiver", "audit", "list", "--type", "recording", "--json", "--data", data)), &es); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range es {
+			got = append(got, e.Event+"/"+e.By)
+		}
+		return strings.Join(got, " ")
+	}
+	if a, b := events(dataA), events(dataB); a != "" || b != "recording.delete/admin recording.purge/admin" {
+		t.Fatalf("recording audit entries: A %q, B %q; want none on A, the delete and the purge on B", a, b)
 	}
 	list, err := gw.Client().ListObjectsV2(t.Context(), &s3.ListObjectsV2Input{Bucket: aws.String(gw.Bucket)})
 	if err != nil {
