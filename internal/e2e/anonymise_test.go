@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -62,21 +63,36 @@ func uniformBlocks(f []byte, w, h, b int) float64 {
 	return float64(flat) / float64(n)
 }
 
-// recordAnon records secs seconds of the 1280x720 test pattern with
+// recordAnon records 4 s of the 1280x720 test pattern at 25 fps with
 // `uploadbox record --anonymise mode`, checks that every segment header
 // names the mode, and exports the recording.
 func recordAnon(t *testing.T, dir string, k keys, mode string, extra ...string) string {
+	t.Helper()
+	return recordFrom(t, dir, k, anonRecording{source: "test", fps: 25, secs: 4}, mode, extra...)
+}
+
+// anonRecording is what recordFrom records: --source, --fps and the
+// length in seconds (segments of half of it).
+type anonRecording struct {
+	source    string
+	fps, secs int
+}
+
+// recordFrom records r at 1280x720 with `uploadbox record --anonymise
+// mode`, checks that every segment header names the mode, and exports
+// the recording.
+func recordFrom(t *testing.T, dir string, k keys, r anonRecording, mode string, extra ...string) string {
 	t.Helper()
 	out := filepath.Join(dir, "spool-"+mode)
 	if err := os.Mkdir(out, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "uploadbox", append([]string{"record", "--source", "test", "--size", "1280x720", "--fps", "25",
-		"--bitrate", "2500k", "--no-audio", "--duration", "4s", "--segment", "2s", "--anonymise", mode,
-		"--recipients-file", k.pub, "--device-key", k.dev, "--out", out}, extra...)...)
+	run(t, "uploadbox", append([]string{"record", "--source", r.source, "--size", "1280x720", "--fps", strconv.Itoa(r.fps),
+		"--bitrate", "2500k", "--no-audio", "--duration", strconv.Itoa(r.secs) + "s", "--segment", strconv.Itoa(r.secs*500) + "ms",
+		"--anonymise", mode, "--recipients-file", k.pub, "--device-key", k.dev, "--out", out}, extra...)...)
 	segs, _ := filepath.Glob(filepath.Join(out, "*.ubx"))
 	if len(segs) < 2 {
-		t.Fatalf("%s: %d segments sealed, want 2 for 4 s at 2 s each", mode, len(segs))
+		t.Fatalf("%s: %d segments sealed, want 2 for %d s at %d s each", mode, len(segs), r.secs, r.secs/2)
 	}
 	want := "video/mp4"
 	if mode != "off" {
