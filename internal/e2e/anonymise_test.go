@@ -2,12 +2,15 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/uploadbox/uploadbox/crypto"
 )
@@ -171,7 +174,8 @@ func TestAnonymisedRecordings(t *testing.T) {
 
 // TestAnonymisedSession (issue 16): the daemon takes recording.anonymise
 // as the default of a session, `session start --anonymise` overrides it,
-// and the mode is in the session's status and the audit chain.
+// and the mode is in the session's status, the audit chain and the
+// receiver's `recordings list`.
 func TestAnonymisedSession(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the daemon; skipped under -short")
@@ -193,7 +197,9 @@ func TestAnonymisedSession(t *testing.T) {
 	var st struct {
 		Active    bool   `json:"active"`
 		Anonymise string `json:"anonymise"`
+		Recording string `json:"recording"`
 	}
+	modes := map[string]string{} // recording id -> the mode it was started with
 	for _, c := range []struct{ flag, want string }{{"", "whole"}, {"masks", "masks"}, {"off", "off"}} {
 		args := []string{"session", "start", "--for", "1h"}
 		if c.flag != "" {
@@ -203,11 +209,32 @@ func TestAnonymisedSession(t *testing.T) {
 		if !st.Active || st.Anonymise != c.want {
 			t.Errorf("session start %v: %+v, want anonymise %s", args, st, c.want)
 		}
+		modes[st.Recording] = c.want
 		ctl(t, d, &st, "session", "status")
 		if st.Anonymise != c.want {
 			t.Errorf("session status after %v: anonymise %q, want %s", args, st.Anonymise, c.want)
 		}
 		ctl(t, d, nil, "session", "stop")
+	}
+	// The receiver lists each recording with the mode its signed segment
+	// headers name.
+	waitDrained(t, d, 60*time.Second)
+	var rs []struct {
+		ID        string `json:"id"`
+		Anonymise string `json:"anonymise"`
+	}
+	out := run(t, "uploadbox-receiver", "recordings", "list", "--data", b.rcv.data, "--json")
+	if err := json.Unmarshal([]byte(out), &rs); err != nil || len(rs) != len(modes) {
+		t.Fatalf("recordings list --json: %v, want %d recordings:\n%s", err, len(modes), out)
+	}
+	human := run(t, "uploadbox-receiver", "recordings", "list", "--data", b.rcv.data)
+	for _, r := range rs {
+		if r.Anonymise != modes[r.ID] {
+			t.Errorf("recordings list --json: %s anonymise %q, want %q", r.ID, r.Anonymise, modes[r.ID])
+		}
+		if !regexp.MustCompile(`(?m)^` + r.ID + `\s.*\s` + modes[r.ID] + `$`).MatchString(human) {
+			t.Errorf("recordings list: no row for %s ending in ANONYMISE %s:\n%s", r.ID, modes[r.ID], human)
+		}
 	}
 	if msg := runFails(t, "uploadbox", "session", "start", "--anonymise", "blur", "--socket", d.socket); !strings.Contains(msg, `anonymise "blur"`) {
 		t.Errorf("a bad --anonymise: %s", msg)
