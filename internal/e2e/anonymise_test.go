@@ -183,15 +183,7 @@ func TestAnonymisedSession(t *testing.T) {
 	dir := t.TempDir()
 	b := setupBox(t, dir, nil)
 	d := writeBoxConfig(t, dir, b.state, "")
-	cfg, err := os.ReadFile(d.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg = bytes.Replace(cfg, []byte("  bitrate: 1500k\n"), []byte("  bitrate: 1500k\n  masks:\n    - {x: 0, y: 0.5, w: 0.25, h: 0.5}\n"), 1)
-	cfg = bytes.Replace(cfg, []byte("  segment: 2s\n"), []byte("  segment: 2s\n  anonymise: whole\n"), 1)
-	if err := os.WriteFile(d.config, cfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	setAnonymiseDefault(t, d, "whole")
 	startDaemon(t, d)
 
 	var st struct {
