@@ -70,9 +70,9 @@ func (s *Server) Decide(ctx context.Context, device string, in DecideRequest, so
 		}
 		ans.Statement = st
 		by, what = "teacher:"+in.Teacher, fmt.Sprintf("decision=%s request=%s grant=%s nonce=%s", d.Decision, d.Request, d.Grant, d.Nonce)
-		if d.Anonymise != "" {
-			what += " anonymise=" + d.Anonymise
-		}
+	}
+	if in.Statement == "" && in.Anonymise != "" {
+		what += " anonymise=" + in.Anonymise // signed into the statement as it is
 	}
 	ctx, cancel := context.WithTimeout(ctx, decisionWait)
 	defer cancel()

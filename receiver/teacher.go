@@ -227,12 +227,12 @@ func (s *Server) handleTeacherEvents(w http.ResponseWriter, r *http.Request) {
 type TeacherDecision struct {
 	Decision string `json:"decision"`
 	Request  string `json:"request,omitempty"`
-	// For is the grant length of accept and video_only: "15m", "45m",
-	// "lesson" (any length from 1m to 8h); empty: the box's default.
-	For string `json:"for,omitempty"`
 	// Anonymise, with start_session, is the session's anonymisation mode:
 	// off, whole or masks; empty: the box's default (recording.anonymise).
 	Anonymise string `json:"anonymise,omitempty"`
+	// For is the grant length of accept and video_only: "15m", "45m",
+	// "lesson" (any length from 1m to 8h); empty: the box's default.
+	For string `json:"for,omitempty"`
 }
 
 // TeacherDecisionAnswer is the answer to a decision: the box's result,
