@@ -35,10 +35,10 @@ func main() {
 	profiles := flag.String("profile", "", "directory for pprof profiles of the daemon comparison's runs (bare-N.cpu.pprof, daemon-N.cpu.pprof, daemon-N.allocs.pprof)")
 	cpuProfile := flag.String("cpu-profile", "", "internal: with -encode-only, write a pprof CPU profile to this file")
 	daemonRuns := flag.Int("daemon-runs", 3, "daemon runs and bare encodes, each, interleaved, in the daemon comparison")
-	anonFor := flag.Duration("anonymise", 20*time.Second, "length of each recording in the anonymisation comparison")
-	anonRuns := flag.Int("anonymise-runs", 3, "unfiltered and anonymised recordings, each, interleaved, in the anonymisation comparison")
-	only := flag.String("only", "", "run one comparison: seal, age, record, anonymise, upload, commit, daemon, live, relay, login, powercut, teacher or capacity")
+	only := flag.String("only", "", "run one comparison: seal, age, record, upload, commit, daemon, live, relay, login, powercut, teacher or capacity")
 	kills := flag.Int("kills", 20, "SIGKILLs of the recorder in the power-cut measurement")
+	anonFor := flag.Duration("anonymise", 20*time.Second, "length of each recording in the anonymisation comparison (-only anonymise)")
+	anonRuns := flag.Int("anonymise-runs", 3, "unfiltered and anonymised recordings, each, interleaved, in the anonymisation comparison")
 	var capOpts capacityOptions
 	capOpts.addFlags(flag.CommandLine)
 	tusdData := flag.String("tusd-alone", "", "internal: serve tusd alone with the TLS identity of this receiver data directory and exit when killed")
