@@ -91,6 +91,11 @@ type Recording struct {
 	First     time.Time `json:"first_committed"`
 	Last      time.Time `json:"last_committed"`
 	Keys      []string  `json:"keys"`
+	// Anonymise is how the box filtered the picture before encoding, from
+	// the segments' signed headers: "off", "whole" or "masks" (several,
+	// comma-separated, if the segments disagree); empty for a recording
+	// whose segments were committed before the receiver kept it.
+	Anonymise string `json:"anonymise"`
 	// Times of the media and the recording's lifecycle (recordings.go).
 	RecordingTimes
 	RecordingLife

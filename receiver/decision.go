@@ -24,6 +24,9 @@ type DecideRequest struct {
 	Decision  string `json:"decision,omitempty"`
 	Grant     string `json:"grant,omitempty"`
 	Statement string `json:"statement,omitempty"`
+	// Anonymise, with start_session, is the session's anonymisation mode
+	// (off, whole, masks); empty: the box's default.
+	Anonymise string `json:"anonymise,omitempty"`
 }
 
 // DecideAnswer is the box's answer to a decision.
@@ -61,12 +64,15 @@ func (s *Server) Decide(ctx context.Context, device string, in DecideRequest, so
 		if !ok {
 			return nil, fmt.Errorf("%w: %q is not an account allowed room %s (uploadbox-receiver viewers allow %s %s)", errBadAdminRequest, in.Teacher, device, in.Teacher, device)
 		}
-		st, d, err := wire.MintDecision(s.tokenKey, in.Teacher, device, in.Request, in.Decision, in.Grant, time.Now(), time.Minute)
+		st, d, err := wire.MintDecisionOf(s.tokenKey, wire.Decision{Teacher: in.Teacher, Device: device, Request: in.Request, Decision: in.Decision, Grant: in.Grant, Anonymise: in.Anonymise}, time.Now(), time.Minute)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", errBadAdminRequest, err)
 		}
 		ans.Statement = st
 		by, what = "teacher:"+in.Teacher, fmt.Sprintf("decision=%s request=%s grant=%s nonce=%s", d.Decision, d.Request, d.Grant, d.Nonce)
+	}
+	if in.Statement == "" && in.Anonymise != "" {
+		what += " anonymise=" + in.Anonymise // signed into the statement as it is
 	}
 	ctx, cancel := context.WithTimeout(ctx, decisionWait)
 	defer cancel()

@@ -220,6 +220,14 @@ func SignDecision(key ed25519.PrivateKey, d Decision) (string, error) {
 // device, valid from now for life (at most MaxDecisionLife; 0: 30 s), with
 // a fresh nonce. request and grant are as in Decision.
 func MintDecision(key ed25519.PrivateKey, teacher, device, request, decision, grant string, now time.Time, life time.Duration) (string, Decision, error) {
+	return MintDecisionOf(key, Decision{Teacher: teacher, Device: device, Request: request, Decision: decision, Grant: grant}, now, life)
+}
+
+// MintDecisionOf makes and signs a statement of d (what it decides: its
+// teacher, device, request, decision, grant, talk and anonymise), valid
+// from now for life (at most MaxDecisionLife; 0: 30 s), with a fresh
+// nonce; d's own validity and nonce are replaced.
+func MintDecisionOf(key ed25519.PrivateKey, d Decision, now time.Time, life time.Duration) (string, Decision, error) {
 	if life == 0 {
 		life = 30 * time.Second
 	}
@@ -231,10 +239,7 @@ func MintDecision(key ed25519.PrivateKey, teacher, device, request, decision, gr
 		return "", Decision{}, err
 	}
 	now = now.UTC().Truncate(time.Millisecond)
-	d := Decision{
-		Teacher: teacher, Device: device, Request: request, Decision: decision, Grant: grant,
-		IssuedAt: now, Expires: now.Add(life), Nonce: decisionB64.EncodeToString(nonce),
-	}
+	d.IssuedAt, d.Expires, d.Nonce = now, now.Add(life), decisionB64.EncodeToString(nonce)
 	s, err := SignDecision(key, d)
 	return s, d, err
 }
