@@ -1,12 +1,14 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net/http"
 	"time"
 
 	"github.com/uploadbox/uploadbox/agent/link"
+	"github.com/uploadbox/uploadbox/capture/anon"
 	"github.com/uploadbox/uploadbox/consent"
 	"github.com/uploadbox/uploadbox/wire"
 )
@@ -78,6 +80,10 @@ func (a *Agent) pushConsentState(ctx context.Context) {
 	}
 	a.mu.Lock()
 	c := a.link
+	var mode anon.Mode
+	if a.sess != nil {
+		mode = a.sess.mode
+	}
 	a.mu.Unlock()
 	if c == nil {
 		return
@@ -92,7 +98,13 @@ func (a *Agent) pushConsentState(ctx context.Context) {
 	}
 	rctx, cancel := context.WithTimeout(ctx, consentStateWait)
 	defer cancel()
-	resp, err := c.Request(rctx, wire.OpConsentState, consentState(snap))
+	st := consentState(snap)
+	if snap.Recording {
+		st.Anonymise = string(mode)
+	}
+	cfg := a.Config()
+	st.AnonymiseDefault, st.Masks = string(cmp.Or(anon.Mode(cfg.Recording.Anonymise), anon.Off)), len(cfg.Capture.Masks) > 0
+	resp, err := c.Request(rctx, wire.OpConsentState, st)
 	switch {
 	case errors.Is(err, link.ErrNotConnected):
 		// Pushed again when the connection opens.

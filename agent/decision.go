@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/uploadbox/uploadbox/capture/anon"
 	"github.com/uploadbox/uploadbox/consent"
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/internal/viewtoken"
@@ -138,7 +139,7 @@ func (a *Agent) act(d wire.Decision, res *wire.DecisionResult) *decisionRefusal 
 	case wire.DecisionEndAll:
 		res.Ended, err = a.ledger.EndAllViewing(by)
 	case wire.DecisionStartSession:
-		_, err = a.startSession(0, "", by)
+		_, err = a.startSession(0, anon.Mode(d.Anonymise), by)
 	case wire.DecisionStopSession:
 		err = a.stopSession(StopStopped, by)
 	}

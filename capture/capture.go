@@ -75,8 +75,11 @@ type openers struct {
 var defaultOpeners = openers{video: openVideoSource, audio: openAudioSource}
 
 func openVideoSource(cfg Config, clk *clock) (videoSource, error) {
-	if cfg.Source == SourceCamera {
+	switch cfg.Source {
+	case SourceCamera:
 		return openCamera(cfg.Device, cfg.Width, cfg.Height, cfg.FPS, clk, openWebcam)
+	case SourceImage:
+		return newPicturePattern(cfg.Image, cfg.Width, cfg.Height, cfg.FPS, clk)
 	}
 	return newTestPattern(cfg.Width, cfg.Height, cfg.FPS, clk), nil
 }

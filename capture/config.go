@@ -15,6 +15,11 @@ const (
 	SourceTest = "test"
 	// SourceCamera is a V4L2 camera and, with audio, a microphone.
 	SourceCamera = "camera"
+	// SourceImage shows the picture file Config.Image (PNG or JPEG) in
+	// place of a camera, panned a few pixels back and forth so that the
+	// encoder sees motion, and, with audio, the test tone. It is for tests:
+	// a real photograph through the real recorder.
+	SourceImage = "image"
 )
 
 // Defaults applied to zero fields of a Config.
@@ -40,8 +45,10 @@ const AudioPacket = 20 * time.Millisecond
 // Config chooses the sources and encoder settings of a Capture. Zero
 // fields take the documented defaults; Source has none.
 type Config struct {
-	// Source is SourceTest or SourceCamera.
+	// Source is SourceTest, SourceCamera or SourceImage.
 	Source string
+	// Image is the picture file SourceImage shows.
+	Image string
 	// Device is the V4L2 device of the camera source (default /dev/video0).
 	Device string
 	// Width and Height of the video in pixels, both even (default 1280x720).
@@ -114,10 +121,14 @@ func (c Config) Validate() error {
 	}
 	switch c.Source {
 	case SourceTest, SourceCamera:
+	case SourceImage:
+		if c.Image == "" {
+			bad("image", "missing: source %q needs the path of a PNG or JPEG file", SourceImage)
+		}
 	case "":
 		bad("source", "missing: use %q or %q", SourceTest, SourceCamera)
 	default:
-		bad("source", "unknown source %q: use %q or %q", c.Source, SourceTest, SourceCamera)
+		bad("source", "unknown source %q: use %q, %q or %q", c.Source, SourceTest, SourceCamera, SourceImage)
 	}
 	if c.Source == SourceCamera && !filepath.IsAbs(c.Device) {
 		bad("device", "%q is not an absolute path such as /dev/video0", c.Device)

@@ -21,6 +21,8 @@ func TestConfigValidate(t *testing.T) {
 			Bitrate: 1_000_000, KeyInterval: time.Second, Audio: true, AudioDevice: "USB", Channels: 2, AudioBitrate: 64_000}, nil},
 		{"missing source", Config{}, []string{"source: missing"}},
 		{"unknown source", Config{Source: "usb"}, []string{`source: unknown source "usb"`}},
+		{"image source", Config{Source: SourceImage, Image: "/usr/share/pic.png"}, nil},
+		{"image source without a file", Config{Source: SourceImage}, []string{`image: missing: source "image" needs the path`}},
 		{"relative device", Config{Source: SourceCamera, Device: "video0"}, []string{"device:"}},
 		{"relative device ignored for the test source", Config{Source: SourceTest, Device: "video0"}, nil},
 		{"odd size", Config{Source: SourceTest, Width: 641, Height: 361}, []string{"width: 641", "height: 361"}},

@@ -201,8 +201,11 @@ func dBFS(v float64) float64 {
 }
 
 func videoName(cfg Config) string {
-	if cfg.Source == SourceCamera {
+	switch cfg.Source {
+	case SourceCamera:
 		return cfg.Device
+	case SourceImage:
+		return cfg.Image
 	}
 	return "(test pattern)"
 }

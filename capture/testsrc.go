@@ -31,6 +31,9 @@ type testPattern struct {
 	stripes []byte // one luma row template, w+stripePeriod long
 	cb, cr  []byte // static chroma planes
 	white   []byte // a row of white luma
+	// picture, when set, is shown in place of the stripes, bar and
+	// counter (SourceImage); it is 2*picturePan larger than the frame.
+	picture *image.YCbCr
 
 	mu   sync.Mutex
 	free [][]byte // frame buffers released by the encoder
@@ -141,6 +144,10 @@ func (p *testPattern) image(buf []byte) *image.YCbCr {
 // templates, so a frame costs a few memory copies, not per-pixel work.
 func (p *testPattern) draw(buf []byte, n int64, t time.Duration) {
 	img := p.image(buf)
+	if p.picture != nil {
+		p.drawPicture(img, n)
+		return
+	}
 	w, h := p.w, p.h
 	// Two pixels a frame: faster scrolling makes openh264's scene change
 	// detection insert extra IDR frames.

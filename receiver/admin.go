@@ -66,6 +66,9 @@ type Admin interface {
 	RemoveViewer(name string) error
 	// Decide brings a teacher's decision to a box (decision.go).
 	Decide(device string, in DecideRequest) (*DecideAnswer, error)
+	// DeviceCheckpoint is the newest audit checkpoint a box sent (nil:
+	// none yet; checkpoint_store.go).
+	DeviceCheckpoint(name string) (*audit.Checkpoint, error)
 	Close() error
 }
 
@@ -88,6 +91,11 @@ type Recording struct {
 	First     time.Time `json:"first_committed"`
 	Last      time.Time `json:"last_committed"`
 	Keys      []string  `json:"keys"`
+	// Anonymise is how the box filtered the picture before encoding, from
+	// the segments' signed headers: "off", "whole" or "masks" (several,
+	// comma-separated, if the segments disagree); empty for a recording
+	// whose segments were committed before the receiver kept it.
+	Anonymise string `json:"anonymise"`
 	// Times of the media and the recording's lifecycle (recordings.go).
 	RecordingTimes
 	RecordingLife
@@ -114,7 +122,7 @@ func (s *Server) listenAdmin() (net.Listener, error) {
 }
 
 func (s *Server) adminHandler() http.Handler {
-	local := &localAdmin{reg: s.devices, db: s.db, ca: s.ca, viewers: s.viewers, hub: &s.hub, life: s.life}
+	local := &localAdmin{reg: s.devices, db: s.db, ca: s.ca, viewers: s.viewers, hub: &s.hub, life: s.life, data: s.cfg.Data}
 	mux := http.NewServeMux()
 	reply := func(w http.ResponseWriter, v any, err error) {
 		if err != nil {
@@ -141,6 +149,10 @@ func (s *Server) adminHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(v)
 	}
+	mux.HandleFunc("GET /devices/{name}/audit-checkpoint", func(w http.ResponseWriter, r *http.Request) {
+		v, err := local.DeviceCheckpoint(r.PathValue("name"))
+		reply(w, v, err)
+	})
 	mux.HandleFunc("GET /devices", func(w http.ResponseWriter, _ *http.Request) {
 		v, err := local.ListDevices()
 		reply(w, v, err)
@@ -235,7 +247,7 @@ func OpenAdminDatabase(data, database string) (Admin, error) {
 		db.Close()
 		return nil, err
 	}
-	return &localAdmin{reg: reg, db: db, ca: ca, closeDB: true, viewers: vs, life: l}, nil
+	return &localAdmin{reg: reg, db: db, ca: ca, closeDB: true, viewers: vs, life: l, data: data}, nil
 }
 
 type localAdmin struct {
@@ -248,6 +260,8 @@ type localAdmin struct {
 	hub *Hub
 	// life is the recordings' lifecycle (recordings.go).
 	life *life
+	// data is the data directory (the boxes' audit checkpoints with bbolt).
+	data string
 }
 
 func (a *localAdmin) AddDevice(name string) (*NewDevice, error) {

@@ -142,10 +142,29 @@ func (s *Server) ScrubCollectors() []prometheus.Collector {
 				}
 				return 0
 			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "uploadbox_receiver_lifecycle_leader",
+			Help: "1 on the receiver that runs the lifecycle jobs (retention, purge, scrub): always with the state in bbolt, the one holding the job's lock with the state in PostgreSQL."},
+			func() float64 {
+				if s.lifeLead == nil || s.lifeLead.Leading() {
+					return 1
+				}
+				return 0
+			}),
 	}
 }
 
-// runLife runs the lifecycle pass at start and hourly, and a scrub of
+// leadLife runs the lifecycle jobs (runLife) until ctx ends: here, or
+// with the state in PostgreSQL while this receiver is their leader, so
+// that the receivers on one database run them once between them.
+func (s *Server) leadLife(ctx context.Context) {
+	if s.lifeLead == nil {
+		s.runLife(ctx)
+		return
+	}
+	s.lifeLead.Run(ctx, s.runLife)
+}
+
+// runLife runs the lifecycle pass at start (or on becoming the leader) and hourly, and a scrub of
 // every recording every cfg.ScrubEvery (0: never), until ctx ends.
 func (s *Server) runLife(ctx context.Context) {
 	pass := func() {

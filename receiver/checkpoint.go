@@ -67,33 +67,17 @@ func (s *Server) handleAuditCheckpoint(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusUnprocessableEntity, fmt.Errorf("checkpoint not signed by device %s's enrolled key: %w", d.Name, err))
 		return
 	}
-	path := DeviceCheckpointPath(s.cfg.Data, d.Name)
-	checkpointMu.Lock()
-	defer checkpointMu.Unlock()
-	same := false
-	held, err := audit.LoadCheckpoint(path)
+	same, err := keepDeviceCheckpoint(s.db, s.cfg.Data, d.Name, c)
+	var nf *notFollowing
 	switch {
-	case errors.Is(err, os.ErrNotExist):
-	case err != nil:
-		s.log.Error("stored audit checkpoint unreadable", "device", d.Name, "err", err)
-		httpError(w, http.StatusInternalServerError, "the stored checkpoint cannot be read")
+	case errors.As(err, &nf):
+		refuse(http.StatusConflict, nf.err)
 		return
-	default:
-		if same, err = c.Follows(held); err != nil {
-			refuse(http.StatusConflict, err)
-			return
-		}
-	}
-	if !same {
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			httpError(w, http.StatusInternalServerError, "cannot store the checkpoint")
-			return
-		}
-		if err := audit.SaveCheckpoint(path, c); err != nil {
-			s.log.Error("store audit checkpoint", "device", d.Name, "err", err)
-			httpError(w, http.StatusInternalServerError, "cannot store the checkpoint")
-			return
-		}
+	case err != nil:
+		s.log.Error("store audit checkpoint", "device", d.Name, "err", err)
+		httpError(w, http.StatusInternalServerError, "cannot store the checkpoint")
+		return
+	case !same:
 		s.log.Debug("audit checkpoint stored", "device", d.Name, "seq", c.Seq)
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -156,6 +140,10 @@ func CheckDeviceAudit(data, database, device, file string) (*AuditCheck, error) 
 		return nil, err
 	}
 	ds, err := a.ListDevices()
+	var held *audit.Checkpoint
+	if err == nil {
+		held, err = a.DeviceCheckpoint(device)
+	}
 	a.Close()
 	if err != nil {
 		return nil, err
@@ -183,13 +171,10 @@ func CheckDeviceAudit(data, database, device, file string) (*AuditCheck, error) 
 	if len(keys) == 0 {
 		return nil, fmt.Errorf("device %s has not enrolled yet: it has no key and no checkpoint", device)
 	}
-	c, err := audit.LoadCheckpoint(DeviceCheckpointPath(data, device))
-	if errors.Is(err, os.ErrNotExist) {
+	if held == nil {
 		return nil, fmt.Errorf("device %s has sent no audit checkpoint yet (its daemon sends one at least every 10 minutes once it reaches the receiver)", device)
 	}
-	if err != nil {
-		return nil, err
-	}
+	c := *held
 	verr := c.Verify(keys[0])
 	for _, k := range keys[1:] {
 		if verr != nil && c.Verify(k) == nil {

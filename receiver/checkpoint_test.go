@@ -25,29 +25,44 @@ func head(n int) string {
 	return hex.EncodeToString(h[:])
 }
 
-// TestAuditCheckpointEndpoint: the receiver stores a box's checkpoint
-// only if the box's enrolled key signed it and it does not go back.
-func TestAuditCheckpointEndpoint(t *testing.T) {
-	h := start(t)
-	up := uploader.New(h.box, nil, nil)
-	devKey := h.box.Device.Signer()
+// boxCheckpoint returns a function that signs, with h's box key, the
+// checkpoint of seq over the head of entry n (at seq minutes past a fixed
+// time).
+func boxCheckpoint(t *testing.T, h *harness) func(seq uint64, n int) audit.Checkpoint {
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	mk := func(seq uint64, n int) audit.Checkpoint {
+	return func(seq uint64, n int) audit.Checkpoint {
 		t.Helper()
-		c, err := audit.SignCheckpoint(devKey, seq, head(n), t0.Add(time.Duration(seq)*time.Minute))
+		c, err := audit.SignCheckpoint(h.box.Device.Signer(), seq, head(n), t0.Add(time.Duration(seq)*time.Minute))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return c
 	}
-	stored := receiver.DeviceCheckpointPath(h.data, "room-9")
+}
+
+// TestAuditCheckpointEndpoint: the receiver stores a box's checkpoint
+// only if the box's enrolled key signed it and it does not go back.
+func TestAuditCheckpointEndpoint(t *testing.T) {
+	h := start(t)
+	up := uploader.New(h.box, nil, nil)
+	mk := boxCheckpoint(t, h)
+	// The newest checkpoint held, through the admin socket (a file with
+	// bbolt, a row with PostgreSQL).
+	stored := func() audit.Checkpoint {
+		t.Helper()
+		c, err := h.admin.DeviceCheckpoint("room-9")
+		if err != nil || c == nil {
+			t.Fatalf("stored checkpoint: %+v %v", c, err)
+		}
+		return *c
+	}
 	send := func(c audit.Checkpoint) error { return up.SendCheckpoint(t.Context(), c) }
 
 	if err := send(mk(5, 5)); err != nil {
 		t.Fatal(err)
 	}
-	if c, err := audit.LoadCheckpoint(stored); err != nil || c.Seq != 5 {
-		t.Fatalf("stored %+v %v", c, err)
+	if c := stored(); c.Seq != 5 {
+		t.Fatalf("stored %+v", c)
 	}
 	if err := send(mk(5, 5)); err != nil {
 		t.Fatalf("the same checkpoint again: %v", err)
@@ -56,7 +71,7 @@ func TestAuditCheckpointEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, other, _ := ed25519.GenerateKey(nil)
-	foreign, _ := audit.SignCheckpoint(other, 12, head(12), t0.Add(time.Hour))
+	foreign, _ := audit.SignCheckpoint(other, 12, head(12), time.Date(2026, 3, 1, 13, 0, 0, 0, time.UTC))
 	tampered := mk(12, 12)
 	tampered.Seq = 13
 	for _, tc := range []struct {
@@ -74,7 +89,7 @@ func TestAuditCheckpointEndpoint(t *testing.T) {
 			if !errors.Is(err, uploader.ErrCheckpointRefused) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want %s", err, tc.want)
 			}
-			if c, _ := audit.LoadCheckpoint(stored); c.Seq != 9 || c.Hash != head(9) {
+			if c := stored(); c.Seq != 9 || c.Hash != head(9) {
 				t.Fatalf("a refused checkpoint replaced the stored one: %+v", c)
 			}
 		})

@@ -58,6 +58,10 @@ type SegmentRecord struct {
 	// both zero on records stored before they were kept.
 	Start time.Time `json:"start,omitzero"`
 	Media int64     `json:"media_bytes,omitempty"`
+	// Codec is the header's codec field ("video/mp4", or e.g. "video/mp4;
+	// anonymise=whole" for a recording the box anonymised); empty on
+	// records stored before it was kept.
+	Codec string `json:"codec,omitempty"`
 }
 
 func segmentKey(devKey []byte, rec [16]byte, seq uint64) string {
@@ -367,7 +371,7 @@ func newSegmentRecord(d *devices.Device, info *crypto.Info, outcome crypto.Outco
 		Device: d.Name, DeviceKey: signer, Recording: hex.EncodeToString(hdr.RecordingID[:]), Sequence: hdr.Sequence,
 		Size: size, SHA256: sha, Commitment: hex.EncodeToString(info.Commitment[:]), Prev: hex.EncodeToString(hdr.Prev[:]),
 		Last: info.Trailer != nil && info.Trailer.Last(), Outcome: outcome.String(),
-		Key: segmentKey(signer, hdr.RecordingID, hdr.Sequence),
+		Key: segmentKey(signer, hdr.RecordingID, hdr.Sequence), Codec: hdr.Codec,
 	}
 	if rec.Last {
 		rec.End = info.Trailer.End().String()

@@ -27,6 +27,9 @@ type DecideRequest struct {
 	// teacher (talk-back) for the grant.
 	Talk      bool   `json:"talk,omitempty"`
 	Statement string `json:"statement,omitempty"`
+	// Anonymise, with start_session, is the session's anonymisation mode
+	// (off, whole, masks); empty: the box's default.
+	Anonymise string `json:"anonymise,omitempty"`
 }
 
 // DecideAnswer is the box's answer to a decision.
@@ -64,7 +67,7 @@ func (s *Server) Decide(ctx context.Context, device string, in DecideRequest, so
 		if !ok {
 			return nil, fmt.Errorf("%w: %q is not an account allowed room %s (uploadbox-receiver viewers allow %s %s)", errBadAdminRequest, in.Teacher, device, in.Teacher, device)
 		}
-		st, d, err := wire.MintDecisionOf(s.tokenKey, wire.Decision{Teacher: in.Teacher, Device: device, Request: in.Request, Decision: in.Decision, Grant: in.Grant, Talk: in.Talk}, time.Now(), time.Minute)
+		st, d, err := wire.MintDecisionOf(s.tokenKey, wire.Decision{Teacher: in.Teacher, Device: device, Request: in.Request, Decision: in.Decision, Grant: in.Grant, Talk: in.Talk, Anonymise: in.Anonymise}, time.Now(), time.Minute)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", errBadAdminRequest, err)
 		}
@@ -73,6 +76,9 @@ func (s *Server) Decide(ctx context.Context, device string, in DecideRequest, so
 		if d.Talk {
 			what += " talk=true"
 		}
+	}
+	if in.Statement == "" && in.Anonymise != "" {
+		what += " anonymise=" + in.Anonymise // signed into the statement as it is
 	}
 	ctx, cancel := context.WithTimeout(ctx, decisionWait)
 	defer cancel()

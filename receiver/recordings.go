@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/uploadbox/uploadbox/internal/audit"
@@ -81,6 +83,30 @@ func timesOf(segs []SegmentRecord) RecordingTimes {
 	t.End = last.Start.Add(length)
 	t.DurationSeconds = t.End.Sub(t.Start).Seconds()
 	return t
+}
+
+// anonymiseOf is the anonymisation mode the segments' headers name in
+// their codec field ("video/mp4; anonymise=whole"; none named is "off"),
+// the distinct modes comma-separated if they disagree, and "" when no
+// segment record kept its codec.
+func anonymiseOf(segs []SegmentRecord) string {
+	var modes []string
+	for _, s := range segs {
+		if s.Codec == "" {
+			continue
+		}
+		mode := "off"
+		if _, params, err := mime.ParseMediaType(s.Codec); err == nil && params["anonymise"] != "" {
+			mode = params["anonymise"]
+		} else if err != nil {
+			mode = "unknown"
+		}
+		if !slices.Contains(modes, mode) {
+			modes = append(modes, mode)
+		}
+	}
+	slices.Sort(modes)
+	return strings.Join(modes, ",")
 }
 
 var (
@@ -211,6 +237,7 @@ func (l *life) recordings(deleted bool) ([]Recording, error) {
 		st := RecordingState(segs[id], now)
 		r.Complete, r.Ended, r.Missing = st.Complete, st.Ended, st.Missing
 		r.RecordingTimes = timesOf(segs[id])
+		r.Anonymise = anonymiseOf(segs[id])
 		if lr := lives[id]; lr.deleted() {
 			r.RecordingLife = RecordingLife{Deleted: lr.Deleted, DeletedBy: lr.By, PurgeAfter: lr.Deleted.Add(p.Grace)}
 		}

@@ -29,6 +29,7 @@ import (
 	"github.com/uploadbox/uploadbox/receiver/internal/hashing"
 	"github.com/uploadbox/uploadbox/receiver/internal/limit"
 	"github.com/uploadbox/uploadbox/receiver/kv"
+	"github.com/uploadbox/uploadbox/receiver/leader"
 	"github.com/uploadbox/uploadbox/receiver/peer"
 	"github.com/uploadbox/uploadbox/receiver/pki"
 	"github.com/uploadbox/uploadbox/receiver/store"
@@ -185,6 +186,9 @@ type Server struct {
 	// life is the recordings' lifecycle; lastScrub the last scrub of all.
 	life      *life
 	lastScrub atomic.Pointer[ScrubReport]
+	// lifeLead, with the state in PostgreSQL, elects the one receiver
+	// that runs the lifecycle jobs (nil: this one runs them).
+	lifeLead *leader.Elector
 	// Notes for the operator from the first run (e.g. a generated org key).
 	Warnings []string
 }
@@ -324,6 +328,7 @@ func Open(cfg ServerConfig) (*Server, error) {
 			s.db.Close()
 			return nil, err
 		}
+		s.lifeLead = leader.New(pg.Pool(), "lifecycle", 0, s.log)
 	}
 	if err := initFleet(s.db); err != nil {
 		s.db.Close()
@@ -603,7 +608,7 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	janitorDone := make(chan struct{})
 	go func() { s.runJanitor(bg); close(janitorDone) }()
 	lifeDone := make(chan struct{})
-	go func() { s.runLife(bg); close(lifeDone) }()
+	go func() { s.leadLife(bg); close(lifeDone) }()
 	lockerDone := make(chan struct{})
 	go func() { s.runLocker(bg); close(lockerDone) }()
 	// The coalesced failures are summed up once a minute and at shutdown.

@@ -227,6 +227,9 @@ func (s *Server) handleTeacherEvents(w http.ResponseWriter, r *http.Request) {
 type TeacherDecision struct {
 	Decision string `json:"decision"`
 	Request  string `json:"request,omitempty"`
+	// Anonymise, with start_session, is the session's anonymisation mode:
+	// off, whole or masks; empty: the box's default (recording.anonymise).
+	Anonymise string `json:"anonymise,omitempty"`
 	// For is the grant length of accept and video_only: "15m", "45m",
 	// "lesson" (any length from 1m to 8h); empty: the box's default.
 	For string `json:"for,omitempty"`
@@ -284,7 +287,7 @@ func (s *Server) handleTeacherDecision(w http.ResponseWriter, r *http.Request) {
 		relayProblem(w, http.StatusBadRequest, "malformed", fmt.Sprintf(`"for" goes with accept and video_only only, not with %q (a session starts with the box's own length)`, in.Decision))
 		return
 	}
-	ans, err := s.Decide(r.Context(), device, DecideRequest{Teacher: teacher, Request: in.Request, Decision: in.Decision, Grant: in.For, Talk: in.Talk}, r.RemoteAddr)
+	ans, err := s.Decide(r.Context(), device, DecideRequest{Teacher: teacher, Request: in.Request, Decision: in.Decision, Grant: in.For, Talk: in.Talk, Anonymise: in.Anonymise}, r.RemoteAddr)
 	switch {
 	case errors.Is(err, ErrOffline):
 		relayProblem(w, http.StatusServiceUnavailable, "offline", "the box of room "+trimDetail(device)+" is offline (no control connection)")

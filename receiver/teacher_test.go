@@ -181,6 +181,13 @@ func TestTeacherEndpoints(t *testing.T) {
 	if code, out := post(teacher.Token, "room-9", map[string]string{"decision": wire.DecisionStartSession, "for": "45m"}); code != http.StatusBadRequest || out["reason"] != "malformed" {
 		t.Errorf("start_session with a length: %d %v", code, out)
 	}
+	// An anonymisation mode goes with start_session only, and must be one
+	// the box knows: refused before the box.
+	for _, body := range []map[string]string{{"decision": wire.DecisionEndAll, "anonymise": "whole"}, {"decision": wire.DecisionStartSession, "anonymise": "blur"}} {
+		if code, out := post(teacher.Token, "room-9", body); code != http.StatusBadRequest || out["reason"] != "malformed" || !strings.Contains(out["error"].(string), "anonymis") {
+			t.Errorf("%v: %d %v, want 400 malformed naming the mode", body, code, out)
+		}
+	}
 
 	// The stream: the room offline first.
 	resp, events := openEvents(t, c, base, teacher.Token)

@@ -49,3 +49,33 @@ func TestTimesOf(t *testing.T) {
 		})
 	}
 }
+
+func TestAnonymiseOf(t *testing.T) {
+	codecs := func(cs ...string) []SegmentRecord {
+		var segs []SegmentRecord
+		for i, c := range cs {
+			segs = append(segs, SegmentRecord{Sequence: uint64(i), Codec: c})
+		}
+		return segs
+	}
+	tests := []struct {
+		name string
+		segs []SegmentRecord
+		want string
+	}{
+		{"no segments", nil, ""},
+		{"stored before the codec was kept", codecs("", ""), ""},
+		{"unfiltered", codecs("video/mp4", "video/mp4"), "off"},
+		{"whole", codecs("video/mp4; anonymise=whole", "video/mp4; anonymise=whole"), "whole"},
+		{"masks, one old record", codecs("", "video/mp4; anonymise=masks"), "masks"},
+		{"segments that disagree", codecs("video/mp4; anonymise=whole", "video/mp4", "video/mp4; anonymise=masks"), "masks,off,whole"},
+		{"a codec field that is no media type", codecs("video/mp4; ;;="), "unknown"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := anonymiseOf(tc.segs); got != tc.want {
+				t.Errorf("anonymiseOf = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

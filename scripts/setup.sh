@@ -5,7 +5,8 @@
 # playwright-core from npm (drives chromium) into .cache/npm, and the
 # versitygw S3 server into .cache/bin; for the .deb packages the arm64 and
 # armhf cross compilers, qemu-user-static, lintian and nfpm (into .cache/bin);
-# PostgreSQL's server binaries (internal/pgtest).
+# PostgreSQL's server binaries (internal/pgtest); OpenCV's Python binding, its
+# Haar cascades and scikit-image's photographs (the face detector test).
 # `setup.sh --demo` installs only what `make demo` needs (g++, ffmpeg).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +40,11 @@ command -v dpkg-deb >/dev/null || missing+=(dpkg)
 # PostgreSQL for the receiver's shared-state tests (internal/pgtest runs its
 # own initdb in a temporary directory; the package's own cluster is not used).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+# the anonymisation proof (internal/e2e TestAnonymisedFaces): Debian's python3
+# with cv2, the frontal face cascade, and the astronaut photograph.
+/usr/bin/python3 -c 'import cv2' >/dev/null 2>&1 || missing+=(python3-opencv)
+[ -f /usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml ] || missing+=(opencv-data)
+[ -f /usr/lib/python3/dist-packages/skimage/data/astronaut.png ] || missing+=(python3-skimage)
 # the packaging test runs lintian on every .deb.
 command -v lintian >/dev/null || missing+=(lintian)
 install "${missing[@]}"

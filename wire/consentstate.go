@@ -30,6 +30,15 @@ type ConsentState struct {
 	Cooldowns    []ConsentCooldown `json:"cooldowns"`
 	// At is when the box took this state.
 	At time.Time `json:"at"`
+	// Anonymise is the running session's anonymisation mode (AnonymiseOff,
+	// AnonymiseWhole, AnonymiseMasks); empty when none runs.
+	Anonymise string `json:"anonymise,omitempty"`
+	// AnonymiseDefault is the mode a session started without one gets
+	// (the box's recording.anonymise), and Masks whether the box has a
+	// rectangle for AnonymiseMasks (capture.masks): the teacher's page
+	// offers the modes with them.
+	AnonymiseDefault string `json:"anonymise_default,omitempty"`
+	Masks            bool   `json:"masks,omitempty"`
 }
 
 // ConsentPending is a request that waits for the teacher.

@@ -18,6 +18,7 @@
 package anon
 
 import (
+	"encoding/binary"
 	"fmt"
 	"image"
 )
@@ -70,6 +71,10 @@ type Filter struct {
 	sumC        [2][]uint32
 	meanY       []uint8
 	meanC       [2][]uint8
+	// rowY and rowC are one row of the output, luma and chroma, built once
+	// per row of blocks and copied into each of its rows.
+	rowY []byte
+	rowC [2][]byte
 }
 
 // Levels is how many brightness levels Whole keeps.
@@ -164,7 +169,9 @@ func (f *Filter) size(w, h int) {
 	for i := range f.sumC {
 		f.sumC[i] = make([]uint32, n)
 		f.meanC[i] = make([]uint8, n)
+		f.rowC[i] = make([]byte, (w+1)/2)
 	}
+	f.rowY = make([]byte, w)
 }
 
 func (f *Filter) whole(img *image.YCbCr) {
@@ -179,12 +186,7 @@ func (f *Filter) whole(img *image.YCbCr) {
 		row := img.Y[y*img.YStride : y*img.YStride+w]
 		sums := f.sumY[(y/b)*gw:]
 		for gx := 0; gx < gw; gx++ {
-			x0, x1 := gx*b, min(gx*b+b, w)
-			var s uint32
-			for _, v := range row[x0:x1] {
-				s += uint32(v)
-			}
-			sums[gx] += s
+			sums[gx] += sumBytes(row[gx*b : min(gx*b+b, w)])
 		}
 	}
 	cb, cw, ch := b/2, (w+1)/2, (h+1)/2
@@ -193,12 +195,7 @@ func (f *Filter) whole(img *image.YCbCr) {
 			row := plane[y*img.CStride : y*img.CStride+cw]
 			sums := f.sumC[i][(y/cb)*gw:]
 			for gx := 0; gx < gw; gx++ {
-				x0, x1 := gx*cb, min(gx*cb+cb, cw)
-				var s uint32
-				for _, v := range row[x0:x1] {
-					s += uint32(v)
-				}
-				sums[gx] += s
+				sums[gx] += sumBytes(row[gx*cb : min(gx*cb+cb, cw)])
 			}
 		}
 	}
@@ -229,23 +226,45 @@ func (f *Filter) whole(img *image.YCbCr) {
 			f.sumY[i] = uint32(v)
 		}
 	}
-	// Fill each block with its value.
-	for y := 0; y < h; y++ {
-		row := img.Y[y*img.YStride : y*img.YStride+w]
-		vals := f.sumY[(y/b)*gw:]
+	// Fill each block with its value: one output row per row of blocks,
+	// copied into each of its rows.
+	for gy := 0; gy < gh; gy++ {
+		vals := f.sumY[gy*gw:]
 		for gx := 0; gx < gw; gx++ {
-			fill(row[gx*b:min(gx*b+b, w)], byte(vals[gx]))
+			fill(f.rowY[gx*b:min(gx*b+b, w)], byte(vals[gx]))
 		}
-	}
-	for c, plane := range [2][]byte{img.Cb, img.Cr} {
-		for y := 0; y < ch; y++ {
-			row := plane[y*img.CStride : y*img.CStride+cw]
-			vals := f.meanC[c][(y/cb)*gw:]
+		for y := gy * b; y < min(gy*b+b, h); y++ {
+			copy(img.Y[y*img.YStride:y*img.YStride+w], f.rowY)
+		}
+		for c, plane := range [2][]byte{img.Cb, img.Cr} {
+			row, vals := f.rowC[c][:cw], f.meanC[c][gy*gw:]
 			for gx := 0; gx < gw; gx++ {
 				fill(row[gx*cb:min(gx*cb+cb, cw)], vals[gx])
 			}
+			for y := gy * cb; y < min(gy*cb+cb, ch); y++ {
+				copy(plane[y*img.CStride:y*img.CStride+cw], row)
+			}
 		}
 	}
+}
+
+// sumBytes is the sum of b's bytes, eight at a time: two bytes of each
+// 16-bit lane added per step, so a lane holds at most 510 per 8 bytes and
+// b up to 1 KiB (a block is at most 4096/BlocksAcross px wide) cannot
+// overflow it.
+func sumBytes(b []byte) uint32 {
+	const even = 0x00ff00ff00ff00ff
+	var lanes uint64
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		lanes += x&even + x>>8&even
+	}
+	s := uint32(lanes&0xffff + lanes>>16&0xffff + lanes>>32&0xffff + lanes>>48)
+	for _, v := range b[i:] {
+		s += uint32(v)
+	}
+	return s
 }
 
 func absDiff(a, b uint8) int {

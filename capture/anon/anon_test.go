@@ -175,3 +175,28 @@ func BenchmarkMasks720p(b *testing.B) {
 		f.Apply(img)
 	}
 }
+
+// sumBytes adds eight bytes at a time: it must give the plain sum for
+// every length and tail, up to the largest block with every byte 255.
+func TestSumBytes(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 1))
+	buf := make([]byte, 1024)
+	for n := 0; n <= len(buf); n++ {
+		for _, full := range []bool{false, true} {
+			b := buf[:n]
+			for i := range b {
+				b[i] = byte(r.IntN(256))
+				if full {
+					b[i] = 255
+				}
+			}
+			var want uint32
+			for _, v := range b {
+				want += uint32(v)
+			}
+			if got := sumBytes(b); got != want {
+				t.Fatalf("sumBytes of %d bytes (all 255: %t) = %d, want %d", n, full, got, want)
+			}
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -128,7 +129,7 @@ func newRecordingsScrubCommand() *cobra.Command {
 // printRecordings prints one line per recording, times in local time.
 func printRecordings(out io.Writer, rs []receiver.Recording, deleted bool) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	head := "RECORDING\tROOM\tSTART\tDURATION\tSEGMENTS\tSIZE\tCOMPLETE\tMISSING\tTRUNCATED\tENDED"
+	head := "RECORDING\tROOM\tSTART\tDURATION\tSEGMENTS\tSIZE\tCOMPLETE\tMISSING\tTRUNCATED\tENDED\tANONYMISE"
 	if deleted {
 		head += "\tDELETED\tBY\tPURGE AFTER"
 	}
@@ -138,7 +139,8 @@ func printRecordings(out io.Writer, rs []receiver.Recording, deleted bool) {
 		if !r.Start.IsZero() {
 			start = r.Start.Local().Format(timeLayout)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%t\t%d\t%d\t%s", r.ID, r.Device, start, durationText(r.DurationSeconds), r.Segments, cli.Bytes(r.Bytes), r.Complete, r.Missing, r.Truncated, r.Ended)
+		anonymise := cmp.Or(r.Anonymise, "-")
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%t\t%d\t%d\t%s\t%s", r.ID, r.Device, start, durationText(r.DurationSeconds), r.Segments, cli.Bytes(r.Bytes), r.Complete, r.Missing, r.Truncated, r.Ended, anonymise)
 		if deleted {
 			fmt.Fprintf(tw, "\t%s\t%s\t%s", r.Deleted.Local().Format(timeLayout), r.DeletedBy, r.PurgeAfter.Local().Format(timeLayout))
 		}

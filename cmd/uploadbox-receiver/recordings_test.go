@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -42,6 +43,25 @@ func TestDurationText(t *testing.T) {
 	}{{0, "-"}, {6.4, "6s"}, {59.6, "1m00s"}, {125, "2m05s"}, {3723, "1h02m03s"}} {
 		if got := durationText(tc.s); got != tc.want {
 			t.Errorf("durationText(%v) = %q, want %q", tc.s, got, tc.want)
+		}
+	}
+}
+
+// The table's ANONYMISE column shows the mode, and "-" for a recording
+// stored before the receiver kept it.
+func TestPrintRecordingsAnonymise(t *testing.T) {
+	var b strings.Builder
+	printRecordings(&b, []receiver.Recording{
+		{ID: "aa", Device: "room-1", Ended: "stopped", Anonymise: "whole"},
+		{ID: "bb", Device: "room-2", Ended: "stopped"},
+	}, false)
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("recordings list:\n%s", b.String())
+	}
+	for i, want := range []string{"ENDED ANONYMISE", "stopped whole", "stopped -"} {
+		if f := strings.Fields(lines[i]); strings.Join(f[len(f)-2:], " ") != want {
+			t.Errorf("line %d ends in %q, want %q:\n%s", i, f[len(f)-2:], want, b.String())
 		}
 	}
 }

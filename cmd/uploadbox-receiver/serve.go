@@ -12,6 +12,7 @@ import (
 
 	"github.com/uploadbox/uploadbox/internal/cli"
 	"github.com/uploadbox/uploadbox/receiver"
+	"github.com/uploadbox/uploadbox/receiver/peer"
 	"github.com/uploadbox/uploadbox/receiver/store"
 )
 
@@ -28,6 +29,7 @@ type serveOptions struct {
 	requestTimeout                     time.Duration
 	controlPing                        time.Duration
 	drainGrace                         time.Duration
+	peerLease                          time.Duration
 	webListen, webCert, webKey         string
 	metricsListen                      string
 	viewers                            viewerServeOptions
@@ -79,6 +81,10 @@ func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 				return cli.Usagef("--drain-grace %s: give 1s to 1h", o.drainGrace)
 			}
 			cfg.DrainGrace = o.drainGrace
+			if o.peerLease < time.Second || o.peerLease > 10*time.Minute {
+				return cli.Usagef("--peer-lease %s: give 1s to 10m (how long a receiver that stopped answering still counts as holding its boxes)", o.peerLease)
+			}
+			cfg.PeerLease = o.peerLease
 			if err := receiver.CheckWebFlags(o.webListen, o.webCert, o.webKey); err != nil {
 				return cli.Usagef("%v", err)
 			}
@@ -172,6 +178,7 @@ func serveCommand(check func(receiver.ServerConfig)) *cobra.Command {
 	f.Int64Var(&o.auditMaxBytes, "audit-max-bytes", receiver.DefaultAuditMaxBytes, "audit log size that raises an alert at 90% and, when reached, drops failed-authentication entries (never logins or handshakes)")
 	f.DurationVar(&o.requestTimeout, "request-timeout", receiver.DefaultRequestTimeout, "time to receive the body and send the answer of every non-upload request (login, enroll, commit)")
 	f.DurationVar(&o.drainGrace, "drain-grace", receiver.DefaultDrainGrace, "on SIGTERM, how long the uploads and commits running then may take to finish before they are cut (1s to 1h)")
+	f.DurationVar(&o.peerLease, "peer-lease", peer.DefaultLease, "with --database: how long another receiver's claim on a box's control connection counts without renewal (renewed every third of it); a receiver that died or froze holds its boxes at most this long, after which requests for them are answered offline until they reconnect (1s to 10m)")
 	f.DurationVar(&o.controlPing, "control-ping", receiver.DefaultControlPing, "how often each box's control connection is pinged (100ms to 10m); one unanswered for as long again ends it")
 	o.keys.addFlags(f)
 	f.StringVar(&o.webListen, "web-listen", "", "a second HTTPS listener for browsers (the coach page, login and the live-view relay only; no client certificate)")

@@ -37,7 +37,7 @@ type recordOptions struct {
 
 func (o *recordOptions) AddFlags(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringVar(&o.source, "source", "", "test (pattern and tone) or camera (V4L2 camera and microphone)")
+	f.StringVar(&o.source, "source", "", "test (pattern and tone), camera (V4L2 camera and microphone) or image:PATH (a PNG or JPEG picture, panned slightly, and the tone; for tests)")
 	f.StringVar(&o.device, "device", "/dev/video0", "camera device")
 	f.StringVar(&o.size, "size", "1280x720", "video size WIDTHxHEIGHT")
 	f.IntVar(&o.fps, "fps", 30, "video frame rate")
@@ -57,7 +57,7 @@ func (o *recordOptions) AddFlags(cmd *cobra.Command) {
 func newRecordCommand() *cobra.Command {
 	var o recordOptions
 	cmd := &cobra.Command{
-		Use:   "record --source test|camera --duration 30s --recipients-file org.pub --device-key dev.key --out DIR",
+		Use:   "record --source test|camera|image:PATH --duration 30s --recipients-file org.pub --device-key dev.key --out DIR",
 		Short: "Record in the foreground into sealed segments (no daemon, no upload)",
 		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -135,10 +135,17 @@ func (o *recordOptions) captureConfig() (capture.Config, error) {
 	if len(masks) > 0 && mode != anon.Masks {
 		return capture.Config{}, cli.Usagef("--mask is only used with --anonymise masks")
 	}
+	source, image, isImage := strings.Cut(o.source, ":")
+	if !isImage {
+		source = o.source
+	} else if source != capture.SourceImage {
+		return capture.Config{}, cli.Usagef("--source %q: give test, camera or image:PATH", o.source)
+	}
 	cfg := capture.Config{
 		Anonymise:   mode,
 		Masks:       masks,
-		Source:      o.source,
+		Source:      source,
+		Image:       image,
 		Device:      o.device,
 		Width:       w,
 		Height:      h,

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/uploadbox/uploadbox/capture"
 	"github.com/uploadbox/uploadbox/capture/anon"
 )
 
@@ -31,19 +32,60 @@ func TestRecordAnonymiseFlags(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			o := recordOptions{source: "test", size: "640x360", fps: 25, bitrate: "1000k",
 				duration: time.Second, segment: time.Second, anon: tt.mode, masks: tt.masks}
-			cfg, err := o.captureConfig()
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want one with %q", err, tt.wantErr)
-				}
+			cfg, ok := captureConfigWant(t, o, tt.wantErr)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if cfg.Anonymise != tt.want || len(cfg.Masks) != len(tt.masks) {
 				t.Errorf("anonymise %q with %d masks, want %q with %d", cfg.Anonymise, len(cfg.Masks), tt.want, len(tt.masks))
 			}
 		})
 	}
+}
+
+// record's --source takes test, camera or image:PATH; anything else is a
+// usage error naming the flag.
+func TestRecordSourceFlag(t *testing.T) {
+	tests := []struct {
+		name, source      string
+		wantSrc, wantPath string
+		wantErr           string
+	}{
+		{"test", "test", "test", "", ""},
+		{"image", "image:/usr/share/pic.png", "image", "/usr/share/pic.png", ""},
+		{"image with a colon in the path", "image:a:b.png", "image", "a:b.png", ""},
+		{"image without a path", "image:", "", "", "image: missing"},
+		{"another prefix", "file:/x.png", "", "", `--source "file:/x.png": give test, camera or image:PATH`},
+		{"unknown", "usb", "", "", `unknown source "usb"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := recordOptions{source: tt.source, size: "640x360", fps: 25, bitrate: "1000k",
+				duration: time.Second, segment: time.Second, anon: "off"}
+			cfg, ok := captureConfigWant(t, o, tt.wantErr)
+			if !ok {
+				return
+			}
+			if cfg.Source != tt.wantSrc || cfg.Image != tt.wantPath {
+				t.Errorf("source %q image %q, want %q %q", cfg.Source, cfg.Image, tt.wantSrc, tt.wantPath)
+			}
+		})
+	}
+}
+
+// captureConfigWant is o's capture config; ok is false when wantErr is
+// set and the error has it.
+func captureConfigWant(t *testing.T, o recordOptions, wantErr string) (cfg capture.Config, ok bool) {
+	t.Helper()
+	cfg, err := o.captureConfig()
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("err = %v, want one with %q", err, wantErr)
+		}
+		return cfg, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, true
 }

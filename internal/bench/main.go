@@ -37,6 +37,8 @@ func main() {
 	daemonRuns := flag.Int("daemon-runs", 3, "daemon runs and bare encodes, each, interleaved, in the daemon comparison")
 	only := flag.String("only", "", "run one comparison: seal, age, record, upload, commit, daemon, live, relay, login, powercut, teacher or capacity")
 	kills := flag.Int("kills", 20, "SIGKILLs of the recorder in the power-cut measurement")
+	anonFor := flag.Duration("anonymise", 20*time.Second, "length of each recording in the anonymisation comparison (-only anonymise)")
+	anonRuns := flag.Int("anonymise-runs", 3, "unfiltered and anonymised recordings, each, interleaved, in the anonymisation comparison")
 	var capOpts capacityOptions
 	capOpts.addFlags(flag.CommandLine)
 	tusdData := flag.String("tusd-alone", "", "internal: serve tusd alone with the TLS identity of this receiver data directory and exit when killed")
@@ -64,7 +66,8 @@ func main() {
 		fmt.Println(n)
 		return
 	}
-	if err := run(*bin, *size<<20, *rounds, *recordFor, *uploadMiB<<20, *daemonFor, *daemonRuns, *profiles, *kills, capOpts, *only); err != nil {
+	anonymise := func() error { return anonymiseBench(*bin, *anonFor, *anonRuns) }
+	if err := run(*bin, *size<<20, *rounds, *recordFor, anonymise, *uploadMiB<<20, *daemonFor, *daemonRuns, *profiles, *kills, capOpts, *only); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -76,7 +79,7 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-func run(bin string, size, rounds int, recordFor time.Duration, upload int64, daemonFor time.Duration, daemonRuns int, profiles string, kills int, capOpts capacityOptions, only string) error {
+func run(bin string, size, rounds int, recordFor time.Duration, anonymise func() error, upload int64, daemonFor time.Duration, daemonRuns int, profiles string, kills int, capOpts capacityOptions, only string) error {
 	modules, err := filepath.Abs(".cache/npm/node_modules")
 	if err != nil {
 		return err
@@ -88,6 +91,7 @@ func run(bin string, size, rounds int, recordFor time.Duration, upload int64, da
 		{"seal", func() error { return inProcess(rounds) }},
 		{"age", func() error { return againstAge(bin, size, rounds) }},
 		{"record", func() error { return recordVsEncode(bin, recordFor) }},
+		{"anonymise", anonymise},
 		{"upload", func() error { return uploadBench(upload) }},
 		{"commit", func() error { return commitBench(rounds) }},
 		{"daemon", func() error { return daemonVsEncode(bin, daemonFor, daemonRuns, profiles) }},
@@ -139,15 +143,13 @@ func recordVsEncode(bin string, d time.Duration) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	org, pub, dev, spool := filepath.Join(dir, "org.key"), filepath.Join(dir, "org.pub"), filepath.Join(dir, "dev.key"), filepath.Join(dir, "spool")
+	spool := filepath.Join(dir, "spool")
 	if err := os.Mkdir(spool, 0o700); err != nil {
 		return err
 	}
-	if out, err := exec.Command(filepath.Join(bin, "uploadbox-receiver"), "keys", "generate", "--out", org, "--public-out", pub).CombinedOutput(); err != nil {
-		return fmt.Errorf("keys generate: %v: %s", err, out)
-	}
-	if out, err := exec.Command(filepath.Join(bin, "uploadbox"), "keys", "device", "--out", dev).CombinedOutput(); err != nil {
-		return fmt.Errorf("keys device: %v: %s", err, out)
+	pub, dev, err := benchKeys(bin, dir)
+	if err != nil {
+		return err
 	}
 	rec := exec.Command(filepath.Join(bin, "uploadbox"), "record", "--source", "test", "--size", "1280x720", "--fps", "30",
 		"--bitrate", "2500k", "--duration", d.String(), "--segment", "10s",

@@ -2,11 +2,15 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/uploadbox/uploadbox/crypto"
 )
@@ -62,21 +66,36 @@ func uniformBlocks(f []byte, w, h, b int) float64 {
 	return float64(flat) / float64(n)
 }
 
-// recordAnon records secs seconds of the 1280x720 test pattern with
+// recordAnon records 4 s of the 1280x720 test pattern at 25 fps with
 // `uploadbox record --anonymise mode`, checks that every segment header
 // names the mode, and exports the recording.
 func recordAnon(t *testing.T, dir string, k keys, mode string, extra ...string) string {
+	t.Helper()
+	return recordFrom(t, dir, k, anonRecording{source: "test", fps: 25, secs: 4}, mode, extra...)
+}
+
+// anonRecording is what recordFrom records: --source, --fps and the
+// length in seconds (segments of half of it).
+type anonRecording struct {
+	source    string
+	fps, secs int
+}
+
+// recordFrom records r at 1280x720 with `uploadbox record --anonymise
+// mode`, checks that every segment header names the mode, and exports
+// the recording.
+func recordFrom(t *testing.T, dir string, k keys, r anonRecording, mode string, extra ...string) string {
 	t.Helper()
 	out := filepath.Join(dir, "spool-"+mode)
 	if err := os.Mkdir(out, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "uploadbox", append([]string{"record", "--source", "test", "--size", "1280x720", "--fps", "25",
-		"--bitrate", "2500k", "--no-audio", "--duration", "4s", "--segment", "2s", "--anonymise", mode,
-		"--recipients-file", k.pub, "--device-key", k.dev, "--out", out}, extra...)...)
+	run(t, "uploadbox", append([]string{"record", "--source", r.source, "--size", "1280x720", "--fps", strconv.Itoa(r.fps),
+		"--bitrate", "2500k", "--no-audio", "--duration", strconv.Itoa(r.secs) + "s", "--segment", strconv.Itoa(r.secs*500) + "ms",
+		"--anonymise", mode, "--recipients-file", k.pub, "--device-key", k.dev, "--out", out}, extra...)...)
 	segs, _ := filepath.Glob(filepath.Join(out, "*.ubx"))
 	if len(segs) < 2 {
-		t.Fatalf("%s: %d segments sealed, want 2 for 4 s at 2 s each", mode, len(segs))
+		t.Fatalf("%s: %d segments sealed, want 2 for %d s at %d s each", mode, len(segs), r.secs, r.secs/2)
 	}
 	want := "video/mp4"
 	if mode != "off" {
@@ -155,7 +174,8 @@ func TestAnonymisedRecordings(t *testing.T) {
 
 // TestAnonymisedSession (issue 16): the daemon takes recording.anonymise
 // as the default of a session, `session start --anonymise` overrides it,
-// and the mode is in the session's status and the audit chain.
+// and the mode is in the session's status, the audit chain and the
+// receiver's `recordings list`.
 func TestAnonymisedSession(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the daemon; skipped under -short")
@@ -163,21 +183,15 @@ func TestAnonymisedSession(t *testing.T) {
 	dir := t.TempDir()
 	b := setupBox(t, dir, nil)
 	d := writeBoxConfig(t, dir, b.state, "")
-	cfg, err := os.ReadFile(d.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg = bytes.Replace(cfg, []byte("  bitrate: 1500k\n"), []byte("  bitrate: 1500k\n  masks:\n    - {x: 0, y: 0.5, w: 0.25, h: 0.5}\n"), 1)
-	cfg = bytes.Replace(cfg, []byte("  segment: 2s\n"), []byte("  segment: 2s\n  anonymise: whole\n"), 1)
-	if err := os.WriteFile(d.config, cfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	setAnonymiseDefault(t, d, "whole")
 	startDaemon(t, d)
 
 	var st struct {
 		Active    bool   `json:"active"`
 		Anonymise string `json:"anonymise"`
+		Recording string `json:"recording"`
 	}
+	modes := map[string]string{} // recording id -> the mode it was started with
 	for _, c := range []struct{ flag, want string }{{"", "whole"}, {"masks", "masks"}, {"off", "off"}} {
 		args := []string{"session", "start", "--for", "1h"}
 		if c.flag != "" {
@@ -187,11 +201,32 @@ func TestAnonymisedSession(t *testing.T) {
 		if !st.Active || st.Anonymise != c.want {
 			t.Errorf("session start %v: %+v, want anonymise %s", args, st, c.want)
 		}
+		modes[st.Recording] = c.want
 		ctl(t, d, &st, "session", "status")
 		if st.Anonymise != c.want {
 			t.Errorf("session status after %v: anonymise %q, want %s", args, st.Anonymise, c.want)
 		}
 		ctl(t, d, nil, "session", "stop")
+	}
+	// The receiver lists each recording with the mode its signed segment
+	// headers name.
+	waitDrained(t, d, 60*time.Second)
+	var rs []struct {
+		ID        string `json:"id"`
+		Anonymise string `json:"anonymise"`
+	}
+	out := run(t, "uploadbox-receiver", "recordings", "list", "--data", b.rcv.data, "--json")
+	if err := json.Unmarshal([]byte(out), &rs); err != nil || len(rs) != len(modes) {
+		t.Fatalf("recordings list --json: %v, want %d recordings:\n%s", err, len(modes), out)
+	}
+	human := run(t, "uploadbox-receiver", "recordings", "list", "--data", b.rcv.data)
+	for _, r := range rs {
+		if r.Anonymise != modes[r.ID] {
+			t.Errorf("recordings list --json: %s anonymise %q, want %q", r.ID, r.Anonymise, modes[r.ID])
+		}
+		if !regexp.MustCompile(`(?m)^` + r.ID + `\s.*\s` + modes[r.ID] + `$`).MatchString(human) {
+			t.Errorf("recordings list: no row for %s ending in ANONYMISE %s:\n%s", r.ID, modes[r.ID], human)
+		}
 	}
 	if msg := runFails(t, "uploadbox", "session", "start", "--anonymise", "blur", "--socket", d.socket); !strings.Contains(msg, `anonymise "blur"`) {
 		t.Errorf("a bad --anonymise: %s", msg)

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -29,14 +28,8 @@ func TestReplicasSurviveAKill(t *testing.T) {
 		t.Skip("runs PostgreSQL, versitygw, two receivers and the daemon; skipped under -short")
 	}
 	dir := t.TempDir()
-	url := pgtest.Start(t).NewDB(t)
-	gw := s3test.Start(t, "replicas")
-	for _, kv := range gw.Env() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
-	serve := []string{"--database", url, "--metrics-listen", "127.0.0.1:0",
-		"--s3-bucket", gw.Bucket, "--s3-endpoint", gw.Endpoint, "--s3-region", s3test.Region, "--s3-path-style"}
+	_, gw, serve := sharedState(t, "replicas")
+	serve = append(serve, "--metrics-listen", "127.0.0.1:0")
 	dataA, dataB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	a := startReceiver(t, dataA, "127.0.0.1:0", serve...)
 	backup := filepath.Join(dir, "a.backup")

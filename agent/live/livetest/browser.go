@@ -131,6 +131,14 @@ type TeacherRoom struct {
 		Reason  string `json:"reason"`
 		Text    string `json:"text"`
 	} `json:"result"`
+	// Anonymise is the running session's mode (data-anonymise), RecText
+	// the recording line as shown; StartMode and StartModes are the
+	// choice for Start recording (select[data-t-anonymise]) and its
+	// options.
+	Anonymise  string   `json:"anonymise"`
+	RecText    string   `json:"recText"`
+	StartMode  string   `json:"startMode"`
+	StartModes []string `json:"startModes"`
 }
 
 // TeacherRequest is a pending request on the teacher's page.

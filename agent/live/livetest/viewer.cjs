@@ -132,6 +132,7 @@ async function run(page, c) {
         if (ts && tsec && !tsec.hidden) {
           const rooms = [...document.querySelectorAll('li[data-t-room]')].map((li) => {
             const res = li.querySelector('[data-t-result]');
+            const mode = li.querySelector('select[data-t-anonymise]');
             return {
               device: li.dataset.tRoom, online: li.dataset.online === 'true', recording: li.dataset.recording === 'true',
               until: li.dataset.until || '',
@@ -145,6 +146,8 @@ async function run(page, c) {
               })),
               cooldowns: [...li.querySelectorAll('[data-t-cooldown]')].map((e) => ({ viewer: e.dataset.viewer, reason: e.dataset.reason })),
               result: res ? { action: res.dataset.action || '', outcome: res.dataset.outcome || '', reason: res.dataset.reason || '', text: res.textContent } : null,
+              anonymise: li.dataset.anonymise || '', recText: (li.querySelector('.t-recording') || {}).textContent || '',
+              startMode: mode ? mode.value : '', startModes: mode ? [...mode.options].map((o) => o.value) : [],
             };
           });
           teacher = { state: ts.dataset.state, reason: ts.dataset.reason || '', text: ts.textContent, rooms };

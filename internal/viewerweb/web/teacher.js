@@ -17,7 +17,10 @@
 // li[data-t-watching] (data-viewer, data-audio, data-until, data-talk: may
 // speak, data-speaking: speaking now);
 // li[data-t-cooldown] (data-viewer, data-reason, data-until); the room's
-// button[data-t-action] end_all, start_session, stop_session;
+// button[data-t-action] end_all, start_session, stop_session; while not
+// recording, select[data-t-anonymise] (off, whole, masks: how the session
+// Start recording starts filters the picture; sent as anonymise), and the
+// room's data-anonymise: the running session's mode;
 // [data-t-result] with data-action,
 // data-outcome (sending, ok, refused, offline, error) and data-reason.
 'use strict';
@@ -35,6 +38,7 @@
   let generation = 0; // bumps on sign-out so stale streams stop
   let abort = null;
   const rooms = new Map(); // device → {device, online, state}
+  const startModes = new Map(); // device → the mode chosen for Start recording
   const results = new Map(); // device → {action, outcome, reason, text}
   const busy = new Set(); // devices with a decision in flight
   const shown = new Map(); // request id → when it first showed (ms since the epoch)
@@ -68,6 +72,7 @@
     b.disabled = busy.has(device) || !(rooms.get(device) || {}).online;
     b.addEventListener('click', () => {
       const body = { decision: action };
+      if (action === 'start_session' && startMode(device)) body.anonymise = startMode(device);
       if (extra && extra['data-request']) body.request = extra['data-request'];
       if (extra && extra['data-for']) body.for = extra['data-for'];
       if ((action === 'accept' || action === 'video_only') && talk.get(body.request)) body.talk = true;
@@ -75,6 +80,17 @@
     });
     return b;
   }
+
+  // startMode is the anonymisation mode Start recording sends for device:
+  // the teacher's choice, else the box's default; none from a box that
+  // does not report one (it would not understand it).
+  function startMode(device) {
+    const st = (rooms.get(device) || {}).state || {};
+    if (!st.anonymise_default) return '';
+    return startModes.get(device) || st.anonymise_default;
+  }
+
+  const modeText = { off: 'clear picture', whole: 'anonymised: faces unrecognisable', masks: 'masked areas blacked out' };
 
   const cooldownText = { declined: 'declined', revoked: 'viewing ended', ended: 'viewing ended' };
 
@@ -96,12 +112,30 @@
     let recButton;
     if (st.recording) {
       li.dataset.until = st.session_until || '';
-      rec.append(el('span', { class: 't-recording', 'data-recording': 'true' }, st.session_until ? 'Recording until ' + hhmm(st.session_until) : 'Recording'));
+      li.dataset.anonymise = st.anonymise || '';
+      let text = st.session_until ? 'Recording until ' + hhmm(st.session_until) : 'Recording';
+      if (st.anonymise && st.anonymise !== 'off') text += ' (' + (modeText[st.anonymise] || st.anonymise) + ')';
+      rec.append(el('span', { class: 't-recording', 'data-recording': 'true' }, text));
       recButton = button(r.device, 'stop_session', 'Stop recording');
     } else {
       // A session starts with the box's own length (the receiver takes
-      // no length for it).
+      // no length for it) and the mode chosen here.
       rec.append(el('span', { class: 't-recording', 'data-recording': 'false' }, 'Not recording'));
+      if (st.anonymise_default) {
+        const chosen = startMode(r.device);
+        const sel = el('select', { 'data-t-anonymise': '', 'data-room': r.device, 'aria-label': 'Picture of the next recording' });
+        for (const m of ['off', 'whole', 'masks']) {
+          if (m === 'masks' && !st.masks && chosen !== 'masks') continue; // the box has no rectangles
+          const o = el('option', { value: m }, m + ' (' + modeText[m] + ')');
+          if (m === chosen) o.setAttribute('selected', '');
+          sel.append(o);
+        }
+        sel.disabled = busy.has(r.device);
+        sel.addEventListener('change', () => { startModes.set(r.device, sel.value); render(); });
+        const label = el('label', { class: 't-anon' }, 'Picture:');
+        label.append(sel);
+        rec.append(label);
+      }
       recButton = button(r.device, 'start_session', 'Start recording');
     }
     li.append(rec);
