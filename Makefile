@@ -73,8 +73,9 @@ test-arm64:
 deb:
 	VERSION='$(VERSION)' COMMIT='$(COMMIT)' ./scripts/deb.sh dist
 
+# One comparison: make bench BENCH='-only talkback' (see internal/bench -h).
 bench: build
-	$(GO) run ./internal/bench -bin $(BIN)
+	$(GO) run ./internal/bench -bin $(BIN) $(BENCH)
 
 # The chaos run against the real binaries (README, "Soak"): about 10-15
 # minutes, needs root (it mounts the spool's filesystem) and ffprobe; not
