@@ -2,9 +2,14 @@ package e2e
 
 import (
 	"context"
+	"encoding/binary"
+	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,7 +83,7 @@ func TestTalkback(t *testing.T) {
 	}
 	dir := t.TempDir()
 	wav := talkFile(filepath.Join(dir, "talk.wav"))
-	b, lb, _ := startLiveBox(t, dir, "talkback_device: file:"+string(wav))
+	b, lb, p := startLiveBox(t, dir, "talkback_device: file:"+string(wav))
 	tokenA := strings.TrimSpace(run(t, "uploadbox", "viewer", "token", "--name", "coach-a", "--ttl", "1h", "--state", b.state))
 	tokenB := strings.TrimSpace(run(t, "uploadbox", "viewer", "token", "--name", "coach-b", "--ttl", "1h", "--state", b.state))
 	var st sessionStatus
@@ -157,6 +162,9 @@ func TestTalkback(t *testing.T) {
 			t.Fatal("coach-a's voice never reached the box before the revoke")
 		}
 	}
+	if code, raw := liveGet(t, lb, a.Viewer.Location, tokenA); code != http.StatusOK || !strings.Contains(raw, `"talk":true`) || !strings.Contains(raw, `"floor":"yours"`) {
+		t.Errorf("coach-a's session while it speaks: HTTP %d %s, want talk and floor yours", code, raw)
+	}
 	run(t, "uploadbox", "consent", "revoke", "coach-a", "--socket", lb.socket)
 	revoked := len(wav.samples(t))
 	after := wav.waitPlayed(t, revoked+4*second)[revoked+second:]
@@ -191,6 +199,42 @@ func TestTalkback(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("audit:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+
+	// The daemon stops: the file's header gets its real sizes.
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.done
+	raw, err := os.ReadFile(string(wav))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data := binary.LittleEndian.Uint32(raw[40:]); int(data) != len(raw)-44 || binary.LittleEndian.Uint32(raw[4:]) != data+36 {
+		t.Errorf("WAV header after the daemon stopped: data size %d for %d bytes", data, len(raw)-44)
+	}
+
+	// An output the daemon cannot open stops it, naming it.
+	cfg, _ := os.ReadFile(lb.config)
+	bad := filepath.Join(dir, "missing", "talk.wav")
+	os.WriteFile(lb.config, []byte(strings.Replace(string(cfg), "file:"+string(wav), "file:"+bad, 1)), 0o600)
+	ctx, cancel = context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	failed, err := exec.CommandContext(ctx, filepath.Join(binDir, "uploadbox"), "run", "--config", lb.config).CombinedOutput()
+	if ctx.Err() != nil || err == nil || !strings.Contains(string(failed), "live.talkback_device: talk-back file "+bad) {
+		t.Fatalf("daemon with an output it cannot open: %v, output lacks the device:\n%s", err, failed)
+	}
+}
+
+// liveGet GETs url from the box's live view with token.
+func liveGet(t *testing.T, lb liveBox, url, token string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := lb.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(raw)
 }
 
 func boolWord(b bool) string {
