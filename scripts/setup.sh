@@ -41,6 +41,8 @@ command -v dpkg-deb >/dev/null || missing+=(dpkg)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 # the packaging test runs lintian on every .deb.
 command -v lintian >/dev/null || missing+=(lintian)
+# talk-back's playback test plays through ALSA's "null" device (agent/talkback).
+ls /usr/share/alsa/alsa.conf >/dev/null 2>&1 || missing+=(libasound2)
 install "${missing[@]}"
 
 PLAYWRIGHT_VERSION=1.64.1
