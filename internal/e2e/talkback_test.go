@@ -162,6 +162,9 @@ func TestTalkback(t *testing.T) {
 			t.Fatal("coach-a's voice never reached the box before the revoke")
 		}
 	}
+	if out := run(t, "uploadbox", "status", "--socket", lb.socket); !strings.Contains(out, "talk-back: file:"+string(wav)+", coach-a speaking\n") {
+		t.Errorf("status while coach-a speaks:\n%s", out)
+	}
 	if code, raw := liveGet(t, lb, a.Viewer.Location, tokenA); code != http.StatusOK || !strings.Contains(raw, `"talk":true`) || !strings.Contains(raw, `"floor":"yours"`) {
 		t.Errorf("coach-a's session while it speaks: HTTP %d %s, want talk and floor yours", code, raw)
 	}
