@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -194,9 +195,22 @@ func TestTalkback(t *testing.T) {
 			got = append(got, e.Event+" "+e.Identity+" "+reason)
 		}
 	}
+	// coach-a fell silent between its two turns (and, on a loaded
+	// machine, maybe within one): a release and a new opening.
+	var turns []string
+	for i := 0; i < len(got); i++ {
+		if i+1 < len(got) && got[i] == "live.talk_close coach-a silence" && got[i+1] == "live.talk_open coach-a" {
+			i++
+			continue
+		}
+		turns = append(turns, got[i])
+	}
+	if !slices.Contains(got, "live.talk_close coach-a silence") {
+		t.Errorf("coach-a's floor was not released between its turns: %q", got)
+	}
+	got = turns
 	want := []string{
 		"consent.accept coach-a talk=yes", "consent.accept coach-b talk=no",
-		"live.talk_open coach-a", "live.talk_close coach-a silence",
 		"live.talk_open coach-a", "consent.revoke coach-a talk=yes", "live.talk_close coach-a revoked",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
