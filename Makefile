@@ -49,13 +49,14 @@ test-postgres:
 test-short:
 	$(GO) test -short -count=1 ./...
 
-# Cross-compile the crypto tests for arm64 and run them under qemu, once with
-# the hardware AES/PMULL/SHA paths and once without them, as on a Pi 4.
+# Cross-compile the crypto tests (and talk-back's, whose Opus decoder is the
+# arm64 libopus mediadevices ships) for arm64 and run them under qemu, once
+# with the hardware AES/PMULL/SHA paths and once without them, as on a Pi 4.
 ARM64_CC ?= aarch64-linux-gnu-gcc
 ARM64_CXX ?= aarch64-linux-gnu-g++
 test-arm64:
 	@mkdir -p $(BIN)/arm64
-	@for p in $$($(GO) list ./crypto/...); do \
+	@for p in $$($(GO) list ./crypto/... ./agent/talkback); do \
 		name=$$(echo $$p | tr / _); \
 		CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=$(ARM64_CC) CXX=$(ARM64_CXX) \
 			$(GO) test -c -o $(BIN)/arm64/$$name.test $$p || exit 1; \
@@ -73,8 +74,9 @@ test-arm64:
 deb:
 	VERSION='$(VERSION)' COMMIT='$(COMMIT)' ./scripts/deb.sh dist
 
+# One comparison: make bench BENCH='-only talkback' (see internal/bench -h).
 bench: build
-	$(GO) run ./internal/bench -bin $(BIN)
+	$(GO) run ./internal/bench -bin $(BIN) $(BENCH)
 
 # The chaos run against the real binaries (README, "Soak"): about 10-15
 # minutes, needs root (it mounts the spool's filesystem) and ffprobe; not

@@ -44,6 +44,10 @@ type Status struct {
 	// is none.
 	LiveDTLS      string `json:"live_dtls_fingerprint,omitempty"`
 	LiveDTLSError string `json:"live_dtls_error,omitempty"`
+	// Talkback is live.talkback_device while live view and talk-back are
+	// on; TalkbackSpeaking the viewer whose voice it plays now.
+	Talkback         string `json:"talkback,omitempty"`
+	TalkbackSpeaking string `json:"talkback_speaking,omitempty"`
 }
 
 // Queue is the upload backlog (`uploadbox queue`).
@@ -175,6 +179,12 @@ func (a *Agent) Status() (Status, error) {
 		Session: a.SessionStatus(), Queue: q, Control: a.linkState(),
 	}
 	s.LiveDTLS, s.LiveDTLSError = a.dtlsFingerprint()
+	if lv := a.Config().Live; lv.Enabled && lv.TalkbackDevice != "" {
+		s.Talkback = lv.TalkbackDevice
+		if snap, err := a.ledger.Snapshot(); err == nil {
+			s.TalkbackSpeaking = snap.Speaking
+		}
+	}
 	a.mu.Lock()
 	if a.state != nil {
 		s.Enrolled = true

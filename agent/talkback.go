@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/uploadbox/uploadbox/agent/live"
 	"github.com/uploadbox/uploadbox/agent/talkback"
@@ -29,9 +28,7 @@ func (a *Agent) startTalkback(ctx context.Context, device string) (live.Talker, 
 	}
 	p := talkback.NewPlayer(sink, talkback.Options{
 		Opened: a.ledger.TalkOpened,
-		Closed: func(viewer, session, reason string, held time.Duration) {
-			a.ledger.TalkClosed(viewer, session, reason, held)
-		},
+		Closed: a.ledger.TalkClosed,
 		Logger: a.log,
 	})
 	ctx, cancel := context.WithCancel(ctx)

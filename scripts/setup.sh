@@ -47,6 +47,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 [ -f /usr/lib/python3/dist-packages/skimage/data/astronaut.png ] || missing+=(python3-skimage)
 # the packaging test runs lintian on every .deb.
 command -v lintian >/dev/null || missing+=(lintian)
+# talk-back's playback test plays through ALSA's "null" device (agent/talkback).
+ls /usr/share/alsa/alsa.conf >/dev/null 2>&1 || missing+=(libasound2)
 install "${missing[@]}"
 
 PLAYWRIGHT_VERSION=1.64.1

@@ -361,6 +361,13 @@ func newStatusCommand() *cobra.Command {
 			} else if st.LiveDTLSError != "" {
 				fmt.Fprintf(out, "live dtls: none: %s\n", st.LiveDTLSError)
 			}
+			if st.Talkback != "" {
+				speaking := "nobody speaking"
+				if st.TalkbackSpeaking != "" {
+					speaking = st.TalkbackSpeaking + " speaking"
+				}
+				fmt.Fprintf(out, "talk-back: %s, %s\n", st.Talkback, speaking)
+			}
 			session := "idle"
 			if st.Session.Active {
 				session = fmt.Sprintf("recording %s until %s", st.Session.Recording, st.Session.Until.Local().Format(time.TimeOnly))

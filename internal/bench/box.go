@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -134,4 +135,15 @@ func (b *benchBox) stop() {
 			c.Wait()
 		}
 	}
+}
+
+// freeLoopback returns a loopback address with a port free now, for a
+// listener the daemon opens from its config.
+func freeLoopback() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,48 +27,13 @@ func liveBench(bin string, rounds int, modules string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	liveAddr := ln.Addr().String()
-	ln.Close()
-	box, err := startBox(bin, dir, "live: {enabled: true, listen: \""+liveAddr+"\", max_viewers: 8}\n")
+	box, liveAddr, err := startLiveBox(bin, dir, "max_viewers: 8")
 	if err != nil {
 		return err
 	}
 	defer box.stop()
-	if out, err := box.ctl("session", "start", "--for", "30m"); err != nil {
-		return fmt.Errorf("session start: %v: %s", err, out)
-	}
-	var pem []byte
-	for range 100 {
-		if pem, _ = os.ReadFile(filepath.Join(box.state, "live.crt")); len(pem) > 0 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	token := func(name string) (string, error) {
-		out, err := exec.Command(box.ub, "viewer", "token", "--name", name, "--ttl", "1h", "--state", box.state).Output()
-		return strings.TrimSpace(string(out)), err
-	}
-	pending := func(viewer string) (string, error) {
-		out, err := box.ctl("consent", "list")
-		if err != nil {
-			return "", err
-		}
-		var rs []struct{ ID, Viewer, State string }
-		json.Unmarshal(out, &rs)
-		for _, r := range rs {
-			if r.Viewer == viewer && r.State == "pending" {
-				return r.ID, nil
-			}
-		}
-		return "", nil
-	}
+	client := box.liveClient()
+	token, pending := box.viewerToken, box.pending
 	ctx := context.Background()
 	var firsts, silences []time.Duration
 	for i := range rounds {
@@ -152,6 +116,61 @@ func liveBench(bin string, rounds int, modules string) error {
 	fmt.Printf("  revoke -> last RTP packet, max       %6.0f ms   (goal <= 1000)\n", ms(slices.Max(silences)))
 	fmt.Printf("  daemon CPU, 4 viewers / 1 viewer     %6.2f      (goal <= 1.10; %.2f s vs %.2f s, 3 × 15 s each, alternating)\n", cpu4/cpu1, cpu4, cpu1)
 	return nil
+}
+
+// startLiveBox is startBox with live view on a free loopback port (more
+// keys of the live section in liveKeys) and a 30-minute session started.
+func startLiveBox(bin, dir, liveKeys string) (*benchBox, string, error) {
+	addr, err := freeLoopback()
+	if err != nil {
+		return nil, "", err
+	}
+	box, err := startBox(bin, dir, "live: {enabled: true, listen: \""+addr+"\", "+liveKeys+"}\n")
+	if err != nil {
+		return nil, "", err
+	}
+	if out, err := box.ctl("session", "start", "--for", "30m"); err != nil {
+		box.stop()
+		return nil, "", fmt.Errorf("session start: %v: %s", err, out)
+	}
+	return box, addr, nil
+}
+
+// liveClient is an HTTPS client that trusts the box's live view
+// certificate (made at the daemon's first start).
+func (b *benchBox) liveClient() *http.Client {
+	var pem []byte
+	for range 100 {
+		if pem, _ = os.ReadFile(filepath.Join(b.state, "live.crt")); len(pem) > 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+}
+
+// viewerToken issues a box-local viewer token for name.
+func (b *benchBox) viewerToken(name string) (string, error) {
+	out, err := exec.Command(b.ub, "viewer", "token", "--name", name, "--ttl", "1h", "--state", b.state).Output()
+	return strings.TrimSpace(string(out)), err
+}
+
+// pending is the id of viewer's pending request ("" if none).
+func (b *benchBox) pending(viewer string) (string, error) {
+	out, err := b.ctl("consent", "list")
+	if err != nil {
+		return "", err
+	}
+	var rs []struct{ ID, Viewer, State string }
+	json.Unmarshal(out, &rs)
+	for _, r := range rs {
+		if r.Viewer == viewer && r.State == "pending" {
+			return r.ID, nil
+		}
+	}
+	return "", nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -35,7 +35,7 @@ func main() {
 	profiles := flag.String("profile", "", "directory for pprof profiles of the daemon comparison's runs (bare-N.cpu.pprof, daemon-N.cpu.pprof, daemon-N.allocs.pprof)")
 	cpuProfile := flag.String("cpu-profile", "", "internal: with -encode-only, write a pprof CPU profile to this file")
 	daemonRuns := flag.Int("daemon-runs", 3, "daemon runs and bare encodes, each, interleaved, in the daemon comparison")
-	only := flag.String("only", "", "run one comparison: seal, age, record, upload, commit, daemon, live, relay, login, powercut, teacher or capacity")
+	only := flag.String("only", "", "run one comparison: seal, age, record, upload, commit, daemon, live, relay, login, powercut, teacher, capacity or talkback")
 	kills := flag.Int("kills", 20, "SIGKILLs of the recorder in the power-cut measurement")
 	anonFor := flag.Duration("anonymise", 20*time.Second, "length of each recording in the anonymisation comparison (-only anonymise)")
 	anonRuns := flag.Int("anonymise-runs", 3, "unfiltered and anonymised recordings, each, interleaved, in the anonymisation comparison")
@@ -101,6 +101,7 @@ func run(bin string, size, rounds int, recordFor time.Duration, anonymise func()
 		{"powercut", func() error { return powerCuts(bin, kills) }},
 		{"teacher", func() error { return teacherBench(bin, 10, modules) }},
 		{"capacity", func() error { return capacityBench(bin, capOpts) }},
+		{"talkback", func() error { return talkbackBench(bin, 10) }},
 	}
 	for _, s := range steps {
 		if only != "" && only != s.name {

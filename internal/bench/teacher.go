@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,12 +27,10 @@ func teacherBench(bin string, rounds int, modules string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	liveAddr, err := freeLoopback()
 	if err != nil {
 		return err
 	}
-	liveAddr := ln.Addr().String()
-	ln.Close()
 	// A coach signs in for each round: more than the default 10 sign-ins a
 	// minute from one address.
 	box, err := startBoxOn(benchNet{listen: "127.0.0.1:0", serve: []string{"--auth-rate", "10/s", "--auth-burst", "20"}}, bin, dir,
