@@ -76,8 +76,10 @@ func (s *State) TLSConfig() *tls.Config {
 // HTTPClient is the client for the receiver with the state's TLS
 // settings. It is made on the first call and shared by every later one, so
 // the uploads after each sealed segment reuse one kept-alive connection
-// instead of each opening (and leaving idle) its own. It speaks HTTP/1.1:
-// the box sends one upload at a time, and HTTP/2 buffers each request body
+// instead of each opening (and leaving idle) its own; a drain with more
+// than one segment keeps a second one for the commit that runs while the
+// next segment is sent. It speaks HTTP/1.1: the box sends one upload at a
+// time, and HTTP/2 buffers each request body
 // in frames of up to 512 KiB (the receiver accepts 1 MiB frames), which
 // cost the daemon about 1.3 MiB of peak RSS during a session (`make bench`).
 func (s *State) HTTPClient() *http.Client {
