@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -19,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/internal/faultproxy"
 	"github.com/uploadbox/uploadbox/receiver/pki"
 	"github.com/uploadbox/uploadbox/uploader"
 	"github.com/uploadbox/uploadbox/wire"
@@ -167,3 +171,71 @@ func (w *statusWriter) WriteHeader(code int) {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// TestUploadCutCost: `uploadbox upload` of two 32 MiB segments through a
+// TCP proxy that cuts every connection 4 times sends again, per cut, about
+// what the box's kernel held for the connection: at most 1 MiB with the
+// send buffer capped (uploader.SendBuffer); uncapped it was megabytes.
+func TestUploadCutCost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("uploads 64 MiB through a cutting proxy; skipped under -short")
+	}
+	const segSize, segs, cuts = 32 << 20, 2, 4
+	dir := t.TempDir()
+	b := setupBox(t, dir, nil)
+	spool := filepath.Join(dir, "spool")
+	os.Mkdir(spool, 0o700)
+	st, err := uploader.LoadState(b.state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := crypto.NewRecordingID()
+	var prev [crypto.CommitmentSize]byte
+	chunk := make([]byte, 1<<20)
+	rand.Read(chunk)
+	var sealedBytes int64
+	for i := range segs {
+		f, err := os.Create(filepath.Join(spool, fmt.Sprintf("%x-%06d.ubx", id, i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := crypto.NewWriter(f, st.Recipients, st.Device, crypto.Params{RecordingID: id, Sequence: uint64(i), Prev: prev, Codec: "video/mp4"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range segSize / len(chunk) {
+			w.Write(chunk)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		fi, _ := f.Stat()
+		sealedBytes += fi.Size()
+		f.Close()
+		prev = w.Commitment()
+	}
+	p, err := faultproxy.Start(b.rcv.addr, faultproxy.Options{CutEvery: sealedBytes / (cuts + 1), Cuts: cuts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := os.WriteFile(filepath.Join(b.state, uploader.ReceiverFile), []byte("https://"+p.Addr()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := run(t, "uploadbox", "upload", "--state", b.state, "--spool", spool)
+	var n int
+	var total, sent, retries int64
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "uploaded ") {
+			fmt.Sscanf(l, "uploaded %d segments, %d bytes (%d sent, %d retries)", &n, &total, &sent, &retries)
+		}
+	}
+	if n != segs || total != sealedBytes || p.Cuts() != cuts {
+		t.Fatalf("uploaded %d segments, %d bytes, through %d cuts; want %d, %d, %d:\n%s", n, total, p.Cuts(), segs, sealedBytes, cuts, out)
+	}
+	per := (sent - total) / cuts
+	t.Logf("%d cuts, %d retries: %d bytes sent again, %d per cut", cuts, retries, sent-total, per)
+	if per > 1<<20 {
+		t.Errorf("each cut sent %d bytes again on average, want at most 1 MiB", per)
+	}
+}
