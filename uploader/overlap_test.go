@@ -2,11 +2,15 @@ package uploader_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -313,5 +317,60 @@ func TestDrainStoppedWhileOverlapping(t *testing.T) {
 				t.Errorf("after the restart %d bytes were sent again, want none", n)
 			}
 		})
+	}
+}
+
+// TestDrainQuarantineWhileCommitting: the second segment is quarantined
+// (the receiver loses every upload of it) while the first one's commit is
+// outstanding, and that commit is then refused: the quarantine is still
+// reported (the daemon audits it from the report), the first segment is
+// kept queued.
+func TestDrainQuarantineWhileCommitting(t *testing.T) {
+	r := newRig(t)
+	sp, names := r.spoolWith(t, 2)
+	lost := map[string]bool{} // upload paths of the second segment
+	r.mu.Lock()
+	r.tus = func(w http.ResponseWriter, req *http.Request, forward http.Handler) bool {
+		if req.Method == http.MethodPost && strings.Contains(req.Header.Get("Upload-Metadata"), base64.StdEncoding.EncodeToString([]byte(names[1]))) {
+			forward.ServeHTTP(w, req)
+			loc, _ := url.Parse(w.Header().Get("Location"))
+			r.mu.Lock()
+			lost[loc.Path] = true
+			r.mu.Unlock()
+			return true
+		}
+		r.mu.Lock()
+		gone := lost[req.URL.Path]
+		r.mu.Unlock()
+		if gone {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, `{"error":"no such upload","reason":"not-found"}`)
+		}
+		return gone
+	}
+	r.hold = func(n int, _ *http.Request) {
+		if n != 0 {
+			return
+		}
+		for deadline := time.Now().Add(holdLimit); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if rec, _ := sp.Get(names[1]); rec.State == spool.Quarantined {
+				return
+			}
+		}
+		t.Errorf("the second segment was not quarantined while the first one's commit was outstanding")
+	}
+	r.rewrite = func(n int) (int, string, bool) { return 413, `{"error":"quota used up","reason":"quota"}`, n == 0 }
+	r.mu.Unlock()
+	var reported []uploader.Result
+	sum, err := uploader.New(r.st, sp, nil).Drain(t.Context(), func(res uploader.Result) { reported = append(reported, res) }, nil)
+	if err == nil {
+		t.Fatal("Drain succeeded, want the refused commit's error")
+	}
+	if len(reported) != 1 || reported[0].Name != names[1] || reported[0].Quarantined == nil || sum.Quarantined != 1 {
+		t.Fatalf("reported %+v (summary %+v), want the second segment's quarantine", reported, sum)
+	}
+	if first, _ := sp.Get(names[0]); first.State != spool.Uploading || first.Offset != first.Size {
+		t.Errorf("first segment %s at %d of %d, want uploading, all sent", first.State, first.Offset, first.Size)
 	}
 }

@@ -168,11 +168,20 @@ func (u *Uploader) Drain(ctx context.Context, report func(Result), progress func
 		res, ready, err := u.send(ctx, seg, progress)
 		// The commit before this segment's, oldest first.
 		more, cerr := d.settle()
+		if err == nil && !ready {
+			// Settled without a commit of its own (quarantined): that
+			// happened whatever became of the commit before.
+			seg.close()
+			d.done(seg.rec, res)
+			seg = nil
+		}
 		if cerr != nil || more != nil {
 			// This segment stays as it is (uploading, at the receiver's
 			// offset; an error of its own is met again when it is taken
 			// up) and follows the refused one.
-			seg.close()
+			if seg != nil {
+				seg.close()
+			}
 			if cerr != nil {
 				return d.sum, cerr
 			}
@@ -180,12 +189,10 @@ func (u *Uploader) Drain(ctx context.Context, report func(Result), progress func
 			continue
 		}
 		switch {
+		case seg == nil:
 		case err != nil:
 			seg.close()
 			return d.sum, failed(seg.rec.Name, err)
-		case !ready:
-			seg.close()
-			d.done(seg.rec, res)
 		default:
 			d.commit(ctx, seg)
 		}

@@ -46,6 +46,9 @@ type rig struct {
 	lose func(n int) bool
 	// hold, if set, is called with commit n before it is answered.
 	hold func(n int, req *http.Request)
+	// tus, if set, sees every other request first and answers it itself
+	// when it returns true.
+	tus func(w http.ResponseWriter, req *http.Request, forward http.Handler) bool
 	// committed lists the SHA-256 of each commit's segment, in arrival
 	// order; open and maxOpen count the commits outstanding.
 	committed     []string
@@ -132,6 +135,12 @@ func newRig(t *testing.T) *rig {
 					return
 				}
 			}
+		}
+		r.mu.Lock()
+		tus := r.tus
+		r.mu.Unlock()
+		if req.URL.Path != "/v1/commit" && tus != nil && tus(w, req, rp) {
+			return
 		}
 		rp.ServeHTTP(w, req)
 	}))
