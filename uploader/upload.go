@@ -102,141 +102,324 @@ func (u *Uploader) Stats() tus.Stats { return u.tus.Stats() }
 // Result.Quarantined) and the drain goes on with the next one; a refusal
 // of the box itself (errors.Is(err, ErrDeviceRefused)) or a fault that may
 // pass ends the drain with an error, the segment still queued.
+//
+// While a segment's commit runs (the receiver checks and stores it, the
+// box checks the receipt, stores it and wipes), the next segment's bytes
+// are already sent: at most one commit is outstanding, segments are
+// committed, reported and wiped in queue order, and a segment is committed
+// only after the commit before it succeeded. When that commit is refused
+// (resume, fresh upload) the segment sent meanwhile is set aside in the
+// state it reached (uploading, its offset at the receiver) and the refused
+// one is finished first; a drain that ends with an error leaves both
+// queued, to resume from the receiver's offsets.
 func (u *Uploader) Drain(ctx context.Context, report func(Result), progress func(name string, off, size int64)) (Summary, error) {
-	var sum Summary
+	d := &drain{u: u, report: report}
 	// A segment committed while its wipe failed (a full disk could not
 	// record the wipe) still holds a stored receipt: finish its wipe now,
 	// not only at the next start.
 	all, err := u.sp.All()
 	if err != nil {
-		return sum, err
+		return d.sum, err
 	}
 	for _, r := range all {
 		if r.State == spool.Committed {
 			if err := u.sp.Wipe(r.Name); err != nil {
-				return sum, fmt.Errorf("wipe %s after its receipt: %w", r.Name, err)
+				return d.sum, fmt.Errorf("wipe %s after its receipt: %w", r.Name, err)
 			}
 		}
 	}
+	// carry is a segment whose commit was refused: it gets its next
+	// rounds before any other segment.
+	var carry *segment
 	for {
-		rec, ok, err := u.sp.Next()
-		if err != nil {
-			return sum, err
-		}
-		if !ok {
-			st := u.tus.Stats()
-			sum.BytesSent, sum.Retries = st.BytesSent, st.Retries
-			return sum, nil
-		}
-		res, err := u.one(ctx, rec, progress)
-		if err != nil {
-			if tus.CertificateRefused(err) {
-				// The receiver refuses this box's certificate (revoked,
-				// not active): the box's problem, not the segment's.
-				err = fmt.Errorf("%w: %w", ErrDeviceRefused, err)
+		seg := carry
+		carry = nil
+		if seg == nil {
+			rec, ok, err := d.next()
+			if err != nil {
+				return d.stop(err)
 			}
-			return sum, fmt.Errorf("upload %s: %w", rec.Name, err)
+			if !ok {
+				if d.inflight == nil {
+					st := u.tus.Stats()
+					d.sum.BytesSent, d.sum.Retries = st.BytesSent, st.Retries
+					return d.sum, nil
+				}
+				if carry, err = d.settle(); err != nil {
+					return d.sum, err
+				}
+				continue
+			}
+			if seg, err = u.open(rec); err != nil {
+				return d.stop(failed(rec.Name, err))
+			}
 		}
-		if res.Quarantined != nil {
-			sum.Quarantined++
-		} else {
-			sum.Segments++
-			sum.Bytes += rec.Size
+		if d.inflight != nil && seg.rec.Offset == seg.rec.Size {
+			// All its bytes were sent before: its first request may be a
+			// commit (the receipt asked again), and only one is outstanding.
+			if carry, err = d.settle(); err != nil || carry != nil {
+				seg.close()
+				if err != nil {
+					return d.sum, err
+				}
+				continue
+			}
 		}
-		if report != nil {
-			report(res)
+		res, ready, err := u.send(ctx, seg, progress)
+		// The commit before this segment's, oldest first.
+		more, cerr := d.settle()
+		if err == nil && !ready {
+			// Settled without a commit of its own (quarantined): that
+			// happened whatever became of the commit before.
+			seg.close()
+			d.done(seg.rec, res)
+			seg = nil
+		}
+		if cerr != nil || more != nil {
+			// This segment stays as it is (uploading, at the receiver's
+			// offset; an error of its own is met again when it is taken
+			// up) and follows the refused one.
+			if seg != nil {
+				seg.close()
+			}
+			if cerr != nil {
+				return d.sum, cerr
+			}
+			carry = more
+			continue
+		}
+		switch {
+		case seg == nil:
+		case err != nil:
+			seg.close()
+			return d.sum, failed(seg.rec.Name, err)
+		default:
+			d.commit(ctx, seg)
 		}
 	}
+}
+
+// drain is one Drain's bookkeeping: its summary and the commit in flight.
+type drain struct {
+	u        *Uploader
+	report   func(Result)
+	sum      Summary
+	inflight *commitJob
+}
+
+// commitJob is a commit running while the next segment is sent.
+type commitJob struct {
+	seg  *segment
+	done chan commitOutcome
+}
+
+type commitOutcome struct {
+	res Result
+	ref *RefusedError
+	err error
+}
+
+// next returns the oldest segment that needs upload other than the one
+// being committed.
+func (d *drain) next() (spool.Record, bool, error) {
+	p, err := d.u.sp.Pending()
+	if err != nil {
+		return spool.Record{}, false, err
+	}
+	for _, r := range p {
+		if d.inflight == nil || r.Name != d.inflight.seg.rec.Name {
+			return r, true, nil
+		}
+	}
+	return spool.Record{}, false, nil
+}
+
+// commit starts seg's commit; the caller settles it before the next one.
+func (d *drain) commit(ctx context.Context, seg *segment) {
+	j := &commitJob{seg: seg, done: make(chan commitOutcome, 1)}
+	rec := seg.rec
+	go func() {
+		res, ref, err := d.u.commitUpload(ctx, rec)
+		j.done <- commitOutcome{res, ref, err}
+	}()
+	d.inflight = j
+}
+
+// settle waits for the commit in flight, if any, and acts on its outcome.
+// more is its segment when the refusal calls for more upload rounds (its
+// file still open).
+func (d *drain) settle() (more *segment, err error) {
+	j := d.inflight
+	if j == nil {
+		return nil, nil
+	}
+	d.inflight = nil
+	o := <-j.done
+	res, done, err := d.u.afterCommit(j.seg, o.res, o.ref, o.err)
+	if !done {
+		return j.seg, nil
+	}
+	j.seg.close()
+	if err != nil {
+		return nil, failed(j.seg.rec.Name, err)
+	}
+	d.done(j.seg.rec, res)
+	return nil, nil
+}
+
+// stop ends a drain with err after the commit in flight, whose own error
+// (it is the older segment) comes first.
+func (d *drain) stop(err error) (Summary, error) {
+	more, cerr := d.settle()
+	if more != nil {
+		more.close()
+	}
+	if cerr != nil {
+		return d.sum, cerr
+	}
+	return d.sum, err
+}
+
+// done counts and reports a segment committed and wiped, or quarantined.
+func (d *drain) done(rec spool.Record, res Result) {
+	if res.Quarantined != nil {
+		d.sum.Quarantined++
+	} else {
+		d.sum.Segments++
+		d.sum.Bytes += rec.Size
+	}
+	if d.report != nil {
+		d.report(res)
+	}
+}
+
+// failed names the segment in err and marks a refused certificate as the
+// box's problem.
+func failed(name string, err error) error {
+	if tus.CertificateRefused(err) {
+		// The receiver refuses this box's certificate (revoked, not
+		// active): the box's problem, not the segment's.
+		err = fmt.Errorf("%w: %w", ErrDeviceRefused, err)
+	}
+	return fmt.Errorf("upload %s: %w", name, err)
 }
 
 // maxRounds bounds the upload-and-commit rounds of one segment in one
 // drain (fresh starts and resumes after an unfinished commit).
 const maxRounds = 2*spool.MaxFreshStarts + 4
 
-func (u *Uploader) one(ctx context.Context, rec spool.Record, progress func(string, int64, int64)) (Result, error) {
+// segment is one segment on its way through upload rounds and commits in
+// one drain.
+type segment struct {
+	rec    spool.Record
+	f      *os.File
+	rounds int
+	probed bool  // the receipt was asked for again once
+	last   error // the last refusal, for giving up
+}
+
+func (u *Uploader) open(rec spool.Record) (*segment, error) {
 	f, err := os.Open(u.sp.Path(rec))
 	if err != nil {
-		return Result{}, err
+		return nil, err
 	}
-	defer f.Close()
-	var last error
-	probed := false
-	for range maxRounds {
+	return &segment{rec: rec, f: f}, nil
+}
+
+func (s *segment) close() { s.f.Close() }
+
+// send runs upload rounds until every byte of the segment is at the
+// receiver (ready: commit it next), or the segment was settled without a
+// commit of its own (res: a receipt asked for again, a quarantine).
+func (u *Uploader) send(ctx context.Context, s *segment, progress func(string, int64, int64)) (res Result, ready bool, err error) {
+	rec := &s.rec
+	for {
+		if s.rounds >= maxRounds {
+			return Result{}, false, fmt.Errorf("gave up for now after %d upload rounds: %w", maxRounds, s.last)
+		}
+		s.rounds++
 		if rec.UploadURL == "" {
 			loc, err := u.tus.Create(ctx, rec.Size, map[string]string{"filename": rec.Name})
 			if err != nil {
 				if ref := tusRefusal(err); ref != nil && ref.action == actDeviceRefused {
-					return Result{}, ref
+					return Result{}, false, ref
 				}
-				return Result{}, err
+				return Result{}, false, err
 			}
 			if err := u.sp.StartUpload(rec.Name, loc); err != nil {
-				return Result{}, err
+				return Result{}, false, err
 			}
 			rec.UploadURL = loc
 		}
-		err := u.tus.Upload(ctx, rec.UploadURL, f, rec.Size, func(off int64) {
+		err := u.tus.Upload(ctx, rec.UploadURL, s.f, rec.Size, func(off int64) {
 			if progress != nil {
 				progress(rec.Name, off, rec.Size)
 			}
 		})
-		if err != nil {
-			ref := tusRefusal(err)
-			if ref == nil || (ref.action != actFresh && ref.action != actDeviceRefused) {
-				return Result{}, err
+		if err == nil {
+			if err := u.sp.SetOffset(rec.Name, rec.Size); err != nil {
+				return Result{}, false, err
 			}
-			if ref.action == actDeviceRefused {
-				return Result{}, ref
-			}
-			// Every byte was sent before: the box may have stopped after
-			// the receiver committed the upload (and removed it) but
-			// before the receipt was stored. Asking for the receipt again
-			// costs one request; re-sending costs the whole segment.
-			if !probed && rec.Offset == rec.Size && rec.Size > 0 {
-				probed = true
-				res, cref, err := u.commitUpload(ctx, rec)
-				if err != nil || cref == nil {
-					return res, err
-				}
-				u.log.Info("the receiver does not have the upload; sending the segment again", "segment", rec.Name, "status", cref.Status, "reason", cref.Reason)
-			}
-			// The receiver lost the upload (expired, or its files were
-			// removed): start a new one.
-			if res, done, err := u.freshStart(&rec, ref); done || err != nil {
-				return res, err
-			}
-			last = ref
-			continue
+			return Result{}, true, nil
 		}
-		if err := u.sp.SetOffset(rec.Name, rec.Size); err != nil {
-			return Result{}, err
+		ref := tusRefusal(err)
+		if ref == nil || (ref.action != actFresh && ref.action != actDeviceRefused) {
+			return Result{}, false, err
 		}
-		res, ref, err := u.commitUpload(ctx, rec)
-		if err != nil || ref == nil {
-			return res, err
+		if ref.action == actDeviceRefused {
+			return Result{}, false, ref
 		}
-		last = ref
-		u.log.Warn("commit refused", "segment", rec.Name, "status", ref.Status, "reason", ref.Reason, "action", ref.action, "message", ref.Message)
-		switch ref.action {
-		case actResume:
-			// The next round's HEAD asks the receiver's offset again and
-			// sends the rest from there.
-			if ref.Offset != nil && *ref.Offset >= 0 && *ref.Offset <= rec.Size {
-				if err := u.sp.SetOffset(rec.Name, *ref.Offset); err != nil {
-					return Result{}, err
-				}
+		// Every byte was sent before: the box may have stopped after
+		// the receiver committed the upload (and removed it) but
+		// before the receipt was stored. Asking for the receipt again
+		// costs one request; re-sending costs the whole segment.
+		if !s.probed && rec.Offset == rec.Size && rec.Size > 0 {
+			s.probed = true
+			res, cref, err := u.commitUpload(ctx, *rec)
+			if err != nil || cref == nil {
+				return res, false, err
 			}
-		case actFresh:
-			if res, done, err := u.freshStart(&rec, ref); done || err != nil {
-				return res, err
-			}
-		case actQuarantine:
-			return u.quarantine(rec, spool.Refusal{Status: ref.Status, Reason: ref.Reason, Message: ref.Message})
-		default:
-			return Result{}, ref
+			u.log.Info("the receiver does not have the upload; sending the segment again", "segment", rec.Name, "status", cref.Status, "reason", cref.Reason)
 		}
+		// The receiver lost the upload (expired, or its files were
+		// removed): start a new one.
+		if res, done, err := u.freshStart(rec, ref); done || err != nil {
+			return res, false, err
+		}
+		s.last = ref
 	}
-	return Result{}, fmt.Errorf("gave up for now after %d upload rounds: %w", maxRounds, last)
+}
+
+// afterCommit acts on a commit's outcome: done when the segment is settled
+// (committed and wiped, quarantined) or the drain must stop (err); else
+// the segment needs another upload round.
+func (u *Uploader) afterCommit(s *segment, res Result, ref *RefusedError, err error) (Result, bool, error) {
+	if err != nil || ref == nil {
+		return res, true, err
+	}
+	rec := &s.rec
+	s.last = ref
+	u.log.Warn("commit refused", "segment", rec.Name, "status", ref.Status, "reason", ref.Reason, "action", ref.action, "message", ref.Message)
+	switch ref.action {
+	case actResume:
+		// The next round's HEAD asks the receiver's offset again and
+		// sends the rest from there.
+		if ref.Offset != nil && *ref.Offset >= 0 && *ref.Offset <= rec.Size {
+			if err := u.sp.SetOffset(rec.Name, *ref.Offset); err != nil {
+				return Result{}, true, err
+			}
+		}
+	case actFresh:
+		if res, done, err := u.freshStart(rec, ref); done || err != nil {
+			return res, true, err
+		}
+	case actQuarantine:
+		res, err := u.quarantine(*rec, spool.Refusal{Status: ref.Status, Reason: ref.Reason, Message: ref.Message})
+		return res, true, err
+	default:
+		return Result{}, true, ref
+	}
+	return Result{}, false, nil
 }
 
 // tusRefusal turns a tus status error into a refusal; nil for other errors.

@@ -1,8 +1,10 @@
 package uploader_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -42,6 +44,15 @@ type rig struct {
 	// receiver and drops its answer, as if the box had stopped before
 	// reading the receipt.
 	lose func(n int) bool
+	// hold, if set, is called with commit n before it is answered.
+	hold func(n int, req *http.Request)
+	// tus, if set, sees every other request first and answers it itself
+	// when it returns true.
+	tus func(w http.ResponseWriter, req *http.Request, forward http.Handler) bool
+	// committed lists the SHA-256 of each commit's segment, in arrival
+	// order; open and maxOpen count the commits outstanding.
+	committed     []string
+	open, maxOpen int
 }
 
 func newRig(t *testing.T) *rig {
@@ -89,11 +100,27 @@ func newRig(t *testing.T) *rig {
 	rp.ErrorLog = log.New(io.Discard, "", 0)
 	proxy := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.URL.Path == "/v1/commit" {
+			body, _ := io.ReadAll(req.Body)
+			req.Body = io.NopCloser(bytes.NewReader(body))
+			var cr wire.CommitRequest
+			json.Unmarshal(body, &cr)
 			r.mu.Lock()
 			n := r.commits
 			r.commits++
-			rewrite, lose := r.rewrite, r.lose
+			rewrite, lose, hold := r.rewrite, r.lose, r.hold
+			r.committed = append(r.committed, cr.SHA256)
+			r.open++
+			r.maxOpen = max(r.maxOpen, r.open)
 			r.mu.Unlock()
+			// Outstanding until the box may see the answer.
+			w = &answering{ResponseWriter: w, before: func() {
+				r.mu.Lock()
+				r.open--
+				r.mu.Unlock()
+			}}
+			if hold != nil {
+				hold(n, req)
+			}
 			if lose != nil && lose(n) {
 				rp.ServeHTTP(httptest.NewRecorder(), req)
 				w.WriteHeader(http.StatusOK) // no body: the box reads no receipt
@@ -109,6 +136,12 @@ func newRig(t *testing.T) *rig {
 				}
 			}
 		}
+		r.mu.Lock()
+		tus := r.tus
+		r.mu.Unlock()
+		if req.URL.Path != "/v1/commit" && tus != nil && tus(w, req, rp) {
+			return
+		}
 		rp.ServeHTTP(w, req)
 	}))
 	proxy.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
@@ -118,6 +151,25 @@ func newRig(t *testing.T) *rig {
 	st.Receiver, _ = url.Parse(proxy.URL)
 	return r
 }
+
+// answering calls before once, ahead of the first byte of the answer.
+type answering struct {
+	http.ResponseWriter
+	once   sync.Once
+	before func()
+}
+
+func (w *answering) WriteHeader(code int) {
+	w.once.Do(w.before)
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *answering) Write(b []byte) (int, error) {
+	w.once.Do(w.before)
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *answering) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // spoolWith seals n segments of a new recording with the box's key into a
 // new spool.

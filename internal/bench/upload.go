@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/uploadbox/uploadbox/crypto"
@@ -108,13 +109,22 @@ func uploadBench(total int64) error {
 	}
 	caFile := filepath.Join(dir, "sink-ca.pem")
 	os.WriteFile(caFile, caPEM, 0o600)
-	start := time.Now()
-	for _, f := range files {
-		if out, err := exec.Command("curl", "-sS", "--fail", "--cacert", caFile, "-T", f, "https://"+sink+"/sink").CombinedOutput(); err != nil {
-			return fmt.Errorf("curl: %v: %s", err, out)
+	// curl runs before and after the box, on files of the same sizes, and
+	// the box is compared with the mean: other load on the machine moves
+	// both.
+	curl := func(files []string) (time.Duration, error) {
+		start := time.Now()
+		for _, f := range files {
+			if out, err := exec.Command("curl", "-sS", "--fail", "--cacert", caFile, "-T", f, "https://"+sink+"/sink").CombinedOutput(); err != nil {
+				return 0, fmt.Errorf("curl: %v: %s", err, out)
+			}
 		}
+		return time.Since(start), nil
 	}
-	curlTime := time.Since(start)
+	curlBefore, err := curl(files)
+	if err != nil {
+		return err
+	}
 
 	// Copies of the files for the second (cut) run.
 	cutDir := filepath.Join(dir, "spool-cut")
@@ -125,8 +135,10 @@ func uploadBench(total int64) error {
 	}
 	rec2, _ := crypto.NewRecordingID()
 	prev = [crypto.CommitmentSize]byte{}
+	var cutFiles []string
 	for i := range n {
-		f, _ := os.Create(filepath.Join(cutDir, fmt.Sprintf("%x-%06d.ubx", rec2, i)))
+		cutFiles = append(cutFiles, filepath.Join(cutDir, fmt.Sprintf("%x-%06d.ubx", rec2, i)))
+		f, _ := os.Create(cutFiles[i])
 		w, _ := crypto.NewWriter(f, box2.Recipients, box2.Device, crypto.Params{RecordingID: rec2, Sequence: uint64(i), Prev: prev, Codec: "video/mp4"})
 		for range segSize / len(chunk) {
 			w.Write(chunk)
@@ -140,13 +152,21 @@ func uploadBench(total int64) error {
 	if err != nil {
 		return err
 	}
-	start = time.Now()
-	sum, err := uploader.New(box, sp, nil).Drain(ctx, nil, nil)
+	var commits time.Duration
+	start := time.Now()
+	sum, err := uploader.New(box, sp, nil, uploader.WithCommitObserver(func(d time.Duration) { commits += d })).Drain(ctx, nil, nil)
 	upTime := time.Since(start)
 	sp.Close()
 	if err != nil {
 		return fmt.Errorf("upload: %w", err)
 	}
+	// The box wiped its files: curl sends the cut run's, as large, written
+	// as recently.
+	curlAfter, err := curl(cutFiles)
+	if err != nil {
+		return err
+	}
+	curlTime := (curlBefore + curlAfter) / 2
 
 	sp2, err := spool.Open(cutDir, spool.Options{Device: box2.Device.Public()})
 	if err != nil {
@@ -159,8 +179,10 @@ func uploadBench(total int64) error {
 		return fmt.Errorf("upload with cuts: %w", err)
 	}
 	mbps := func(b int64, d time.Duration) float64 { return float64(b) / d.Seconds() / 1e6 }
-	fmt.Printf("upload goodput vs curl to a TLS sink (%d segments, %d MiB, loopback):\n", n, sealedBytes>>20)
-	fmt.Printf("  curl -T            %7.0f MB/s\n  uploadbox upload   %7.0f MB/s  (tus, commit, receipt, wipe)\n", mbps(sealedBytes, curlTime), mbps(sum.Bytes, upTime))
+	fmt.Printf("upload goodput vs curl to a TLS sink (%d segments, %d MiB, loopback; the receiver runs in this process on the same %d cores, curl's sink discards):\n", n, sealedBytes>>20, runtime.NumCPU())
+	fmt.Printf("  curl -T            %7.0f MB/s  (before the box %.0f, after %.0f)\n", mbps(sealedBytes, curlTime), mbps(sealedBytes, curlBefore), mbps(sealedBytes, curlAfter))
+	fmt.Printf("  uploadbox upload   %7.0f MB/s  (tus, commit, receipt, wipe; commits took %.0f ms each, %.1f s of the %.1f s, the next segment sent meanwhile)\n",
+		mbps(sum.Bytes, upTime), commits.Seconds()*1000/float64(max(sum.Segments, 1)), commits.Seconds(), upTime.Seconds())
 	fmt.Printf("  ratio              %7.2f   (goal >= 0.8)\n", curlTime.Seconds()/upTime.Seconds())
 	resent := sum2.BytesSent - sum2.Bytes
 	fmt.Printf("re-sent after %d forced disconnects: %d of %d bytes = %.2f%% (goal <= 1%%; %d upload retries)\n",
