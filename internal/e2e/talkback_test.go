@@ -32,19 +32,29 @@ func (f talkFile) samples(t *testing.T) []int16 {
 }
 
 // waitPlayed waits until the file holds at least n samples (it grows in
-// real time, so this is a bounded wait for time to pass at the box).
+// real time, silence included, so this is a bounded wait for time to pass
+// at the box) and returns them all.
 func (f talkFile) waitPlayed(t *testing.T, n int) []int16 {
 	t.Helper()
 	deadline := time.Now().Add(time.Duration(n)*time.Second/talkback.SampleRate + 10*time.Second)
 	for {
-		if pcm := f.samples(t); len(pcm) >= n {
+		pcm := f.samples(t)
+		if len(pcm) >= n {
 			return pcm
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the talk-back file stopped growing short of %d samples", n)
+			t.Fatalf("the talk-back file stopped growing at %d samples, short of %d", len(pcm), n)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// playedFrom waits until the box has played d past sample n and returns
+// those samples.
+func (f talkFile) playedFrom(t *testing.T, n int, d time.Duration) []int16 {
+	t.Helper()
+	end := n + int(d.Seconds()*second)
+	return f.waitPlayed(t, end)[n:end]
 }
 
 // talkOffer sends an offer whose audio section sends and receives, as a
@@ -125,7 +135,7 @@ func TestTalkback(t *testing.T) {
 	if _, err := a.Viewer.Speak(t.Context(), 440, 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	played := wav.waitPlayed(t, from+3*second)[from:]
+	played := wav.playedFrom(t, from, 3*time.Second)
 	if f, p := talkback.Peak(played, 100, 4000), talkback.Power(played, 440); f < 435 || f > 445 || p < 100*toneAbsent {
 		t.Fatalf("coach-a's voice: strongest frequency %.1f Hz, power at 440 Hz %.3g; want 440 ± 5 Hz, loud", f, p)
 	}
@@ -140,7 +150,7 @@ func TestTalkback(t *testing.T) {
 	if _, err := bv.Viewer.Speak(t.Context(), 440, 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	played = wav.waitPlayed(t, from+3*second)[from:]
+	played = wav.playedFrom(t, from, 3*time.Second)
 	if p := talkback.Power(played, 440); p > toneAbsent {
 		t.Fatalf("coach-b, granted without --talk, was played: power at 440 Hz %.3g", p)
 	}
@@ -171,7 +181,7 @@ func TestTalkback(t *testing.T) {
 	}
 	run(t, "uploadbox", "consent", "revoke", "coach-a", "--socket", lb.socket)
 	revoked := len(wav.samples(t))
-	after := wav.waitPlayed(t, revoked+4*second)[revoked+second:]
+	after := wav.playedFrom(t, revoked, 4*time.Second)[second:]
 	cancel()
 	if err := <-spoke; err != nil {
 		t.Log("coach-a's sender after the revoke:", err)
