@@ -57,6 +57,20 @@ func (f talkFile) playedFrom(t *testing.T, n int, d time.Duration) []int16 {
 	return f.waitPlayed(t, end)[n:end]
 }
 
+// waitVoice waits until the box has played viewer's 440 Hz, loud, past
+// sample from.
+func (f talkFile) waitVoice(t *testing.T, from int, viewer string) {
+	t.Helper()
+	for n := from + second/2; ; n += second / 2 {
+		if p := talkback.Power(f.waitPlayed(t, n)[from:n], 440); p > 100*toneAbsent {
+			return
+		}
+		if n > from+10*second {
+			t.Fatalf("%s's voice never reached the box", viewer)
+		}
+	}
+}
+
 // talkOffer sends an offer whose audio section sends and receives, as a
 // push-to-talk page does, and waits for video.
 func (lb liveBox) talkOffer(t *testing.T, token string) *livetest.Response {
@@ -165,14 +179,7 @@ func TestTalkback(t *testing.T) {
 		spoke <- err
 	}()
 	from = len(wav.samples(t))
-	for n := from + second/2; ; n += second / 2 {
-		if p := talkback.Power(wav.waitPlayed(t, n)[from:n], 440); p > 100*toneAbsent {
-			break
-		}
-		if n > from+10*second {
-			t.Fatal("coach-a's voice never reached the box before the revoke")
-		}
-	}
+	wav.waitVoice(t, from, "coach-a")
 	if out := run(t, "uploadbox", "status", "--socket", lb.socket); !strings.Contains(out, "talk-back: file:"+string(wav)+", coach-a speaking\n") {
 		t.Errorf("status while coach-a speaks:\n%s", out)
 	}
@@ -225,6 +232,63 @@ func TestTalkback(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("audit:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	// coach-c's grant with talk runs out while it speaks: the box is
+	// silent within 1 s of the grant's end, and the end is audited.
+	tokenC := strings.TrimSpace(run(t, "uploadbox", "viewer", "token", "--name", "coach-c", "--ttl", "1h", "--state", b.state))
+	_, reqC := refusal(t, lb.talkOffer(t, tokenC))
+	var grant struct {
+		Expires time.Time `json:"expires"`
+		Talk    bool      `json:"talk"`
+	}
+	ctl(t, lb.boxDirs, &grant, "consent", "accept", reqC, "--talk", "--for", "15s")
+	if !grant.Talk || grant.Expires.IsZero() {
+		t.Fatalf("consent accept --talk --for 15s: %+v", grant)
+	}
+	c := lb.talkOffer(t, tokenC)
+	if c.Status != http.StatusCreated || c.Header.Get("Talk") != "allowed" {
+		t.Fatalf("coach-c's offer: HTTP %d, Talk %q %s", c.Status, c.Header.Get("Talk"), c.Body)
+	}
+	ctx, cancel = context.WithCancel(t.Context())
+	defer cancel()
+	go func() {
+		_, err := c.Viewer.Speak(ctx, 440, 40*time.Second)
+		spoke <- err
+	}()
+	wav.waitVoice(t, len(wav.samples(t)), "coach-c")
+	// The file grows in real time: the sample played 1 s after the
+	// grant's end is as far past this one as that moment is past now.
+	n, now := len(wav.samples(t)), time.Now()
+	if !now.Before(grant.Expires) {
+		t.Fatalf("coach-c's voice reached the box only after its grant ended (%s)", grant.Expires)
+	}
+	end := n + int((grant.Expires.Sub(now)+time.Second).Seconds()*second)
+	after = wav.playedFrom(t, end, 3*time.Second)
+	cancel()
+	if err := <-spoke; err != nil {
+		t.Log("coach-c's sender after its grant ended:", err)
+	}
+	if p := talkback.Power(after, 440); p > toneAbsent {
+		t.Fatalf("coach-c still played more than 1 s after its grant ended: power at 440 Hz %.3g", p)
+	}
+	es = nil
+	ctl(t, lb.boxDirs, &es, "consent", "audit", "--last", "0")
+	got = nil
+	for _, e := range es {
+		if e.Identity != "coach-c" {
+			continue
+		}
+		switch e.Event {
+		case "consent.expire":
+			got = append(got, e.Event+" talk="+boolWord(strings.Contains(e.Detail, "talk=yes")))
+		case "live.talk_close":
+			_, reason, _ := strings.Cut(e.Detail, "reason=")
+			got = append(got, e.Event+" "+reason)
+		}
+	}
+	if want := []string{"consent.expire talk=yes", "live.talk_close expired"}; !slices.Equal(got[max(len(got)-2, 0):], want) {
+		t.Errorf("coach-c's audit ends %q, want %q", got, want)
 	}
 
 	// The daemon stops: the file's header gets its real sizes.
