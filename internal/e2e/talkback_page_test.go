@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"math"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -11,6 +13,8 @@ import (
 
 	"github.com/uploadbox/uploadbox/agent/live/livetest"
 	"github.com/uploadbox/uploadbox/agent/talkback"
+	"github.com/uploadbox/uploadbox/receiver"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // chunk is how much of the box's file levels measures at a time: 100 ms,
@@ -97,6 +101,25 @@ func TestTalkBackChromium(t *testing.T) {
 		}
 	}
 
+	// The receiver's own answer (GET /v1/teacher/rooms), beside the page:
+	// coach-d as the box last pushed it.
+	api := receiverClient(t, b)
+	apiToken := login(t, api, b, "tess")
+	onReceiver := func(what string, ok func(w wire.ConsentWatching) bool) {
+		t.Helper()
+		code, raw := teacherGet(t, api, b, "/v1/teacher/rooms", apiToken)
+		var rooms receiver.TeacherRooms
+		if err := json.Unmarshal(raw, &rooms); err != nil || code != http.StatusOK || len(rooms.Rooms) != 1 || rooms.Rooms[0].State == nil {
+			t.Fatalf("GET /v1/teacher/rooms: HTTP %d %s", code, raw)
+		}
+		for _, w := range rooms.Rooms[0].State.Watching {
+			if w.Viewer == "coach-d" && ok(w) {
+				return
+			}
+		}
+		t.Errorf("GET /v1/teacher/rooms while %s: %s", what, raw)
+	}
+
 	teacher.signIn("tess", password)
 	teacher.room("room-7 recording", func(r *livetest.TeacherRoom) bool { return r.Online && r.Recording })
 
@@ -118,6 +141,7 @@ func TestTalkBackChromium(t *testing.T) {
 	if w := watcher("coach-d")(s.Teacher.Room("room-7")); !strings.Contains(w.Text, "may speak") || w.Speaking {
 		t.Errorf("the teacher's page shows %+v, want coach-d who may speak and is not speaking", *w)
 	}
+	onReceiver("coach-d may speak", func(w wire.ConsentWatching) bool { return w.Talk && !w.Speaking })
 	coach.fits("talk-idle")
 
 	// Held: the coach's voice (440 Hz) is in the box's file.
@@ -125,7 +149,11 @@ func TestTalkBackChromium(t *testing.T) {
 	hold()
 	pressed := time.Since(read)
 	talk("Talking…", func(b *livetest.TalkButton) bool { return b.State == "talking" && b.Text == "Talking…" })
-	teacher.room("coach-d speaking", func(r *livetest.TeacherRoom) bool { w := watcher("coach-d")(r); return w != nil && w.Speaking })
+	teacher.room("coach-d speaking", func(r *livetest.TeacherRoom) bool {
+		w := watcher("coach-d")(r)
+		return w != nil && w.Speaking && strings.Contains(w.Text, "speaking now")
+	})
+	onReceiver("coach-d speaks", func(w wire.ConsentWatching) bool { return w.Talk && w.Speaking })
 	coach.fits("talk-talking")
 	played := wav.playedFrom(t, n, 4*time.Second)
 	lift()
@@ -153,8 +181,9 @@ func TestTalkBackChromium(t *testing.T) {
 	}
 	teacher.room("coach-d no longer speaking", func(r *livetest.TeacherRoom) bool {
 		w := watcher("coach-d")(r)
-		return w != nil && w.Talk && !w.Speaking
+		return w != nil && w.Talk && !w.Speaking && strings.Contains(w.Text, "may speak")
 	})
+	onReceiver("coach-d released the button", func(w wire.ConsentWatching) bool { return w.Talk && !w.Speaking })
 
 	// The teacher ends all viewing while the coach holds the button: from
 	// 1 s after the click on, nothing of the voice is played.
