@@ -15,9 +15,9 @@ import (
 
 func newConsentCommand() *cobra.Command {
 	c := &cobra.Command{Use: "consent", Short: "Bring a teacher's decision on live viewing to a box"}
-	var as, length string
+	var as, length, anonymise string
 	var fromStdin, talk bool
-	decide := adminCommand("decide DEVICE [REQUEST] DECISION --as TEACHER [--for 45m|lesson] [--talk] [--json] | decide DEVICE --statement-stdin",
+	decide := adminCommand("decide DEVICE [REQUEST] DECISION --as TEACHER [--for 45m|lesson] [--talk] [--anonymise off|whole|masks] [--json] | decide DEVICE --statement-stdin",
 		"Sign a teacher's decision (accept, video_only, decline with the request id; end_all, start_session, stop_session without) and send it to the box, which checks it and acts in the teacher's name",
 		cobra.RangeArgs(1, 3),
 		func(cmd *cobra.Command, a receiver.Admin, args []string, asJSON bool) error {
@@ -30,6 +30,15 @@ func newConsentCommand() *cobra.Command {
 					return cli.Usagef("--talk goes with accept and video_only only (it lets the coach of the grant speak to the teacher)")
 				}
 				in.Talk = true
+			}
+			if cmd.Flags().Changed("anonymise") {
+				if in.Statement != "" || in.Decision != wire.DecisionStartSession {
+					return cli.Usagef("--anonymise goes with start_session only (it chooses how the box filters the session's picture)")
+				}
+				if anonymise != wire.AnonymiseOff && anonymise != wire.AnonymiseWhole && anonymise != wire.AnonymiseMasks {
+					return cli.Usagef("--anonymise %q: want off, whole or masks", anonymise)
+				}
+				in.Anonymise = anonymise
 			}
 			ans, err := a.Decide(args[0], in)
 			if err != nil {
@@ -50,6 +59,7 @@ func newConsentCommand() *cobra.Command {
 	decide.Flags().StringVar(&as, "as", "", "the teacher's account (allowed the device's room: viewers allow TEACHER DEVICE)")
 	decide.Flags().StringVar(&length, "for", "", `grant length for accept and video_only: e.g. 15m, 45m, or "lesson" (until the recording ends); default: the box's live.grant_default`)
 	decide.Flags().BoolVar(&talk, "talk", false, "with accept and video_only: the coach may also speak to the teacher (talk-back) for the grant")
+	decide.Flags().StringVar(&anonymise, "anonymise", "", "with start_session: how the box filters the session's picture before encoding (off, whole, masks); default: the box's recording.anonymise")
 	decide.Flags().BoolVar(&fromStdin, "statement-stdin", false, "send the signed statement read from stdin as it is (tests, debugging)")
 	c.AddCommand(decide)
 	return c

@@ -35,7 +35,7 @@ func main() {
 	profiles := flag.String("profile", "", "directory for pprof profiles of the daemon comparison's runs (bare-N.cpu.pprof, daemon-N.cpu.pprof, daemon-N.allocs.pprof)")
 	cpuProfile := flag.String("cpu-profile", "", "internal: with -encode-only, write a pprof CPU profile to this file")
 	daemonRuns := flag.Int("daemon-runs", 3, "daemon runs and bare encodes, each, interleaved, in the daemon comparison")
-	only := flag.String("only", "", "run one comparison: seal, age, record, upload, commit, daemon, live, relay, login, powercut, teacher, capacity or talkback")
+	only := flag.String("only", "", "run one comparison: "+strings.Join(stepNames, ", "))
 	kills := flag.Int("kills", 20, "SIGKILLs of the recorder in the power-cut measurement")
 	anonFor := flag.Duration("anonymise", 20*time.Second, "length of each recording in the anonymisation comparison (-only anonymise)")
 	anonRuns := flag.Int("anonymise-runs", 3, "unfiltered and anonymised recordings, each, interleaved, in the anonymisation comparison")
@@ -79,6 +79,10 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
+// stepNames are run's steps in their order (README, "Benchmarks", lists
+// them for -only).
+var stepNames = []string{"seal", "age", "record", "anonymise", "upload", "commit", "daemon", "live", "relay", "login", "powercut", "teacher", "capacity", "talkback"}
+
 func run(bin string, size, rounds int, recordFor time.Duration, anonymise func() error, upload int64, daemonFor time.Duration, daemonRuns int, profiles string, kills int, capOpts capacityOptions, only string) error {
 	modules, err := filepath.Abs(".cache/npm/node_modules")
 	if err != nil {
@@ -102,6 +106,14 @@ func run(bin string, size, rounds int, recordFor time.Duration, anonymise func()
 		{"teacher", func() error { return teacherBench(bin, 10, modules) }},
 		{"capacity", func() error { return capacityBench(bin, capOpts) }},
 		{"talkback", func() error { return talkbackBench(bin, 10) }},
+	}
+	for i, s := range steps {
+		if i >= len(stepNames) || stepNames[i] != s.name {
+			panic("bench: stepNames does not list step " + s.name + " in its place")
+		}
+	}
+	if only != "" && !slices.Contains(stepNames, only) {
+		return fmt.Errorf("-only %q: want one of %s", only, strings.Join(stepNames, ", "))
 	}
 	for _, s := range steps {
 		if only != "" && only != s.name {

@@ -214,12 +214,45 @@ func TestTeacherDecisionThroughReceiver(t *testing.T) {
 	} else if reason, _ := refusal(t, r); reason != "ended" {
 		t.Fatalf("asking again after end all: reason %q, want ended", reason)
 	}
-	// The teacher stops and starts the recording: the next lesson starts
-	// fresh, coach-d may ask again.
-	for _, what := range []string{"stop_session", "start_session"} {
-		if _, stderr, ok := decide(t, b.rcv.data, "", "room-7", what, "--as", "tess"); !ok {
-			t.Fatalf("%s: %s", what, stderr)
+	// --anonymise goes with start_session only, and with a known mode: a
+	// usage error and nothing sent (the receiver's count of decisions
+	// below stays 7).
+	for _, args := range [][]string{
+		{"room-7", "end_all", "--anonymise", "whole"},
+		{"room-7", "stop_session", "--anonymise", "off"},
+		{"room-7", req2, "accept", "--anonymise", "masks"},
+		{"room-7", "start_session", "--anonymise", "blur"},
+	} {
+		_, stderr, code := cpRun(t, "uploadbox-receiver", append(append([]string{"consent", "decide"}, args...), "--as", "tess", "--data", b.rcv.data)...)
+		if code != 2 || !strings.Contains(stderr, "--anonymise") {
+			t.Errorf("consent decide %v: exit %d, %q; want 2 naming --anonymise", args, code, stderr)
 		}
+	}
+	// The teacher stops and starts the recording, with the picture
+	// anonymised whole: the next lesson starts fresh, coach-d may ask
+	// again.
+	for _, args := range [][]string{{"stop_session"}, {"start_session", "--anonymise", "whole"}} {
+		if _, stderr, ok := decide(t, b.rcv.data, "", append([]string{"room-7", "--as", "tess"}, args...)...); !ok {
+			t.Fatalf("%v: %s", args, stderr)
+		}
+	}
+	var st struct {
+		Active    bool   `json:"active"`
+		Anonymise string `json:"anonymise"`
+	}
+	if ctl(t, lb.boxDirs, &st, "session", "status"); !st.Active || st.Anonymise != "whole" {
+		t.Errorf("session status after start_session --anonymise whole: %+v", st)
+	}
+	var es []auditEntry
+	ctl(t, lb.boxDirs, &es, "consent", "audit", "--last", "0")
+	var start auditEntry
+	for _, e := range es {
+		if e.Event == "session.start" {
+			start = e
+		}
+	}
+	if start.By != "teacher:tess" || !strings.HasSuffix(start.Detail, " anonymise=whole") {
+		t.Errorf("box audit: last session.start %+v, want by teacher:tess ending anonymise=whole", start)
 	}
 	if r := relayOffer(t, c, b, "room-7", coach2, 0); r.Status != http.StatusForbidden {
 		t.Fatalf("coach-d in the next session: HTTP %d", r.Status)
@@ -253,6 +286,9 @@ func TestTeacherDecisionThroughReceiver(t *testing.T) {
 	}
 	// The receiver audits what it sent and what the box answered.
 	rlog, _ := os.ReadFile(filepath.Join(b.rcv.data, "audit.jsonl"))
+	if !strings.Contains(string(rlog), `decision=start_session `) || !strings.Contains(string(rlog), ` anonymise=whole"`) {
+		t.Errorf("receiver audit: no start_session with anonymise=whole\n%s", rlog)
+	}
 	if n := strings.Count(string(rlog), `"consent.decision"`); n != 7 {
 		t.Errorf("receiver audited %d decisions, want 7 (accept, replayed, forged, decline, end all, stop, start)\n%s", n, rlog)
 	}

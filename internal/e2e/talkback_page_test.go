@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"math"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -11,15 +13,14 @@ import (
 
 	"github.com/uploadbox/uploadbox/agent/live/livetest"
 	"github.com/uploadbox/uploadbox/agent/talkback"
+	"github.com/uploadbox/uploadbox/receiver"
+	"github.com/uploadbox/uploadbox/wire"
 )
-
-// sinkRate is the talk-back sink's sample rate (48 kHz mono).
-const sinkRate = talkback.SampleRate
 
 // chunk is how much of the box's file levels measures at a time: 100 ms,
 // so that a tone a little off 440 Hz still counts and the box's 880 Hz
 // open/close tone does not.
-const chunk = sinkRate / 10
+const chunk = second / 10
 
 // levels is the amplitude (of a full-scale 32767) of hz in each 100 ms of
 // x.
@@ -29,30 +30,6 @@ func levels(x []int16, hz float64) []float64 {
 		out = append(out, 2*math.Sqrt(talkback.Power(x[i:i+chunk], hz)))
 	}
 	return out
-}
-
-// sink reads the box's talk-back file: its samples so far.
-func sink(t *testing.T, path string) []int16 {
-	t.Helper()
-	x, err := talkback.ReadWAV(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return x
-}
-
-// sinkFrom waits until the box has played d past sample n (the file grows
-// in real time, silence included) and returns the samples from n on.
-func sinkFrom(t *testing.T, path string, n int, d time.Duration) []int16 {
-	t.Helper()
-	want := n + int(d.Seconds()*sinkRate)
-	for deadline := time.Now().Add(d + 15*time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if x := sink(t, path); len(x) >= want {
-			return x[n:want]
-		} else if time.Now().After(deadline) {
-			t.Fatalf("the box's talk-back file holds %d samples, want %d (%s played past %d)", len(x), want, d, n)
-		}
-	}
 }
 
 // TestTalkBackChromium (issue 16, "Proof with Chromium"): the coach's
@@ -73,8 +50,8 @@ func TestTalkBackChromium(t *testing.T) {
 		t.Skip("runs the daemon, a receiver and three Chromiums; skipped under -short")
 	}
 	dir := t.TempDir()
-	wav := filepath.Join(dir, "talkback.wav")
-	b, lb, _ := startRelayBoxLive(t, dir, nil, nil, "  talkback_device: file:"+wav+"\n")
+	wav := talkFile(filepath.Join(dir, "talkback.wav"))
+	b, lb, _ := startRelayBoxLive(t, dir, nil, nil, "  talkback_device: file:"+string(wav)+"\n")
 	const password = "Correct-Horse-Battery-9"
 	addViewer(t, b.rcv.data, "coach-c", password)
 	addViewer(t, b.rcv.data, "coach-d", password)
@@ -124,6 +101,25 @@ func TestTalkBackChromium(t *testing.T) {
 		}
 	}
 
+	// The receiver's own answer (GET /v1/teacher/rooms), beside the page:
+	// coach-d as the box last pushed it.
+	api := receiverClient(t, b)
+	apiToken := login(t, api, b, "tess")
+	onReceiver := func(what string, ok func(w wire.ConsentWatching) bool) {
+		t.Helper()
+		code, raw := teacherGet(t, api, b, "/v1/teacher/rooms", apiToken)
+		var rooms receiver.TeacherRooms
+		if err := json.Unmarshal(raw, &rooms); err != nil || code != http.StatusOK || len(rooms.Rooms) != 1 || rooms.Rooms[0].State == nil {
+			t.Fatalf("GET /v1/teacher/rooms: HTTP %d %s", code, raw)
+		}
+		for _, w := range rooms.Rooms[0].State.Watching {
+			if w.Viewer == "coach-d" && ok(w) {
+				return
+			}
+		}
+		t.Errorf("GET /v1/teacher/rooms while %s: %s", what, raw)
+	}
+
 	teacher.signIn("tess", password)
 	teacher.room("room-7 recording", func(r *livetest.TeacherRoom) bool { return r.Online && r.Recording })
 
@@ -145,21 +141,26 @@ func TestTalkBackChromium(t *testing.T) {
 	if w := watcher("coach-d")(s.Teacher.Room("room-7")); !strings.Contains(w.Text, "may speak") || w.Speaking {
 		t.Errorf("the teacher's page shows %+v, want coach-d who may speak and is not speaking", *w)
 	}
+	onReceiver("coach-d may speak", func(w wire.ConsentWatching) bool { return w.Talk && !w.Speaking })
 	coach.fits("talk-idle")
 
 	// Held: the coach's voice (440 Hz) is in the box's file.
-	n, read := len(sink(t, wav)), time.Now()
+	n, read := len(wav.samples(t)), time.Now()
 	hold()
 	pressed := time.Since(read)
 	talk("Talking…", func(b *livetest.TalkButton) bool { return b.State == "talking" && b.Text == "Talking…" })
-	teacher.room("coach-d speaking", func(r *livetest.TeacherRoom) bool { w := watcher("coach-d")(r); return w != nil && w.Speaking })
+	teacher.room("coach-d speaking", func(r *livetest.TeacherRoom) bool {
+		w := watcher("coach-d")(r)
+		return w != nil && w.Speaking && strings.Contains(w.Text, "speaking now")
+	})
+	onReceiver("coach-d speaks", func(w wire.ConsentWatching) bool { return w.Talk && w.Speaking })
 	coach.fits("talk-talking")
-	played := sinkFrom(t, wav, n, 4*time.Second)
+	played := wav.playedFrom(t, n, 4*time.Second)
 	lift()
 	talk("Hold to talk again", func(b *livetest.TalkButton) bool { return b.State == "idle" })
 	// The last two seconds held: the strongest frequency, and the level
 	// of 440 Hz (the median of its 100 ms).
-	steady := played[2*sinkRate:]
+	steady := played[2*second:]
 	hz := talkback.Peak(steady, 100, 4000)
 	lv := levels(steady, 440)
 	slices.Sort(lv)
@@ -172,24 +173,25 @@ func TestTalkBackChromium(t *testing.T) {
 	// 20 ms of the file (in steps of 10 ms) holding the tone at half its
 	// level, the file growing in real time from when it was read before
 	// the press.
-	for i := 0; i+sinkRate/50 <= len(played); i += sinkRate / 100 {
-		if 2*math.Sqrt(talkback.Power(played[i:i+sinkRate/50], 440)) > talkAmp/2 {
-			t.Logf("press → the voice in the box's file: about %s", (time.Duration(i+sinkRate/50)*time.Second/sinkRate - pressed).Round(time.Millisecond))
+	for i := 0; i+second/50 <= len(played); i += second / 100 {
+		if 2*math.Sqrt(talkback.Power(played[i:i+second/50], 440)) > talkAmp/2 {
+			t.Logf("press → the voice in the box's file: about %s", (time.Duration(i+second/50)*time.Second/second - pressed).Round(time.Millisecond))
 			break
 		}
 	}
 	teacher.room("coach-d no longer speaking", func(r *livetest.TeacherRoom) bool {
 		w := watcher("coach-d")(r)
-		return w != nil && w.Talk && !w.Speaking
+		return w != nil && w.Talk && !w.Speaking && strings.Contains(w.Text, "may speak")
 	})
+	onReceiver("coach-d released the button", func(w wire.ConsentWatching) bool { return w.Talk && !w.Speaking })
 
 	// The teacher ends all viewing while the coach holds the button: from
 	// 1 s after the click on, nothing of the voice is played.
 	hold()
 	teacher.room("coach-d speaking again", func(r *livetest.TeacherRoom) bool { w := watcher("coach-d")(r); return w != nil && w.Speaking })
-	n = len(sink(t, wav))
+	n = len(wav.samples(t))
 	teacher.click(`li[data-t-room="room-7"] button[data-t-action="end_all"]`)
-	after := sinkFrom(t, wav, n, 4*time.Second)
+	after := wav.playedFrom(t, n, 4*time.Second)
 	lift()
 	coach.state("ended")
 	teacher.result("end_all")
@@ -216,12 +218,12 @@ func TestTalkBackChromium(t *testing.T) {
 	if w := watcher("coach-c")(s.Teacher.Room("room-7")); w.Talk || strings.Contains(w.Text, "speak") {
 		t.Errorf("the teacher's page shows %+v, want coach-c who may not speak", *w)
 	}
-	n = len(sink(t, wav))
+	n = len(wav.samples(t))
 	hold()
 	if err := coach.KeyDown(ctx, "Space"); err != nil {
 		t.Fatal(err)
 	}
-	quiet := sinkFrom(t, wav, n, 3*time.Second)
+	quiet := wav.playedFrom(t, n, 3*time.Second)
 	lift()
 	if err := coach.KeyUp(ctx, "Space"); err != nil {
 		t.Fatal(err)
@@ -248,16 +250,16 @@ func TestTalkBackChromium(t *testing.T) {
 	run(t, "uploadbox", "consent", "accept", pendingRequest(t, lb, "coach-l"), "--talk", "--socket", lb.socket)
 	talkOn(lan, "Hold to talk on the box's page", func(b *livetest.TalkButton) bool { return b.State == "idle" && b.Shown && b.Enabled })
 	lan.fits("lan-talk")
-	n = len(sink(t, wav))
+	n = len(wav.samples(t))
 	if err := lan.Press(ctx, "#talk"); err != nil {
 		t.Fatal(err)
 	}
 	talkOn(lan, "Talking… on the box's page", func(b *livetest.TalkButton) bool { return b.State == "talking" })
-	played = sinkFrom(t, wav, n, 4*time.Second)
+	played = wav.playedFrom(t, n, 4*time.Second)
 	if err := lan.Lift(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if hz := talkback.Peak(played[2*sinkRate:], 100, 4000); math.Abs(hz-440) > 5 {
+	if hz := talkback.Peak(played[2*second:], 100, 4000); math.Abs(hz-440) > 5 {
 		t.Errorf("held on the box's page: the box played %.2f Hz, want 440 Hz ± 5 Hz", hz)
 	}
 }

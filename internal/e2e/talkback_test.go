@@ -32,18 +32,42 @@ func (f talkFile) samples(t *testing.T) []int16 {
 }
 
 // waitPlayed waits until the file holds at least n samples (it grows in
-// real time, so this is a bounded wait for time to pass at the box).
+// real time, silence included, so this is a bounded wait for time to pass
+// at the box) and returns them all.
 func (f talkFile) waitPlayed(t *testing.T, n int) []int16 {
 	t.Helper()
 	deadline := time.Now().Add(time.Duration(n)*time.Second/talkback.SampleRate + 10*time.Second)
 	for {
-		if pcm := f.samples(t); len(pcm) >= n {
+		pcm := f.samples(t)
+		if len(pcm) >= n {
 			return pcm
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the talk-back file stopped growing short of %d samples", n)
+			t.Fatalf("the talk-back file stopped growing at %d samples, short of %d", len(pcm), n)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// playedFrom waits until the box has played d past sample n and returns
+// those samples.
+func (f talkFile) playedFrom(t *testing.T, n int, d time.Duration) []int16 {
+	t.Helper()
+	end := n + int(d.Seconds()*second)
+	return f.waitPlayed(t, end)[n:end]
+}
+
+// waitVoice waits until the box has played viewer's 440 Hz, loud, past
+// sample from.
+func (f talkFile) waitVoice(t *testing.T, from int, viewer string) {
+	t.Helper()
+	for n := from + second/2; ; n += second / 2 {
+		if p := talkback.Power(f.waitPlayed(t, n)[from:n], 440); p > 100*toneAbsent {
+			return
+		}
+		if n > from+10*second {
+			t.Fatalf("%s's voice never reached the box", viewer)
+		}
 	}
 }
 
@@ -125,7 +149,7 @@ func TestTalkback(t *testing.T) {
 	if _, err := a.Viewer.Speak(t.Context(), 440, 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	played := wav.waitPlayed(t, from+3*second)[from:]
+	played := wav.playedFrom(t, from, 3*time.Second)
 	if f, p := talkback.Peak(played, 100, 4000), talkback.Power(played, 440); f < 435 || f > 445 || p < 100*toneAbsent {
 		t.Fatalf("coach-a's voice: strongest frequency %.1f Hz, power at 440 Hz %.3g; want 440 ± 5 Hz, loud", f, p)
 	}
@@ -140,7 +164,7 @@ func TestTalkback(t *testing.T) {
 	if _, err := bv.Viewer.Speak(t.Context(), 440, 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	played = wav.waitPlayed(t, from+3*second)[from:]
+	played = wav.playedFrom(t, from, 3*time.Second)
 	if p := talkback.Power(played, 440); p > toneAbsent {
 		t.Fatalf("coach-b, granted without --talk, was played: power at 440 Hz %.3g", p)
 	}
@@ -155,14 +179,7 @@ func TestTalkback(t *testing.T) {
 		spoke <- err
 	}()
 	from = len(wav.samples(t))
-	for n := from + second/2; ; n += second / 2 {
-		if p := talkback.Power(wav.waitPlayed(t, n)[from:n], 440); p > 100*toneAbsent {
-			break
-		}
-		if n > from+10*second {
-			t.Fatal("coach-a's voice never reached the box before the revoke")
-		}
-	}
+	wav.waitVoice(t, from, "coach-a")
 	if out := run(t, "uploadbox", "status", "--socket", lb.socket); !strings.Contains(out, "talk-back: file:"+string(wav)+", coach-a speaking\n") {
 		t.Errorf("status while coach-a speaks:\n%s", out)
 	}
@@ -171,7 +188,7 @@ func TestTalkback(t *testing.T) {
 	}
 	run(t, "uploadbox", "consent", "revoke", "coach-a", "--socket", lb.socket)
 	revoked := len(wav.samples(t))
-	after := wav.waitPlayed(t, revoked+4*second)[revoked+second:]
+	after := wav.playedFrom(t, revoked, 4*time.Second)[second:]
 	cancel()
 	if err := <-spoke; err != nil {
 		t.Log("coach-a's sender after the revoke:", err)
@@ -215,6 +232,63 @@ func TestTalkback(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("audit:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	// coach-c's grant with talk runs out while it speaks: the box is
+	// silent within 1 s of the grant's end, and the end is audited.
+	tokenC := strings.TrimSpace(run(t, "uploadbox", "viewer", "token", "--name", "coach-c", "--ttl", "1h", "--state", b.state))
+	_, reqC := refusal(t, lb.talkOffer(t, tokenC))
+	var grant struct {
+		Expires time.Time `json:"expires"`
+		Talk    bool      `json:"talk"`
+	}
+	ctl(t, lb.boxDirs, &grant, "consent", "accept", reqC, "--talk", "--for", "15s")
+	if !grant.Talk || grant.Expires.IsZero() {
+		t.Fatalf("consent accept --talk --for 15s: %+v", grant)
+	}
+	c := lb.talkOffer(t, tokenC)
+	if c.Status != http.StatusCreated || c.Header.Get("Talk") != "allowed" {
+		t.Fatalf("coach-c's offer: HTTP %d, Talk %q %s", c.Status, c.Header.Get("Talk"), c.Body)
+	}
+	ctx, cancel = context.WithCancel(t.Context())
+	defer cancel()
+	go func() {
+		_, err := c.Viewer.Speak(ctx, 440, 40*time.Second)
+		spoke <- err
+	}()
+	wav.waitVoice(t, len(wav.samples(t)), "coach-c")
+	// The file grows in real time: the sample played 1 s after the
+	// grant's end is as far past this one as that moment is past now.
+	n, now := len(wav.samples(t)), time.Now()
+	if !now.Before(grant.Expires) {
+		t.Fatalf("coach-c's voice reached the box only after its grant ended (%s)", grant.Expires)
+	}
+	end := n + int((grant.Expires.Sub(now)+time.Second).Seconds()*second)
+	after = wav.playedFrom(t, end, 3*time.Second)
+	cancel()
+	if err := <-spoke; err != nil {
+		t.Log("coach-c's sender after its grant ended:", err)
+	}
+	if p := talkback.Power(after, 440); p > toneAbsent {
+		t.Fatalf("coach-c still played more than 1 s after its grant ended: power at 440 Hz %.3g", p)
+	}
+	es = nil
+	ctl(t, lb.boxDirs, &es, "consent", "audit", "--last", "0")
+	got = nil
+	for _, e := range es {
+		if e.Identity != "coach-c" {
+			continue
+		}
+		switch e.Event {
+		case "consent.expire":
+			got = append(got, e.Event+" talk="+boolWord(strings.Contains(e.Detail, "talk=yes")))
+		case "live.talk_close":
+			_, reason, _ := strings.Cut(e.Detail, "reason=")
+			got = append(got, e.Event+" "+reason)
+		}
+	}
+	if want := []string{"consent.expire talk=yes", "live.talk_close expired"}; !slices.Equal(got[max(len(got)-2, 0):], want) {
+		t.Errorf("coach-c's audit ends %q, want %q", got, want)
 	}
 
 	// The daemon stops: the file's header gets its real sizes.
