@@ -46,9 +46,10 @@ type fileStaging struct {
 }
 
 // The files are named by the id alone (the receiver never sets another
-// path), not by what an .info file says.
+// path), not by what an .info file says. The .info file goes last: the
+// janitor finds leftovers by it.
 func (f fileStaging) remove(_ context.Context, id string) error {
-	for _, p := range []string{filepath.Join(f.dir, id), filepath.Join(f.dir, id+".info")} {
+	for _, p := range []string{filepath.Join(f.dir, id), filepath.Join(f.dir, id+adoptSuffix), filepath.Join(f.dir, id+".info")} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
@@ -318,6 +319,7 @@ func (s *Server) openStaging() error {
 	}
 	if s.cfg.UploadsDir != "" || s.cfg.S3Uploads == nil {
 		s.tusStore = fileStaging{FileStore: filestore.New(s.uploads), dir: s.uploads}
+		s.openAdoption()
 		return nil
 	}
 	left, _ := filepath.Glob(filepath.Join(s.uploads, "tusd-s3-*"))

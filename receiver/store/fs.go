@@ -11,8 +11,6 @@ import (
 	"slices"
 	"strings"
 	"syscall"
-
-	"github.com/uploadbox/uploadbox/internal/atomicfile"
 )
 
 // FS is a Store in a local directory: the object with key "a/b/c" is the
@@ -122,7 +120,7 @@ func (w fileWriter) Write(p []byte) (int, error) { return w.f.Write(p) }
 // and an object must not be reported durable before its path is.
 func (s *FS) syncPath(dir string) error {
 	for {
-		if err := atomicfile.SyncDir(dir); err != nil {
+		if err := syncDir(dir); err != nil {
 			return err
 		}
 		if dir == s.dir || len(dir) <= len(s.dir) {
@@ -287,5 +285,8 @@ func mkdirAllSync(dir string) error {
 		}
 		return err
 	}
-	return atomicfile.SyncDir(parent)
+	return syncDir(parent)
 }
+
+// Dir is the directory the store keeps its objects in.
+func (s *FS) Dir() string { return s.dir }

@@ -230,3 +230,46 @@ func TestTerminateAndRead(t *testing.T) {
 		t.Fatalf("GetUpload after Terminate: %v", err)
 	}
 }
+
+// TestFileChangedBehindHashes: an upload's file changed by anyone but the
+// store's own writes (same size, one byte) loses this process's Verifier,
+// at the commit (Sums) and when the next chunk resumes: the commit must
+// read the file, and the saved SHA-256 state then disagrees with it.
+func TestFileChangedBehindHashes(t *testing.T) {
+	seg, _ := segment(t, 60_000)
+	tamper := func(t *testing.T, dir, id string) {
+		f, err := os.OpenFile(filepath.Join(dir, id), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := []byte{0}
+		f.ReadAt(b, 100)
+		b[0] ^= 1
+		f.WriteAt(b, 100)
+		f.Close()
+	}
+	t.Run("before the commit", func(t *testing.T) {
+		dir := t.TempDir()
+		s, _ := open(dir)
+		id := create(t, s, len(seg))
+		write(t, s, id, 0, seg)
+		if sums, ok := s.Sums(t.Context(), id); !ok || sums.Verifier == nil {
+			t.Fatalf("untouched: Sums = %+v, %v; want this process's Verifier", sums, ok)
+		}
+		tamper(t, dir, id)
+		if sums, ok := s.Sums(t.Context(), id); !ok || sums.Verifier != nil || sums.SHA256 != sha256Of(seg) {
+			t.Fatalf("changed on disk: Sums = %+v, %v; want the saved SHA-256 state only", sums, ok)
+		}
+	})
+	t.Run("between chunks", func(t *testing.T) {
+		dir := t.TempDir()
+		s, _ := open(dir)
+		id := create(t, s, len(seg))
+		write(t, s, id, 0, seg[:20_000])
+		tamper(t, dir, id)
+		write(t, s, id, 20_000, seg[20_000:])
+		if sums, ok := s.Sums(t.Context(), id); !ok || sums.Verifier != nil {
+			t.Fatalf("changed between chunks: Sums = %+v, %v; want no Verifier", sums, ok)
+		}
+	})
+}
