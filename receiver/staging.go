@@ -349,10 +349,16 @@ func (s *Server) newLocker(db any) tusd.Locker {
 	return filelocker.New(s.uploads)
 }
 
-// hashStates is where the uploads' hash states are saved: with the state
-// in PostgreSQL, there (every receiver continuing an upload finds its
-// state), else beside the uploads.
+// hashStates is where the uploads' hash states are saved: nowhere when
+// commits adopt uploads (one without this process's hashes reads the
+// upload once to check what is on disk, saved state or not, so saving one
+// after every PATCH would buy nothing); with the state in PostgreSQL, there
+// (every receiver continuing an upload finds its state), else beside the
+// uploads.
 func (s *Server) hashStates(db kv.DB) hashing.States {
+	if s.adoption.fs.Load() != nil {
+		return hashing.NoStates{}
+	}
 	if _, ok := db.(poolHolder); ok {
 		return hashing.NewKV(db)
 	}

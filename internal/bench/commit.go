@@ -23,11 +23,9 @@ import (
 )
 
 // commitBench measures the latency of POST /v1/commit for 1 MiB and
-// 64 MiB segments in the receiver's three ways of finding the digests:
-// hashed while the bytes arrived (streamed: the upload renamed into the fs
-// store unread), resumed from the saved SHA-256 state after a restart (one
-// read, then renamed), and the whole read (no hash state: one read, then
-// renamed). The baseline, measured in the same run, is one fsync of as many
+// 64 MiB segments: with the hashes taken while the bytes arrived
+// (streamed: the upload renamed into the fs store unread), and after a
+// restart, which lost them (one read, then renamed). The baseline, measured in the same run, is one fsync of as many
 // freshly written bytes (what making the upload durable cannot avoid); a
 // second one writes and fsyncs a new file of that size (what a copying
 // store cannot avoid). Runs are interleaved; median and range are printed.
@@ -62,32 +60,21 @@ func commitBench(rounds int) error {
 	b.tus = tus.NewClient(b.client, box.Receiver.JoinPath("/v1/uploads/"), tus.Options{})
 
 	sizes := []int{1 << 20, 64 << 20}
-	// Uploaded before the restart: "saved" keeps its state file, "whole"
-	// loses it, so only the whole read is left to its commit.
-	saved := map[int][]pending{}
-	whole := map[int][]pending{}
+	// Uploaded before the restart, which loses their hashes.
+	restarted := map[int][]pending{}
 	for _, size := range sizes {
 		for range rounds {
-			for _, m := range []map[int][]pending{saved, whole} {
-				p, err := b.upload(size)
-				if err != nil {
-					rcv.stop()
-					return err
-				}
-				m[size] = append(m[size], p)
+			p, err := b.upload(size)
+			if err != nil {
+				rcv.stop()
+				return err
 			}
+			restarted[size] = append(restarted[size], p)
 		}
 	}
 	addr := rcv.addr
 	if err := rcv.stop(); err != nil {
 		return err
-	}
-	for _, ps := range whole {
-		for _, p := range ps {
-			if err := os.Remove(filepath.Join(data, receiver.UploadsDir, p.id+".hash")); err != nil {
-				return err
-			}
-		}
 	}
 	if rcv, err = startBenchReceiver(data, addr); err != nil {
 		return err
@@ -99,7 +86,7 @@ func commitBench(rounds int) error {
 		way  string
 	}
 	took := map[key][]time.Duration{}
-	ways := []string{"streamed", "saved state", "whole read", "fsync", "write+fsync"}
+	ways := []string{"streamed", "restarted", "fsync", "write+fsync"}
 	// The baselines write into the receiver's data directory: the same
 	// filesystem as the uploads.
 	scratch := filepath.Join(data, "bench-scratch")
@@ -111,8 +98,7 @@ func commitBench(rounds int) error {
 			}
 			runs := map[string]func() (time.Duration, error){
 				"streamed":    func() (time.Duration, error) { return b.commit(fresh) },
-				"saved state": func() (time.Duration, error) { return b.commit(saved[size][r]) },
-				"whole read":  func() (time.Duration, error) { return b.commit(whole[size][r]) },
+				"restarted":   func() (time.Duration, error) { return b.commit(restarted[size][r]) },
 				"fsync":       func() (time.Duration, error) { return writeSync(scratch, fresh.size, false) },
 				"write+fsync": func() (time.Duration, error) { return writeSync(scratch, fresh.size, true) },
 			}
@@ -137,9 +123,9 @@ func commitBench(rounds int) error {
 	}
 	for _, size := range sizes {
 		base := ms(median(took[key{size, "fsync"}]))
-		fmt.Printf("  %3d MiB vs one fsync: streamed %.2f, saved state %.2f, whole read %.2f, write+fsync %.2f (goal: streamed close to 1)\n", size>>20,
-			ms(median(took[key{size, "streamed"}]))/base, ms(median(took[key{size, "saved state"}]))/base,
-			ms(median(took[key{size, "whole read"}]))/base, ms(median(took[key{size, "write+fsync"}]))/base)
+		fmt.Printf("  %3d MiB vs one fsync: streamed %.2f, restarted %.2f, write+fsync %.2f (goal: streamed close to 1)\n", size>>20,
+			ms(median(took[key{size, "streamed"}]))/base, ms(median(took[key{size, "restarted"}]))/base,
+			ms(median(took[key{size, "write+fsync"}]))/base)
 	}
 	stream := func(size int) float64 {
 		return ms(median(took[key{size, "streamed"}])) - ms(median(took[key{size, "fsync"}]))

@@ -22,7 +22,7 @@ var ErrNotAdopted = errors.New("store: the file is on another filesystem than th
 // bytes, renames it to the key's name (never replacing an object that is
 // there: then, as for Put, nil if that object has SHA-256 sum and
 // ErrConflict if not, and the file stays where it was) and fsyncs the
-// directories from the key's up to the store root. The file's own
+// directories from the key's up to the store root (as Put does). The file's own
 // directory is fsynced before the rename, so that names the caller made
 // beside the file before (a note of where it goes) are durable first.
 //

@@ -138,6 +138,38 @@ func TestFSAdoptOrder(t *testing.T) {
 	if !slices.Equal(ops, want) {
 		t.Fatalf("operations:\n%q\nwant\n%q", ops, want)
 	}
+
+	// Into the same directory again: its path is durable already.
+	ops = nil
+	p = staged(t, uploads, "b", data)
+	if err := s.Adopt(t.Context(), "D/R/000002.ubx", p, int64(len(data)), sha256.Sum256(data)); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{"sync " + p, "syncdir " + uploads, "rename " + p, "syncdir " + filepath.Join(root, "D", "R")}
+	if !slices.Equal(ops, want) {
+		t.Fatalf("operations, second time:\n%q\nwant\n%q", ops, want)
+	}
+
+	// Deleted with their directories and made again: the whole path again.
+	for _, k := range []string{"D/R/000001.ubx", "D/R/000002.ubx"} {
+		if err := s.Delete(t.Context(), k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ops = nil
+	p = staged(t, uploads, "c", data)
+	if err := s.Adopt(t.Context(), "D/R/000003.ubx", p, int64(len(data)), sha256.Sum256(data)); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{
+		"sync " + p, "syncdir " + uploads,
+		"syncdir " + root, "syncdir " + filepath.Join(root, "D"),
+		"rename " + p,
+		"syncdir " + filepath.Join(root, "D", "R"), "syncdir " + filepath.Join(root, "D"), "syncdir " + root,
+	}
+	if !slices.Equal(ops, want) {
+		t.Fatalf("operations after the directories were deleted:\n%q\nwant\n%q", ops, want)
+	}
 }
 
 // TestFSAdoptElsewhere: a file on another filesystem is not adopted and

@@ -273,3 +273,29 @@ func TestFileChangedBehindHashes(t *testing.T) {
 		}
 	})
 }
+
+// TestNoStates: with nothing saved, an upload's hashes live in the process
+// that wrote it: another (a restart) has none, and does not hash the rest.
+func TestNoStates(t *testing.T) {
+	seg, _ := segment(t, 60_000)
+	dir := t.TempDir()
+	wrap := func() *Store {
+		c := tusd.NewStoreComposer()
+		filestore.New(dir).UseIn(c)
+		return Wrap(c, NoStates{})
+	}
+	s := wrap()
+	id := create(t, s, len(seg))
+	write(t, s, id, 0, seg[:20_000])
+	if sums, ok := s.Sums(t.Context(), id); !ok || sums.Verifier == nil || sums.Length != 20_000 {
+		t.Fatalf("the writing process: Sums = %+v, %v", sums, ok)
+	}
+	if matches, _ := filepath.Glob(filepath.Join(dir, "*.hash*")); len(matches) != 0 {
+		t.Fatalf("states saved: %v", matches)
+	}
+	restarted := wrap()
+	write(t, restarted, id, 20_000, seg[20_000:])
+	if sums, ok := restarted.Sums(t.Context(), id); ok {
+		t.Fatalf("after a restart: Sums = %+v; want none", sums)
+	}
+}
