@@ -128,13 +128,17 @@ func TestFSAdoptOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := filepath.Join(dir, "objects")
-	want := []string{
-		"sync " + p, "syncdir " + uploads,
-		// mkdirAllSync: each new directory into its parent
-		"syncdir " + root, "syncdir " + filepath.Join(root, "D"),
-		"rename " + p,
-		"syncdir " + filepath.Join(root, "D", "R"), "syncdir " + filepath.Join(root, "D"), "syncdir " + root,
+	// A first Adopt into D/R: the whole path.
+	whole := func(p string) []string {
+		return []string{
+			"sync " + p, "syncdir " + uploads,
+			// mkdirAllSync: each new directory into its parent
+			"syncdir " + root, "syncdir " + filepath.Join(root, "D"),
+			"rename " + p,
+			"syncdir " + filepath.Join(root, "D", "R"), "syncdir " + filepath.Join(root, "D"), "syncdir " + root,
+		}
 	}
+	want := whole(p)
 	if !slices.Equal(ops, want) {
 		t.Fatalf("operations:\n%q\nwant\n%q", ops, want)
 	}
@@ -161,12 +165,7 @@ func TestFSAdoptOrder(t *testing.T) {
 	if err := s.Adopt(t.Context(), "D/R/000003.ubx", p, int64(len(data)), sha256.Sum256(data)); err != nil {
 		t.Fatal(err)
 	}
-	want = []string{
-		"sync " + p, "syncdir " + uploads,
-		"syncdir " + root, "syncdir " + filepath.Join(root, "D"),
-		"rename " + p,
-		"syncdir " + filepath.Join(root, "D", "R"), "syncdir " + filepath.Join(root, "D"), "syncdir " + root,
-	}
+	want = whole(p)
 	if !slices.Equal(ops, want) {
 		t.Fatalf("operations after the directories were deleted:\n%q\nwant\n%q", ops, want)
 	}
