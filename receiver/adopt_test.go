@@ -115,6 +115,13 @@ func (c adoptCase) checkUnreachable(t *testing.T, h *harness) {
 func TestCommitAdoptsUpload(t *testing.T) {
 	h := start(t)
 	c := uploadForAdoption(t, h, filepath.Join(h.data, receiver.UploadsDir), [16]byte{0xad, 1})
+	if _, err := os.Stat(c.staged + ".hash"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a hash state was saved though the commit adopts: %v", err)
+	}
+	// As a receiver that saved hash states left one (an upgrade mid-upload).
+	if err := os.WriteFile(c.staged+".hash", []byte("state"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	code, cr, body := h.commit(t, h.box.HTTPClient(), c.req)
 	if code != http.StatusOK {
 		t.Fatalf("commit: HTTP %d %s", code, body)

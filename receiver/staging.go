@@ -46,10 +46,12 @@ type fileStaging struct {
 }
 
 // The files are named by the id alone (the receiver never sets another
-// path), not by what an .info file says. The .info file goes last: the
-// janitor finds leftovers by it.
+// path), not by what an .info file says: the data, the note of an adopting
+// commit, a hash state a receiver that saved them left (hashing.Dir), and
+// last the .info file, by which the janitor finds leftovers.
 func (f fileStaging) remove(_ context.Context, id string) error {
-	for _, p := range []string{filepath.Join(f.dir, id), filepath.Join(f.dir, id+adoptSuffix), filepath.Join(f.dir, id+".info")} {
+	for _, suffix := range []string{"", adoptSuffix, ".hash", ".hash.tmp", ".info"} {
+		p := filepath.Join(f.dir, id+suffix)
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
