@@ -465,8 +465,9 @@ func (s *Server) finishCommit(id string, rec *SegmentRecord, repeated bool) (*Co
 	if err := s.crashPoint(crashRecorded); err != nil {
 		return nil, err
 	}
-	// Even if the box hung up: the commit is done, its upload must go.
-	if err := s.removeUpload(context.Background(), id); err != nil {
+	// Even if the box hung up: the commit is done, its upload must go (its
+	// ownership went with the transaction above).
+	if err := s.removeStaged(context.Background(), id); err != nil {
 		s.log.Warn("committed upload not removed (the janitor will)", "err", strings.ReplaceAll(err.Error(), id, "UPLOAD"))
 	}
 	return &CommitResponse{Receipt: base64.StdEncoding.EncodeToString(rec.Receipt), Key: rec.Key, Outcome: rec.Outcome, Repeated: repeated}, nil
