@@ -329,6 +329,46 @@ func (t *tee) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// writePiece is the size of the pieces tee.WriteTo writes.
+const writePiece = 256 << 10
+
+var pieces = sync.Pool{New: func() any { return new([writePiece]byte) }}
+
+// WriteTo lets a store that copies with io.Copy (tusd's filestore) write
+// in pieces of writePiece bytes, hashed as they are read, instead of its
+// own 32 KiB: fewer write calls. Bytes read are written before a read
+// error is returned, so a cut request keeps what it brought.
+func (t *tee) WriteTo(w io.Writer) (int64, error) {
+	buf := pieces.Get().(*[writePiece]byte)
+	defer pieces.Put(buf)
+	var written int64
+	for {
+		n := 0
+		var rerr error
+		for n < len(buf) && rerr == nil {
+			var m int
+			m, rerr = t.Read(buf[n:])
+			n += m
+		}
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			written += int64(m)
+			if werr == nil && m < n {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				return written, werr
+			}
+		}
+		if rerr == io.EOF {
+			return written, nil
+		}
+		if rerr != nil {
+			return written, rerr
+		}
+	}
+}
+
 // inner returns the store's own upload under a wrapper.
 func inner(up tusd.Upload) tusd.Upload {
 	if u, ok := up.(*upload); ok {

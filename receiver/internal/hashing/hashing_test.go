@@ -299,3 +299,44 @@ func TestNoStates(t *testing.T) {
 		t.Fatalf("after a restart: Sums = %+v; want none", sums)
 	}
 }
+
+// cutReader yields data 16 KiB at a time, then fails: a request cut short.
+type cutReader struct {
+	recordReader
+	err error
+}
+
+func (c *cutReader) Read(p []byte) (int, error) {
+	n, err := c.recordReader.Read(p)
+	if err == io.EOF {
+		err = c.err
+	}
+	return n, err
+}
+
+// TestCutChunkKeepsItsBytes: a chunk whose request is cut short writes, and
+// hashes, every byte it read before the error (the store writes in large
+// pieces, tee.WriteTo), so the box resumes from there.
+func TestCutChunkKeepsItsBytes(t *testing.T) {
+	seg, _ := segment(t, 60_000)
+	dir := t.TempDir()
+	s, _ := open(dir)
+	id := create(t, s, len(seg))
+	up, err := s.GetUpload(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := errors.New("connection reset")
+	const sent = 40_000
+	n, err := up.WriteChunk(t.Context(), 0, &cutReader{recordReader{data: seg[:sent]}, cut})
+	if n != sent || !errors.Is(err, cut) {
+		t.Fatalf("WriteChunk = %d, %v; want %d and the read error", n, err, sent)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, id)); !bytes.Equal(got, seg[:sent]) {
+		t.Fatalf("the file holds %d bytes, want the %d read", len(got), sent)
+	}
+	write(t, s, id, sent, seg[sent:])
+	if sums, ok := s.Sums(t.Context(), id); !ok || sums.SHA256 != sha256Of(seg) || sums.Verifier == nil {
+		t.Fatalf("after resuming: Sums = %+v, %v", sums, ok)
+	}
+}
