@@ -287,7 +287,11 @@ func (s *Server) commit(ctx context.Context, d *devices.Device, source string, r
 func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source string, req CommitRequest) (*CommitResponse, error) {
 	up, err := s.hashing.GetUpload(ctx, req.UploadID)
 	if errors.Is(err, tusd.ErrNotFound) {
-		// Committed or deleted while this commit waited for the lock.
+		// Adopted into the store by a commit a crash cut short, or
+		// committed or deleted while this commit waited for the lock.
+		if resp, ok, err := s.recoverAdopted(ctx, d, req); ok {
+			return resp, err
+		}
 		return s.repeatedCommit(d, source, req)
 	}
 	if err != nil {
@@ -314,19 +318,14 @@ func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source str
 	}
 	defer f.Close()
 	// One read: the SHA-256 for the receipt and the keyless verification.
-	h := sha256.New()
-	cr := &countReader{r: io.TeeReader(f, h)}
-	info, verr := crypto.Verify(cr, nil)
-	if _, err := io.Copy(io.Discard, cr); err != nil { // whatever Verify left unread
+	w, err := readWhole(f)
+	if err != nil {
 		return nil, err
 	}
-	size := cr.n
-	var sum [32]byte
-	h.Sum(sum[:0])
+	size, sum, info, verr, outcome := w.size, w.sum, w.info, w.verr, w.outcome
 	if size != req.Size || hex.EncodeToString(sum[:]) != req.SHA256 {
 		return nil, refuseForGood(http.StatusConflict, ReasonMismatch, "commit: the upload has %d bytes with SHA-256 %x; the box announced %d bytes with %s: upload the segment again", size, sum[:8], req.Size, req.SHA256)
 	}
-	outcome := crypto.OutcomeOf(verr)
 	if outcome == crypto.Corrupt || info == nil || info.Header == nil {
 		return nil, refuseForGood(http.StatusUnprocessableEntity, ReasonCorrupt, "commit: segment does not verify: %v", verr)
 	}
@@ -352,9 +351,19 @@ func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source str
 	if err := s.checkChain(rec); err != nil {
 		return nil, err
 	}
-	// A copy, never a link: the stored object shares nothing with a file
-	// the tus handler can write. Put checks size and SHA-256 once more.
 	f.Close()
+	// The bytes just read are those stored: the file itself, renamed into
+	// the store (no upload names it any more), or else a copy, whose
+	// SHA-256 Put checks once more.
+	if s.canAdopt() {
+		adopted, err := s.adoptSegment(ctx, req.UploadID, &rec, sum)
+		if err != nil {
+			return nil, err
+		}
+		if adopted {
+			return s.recordSegment(d, req.UploadID, &rec, hdr.RecordingID, sum)
+		}
+	}
 	if f, err = up.GetReader(ctx); err != nil {
 		return nil, err
 	}
@@ -457,8 +466,12 @@ func (s *Server) finishCommit(id string, rec *SegmentRecord, repeated bool) (*Co
 	if err != nil {
 		return nil, err
 	}
-	// Even if the box hung up: the commit is done, its upload must go.
-	if err := s.removeUpload(context.Background(), id); err != nil {
+	if err := s.crashPoint(crashRecorded); err != nil {
+		return nil, err
+	}
+	// Even if the box hung up: the commit is done, its upload must go (its
+	// ownership went with the transaction above).
+	if err := s.removeStaged(context.Background(), id); err != nil {
 		s.log.Warn("committed upload not removed (the janitor will)", "err", strings.ReplaceAll(err.Error(), id, "UPLOAD"))
 	}
 	return &CommitResponse{Receipt: base64.StdEncoding.EncodeToString(rec.Receipt), Key: rec.Key, Outcome: rec.Outcome, Repeated: repeated}, nil

@@ -167,6 +167,8 @@ type Server struct {
 	// hashing hashes uploads as their bytes arrive (streamed.go).
 	hashing       *hashing.Store
 	commitMetrics commitMetrics
+	// adoption moves committed uploads into the fs store (adopt.go).
+	adoption adoption
 	// fails takes every failed-authentication and refused-device entry
 	// (coalesced, capped).
 	fails *auditGuard

@@ -46,9 +46,12 @@ type fileStaging struct {
 }
 
 // The files are named by the id alone (the receiver never sets another
-// path), not by what an .info file says.
+// path), not by what an .info file says: the data, the note of an adopting
+// commit, a hash state a receiver that saved them left (hashing.Dir), and
+// last the .info file, by which the janitor finds leftovers.
 func (f fileStaging) remove(_ context.Context, id string) error {
-	for _, p := range []string{filepath.Join(f.dir, id), filepath.Join(f.dir, id+".info")} {
+	for _, suffix := range []string{"", adoptSuffix, ".hash", ".hash.tmp", ".info"} {
+		p := filepath.Join(f.dir, id+suffix)
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
@@ -318,6 +321,7 @@ func (s *Server) openStaging() error {
 	}
 	if s.cfg.UploadsDir != "" || s.cfg.S3Uploads == nil {
 		s.tusStore = fileStaging{FileStore: filestore.New(s.uploads), dir: s.uploads}
+		s.openAdoption()
 		return nil
 	}
 	left, _ := filepath.Glob(filepath.Join(s.uploads, "tusd-s3-*"))
@@ -347,10 +351,16 @@ func (s *Server) newLocker(db any) tusd.Locker {
 	return filelocker.New(s.uploads)
 }
 
-// hashStates is where the uploads' hash states are saved: with the state
-// in PostgreSQL, there (every receiver continuing an upload finds its
-// state), else beside the uploads.
+// hashStates is where the uploads' hash states are saved: nowhere when
+// commits adopt uploads (one without this process's hashes reads the
+// upload once to check what is on disk, saved state or not, so saving one
+// after every PATCH would buy nothing); with the state in PostgreSQL, there
+// (every receiver continuing an upload finds its state), else beside the
+// uploads.
 func (s *Server) hashStates(db kv.DB) hashing.States {
+	if s.adoption.fs.Load() != nil {
+		return hashing.NoStates{}
+	}
 	if _, ok := db.(poolHolder); ok {
 		return hashing.NewKV(db)
 	}

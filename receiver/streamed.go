@@ -20,28 +20,58 @@ import (
 )
 
 // commitStreamed commits an upload from the hashes taken while its bytes
-// arrived (internal/hashing), reading it once only, to copy it into the
-// store. It only ever accepts: when the hashes are missing or incomplete,
-// or anything would refuse the segment, done is false and the commit
-// reads the upload whole, which decides. The store's Put checks the
-// SHA-256 of what it copies, so bytes that are not those hashed are never
-// stored under these digests.
+// arrived (internal/hashing). It only ever accepts: when the hashes are
+// missing or incomplete, or anything would refuse the segment, done is
+// false and the commit reads the upload whole, which decides.
+//
+// Where the upload can be adopted into the fs store (adopt.go), a commit
+// with this process's hashes of every byte reads nothing: the file is
+// fsynced and renamed into the store. One whose BLAKE3 side was lost (a
+// restart, another replica) reads the upload once, checking its SHA-256
+// against the saved state and verifying the signature, then renames it.
+// Otherwise the upload is read once, to copy it into the store, whose Put
+// checks the SHA-256 of what it copies, so bytes that are not those hashed
+// are never stored under these digests.
 func (s *Server) commitStreamed(ctx context.Context, d *devices.Device, req CommitRequest, up tusd.Upload, size int64) (resp *CommitResponse, done bool, err error) {
 	sums, ok := s.hashing.Sums(ctx, req.UploadID)
 	if !ok || sums.Length != size || size != req.Size || hex.EncodeToString(sums.SHA256[:]) != req.SHA256 {
 		return nil, false, nil
 	}
-	rc, err := up.GetReader(ctx)
-	if err != nil {
-		return nil, true, err
-	}
-	defer rc.Close()
-	var body io.Reader = rc
-	v := sums.Verifier
-	if v == nil {
+	adopt := s.canAdopt()
+	var (
+		body io.Reader // what the store copies, when it copies
+		info *crypto.Info
+		verr error
+		seen int64 // bytes the verdict in info and verr covers
+	)
+	switch v := sums.Verifier; {
+	case v != nil:
+		info, verr = v.Finish(nil)
+		seen = v.Size()
+	case adopt:
+		rc, err := up.GetReader(ctx)
+		if err != nil {
+			return nil, true, err
+		}
+		w, err := readWhole(rc)
+		rc.Close()
+		if err != nil {
+			return nil, true, err
+		}
+		if w.size != size || w.sum != sums.SHA256 {
+			// Bytes that are not those hashed: the whole read decides.
+			return nil, false, nil
+		}
+		info, verr, seen = w.info, w.verr, w.size
+	default:
 		// Hashed by another process (before a restart, or another
 		// replica): the BLAKE3 side is computed while the upload is copied
 		// into the store, and the header is taken from its first bytes.
+		rc, err := up.GetReader(ctx)
+		if err != nil {
+			return nil, true, err
+		}
+		defer rc.Close()
 		v = crypto.NewVerifier()
 		head := make([]byte, min(size, headBytes))
 		if _, err := io.ReadFull(rc, head); err != nil {
@@ -49,13 +79,14 @@ func (s *Server) commitStreamed(ctx context.Context, d *devices.Device, req Comm
 		}
 		v.Write(head)
 		body = &verifyingTee{r: io.MultiReader(bytes.NewReader(head), rc), v: v, left: size, skip: len(head)}
+		// The final verdict when v has every byte; else the header and
+		// the commitment, which the checks before storing need.
+		info, verr = v.Finish(nil)
+		seen = v.Size()
 	}
-	// The final verdict when v has every byte; else the header and the
-	// commitment, which the checks before storing need.
-	info, verr := v.Finish(nil)
 	outcome := crypto.OutcomeOf(verr)
-	if info == nil || info.Header == nil || (outcome == crypto.Corrupt && v.Size() == size) ||
-		(v.Size() < size && info.Commitment == [crypto.CommitmentSize]byte{}) {
+	if info == nil || info.Header == nil || (outcome == crypto.Corrupt && seen == size) ||
+		(seen < size && info.Commitment == [crypto.CommitmentSize]byte{}) {
 		return nil, false, nil
 	}
 	if d.CheckSigner(ed25519.PublicKey(info.Header.Device.Bytes()), time.Now()) != nil {
@@ -73,6 +104,25 @@ func (s *Server) commitStreamed(ctx context.Context, d *devices.Device, req Comm
 	}
 	if s.checkChain(rec) != nil {
 		return nil, false, nil
+	}
+	if adopt && seen == size {
+		adopted, err := s.adoptSegment(ctx, req.UploadID, &rec, sums.SHA256)
+		if err != nil {
+			return nil, true, err
+		}
+		if adopted {
+			s.commitMetrics.streamed.Inc()
+			resp, err = s.recordSegment(d, req.UploadID, &rec, info.Header.RecordingID, sums.SHA256)
+			return resp, true, err
+		}
+	}
+	if body == nil {
+		rc, err := up.GetReader(ctx)
+		if err != nil {
+			return nil, true, err
+		}
+		defer rc.Close()
+		body = rc
 	}
 	err = s.putSegment(ctx, &rec, body, sums.SHA256)
 	if errors.Is(err, store.ErrHashMismatch) || errors.Is(err, errRefusedUnstored) {
@@ -158,11 +208,11 @@ func newCommitMetrics(h *hashing.Store) commitMetrics {
 	return commitMetrics{
 		streamed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "uploadbox_receiver_commits_streamed_total",
-			Help: "Commits decided by the hashes taken while the upload's bytes arrived (the upload read once, to store it).",
+			Help: "Commits decided by the hashes taken while the upload's bytes arrived (the upload renamed into the fs store unread, or read once: to verify it, or to copy it into the store).",
 		}),
 		reread: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "uploadbox_receiver_commits_reread_total",
-			Help: "Commits that read the whole upload to hash and verify it (no complete streamed hashes, or a refusal to confirm), then again to store it.",
+			Help: "Commits that read the whole upload to hash and verify it (no complete streamed hashes, or a refusal to confirm), then renamed it into the fs store or read it again to copy it.",
 		}),
 		readBytes: prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "uploadbox_receiver_upload_read_bytes_total",

@@ -228,14 +228,21 @@ func (s *Server) lockUpload(ctx context.Context, id string) (tusd.Lock, error) {
 // removeUpload deletes an upload's hash state, its staged bytes and its
 // ownership rows; the caller holds its lock.
 func (s *Server) removeUpload(ctx context.Context, id string) error {
+	if err := s.removeStaged(ctx, id); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx kv.Tx) error { return forgetUpload(tx, id) })
+}
+
+// removeStaged deletes an upload's hash state and its staged bytes, whose
+// ownership rows are gone already (a commit's transaction ended them); the
+// caller holds its lock.
+func (s *Server) removeStaged(ctx context.Context, id string) error {
 	// The hash state first: without it the upload is only read whole.
 	if err := s.hashing.Forget(ctx, id); err != nil {
 		return err
 	}
-	if err := s.tusStore.remove(ctx, id); err != nil {
-		return err
-	}
-	return s.db.Update(func(tx kv.Tx) error { return forgetUpload(tx, id) })
+	return s.tusStore.remove(ctx, id)
 }
 
 // expireUploads removes the uploads opened before cutoff, and staged

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"io/fs"
 	"net/http"
 	"os"
@@ -11,12 +12,13 @@ import (
 )
 
 // TestCommitUsesStreamedHashes: the receiver hashes an upload while its
-// bytes arrive, across resumed PATCHes, and its commit then reads the
-// upload once (to store it) instead of twice. A byte changed in the middle
-// of a resumed upload is still refused; bytes changed on disk behind the
-// hashes' back are caught by the store's check and refused as before; after
-// a receiver restart mid-upload the commit still reads the upload once,
-// verifying the signature on the way into the store.
+// bytes arrive, across resumed PATCHes, and its commit then reads nothing:
+// the upload's file is renamed into the fs store. A byte changed in the
+// middle of a resumed upload is still refused; bytes changed on disk behind
+// the hashes' back are seen (the file is no longer as the receiver wrote
+// it) and the whole read refuses them; after a receiver restart mid-upload
+// the commit reads the upload once, checking its SHA-256 and the signature,
+// and renames it.
 func TestCommitUsesStreamedHashes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the receiver binary; skipped under -short")
@@ -45,14 +47,20 @@ func TestCommitUsesStreamedHashes(t *testing.T) {
 		return id
 	}
 
+	// Where commits adopt uploads, no hash state is saved after a PATCH.
+	noState := func(id string) {
+		if _, err := os.Stat(filepath.Join(data, "uploads", id+".hash")); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("a hash state was saved: %v", err)
+		}
+	}
 	seg := b.seal(t, 1<<20)
-	r, ref := b.commit(t, upload(seg, nil), seg)
+	r, ref := b.commit(t, upload(seg, noState), seg)
 	if r.code != http.StatusOK {
 		t.Fatalf("commit: HTTP %d %+v", r.code, ref)
 	}
 	b.checkStored(t, rcv, r, seg)
-	if s, rr, n := counts(); s != 1 || rr != 0 || n != float64(len(seg)) {
-		t.Fatalf("streamed %v, reread %v commits, %v bytes read back; want 1, 0 and %d (one pass, to store it)", s, rr, n, len(seg))
+	if s, rr, n := counts(); s != 1 || rr != 0 || n != 0 {
+		t.Fatalf("streamed %v, reread %v commits, %v bytes read back; want 1, 0 and 0 (renamed into the store unread)", s, rr, n)
 	}
 
 	// A byte changed in the middle, as sent: the box's own hash matches,
@@ -63,8 +71,8 @@ func TestCommitUsesStreamedHashes(t *testing.T) {
 		t.Fatalf("tampered segment: HTTP %d %+v, want 422 corrupt", r.code, ref)
 	}
 
-	// A byte changed on disk after it was hashed: the store's copy finds
-	// other bytes than those hashed, and the whole read refuses them.
+	// A byte changed on disk after it was hashed: the file is not as the
+	// receiver wrote it, and the whole read refuses its bytes.
 	behind := b.seal(t, 1<<20)
 	id := upload(behind, func(id string) {
 		f, err := os.OpenFile(filepath.Join(data, "uploads", id), os.O_RDWR, 0)
@@ -81,10 +89,10 @@ func TestCommitUsesStreamedHashes(t *testing.T) {
 		t.Fatalf("streamed %v, reread %v commits; want 1 and 2 (refusals read the upload whole)", s, rr)
 	}
 
-	// A restart mid-upload: the BLAKE3 state of the first bytes is gone
-	// with the process, their SHA-256 state was saved; the commit checks
-	// the signature while it copies the upload into the store, still one
-	// pass.
+	// A restart mid-upload: the hashes of the first bytes are gone with
+	// the process (none was saved: a commit without them reads the upload
+	// anyway); the commit checks its SHA-256 and the signature in one
+	// read, then renames the upload into the store.
 	restart := func(string) {
 		rcv.kill()
 		rcv = startReceiver(t, data, rcv.addr, "--metrics-listen", rcv.metricsAddr)
@@ -95,12 +103,11 @@ func TestCommitUsesStreamedHashes(t *testing.T) {
 		t.Fatalf("commit after a restart: HTTP %d %+v", r.code, ref)
 	}
 	b.checkStored(t, rcv, r, again)
-	if s, rr, n := counts(); s != 1 || rr != 0 || n != float64(len(again)) {
-		t.Fatalf("after the restart: streamed %v, reread %v commits, %v bytes read back; want 1, 0 and %d", s, rr, n, len(again))
+	if s, rr, n := counts(); s != 0 || rr != 1 || n != float64(len(again)) {
+		t.Fatalf("after the restart: streamed %v, reread %v commits, %v bytes read back; want 0, 1 and %d (one read)", s, rr, n, len(again))
 	}
-	// The same with a byte changed after the restart: the store gets the
-	// segment without its last byte (nothing stored), and the whole read
-	// refuses it.
+	// The same with a byte changed after the restart: the read finds the
+	// segment corrupt (nothing stored), and the whole read refuses it.
 	tampered = b.seal(t, 1<<20)
 	tampered[len(tampered)-1000] ^= 1
 	if r, ref := b.commit(t, upload(tampered, restart), tampered); r.code != http.StatusUnprocessableEntity || ref.Reason != receiver.ReasonCorrupt {

@@ -43,6 +43,7 @@ func (s *FS) Delete(ctx context.Context, key string) error {
 	}
 	// Empty directories go too (os.Remove refuses a non-empty one).
 	for dir != s.dir && len(dir) > len(s.dir) {
+		s.synced.Delete(dir) // made again, it is fsynced into its parent again
 		if os.Remove(dir) != nil {
 			break
 		}

@@ -10,9 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
-
-	"github.com/uploadbox/uploadbox/internal/atomicfile"
 )
 
 // FS is a Store in a local directory: the object with key "a/b/c" is the
@@ -23,7 +22,8 @@ import (
 // key's name (link(2) fails if the name exists, so an object is never
 // overwritten and concurrent Puts of one key have exactly one winner),
 // removes the temporary name and fsyncs the directory and its parents up to
-// the store root. A crash can leave a ".tmp-*" file behind; it is never
+// the store root (the parents only until this process has done so once for
+// that directory). A crash can leave a ".tmp-*" file behind; it is never
 // visible as an object (keys cannot start with ".") and may be deleted by an
 // operator.
 //
@@ -36,6 +36,9 @@ import (
 // little, cannot disagree with the data, and detects on-disk corruption.
 type FS struct {
 	dir string
+	// synced holds the directories whose name, and every ancestor's, this
+	// process fsynced into their parents: syncPath stops at one.
+	synced sync.Map
 }
 
 var _ Store = (*FS)(nil)
@@ -119,17 +122,27 @@ func (w fileWriter) Write(p []byte) (int, error) { return w.f.Write(p) }
 
 // syncPath fsyncs dir and its ancestors up to the store's root. A directory
 // made by a concurrent Put may not have been fsynced into its parent yet,
-// and an object must not be reported durable before its path is.
+// and an object must not be reported durable before its path is. Once a
+// directory's path was fsynced up to the root, later calls fsync only the
+// directories below it (Delete forgets the directories it removes).
 func (s *FS) syncPath(dir string) error {
-	for {
-		if err := atomicfile.SyncDir(dir); err != nil {
+	var walked []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if err := syncDir(d); err != nil {
 			return err
 		}
-		if dir == s.dir || len(dir) <= len(s.dir) {
-			return nil
+		if d == s.dir || len(d) <= len(s.dir) {
+			break
 		}
-		dir = filepath.Dir(dir)
+		if _, ok := s.synced.Load(d); ok {
+			break
+		}
+		walked = append(walked, d)
 	}
+	for _, d := range walked {
+		s.synced.Store(d, struct{}{})
+	}
+	return nil
 }
 
 // compareExisting decides a Put that lost the race for key, or repeated it.
@@ -287,5 +300,8 @@ func mkdirAllSync(dir string) error {
 		}
 		return err
 	}
-	return atomicfile.SyncDir(parent)
+	return syncDir(parent)
 }
+
+// Dir is the directory the store keeps its objects in.
+func (s *FS) Dir() string { return s.dir }

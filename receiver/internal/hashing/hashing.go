@@ -31,6 +31,10 @@ import (
 	"github.com/uploadbox/uploadbox/crypto"
 )
 
+// storageKeyPath is the key under which tusd's filestore names an
+// upload's file in its FileInfo.Storage (filestore.StorageKeyPath).
+const storageKeyPath = "Path"
+
 // MaxLive bounds the uploads whose Verifier is kept in memory (about
 // 20 KiB each); beyond it, an upload keeps its saved SHA-256 state only.
 const MaxLive = 1024
@@ -73,6 +77,21 @@ type entry struct {
 	length int64
 	sha    hash.Hash
 	v      *crypto.Verifier // nil when resumed from a saved state
+	// path is the upload's file when its store keeps it in one (tusd's
+	// filestore), and st that file as this process last wrote it: a file
+	// changed since by anyone else no longer has the bytes hashed.
+	path string
+	st   stamp
+}
+
+// unchanged reports whether e's file is as this process last wrote it
+// (always true for an upload without a file).
+func (e *entry) unchanged() bool {
+	if e.path == "" {
+		return true
+	}
+	st, err := stampOf(e.path)
+	return err == nil && st == e.st
 }
 
 // Wrap makes the composer's core store hash its uploads and returns the
@@ -128,6 +147,13 @@ func (s *Store) ReadBytes() int64 { return s.read.Load() }
 func (s *Store) Sums(ctx context.Context, id string) (Sums, bool) {
 	s.mu.Lock()
 	live := s.live[id]
+	if live != nil && !live.unchanged() {
+		// Written since by another process (another replica, or behind
+		// the receiver's back): this Verifier no longer speaks for the
+		// file, and the saved state is checked against it by a read.
+		delete(s.live, id)
+		live = nil
+	}
 	s.mu.Unlock()
 	e, err := s.load(ctx, id)
 	switch {
@@ -158,7 +184,7 @@ func (s *Store) resume(ctx context.Context, id string, offset int64) *entry {
 	delete(s.live, id)
 	s.mu.Unlock()
 	switch {
-	case e != nil && e.length == offset:
+	case e != nil && e.length == offset && e.unchanged():
 		return e
 	case offset == 0:
 		return &entry{sha: sha256.New(), v: crypto.NewVerifier()}
@@ -180,6 +206,14 @@ func (s *Store) settle(ctx context.Context, id string, e *entry, offset, n, read
 		return
 	}
 	e.length = offset + n
+	if e.path != "" {
+		st, err := stampOf(e.path)
+		if err != nil || st.size != e.length {
+			s.states.Delete(ctx, id)
+			return
+		}
+		e.st = st
+	}
 	state, err := e.encode(id)
 	if err != nil || s.states.Save(ctx, id, state) != nil {
 		// A stale saved state is harmless: its length no longer matches.
@@ -244,6 +278,12 @@ func (u *upload) WriteChunk(ctx context.Context, offset int64, src io.Reader) (i
 	if e == nil {
 		return u.Upload.WriteChunk(ctx, offset, src)
 	}
+	if e.v != nil && e.path == "" {
+		// Only a live entry is trusted without reading the file again.
+		if info, err := u.Upload.GetInfo(ctx); err == nil {
+			e.path = info.Storage[storageKeyPath]
+		}
+	}
 	t := &tee{r: src, e: e}
 	n, err := u.Upload.WriteChunk(ctx, offset, t)
 	u.s.settle(ctx, u.id, e, offset, n, t.n)
@@ -287,6 +327,46 @@ func (t *tee) Read(p []byte) (int, error) {
 		t.n += int64(n)
 	}
 	return n, err
+}
+
+// writePiece is the size of the pieces tee.WriteTo writes.
+const writePiece = 256 << 10
+
+var pieces = sync.Pool{New: func() any { return new([writePiece]byte) }}
+
+// WriteTo lets a store that copies with io.Copy (tusd's filestore) write
+// in pieces of writePiece bytes, hashed as they are read, instead of its
+// own 32 KiB: fewer write calls. Bytes read are written before a read
+// error is returned, so a cut request keeps what it brought.
+func (t *tee) WriteTo(w io.Writer) (int64, error) {
+	buf := pieces.Get().(*[writePiece]byte)
+	defer pieces.Put(buf)
+	var written int64
+	for {
+		n := 0
+		var rerr error
+		for n < len(buf) && rerr == nil {
+			var m int
+			m, rerr = t.Read(buf[n:])
+			n += m
+		}
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			written += int64(m)
+			if werr == nil && m < n {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				return written, werr
+			}
+		}
+		if rerr == io.EOF {
+			return written, nil
+		}
+		if rerr != nil {
+			return written, rerr
+		}
+	}
 }
 
 // inner returns the store's own upload under a wrapper.

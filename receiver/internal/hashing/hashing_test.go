@@ -230,3 +230,113 @@ func TestTerminateAndRead(t *testing.T) {
 		t.Fatalf("GetUpload after Terminate: %v", err)
 	}
 }
+
+// TestFileChangedBehindHashes: an upload's file changed by anyone but the
+// store's own writes (same size, one byte) loses this process's Verifier,
+// at the commit (Sums) and when the next chunk resumes: the commit must
+// read the file, and the saved SHA-256 state then disagrees with it.
+func TestFileChangedBehindHashes(t *testing.T) {
+	seg, _ := segment(t, 60_000)
+	tamper := func(t *testing.T, dir, id string) {
+		f, err := os.OpenFile(filepath.Join(dir, id), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := []byte{0}
+		f.ReadAt(b, 100)
+		b[0] ^= 1
+		f.WriteAt(b, 100)
+		f.Close()
+	}
+	t.Run("before the commit", func(t *testing.T) {
+		dir := t.TempDir()
+		s, _ := open(dir)
+		id := create(t, s, len(seg))
+		write(t, s, id, 0, seg)
+		if sums, ok := s.Sums(t.Context(), id); !ok || sums.Verifier == nil {
+			t.Fatalf("untouched: Sums = %+v, %v; want this process's Verifier", sums, ok)
+		}
+		tamper(t, dir, id)
+		if sums, ok := s.Sums(t.Context(), id); !ok || sums.Verifier != nil || sums.SHA256 != sha256Of(seg) {
+			t.Fatalf("changed on disk: Sums = %+v, %v; want the saved SHA-256 state only", sums, ok)
+		}
+	})
+	t.Run("between chunks", func(t *testing.T) {
+		dir := t.TempDir()
+		s, _ := open(dir)
+		id := create(t, s, len(seg))
+		write(t, s, id, 0, seg[:20_000])
+		tamper(t, dir, id)
+		write(t, s, id, 20_000, seg[20_000:])
+		if sums, ok := s.Sums(t.Context(), id); !ok || sums.Verifier != nil {
+			t.Fatalf("changed between chunks: Sums = %+v, %v; want no Verifier", sums, ok)
+		}
+	})
+}
+
+// TestNoStates: with nothing saved, an upload's hashes live in the process
+// that wrote it: another (a restart) has none, and does not hash the rest.
+func TestNoStates(t *testing.T) {
+	seg, _ := segment(t, 60_000)
+	dir := t.TempDir()
+	wrap := func() *Store {
+		c := tusd.NewStoreComposer()
+		filestore.New(dir).UseIn(c)
+		return Wrap(c, NoStates{})
+	}
+	s := wrap()
+	id := create(t, s, len(seg))
+	write(t, s, id, 0, seg[:20_000])
+	if sums, ok := s.Sums(t.Context(), id); !ok || sums.Verifier == nil || sums.Length != 20_000 {
+		t.Fatalf("the writing process: Sums = %+v, %v", sums, ok)
+	}
+	if matches, _ := filepath.Glob(filepath.Join(dir, "*.hash*")); len(matches) != 0 {
+		t.Fatalf("states saved: %v", matches)
+	}
+	restarted := wrap()
+	write(t, restarted, id, 20_000, seg[20_000:])
+	if sums, ok := restarted.Sums(t.Context(), id); ok {
+		t.Fatalf("after a restart: Sums = %+v; want none", sums)
+	}
+}
+
+// cutReader yields data 16 KiB at a time, then fails: a request cut short.
+type cutReader struct {
+	recordReader
+	err error
+}
+
+func (c *cutReader) Read(p []byte) (int, error) {
+	n, err := c.recordReader.Read(p)
+	if err == io.EOF {
+		err = c.err
+	}
+	return n, err
+}
+
+// TestCutChunkKeepsItsBytes: a chunk whose request is cut short writes, and
+// hashes, every byte it read before the error (the store writes in large
+// pieces, tee.WriteTo), so the box resumes from there.
+func TestCutChunkKeepsItsBytes(t *testing.T) {
+	seg, _ := segment(t, 60_000)
+	dir := t.TempDir()
+	s, _ := open(dir)
+	id := create(t, s, len(seg))
+	up, err := s.GetUpload(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := errors.New("connection reset")
+	const sent = 40_000
+	n, err := up.WriteChunk(t.Context(), 0, &cutReader{recordReader{data: seg[:sent]}, cut})
+	if n != sent || !errors.Is(err, cut) {
+		t.Fatalf("WriteChunk = %d, %v; want %d and the read error", n, err, sent)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, id)); !bytes.Equal(got, seg[:sent]) {
+		t.Fatalf("the file holds %d bytes, want the %d read", len(got), sent)
+	}
+	write(t, s, id, sent, seg[sent:])
+	if sums, ok := s.Sums(t.Context(), id); !ok || sums.SHA256 != sha256Of(seg) || sums.Verifier == nil {
+		t.Fatalf("after resuming: Sums = %+v, %v", sums, ok)
+	}
+}

@@ -59,3 +59,20 @@ func (k KV) Delete(_ context.Context, id string) error {
 		return nil
 	})
 }
+
+// NoStates saves nothing: an upload's hashes live in this process only,
+// for as long as it runs.
+type NoStates struct{}
+
+var _ States = NoStates{}
+
+// Load implements States: there is never a state.
+func (NoStates) Load(_ context.Context, id string) ([]byte, error) {
+	return nil, fmt.Errorf("%w: %s", ErrNoState, id)
+}
+
+// Save implements States: it keeps nothing.
+func (NoStates) Save(context.Context, string, []byte) error { return nil }
+
+// Delete implements States.
+func (NoStates) Delete(context.Context, string) error { return nil }

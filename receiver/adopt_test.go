@@ -1,0 +1,228 @@
+package receiver_test
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io/fs"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+
+	"github.com/uploadbox/uploadbox/receiver"
+	"github.com/uploadbox/uploadbox/receiver/receipt"
+)
+
+func fileIno(t *testing.T, p string) uint64 {
+	t.Helper()
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
+}
+
+// adoptCase is one segment uploaded to h and not yet committed.
+type adoptCase struct {
+	seg    []byte
+	rec    [16]byte
+	req    receiver.CommitRequest
+	url    string
+	staged string // the upload's file
+	ino    uint64
+}
+
+func uploadForAdoption(t *testing.T, h *harness, uploads string, rec [16]byte) adoptCase {
+	t.Helper()
+	c := adoptCase{rec: rec, seg: h.segment(t, 0, [32]byte{}, rec)}
+	c.url = h.upload(t, c.seg)
+	sum := sha256.Sum256(c.seg)
+	c.req = receiver.CommitRequest{UploadID: path.Base(c.url), Size: int64(len(c.seg)), SHA256: hex.EncodeToString(sum[:])}
+	c.staged = filepath.Join(uploads, c.req.UploadID)
+	c.ino = fileIno(t, c.staged)
+	return c
+}
+
+// checkCommitted checks that the commit answered with a receipt for c and
+// that the store holds c's bytes, once; adopted: as the upload's own file.
+func (c adoptCase) checkCommitted(t *testing.T, h *harness, cr receiver.CommitResponse, adopted bool) {
+	t.Helper()
+	r, err := receipt.Verify(h.box.ReceiptKey, mustB64(t, cr.Receipt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(c.seg)
+	if err := r.Matches(ed25519.PublicKey(h.box.Device.Public().Bytes()), c.rec, 0, sum, int64(len(c.seg))); err != nil {
+		t.Fatal(err)
+	}
+	obj := filepath.Join(h.data, receiver.StoreDir, filepath.FromSlash(cr.Key))
+	got, err := os.ReadFile(obj)
+	if err != nil || !bytes.Equal(got, c.seg) {
+		t.Fatalf("stored object %s: %v; not the segment's bytes", cr.Key, err)
+	}
+	if same := fileIno(t, obj) == c.ino; same != adopted {
+		t.Fatalf("stored object is the upload's own file: %v, want %v", same, adopted)
+	}
+	if n := len(h.stored(t)); n != 1 {
+		t.Fatalf("store holds %d objects, want 1", n)
+	}
+}
+
+// checkGone checks that nothing is left of the upload: not its file, its
+// .info, its saved hash state or its note, and tus answers 404.
+func (c adoptCase) checkGone(t *testing.T, h *harness) {
+	t.Helper()
+	for _, suffix := range []string{"", ".info", ".hash", ".adopt"} {
+		if _, err := os.Lstat(c.staged + suffix); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("upload%s left behind: %v", suffix, err)
+		}
+	}
+	c.checkUnreachable(t, h)
+}
+
+// checkUnreachable: neither HEAD nor PATCH reaches the upload.
+func (c adoptCase) checkUnreachable(t *testing.T, h *harness) {
+	t.Helper()
+	client := h.box.HTTPClient()
+	u := "https://" + h.addr + "/v1/uploads/" + c.req.UploadID
+	for _, method := range []string{http.MethodHead, http.MethodPatch} {
+		req, _ := http.NewRequestWithContext(t.Context(), method, u, bytes.NewReader([]byte{1}))
+		req.Header.Set("Tus-Resumable", "1.0.0")
+		if method == http.MethodPatch {
+			req.Header.Set("Upload-Offset", strconv.Itoa(len(c.seg)-1))
+			req.Header.Set("Content-Type", "application/offset+octet-stream")
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("%s of the committed upload: %s, want 404", method, resp.Status)
+		}
+	}
+}
+
+// TestCommitAdoptsUpload: with uploads staged on the store's filesystem,
+// the commit renames the upload's file into the store (the stored object
+// is that file, not a copy), and nothing of the upload is left.
+func TestCommitAdoptsUpload(t *testing.T) {
+	h := start(t)
+	c := uploadForAdoption(t, h, filepath.Join(h.data, receiver.UploadsDir), [16]byte{0xad, 1})
+	if _, err := os.Stat(c.staged + ".hash"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a hash state was saved though the commit adopts: %v", err)
+	}
+	// As a receiver that saved hash states left one (an upgrade mid-upload).
+	if err := os.WriteFile(c.staged+".hash", []byte("state"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, cr, body := h.commit(t, h.box.HTTPClient(), c.req)
+	if code != http.StatusOK {
+		t.Fatalf("commit: HTTP %d %s", code, body)
+	}
+	c.checkCommitted(t, h, cr, true)
+	c.checkGone(t, h)
+	code, again, _ := h.commit(t, h.box.HTTPClient(), c.req)
+	if code != http.StatusOK || again.Receipt != cr.Receipt || !again.Repeated {
+		t.Fatalf("repeated commit: HTTP %d %+v", code, again)
+	}
+}
+
+// TestCommitAdoptCrash: a receiver that dies at each point of an adopting
+// commit (simulated: the commit stops there, the receiver is stopped and
+// started again on the same data) answers the box's retried commit with a
+// receipt, stores the segment once, as the upload's own file, and leaves
+// nothing of the upload. Once the file is renamed into the store, no tus
+// request reaches it under the upload's id.
+func TestCommitAdoptCrash(t *testing.T) {
+	for _, point := range []string{receiver.CrashNoted, receiver.CrashAdopted, receiver.CrashRecorded} {
+		t.Run(point, func(t *testing.T) {
+			h := start(t)
+			receiver.SetCommitCrash(h.srv, func(p string) error {
+				if p == point {
+					return errors.New("simulated crash at " + p)
+				}
+				return nil
+			})
+			c := uploadForAdoption(t, h, filepath.Join(h.data, receiver.UploadsDir), [16]byte{0xad, 2})
+			if code, _, body := h.commit(t, h.box.HTTPClient(), c.req); code != http.StatusInternalServerError {
+				t.Fatalf("commit that crashed: HTTP %d %s, want 500", code, body)
+			}
+			if point != receiver.CrashNoted {
+				c.checkUnreachable(t, h)
+			}
+			if err := h.stop(); err != nil {
+				t.Fatal(err)
+			}
+			_, addr, stop := serve(t, receiver.ServerConfig{Data: h.data, Listen: "127.0.0.1:0", Database: h.database})
+			defer stop()
+			h.addr = addr
+			code, cr, body := h.commit(t, h.box.HTTPClient(), c.req)
+			if code != http.StatusOK {
+				t.Fatalf("retried commit after the restart: HTTP %d %s", code, body)
+			}
+			if cr.Repeated != (point == receiver.CrashRecorded) {
+				t.Fatalf("retried commit: repeated %v", cr.Repeated)
+			}
+			c.checkCommitted(t, h, cr, true)
+			if point != receiver.CrashRecorded { // else the janitor removes the rest
+				c.checkGone(t, h)
+			}
+			code, again, _ := h.commit(t, h.box.HTTPClient(), c.req)
+			if code != http.StatusOK || again.Receipt != cr.Receipt {
+				t.Fatalf("commit again: HTTP %d %+v", code, again)
+			}
+		})
+	}
+}
+
+// TestCommitCopiesAcrossFilesystems: uploads staged on another filesystem
+// than the store (here tmpfs) are copied into it, also when the rename is
+// tried and refused by the kernel (EXDEV).
+func TestCommitCopiesAcrossFilesystems(t *testing.T) {
+	uploads, err := os.MkdirTemp("/dev/shm", "uploadbox-test-uploads-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(uploads)
+	h := startWith(t, receiver.ServerConfig{UploadsDir: uploads})
+	if a, b := fileDev(t, uploads), fileDev(t, h.data); a == b {
+		t.Fatalf("/dev/shm and %s are one filesystem here: this test needs /dev/shm to be its own tmpfs", h.data)
+	}
+	c := uploadForAdoption(t, h, uploads, [16]byte{0xad, 3})
+	code, cr, body := h.commit(t, h.box.HTTPClient(), c.req)
+	if code != http.StatusOK {
+		t.Fatalf("commit: HTTP %d %s", code, body)
+	}
+	c.checkCommitted(t, h, cr, false)
+	c.checkGone(t, h)
+
+	// Told to adopt anyway, the rename meets EXDEV and the commit copies.
+	receiver.ForceAdoption(h.srv)
+	rec := [16]byte{0xad, 4}
+	c = uploadForAdoption(t, h, uploads, rec)
+	code, cr, body = h.commit(t, h.box.HTTPClient(), c.req)
+	if code != http.StatusOK {
+		t.Fatalf("commit: HTTP %d %s", code, body)
+	}
+	obj := filepath.Join(h.data, receiver.StoreDir, filepath.FromSlash(cr.Key))
+	if got, err := os.ReadFile(obj); err != nil || !bytes.Equal(got, c.seg) {
+		t.Fatalf("stored object: %v", err)
+	}
+	c.checkGone(t, h)
+}
+
+func fileDev(t *testing.T, p string) uint64 {
+	t.Helper()
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint64(fi.Sys().(*syscall.Stat_t).Dev)
+}
