@@ -284,7 +284,7 @@ func (u *upload) WriteChunk(ctx context.Context, offset int64, src io.Reader) (i
 			e.path = info.Storage[storageKeyPath]
 		}
 	}
-	t := &tee{r: src, e: e}
+	t := &tee{r: src, e: e, ctx: ctx}
 	n, err := u.Upload.WriteChunk(ctx, offset, t)
 	u.s.settle(ctx, u.id, e, offset, n, t.n)
 	return n, err
@@ -314,7 +314,10 @@ func (c *countingReadCloser) Read(p []byte) (int, error) {
 type tee struct {
 	r io.Reader
 	e *entry
-	n int64
+	n int64 // bytes read from r and hashed by SHA-256
+	// ctx is the WriteChunk's, for WriteTo, whose signature has none:
+	// the tee lives for that one call.
+	ctx context.Context
 }
 
 func (t *tee) Read(p []byte) (int, error) {
@@ -329,42 +332,114 @@ func (t *tee) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// writePiece is the size of the pieces tee.WriteTo writes.
-const writePiece = 256 << 10
+// writePiece is the size of the pieces tee.WriteTo writes, and pipeDepth
+// how many one WriteTo holds at once: one read from the request while
+// the other is written, 512 KiB per PATCH in progress.
+const (
+	writePiece = 256 << 10
+	pipeDepth  = 2
+)
 
 var pieces = sync.Pool{New: func() any { return new([writePiece]byte) }}
 
+// piece is n bytes read into buf, already through SHA-256.
+type piece struct {
+	buf *[writePiece]byte
+	n   int
+}
+
 // WriteTo lets a store that copies with io.Copy (tusd's filestore) write
-// in pieces of writePiece bytes, hashed as they are read, instead of its
-// own 32 KiB: fewer write calls. Bytes read are written before a read
-// error is returned, so a cut request keeps what it brought.
+// in pieces of writePiece bytes instead of its own 32 KiB, and uses two
+// cores for one PATCH: a goroutine reads the request into a piece and
+// hashes it with SHA-256 while this one passes the previous piece through
+// the Verifier (BLAKE3) and writes it. Bytes read are written before a
+// read error (or the context's end) is returned, so a cut request keeps
+// what it brought; after a write error nothing more is read, and WriteTo
+// returns only once the reading goroutine has.
 func (t *tee) WriteTo(w io.Writer) (int64, error) {
-	buf := pieces.Get().(*[writePiece]byte)
-	defer pieces.Put(buf)
+	free := make(chan *[writePiece]byte, pipeDepth)
+	for range pipeDepth {
+		free <- pieces.Get().(*[writePiece]byte)
+	}
+	// full never holds more than the pipeDepth pieces there are, so
+	// sends on it and on free do not block.
+	full := make(chan piece, pipeDepth)
+	stop := make(chan struct{})
+	var rerr error // the reading's end, set before full is closed
+	go func() {
+		defer close(full)
+		rerr = t.fill(free, full, stop)
+	}()
 	var written int64
-	for {
-		n := 0
-		var rerr error
-		for n < len(buf) && rerr == nil {
+	var werr error
+	for p := range full {
+		if werr == nil {
+			if t.e.v != nil {
+				t.e.v.Write(p.buf[:p.n])
+			}
 			var m int
-			m, rerr = t.Read(buf[n:])
-			n += m
-		}
-		if n > 0 {
-			m, werr := w.Write(buf[:n])
+			m, werr = w.Write(p.buf[:p.n])
 			written += int64(m)
-			if werr == nil && m < n {
+			if werr == nil && m < p.n {
 				werr = io.ErrShortWrite
 			}
 			if werr != nil {
-				return written, werr
+				close(stop)
 			}
 		}
-		if rerr == io.EOF {
-			return written, nil
+		free <- p.buf
+	}
+	for range pipeDepth {
+		pieces.Put(<-free)
+	}
+	switch {
+	case werr != nil:
+		return written, werr
+	case rerr == io.EOF:
+		return written, nil
+	}
+	return written, rerr
+}
+
+// fill reads the request into pieces from free, hashes them with
+// SHA-256 and hands them on in full, until a read error (io.EOF at the
+// end), the context's end, or stop; it returns that error (nil on stop).
+// A piece is handed on full, or short when the reading ends.
+func (t *tee) fill(free chan *[writePiece]byte, full chan<- piece, stop <-chan struct{}) error {
+	for {
+		var buf *[writePiece]byte
+		select {
+		case buf = <-free:
+		case <-stop:
+			return nil
+		case <-t.ctx.Done():
+			return t.ctx.Err()
 		}
-		if rerr != nil {
-			return written, rerr
+		n := 0
+		var err error
+		for n < len(buf) && err == nil {
+			var m int
+			m, err = t.r.Read(buf[n:])
+			n += m
+			if err == nil {
+				select {
+				case <-stop:
+					free <- buf // read but not hashed: not written either
+					return nil
+				default:
+					err = t.ctx.Err()
+				}
+			}
+		}
+		if n == 0 {
+			free <- buf
+			return err
+		}
+		t.e.sha.Write(buf[:n])
+		t.n += int64(n)
+		full <- piece{buf, n}
+		if err != nil {
+			return err
 		}
 	}
 }
