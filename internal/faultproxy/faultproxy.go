@@ -3,9 +3,11 @@
 package faultproxy
 
 import (
+	"context"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -35,9 +37,33 @@ type Proxy struct {
 	done   chan struct{}
 }
 
+// cutRcvBuf is the receive buffer of the proxy's client-side sockets when
+// it cuts: bytes the proxy's own kernel took in and had not forwarded when
+// a cut lands are lost with it, so a cut would cost what the test's proxy
+// held as well as what the sender did, and on a loaded machine (the proxy
+// waiting on a slow receiver, Linux growing its buffer) that could be
+// megabytes. Kept small, the proxy stands for a wire and a cut costs what
+// the sender had on its way.
+const cutRcvBuf = 64 << 10
+
 // Start listens on 127.0.0.1:0 and forwards to target.
 func Start(target string, opts Options) (*Proxy, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var lc net.ListenConfig
+	if opts.CutEvery > 0 {
+		// Set on the listener, before any connection, so that accepted
+		// sockets inherit it and advertise a window that fits it.
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, cutRcvBuf)
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
