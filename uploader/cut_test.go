@@ -20,7 +20,7 @@ import (
 // and each cut cost 2 to 3.4 MB.
 func TestCutCost(t *testing.T) {
 	if testing.Short() {
-		t.Skip("uploads 64 MiB through a cutting proxy")
+		t.Skip("uploads 64 MiB through a cutting proxy; skipped under -short")
 	}
 	const size, cuts = 64 << 20, 4
 	r := newRig(t)
