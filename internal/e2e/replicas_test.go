@@ -171,7 +171,7 @@ func TestUploadMovesToOtherReplica(t *testing.T) {
 	}
 	b.rcv = rcv2
 	uploadRest(t, b, spool, sealed)
-	left := stagedData(t, client, gw.Bucket)
+	left := stagedData(t, client, gw.Bucket, spool)
 	if len(left) != 0 {
 		t.Fatalf("staged objects left in the bucket: %v", left)
 	}

@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -22,6 +24,7 @@ import (
 	"github.com/uploadbox/uploadbox/internal/faultproxy"
 	"github.com/uploadbox/uploadbox/internal/s3test"
 	"github.com/uploadbox/uploadbox/uploader"
+	"github.com/uploadbox/uploadbox/uploader/spool"
 )
 
 // TestServeWithS3Store: `serve --s3-*` against a real S3 server (versitygw):
@@ -241,7 +244,7 @@ func TestS3StagedUploadSurvivesReceiverKill(t *testing.T) {
 	up.Process.Kill()
 	up.Wait()
 	uploadRest(t, b, spool, sealed)
-	if left := stagedData(t, client, gw.Bucket); len(left) != 0 {
+	if left := stagedData(t, client, gw.Bucket, spool); len(left) != 0 {
 		t.Fatalf("staged objects left in the bucket: %v", left)
 	}
 }
@@ -251,18 +254,57 @@ func TestS3StagedUploadSurvivesReceiverKill(t *testing.T) {
 // receiver created and never answered (the box, sending the next segment
 // while one commits, may be creating it at the kill, and creates it again
 // on the receiver it reaches next): such an orphan holds no bytes, and the
-// janitor removes it at its expiry.
-func stagedData(t *testing.T, client *s3.Client, bucket string) []string {
+// janitor removes it at its expiry. It checks that each such .info is not
+// one of the uploads the box used for a segment it committed (the spool in
+// spoolDir keeps each wiped segment's upload URL): a commit leaves nothing
+// staged.
+func stagedData(t *testing.T, client *s3.Client, bucket, spoolDir string) []string {
 	t.Helper()
+	used := committedUploads(t, spoolDir)
 	var left []string
 	for _, k := range staged(t, client, bucket) {
-		if strings.HasSuffix(k, ".info") {
-			t.Logf("an upload created but never answered is left for the janitor: %s", k)
+		object, isInfo := strings.CutSuffix(strings.TrimPrefix(k, "uploads/"), ".info")
+		if isInfo && !used[object] {
+			t.Logf("an upload created but never answered is left for the janitor: %s (the box committed its segments with %d others)", k, len(used))
 			continue
 		}
 		left = append(left, k)
 	}
 	return left
+}
+
+// committedUploads is the set of staged object names (a tus upload id's part
+// before "+") of the uploads the box committed, from its spool's records.
+func committedUploads(t *testing.T, spoolDir string) map[string]bool {
+	t.Helper()
+	sp, err := spool.Open(spoolDir, spool.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	recs, err := sp.All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := map[string]bool{}
+	for _, r := range recs {
+		if r.State != spool.Wiped {
+			continue
+		}
+		if r.UploadURL == "" {
+			t.Fatalf("segment %s was wiped without the upload URL it was committed with", r.Name)
+		}
+		id, err := url.PathUnescape(path.Base(r.UploadURL))
+		if err != nil {
+			t.Fatal(err)
+		}
+		object, _, _ := strings.Cut(id, "+")
+		used[object] = true
+	}
+	if len(used) == 0 {
+		t.Fatal("the spool holds no wiped segment")
+	}
+	return used
 }
 
 func staged(t *testing.T, client *s3.Client, bucket string) []string {
