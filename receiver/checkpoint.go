@@ -87,7 +87,8 @@ func (s *Server) handleAuditCheckpoint(w http.ResponseWriter, r *http.Request) {
 // runCheckpoints signs the receiver's own audit log with the receipt key
 // every AuditCheckpointEvery, and once more when ctx ends.
 func (s *Server) runCheckpoints(ctx context.Context) {
-	s.audit.RunCheckpoints(ctx, s.cfg.AuditCheckpointEvery, s.receiptKey, func(c audit.Checkpoint, written bool, err error) {
+	checkpoint := func() (audit.Checkpoint, bool, error) { return s.audit.Checkpoint(s.receiptKey) }
+	audit.RunCheckpoints(ctx, s.cfg.AuditCheckpointEvery, checkpoint, func(c audit.Checkpoint, written bool, err error) {
 		switch {
 		case err != nil:
 			s.log.Error("audit checkpoint not written: check the audit log with uploadbox-receiver audit verify", "err", err)

@@ -147,7 +147,7 @@ type Server struct {
 	drain   drain
 	log     *slog.Logger
 	db      kv.DB
-	audit   *audit.Log
+	audit   auditChain
 	devices *devices.Registry
 	ca      *pki.CA
 	// serverCert is what the main listener presents; oldCert the one a
