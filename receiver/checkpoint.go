@@ -98,13 +98,20 @@ func (s *Server) runCheckpoints(ctx context.Context) {
 	})
 }
 
-// VerifyAudit verifies the audit log of the receiver in data: its chain,
-// and that it still holds what the last checkpoint (signed with the
-// receipt key) covers.
-func VerifyAudit(data string) (audit.Report, error) {
+// VerifyAudit verifies the audit chain of the receiver in data (with
+// database, the chain the receivers share in that PostgreSQL database):
+// its hash chain, and that it still holds what the last checkpoint
+// (signed with the receipt key) covers.
+func VerifyAudit(data, database string) (audit.Report, error) {
 	path := filepath.Join(data, AuditFile)
 	var pub ed25519.PublicKey
-	if cps, err := audit.ReadCheckpoints(audit.CheckpointPath(path)); err != nil {
+	if database != "" {
+		key, err := loadReceiptKey(filepath.Join(data, ReceiptKeyFile))
+		if err != nil {
+			return audit.Report{}, fmt.Errorf("the audit checkpoints are signed with the receipt key: %w", err)
+		}
+		pub = key.Public().(ed25519.PublicKey)
+	} else if cps, err := audit.ReadCheckpoints(audit.CheckpointPath(path)); err != nil {
 		return audit.Report{}, err
 	} else if len(cps) > 0 {
 		key, err := loadReceiptKey(filepath.Join(data, ReceiptKeyFile))
@@ -113,7 +120,12 @@ func VerifyAudit(data string) (audit.Report, error) {
 		}
 		pub = key.Public().(ed25519.PublicKey)
 	}
-	return audit.VerifyAnchored(path, pub)
+	c, close, err := openAuditChain(data, database)
+	if err != nil {
+		return audit.Report{}, err
+	}
+	defer close()
+	return c.VerifyAnchored(pub)
 }
 
 // AuditCheck is the result of checking a box's audit log against the
