@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/uploadbox/uploadbox/internal/audit"
+	"github.com/uploadbox/uploadbox/receiver/internal/kvtest"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 	"github.com/uploadbox/uploadbox/receiver/pgaudit"
 )
 
@@ -68,5 +70,33 @@ func TestImportKeepsHashes(t *testing.T) {
 	}
 	if _, err := c.Import(es, cps); !errors.Is(err, pgaudit.ErrNotEmpty) {
 		t.Fatalf("import into a chain that moved on: %v", err)
+	}
+}
+
+// TestHeadRowNamesCutEnd: rows deleted from the end of the table, with
+// no checkpoint yet to miss them, are still found: the head row names
+// the entry the table no longer ends with.
+func TestHeadRowNamesCutEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL; skipped under -short")
+	}
+	url := kvtest.URL(t)
+	db, err := kv.OpenPostgres(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	c := pgaudit.New(db.Pool(), "test/1")
+	appendN(t, c, 4, audit.Entry{Event: "device.connect", Outcome: "ok"})
+	if _, err := db.Pool().Exec(t.Context(), `DELETE FROM audit_entries WHERE seq = 4`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.VerifyAnchored(nil)
+	var he *pgaudit.HeadError
+	if !errors.As(err, &he) || he.Head != 4 || he.Last != 3 {
+		t.Fatalf("verify after deleting the last row: %v", err)
+	}
+	if _, _, err := c.Checkpoint(newKey(t)); !errors.As(err, &he) {
+		t.Fatalf("checkpoint over a cut table: %v", err)
 	}
 }
