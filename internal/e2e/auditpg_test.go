@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,7 +21,9 @@ import (
 // from either data directory, holds every entry once with seq rising
 // without gaps, names which receiver wrote each, and is checkpointed
 // with the receipt key. Without --database the audit commands say where
-// the chain is. An UPDATE of
+// the chain is. A receiver whose directory still holds an audit file says
+// that it no longer writes it. An admin command run with --database and
+// no server appends to the same chain. An UPDATE of
 // one row's detail makes verify fail naming that seq.
 func TestAuditChainAcrossReceivers(t *testing.T) {
 	if testing.Short() {
@@ -30,9 +33,18 @@ func TestAuditChainAcrossReceivers(t *testing.T) {
 	dir := t.TempDir()
 	dataA, dataB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	serve := []string{"--database", url, "--audit-checkpoint-every", "1s"}
-	startReceiver(t, dataA, "127.0.0.1:0", serve...)
+	a := startReceiver(t, dataA, "127.0.0.1:0", serve...)
 	copyKeys(t, dataA, dataB)
-	startReceiver(t, dataB, "127.0.0.1:0", serve...)
+	// B's directory holds a file chain from before it moved: B says it
+	// no longer writes it.
+	old := filepath.Join(dataB, "audit.jsonl")
+	if err := os.WriteFile(old, []byte("{}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := startReceiver(t, dataB, "127.0.0.1:0", serve...)
+	if log := b.stderr.String(); !strings.Contains(log, "the audit file in the data directory is no longer written") || !strings.Contains(log, old) {
+		t.Fatalf("receiver B started on a directory with an audit file logged:\n%s", log)
+	}
 
 	// Both receivers append at once: each `devices add` is audited by
 	// the receiver whose admin socket it reached.
@@ -115,6 +127,13 @@ func TestAuditChainAcrossReceivers(t *testing.T) {
 		if msg := runFails(t, "uploadbox-receiver", cmd...); !strings.Contains(msg, "is in PostgreSQL") || !strings.Contains(msg, "--database") {
 			t.Fatalf("%s without --database: %s", strings.Join(cmd, " "), msg)
 		}
+	}
+
+	// An admin command run without a server audits there too, as HOST/admin.
+	a.stop(t)
+	run(t, "uploadbox-receiver", "devices", "add", "room-late", "--data", dataA, "--database", url)
+	if late := list("--data", dataA, "--type", "device.add", "--last", "1"); len(late) != 1 || late[0].Identity != "room-late" || !strings.HasSuffix(late[0].Receiver, "/admin") {
+		t.Fatalf("devices add without a server: %+v, want an entry by HOST/admin", late)
 	}
 
 	// An edited row is named by its seq.
