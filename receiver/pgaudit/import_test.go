@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/receiver/internal/kvtest"
@@ -98,5 +99,61 @@ func TestHeadRowNamesCutEnd(t *testing.T) {
 	}
 	if _, _, err := c.Checkpoint(newKey(t)); !errors.As(err, &he) {
 		t.Fatalf("checkpoint over a cut table: %v", err)
+	}
+}
+
+// TestCheckpointWaitsForTheWriterLock: a checkpoint is written under the
+// checkpoint writers' advisory lock, so that two receivers never store
+// checkpoints out of order: while another session holds it, Checkpoint
+// waits on it, and goes on once it is released.
+func TestCheckpointWaitsForTheWriterLock(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL; skipped under -short")
+	}
+	db, err := kv.OpenPostgres(t.Context(), kvtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	c := pgaudit.New(db.Pool(), "test/1")
+	appendN(t, c, 3, audit.Entry{Event: "device.connect", Outcome: "ok"})
+	holder, err := db.Pool().Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Release()
+	const writerLock = 0x75626f78_61756469
+	if _, err := holder.Exec(t.Context(), `SELECT pg_advisory_lock($1)`, int64(writerLock)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := c.Checkpoint(newKey(t))
+		done <- err
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var waiting int
+		if err := db.Pool().QueryRow(t.Context(), `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting == 1 {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("checkpoint returned (%v) while another session held the writers' lock", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no checkpoint waiting on the writers' lock within 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := holder.Exec(t.Context(), `SELECT pg_advisory_unlock($1)`, int64(writerLock)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
