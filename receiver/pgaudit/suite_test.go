@@ -349,26 +349,19 @@ func testSize(t *testing.T, b backend) {
 func testConcurrent(t *testing.T, b backend) {
 	const writers, each = 4, 25
 	handles := []chain{b.open(t), b.open(t)}
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
+	var fns []func() error
 	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		fns = append(fns, func() error {
 			c := handles[w%len(handles)]
 			for i := range each {
 				if _, err := c.Append(audit.Entry{Event: "device.connect", Identity: fmt.Sprintf("w%d", w), Outcome: "ok", Detail: fmt.Sprint(i)}); err != nil {
-					errs <- err
-					return
+					return err
 				}
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	together(t, fns...)
 	rep, err := handles[0].VerifyAnchored(nil)
 	if err != nil || rep.Entries != writers*each || rep.Last != writers*each {
 		t.Fatalf("after %d concurrent appends: %+v %v", writers*each, rep, err)
@@ -390,26 +383,45 @@ func newKey(t *testing.T) ed25519.PrivateKey {
 func testConcurrentCheckpoints(t *testing.T, b backend) {
 	key := newKey(t)
 	handles := []chain{b.open(t), b.open(t)}
-	var wg sync.WaitGroup
-	errs := make(chan error, 4)
+	var fns []func() error
 	for i, c := range handles {
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
+		fns = append(fns, func() error {
 			for j := range 20 {
 				if _, err := c.Append(audit.Entry{Event: "device.connect", Outcome: "ok", Detail: fmt.Sprint(i, j)}); err != nil {
-					errs <- err
-					return
+					return err
 				}
 			}
-		}()
-		go func() {
-			defer wg.Done()
+			return nil
+		}, func() error {
 			for range 10 {
 				if _, _, err := c.Checkpoint(key); err != nil {
-					errs <- err
-					return
+					return err
 				}
+			}
+			return nil
+		})
+	}
+	together(t, fns...)
+	if _, _, err := handles[0].Checkpoint(key); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := handles[1].VerifyAnchored(key.Public().(ed25519.PublicKey))
+	if err != nil || rep.Entries != 40 || rep.Checkpoint == nil || rep.Checkpoint.Seq != 40 {
+		t.Fatalf("after concurrent checkpoints: %+v %v", rep, err)
+	}
+}
+
+// together runs fns at once and fails t with the first error.
+func together(t *testing.T, fns ...func() error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(fns))
+	for _, f := range fns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil {
+				errs <- err
 			}
 		}()
 	}
@@ -417,12 +429,5 @@ func testConcurrentCheckpoints(t *testing.T, b backend) {
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
-	}
-	if _, _, err := handles[0].Checkpoint(key); err != nil {
-		t.Fatal(err)
-	}
-	rep, err := handles[1].VerifyAnchored(key.Public().(ed25519.PublicKey))
-	if err != nil || rep.Entries != 40 || rep.Checkpoint == nil || rep.Checkpoint.Seq != 40 {
-		t.Fatalf("after concurrent checkpoints: %+v %v", rep, err)
 	}
 }
