@@ -84,8 +84,9 @@ func (s *Server) handleAuditCheckpoint(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(CheckpointResponse{Seq: c.Seq, Stored: !same})
 }
 
-// runCheckpoints signs the receiver's own audit log with the receipt key
-// every AuditCheckpointEvery, and once more when ctx ends.
+// runCheckpoints signs the receiver's audit chain (its file, or the chain
+// shared in PostgreSQL) with the receipt key every AuditCheckpointEvery,
+// and once more when ctx ends.
 func (s *Server) runCheckpoints(ctx context.Context) {
 	checkpoint := func() (audit.Checkpoint, bool, error) { return s.audit.Checkpoint(s.receiptKey) }
 	audit.RunCheckpoints(ctx, s.cfg.AuditCheckpointEvery, checkpoint, func(c audit.Checkpoint, written bool, err error) {
