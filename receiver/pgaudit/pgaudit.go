@@ -395,14 +395,19 @@ func (c *Chain) Prune(retention time.Duration) (removed int, err error) {
 		(SELECT max(seq) FROM audit_entries), 0)`, cutoff).Scan(&keep); err != nil {
 		return 0, fmt.Errorf("audit chain: prune: %w", err)
 	}
+	// The rows go first; the head row, which every append locks, is
+	// locked only from the byte count's update to the commit.
 	var n int
-	if err := tx.QueryRow(ctx, `WITH d AS (DELETE FROM audit_entries WHERE seq < $1 RETURNING bytes),
-		u AS (UPDATE audit_head SET bytes = bytes - (SELECT coalesce(sum(bytes), 0) FROM d) RETURNING 1)
-		SELECT count(*) FROM d, u`, keep).Scan(&n); err != nil {
+	var freed int64
+	if err := tx.QueryRow(ctx, `WITH d AS (DELETE FROM audit_entries WHERE seq < $1 RETURNING bytes)
+		SELECT count(*), coalesce(sum(bytes), 0) FROM d`, keep).Scan(&n, &freed); err != nil {
 		return 0, fmt.Errorf("audit chain: prune: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `DELETE FROM audit_checkpoints WHERE at < $1 AND n < (SELECT max(n) FROM audit_checkpoints)`, cutoff); err != nil {
 		return 0, fmt.Errorf("audit checkpoints: prune: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE audit_head SET bytes = bytes - $1`, freed); err != nil {
+		return 0, fmt.Errorf("audit chain: prune: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("audit chain: prune: %w", err)
