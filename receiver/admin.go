@@ -17,6 +17,7 @@ import (
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/receiver/devices"
 	"github.com/uploadbox/uploadbox/receiver/kv"
+	"github.com/uploadbox/uploadbox/receiver/pgaudit"
 	"github.com/uploadbox/uploadbox/receiver/pki"
 	"github.com/uploadbox/uploadbox/receiver/viewers"
 )
@@ -220,8 +221,12 @@ func OpenAdminDatabase(data, database string) (Admin, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w; no server answers on %s", err, sock)
 	}
-	log, err := audit.Open(filepath.Join(data, AuditFile))
-	if err != nil {
+	var log auditChain
+	if pg, ok := db.(*kv.Postgres); ok {
+		// With the state in PostgreSQL, what admin commands change is
+		// audited in the receivers' shared chain.
+		log = pgaudit.New(pg.Pool(), receiverName("admin"))
+	} else if log, err = audit.Open(filepath.Join(data, AuditFile)); err != nil {
 		db.Close()
 		return nil, err
 	}

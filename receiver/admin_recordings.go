@@ -34,7 +34,7 @@ type recordingAdmin interface {
 // openLife is the lifecycle for admin commands without a server: the
 // database's policy, and the data directory's store unless serve keeps
 // segments in S3.
-func openLife(data string, db kv.DB, log *audit.Log) (*life, error) {
+func openLife(data string, db kv.DB, log auditChain) (*life, error) {
 	if err := initLife(db, nil); err != nil {
 		return nil, err
 	}

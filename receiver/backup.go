@@ -153,24 +153,17 @@ func inside(dir, path string) bool {
 // write adds the database, the audit log and the other files of data.
 func (rep *BackupReport) write(ctx context.Context, tw *backupWriter, data string) error {
 	var err error
-	if statePostgres(data) {
+	pg := statePostgres(data)
+	if pg {
+		// The state and the audit chain are in the database (pg_dump);
+		// an audit file left from before is copied as any other file.
 		rep.State = StatePostgres
 	} else if rep.Live, err = snapshotDB(ctx, data, func(size int64, r io.Reader) error {
 		return tw.add(DBFile, 0o600, size, r)
 	}); err != nil {
 		return err
-	}
-	log, cps, err := audit.Snapshot(filepath.Join(data, AuditFile))
-	if err != nil {
+	} else if err := addAuditFile(tw, data); err != nil {
 		return err
-	}
-	if err := tw.add(AuditFile, 0o600, int64(len(log)), strings.NewReader(string(log))); err != nil {
-		return err
-	}
-	if cps != nil {
-		if err := tw.add(AuditFile+audit.CheckpointSuffix, 0o600, int64(len(cps)), strings.NewReader(string(cps))); err != nil {
-			return err
-		}
 	}
 	err = filepath.WalkDir(data, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -189,7 +182,7 @@ func (rep *BackupReport) write(ctx context.Context, tw *backupWriter, data strin
 			return filepath.SkipDir
 		case d.IsDir(), !d.Type().IsRegular():
 			return nil
-		case name == DBFile, name == AuditFile, name == AuditFile+audit.CheckpointSuffix:
+		case name == DBFile, !pg && (name == AuditFile || name == AuditFile+audit.CheckpointSuffix):
 			return nil // copied above
 		case strings.HasPrefix(d.Name(), ".") && strings.Contains(d.Name(), ".tmp-"):
 			return nil // an atomic write in progress
@@ -219,7 +212,7 @@ func (rep *BackupReport) write(ctx context.Context, tw *backupWriter, data strin
 }
 
 // ErrStatePostgres: a backup cannot copy a state kept in PostgreSQL.
-var ErrStatePostgres = errors.New("the state is in PostgreSQL: back it up with pg_dump; this backup holds the keys and files only")
+var ErrStatePostgres = errors.New("the state is in PostgreSQL: back it up with pg_dump (it holds the audit chain too); this backup holds the keys and files only")
 
 // StatePostgres is BackupManifest.State for a state in PostgreSQL.
 const StatePostgres = "postgres"
@@ -444,8 +437,11 @@ func Restore(from, data string) (rep *RestoreReport, err error) {
 	if err := atomicfile.SyncDir(data); err != nil {
 		return nil, err
 	}
-	if _, err := VerifyAudit(data); err != nil {
-		rep.Warnings = append(rep.Warnings, fmt.Sprintf("the restored audit log does not verify (it did not when it was backed up either: the backup's checksums match): %v", err))
+	// With the state in PostgreSQL, the audit chain is in the database too.
+	if manifest.State != StatePostgres {
+		if _, err := VerifyAudit(data, ""); err != nil {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("the restored audit log does not verify (it did not when it was backed up either: the backup's checksums match): %v", err))
+		}
 	}
 	return rep, nil
 }
@@ -507,6 +503,22 @@ func restoreFile(data string, hdr *tar.Header, r io.Reader) ([]string, BackupFil
 	return made, BackupFile{Name: hdr.Name, Size: n, Mode: mode, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
+// addAuditFile copies the audit log and its checkpoints, read together
+// under the log's lock.
+func addAuditFile(tw *backupWriter, data string) error {
+	log, cps, err := audit.Snapshot(filepath.Join(data, AuditFile))
+	if err != nil {
+		return err
+	}
+	if err := tw.add(AuditFile, 0o600, int64(len(log)), strings.NewReader(string(log))); err != nil {
+		return err
+	}
+	if cps != nil {
+		return tw.add(AuditFile+audit.CheckpointSuffix, 0o600, int64(len(cps)), strings.NewReader(string(cps)))
+	}
+	return nil
+}
+
 // checkManifest compares the files restored with the manifest's list.
 func checkManifest(m *BackupManifest, got map[string]BackupFile) error {
 	if len(m.Files) != len(got) {
@@ -521,11 +533,11 @@ func checkManifest(m *BackupManifest, got map[string]BackupFile) error {
 			return fmt.Errorf("%s does not match the manifest (%d bytes, SHA-256 %s; the manifest says %d, %s): the backup is damaged", want.Name, g.Size, g.SHA256, want.Size, want.SHA256)
 		}
 	}
-	need := []string{AuditFile, pki.CACertFile, pki.CAKeyFile, ReceiptKeyFile, TokenKeyFile}
+	need := []string{pki.CACertFile, pki.CAKeyFile, ReceiptKeyFile, TokenKeyFile}
 	if m.State == StatePostgres {
 		need = append(need, DatabaseFile)
 	} else {
-		need = append(need, DBFile)
+		need = append(need, DBFile, AuditFile)
 	}
 	for _, need := range need {
 		if _, ok := got[need]; !ok {

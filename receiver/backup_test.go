@@ -99,7 +99,7 @@ func TestBackupRestoreWhileServing(t *testing.T) {
 			t.Errorf("%s: restored differs (%v %v, mode %v want %v)", f, err1, err2, stg.Mode(), stw.Mode())
 		}
 	}
-	if _, err := receiver.VerifyAudit(restored); err != nil {
+	if _, err := receiver.VerifyAudit(restored, ""); err != nil {
 		t.Errorf("restored audit log: %v", err)
 	}
 }

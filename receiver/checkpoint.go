@@ -84,10 +84,12 @@ func (s *Server) handleAuditCheckpoint(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(CheckpointResponse{Seq: c.Seq, Stored: !same})
 }
 
-// runCheckpoints signs the receiver's own audit log with the receipt key
-// every AuditCheckpointEvery, and once more when ctx ends.
+// runCheckpoints signs the receiver's audit chain (its file, or the chain
+// shared in PostgreSQL) with the receipt key every AuditCheckpointEvery,
+// and once more when ctx ends.
 func (s *Server) runCheckpoints(ctx context.Context) {
-	s.audit.RunCheckpoints(ctx, s.cfg.AuditCheckpointEvery, s.receiptKey, func(c audit.Checkpoint, written bool, err error) {
+	checkpoint := func() (audit.Checkpoint, bool, error) { return s.audit.Checkpoint(s.receiptKey) }
+	audit.RunCheckpoints(ctx, s.cfg.AuditCheckpointEvery, checkpoint, func(c audit.Checkpoint, written bool, err error) {
 		switch {
 		case err != nil:
 			s.log.Error("audit checkpoint not written: check the audit log with uploadbox-receiver audit verify", "err", err)
@@ -97,13 +99,20 @@ func (s *Server) runCheckpoints(ctx context.Context) {
 	})
 }
 
-// VerifyAudit verifies the audit log of the receiver in data: its chain,
-// and that it still holds what the last checkpoint (signed with the
-// receipt key) covers.
-func VerifyAudit(data string) (audit.Report, error) {
+// VerifyAudit verifies the audit chain of the receiver in data (with
+// database, the chain the receivers share in that PostgreSQL database):
+// its hash chain, and that it still holds what the last checkpoint
+// (signed with the receipt key) covers.
+func VerifyAudit(data, database string) (audit.Report, error) {
 	path := filepath.Join(data, AuditFile)
 	var pub ed25519.PublicKey
-	if cps, err := audit.ReadCheckpoints(audit.CheckpointPath(path)); err != nil {
+	if database != "" {
+		key, err := loadReceiptKey(filepath.Join(data, ReceiptKeyFile))
+		if err != nil {
+			return audit.Report{}, fmt.Errorf("the audit checkpoints are signed with the receipt key: %w", err)
+		}
+		pub = key.Public().(ed25519.PublicKey)
+	} else if cps, err := audit.ReadCheckpoints(audit.CheckpointPath(path)); err != nil {
 		return audit.Report{}, err
 	} else if len(cps) > 0 {
 		key, err := loadReceiptKey(filepath.Join(data, ReceiptKeyFile))
@@ -112,7 +121,12 @@ func VerifyAudit(data string) (audit.Report, error) {
 		}
 		pub = key.Public().(ed25519.PublicKey)
 	}
-	return audit.VerifyAnchored(path, pub)
+	c, close, err := openAuditChain(data, database)
+	if err != nil {
+		return audit.Report{}, err
+	}
+	defer close()
+	return c.VerifyAnchored(pub)
 }
 
 // AuditCheck is the result of checking a box's audit log against the

@@ -117,8 +117,7 @@ func TestAuditCheckpointEndpoint(t *testing.T) {
 		t.Fatalf("without a device certificate: HTTP %d", resp.StatusCode)
 	}
 	// Refusals are audited.
-	log, _ := os.ReadFile(filepath.Join(h.data, receiver.AuditFile))
-	if n := strings.Count(string(log), `"event":"device.audit-checkpoint"`); n != 4 {
+	if n := strings.Count(h.auditText(t), `"event":"device.audit-checkpoint"`); n != 4 {
 		t.Fatalf("%d refusals audited, want 4", n)
 	}
 }
@@ -151,7 +150,7 @@ func TestReceiverCheckpointsAtShutdown(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	rep, err := receiver.VerifyAudit(data)
+	rep, err := receiver.VerifyAudit(data, "")
 	if err != nil || rep.Checkpoint == nil || rep.Checkpoint.Seq != rep.Last {
 		t.Fatalf("after shutdown: %+v %v", rep, err)
 	}
@@ -159,7 +158,7 @@ func TestReceiverCheckpointsAtShutdown(t *testing.T) {
 	b, _ := os.ReadFile(path)
 	ls := strings.SplitAfter(strings.TrimRight(string(b), "\n"), "\n")
 	os.WriteFile(path, []byte(strings.Join(ls[:len(ls)-2], "")), 0o600)
-	if _, err := receiver.VerifyAudit(data); err == nil || !strings.Contains(err.Error(), "2 entries missing after the last checkpoint") {
+	if _, err := receiver.VerifyAudit(data, ""); err == nil || !strings.Contains(err.Error(), "2 entries missing after the last checkpoint") {
 		t.Fatalf("cut log: %v", err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -90,8 +89,8 @@ func TestDecide(t *testing.T) {
 	if _, err := h.srv.Decide(t.Context(), "room-8", in, "test"); !errors.Is(err, receiver.ErrOffline) {
 		t.Fatalf("decide for a box without a connection: %v", err)
 	}
-	log, _ := os.ReadFile(filepath.Join(h.data, "audit.jsonl"))
-	if n := strings.Count(string(log), `"event":"consent.decision"`); n != 3 || !strings.Contains(string(log), `"by":"teacher:tess"`) ||
+	log := h.auditText(t)
+	if n := strings.Count(log, `"event":"consent.decision"`); n != 3 || !strings.Contains(string(log), `"by":"teacher:tess"`) ||
 		!strings.Contains(string(log), `"outcome":"refused"`) || !strings.Contains(string(log), `"outcome":"failed"`) {
 		t.Fatalf("%d consent.decision entries (want 3: ok by teacher:tess, refused, failed):\n%s", n, log)
 	}

@@ -265,12 +265,9 @@ func TestRecordingLifecycle(t *testing.T) {
 			if _, err := h.admin.RestoreRecording(ida); !errors.Is(err, receiver.ErrNoRecording) || !strings.Contains(err.Error(), "purged") {
 				t.Fatalf("restore of a purged recording: %v, want ErrNoRecording saying purged", err)
 			}
-			audit, err := os.ReadFile(filepath.Join(h.data, receiver.AuditFile))
-			if err != nil {
-				t.Fatal(err)
-			}
+			audit := h.auditText(t)
 			for _, ev := range []string{`"recording.delete"`, `"recording.restore"`, `"recording.purge"`} {
-				if !bytes.Contains(audit, []byte(ev)) {
+				if !strings.Contains(audit, ev) {
 					t.Errorf("audit log has no %s entry", ev)
 				}
 			}

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 
@@ -43,7 +42,7 @@ func ParseRate(s string) (float64, error) { return limit.ParseRate(s) }
 // failing to log in; failures are the only entries an outsider can make
 // at will, while successes come from enrolled devices and known accounts.
 type auditGuard struct {
-	log   *audit.Log
+	log   auditChain
 	fails *audit.Failures
 	max   int64
 	slog  *slog.Logger
@@ -67,11 +66,10 @@ func (g *auditGuard) Record(e audit.Entry) (bool, error) {
 // check compares the log's size with the cap, raises or clears the alerts,
 // and reports whether failures may still be written.
 func (g *auditGuard) check() bool {
-	st, err := os.Stat(g.log.Path())
+	size, err := g.log.Size()
 	if err != nil {
 		return true // the append will report the problem
 	}
-	size := st.Size()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	switch {

@@ -170,7 +170,7 @@ func readPolicy(db kv.DB) (recordingPolicy, error) {
 // purge and scrub, on the database and the store.
 type life struct {
 	db    kv.DB
-	audit *audit.Log
+	audit auditChain
 	now   func() time.Time
 	// store is nil when it cannot be reached: an S3 store without the
 	// server that was given its configuration.

@@ -147,7 +147,7 @@ type Server struct {
 	drain   drain
 	log     *slog.Logger
 	db      kv.DB
-	audit   *audit.Log
+	audit   auditChain
 	devices *devices.Registry
 	ca      *pki.CA
 	// serverCert is what the main listener presents; oldCert the one a
@@ -289,16 +289,6 @@ func Open(cfg ServerConfig) (*Server, error) {
 	if err := s.loadRecipients(); err != nil {
 		return nil, err
 	}
-	if s.audit, err = audit.Open(filepath.Join(cfg.Data, AuditFile)); err != nil {
-		return nil, err
-	}
-	if _, err := s.audit.Prune(cfg.AuditRetention); err != nil {
-		return nil, err
-	}
-	s.fails = &auditGuard{log: s.audit, fails: audit.NewFailures(s.audit, 0), max: cfg.AuditMaxBytes, slog: s.log}
-	if err := s.followHosts(cfg.Hosts, "start"); err != nil {
-		return nil, fmt.Errorf("serve: %w", err)
-	}
 	// The server holds the database; admin commands reach it through the
 	// admin socket while it runs (see admin.go), so they never wait on it.
 	if s.db, err = openState(cfg.Data, cfg.Database, 2*time.Second); err != nil {
@@ -308,6 +298,23 @@ func Open(cfg ServerConfig) (*Server, error) {
 		s.log.Info("state in PostgreSQL", "database", kv.Redact(cfg.Database), "schema", kv.SchemaVersion())
 	} else {
 		s.log.Info("state in bbolt", "file", filepath.Join(cfg.Data, DBFile))
+	}
+	if pg, ok := s.db.(*kv.Postgres); ok {
+		if err := s.usePeers(pg); err != nil {
+			s.db.Close()
+			return nil, err
+		}
+		s.lifeLead = leader.New(pg.Pool(), "lifecycle", 0, s.log)
+	}
+	// The audit chain is the file in Data, or with the state in
+	// PostgreSQL the one the receivers there share (auditchain.go).
+	if err := s.openAudit(); err != nil {
+		s.db.Close()
+		return nil, err
+	}
+	if err := s.followHosts(cfg.Hosts, "start"); err != nil {
+		s.db.Close()
+		return nil, fmt.Errorf("serve: %w", err)
 	}
 	if s.devices, err = devices.New(s.db, s.audit, devices.WithFailures(s.fails)); err != nil {
 		s.db.Close()
@@ -324,13 +331,6 @@ func Open(cfg ServerConfig) (*Server, error) {
 	if err := initControl(s.db); err != nil {
 		s.db.Close()
 		return nil, err
-	}
-	if pg, ok := s.db.(*kv.Postgres); ok {
-		if err := s.usePeers(pg); err != nil {
-			s.db.Close()
-			return nil, err
-		}
-		s.lifeLead = leader.New(pg.Pool(), "lifecycle", 0, s.log)
 	}
 	if err := initFleet(s.db); err != nil {
 		s.db.Close()

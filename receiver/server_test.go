@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/receiver"
 	"github.com/uploadbox/uploadbox/receiver/internal/kvtest"
 	"github.com/uploadbox/uploadbox/receiver/kv"
@@ -43,6 +44,17 @@ type harness struct {
 	admin    receiver.Admin
 	// stop stops the server (once; again at the test's end does nothing).
 	stop func() error
+}
+
+// auditText is the receiver's audit chain as JSON lines, as its file holds
+// them with bbolt, read from wherever it is (the file, or PostgreSQL).
+func (h *harness) auditText(t *testing.T) string {
+	t.Helper()
+	es, err := receiver.AuditEntries(h.data, h.database, audit.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return receiver.AuditLines(es)
 }
 
 // serve opens and runs a receiver with cfg; stop ends Run, closes the
@@ -393,11 +405,8 @@ func TestDeviceAccess(t *testing.T) {
 		t.Fatal("revoked device still connects")
 	}
 	fresh.CloseIdleConnections()
-	log, err := os.ReadFile(filepath.Join(h.data, receiver.AuditFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(log), `"event":"device.connect","identity":"room-9","source":"127.0.0.1","outcome":"denied"`) {
+	log := h.auditText(t)
+	if !strings.Contains(log, `"event":"device.connect","identity":"room-9","source":"127.0.0.1","outcome":"denied"`) {
 		t.Fatalf("revoked connection not audited:\n%s", log)
 	}
 	if !strings.Contains(string(log), `"event":"device.revoke","identity":"room-9","source":"local","outcome":"ok"`) {

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -286,7 +285,7 @@ func TestTeacherEndpoints(t *testing.T) {
 		t.Fatalf("after the box left: %+v", room)
 	}
 
-	log, _ := os.ReadFile(filepath.Join(h.data, "audit.jsonl"))
+	log := h.auditText(t)
 	for _, want := range []string{`"event":"viewer.role","identity":"tess","source":"local","outcome":"ok","detail":"role viewer -\u003e teacher"`, `"event":"teacher.role","identity":"coach-c"`, `"event":"teacher.room","identity":"tom"`, `"by":"teacher:tess"`, `request=0123456789abcdef grant=15m nonce=`, ` talk=true"`} {
 		if !strings.Contains(string(log), want) {
 			t.Errorf("audit log has no %s", want)

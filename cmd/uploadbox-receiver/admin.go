@@ -83,22 +83,23 @@ func newDevicesCommand() *cobra.Command {
 }
 
 func newAuditCommand() *cobra.Command {
-	var data string
+	var data, database string
 	var asJSON bool
 	a := &cobra.Command{Use: "audit", Short: "List and check the audit log"}
 	verify := &cobra.Command{
-		Use:   "verify --data DIR [--json]",
+		Use:   "verify --data DIR [--database URL] [--json]",
 		Short: "Check the audit log's hash chain (naming the first bad entry) and that no entry the last checkpoint covers is missing",
 		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rep, err := receiver.VerifyAudit(data)
+			rep, err := receiver.VerifyAudit(data, database)
 			if err != nil {
 				return err
 			}
-			return printAuditReport(cmd, data, rep, asJSON)
+			return printAuditReport(cmd, data, database, rep, asJSON)
 		},
 	}
 	verify.Flags().StringVar(&data, "data", "", "the receiver's data directory")
+	verify.Flags().StringVar(&database, "database", "", auditDatabaseHelp)
 	verify.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	verify.MarkFlagRequired("data")
 	a.AddCommand(verify, newAuditListCommand())

@@ -16,7 +16,7 @@ func newMigrateCommand() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "migrate --from bolt:DIR --to postgres://USER@HOST/DB [--json]",
-		Short: "Move a stopped receiver's state from its bbolt file into an empty PostgreSQL database (then serve --database)",
+		Short: "Move a stopped receiver's state from its bbolt file, and its audit chain, into an empty PostgreSQL database (then serve --database)",
 		Args:  cli.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			data, ok := strings.CutPrefix(from, "bolt:")
@@ -44,6 +44,10 @@ func newMigrateCommand() *cobra.Command {
 				fmt.Fprintf(o, "  %-20s %d\n", n, rep.Buckets[n])
 			}
 			fmt.Fprintf(o, "the bbolt file is kept as %s (serve no longer reads it)\n", rep.KeptAs)
+			if a := rep.Audit; a != nil {
+				fmt.Fprintf(o, "copied the audit chain: %d entries (seq %d to %d) and %d checkpoints, every hash kept; the receivers continue it in the database; the file is kept as %s\n",
+					a.Entries, a.First, a.Last, a.Checkpoints, a.KeptAs)
+			}
 			fmt.Fprintf(o, "start the receiver with: uploadbox-receiver serve --data %s --database %s (or database: in its config file)\n", data, rep.Database)
 			return nil
 		},

@@ -36,6 +36,9 @@ type Entry struct {
 	By      string `json:"by,omitempty"`
 	Outcome string `json:"outcome"` // "ok", "denied", "locked", …
 	Detail  string `json:"detail,omitempty"`
+	// Receiver names the receiver that wrote the entry in a chain several
+	// receivers share (PostgreSQL: host and replica id); empty in a file.
+	Receiver string `json:"receiver,omitempty"`
 	// Prev is the hash of the previous entry; for the first entry of a
 	// file it is the anchor: zero for a new log, or the hash of the last
 	// entry removed by retention.
@@ -43,10 +46,16 @@ type Entry struct {
 	Hash string `json:"hash"`
 }
 
-// genesis is the Prev of the first entry of a new log.
-var genesis = hex.EncodeToString(make([]byte, sha256.Size))
+// Genesis is the Prev of the first entry of a new log.
+var Genesis = hex.EncodeToString(make([]byte, sha256.Size))
 
-// digest is SHA-256 over the entry's JSON encoding with Hash empty.
+// genesis is Genesis, for this package.
+var genesis = Genesis
+
+// Digest is the hash an entry carries: SHA-256 over its JSON encoding with
+// Hash empty, the same wherever the entry is stored.
+func (e Entry) Digest() (string, error) { return e.digest() }
+
 func (e Entry) digest() (string, error) {
 	e.Hash = ""
 	b, err := json.Marshal(e)
@@ -190,6 +199,10 @@ type VerifyError struct {
 }
 
 func (e *VerifyError) Error() string {
+	if e.Line == 0 {
+		// A chain read from a database: the seq names the row.
+		return fmt.Sprintf("audit chain broken at seq %d: %s", e.Seq, e.Reason)
+	}
 	return fmt.Sprintf("audit chain broken at line %d (seq %d): %s", e.Line, e.Seq, e.Reason)
 }
 
@@ -211,10 +224,9 @@ func Verify(r io.Reader) (Report, error) { return verify(r, nil) }
 // verify is Verify; for every seq in hashes it also records that entry's
 // hash there.
 func verify(r io.Reader, hashes map[uint64]string) (Report, error) {
-	var rep Report
+	c := chain{hashes: hashes}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	var prev *Entry
 	line := 0
 	for sc.Scan() {
 		line++
@@ -222,39 +234,57 @@ func verify(r io.Reader, hashes map[uint64]string) (Report, error) {
 		dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&e); err != nil {
-			return rep, &VerifyError{Line: line, Reason: "not a valid entry: " + err.Error()}
+			return c.rep, &VerifyError{Line: line, Reason: "not a valid entry: " + err.Error()}
 		}
-		want, err := e.digest()
-		if err != nil {
-			return rep, err
+		if err := c.add(line, e); err != nil {
+			return c.rep, err
 		}
-		if want != e.Hash {
-			return rep, &VerifyError{Line: line, Seq: e.Seq, Reason: "entry hash does not match its content (edited)"}
-		}
-		if prev == nil {
-			rep.First, rep.Anchor = e.Seq, e.Prev
-			if e.Seq == 1 && e.Prev != genesis {
-				return rep, &VerifyError{Line: line, Seq: e.Seq, Reason: "first entry does not start the chain"}
-			}
-		} else {
-			if e.Prev != prev.Hash {
-				return rep, &VerifyError{Line: line, Seq: e.Seq, Reason: "previous-hash link does not match the entry before (removed or reordered entries)"}
-			}
-			if e.Seq != prev.Seq+1 {
-				return rep, &VerifyError{Line: line, Seq: e.Seq, Reason: fmt.Sprintf("sequence jumps from %d", prev.Seq)}
-			}
-		}
-		if _, ok := hashes[e.Seq]; ok {
-			hashes[e.Seq] = e.Hash
-		}
-		rep.Entries++
-		rep.Last = e.Seq
-		prev = &e
 	}
 	if err := sc.Err(); err != nil {
-		return rep, err
+		return c.rep, err
 	}
-	return rep, nil
+	return c.rep, nil
+}
+
+// chain checks entries one at a time, in the order they are stored: each
+// one's hash, its link to the one before, and seq increasing by one. It
+// is the one verification both the file and a database chain go through.
+type chain struct {
+	rep  Report
+	prev *Entry
+	// hashes: for every seq in it, the hash of that entry is recorded.
+	hashes map[uint64]string
+}
+
+// add checks e, found at line (0: in a database, named by its seq).
+func (c *chain) add(line int, e Entry) error {
+	want, err := e.digest()
+	if err != nil {
+		return err
+	}
+	if want != e.Hash {
+		return &VerifyError{Line: line, Seq: e.Seq, Reason: "entry hash does not match its content (edited)"}
+	}
+	if c.prev == nil {
+		c.rep.First, c.rep.Anchor = e.Seq, e.Prev
+		if e.Seq == 1 && e.Prev != genesis {
+			return &VerifyError{Line: line, Seq: e.Seq, Reason: "first entry does not start the chain"}
+		}
+	} else {
+		if e.Prev != c.prev.Hash {
+			return &VerifyError{Line: line, Seq: e.Seq, Reason: "previous-hash link does not match the entry before (removed or reordered entries)"}
+		}
+		if e.Seq != c.prev.Seq+1 {
+			return &VerifyError{Line: line, Seq: e.Seq, Reason: fmt.Sprintf("sequence jumps from %d", c.prev.Seq)}
+		}
+	}
+	if _, ok := c.hashes[e.Seq]; ok {
+		c.hashes[e.Seq] = e.Hash
+	}
+	c.rep.Entries++
+	c.rep.Last = e.Seq
+	c.prev = &e
+	return nil
 }
 
 // VerifyFile verifies the log at path.

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"os"
 	"time"
 
@@ -169,6 +170,13 @@ func openCheckpoints(path string) (*os.File, error) {
 	return f, nil
 }
 
+// ReadCheckpointsFrom reads checkpoints as ReadCheckpoints does, one per
+// line from r (a chain's checkpoints stored elsewhere than a file); name
+// says where they are in its errors.
+func ReadCheckpointsFrom(r io.Reader, name string) ([]Checkpoint, error) {
+	return readCheckpoints(r, name)
+}
+
 func readCheckpoints(r io.Reader, path string) ([]Checkpoint, error) {
 	var cps []Checkpoint
 	sc := bufio.NewScanner(r)
@@ -233,13 +241,45 @@ func (e *CheckpointError) Error() string {
 // After retention removed the covered entry (seq before the log's first),
 // only the count is checked, or the anchor if it is exactly that entry.
 func VerifyCheckpointed(r io.Reader, cps []Checkpoint) (Report, error) {
+	want := checkpointSeqs(cps)
+	rep, err := verify(r, want)
+	if err != nil {
+		return rep, err
+	}
+	return checkHead(rep, want, cps)
+}
+
+// VerifyEntries verifies a chain read from elsewhere than a file (a
+// database), given as its entries in seq order, by the same rules as
+// VerifyCheckpointed: a *VerifyError names the first bad entry by seq, a
+// *CheckpointError what the last of cps covers and the chain lacks.
+func VerifyEntries(entries iter.Seq2[Entry, error], cps []Checkpoint) (Report, error) {
+	want := checkpointSeqs(cps)
+	c := chain{hashes: want}
+	for e, err := range entries {
+		if err != nil {
+			return c.rep, err
+		}
+		if err := c.add(0, e); err != nil {
+			return c.rep, err
+		}
+	}
+	return checkHead(c.rep, want, cps)
+}
+
+func checkpointSeqs(cps []Checkpoint) map[uint64]string {
 	want := map[uint64]string{}
 	for _, c := range cps {
 		want[c.Seq] = ""
 	}
-	rep, err := verify(r, want)
-	if err != nil || len(cps) == 0 {
-		return rep, err
+	return want
+}
+
+// checkHead checks a verified chain (rep, with the hashes at the
+// checkpoints' seqs in want) against the last of cps.
+func checkHead(rep Report, want map[uint64]string, cps []Checkpoint) (Report, error) {
+	if len(cps) == 0 {
+		return rep, nil
 	}
 	last := cps[len(cps)-1]
 	rep.Checkpoint = &last
@@ -453,6 +493,13 @@ func pruneCheckpoints(path string, cutoff time.Time) error {
 // when the head had not moved, with err when the log could not be
 // checkpointed (it was cut short or rewritten, or the disk failed).
 func (l *Log) RunCheckpoints(ctx context.Context, every time.Duration, signer stdcrypto.Signer, done func(c Checkpoint, written bool, err error)) {
+	RunCheckpoints(ctx, every, func() (Checkpoint, bool, error) { return l.Checkpoint(signer) }, done)
+}
+
+// RunCheckpoints calls checkpoint every interval while ctx runs, and once
+// more when ctx ends, as Log.RunCheckpoints does, for a chain stored
+// elsewhere.
+func RunCheckpoints(ctx context.Context, every time.Duration, checkpoint func() (Checkpoint, bool, error), done func(c Checkpoint, written bool, err error)) {
 	if every <= 0 {
 		every = MaxCheckpointInterval
 	}
@@ -465,7 +512,7 @@ func (l *Log) RunCheckpoints(ctx context.Context, every time.Duration, signer st
 			stop = true
 		case <-t.C:
 		}
-		c, written, err := l.Checkpoint(signer)
+		c, written, err := checkpoint()
 		if done != nil {
 			done(c, written, err)
 		}

@@ -21,7 +21,7 @@ import (
 // A source is the remote address with its port removed, so that a client
 // cannot open a new window by opening a new connection.
 type Failures struct {
-	log    *Log
+	log    appender
 	window time.Duration
 	// MaxKeys bounds the memory one window takes (default 1024).
 	MaxKeys int
@@ -43,9 +43,14 @@ type failureCount struct {
 // maxNamesPerSummary bounds how many tried names a summary repeats.
 const maxNamesPerSummary = 3
 
-// NewFailures coalesces failures appended to l over windows of the given
-// length (one minute if zero).
-func NewFailures(l *Log, window time.Duration) *Failures {
+// appender is where Failures writes: a *Log, or a chain kept elsewhere.
+type appender interface {
+	Append(Entry) (Entry, error)
+}
+
+// NewFailures coalesces failures appended to l (a *Log, or any chain with
+// its Append) over windows of the given length (one minute if zero).
+func NewFailures(l appender, window time.Duration) *Failures {
 	if window <= 0 {
 		window = time.Minute
 	}

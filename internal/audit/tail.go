@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bufio"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -113,6 +114,24 @@ func ParseSince(s string, now time.Time) (time.Time, error) {
 		}
 	}
 	return time.Time{}, fmt.Errorf("--since %q: %w", s, ErrBadSince)
+}
+
+// Entries returns the entries of the log that f selects, as List does.
+func (l *Log) Entries(f Filter) ([]Entry, error) { return List(l.path, f) }
+
+// Size is the log file's size in bytes.
+func (l *Log) Size() (int64, error) {
+	st, err := os.Stat(l.path)
+	if err != nil {
+		return 0, fmt.Errorf("audit log: %w", err)
+	}
+	return st.Size(), nil
+}
+
+// VerifyAnchored verifies the log against its checkpoints file, as the
+// function VerifyAnchored does.
+func (l *Log) VerifyAnchored(key ed25519.PublicKey) (Report, error) {
+	return VerifyAnchored(l.path, key)
 }
 
 // Snapshot returns the log at path and its checkpoints file (nil if there

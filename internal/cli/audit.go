@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -43,9 +44,19 @@ func (o *AuditFlags) Filter(now time.Time) (audit.Filter, error) {
 // PrintAudit prints entries as a table, times in the local zone.
 func PrintAudit(w io.Writer, es []audit.Entry) error {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tTIME\tEVENT\tIDENTITY\tSOURCE\tBY\tOUTCOME\tDETAIL")
+	// A chain several receivers share names the writer of each entry.
+	shared := slices.ContainsFunc(es, func(e audit.Entry) bool { return e.Receiver != "" })
+	head := "SEQ\tTIME\tEVENT\tIDENTITY\tSOURCE\tBY\tOUTCOME\tDETAIL"
+	if shared {
+		head = "SEQ\tTIME\tRECEIVER\tEVENT\tIDENTITY\tSOURCE\tBY\tOUTCOME\tDETAIL"
+	}
+	fmt.Fprintln(tw, head)
 	for _, e := range es {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Local().Format(time.DateTime), e.Event,
+		when := e.Time.Local().Format(time.DateTime)
+		if shared {
+			when += "\t" + dash(e.Receiver)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Seq, when, e.Event,
 			dash(e.Identity), dash(e.Source), dash(e.By), e.Outcome, e.Detail)
 	}
 	return tw.Flush()

@@ -147,7 +147,8 @@ func refusedOffers(log, viewer string) int {
 
 // auditEntry is one entry of the box's audit log.
 type auditEntry struct {
-	Event, Identity, By, Outcome, Detail string
+	Seq                                                        uint64
+	Event, Identity, By, Outcome, Detail, Receiver, Prev, Hash string
 }
 
 // readAudit reads the daemon's audit log file.

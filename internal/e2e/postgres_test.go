@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -197,7 +198,9 @@ func copyKeys(t *testing.T, from, to string) {
 // serve runs, and into a database that already holds a state. Afterwards
 // serve --database on the same directory has the device, the viewer and the
 // recording, the box's next recording uploads through it, and the bbolt
-// file is kept beside, renamed.
+// file is kept beside, renamed. The audit chain moves too: its entries are
+// in the database with the same seq and hashes, the receiver continues the
+// chain there, and `audit verify --database` passes with its checkpoints.
 func TestMigrateBoltToPostgres(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts PostgreSQL, receivers and uploads; skipped under -short")
@@ -220,14 +223,25 @@ func TestMigrateBoltToPostgres(t *testing.T) {
 		t.Fatalf("migrate while serve runs: %s", msg)
 	}
 	rcv.stop(t)
+	var before []auditEntry
+	if err := json.Unmarshal([]byte(run(t, "uploadbox-receiver", "audit", "list", "--json", "--data", data)), &before); err != nil || len(before) == 0 {
+		t.Fatalf("audit list before migrate: %v %d entries", err, len(before))
+	}
 
 	// A copy of the stopped receiver's directory, to migrate again later.
 	again := filepath.Join(dir, "again")
 	copyKeys(t, data, again)
 
 	out := run(t, "uploadbox-receiver", "migrate", "--from", "bolt:"+data, "--to", url)
-	if !strings.Contains(out, "moved the state of "+data) || !strings.Contains(out, "counted back") {
+	if !strings.Contains(out, "moved the state of "+data) || !strings.Contains(out, "counted back") ||
+		!strings.Contains(out, fmt.Sprintf("copied the audit chain: %d entries (seq 1 to %d)", len(before), len(before))) {
 		t.Fatalf("migrate printed:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(data, "audit.jsonl.migrated")); err != nil {
+		t.Fatalf("the audit file was not kept: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(data, "audit.jsonl")); err == nil {
+		t.Fatal("audit.jsonl is still in place after migrate")
 	}
 	if _, err := os.Stat(filepath.Join(data, "receiver.db")); err == nil {
 		t.Fatal("receiver.db is still in place after migrate")
@@ -273,4 +287,25 @@ func TestMigrateBoltToPostgres(t *testing.T) {
 		t.Fatalf("recordings after migrate: %+v, want two complete recordings of %d and %d segments", rs, first, second)
 	}
 	rcv2.stop(t)
+	// One chain: the file's entries as they were, then the receiver's.
+	var after []auditEntry
+	if err := json.Unmarshal([]byte(run(t, "uploadbox-receiver", "audit", "list", "--json", "--data", data, "--database", url)), &after); err != nil || len(after) <= len(before) {
+		t.Fatalf("audit list after migrate: %v, %d entries (%d before)", err, len(after), len(before))
+	}
+	for i, e := range before {
+		if after[i] != e {
+			t.Fatalf("entry %d after migrate %+v, before %+v", i, after[i], e)
+		}
+	}
+	if n := after[len(before)]; n.Prev != before[len(before)-1].Hash || n.Receiver == "" {
+		t.Fatalf("the first entry after migrate %+v does not continue the chain from %s", n, before[len(before)-1].Hash)
+	}
+	var v struct {
+		Entries    int
+		Checkpoint *struct{ Seq uint64 }
+	}
+	if err := json.Unmarshal([]byte(run(t, "uploadbox-receiver", "audit", "verify", "--json", "--data", data, "--database", url)), &v); err != nil ||
+		v.Entries != len(after) || v.Checkpoint == nil || v.Checkpoint.Seq <= uint64(len(before)) {
+		t.Fatalf("audit verify --database after migrate: %+v %v (%d entries listed)", v, err, len(after))
+	}
 }

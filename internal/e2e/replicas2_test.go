@@ -197,10 +197,10 @@ func backdateDeletion(t *testing.T, url, id string) {
 // the lifecycle jobs: its metric says so and its scrubs run, while B's
 // never do. A recording deleted on B whose grace period is over (its
 // deletion moved back in the database) is purged once A is SIGKILLed: B
-// takes the lead and purges it at once. A restarted follows. Both audit
-// logs together hold one recording.purge, and the segments' objects are
-// gone from the bucket. Each receiver's audit chain verifies on its own
-// and holds what was done on that receiver only.
+// takes the lead and purges it at once. A restarted follows. The audit
+// chain both share in the database verifies and holds one
+// recording.purge, written by B, and the segments' objects are gone from
+// the bucket.
 func TestLifecycleLeader(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs PostgreSQL, versitygw, two receivers and records; skipped under -short")
@@ -220,7 +220,7 @@ func TestLifecycleLeader(t *testing.T) {
 	run(t, "uploadbox", "upload", "--state", box.state, "--spool", spool)
 
 	copyKeys(t, dataA, dataB)
-	b := startReceiver(t, dataB, "127.0.0.1:0", serve...)
+	startReceiver(t, dataB, "127.0.0.1:0", serve...)
 	// A scrubs (its last run moves on, twice past B's start) while B,
 	// which runs the same --scrub-every, never does.
 	for i := range 2 {
@@ -249,30 +249,35 @@ func TestLifecycleLeader(t *testing.T) {
 	}
 	cpWait(t, 30*time.Second, "B's scrubs after A's restart", func() bool { return lifeMetric(t, dataB, scrubMetric) != "0" })
 
-	purges := strings.Count(auditLog(t, a), `"event":"recording.purge"`) + strings.Count(auditLog(t, b), `"event":"recording.purge"`)
-	if purges != 1 || !strings.Contains(auditLog(t, b), "recording "+r.ID+": "+strconv.Itoa(sealed)+" segments") {
-		t.Fatalf("%d recording.purge audit entries on A and B, want one by B for %s's %d segments", purges, r.ID, sealed)
-	}
-	// One audit chain per receiver: each verifies, and each holds what
-	// was done on it (the delete asked of B and B's purge are in B's only).
+	// One audit chain for both receivers, in the database: it verifies
+	// (from either data directory), and holds one delete and one purge,
+	// both written by B (the delete was asked of B), while A wrote the
+	// box's first connection.
 	for _, data := range []string{dataA, dataB} {
-		if out, stderr, code := cpRun(t, "uploadbox-receiver", "audit", "verify", "--data", data); code != 0 || !strings.Contains(out, "audit log OK") {
-			t.Fatalf("audit verify --data %s: exit %d\n%s%s", data, code, out, stderr)
+		if out, stderr, code := cpRun(t, "uploadbox-receiver", "audit", "verify", "--data", data, "--database", url); code != 0 || !strings.Contains(out, "OK") {
+			t.Fatalf("audit verify --data %s --database: exit %d\n%s%s", data, code, out, stderr)
 		}
 	}
-	events := func(data string) string {
-		var es []struct{ Event, By string }
-		if err := json.Unmarshal([]byte(run(t, "uploadbox-receiver", "audit", "list", "--type", "recording", "--json", "--data", data)), &es); err != nil {
+	if msg := runFails(t, "uploadbox-receiver", "audit", "verify", "--data", dataA); !strings.Contains(msg, "is in PostgreSQL") || !strings.Contains(msg, "--database") {
+		t.Fatalf("audit verify without --database on a PostgreSQL receiver: %s", msg)
+	}
+	listed := func(kind string) []auditEntry {
+		var es []auditEntry
+		if err := json.Unmarshal([]byte(run(t, "uploadbox-receiver", "audit", "list", "--type", kind, "--json", "--data", dataA, "--database", url)), &es); err != nil {
 			t.Fatal(err)
 		}
-		var got []string
-		for _, e := range es {
-			got = append(got, e.Event+"/"+e.By)
-		}
-		return strings.Join(got, " ")
+		return es
 	}
-	if a, b := events(dataA), events(dataB); a != "" || b != "recording.delete/admin recording.purge/admin" {
-		t.Fatalf("recording audit entries: A %q, B %q; want none on A, the delete and the purge on B", a, b)
+	rec, conn := listed("recording"), listed("device.connect")
+	var got []string
+	for _, e := range rec {
+		got = append(got, e.Event+"/"+e.By)
+	}
+	if strings.Join(got, " ") != "recording.delete/admin recording.purge/admin" || !strings.Contains(rec[1].Detail, "recording "+r.ID+": "+strconv.Itoa(sealed)+" segments") {
+		t.Fatalf("recording audit entries %q, want the delete and one purge of %s's %d segments: %+v", got, r.ID, sealed, rec)
+	}
+	if len(conn) == 0 || rec[0].Receiver == "" || rec[1].Receiver != rec[0].Receiver || conn[0].Receiver == rec[0].Receiver {
+		t.Fatalf("writers: the delete by %q, the purge by %q (want both B), the first connection by %q (want A)", rec[0].Receiver, rec[1].Receiver, conn[0].Receiver)
 	}
 	list, err := gw.Client().ListObjectsV2(t.Context(), &s3.ListObjectsV2Input{Bucket: aws.String(gw.Bucket)})
 	if err != nil {

@@ -61,7 +61,10 @@ func major(initdb string) int {
 }
 
 // Start makes and starts a cluster; it is stopped and removed when t ends.
-func Start(t testing.TB) *Server {
+// It runs without fsync (tests need no durability); settings, name=value
+// each, are passed to the server after the defaults and win over them
+// (e.g. "fsync=on" for a benchmark of durable commits).
+func Start(t testing.TB, settings ...string) *Server {
 	t.Helper()
 	bin, err := BinDir()
 	if err != nil {
@@ -88,9 +91,13 @@ func Start(t testing.TB) *Server {
 	if out, err := initdb.CombinedOutput(); err != nil {
 		t.Fatalf("initdb: %v\n%s", err, out)
 	}
-	s.cmd = exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-k", dir,
+	args := []string{"-D", data, "-k", dir,
 		"-c", "listen_addresses=", "-c", "fsync=off", "-c", "full_page_writes=off",
-		"-c", "max_connections=200", "-c", "shared_buffers=32MB")
+		"-c", "max_connections=200", "-c", "shared_buffers=32MB"}
+	for _, kv := range settings {
+		args = append(args, "-c", kv)
+	}
+	s.cmd = exec.Command(filepath.Join(bin, "postgres"), args...)
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true}
 	s.cmd.Dir = dir
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log

@@ -88,7 +88,7 @@ var bucket = []byte("devices")
 // Registry keeps devices in the state store (kv.DB) the caller owns.
 type Registry struct {
 	db      kv.DB
-	log     *audit.Log
+	log     AuditLog
 	now     func() time.Time
 	fails   FailureLog
 	unknown *lockout.Unknown
@@ -102,6 +102,12 @@ type Registry struct {
 
 // maxSerials bounds Registry.serials; past it the map starts afresh.
 const maxSerials = 1 << 14
+
+// AuditLog takes the registry's audit entries: the receiver's audit chain
+// (an *audit.Log, or the chain the receivers share in PostgreSQL).
+type AuditLog interface {
+	Append(audit.Entry) (audit.Entry, error)
+}
 
 // FailureLog takes failed-authentication entries (audit.Failures).
 type FailureLog interface {
@@ -117,7 +123,7 @@ type Option func(*Registry)
 func WithFailures(f FailureLog) Option { return func(r *Registry) { r.fails = f } }
 
 // New returns a registry over db, auditing to log.
-func New(db kv.DB, log *audit.Log, opts ...Option) (*Registry, error) {
+func New(db kv.DB, log AuditLog, opts ...Option) (*Registry, error) {
 	if err := db.Update(func(tx kv.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bucket)
 		return err

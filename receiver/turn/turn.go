@@ -51,6 +51,12 @@ const (
 // allocation failed).
 const pendingFor = 5 * time.Second
 
+// AuditLog takes allocations and releases: the receiver's audit chain (an
+// *audit.Log, or the chain the receivers share in PostgreSQL).
+type AuditLog interface {
+	Append(audit.Entry) (audit.Entry, error)
+}
+
 // FailureLog takes refusals (audit.Failures through the receiver's guard,
 // which coalesces them per source).
 type FailureLog interface {
@@ -76,7 +82,7 @@ type Config struct {
 	MaxAllocations   int
 	MaxPerCredential int
 	// Audit gets every allocation and its release (required).
-	Audit *audit.Log
+	Audit AuditLog
 	// Failures gets refused credentials and allocations over the caps
 	// (default: appended to Audit one by one).
 	Failures FailureLog
@@ -218,7 +224,7 @@ func (c *Config) Check() error {
 	return errors.Join(errs...)
 }
 
-type appendFailures struct{ log *audit.Log }
+type appendFailures struct{ log AuditLog }
 
 func (a appendFailures) Record(e audit.Entry) (bool, error) {
 	_, err := a.log.Append(e)

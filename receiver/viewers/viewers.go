@@ -99,6 +99,12 @@ func WithQueue(running, waiting int) Option {
 	return func(r *Registry) { r.running, r.waiting = max(running, 1), max(waiting, 0) }
 }
 
+// AuditLog takes the registry's audit entries: the receiver's audit chain
+// (an *audit.Log, or the chain the receivers share in PostgreSQL).
+type AuditLog interface {
+	Append(audit.Entry) (audit.Entry, error)
+}
+
 // FailureLog takes failed-authentication entries (audit.Failures).
 type FailureLog interface {
 	Record(audit.Entry) (wrote bool, err error)
@@ -107,7 +113,7 @@ type FailureLog interface {
 // Registry keeps viewer accounts in the state store (kv.DB) the caller owns.
 type Registry struct {
 	db     kv.DB
-	log    *audit.Log
+	log    AuditLog
 	now    func() time.Time
 	params Params
 	// slots bounds concurrent hashing: each one holds Params.Memory.
@@ -122,7 +128,7 @@ type Registry struct {
 }
 
 // New returns a registry over db, auditing to log.
-func New(db kv.DB, log *audit.Log, opts ...Option) (*Registry, error) {
+func New(db kv.DB, log AuditLog, opts ...Option) (*Registry, error) {
 	r := &Registry{db: db, log: log, now: time.Now, params: DefaultParams, running: 2, waiting: 8}
 	for _, o := range opts {
 		o(r)
