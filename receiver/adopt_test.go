@@ -17,6 +17,7 @@ import (
 
 	"github.com/uploadbox/uploadbox/receiver"
 	"github.com/uploadbox/uploadbox/receiver/receipt"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 func fileIno(t *testing.T, p string) uint64 {
@@ -53,12 +54,12 @@ func uploadForAdoption(t *testing.T, h *harness, uploads string, rec [16]byte) a
 // that the store holds c's bytes, once; adopted: as the upload's own file.
 func (c adoptCase) checkCommitted(t *testing.T, h *harness, cr receiver.CommitResponse, adopted bool) {
 	t.Helper()
-	r, err := receipt.Verify(h.box.ReceiptKey, mustB64(t, cr.Receipt))
+	r, err := receipt.Verify(h.box.ReceiptKey, mustB64(t, cr.Receipt), wire.HashSHA256)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(c.seg)
-	if err := r.Matches(ed25519.PublicKey(h.box.Device.Public().Bytes()), c.rec, 0, sum, int64(len(c.seg))); err != nil {
+	if err := r.Matches(ed25519.PublicKey(h.box.Device.Public().Bytes()), c.rec, 0, wire.HashSHA256, sum, int64(len(c.seg))); err != nil {
 		t.Fatal(err)
 	}
 	obj := filepath.Join(h.data, receiver.StoreDir, filepath.FromSlash(cr.Key))

@@ -23,6 +23,7 @@ import (
 	"github.com/uploadbox/uploadbox/receiver/devices"
 	"github.com/uploadbox/uploadbox/receiver/kv"
 	"github.com/uploadbox/uploadbox/receiver/receipt"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 var segmentsBucket = []byte("segments")
@@ -411,7 +412,7 @@ func (s *Server) putSegment(ctx context.Context, rec *SegmentRecord, r io.Reader
 // recordSegment signs the receipt of a stored segment and records it.
 func (s *Server) recordSegment(d *devices.Device, id string, rec *SegmentRecord, recID [16]byte, sum [32]byte) (*CommitResponse, error) {
 	rec.Committed = time.Now().UTC()
-	rb, err := receipt.Sign(s.receiptKey, receipt.Receipt{Device: rec.DeviceKey, RecordingID: recID, Sequence: rec.Sequence, SHA256: sum, Size: rec.Size, Committed: rec.Committed})
+	rb, err := receipt.Sign(s.receiptKey, receipt.Receipt{Device: rec.DeviceKey, RecordingID: recID, Sequence: rec.Sequence, Alg: wire.HashSHA256, Hash: sum, Size: rec.Size, Committed: rec.Committed})
 	if err != nil {
 		return nil, err
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/uploadbox/uploadbox/receiver/receipt"
 	"github.com/uploadbox/uploadbox/uploader"
 	"github.com/uploadbox/uploadbox/uploader/tus"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 type harness struct {
@@ -231,11 +232,11 @@ func TestCommitVerifiesAndIsIdempotent(t *testing.T) {
 		t.Fatalf("commit: HTTP %d %s", code, body)
 	}
 	rb := mustB64(t, first.Receipt)
-	r, err := receipt.Verify(h.box.ReceiptKey, rb)
+	r, err := receipt.Verify(h.box.ReceiptKey, rb, wire.HashSHA256)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Matches(ed25519.PublicKey(h.box.Device.Public().Bytes()), rec, 0, sum, int64(len(seg))); err != nil {
+	if err := r.Matches(ed25519.PublicKey(h.box.Device.Public().Bytes()), rec, 0, wire.HashSHA256, sum, int64(len(seg))); err != nil {
 		t.Fatal(err)
 	}
 	// Again: the same receipt, nothing stored twice.

@@ -505,11 +505,11 @@ func (u *Uploader) commitUpload(ctx context.Context, rec spool.Record) (Result, 
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("commit: receipt is not base64: %w", err)
 	}
-	r, err := wire.VerifyReceipt(u.st.ReceiptKey, rb)
+	r, err := wire.VerifyReceipt(u.st.ReceiptKey, rb, wire.HashSHA256)
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("commit: %w", err)
 	}
-	if err := r.Matches(u.signer(rec, r.Device), rec.RecordingID, rec.Sequence, rec.SHA256, rec.Size); err != nil {
+	if err := r.Matches(u.signer(rec, r.Device), rec.RecordingID, rec.Sequence, wire.HashSHA256, rec.SHA256, rec.Size); err != nil {
 		return Result{}, nil, fmt.Errorf("commit: %w", err)
 	}
 	if err := u.sp.Commit(rec.Name, rb); err != nil {

@@ -1,11 +1,20 @@
 package wire
 
+// HashMetadata is the tus Upload-Metadata key with which a box announces
+// at upload creation the segment hash its commit will carry: value
+// "blake3" (HashBLAKE3). Without it the commit carries SHA-256 (a box of
+// an older release).
+const HashMetadata = "hash"
+
 // CommitRequest asks the receiver to take a finished upload
-// (POST /v1/commit).
+// (POST /v1/commit). It carries exactly one hash of the segment file, the
+// kind its upload announced: BLAKE3 (HashMetadata "blake3") or else
+// SHA-256.
 type CommitRequest struct {
 	UploadID string `json:"upload_id"`
 	Size     int64  `json:"size"`
-	SHA256   string `json:"sha256"` // hex
+	SHA256   string `json:"sha256,omitempty"` // hex
+	BLAKE3   string `json:"blake3,omitempty"` // hex: the segment hash (docs/format.md §6)
 }
 
 // CommitResponse carries the signed receipt.

@@ -23,6 +23,7 @@ import (
 	"github.com/uploadbox/uploadbox/receiver"
 	"github.com/uploadbox/uploadbox/receiver/receipt"
 	"github.com/uploadbox/uploadbox/uploader"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // ingestBox is an enrolled box driven by hand: its state and an HTTP
@@ -179,13 +180,13 @@ func (b ingestBox) checkStored(t *testing.T, rcv *receiverProc, r reply, data []
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc, err := receipt.Verify(b.st.ReceiptKey, rb)
+	rc, err := receipt.Verify(b.st.ReceiptKey, rb, wire.HashSHA256)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(data)
-	if rc.Size != int64(len(data)) || rc.SHA256 != sum {
-		t.Fatalf("receipt for %d bytes %x, uploaded %d bytes %x", rc.Size, rc.SHA256[:8], len(data), sum[:8])
+	if rc.Size != int64(len(data)) || rc.Hash != sum {
+		t.Fatalf("receipt for %d bytes %x, uploaded %d bytes %x", rc.Size, rc.Hash[:8], len(data), sum[:8])
 	}
 	obj := filepath.Join(rcv.data, receiver.StoreDir, filepath.FromSlash(cr.Key))
 	stored, err := os.ReadFile(obj)
