@@ -145,11 +145,14 @@ func seal(t *testing.T, st *uploader.State, p crypto.Params, size int) []byte {
 	return buf.Bytes()
 }
 
-// send uploads and commits seg, which must be accepted.
-func (h *harness) send(t *testing.T, seg []byte) {
+// send uploads and commits seg, which must be accepted, as a box does:
+// announcing and committing with the BLAKE3 segment hash.
+func (h *harness) send(t *testing.T, seg []byte) { h.sendWith(t, seg, wire.HashBLAKE3) }
+
+// sendWith is send with the hash alg (SHA-256: as a box of an older release).
+func (h *harness) sendWith(t *testing.T, seg []byte, alg wire.HashAlg) {
 	t.Helper()
-	sum := sha256.Sum256(seg)
-	req := receiver.CommitRequest{UploadID: path.Base(h.upload(t, seg)), Size: int64(len(seg)), SHA256: hex.EncodeToString(sum[:])}
+	_, req := uploadAs(t, h, h.addr, seg, alg)
 	if code, _, body := h.commit(t, h.box.HTTPClient(), req); code != http.StatusOK {
 		t.Fatalf("commit: HTTP %d %s", code, body)
 	}

@@ -24,3 +24,12 @@ type CommitResponse struct {
 	Outcome  string `json:"outcome"`
 	Repeated bool   `json:"repeated"`
 }
+
+// Hash returns the hash the request carries: BLAKE3 when it has one, else
+// SHA-256 (hex, as sent).
+func (r CommitRequest) Hash() (HashAlg, string) {
+	if r.BLAKE3 != "" {
+		return HashBLAKE3, r.BLAKE3
+	}
+	return HashSHA256, r.SHA256
+}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/uploadbox/uploadbox/receiver"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // TestCommitUsesStreamedHashes: the receiver hashes an upload while its
@@ -17,15 +18,23 @@ import (
 // middle of a resumed upload is still refused; bytes changed on disk behind
 // the hashes' back are seen (the file is no longer as the receiver wrote
 // it) and the whole read refuses them; after a receiver restart mid-upload
-// the commit reads the upload once, checking its SHA-256 and the signature,
-// and renames it.
+// the commit reads the upload once, checking its hash and the signature,
+// and renames it. The same for a box that announces the BLAKE3 segment
+// hash and for one of an older release, which commits with SHA-256.
 func TestCommitUsesStreamedHashes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the receiver binary; skipped under -short")
 	}
+	for _, alg := range []wire.HashAlg{wire.HashBLAKE3, wire.HashSHA256} {
+		t.Run(string(alg), func(t *testing.T) { testCommitUsesStreamedHashes(t, alg) })
+	}
+}
+
+func testCommitUsesStreamedHashes(t *testing.T, alg wire.HashAlg) {
 	data := filepath.Join(t.TempDir(), "receiver")
 	rcv := startReceiver(t, data, "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0")
 	b := newIngestBox(t, rcv, "room-1")
+	b.alg = alg
 	counts := func() (streamed, reread, read float64) {
 		return metricValue(t, rcv.metricsAddr, "uploadbox_receiver_commits_streamed_total"),
 			metricValue(t, rcv.metricsAddr, "uploadbox_receiver_commits_reread_total"),

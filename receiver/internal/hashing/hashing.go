@@ -1,8 +1,17 @@
 // Package hashing hashes tus uploads while their bytes arrive. Wrap puts
 // a Store in front of a tusd store composer, whatever store is underneath:
-// every byte a WriteChunk hands to the store also goes through SHA-256 and
-// a keyless segment Verifier (crypto), so that a commit finds the digests
-// ready instead of reading the upload again.
+// every byte a WriteChunk hands to the store also goes through a keyless
+// segment Verifier (crypto), whose BLAKE3 state gives the signature digest
+// and the segment hash, and through SHA-256 where a commit needs it, so
+// that a commit finds the digests ready instead of reading the upload
+// again.
+//
+// SHA-256 is computed for an upload that did not announce the BLAKE3
+// segment hash at creation (Announced: a box of an older release commits
+// with SHA-256), and for every upload while the commits copy uploads into
+// the store (SetCopying), whose Put checks the SHA-256 of what it copies.
+// An announced upload that will be adopted (renamed into the fs store)
+// goes through BLAKE3 only, and has no state saved.
 //
 // The SHA-256 state is saved after each chunk (States, keyed by upload id)
 // and survives a receiver restart or a move to another replica. The
@@ -29,6 +38,7 @@ import (
 	tusd "github.com/tus/tusd/v2/pkg/handler"
 
 	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // storageKeyPath is the key under which tusd's filestore names an
@@ -55,7 +65,9 @@ var ErrNoState = errors.New("no hash state saved for the upload")
 // Sums is what the hashes saw of an upload: its first Length bytes.
 type Sums struct {
 	Length int64
-	SHA256 [32]byte
+	// SHA256 is set when HasSHA256: the upload was hashed with SHA-256.
+	SHA256    [32]byte
+	HasSHA256 bool
 	// Verifier saw the same bytes, when this process hashed them all;
 	// nil when the upload was resumed from a saved state.
 	Verifier *crypto.Verifier
@@ -70,12 +82,27 @@ type Store struct {
 	live map[string]*entry
 
 	read atomic.Int64 // bytes read back through GetReader
+	// copying: commits copy uploads into the store, so every upload is
+	// hashed with SHA-256 (SetCopying).
+	copying atomic.Bool
 }
+
+// Announced reports whether an upload's creation announced the BLAKE3
+// segment hash (tus metadata wire.HashMetadata = "blake3"): its commit
+// carries that hash and not SHA-256.
+func Announced(meta tusd.MetaData) bool {
+	return meta[wire.HashMetadata] == string(wire.HashBLAKE3)
+}
+
+// SetCopying says whether commits copy uploads into the store (Put, which
+// checks their SHA-256) rather than adopt them: then uploads started from
+// now on are hashed with SHA-256 even when they announced BLAKE3.
+func (s *Store) SetCopying(copying bool) { s.copying.Store(copying) }
 
 // entry is one upload's hashes over its first length bytes.
 type entry struct {
 	length int64
-	sha    hash.Hash
+	sha    hash.Hash        // nil: not hashed with SHA-256 (announced, adopted)
 	v      *crypto.Verifier // nil when resumed from a saved state
 	// path is the upload's file when its store keeps it in one (tusd's
 	// filestore), and st that file as this process last wrote it: a file
@@ -162,8 +189,10 @@ func (s *Store) Sums(ctx context.Context, id string) (Sums, bool) {
 	case err != nil:
 		return Sums{}, false
 	}
-	sums := Sums{Length: e.length, Verifier: e.v}
-	e.sha.Sum(sums.SHA256[:0])
+	sums := Sums{Length: e.length, Verifier: e.v, HasSHA256: e.sha != nil}
+	if e.sha != nil {
+		e.sha.Sum(sums.SHA256[:0])
+	}
 	return sums, true
 }
 
@@ -177,8 +206,9 @@ func (s *Store) Forget(ctx context.Context, id string) error {
 
 // resume returns the hashes to continue for a chunk of upload id written
 // at offset, or nil when they do not end exactly there (then the upload's
-// state is dropped: it is not hashed any more).
-func (s *Store) resume(ctx context.Context, id string, offset int64) *entry {
+// state is dropped: it is not hashed any more). sha says whether an
+// upload started at offset 0 is hashed with SHA-256 too.
+func (s *Store) resume(ctx context.Context, id string, offset int64, sha func() bool) *entry {
 	s.mu.Lock()
 	e := s.live[id]
 	delete(s.live, id)
@@ -187,7 +217,11 @@ func (s *Store) resume(ctx context.Context, id string, offset int64) *entry {
 	case e != nil && e.length == offset && e.unchanged():
 		return e
 	case offset == 0:
-		return &entry{sha: sha256.New(), v: crypto.NewVerifier()}
+		e := &entry{v: crypto.NewVerifier()}
+		if sha() {
+			e.sha = sha256.New()
+		}
+		return e
 	}
 	// Another process (or this one before a restart) may have hashed it.
 	if e, err := s.load(ctx, id); err == nil && e.length == offset {
@@ -214,10 +248,12 @@ func (s *Store) settle(ctx context.Context, id string, e *entry, offset, n, read
 		}
 		e.st = st
 	}
-	state, err := e.encode(id)
-	if err != nil || s.states.Save(ctx, id, state) != nil {
-		// A stale saved state is harmless: its length no longer matches.
-		s.states.Delete(ctx, id)
+	if e.sha != nil {
+		state, err := e.encode(id)
+		if err != nil || s.states.Save(ctx, id, state) != nil {
+			// A stale saved state is harmless: its length no longer matches.
+			s.states.Delete(ctx, id)
+		}
 	}
 	if e.v == nil {
 		return
@@ -274,7 +310,13 @@ type upload struct {
 
 // WriteChunk implements tusd.Upload.
 func (u *upload) WriteChunk(ctx context.Context, offset int64, src io.Reader) (int64, error) {
-	e := u.s.resume(ctx, u.id, offset)
+	e := u.s.resume(ctx, u.id, offset, func() bool {
+		if u.s.copying.Load() {
+			return true
+		}
+		info, err := u.Upload.GetInfo(ctx)
+		return err != nil || !Announced(info.MetaData)
+	})
 	if e == nil {
 		return u.Upload.WriteChunk(ctx, offset, src)
 	}
@@ -323,7 +365,9 @@ type tee struct {
 func (t *tee) Read(p []byte) (int, error) {
 	n, err := t.r.Read(p)
 	if n > 0 {
-		t.e.sha.Write(p[:n])
+		if t.e.sha != nil {
+			t.e.sha.Write(p[:n])
+		}
 		if t.e.v != nil {
 			t.e.v.Write(p[:n])
 		}
@@ -435,7 +479,9 @@ func (t *tee) fill(free chan *[writePiece]byte, full chan<- piece, stop <-chan s
 			free <- buf
 			return err
 		}
-		t.e.sha.Write(buf[:n])
+		if t.e.sha != nil {
+			t.e.sha.Write(buf[:n])
+		}
 		t.n += int64(n)
 		full <- piece{buf, n}
 		if err != nil {
