@@ -46,7 +46,8 @@ import (
 const storageKeyPath = "Path"
 
 // MaxLive bounds the uploads whose Verifier is kept in memory (about
-// 20 KiB each); beyond it, an upload keeps its saved SHA-256 state only.
+// 20 KiB each); beyond it, an upload keeps its saved SHA-256 state only
+// (one without SHA-256 keeps nothing, and its commit reads it).
 const MaxLive = 1024
 
 // States keeps each upload's saved hash state, keyed by upload id.
@@ -356,7 +357,7 @@ func (c *countingReadCloser) Read(p []byte) (int, error) {
 type tee struct {
 	r io.Reader
 	e *entry
-	n int64 // bytes read from r and hashed by SHA-256
+	n int64 // bytes read from r (and hashed by SHA-256, if e has it)
 	// ctx is the WriteChunk's, for WriteTo, whose signature has none:
 	// the tee lives for that one call.
 	ctx context.Context
@@ -386,7 +387,8 @@ const (
 
 var pieces = sync.Pool{New: func() any { return new([writePiece]byte) }}
 
-// piece is n bytes read into buf, already through SHA-256.
+// piece is n bytes read into buf, already through SHA-256 if the upload
+// is hashed with it.
 type piece struct {
 	buf *[writePiece]byte
 	n   int
@@ -395,7 +397,7 @@ type piece struct {
 // WriteTo lets a store that copies with io.Copy (tusd's filestore) write
 // in pieces of writePiece bytes instead of its own 32 KiB, and uses two
 // cores for one PATCH: a goroutine reads the request into a piece and
-// hashes it with SHA-256 while this one passes the previous piece through
+// hashes it with SHA-256 (if the upload is) while this one passes the previous piece through
 // the Verifier (BLAKE3) and writes it. Bytes read are written before a
 // read error (or the context's end) is returned, so a cut request keeps
 // what it brought; after a write error nothing more is read, and WriteTo
@@ -446,7 +448,7 @@ func (t *tee) WriteTo(w io.Writer) (int64, error) {
 }
 
 // fill reads the request into pieces from free, hashes them with
-// SHA-256 and hands them on in full, until a read error (io.EOF at the
+// SHA-256 (if the upload is) and hands them on in full, until a read error (io.EOF at the
 // end), the context's end, or stop; it returns that error (nil on stop).
 // A piece is handed on full, or short when the reading ends.
 func (t *tee) fill(free chan *[writePiece]byte, full chan<- piece, stop <-chan struct{}) error {
