@@ -2,7 +2,6 @@ package receiver_test
 
 import (
 	"bytes"
-	"encoding/hex"
 	"io"
 	"net/http"
 	"path"
@@ -98,11 +97,7 @@ func testUploadContinuedOnOtherReceiver(t *testing.T, alg wire.HashAlg) {
 	if resumedAt != first {
 		t.Fatalf("B's first offset %d, want %d (what A received)", resumedAt, first)
 	}
-	creq := receiver.CommitRequest{UploadID: path.Base(urlA), Size: int64(len(seg)), SHA256: hex.EncodeToString(sum[:])}
-	if alg == wire.HashBLAKE3 {
-		creq.SHA256, creq.BLAKE3 = "", creq.SHA256
-	}
-	cr, err := commitAt(client, addrB, creq)
+	cr, err := commitAt(client, addrB, wire.NewCommitRequest(path.Base(urlA), int64(len(seg)), alg, sum))
 	if err != nil || cr.Repeated {
 		t.Fatalf("commit on B: %+v, %v", cr, err)
 	}

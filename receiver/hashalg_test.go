@@ -56,14 +56,7 @@ func uploadAs(t *testing.T, h *harness, addr string, data []byte, alg wire.HashA
 	if err := c.Upload(t.Context(), id, bytes.NewReader(data), int64(len(data)), nil); err != nil {
 		t.Fatal(err)
 	}
-	sum := hashOf(alg, data)
-	req := receiver.CommitRequest{UploadID: path.Base(id), Size: int64(len(data))}
-	if alg == wire.HashBLAKE3 {
-		req.BLAKE3 = hex.EncodeToString(sum[:])
-	} else {
-		req.SHA256 = hex.EncodeToString(sum[:])
-	}
-	return id, req
+	return id, wire.NewCommitRequest(path.Base(id), int64(len(data)), alg, hashOf(alg, data))
 }
 
 // TestCommitHashAnnounced: an upload announced with hash=blake3 commits

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -471,13 +470,7 @@ func (u *Uploader) quarantine(rec spool.Record, why spool.Refusal) (Result, erro
 // refusal (after retrying server errors a few times) is returned as ref.
 func (u *Uploader) commitUpload(ctx context.Context, rec spool.Record) (Result, *RefusedError, error) {
 	alg, sum := rec.Hash()
-	creq := wire.CommitRequest{UploadID: path.Base(rec.UploadURL), Size: rec.Size}
-	if alg == wire.HashBLAKE3 {
-		creq.BLAKE3 = hex.EncodeToString(sum[:])
-	} else {
-		creq.SHA256 = hex.EncodeToString(sum[:])
-	}
-	body, _ := json.Marshal(creq)
+	body, _ := json.Marshal(wire.NewCommitRequest(path.Base(rec.UploadURL), rec.Size, alg, sum))
 	var cr wire.CommitResponse
 	began := time.Now()
 	for attempt := 0; ; attempt++ {

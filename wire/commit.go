@@ -1,5 +1,7 @@
 package wire
 
+import "encoding/hex"
+
 // HashMetadata is the tus Upload-Metadata key with which a box announces
 // at upload creation the segment hash its commit will carry: value
 // "blake3" (HashBLAKE3). Without it the commit carries SHA-256 (a box of
@@ -32,4 +34,16 @@ func (r CommitRequest) Hash() (HashAlg, string) {
 		return HashBLAKE3, r.BLAKE3
 	}
 	return HashSHA256, r.SHA256
+}
+
+// NewCommitRequest is the commit of upload uploadID, size bytes whose
+// hash of kind alg is sum.
+func NewCommitRequest(uploadID string, size int64, alg HashAlg, sum [32]byte) CommitRequest {
+	r := CommitRequest{UploadID: uploadID, Size: size}
+	if alg == HashBLAKE3 {
+		r.BLAKE3 = hex.EncodeToString(sum[:])
+	} else {
+		r.SHA256 = hex.EncodeToString(sum[:])
+	}
+	return r
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -239,9 +238,8 @@ func (b *commitBox) upload(size int) (pending, error) {
 	if err := b.tus.Upload(ctx, u, bytes.NewReader(seg), int64(len(seg)), nil); err != nil {
 		return pending{}, err
 	}
-	sum := blake3.Sum256(seg)
 	id := path.Base(u)
-	return pending{id: id, size: int64(len(seg)), req: receiver.CommitRequest{UploadID: id, Size: int64(len(seg)), BLAKE3: hex.EncodeToString(sum[:])}}, nil
+	return pending{id: id, size: int64(len(seg)), req: wire.NewCommitRequest(id, int64(len(seg)), wire.HashBLAKE3, blake3.Sum256(seg))}, nil
 }
 
 // commit asks for the receipt of p and times the request.

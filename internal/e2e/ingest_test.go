@@ -169,13 +169,8 @@ func (b ingestBox) offset(t *testing.T, id string) int {
 
 func (b ingestBox) commit(t *testing.T, id string, data []byte) (reply, receiver.Refusal) {
 	t.Helper()
-	req := receiver.CommitRequest{UploadID: id, Size: int64(len(data))}
-	if alg, sum := b.hash(data); alg == wire.HashBLAKE3 {
-		req.BLAKE3 = hex.EncodeToString(sum[:])
-	} else {
-		req.SHA256 = hex.EncodeToString(sum[:])
-	}
-	body, _ := json.Marshal(req)
+	alg, sum := b.hash(data)
+	body, _ := json.Marshal(wire.NewCommitRequest(id, int64(len(data)), alg, sum))
 	resp, err := b.client.Post(b.base+"/v1/commit", "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatalf("commit: %v", err)
