@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/uploadbox/uploadbox/receiver"
@@ -63,7 +64,18 @@ func testCommitUsesStreamedHashes(t *testing.T, alg wire.HashAlg) {
 		}
 	}
 	seg := b.seal(t, 1<<20)
-	r, ref := b.commit(t, upload(seg, noState), seg)
+	id := upload(seg, noState)
+	// A commit with the other kind of hash than the upload announced is
+	// refused, naming the field to send, and the upload is kept.
+	other := b
+	other.alg = wire.HashBLAKE3
+	if alg == wire.HashBLAKE3 {
+		other.alg = wire.HashSHA256
+	}
+	if r, ref := other.commit(t, id, seg); r.code != http.StatusBadRequest || ref.Reason != receiver.ReasonBadRequest || !strings.Contains(ref.Error, "send "+string(alg)) {
+		t.Fatalf("commit with %s for an upload that announced %s: HTTP %d %+v, want 400 naming %s", other.alg, alg, r.code, ref, alg)
+	}
+	r, ref := b.commit(t, id, seg)
 	if r.code != http.StatusOK {
 		t.Fatalf("commit: HTTP %d %+v", r.code, ref)
 	}
@@ -83,7 +95,7 @@ func testCommitUsesStreamedHashes(t *testing.T, alg wire.HashAlg) {
 	// A byte changed on disk after it was hashed: the file is not as the
 	// receiver wrote it, and the whole read refuses its bytes.
 	behind := b.seal(t, 1<<20)
-	id := upload(behind, func(id string) {
+	id = upload(behind, func(id string) {
 		f, err := os.OpenFile(filepath.Join(data, "uploads", id), os.O_RDWR, 0)
 		if err != nil {
 			t.Fatal(err)
