@@ -84,8 +84,9 @@ func (a *Agent) handleQueue(r control.Request) (any, error) {
 		if err != nil {
 			return nil, queueError(p.ID, err)
 		}
-		a.auditEvent("queue.discard", r.Caller(), "deleted", fmt.Sprintf("segment=%s file=%s bytes=%d sha256=%x was=%s%s",
-			rec.Name, a.spool.Path(rec), rec.Size, rec.SHA256, rec.State, refusalDetail(rec.Refusal)))
+		alg, sum := rec.Hash()
+		a.auditEvent("queue.discard", r.Caller(), "deleted", fmt.Sprintf("segment=%s file=%s bytes=%d %s=%x was=%s%s",
+			rec.Name, a.spool.Path(rec), rec.Size, alg, sum, rec.State, refusalDetail(rec.Refusal)))
 		a.log.Warn("segment discarded without a receipt", "segment", rec.Name, "bytes", rec.Size, "by", r.Caller())
 		return HeldSegment{ID: rec.Name, State: string(spool.Discarded), File: a.spool.Path(rec), Bytes: rec.Size, Sealed: rec.SealedAt}, nil
 	}

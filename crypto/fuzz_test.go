@@ -93,7 +93,7 @@ func FuzzReader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		res := openSegment(data, id)
 		info, verr := Verify(bytes.NewReader(data), nil)
-		if wantInfo, wantErr := verifyWhole(data, nil); fmt.Sprint(verr) != fmt.Sprint(wantErr) || !reflect.DeepEqual(info, wantInfo) {
+		if wantInfo, wantErr := verifyWholeHashed(data, nil); fmt.Sprint(verr) != fmt.Sprint(wantErr) || !reflect.DeepEqual(info, wantInfo) {
 			t.Fatalf("streaming Verify says %v, the whole-read verification %v", verr, wantErr)
 		}
 		if len(data) > 0 {

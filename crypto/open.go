@@ -364,6 +364,10 @@ type Info struct {
 	Commitment [CommitmentSize]byte
 	Trailer    *Trailer
 	Size       int64 // bytes read, the whole file when complete
+	// FileHash is the segment hash: BLAKE3-256 of the Size bytes read
+	// (the whole file, signature included, when complete). Verify and
+	// Verifier.Finish set it; Open does not.
+	FileHash [32]byte
 }
 
 // NoMedia reports whether a segment that did not verify complete ends

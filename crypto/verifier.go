@@ -61,6 +61,18 @@ func (v *Verifier) Write(p []byte) (int, error) {
 
 func (v *Verifier) hashOut(p []byte) { v.h.Write(p) }
 
+// FileHash is the segment hash of the bytes written so far: BLAKE3-256
+// of every one of them, the trailer included (docs/format.md §6). It
+// costs the last TrailerSize bytes only: the state that hashed the rest
+// for the signature digest goes on from a copy.
+func (v *Verifier) FileHash() [32]byte {
+	h := v.h.Clone()
+	h.Write(v.tail)
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
 // keepHead buffers the header and the salt and commitment after it.
 func (v *Verifier) keepHead(p []byte) {
 	if v.herr != nil {
@@ -105,7 +117,7 @@ func (v *Verifier) Finish(device *DevicePublicKey) (*Info, error) {
 			return &Info{Header: hdr}, err // as Verify, which stops reading there
 		}
 	}
-	info := &Info{Header: hdr, Size: v.n}
+	info := &Info{Header: hdr, Size: v.n, FileHash: v.FileHash()}
 	// The rest after the header ends in a trailer when its last
 	// TrailerSize bytes begin with the trailer's magic (the splitter's rule).
 	rest := v.n - int64(len(hdr.raw))

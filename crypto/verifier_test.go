@@ -58,6 +58,16 @@ func verifyWhole(seg []byte, device *DevicePublicKey) (*Info, error) {
 	return info, nil
 }
 
+// verifyWholeHashed is verifyWhole with the segment hash computed on its
+// own: BLAKE3-256 of the bytes read.
+func verifyWholeHashed(seg []byte, device *DevicePublicKey) (*Info, error) {
+	info, err := verifyWhole(seg, device)
+	if info != nil && info.Size > 0 {
+		info.FileHash = blake3.Sum256(seg[:info.Size])
+	}
+	return info, err
+}
+
 // verifierSays feeds seg to a Verifier in writes of step bytes.
 func verifierSays(seg []byte, step int, dev *DevicePublicKey) (*Info, error) {
 	v := NewVerifier()
@@ -69,7 +79,7 @@ func verifierSays(seg []byte, step int, dev *DevicePublicKey) (*Info, error) {
 
 func sameVerdict(t *testing.T, what string, seg []byte, dev *DevicePublicKey, steps []int) {
 	t.Helper()
-	wantInfo, wantErr := verifyWhole(seg, dev)
+	wantInfo, wantErr := verifyWholeHashed(seg, dev)
 	for _, step := range steps {
 		info, err := verifierSays(seg, step, dev)
 		if fmt.Sprint(err) != fmt.Sprint(wantErr) || OutcomeOf(err) != OutcomeOf(wantErr) {
@@ -120,6 +130,42 @@ func TestVerifierMatchesWholeRead(t *testing.T) {
 	}
 }
 
+// TestFileHash checks the segment hash of every vector and of fresh
+// segments, as Verify and a Verifier give it, against BLAKE3-256 of the
+// file computed on its own.
+func TestFileHash(t *testing.T) {
+	all, _ := readVectorSegments(t)
+	ids, _ := newIdentities(t, SuiteX25519, 1)
+	dev := newDevice(t)
+	for _, size := range []int{0, chunk, 3*chunk + 5} {
+		seg, _ := sealSegment(t, []*Recipient{ids[0].Recipient()}, dev, testParams(t.Name(), 0, [CommitmentSize]byte{}), plaintext(t.Name(), size), sealOpts{})
+		all = append(all, seg)
+	}
+	ok := 0
+	for i, seg := range all {
+		info, err := Verify(bytes.NewReader(seg), nil)
+		if err != nil {
+			continue
+		}
+		ok++
+		want := blake3.Sum256(seg)
+		if info.FileHash != want {
+			t.Errorf("segment %d: Verify's FileHash %x, BLAKE3-256 of the file %x", i, info.FileHash, want)
+		}
+		v := NewVerifier()
+		v.Write(seg)
+		if got := v.FileHash(); got != want {
+			t.Errorf("segment %d: Verifier.FileHash %x, BLAKE3-256 of the file %x", i, got, want)
+		}
+		if info.FileHash == blake3.Sum256(seg[:len(seg)-len(info.Trailer.Signature)]) {
+			t.Errorf("segment %d: the segment hash is the signature digest, not the file's", i)
+		}
+	}
+	if ok < 4 {
+		t.Fatalf("only %d segments verified OK", ok)
+	}
+}
+
 // TestVerifierFinishMidway asks a Verifier for its verdict after each
 // write: each answer is that of the bytes so far, and the last one OK.
 func TestVerifierFinishMidway(t *testing.T) {
@@ -130,7 +176,7 @@ func TestVerifierFinishMidway(t *testing.T) {
 	for at := 0; at < len(seg); at += 5000 {
 		v.Write(seg[at:min(at+5000, len(seg))])
 		info, err := v.Finish(nil)
-		wantInfo, wantErr := verifyWhole(seg[:min(at+5000, len(seg))], nil)
+		wantInfo, wantErr := verifyWholeHashed(seg[:min(at+5000, len(seg))], nil)
 		if fmt.Sprint(err) != fmt.Sprint(wantErr) || !reflect.DeepEqual(info, wantInfo) {
 			t.Fatalf("after %d bytes: %v, want %v", min(at+5000, len(seg)), err, wantErr)
 		}

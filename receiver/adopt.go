@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/receiver/devices"
 	"github.com/uploadbox/uploadbox/receiver/store"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // adoption is how a commit moves a staged upload into the fs store
@@ -29,7 +31,8 @@ import (
 // moves. A crash after the rename and before the database records the
 // segment leaves the object stored, the upload file gone and the note: the
 // box's retried commit finds the note, reads the stored object once
-// (size, SHA-256, signature), records it and answers with the receipt.
+// (size, the hash the commit carries, signature), records it and answers
+// with the receipt.
 type adoption struct {
 	fs atomic.Pointer[store.FS] // nil: commits copy
 	// off: a rename crossed filesystems after all (a mount point between
@@ -87,9 +90,9 @@ func (s *Server) crashPoint(point string) error {
 // adoptSegment moves upload id's file into the store under rec.Key (or
 // finds the same bytes stored there). adopted is false, with no error,
 // when the file must be copied instead (another filesystem). The caller
-// holds the upload's lock and vouches for the file's bytes: size, SHA-256
-// sum and the verification were checked over exactly these bytes.
-func (s *Server) adoptSegment(ctx context.Context, id string, rec *SegmentRecord, sum [32]byte) (adopted bool, err error) {
+// holds the upload's lock and vouches for the file's bytes: size, the
+// record's hash and the verification were checked over exactly these bytes.
+func (s *Server) adoptSegment(ctx context.Context, id string, rec *SegmentRecord) (adopted bool, err error) {
 	note := filepath.Join(s.uploads, id+adoptSuffix)
 	if err := os.Remove(note); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return false, fmt.Errorf("commit: %w", err)
@@ -100,9 +103,10 @@ func (s *Server) adoptSegment(ctx context.Context, id string, rec *SegmentRecord
 	if err := s.crashPoint(crashNoted); err != nil {
 		return false, err
 	}
-	err = s.adoption.fs.Load().Adopt(ctx, rec.Key, filepath.Join(s.uploads, id), rec.Size, sum)
+	err = s.adoption.fs.Load().Adopt(ctx, rec.Key, filepath.Join(s.uploads, id), rec.Size, rec.sum())
 	if errors.Is(err, store.ErrNotAdopted) {
 		os.Remove(note)
+		s.hashing.SetCopying(true)
 		if !s.adoption.off.Swap(true) {
 			s.log.Warn("uploads cannot be renamed into the store (another filesystem): commits copy them", "uploads", s.uploads)
 		}
@@ -138,46 +142,73 @@ func (s *Server) recoverAdopted(ctx context.Context, d *devices.Device, req Comm
 		return nil, true, err
 	}
 	defer rc.Close()
-	w, err := readWhole(rc)
+	alg, _ := req.Hash()
+	w, err := readWhole(rc, alg == wire.HashSHA256)
 	if err != nil {
 		return nil, true, err
 	}
-	if w.size != req.Size || hex.EncodeToString(w.sum[:]) != req.SHA256 || w.outcome == crypto.Corrupt || w.info == nil || w.info.Header == nil {
+	if w.matches(req) != nil || w.outcome == crypto.Corrupt || w.info == nil || w.info.Header == nil {
 		return nil, false, nil
 	}
 	if d.CheckSigner(ed25519.PublicKey(w.info.Header.Device.Bytes()), time.Now()) != nil {
 		return nil, false, nil
 	}
-	rec := newSegmentRecord(d, w.info, w.outcome, w.size, req.SHA256)
+	rec := newSegmentRecord(d, w.info, w.outcome, w.size, req)
 	if rec.Key != key {
 		return nil, false, nil
 	}
 	s.log.Info("commit interrupted after the upload was stored: finished", "device", d.Name, "key", key)
-	resp, err = s.recordSegment(d, req.UploadID, &rec, w.info.Header.RecordingID, w.sum)
+	resp, err = s.recordSegment(d, req.UploadID, &rec, w.info.Header.RecordingID)
 	return resp, true, err
 }
 
 // wholeRead is what one read of a segment's bytes says of them.
 type wholeRead struct {
 	size    int64
-	sum     [32]byte
-	info    *crypto.Info
+	sha     [32]byte // SHA-256, when hasSHA
+	hasSHA  bool
+	info    *crypto.Info // with the segment hash, when it has a header
 	verr    error
 	outcome crypto.Outcome
 }
 
-// readWhole reads r to its end once: its SHA-256 and the keyless
-// verification.
-func readWhole(r io.Reader) (wholeRead, error) {
+// readWhole reads r to its end once: the keyless verification, which
+// gives the segment hash, and its SHA-256 if withSHA.
+func readWhole(r io.Reader, withSHA bool) (wholeRead, error) {
 	h := sha256.New()
-	cr := &countReader{r: io.TeeReader(r, h)}
-	var w wholeRead
+	if withSHA {
+		r = io.TeeReader(r, h)
+	}
+	cr := &countReader{r: r}
+	w := wholeRead{hasSHA: withSHA}
 	w.info, w.verr = crypto.Verify(cr, nil)
 	if _, err := io.Copy(io.Discard, cr); err != nil { // whatever Verify left unread
 		return w, err
 	}
 	w.size = cr.n
-	h.Sum(w.sum[:0])
+	h.Sum(w.sha[:0])
 	w.outcome = crypto.OutcomeOf(w.verr)
 	return w, nil
+}
+
+// matches refuses, for good, bytes that are not those the commit
+// announced: its size and hash. A segment hash cannot be told without a
+// header; the verification then refuses the segment.
+func (w wholeRead) matches(req CommitRequest) error {
+	alg, want := req.Hash()
+	var got [32]byte
+	switch {
+	case alg == wire.HashSHA256:
+		got = w.sha
+	case w.info != nil && w.info.Header != nil:
+		got = w.info.FileHash
+	default:
+		if w.size == req.Size {
+			return nil
+		}
+	}
+	if w.size != req.Size || hex.EncodeToString(got[:]) != want {
+		return refuseForGood(http.StatusConflict, ReasonMismatch, "commit: the upload has %d bytes with %s %x…; the box announced %d bytes with %s %s: upload the segment again", w.size, alg, got[:8], req.Size, alg, want)
+	}
+	return nil
 }

@@ -15,4 +15,7 @@ func SetCommitCrash(s *Server, crash func(point string) error) { s.adoption.cras
 
 // ForceAdoption makes s's commits try to rename uploads into its fs store
 // even when Open found them on another filesystem.
-func ForceAdoption(s *Server) { s.adoption.fs.Store(s.store.(*store.FS)) }
+func ForceAdoption(s *Server) {
+	s.adoption.fs.Store(s.store.(*store.FS))
+	s.hashing.SetCopying(false)
+}

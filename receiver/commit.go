@@ -21,8 +21,11 @@ import (
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/receiver/devices"
+	"github.com/uploadbox/uploadbox/receiver/internal/hashing"
 	"github.com/uploadbox/uploadbox/receiver/kv"
 	"github.com/uploadbox/uploadbox/receiver/receipt"
+	"github.com/uploadbox/uploadbox/receiver/store"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 var segmentsBucket = []byte("segments")
@@ -36,12 +39,16 @@ func initSegments(db kv.DB) error {
 
 // SegmentRecord is what the receiver keeps about a committed segment.
 type SegmentRecord struct {
-	Device     string `json:"device"` // registry name
-	DeviceKey  []byte `json:"device_key"`
-	Recording  string `json:"recording"` // hex
-	Sequence   uint64 `json:"sequence"`
-	Size       int64  `json:"size"`
-	SHA256     string `json:"sha256"`
+	Device    string `json:"device"` // registry name
+	DeviceKey []byte `json:"device_key"`
+	Recording string `json:"recording"` // hex
+	Sequence  uint64 `json:"sequence"`
+	Size      int64  `json:"size"`
+	// BLAKE3 is the segment hash (hex) of a segment committed with it;
+	// SHA256 that of one committed by a box that did not announce it
+	// (and of every record stored before). Exactly one is set.
+	BLAKE3     string `json:"blake3,omitempty"`
+	SHA256     string `json:"sha256,omitempty"`
 	Commitment string `json:"commitment"`
 	Prev       string `json:"prev"`
 	Last       bool   `json:"last"`
@@ -63,6 +70,27 @@ type SegmentRecord struct {
 	// records stored before it was kept.
 	Codec string `json:"codec,omitempty"`
 }
+
+// hash returns the hash the segment was committed with (hex).
+func (r *SegmentRecord) hash() (wire.HashAlg, string) {
+	if r.BLAKE3 != "" {
+		return wire.HashBLAKE3, r.BLAKE3
+	}
+	return wire.HashSHA256, r.SHA256
+}
+
+// sum returns the hash the segment was committed with, decoded.
+func (r *SegmentRecord) sum() store.Sum {
+	alg, h := r.hash()
+	sum := store.Sum{Alg: alg}
+	hex.Decode(sum.Hash[:], []byte(h))
+	return sum
+}
+
+// sameBytes reports whether two records of one segment name the same
+// bytes: the same hash. A segment committed with BLAKE3 and one with
+// SHA-256 do not compare; the commit refuses the second as other bytes.
+func sameBytes(a, b *SegmentRecord) bool { return a.BLAKE3 == b.BLAKE3 && a.SHA256 == b.SHA256 }
 
 func segmentKey(devKey []byte, rec [16]byte, seq uint64) string {
 	return fmt.Sprintf("%x/%x/%06d.ubx", devKey[:8], rec, seq)
@@ -244,8 +272,17 @@ func parseCommitRequest(body io.Reader) (CommitRequest, error) {
 	if !uploadID.MatchString(req.UploadID) {
 		return req, fmt.Errorf("commit: upload id %q is not a tus upload id", req.UploadID)
 	}
-	if b, err := hex.DecodeString(req.SHA256); err != nil || len(b) != sha256.Size {
-		return req, errors.New("commit: sha256 must be 64 hex digits")
+	switch {
+	case req.BLAKE3 != "" && req.SHA256 != "":
+		return req, errors.New("commit: the request carries both blake3 and sha256: send the one hash its upload announced (blake3 after Upload-Metadata hash blake3, else sha256)")
+	case req.BLAKE3 != "":
+		if b, err := hex.DecodeString(req.BLAKE3); err != nil || len(b) != 32 {
+			return req, errors.New("commit: blake3 must be 64 hex digits")
+		}
+	default:
+		if b, err := hex.DecodeString(req.SHA256); err != nil || len(b) != sha256.Size {
+			return req, errors.New("commit: sha256 must be 64 hex digits (or send blake3, for an upload that announced it)")
+		}
 	}
 	if req.Size <= 0 || req.Size > MaxSegmentSize {
 		return req, fmt.Errorf("commit: size %d out of range", req.Size)
@@ -301,6 +338,9 @@ func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source str
 	if err != nil {
 		return nil, err
 	}
+	if err := checkAnnounced(tinfo.MetaData, req); err != nil {
+		return nil, err
+	}
 	if tinfo.Offset < tinfo.Size {
 		e := refuse(http.StatusConflict, ReasonIncomplete, "commit: the upload has %d of its %d bytes: finish it (PATCH from offset %d), then commit", tinfo.Offset, tinfo.Size, tinfo.Offset)
 		e.offset = &tinfo.Offset
@@ -317,14 +357,16 @@ func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source str
 		return nil, err
 	}
 	defer f.Close()
-	// One read: the SHA-256 for the receipt and the keyless verification.
-	w, err := readWhole(f)
+	// One read: the keyless verification, which gives the segment hash,
+	// and the SHA-256 where the commit carries it or the store copies.
+	alg, _ := req.Hash()
+	w, err := readWhole(f, alg == wire.HashSHA256 || !s.canAdopt())
 	if err != nil {
 		return nil, err
 	}
-	size, sum, info, verr, outcome := w.size, w.sum, w.info, w.verr, w.outcome
-	if size != req.Size || hex.EncodeToString(sum[:]) != req.SHA256 {
-		return nil, refuseForGood(http.StatusConflict, ReasonMismatch, "commit: the upload has %d bytes with SHA-256 %x; the box announced %d bytes with %s: upload the segment again", size, sum[:8], req.Size, req.SHA256)
+	size, info, verr, outcome := w.size, w.info, w.verr, w.outcome
+	if err := w.matches(req); err != nil {
+		return nil, err
 	}
 	if outcome == crypto.Corrupt || info == nil || info.Header == nil {
 		return nil, refuseForGood(http.StatusUnprocessableEntity, ReasonCorrupt, "commit: segment does not verify: %v", verr)
@@ -339,11 +381,11 @@ func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source str
 		}
 		return nil, refuseForGood(http.StatusForbidden, ReasonForeignKey, "commit: the segment was signed by another device than %s", d.Name)
 	}
-	rec := newSegmentRecord(d, info, outcome, size, req.SHA256)
+	rec := newSegmentRecord(d, info, outcome, size, req)
 	// Exactly once: an earlier record of this (device, recording, sequence)
 	// decides before anything is stored.
 	if prev, err := s.lookup(rec.Key); err == nil {
-		if prev.SHA256 != rec.SHA256 {
+		if !sameBytes(prev, &rec) {
 			return nil, refuseForGood(http.StatusConflict, ReasonExists, "commit: segment %d of recording %s was already stored with other bytes", rec.Sequence, rec.Recording)
 		}
 		return s.finishCommit(req.UploadID, prev, true)
@@ -356,29 +398,53 @@ func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source str
 	// the store (no upload names it any more), or else a copy, whose
 	// SHA-256 Put checks once more.
 	if s.canAdopt() {
-		adopted, err := s.adoptSegment(ctx, req.UploadID, &rec, sum)
+		adopted, err := s.adoptSegment(ctx, req.UploadID, &rec)
 		if err != nil {
 			return nil, err
 		}
 		if adopted {
-			return s.recordSegment(d, req.UploadID, &rec, hdr.RecordingID, sum)
+			return s.recordSegment(d, req.UploadID, &rec, hdr.RecordingID)
 		}
+	}
+	if !w.hasSHA {
+		// Read for an adoption that found another filesystem: the copy
+		// needs the SHA-256 its Put checks.
+		if f, err = up.GetReader(ctx); err != nil {
+			return nil, err
+		}
+		if w, err = readWhole(f, true); err != nil {
+			return nil, err
+		}
+		f.Close()
 	}
 	if f, err = up.GetReader(ctx); err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return s.storeSegment(ctx, d, req.UploadID, &rec, hdr.RecordingID, f, sum)
+	return s.storeSegment(ctx, d, req.UploadID, &rec, hdr.RecordingID, f, w.sha)
+}
+
+// checkAnnounced refuses a commit whose hash is not the kind its upload
+// announced at creation (tus metadata hash=blake3, or none: SHA-256).
+func checkAnnounced(meta tusd.MetaData, req CommitRequest) error {
+	alg, _ := req.Hash()
+	switch announced := hashing.Announced(meta); {
+	case announced && alg != wire.HashBLAKE3:
+		return refuse(http.StatusBadRequest, ReasonBadRequest, "commit: the upload announced hash blake3 at creation: send blake3, not sha256")
+	case !announced && alg == wire.HashBLAKE3:
+		return refuse(http.StatusBadRequest, ReasonBadRequest, "commit: the upload did not announce hash blake3 at creation (Upload-Metadata): send sha256, not blake3")
+	}
+	return nil
 }
 
 // newSegmentRecord is what the receiver keeps of a segment that verified
 // (OK or TRUNCATED) as info says.
-func newSegmentRecord(d *devices.Device, info *crypto.Info, outcome crypto.Outcome, size int64, sha string) SegmentRecord {
+func newSegmentRecord(d *devices.Device, info *crypto.Info, outcome crypto.Outcome, size int64, req CommitRequest) SegmentRecord {
 	hdr := info.Header
 	signer := ed25519.PublicKey(hdr.Device.Bytes())
 	rec := SegmentRecord{
 		Device: d.Name, DeviceKey: signer, Recording: hex.EncodeToString(hdr.RecordingID[:]), Sequence: hdr.Sequence,
-		Size: size, SHA256: sha, Commitment: hex.EncodeToString(info.Commitment[:]), Prev: hex.EncodeToString(hdr.Prev[:]),
+		Size: size, BLAKE3: req.BLAKE3, SHA256: req.SHA256, Commitment: hex.EncodeToString(info.Commitment[:]), Prev: hex.EncodeToString(hdr.Prev[:]),
 		Last: info.Trailer != nil && info.Trailer.Last(), Outcome: outcome.String(),
 		Key: segmentKey(signer, hdr.RecordingID, hdr.Sequence), Codec: hdr.Codec,
 	}
@@ -393,25 +459,28 @@ func newSegmentRecord(d *devices.Device, info *crypto.Info, outcome crypto.Outco
 
 // storeSegment copies the upload's bytes from r into the store under
 // rec.Key, signs the receipt and records the segment.
-func (s *Server) storeSegment(ctx context.Context, d *devices.Device, id string, rec *SegmentRecord, recID [16]byte, r io.Reader, sum [32]byte) (*CommitResponse, error) {
-	if err := s.putSegment(ctx, rec, r, sum); err != nil {
+func (s *Server) storeSegment(ctx context.Context, d *devices.Device, id string, rec *SegmentRecord, recID [16]byte, r io.Reader, sha [32]byte) (*CommitResponse, error) {
+	if err := s.putSegment(ctx, rec, r, sha); err != nil {
 		return nil, err
 	}
-	return s.recordSegment(d, id, rec, recID, sum)
+	return s.recordSegment(d, id, rec, recID)
 }
 
-// putSegment copies the segment's bytes from r into the store.
-func (s *Server) putSegment(ctx context.Context, rec *SegmentRecord, r io.Reader, sum [32]byte) error {
-	if err := s.store.Put(ctx, rec.Key, r, rec.Size, sum); err != nil {
+// putSegment copies the segment's bytes from r into the store, which
+// checks that they hash to the SHA-256 sha.
+func (s *Server) putSegment(ctx context.Context, rec *SegmentRecord, r io.Reader, sha [32]byte) error {
+	if err := s.store.Put(ctx, rec.Key, r, rec.Size, sha); err != nil {
 		return fmt.Errorf("commit: store %s: %w", rec.Key, err)
 	}
 	return nil
 }
 
-// recordSegment signs the receipt of a stored segment and records it.
-func (s *Server) recordSegment(d *devices.Device, id string, rec *SegmentRecord, recID [16]byte, sum [32]byte) (*CommitResponse, error) {
+// recordSegment signs the receipt of a stored segment and records it: v2
+// for a segment committed with its BLAKE3 segment hash, v1 for SHA-256.
+func (s *Server) recordSegment(d *devices.Device, id string, rec *SegmentRecord, recID [16]byte) (*CommitResponse, error) {
 	rec.Committed = time.Now().UTC()
-	rb, err := receipt.Sign(s.receiptKey, receipt.Receipt{Device: rec.DeviceKey, RecordingID: recID, Sequence: rec.Sequence, SHA256: sum, Size: rec.Size, Committed: rec.Committed})
+	sum := rec.sum()
+	rb, err := receipt.Sign(s.receiptKey, receipt.Receipt{Device: rec.DeviceKey, RecordingID: recID, Sequence: rec.Sequence, Alg: sum.Alg, Hash: sum.Hash, Size: rec.Size, Committed: rec.Committed})
 	if err != nil {
 		return nil, err
 	}
@@ -440,7 +509,7 @@ func (s *Server) finishCommit(id string, rec *SegmentRecord, repeated bool) (*Co
 				if err := json.Unmarshal(v, &other); err != nil {
 					return err
 				}
-				if other.SHA256 != rec.SHA256 {
+				if !sameBytes(&other, rec) {
 					return refuseForGood(http.StatusConflict, ReasonExists, "commit: segment %d of recording %s was already stored with other bytes", rec.Sequence, rec.Recording)
 				}
 				*rec, repeated = other, true
@@ -525,7 +594,11 @@ func (s *Server) repeatedCommit(d *devices.Device, source string, req CommitRequ
 		s.denyUpload(d, source, "commit", &uploadOwner{Device: rec.Device})
 		return nil, notFound(req.UploadID)
 	}
-	if rec.SHA256 != req.SHA256 || rec.Size != req.Size {
+	if alg, _ := req.Hash(); rec.BLAKE3 == "" && alg == wire.HashBLAKE3 || rec.BLAKE3 != "" && alg != wire.HashBLAKE3 {
+		recAlg, _ := rec.hash()
+		return nil, refuse(http.StatusBadRequest, ReasonBadRequest, "commit: the upload was committed with %s: send %s, not %s", recAlg, recAlg, alg)
+	}
+	if rec.SHA256 != req.SHA256 || rec.BLAKE3 != req.BLAKE3 || rec.Size != req.Size {
 		return nil, refuse(http.StatusConflict, ReasonMismatch, "commit: upload %s was committed with other bytes: upload the segment again", req.UploadID)
 	}
 	return &CommitResponse{Receipt: base64.StdEncoding.EncodeToString(rec.Receipt), Key: rec.Key, Outcome: rec.Outcome, Repeated: true}, nil

@@ -2,8 +2,6 @@ package receiver_test
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"io"
 	"net/http"
 	"path"
@@ -20,6 +18,7 @@ import (
 	"github.com/uploadbox/uploadbox/receiver/internal/kvtest"
 	"github.com/uploadbox/uploadbox/receiver/store"
 	"github.com/uploadbox/uploadbox/uploader/tus"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // TestUploadContinuedOnOtherReceiver: two receivers on one PostgreSQL
@@ -27,11 +26,17 @@ import (
 // part of a segment to A and the rest to B, whose HEAD reports the offset
 // A reached; B commits it in one pass, from the SHA-256 state A saved in
 // the database as the bytes arrived, and removes the staged upload. The
-// recording lists the segment once.
+// recording lists the segment once. The same for an upload announced with
+// the BLAKE3 segment hash: B, without A's BLAKE3 state, checks it while
+// it copies the upload into the store.
 func TestUploadContinuedOnOtherReceiver(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts PostgreSQL, versitygw and two receivers; skipped under -short")
 	}
+	forAlgs(t, testUploadContinuedOnOtherReceiver)
+}
+
+func testUploadContinuedOnOtherReceiver(t *testing.T, alg wire.HashAlg) {
 	url := kvtest.URL(t)
 	gw := s3test.Start(t, "recordings")
 	bucket := func() (*store.S3, *receiver.S3Uploads) {
@@ -50,11 +55,15 @@ func TestUploadContinuedOnOtherReceiver(t *testing.T) {
 	defer stopB()
 
 	seg, _ := h.sealAt(t, [16]byte{0xc0, 1}, 0, [32]byte{}, time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC), 7<<20, true)
-	sum := sha256.Sum256(seg)
+	sum := hashOf(alg, seg)
 	client := h.box.HTTPClient()
 	endpoint := *h.box.Receiver
 	endpoint.Host = h.addr
-	urlA, err := tus.NewClient(client, endpoint.JoinPath("/v1/uploads/"), tus.Options{}).Create(t.Context(), int64(len(seg)), nil)
+	meta := map[string]string{}
+	if alg == wire.HashBLAKE3 {
+		meta[wire.HashMetadata] = string(alg)
+	}
+	urlA, err := tus.NewClient(client, endpoint.JoinPath("/v1/uploads/"), tus.Options{}).Create(t.Context(), int64(len(seg)), meta)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +97,7 @@ func TestUploadContinuedOnOtherReceiver(t *testing.T) {
 	if resumedAt != first {
 		t.Fatalf("B's first offset %d, want %d (what A received)", resumedAt, first)
 	}
-	cr, err := commitAt(client, addrB, receiver.CommitRequest{UploadID: path.Base(urlA), Size: int64(len(seg)), SHA256: hex.EncodeToString(sum[:])})
+	cr, err := commitAt(client, addrB, wire.NewCommitRequest(path.Base(urlA), int64(len(seg)), alg, sum))
 	if err != nil || cr.Repeated {
 		t.Fatalf("commit on B: %+v, %v", cr, err)
 	}

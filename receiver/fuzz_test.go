@@ -12,6 +12,8 @@ func FuzzParseCommitRequest(f *testing.F) {
 	f.Add([]byte(`{"upload_id":"0123456789abcdef0123456789abcdef","size":5,"sha256":"` + strings.Repeat("ab", 32) + `"}`))
 	f.Add([]byte(`{"upload_id":"../../ca.key","size":5,"sha256":""}`))
 	f.Add([]byte(`{"upload_id":"0123456789abcdef0123456789abcdef","size":-1,"sha256":"00"} {}`))
+	f.Add([]byte(`{"upload_id":"0123456789abcdef0123456789abcdef","size":5,"blake3":"` + strings.Repeat("cd", 32) + `"}`))
+	f.Add([]byte(`{"upload_id":"0123456789abcdef0123456789abcdef","size":5,"blake3":"` + strings.Repeat("cd", 32) + `","sha256":"` + strings.Repeat("ab", 32) + `"}`))
 	f.Add([]byte(`{}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, err := parseCommitRequest(bytes.NewReader(body))
@@ -22,8 +24,9 @@ func FuzzParseCommitRequest(f *testing.F) {
 		if !uploadID.MatchString(req.UploadID) || strings.ContainsAny(req.UploadID, "./\\") {
 			t.Fatalf("accepted upload id %q", req.UploadID)
 		}
-		if b, err := hex.DecodeString(req.SHA256); err != nil || len(b) != 32 {
-			t.Fatalf("accepted sha256 %q", req.SHA256)
+		alg, sum := req.Hash()
+		if b, err := hex.DecodeString(sum); err != nil || len(b) != 32 || (req.SHA256 != "") == (req.BLAKE3 != "") {
+			t.Fatalf("accepted %s %q (sha256 %q, blake3 %q)", alg, sum, req.SHA256, req.BLAKE3)
 		}
 		if req.Size <= 0 || req.Size > MaxSegmentSize {
 			t.Fatalf("accepted size %d", req.Size)

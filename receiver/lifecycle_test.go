@@ -22,6 +22,7 @@ import (
 	"github.com/uploadbox/uploadbox/receiver"
 	"github.com/uploadbox/uploadbox/receiver/kv"
 	"github.com/uploadbox/uploadbox/receiver/store"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // clock is a clock the test moves.
@@ -329,26 +330,31 @@ func TestScrub(t *testing.T) {
 			s0, c := h.sealAt(t, rec, 0, [32]byte{}, start, 30_000, false)
 			s1, c1 := h.sealAt(t, rec, 1, c, start.Add(10*time.Second), 30_000, false)
 			s2, _ := h.sealAt(t, rec, 2, c1, start.Add(20*time.Second), 30_000, true)
-			for _, s := range [][]byte{s0, s1, s2} {
-				h.send(t, s)
-			}
+			// s1 as from a box of an older release.
+			h.send(t, s0)
+			h.sendWith(t, s1, wire.HashSHA256)
+			h.send(t, s2)
 			id := hex.EncodeToString(rec[:])
 			keys := raw.list()
 			rep, err := h.admin.ScrubRecordings("")
 			if err != nil || rep.Segments != 3 || len(rep.Damaged) != 0 || rep.Bytes != int64(len(s0)+len(s1)+len(s2)) {
 				t.Fatalf("scrub of intact segments: %+v, %v", rep, err)
 			}
-			bad := bytes.Clone(s1)
-			bad[len(bad)-100] ^= 0x80 // in the signature
-			raw.write(keys[1], bad)
+			for i, seg := range [][]byte{s0, s1} {
+				bad := bytes.Clone(seg)
+				bad[len(bad)-100] ^= 0x80 // in the signature
+				raw.write(keys[i], bad)
+			}
 			raw.remove(keys[2])
 			rep, err = h.admin.ScrubRecordings(id)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(rep.Damaged) != 2 || rep.Damaged[0].Sequence != 1 || !strings.Contains(rep.Damaged[0].Problem, "SHA-256") ||
-				!strings.Contains(rep.Damaged[0].Problem, "CORRUPT") || rep.Damaged[1].Key != keys[2] || rep.Damaged[1].Problem != "missing from the store" {
-				t.Fatalf("scrub after a flipped signature byte and a removed object: %+v", rep.Damaged)
+			if len(rep.Damaged) != 3 || rep.Damaged[0].Sequence != 0 || !strings.Contains(rep.Damaged[0].Problem, "BLAKE3") ||
+				rep.Damaged[1].Sequence != 1 || !strings.Contains(rep.Damaged[1].Problem, "SHA-256") ||
+				!strings.Contains(rep.Damaged[0].Problem, "CORRUPT") || !strings.Contains(rep.Damaged[1].Problem, "CORRUPT") ||
+				rep.Damaged[2].Key != keys[2] || rep.Damaged[2].Problem != "missing from the store" {
+				t.Fatalf("scrub after a flipped signature byte in two segments and a removed object: %+v", rep.Damaged)
 			}
 			if _, err := h.admin.ScrubRecordings("00"); !errors.Is(err, receiver.ErrNoRecording) {
 				t.Fatalf("scrub of a bad id: %v, want ErrNoRecording", err)
@@ -364,8 +370,8 @@ func TestScrub(t *testing.T) {
 			defer local.Close()
 			rep, err = local.ScrubRecordings("")
 			if b.name == "fs" {
-				if err != nil || len(rep.Damaged) != 2 {
-					t.Fatalf("scrub without the server: %+v, %v; want the 2 damaged segments", rep, err)
+				if err != nil || len(rep.Damaged) != 3 {
+					t.Fatalf("scrub without the server: %+v, %v; want the 3 damaged segments", rep, err)
 				}
 			} else if err == nil || !strings.Contains(err.Error(), "uploadbox-receiver serve") {
 				t.Fatalf("scrub of an S3 store without the server: %v, want a refusal naming serve", err)

@@ -20,6 +20,7 @@ import (
 	"github.com/uploadbox/uploadbox/receiver/receipt"
 	"github.com/uploadbox/uploadbox/uploader"
 	"github.com/uploadbox/uploadbox/uploader/tus"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // sealBy seals a small real segment with st's device key.
@@ -48,7 +49,7 @@ func (h *harness) sendAs(t *testing.T, box *uploader.State, seg []byte) (int, st
 		json.Unmarshal([]byte(body), &ref)
 		return code, ref.Reason, nil
 	}
-	r, err := receipt.Verify(box.ReceiptKey, mustB64(t, cr.Receipt))
+	r, err := receipt.Verify(box.ReceiptKey, mustB64(t, cr.Receipt), wire.HashSHA256)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,9 @@ type Damage struct {
 
 // scrub re-reads the stored objects of recording id (every recording,
 // deleted ones not yet purged included, when id is empty) and checks each
-// against its commit: size, SHA-256, the device signature (keyless
+// against its commit: size, the hash it was committed with (the BLAKE3
+// segment hash, which the verification gives, or SHA-256), the device
+// signature (keyless
 // verification, the same outcome as at commit), the header's device,
 // recording, sequence and commitment, and the chain link to the stored
 // previous segment.
@@ -156,7 +158,11 @@ func (l *life) check(ctx context.Context, rec SegmentRecord) (problems []string,
 	}
 	defer rc.Close()
 	h := sha256.New()
-	cr := &countReader{r: io.TeeReader(rc, h)}
+	var r io.Reader = rc
+	if rec.SHA256 != "" {
+		r = io.TeeReader(rc, h)
+	}
+	cr := &countReader{r: r}
 	info, verr := crypto.Verify(cr, nil)
 	if _, err := io.Copy(io.Discard, cr); err != nil {
 		return nil, cr.n, nil, fmt.Errorf("scrub: read %s: %w", rec.Key, err)
@@ -164,8 +170,14 @@ func (l *life) check(ctx context.Context, rec SegmentRecord) (problems []string,
 	if cr.n != rec.Size {
 		problems = append(problems, fmt.Sprintf("%d bytes, committed %d", cr.n, rec.Size))
 	}
-	if sum := hex.EncodeToString(h.Sum(nil)); sum != rec.SHA256 {
-		problems = append(problems, fmt.Sprintf("SHA-256 %s…, committed %s…", sum[:16], rec.SHA256[:min(16, len(rec.SHA256))]))
+	if rec.SHA256 != "" {
+		if sum := hex.EncodeToString(h.Sum(nil)); sum != rec.SHA256 {
+			problems = append(problems, fmt.Sprintf("SHA-256 %s…, committed %s…", sum[:16], rec.SHA256[:min(16, len(rec.SHA256))]))
+		}
+	} else if info != nil && info.Header != nil {
+		if sum := hex.EncodeToString(info.FileHash[:]); sum != rec.BLAKE3 {
+			problems = append(problems, fmt.Sprintf("BLAKE3 %s…, committed %s…", sum[:16], rec.BLAKE3[:min(16, len(rec.BLAKE3))]))
+		}
 	}
 	if got := crypto.OutcomeOf(verr).String(); got != rec.Outcome {
 		problems = append(problems, fmt.Sprintf("verifies %s (%v), committed %s", got, verr, rec.Outcome))

@@ -360,6 +360,8 @@ func Open(cfg ServerConfig) (*Server, error) {
 	s.locker = s.newLocker(s.db)
 	composer.UseLocker(s.locker)
 	s.hashing = hashing.Wrap(composer, s.hashStates(s.db))
+	// SHA-256 only where a commit copies (S3, another filesystem): Put checks it.
+	s.hashing.SetCopying(!s.canAdopt())
 	s.commitMetrics = newCommitMetrics(s.hashing)
 	s.tus, err = tusd.NewHandler(tusd.Config{
 		StoreComposer:           composer,

@@ -31,6 +31,7 @@ import (
 	"github.com/uploadbox/uploadbox/receiver/receipt"
 	"github.com/uploadbox/uploadbox/uploader"
 	"github.com/uploadbox/uploadbox/uploader/tus"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 type harness struct {
@@ -156,11 +157,14 @@ func seal(t *testing.T, st *uploader.State, p crypto.Params, size int) []byte {
 	return buf.Bytes()
 }
 
-// send uploads and commits seg, which must be accepted.
-func (h *harness) send(t *testing.T, seg []byte) {
+// send uploads and commits seg, which must be accepted, as a box does:
+// announcing and committing with the BLAKE3 segment hash.
+func (h *harness) send(t *testing.T, seg []byte) { h.sendWith(t, seg, wire.HashBLAKE3) }
+
+// sendWith is send with the hash alg (SHA-256: as a box of an older release).
+func (h *harness) sendWith(t *testing.T, seg []byte, alg wire.HashAlg) {
 	t.Helper()
-	sum := sha256.Sum256(seg)
-	req := receiver.CommitRequest{UploadID: path.Base(h.upload(t, seg)), Size: int64(len(seg)), SHA256: hex.EncodeToString(sum[:])}
+	_, req := uploadAs(t, h, h.addr, seg, alg)
 	if code, _, body := h.commit(t, h.box.HTTPClient(), req); code != http.StatusOK {
 		t.Fatalf("commit: HTTP %d %s", code, body)
 	}
@@ -243,11 +247,11 @@ func TestCommitVerifiesAndIsIdempotent(t *testing.T) {
 		t.Fatalf("commit: HTTP %d %s", code, body)
 	}
 	rb := mustB64(t, first.Receipt)
-	r, err := receipt.Verify(h.box.ReceiptKey, rb)
+	r, err := receipt.Verify(h.box.ReceiptKey, rb, wire.HashSHA256)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Matches(ed25519.PublicKey(h.box.Device.Public().Bytes()), rec, 0, sum, int64(len(seg))); err != nil {
+	if err := r.Matches(ed25519.PublicKey(h.box.Device.Public().Bytes()), rec, 0, wire.HashSHA256, sum, int64(len(seg))); err != nil {
 		t.Fatal(err)
 	}
 	// Again: the same receipt, nothing stored twice.

@@ -17,6 +17,7 @@ import (
 	"github.com/uploadbox/uploadbox/receiver/devices"
 	"github.com/uploadbox/uploadbox/receiver/internal/hashing"
 	"github.com/uploadbox/uploadbox/receiver/store"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // commitStreamed commits an upload from the hashes taken while its bytes
@@ -32,9 +33,19 @@ import (
 // Otherwise the upload is read once, to copy it into the store, whose Put
 // checks the SHA-256 of what it copies, so bytes that are not those hashed
 // are never stored under these digests.
+//
+// A commit with the BLAKE3 segment hash compares it with the one the
+// Verifier gives (Info.FileHash): over every byte when this process hashed
+// them all, else at the end of the copy (verifyingTee). An announced
+// upload that is adopted has no SHA-256 and no saved state: without this
+// process's Verifier its commit reads it whole.
 func (s *Server) commitStreamed(ctx context.Context, d *devices.Device, req CommitRequest, up tusd.Upload, size int64) (resp *CommitResponse, done bool, err error) {
 	sums, ok := s.hashing.Sums(ctx, req.UploadID)
-	if !ok || sums.Length != size || size != req.Size || hex.EncodeToString(sums.SHA256[:]) != req.SHA256 {
+	if !ok || sums.Length != size || size != req.Size {
+		return nil, false, nil
+	}
+	alg, want := req.Hash()
+	if alg == wire.HashSHA256 && (!sums.HasSHA256 || hex.EncodeToString(sums.SHA256[:]) != want) {
 		return nil, false, nil
 	}
 	adopt := s.canAdopt()
@@ -48,17 +59,19 @@ func (s *Server) commitStreamed(ctx context.Context, d *devices.Device, req Comm
 	case v != nil:
 		info, verr = v.Finish(nil)
 		seen = v.Size()
+	case !sums.HasSHA256:
+		return nil, false, nil // nothing to check a read against: the whole read decides
 	case adopt:
 		rc, err := up.GetReader(ctx)
 		if err != nil {
 			return nil, true, err
 		}
-		w, err := readWhole(rc)
+		w, err := readWhole(rc, true)
 		rc.Close()
 		if err != nil {
 			return nil, true, err
 		}
-		if w.size != size || w.sum != sums.SHA256 {
+		if w.size != size || w.sha != sums.SHA256 {
 			// Bytes that are not those hashed: the whole read decides.
 			return nil, false, nil
 		}
@@ -78,7 +91,7 @@ func (s *Server) commitStreamed(ctx context.Context, d *devices.Device, req Comm
 			return nil, false, nil
 		}
 		v.Write(head)
-		body = &verifyingTee{r: io.MultiReader(bytes.NewReader(head), rc), v: v, left: size, skip: len(head)}
+		body = &verifyingTee{r: io.MultiReader(bytes.NewReader(head), rc), v: v, left: size, skip: len(head), want: req}
 		// The final verdict when v has every byte; else the header and
 		// the commitment, which the checks before storing need.
 		info, verr = v.Finish(nil)
@@ -92,9 +105,12 @@ func (s *Server) commitStreamed(ctx context.Context, d *devices.Device, req Comm
 	if d.CheckSigner(ed25519.PublicKey(info.Header.Device.Bytes()), time.Now()) != nil {
 		return nil, false, nil
 	}
-	rec := newSegmentRecord(d, info, outcome, size, req.SHA256)
+	if alg == wire.HashBLAKE3 && seen == size && hex.EncodeToString(info.FileHash[:]) != want {
+		return nil, false, nil
+	}
+	rec := newSegmentRecord(d, info, outcome, size, req)
 	if prev, err := s.lookup(rec.Key); err == nil {
-		if prev.SHA256 != rec.SHA256 {
+		if !sameBytes(prev, &rec) {
 			return nil, false, nil
 		}
 		// The same bytes as a segment verified when it was stored.
@@ -106,15 +122,20 @@ func (s *Server) commitStreamed(ctx context.Context, d *devices.Device, req Comm
 		return nil, false, nil
 	}
 	if adopt && seen == size {
-		adopted, err := s.adoptSegment(ctx, req.UploadID, &rec, sums.SHA256)
+		adopted, err := s.adoptSegment(ctx, req.UploadID, &rec)
 		if err != nil {
 			return nil, true, err
 		}
 		if adopted {
 			s.commitMetrics.streamed.Inc()
-			resp, err = s.recordSegment(d, req.UploadID, &rec, info.Header.RecordingID, sums.SHA256)
+			resp, err = s.recordSegment(d, req.UploadID, &rec, info.Header.RecordingID)
 			return resp, true, err
 		}
+	}
+	if !sums.HasSHA256 {
+		// Adoption found another filesystem: the copy's Put needs the
+		// SHA-256, which the whole read computes.
+		return nil, false, nil
 	}
 	if body == nil {
 		rc, err := up.GetReader(ctx)
@@ -138,10 +159,10 @@ func (s *Server) commitStreamed(ctx context.Context, d *devices.Device, req Comm
 		if tee.info == nil { // a store that reported success before the end: not ours to receipt
 			return nil, true, fmt.Errorf("commit: store %s: Put returned before the last byte was read", rec.Key)
 		}
-		rec = newSegmentRecord(d, tee.info, tee.outcome, size, req.SHA256)
+		rec = newSegmentRecord(d, tee.info, tee.outcome, size, req)
 	}
 	s.commitMetrics.streamed.Inc()
-	resp, err = s.recordSegment(d, req.UploadID, &rec, info.Header.RecordingID, sums.SHA256)
+	resp, err = s.recordSegment(d, req.UploadID, &rec, info.Header.RecordingID)
 	return resp, true, err
 }
 
@@ -153,13 +174,15 @@ var errRefusedUnstored = errors.New("commit: the segment does not verify")
 
 // verifyingTee passes the upload's bytes to the store while the Verifier
 // sees them, and holds back the last byte until the Verifier has them all:
-// a segment that does not verify never reaches the store complete, so the
-// store keeps nothing of it.
+// a segment that does not verify, or whose segment hash is not the one a
+// BLAKE3 commit carries, never reaches the store complete, so the store
+// keeps nothing of it.
 type verifyingTee struct {
 	r       io.Reader
 	v       *crypto.Verifier
-	left    int64 // bytes not yet passed on
-	skip    int   // bytes at the start the Verifier already has
+	want    CommitRequest // the hash a BLAKE3 commit carries
+	left    int64         // bytes not yet passed on
+	skip    int           // bytes at the start the Verifier already has
 	info    *crypto.Info
 	outcome crypto.Outcome
 }
@@ -193,6 +216,9 @@ func (t *verifyingTee) Read(p []byte) (int, error) {
 		t.info, verr = t.v.Finish(nil)
 		if t.outcome = crypto.OutcomeOf(verr); t.outcome == crypto.Corrupt || t.info == nil || t.info.Header == nil {
 			return 0, fmt.Errorf("%w: %v", errRefusedUnstored, verr)
+		}
+		if t.want.BLAKE3 != "" && hex.EncodeToString(t.info.FileHash[:]) != t.want.BLAKE3 {
+			return 0, fmt.Errorf("%w: not the announced segment hash", errRefusedUnstored)
 		}
 	}
 	return n, nil

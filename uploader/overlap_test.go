@@ -71,7 +71,8 @@ func shaOf(t *testing.T, sp *spool.Spool, names ...string) []string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, hex.EncodeToString(rec.SHA256[:]))
+		_, sum := rec.Hash()
+		out = append(out, hex.EncodeToString(sum[:]))
 	}
 	return out
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -339,7 +338,13 @@ func (u *Uploader) send(ctx context.Context, s *segment, progress func(string, i
 		}
 		s.rounds++
 		if rec.UploadURL == "" {
-			loc, err := u.tus.Create(ctx, rec.Size, map[string]string{"filename": rec.Name})
+			meta := map[string]string{"filename": rec.Name}
+			if alg, _ := rec.Hash(); alg == wire.HashBLAKE3 {
+				// The receiver then checks the commit by the segment hash
+				// its signature check computes, and no SHA-256.
+				meta[wire.HashMetadata] = string(wire.HashBLAKE3)
+			}
+			loc, err := u.tus.Create(ctx, rec.Size, meta)
 			if err != nil {
 				if ref := tusRefusal(err); ref != nil && ref.action == actDeviceRefused {
 					return Result{}, false, ref
@@ -464,7 +469,8 @@ func (u *Uploader) quarantine(rec spool.Record, why spool.Refusal) (Result, erro
 // key and these exact bytes, stores it, and only then wipes the file. A
 // refusal (after retrying server errors a few times) is returned as ref.
 func (u *Uploader) commitUpload(ctx context.Context, rec spool.Record) (Result, *RefusedError, error) {
-	body, _ := json.Marshal(wire.CommitRequest{UploadID: path.Base(rec.UploadURL), Size: rec.Size, SHA256: hex.EncodeToString(rec.SHA256[:])})
+	alg, sum := rec.Hash()
+	body, _ := json.Marshal(wire.NewCommitRequest(path.Base(rec.UploadURL), rec.Size, alg, sum))
 	var cr wire.CommitResponse
 	began := time.Now()
 	for attempt := 0; ; attempt++ {
@@ -505,11 +511,12 @@ func (u *Uploader) commitUpload(ctx context.Context, rec spool.Record) (Result, 
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("commit: receipt is not base64: %w", err)
 	}
-	r, err := wire.VerifyReceipt(u.st.ReceiptKey, rb)
+	// v2 for a commit with the segment hash, v1 for SHA-256.
+	r, err := wire.VerifyReceipt(u.st.ReceiptKey, rb, alg)
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("commit: %w", err)
 	}
-	if err := r.Matches(u.signer(rec, r.Device), rec.RecordingID, rec.Sequence, rec.SHA256, rec.Size); err != nil {
+	if err := r.Matches(u.signer(rec, r.Device), rec.RecordingID, rec.Sequence, alg, sum, rec.Size); err != nil {
 		return Result{}, nil, fmt.Errorf("commit: %w", err)
 	}
 	if err := u.sp.Commit(rec.Name, rb); err != nil {
@@ -542,7 +549,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 // signer is the key a receipt must name for rec: the box's key, or, for a
 // segment sealed before the box was re-keyed, the earlier key in the
-// local file's header (the receipt's SHA-256 binds those very bytes).
+// local file's header (the receipt's hash binds those very bytes).
 func (u *Uploader) signer(rec spool.Record, named ed25519.PublicKey) ed25519.PublicKey {
 	own := ed25519.PublicKey(u.st.Device.Public().Bytes())
 	if named.Equal(own) {

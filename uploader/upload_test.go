@@ -49,7 +49,7 @@ type rig struct {
 	// tus, if set, sees every other request first and answers it itself
 	// when it returns true.
 	tus func(w http.ResponseWriter, req *http.Request, forward http.Handler) bool
-	// committed lists the SHA-256 of each commit's segment, in arrival
+	// committed lists the hash each commit carried (hex), in arrival
 	// order; open and maxOpen count the commits outstanding.
 	committed     []string
 	open, maxOpen int
@@ -108,7 +108,8 @@ func newRig(t *testing.T) *rig {
 			n := r.commits
 			r.commits++
 			rewrite, lose, hold := r.rewrite, r.lose, r.hold
-			r.committed = append(r.committed, cr.SHA256)
+			_, sum := cr.Hash()
+			r.committed = append(r.committed, sum)
 			r.open++
 			r.maxOpen = max(r.maxOpen, r.open)
 			r.mu.Unlock()
@@ -176,6 +177,19 @@ func (w *answering) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func (r *rig) spoolWith(t *testing.T, n int) (*spool.Spool, []string) {
 	t.Helper()
 	dir := t.TempDir()
+	names := r.sealInto(t, dir, n)
+	sp, err := spool.Open(dir, spool.Options{Device: r.st.Device.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Close() })
+	return sp, names
+}
+
+// sealInto seals n segments of a new recording with the box's key into
+// files in dir, as the recorder leaves them, and returns their names.
+func (r *rig) sealInto(t *testing.T, dir string, n int) []string {
+	t.Helper()
 	rec, _ := crypto.NewRecordingID()
 	var prev [crypto.CommitmentSize]byte
 	var names []string
@@ -197,12 +211,7 @@ func (r *rig) spoolWith(t *testing.T, n int) (*spool.Spool, []string) {
 		prev = w.Commitment()
 		names = append(names, name)
 	}
-	sp, err := spool.Open(dir, spool.Options{Device: r.st.Device.Public()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sp.Close() })
-	return sp, names
+	return names
 }
 
 // TestDrainActsOnRefusals: how the uploader reacts to each kind of refused

@@ -90,7 +90,7 @@ var errDamaged = errors.New("damaged segments found")
 
 func newRecordingsScrubCommand() *cobra.Command {
 	var all bool
-	cmd := adminCommand("scrub --all | ID", "Re-read stored segments and check size, SHA-256, signature and chain; exit 1 if any is damaged", cobra.MaximumNArgs(1),
+	cmd := adminCommand("scrub --all | ID", "Re-read stored segments and check size, segment hash (BLAKE3, or SHA-256 for older boxes), signature and chain; exit 1 if any is damaged", cobra.MaximumNArgs(1),
 		func(cmd *cobra.Command, a receiver.Admin, args []string, asJSON bool) error {
 			if all == (len(args) == 1) {
 				return cli.Usagef("give a recording ID or --all")

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,10 +14,13 @@ import (
 	"slices"
 	"time"
 
+	"github.com/zeebo/blake3"
+
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/receiver"
 	"github.com/uploadbox/uploadbox/uploader"
 	"github.com/uploadbox/uploadbox/uploader/tus"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // commitBench measures the latency of POST /v1/commit for 1 MiB and
@@ -229,16 +230,16 @@ func (b *commitBox) upload(size int) (pending, error) {
 	}
 	seg := buf.Bytes()
 	ctx := context.Background()
-	u, err := b.tus.Create(ctx, int64(len(seg)), nil)
+	// As the box does: announced, then committed with the segment hash.
+	u, err := b.tus.Create(ctx, int64(len(seg)), map[string]string{wire.HashMetadata: string(wire.HashBLAKE3)})
 	if err != nil {
 		return pending{}, err
 	}
 	if err := b.tus.Upload(ctx, u, bytes.NewReader(seg), int64(len(seg)), nil); err != nil {
 		return pending{}, err
 	}
-	sum := sha256.Sum256(seg)
 	id := path.Base(u)
-	return pending{id: id, size: int64(len(seg)), req: receiver.CommitRequest{UploadID: id, Size: int64(len(seg)), SHA256: hex.EncodeToString(sum[:])}}, nil
+	return pending{id: id, size: int64(len(seg)), req: wire.NewCommitRequest(id, int64(len(seg)), wire.HashBLAKE3, blake3.Sum256(seg))}, nil
 }
 
 // commit asks for the receipt of p and times the request.

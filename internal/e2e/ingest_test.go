@@ -19,10 +19,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zeebo/blake3"
+
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/receiver"
 	"github.com/uploadbox/uploadbox/receiver/receipt"
 	"github.com/uploadbox/uploadbox/uploader"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // ingestBox is an enrolled box driven by hand: its state and an HTTP
@@ -32,6 +35,18 @@ type ingestBox struct {
 	st     *uploader.State
 	client *http.Client
 	base   string // https://ADDR
+	// alg is the hash its uploads announce and its commits carry: BLAKE3,
+	// or, as a box of an older release, SHA-256 ("" too, announcing
+	// nothing).
+	alg wire.HashAlg
+}
+
+// hash is data's hash of the kind b's commits carry.
+func (b ingestBox) hash(data []byte) (wire.HashAlg, [32]byte) {
+	if b.alg == wire.HashBLAKE3 {
+		return b.alg, blake3.Sum256(data)
+	}
+	return wire.HashSHA256, sha256.Sum256(data)
 }
 
 func newIngestBox(t *testing.T, rcv *receiverProc, name string) ingestBox {
@@ -98,7 +113,11 @@ func (b ingestBox) tus(t *testing.T, method, url string, hdr map[string]string, 
 // create opens an upload of length bytes and returns its id.
 func (b ingestBox) create(t *testing.T, length int) string {
 	t.Helper()
-	r := b.tus(t, http.MethodPost, "", map[string]string{"Upload-Length": strconv.Itoa(length)}, nil)
+	hdr := map[string]string{"Upload-Length": strconv.Itoa(length)}
+	if b.alg == wire.HashBLAKE3 {
+		hdr["Upload-Metadata"] = wire.HashMetadata + " " + base64.StdEncoding.EncodeToString([]byte(wire.HashBLAKE3))
+	}
+	r := b.tus(t, http.MethodPost, "", hdr, nil)
 	if r.code != http.StatusCreated {
 		t.Fatalf("create %d bytes: HTTP %d %s", length, r.code, r.body)
 	}
@@ -150,8 +169,8 @@ func (b ingestBox) offset(t *testing.T, id string) int {
 
 func (b ingestBox) commit(t *testing.T, id string, data []byte) (reply, receiver.Refusal) {
 	t.Helper()
-	sum := sha256.Sum256(data)
-	body, _ := json.Marshal(receiver.CommitRequest{UploadID: id, Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])})
+	alg, sum := b.hash(data)
+	body, _ := json.Marshal(wire.NewCommitRequest(id, int64(len(data)), alg, sum))
 	resp, err := b.client.Post(b.base+"/v1/commit", "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatalf("commit: %v", err)
@@ -179,20 +198,20 @@ func (b ingestBox) checkStored(t *testing.T, rcv *receiverProc, r reply, data []
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc, err := receipt.Verify(b.st.ReceiptKey, rb)
+	alg, sum := b.hash(data)
+	rc, err := receipt.Verify(b.st.ReceiptKey, rb, alg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256(data)
-	if rc.Size != int64(len(data)) || rc.SHA256 != sum {
-		t.Fatalf("receipt for %d bytes %x, uploaded %d bytes %x", rc.Size, rc.SHA256[:8], len(data), sum[:8])
+	if rc.Size != int64(len(data)) || rc.Hash != sum {
+		t.Fatalf("receipt for %d bytes %x, uploaded %d bytes %x", rc.Size, rc.Hash[:8], len(data), sum[:8])
 	}
 	obj := filepath.Join(rcv.data, receiver.StoreDir, filepath.FromSlash(cr.Key))
 	stored, err := os.ReadFile(obj)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ss := sha256.Sum256(stored); len(stored) != len(data) || ss != sum {
+	if _, ss := b.hash(stored); len(stored) != len(data) || ss != sum {
 		t.Fatalf("stored %d bytes %x, receipted %d bytes %x", len(stored), ss[:8], rc.Size, sum[:8])
 	}
 	var st syscall.Stat_t

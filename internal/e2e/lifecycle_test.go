@@ -112,7 +112,7 @@ func TestRecordingsLifecycleAndScrub(t *testing.T) {
 	})
 	for _, args := range [][]string{{"--all"}, {r.ID}} {
 		out, stderr, code := cpRun(t, "uploadbox-receiver", append([]string{"recordings", "scrub", "--data", data}, args...)...)
-		if code != 1 || !strings.Contains(out, "DAMAGED "+r.ID+" segment 1 ") || !strings.Contains(out, r.Keys[1]) || !strings.Contains(out, "SHA-256") || !strings.Contains(out, "1 damaged") {
+		if code != 1 || !strings.Contains(out, "DAMAGED "+r.ID+" segment 1 ") || !strings.Contains(out, r.Keys[1]) || !strings.Contains(out, "BLAKE3") || !strings.Contains(out, "1 damaged") {
 			t.Fatalf("scrub %v of a flipped byte: exit %d, want 1 naming segment 1\n%s%s", args, code, out, stderr)
 		}
 	}

@@ -272,8 +272,8 @@ func TestQuarantinedSegmentDoesNotBlockQueue(t *testing.T) {
 	run(t, "uploadbox", "queue", "discard", endName, "--yes", "--socket", d.socket)
 	waitQueue(t, d, 10*time.Second, "the queue is empty after the discard", func(q queueHeld) bool { return q.Count == 0 })
 	metricAt(t, d, "uploadbox_quarantined_segments", 0)
-	if es := auditEvents(t, d.audit, "queue.discard"); len(es) != 2 || !es[0].decidedBy(uid) || es[0].Outcome != "deleted" || !strings.Contains(es[0].Detail, conflict) {
-		t.Errorf("queue.discard audit entries %+v, want one by %s naming %s", es, uid, conflict)
+	if es := auditEvents(t, d.audit, "queue.discard"); len(es) != 2 || !es[0].decidedBy(uid) || es[0].Outcome != "deleted" || !strings.Contains(es[0].Detail, conflict) || !strings.Contains(es[0].Detail, " blake3=") {
+		t.Errorf("queue.discard audit entries %+v, want one by %s naming %s and the segment hash", es, uid, conflict)
 	}
 	if stdout, _, code := runCode(t, "uploadbox", "diag", "--config", d.config, "--check", "spool"); code != 0 {
 		t.Errorf("diag --check spool after the discard: exit %d\n%s", code, stdout)

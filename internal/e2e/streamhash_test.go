@@ -6,9 +6,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/uploadbox/uploadbox/receiver"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // TestCommitUsesStreamedHashes: the receiver hashes an upload while its
@@ -17,15 +19,23 @@ import (
 // middle of a resumed upload is still refused; bytes changed on disk behind
 // the hashes' back are seen (the file is no longer as the receiver wrote
 // it) and the whole read refuses them; after a receiver restart mid-upload
-// the commit reads the upload once, checking its SHA-256 and the signature,
-// and renames it.
+// the commit reads the upload once, checking its hash and the signature,
+// and renames it. The same for a box that announces the BLAKE3 segment
+// hash and for one of an older release, which commits with SHA-256.
 func TestCommitUsesStreamedHashes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the receiver binary; skipped under -short")
 	}
+	for _, alg := range []wire.HashAlg{wire.HashBLAKE3, wire.HashSHA256} {
+		t.Run(string(alg), func(t *testing.T) { testCommitUsesStreamedHashes(t, alg) })
+	}
+}
+
+func testCommitUsesStreamedHashes(t *testing.T, alg wire.HashAlg) {
 	data := filepath.Join(t.TempDir(), "receiver")
 	rcv := startReceiver(t, data, "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0")
 	b := newIngestBox(t, rcv, "room-1")
+	b.alg = alg
 	counts := func() (streamed, reread, read float64) {
 		return metricValue(t, rcv.metricsAddr, "uploadbox_receiver_commits_streamed_total"),
 			metricValue(t, rcv.metricsAddr, "uploadbox_receiver_commits_reread_total"),
@@ -54,7 +64,18 @@ func TestCommitUsesStreamedHashes(t *testing.T) {
 		}
 	}
 	seg := b.seal(t, 1<<20)
-	r, ref := b.commit(t, upload(seg, noState), seg)
+	id := upload(seg, noState)
+	// A commit with the other kind of hash than the upload announced is
+	// refused, naming the field to send, and the upload is kept.
+	other := b
+	other.alg = wire.HashBLAKE3
+	if alg == wire.HashBLAKE3 {
+		other.alg = wire.HashSHA256
+	}
+	if r, ref := other.commit(t, id, seg); r.code != http.StatusBadRequest || ref.Reason != receiver.ReasonBadRequest || !strings.Contains(ref.Error, "send "+string(alg)) {
+		t.Fatalf("commit with %s for an upload that announced %s: HTTP %d %+v, want 400 naming %s", other.alg, alg, r.code, ref, alg)
+	}
+	r, ref := b.commit(t, id, seg)
 	if r.code != http.StatusOK {
 		t.Fatalf("commit: HTTP %d %+v", r.code, ref)
 	}
@@ -74,7 +95,7 @@ func TestCommitUsesStreamedHashes(t *testing.T) {
 	// A byte changed on disk after it was hashed: the file is not as the
 	// receiver wrote it, and the whole read refuses its bytes.
 	behind := b.seal(t, 1<<20)
-	id := upload(behind, func(id string) {
+	id = upload(behind, func(id string) {
 		f, err := os.OpenFile(filepath.Join(data, "uploads", id), os.O_RDWR, 0)
 		if err != nil {
 			t.Fatal(err)

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/zeebo/blake3"
+
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/powercut"
 )
@@ -185,10 +187,10 @@ func (s *soak) finish(ctx context.Context) (result, error) {
 			s.note("segment %s is listed %d times by the receiver", name, n)
 		case n == 1:
 			r.committed++
-			if rec.SHA256 != "" && files[name] != "" {
-				if sum, err := fileSHA256(files[name]); err == nil && sum != rec.SHA256 {
+			if want, blake := rec.hash(); want != "" && files[name] != "" {
+				if sum, err := fileHash(files[name], blake); err == nil && sum != want {
 					r.duplicated++
-					s.note("segment %s: the receiver stored other bytes (SHA-256 %.16s) than the box sealed (%.16s)", name, sum, rec.SHA256)
+					s.note("segment %s: the receiver stored other bytes (hash %.16s) than the box sealed (%.16s)", name, sum, want)
 				}
 			}
 		}
@@ -342,12 +344,17 @@ func rec(idx map[string]indexRecord, name string) string {
 	return "box state " + r.State
 }
 
-func fileSHA256(path string) (string, error) {
+// fileHash is the hex BLAKE3-256 of the file (the segment hash), or its
+// SHA-256 unless blake.
+func fileHash(path string, blake bool) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", err
 	}
 	sum := sha256.Sum256(b)
+	if blake {
+		sum = blake3.Sum256(b)
+	}
 	return hex.EncodeToString(sum[:]), nil
 }
 

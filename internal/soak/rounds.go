@@ -229,11 +229,21 @@ type indexRecord struct {
 	Reason      string
 	Receipt     []byte
 	RecordingID string
+	BLAKE3      string // the segment hash; records of older releases have SHA256
 	SHA256      string
 	Refusal     *struct {
 		Status int
 		Reason string
 	}
+}
+
+// hash is the record's hash of the file (hex) and whether it is the
+// BLAKE3 segment hash.
+func (r indexRecord) hash() (string, bool) {
+	if r.BLAKE3 != "" {
+		return r.BLAKE3, true
+	}
+	return r.SHA256, false
 }
 
 // index reads the box's spool index read-only; the daemon must not run.

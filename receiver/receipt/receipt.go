@@ -21,5 +21,8 @@ type Receipt = wire.Receipt
 // Sign encodes and signs r with the receiver's receipt key.
 func Sign(key ed25519.PrivateKey, r Receipt) ([]byte, error) { return wire.SignReceipt(key, r) }
 
-// Verify checks b against the pinned receipt key and returns its content.
-func Verify(key ed25519.PublicKey, b []byte) (*Receipt, error) { return wire.VerifyReceipt(key, b) }
+// Verify checks b against the pinned receipt key as a receipt carrying
+// the hash alg and returns its content.
+func Verify(key ed25519.PublicKey, b []byte, alg wire.HashAlg) (*Receipt, error) {
+	return wire.VerifyReceipt(key, b, alg)
+}

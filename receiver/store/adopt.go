@@ -20,7 +20,7 @@ var ErrNotAdopted = errors.New("store: the file is on another filesystem than th
 // Adopt makes the file at path the object key, without reading or copying
 // it: it sets the file's mode to 0600, fsyncs it, checks it still has size
 // bytes, renames it to the key's name (never replacing an object that is
-// there: then, as for Put, nil if that object has SHA-256 sum and
+// there: then, as for Put, nil if that object hashes to sum and
 // ErrConflict if not, and the file stays where it was) and fsyncs the
 // directories from the key's up to the store root (as Put does). The file's own
 // directory is fsynced before the rename, so that names the caller made
@@ -31,7 +31,7 @@ var ErrNotAdopted = errors.New("store: the file is on another filesystem than th
 // nothing writes to it any more. After Adopt returns nil no name but the
 // key's is left for the file. ErrNotAdopted: path is on another
 // filesystem; nothing changed.
-func (s *FS) Adopt(ctx context.Context, key, path string, size int64, sum [32]byte) error {
+func (s *FS) Adopt(ctx context.Context, key, path string, size int64, sum Sum) error {
 	if err := ValidateKey(key); err != nil {
 		return err
 	}

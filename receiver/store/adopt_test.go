@@ -10,6 +10,10 @@ import (
 	"slices"
 	"syscall"
 	"testing"
+
+	"github.com/zeebo/blake3"
+
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // staged writes data to a new file in dir, as tusd's filestore does (mode
@@ -51,10 +55,25 @@ func inode(t *testing.T, p string) uint64 {
 // old name is gone, and it gets the objects' mode; a key that holds the
 // same bytes is kept (the file stays), other bytes are a conflict, a file
 // of another size is refused, and nothing is left behind.
+// The hash the caller vouches for is either kind a commit carries.
 func TestFSAdopt(t *testing.T) {
+	for _, alg := range []wire.HashAlg{wire.HashBLAKE3, wire.HashSHA256} {
+		t.Run(string(alg), func(t *testing.T) { testFSAdopt(t, alg) })
+	}
+}
+
+// sumOf is the hash alg of data, computed here.
+func sumOf(alg wire.HashAlg, data []byte) Sum {
+	if alg == wire.HashBLAKE3 {
+		return Sum{Alg: alg, Hash: blake3.Sum256(data)}
+	}
+	return Sum{Alg: alg, Hash: sha256.Sum256(data)}
+}
+
+func testFSAdopt(t *testing.T, alg wire.HashAlg) {
 	s, dir, uploads := adoptStore(t)
 	data := bytes.Repeat([]byte("segment "), 5000)
-	sum := sha256.Sum256(data)
+	sum := sumOf(alg, data)
 	const key = "DEV1/REC1/000001.ubx"
 
 	p := staged(t, uploads, "a", data)
@@ -87,7 +106,7 @@ func TestFSAdopt(t *testing.T) {
 	// Other bytes under the key: a conflict, the object unchanged.
 	other := bytes.Repeat([]byte("other   "), 5000)
 	op := staged(t, uploads, "c", other)
-	if err := s.Adopt(t.Context(), key, op, int64(len(other)), sha256.Sum256(other)); !errors.Is(err, ErrConflict) {
+	if err := s.Adopt(t.Context(), key, op, int64(len(other)), sumOf(alg, other)); !errors.Is(err, ErrConflict) {
 		t.Fatalf("other bytes under a stored key: %v, want ErrConflict", err)
 	}
 	if got := mustGet(t, s, key); !bytes.Equal(got, data) {
@@ -124,7 +143,7 @@ func TestFSAdoptOrder(t *testing.T) {
 	syncDir = func(d string) error { ops = append(ops, "syncdir "+d); return nil }
 	syncData = func(f *os.File) error { ops = append(ops, "sync "+f.Name()); return nil }
 
-	if err := s.Adopt(t.Context(), "D/R/000001.ubx", p, int64(len(data)), sha256.Sum256(data)); err != nil {
+	if err := s.Adopt(t.Context(), "D/R/000001.ubx", p, int64(len(data)), sumOf(wire.HashBLAKE3, data)); err != nil {
 		t.Fatal(err)
 	}
 	root := filepath.Join(dir, "objects")
@@ -146,7 +165,7 @@ func TestFSAdoptOrder(t *testing.T) {
 	// Into the same directory again: its path is durable already.
 	ops = nil
 	p = staged(t, uploads, "b", data)
-	if err := s.Adopt(t.Context(), "D/R/000002.ubx", p, int64(len(data)), sha256.Sum256(data)); err != nil {
+	if err := s.Adopt(t.Context(), "D/R/000002.ubx", p, int64(len(data)), sumOf(wire.HashBLAKE3, data)); err != nil {
 		t.Fatal(err)
 	}
 	want = []string{"sync " + p, "syncdir " + uploads, "rename " + p, "syncdir " + filepath.Join(root, "D", "R")}
@@ -162,7 +181,7 @@ func TestFSAdoptOrder(t *testing.T) {
 	}
 	ops = nil
 	p = staged(t, uploads, "c", data)
-	if err := s.Adopt(t.Context(), "D/R/000003.ubx", p, int64(len(data)), sha256.Sum256(data)); err != nil {
+	if err := s.Adopt(t.Context(), "D/R/000003.ubx", p, int64(len(data)), sumOf(wire.HashBLAKE3, data)); err != nil {
 		t.Fatal(err)
 	}
 	want = whole(p)
@@ -181,7 +200,7 @@ func TestFSAdoptElsewhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := []byte("bytes")
-	sum := sha256.Sum256(data)
+	sum := sumOf(wire.HashBLAKE3, data)
 	defer func(r func(string, string) error) { adoptRename = r }(adoptRename)
 
 	adoptRename = func(o, n string) error { return &os.LinkError{Op: "rename", Old: o, New: n, Err: syscall.EXDEV} }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // FS is a Store in a local directory: the object with key "a/b/c" is the
@@ -97,7 +99,7 @@ func (s *FS) Put(ctx context.Context, key string, r io.Reader, size int64, sum [
 	}
 	if err := os.Link(tmpName, final); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return s.compareExisting(ctx, key, sum)
+			return s.compareExisting(ctx, key, Sum{Alg: wire.HashSHA256, Hash: sum})
 		}
 		return fmt.Errorf("put %s: %w", key, err)
 	}
@@ -145,9 +147,10 @@ func (s *FS) syncPath(dir string) error {
 	return nil
 }
 
-// compareExisting decides a Put that lost the race for key, or repeated it.
-func (s *FS) compareExisting(ctx context.Context, key string, sum [32]byte) error {
-	info, err := s.Stat(ctx, key)
+// compareExisting decides a Put or an Adopt that lost the race for key,
+// or repeated it: the stored object must hash to sum.
+func (s *FS) compareExisting(ctx context.Context, key string, sum Sum) error {
+	f, _, err := s.open(key)
 	if errors.Is(err, ErrNotFound) {
 		// The name exists but is not an object: a directory of longer keys.
 		return fmt.Errorf("%w: put %s: longer keys are stored under this name", ErrConflict, key)
@@ -155,8 +158,13 @@ func (s *FS) compareExisting(ctx context.Context, key string, sum [32]byte) erro
 	if err != nil {
 		return fmt.Errorf("put %s: key exists: %w", key, err)
 	}
-	if info.SHA256 != sum {
-		return fmt.Errorf("%w: put %s: stored sha-256 %x, new %x", ErrConflict, key, info.SHA256, sum)
+	got, err := sumReader(ctx, f, sum.Alg)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("put %s: key exists: %w", key, err)
+	}
+	if got != sum {
+		return fmt.Errorf("%w: put %s: stored %s %x, new %x", ErrConflict, key, sum.Alg, got.Hash, sum.Hash)
 	}
 	// The winner may not have fsynced the directory yet; make sure the
 	// object we report as stored is durable.

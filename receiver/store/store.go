@@ -13,6 +13,10 @@ import (
 	"io"
 	"strings"
 	"sync"
+
+	"github.com/zeebo/blake3"
+
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // Store holds immutable objects named by keys such as
@@ -33,6 +37,15 @@ type Store interface {
 	Stat(ctx context.Context, key string) (Info, error)
 	// List returns the keys that start with prefix, sorted.
 	List(ctx context.Context, prefix string) ([]string, error)
+}
+
+// Sum is a hash of an object's bytes: SHA-256, or BLAKE3-256 (a segment's
+// hash, docs/format.md §6). Put takes SHA-256 only, the hash its servers
+// check (S3's x-amz-checksum-sha256); Adopt takes either, since it does not
+// hash what it adopts.
+type Sum struct {
+	Alg  wire.HashAlg
+	Hash [32]byte
 }
 
 // Info describes a stored object.
@@ -232,6 +245,25 @@ func (v *verifyingReader) finish() error {
 		return fmt.Errorf("%w: sha-256 %x, want %x", ErrHashMismatch, got, v.want)
 	}
 	return nil
+}
+
+// sumReader returns the hash alg of everything r yields.
+func sumReader(ctx context.Context, r io.Reader, alg wire.HashAlg) (Sum, error) {
+	var h hash.Hash
+	switch alg {
+	case wire.HashSHA256:
+		h = sha256.New()
+	case wire.HashBLAKE3:
+		h = blake3.New()
+	default:
+		return Sum{}, fmt.Errorf("store: unknown hash %q", alg)
+	}
+	if _, err := io.Copy(h, ctxReader{ctx, r}); err != nil {
+		return Sum{}, err
+	}
+	sum := Sum{Alg: alg}
+	h.Sum(sum.Hash[:0])
+	return sum, nil
 }
 
 // hashReader returns the size and SHA-256 of everything r yields.

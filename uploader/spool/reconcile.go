@@ -266,16 +266,22 @@ func (s *Spool) reconcileOne(key string, r Record, inIndex, hasSealed, hasPartia
 		if file == "" {
 			return out, nil // still missing: reported when it went missing
 		}
-		v, err := s.verify(file)
+		// A record an older release wrote has its SHA-256 only.
+		old := r.BLAKE3 == [32]byte{}
+		v, err := s.verify(file, old)
 		if err != nil {
 			return nil, err
 		}
 		var d Decision
 		_, err = s.update(key, existing(key, func(r Record) (Record, error) {
-			if v.sum == r.SHA256 && r.Before != "" {
+			same := v.blake3 == r.BLAKE3
+			if old {
+				same = v.sha256 == r.SHA256
+			}
+			if same && r.Before != "" {
 				r.State, r.File = r.Before, file
 				r.Before = ""
-				d = Decision{Name: key, From: Missing, To: r.State, Reason: "file is back with the same SHA-256"}
+				d = Decision{Name: key, From: Missing, To: r.State, Reason: "file is back with the same bytes"}
 				return r, nil
 			}
 			r.Before, r.UploadURL, r.Offset = "", "", 0
@@ -308,7 +314,7 @@ func (s *Spool) reconcileOne(key string, r Record, inIndex, hasSealed, hasPartia
 // classify verifies an unindexed (or recording) file and records it. A
 // partial that verifies OK or TRUNCATED is renamed to its sealed name.
 func (s *Spool) classify(key string, r Record, inIndex bool, file string, partial bool, cause string) (Decision, error) {
-	v, err := s.verify(file)
+	v, err := s.verify(file, false)
 	if err != nil {
 		return Decision{}, err
 	}

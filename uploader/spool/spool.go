@@ -54,10 +54,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/zeebo/blake3"
 	"go.etcd.io/bbolt"
 
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/internal/atomicfile"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // File names in the spool directory. They match the recorder's
@@ -152,8 +154,15 @@ type Record struct {
 	File        string   // name on disk: Name, or Name+".partial" while recording or when a partial file was corrupt
 	RecordingID [16]byte `json:"-"`
 	Sequence    uint64
-	Size        int64    // file size when sealed or reconciled
-	SHA256      [32]byte `json:"-"`
+	Size        int64 // file size when sealed or reconciled
+	// BLAKE3 is the segment hash, BLAKE3-256 of the whole file
+	// (docs/format.md §6), from the verification: the segment's upload
+	// announces it and its commit carries it. A record an older release
+	// wrote has SHA256 instead (and a zero BLAKE3): its segment keeps that
+	// protocol (a commit with sha256 and a v1 receipt) until it is
+	// verified again.
+	BLAKE3 [32]byte `json:"-"`
+	SHA256 [32]byte `json:"-"`
 	// Commitment is the segment's key commitment (the next segment's
 	// link), and Last its trailer's last flag, from verification; zero
 	// and false in records written before they were kept.
@@ -175,6 +184,16 @@ type Record struct {
 	WipedAt     time.Time `json:",omitzero"`
 	// DiscardedAt is when a technician discarded the quarantined file.
 	DiscardedAt time.Time `json:",omitzero"`
+}
+
+// Hash is the hash of the segment's file its upload announces and its
+// commit and receipt carry: the BLAKE3 segment hash, or SHA-256 for a
+// record an older release wrote.
+func (r Record) Hash() (wire.HashAlg, [32]byte) {
+	if r.BLAKE3 != ([32]byte{}) {
+		return wire.HashBLAKE3, r.BLAKE3
+	}
+	return wire.HashSHA256, r.SHA256
 }
 
 // Refusal is what the receiver said when it refused a segment for good.
@@ -199,12 +218,16 @@ func (r Refusal) String() string {
 type recordJSON struct {
 	Record
 	RecordingID string
+	BLAKE3      string `json:",omitempty"`
 	SHA256      string `json:",omitempty"`
 	Commitment  string `json:",omitempty"`
 }
 
 func (r Record) encode() ([]byte, error) {
 	j := recordJSON{Record: r, RecordingID: hex.EncodeToString(r.RecordingID[:])}
+	if r.BLAKE3 != ([32]byte{}) {
+		j.BLAKE3 = hex.EncodeToString(r.BLAKE3[:])
+	}
 	if r.SHA256 != ([32]byte{}) {
 		j.SHA256 = hex.EncodeToString(r.SHA256[:])
 	}
@@ -223,6 +246,11 @@ func decodeRecord(b []byte) (Record, error) {
 	if err := decodeHex(r.RecordingID[:], j.RecordingID); err != nil {
 		return Record{}, fmt.Errorf("recording id: %w", err)
 	}
+	if j.BLAKE3 != "" {
+		if err := decodeHex(r.BLAKE3[:], j.BLAKE3); err != nil {
+			return Record{}, fmt.Errorf("blake3: %w", err)
+		}
+	}
 	if j.SHA256 != "" {
 		if err := decodeHex(r.SHA256[:], j.SHA256); err != nil {
 			return Record{}, fmt.Errorf("sha256: %w", err)
@@ -234,6 +262,20 @@ func decodeRecord(b []byte) (Record, error) {
 		}
 	}
 	return r, nil
+}
+
+// fileHash is BLAKE3-256 of all of f, read again from its start.
+func fileHash(f *os.File) ([32]byte, error) {
+	var sum [32]byte
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return sum, err
+	}
+	h := blake3.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return sum, err
+	}
+	h.Sum(sum[:0])
+	return sum, nil
 }
 
 func decodeHex(dst []byte, s string) error {
@@ -452,7 +494,7 @@ func (s *Spool) MarkRecording(name string) error {
 }
 
 // MarkSealed records that segment name was sealed and renamed to its .ubx
-// name. It verifies the file keylessly and computes its size and SHA-256;
+// name. It verifies the file keylessly, which gives its size and segment hash;
 // a file that does not verify as complete is refused and left as it was.
 func (s *Spool) MarkSealed(name string) error {
 	key, err := keyOf(name)
@@ -467,7 +509,7 @@ func (s *Spool) MarkSealed(name string) error {
 	} else if ok && cur.State != Recording && cur.State != Empty {
 		return &TransitionError{Name: key, From: cur.State, To: Sealed}
 	}
-	v, err := s.verify(key)
+	v, err := s.verify(key, false)
 	if err != nil {
 		return fmt.Errorf("mark %s sealed: %w", key, err)
 	}
@@ -687,7 +729,7 @@ func (s *Spool) Retry(name string) (Record, error) {
 		return cur, err
 	}
 	key := cur.Name
-	v, err := s.verify(cur.File)
+	v, err := s.verify(cur.File, false)
 	if err != nil {
 		return Record{}, fmt.Errorf("retry %s: %w", key, err)
 	}
@@ -948,13 +990,16 @@ type verified struct {
 	err     error
 	info    *crypto.Info
 	size    int64
-	sum     [32]byte
+	blake3  [32]byte // the segment hash
+	sha256  [32]byte // when verify was asked for it
 	modTime time.Time
 }
 
+// apply records the verification in r, whose segment then uses the
+// BLAKE3 segment hash (its upload, if any, was dropped before).
 func (v *verified) apply(r *Record) {
 	r.Size = v.size
-	r.SHA256 = v.sum
+	r.BLAKE3, r.SHA256 = v.blake3, [32]byte{}
 	if v.info != nil && v.info.Header != nil {
 		r.RecordingID = v.info.Header.RecordingID
 		r.Sequence = v.info.Header.Sequence
@@ -970,9 +1015,12 @@ func (v *verified) apply(r *Record) {
 	}
 }
 
-// verify reads the file once: keyless verification and SHA-256 together.
-// An I/O error is returned; a bad segment is reported in the outcome.
-func (s *Spool) verify(file string) (*verified, error) {
+// verify reads the file once: keyless verification, which gives the
+// segment hash, and SHA-256 too if withSHA (a record an older release
+// wrote is compared by it). A file whose header does not parse or names
+// another device is read once more for its segment hash. An I/O error is
+// returned; a bad segment is reported in the outcome.
+func (s *Spool) verify(file string, withSHA bool) (*verified, error) {
 	f, err := os.Open(filepath.Join(s.dir, file))
 	if err != nil {
 		return nil, err
@@ -982,15 +1030,25 @@ func (s *Spool) verify(file string) (*verified, error) {
 	if err != nil {
 		return nil, err
 	}
+	var r io.Reader = f
 	h := sha256.New()
-	tee := io.TeeReader(f, h)
-	info, verr := crypto.Verify(tee, s.opts.Device)
-	// Verify may stop early on a bad segment; hash the rest as well.
-	if _, err := io.Copy(h, f); err != nil {
+	if withSHA {
+		r = io.TeeReader(f, h)
+	}
+	info, verr := crypto.Verify(r, s.opts.Device)
+	// Verify reads to the end; make sure of it for the SHA-256.
+	if _, err := io.Copy(io.Discard, r); err != nil {
 		return nil, err
 	}
 	v := &verified{outcome: crypto.OutcomeOf(verr), err: verr, info: info, size: fi.Size(), modTime: fi.ModTime()}
-	h.Sum(v.sum[:0])
+	if withSHA {
+		h.Sum(v.sha256[:0])
+	}
+	if info != nil && info.Size == v.size {
+		v.blake3 = info.FileHash
+	} else if v.blake3, err = fileHash(f); err != nil {
+		return nil, err
+	}
 	// The header must match the file name, or the file was misplaced.
 	if info != nil && info.Header != nil && v.outcome != crypto.Corrupt {
 		_, id, seq, _, _ := parseName(file)

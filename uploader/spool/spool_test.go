@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zeebo/blake3"
 	"go.uber.org/goleak"
 
 	"github.com/uploadbox/uploadbox/crypto"
@@ -164,7 +165,7 @@ func TestHappyPathDurable(t *testing.T) {
 			}
 			return s.MarkSealed(name)
 		}, func(t *testing.T, r Record) {
-			if r.State != Sealed || r.File != name || r.Size != int64(len(seg)) || r.SHA256 != sha256.Sum256(seg) || r.SealedAt.IsZero() {
+			if r.State != Sealed || r.File != name || r.Size != int64(len(seg)) || r.BLAKE3 != blake3.Sum256(seg) || r.SHA256 != ([32]byte{}) || r.SealedAt.IsZero() {
 				t.Errorf("record %+v", r)
 			}
 		}},
@@ -500,7 +501,7 @@ func TestReconcileAfterCrash(t *testing.T) {
 	if r := mustGet(t, s, bNames[1]); r.File != partial(bNames[1]) || !exists(dir, partial(bNames[1])) || r.Reason == "" {
 		t.Errorf("corrupt segment: %+v", r)
 	}
-	if r := mustGet(t, s, aNames[4]); r.Size != int64(len(aSegs[4])/2) || r.SHA256 != sha256.Sum256(aSegs[4][:len(aSegs[4])/2]) {
+	if r := mustGet(t, s, aNames[4]); r.Size != int64(len(aSegs[4])/2) || r.BLAKE3 != blake3.Sum256(aSegs[4][:len(aSegs[4])/2]) {
 		t.Errorf("truncated segment size %d", r.Size)
 	}
 	if r := mustGet(t, s, bNames[2]); r.Before != Sealed {
@@ -1107,5 +1108,52 @@ func TestSettle(t *testing.T) {
 				t.Errorf("second Settle: %+v, %v", d, err)
 			}
 		})
+	}
+}
+
+// TestOlderRecordKeepsSHA256: a record an older release wrote has the
+// segment's SHA-256 and no segment hash. Its file gone and back with the
+// same bytes, it is recognised by that SHA-256 and keeps it (its upload
+// keeps the old protocol); back with other bytes, it is verified afresh
+// and has the segment hash only.
+func TestOlderRecordKeepsSHA256(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	s, name := f.reach(t, dir, Uploading)
+	seg, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := mustGet(t, s, name); r.BLAKE3 != blake3.Sum256(seg) || r.SHA256 != ([32]byte{}) {
+		t.Fatalf("a sealed segment: blake3 %x, sha256 %x", r.BLAKE3, r.SHA256)
+	}
+	if _, err := s.update(name, existing(name, func(r Record) (Record, error) {
+		r.BLAKE3, r.SHA256 = [32]byte{}, sha256.Sum256(seg)
+		return r, nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	os.Rename(filepath.Join(dir, name), filepath.Join(dir, "aside"))
+	s = f.open(t, dir, Options{})
+	if r := mustGet(t, s, name); r.State != Missing {
+		t.Fatalf("vanished file: %+v", r)
+	}
+	s.Close()
+	os.Rename(filepath.Join(dir, "aside"), filepath.Join(dir, name))
+	s = f.open(t, dir, Options{})
+	r := mustGet(t, s, name)
+	if r.State != Uploading || r.UploadURL == "" || r.SHA256 != sha256.Sum256(seg) || r.BLAKE3 != ([32]byte{}) {
+		t.Fatalf("file back with the same bytes: %+v", r)
+	}
+	s.Close()
+	os.Rename(filepath.Join(dir, name), filepath.Join(dir, "aside"))
+	f.open(t, dir, Options{}).Close()
+	writeFile(t, dir, name, seg[:len(seg)/2], time.Time{})
+	s = f.open(t, dir, Options{})
+	defer s.Close()
+	r = mustGet(t, s, name)
+	if r.State != Truncated || r.UploadURL != "" || r.BLAKE3 != blake3.Sum256(seg[:len(seg)/2]) || r.SHA256 != ([32]byte{}) {
+		t.Fatalf("file back with other bytes: %+v", r)
 	}
 }

@@ -25,19 +25,27 @@ func (r *recordReader) Read(p []byte) (int, error) {
 
 // BenchmarkWriteChunk writes a 3 MiB segment in one chunk, arriving 16 KiB
 // at a time as from TLS, through tusd's filestore alone (the baseline) and
-// through the hashing Store in front of it.
+// through the hashing Store in front of it: an upload of an older box
+// (SHA-256 and BLAKE3), and one that announced the BLAKE3 segment hash
+// where commits adopt (BLAKE3 only).
 func BenchmarkWriteChunk(b *testing.B) {
 	seg, _ := segment(&testing.T{}, 3<<20)
+	hashing := func(dir string) tusd.DataStore { s, _ := open(dir); return s }
 	stores := map[string]func(dir string) tusd.DataStore{
 		"filestore": func(dir string) tusd.DataStore { return filestore.New(dir) },
-		"hashing":   func(dir string) tusd.DataStore { s, _ := open(dir); return s },
+		"hashing":   hashing,
+		"announced": hashing,
 	}
-	for _, name := range []string{"filestore", "hashing"} {
+	for _, name := range []string{"filestore", "hashing", "announced"} {
 		b.Run(name, func(b *testing.B) {
 			b.SetBytes(int64(len(seg)))
+			var meta tusd.MetaData
+			if name == "announced" {
+				meta = tusd.MetaData{"hash": "blake3"}
+			}
 			for b.Loop() {
 				s := stores[name](b.TempDir())
-				up, err := s.NewUpload(b.Context(), tusd.FileInfo{ID: "0123456789abcdef0123456789abcdef", Size: int64(len(seg))})
+				up, err := s.NewUpload(b.Context(), tusd.FileInfo{ID: "0123456789abcdef0123456789abcdef", Size: int64(len(seg)), MetaData: meta})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -1,8 +1,17 @@
 // Package hashing hashes tus uploads while their bytes arrive. Wrap puts
 // a Store in front of a tusd store composer, whatever store is underneath:
-// every byte a WriteChunk hands to the store also goes through SHA-256 and
-// a keyless segment Verifier (crypto), so that a commit finds the digests
-// ready instead of reading the upload again.
+// every byte a WriteChunk hands to the store also goes through a keyless
+// segment Verifier (crypto), whose BLAKE3 state gives the signature digest
+// and the segment hash, and through SHA-256 where a commit needs it, so
+// that a commit finds the digests ready instead of reading the upload
+// again.
+//
+// SHA-256 is computed for an upload that did not announce the BLAKE3
+// segment hash at creation (Announced: a box of an older release commits
+// with SHA-256), and for every upload while the commits copy uploads into
+// the store (SetCopying), whose Put checks the SHA-256 of what it copies.
+// An announced upload that will be adopted (renamed into the fs store)
+// goes through BLAKE3 only, and has no state saved.
 //
 // The SHA-256 state is saved after each chunk (States, keyed by upload id)
 // and survives a receiver restart or a move to another replica. The
@@ -29,6 +38,7 @@ import (
 	tusd "github.com/tus/tusd/v2/pkg/handler"
 
 	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/wire"
 )
 
 // storageKeyPath is the key under which tusd's filestore names an
@@ -36,7 +46,8 @@ import (
 const storageKeyPath = "Path"
 
 // MaxLive bounds the uploads whose Verifier is kept in memory (about
-// 20 KiB each); beyond it, an upload keeps its saved SHA-256 state only.
+// 20 KiB each); beyond it, an upload keeps its saved SHA-256 state only
+// (one without SHA-256 keeps nothing, and its commit reads it).
 const MaxLive = 1024
 
 // States keeps each upload's saved hash state, keyed by upload id.
@@ -55,7 +66,9 @@ var ErrNoState = errors.New("no hash state saved for the upload")
 // Sums is what the hashes saw of an upload: its first Length bytes.
 type Sums struct {
 	Length int64
-	SHA256 [32]byte
+	// SHA256 is set when HasSHA256: the upload was hashed with SHA-256.
+	SHA256    [32]byte
+	HasSHA256 bool
 	// Verifier saw the same bytes, when this process hashed them all;
 	// nil when the upload was resumed from a saved state.
 	Verifier *crypto.Verifier
@@ -70,12 +83,27 @@ type Store struct {
 	live map[string]*entry
 
 	read atomic.Int64 // bytes read back through GetReader
+	// copying: commits copy uploads into the store, so every upload is
+	// hashed with SHA-256 (SetCopying).
+	copying atomic.Bool
 }
+
+// Announced reports whether an upload's creation announced the BLAKE3
+// segment hash (tus metadata wire.HashMetadata = "blake3"): its commit
+// carries that hash and not SHA-256.
+func Announced(meta tusd.MetaData) bool {
+	return meta[wire.HashMetadata] == string(wire.HashBLAKE3)
+}
+
+// SetCopying says whether commits copy uploads into the store (Put, which
+// checks their SHA-256) rather than adopt them: then uploads started from
+// now on are hashed with SHA-256 even when they announced BLAKE3.
+func (s *Store) SetCopying(copying bool) { s.copying.Store(copying) }
 
 // entry is one upload's hashes over its first length bytes.
 type entry struct {
 	length int64
-	sha    hash.Hash
+	sha    hash.Hash        // nil: not hashed with SHA-256 (announced, adopted)
 	v      *crypto.Verifier // nil when resumed from a saved state
 	// path is the upload's file when its store keeps it in one (tusd's
 	// filestore), and st that file as this process last wrote it: a file
@@ -162,8 +190,10 @@ func (s *Store) Sums(ctx context.Context, id string) (Sums, bool) {
 	case err != nil:
 		return Sums{}, false
 	}
-	sums := Sums{Length: e.length, Verifier: e.v}
-	e.sha.Sum(sums.SHA256[:0])
+	sums := Sums{Length: e.length, Verifier: e.v, HasSHA256: e.sha != nil}
+	if e.sha != nil {
+		e.sha.Sum(sums.SHA256[:0])
+	}
 	return sums, true
 }
 
@@ -177,8 +207,9 @@ func (s *Store) Forget(ctx context.Context, id string) error {
 
 // resume returns the hashes to continue for a chunk of upload id written
 // at offset, or nil when they do not end exactly there (then the upload's
-// state is dropped: it is not hashed any more).
-func (s *Store) resume(ctx context.Context, id string, offset int64) *entry {
+// state is dropped: it is not hashed any more). sha says whether an
+// upload started at offset 0 is hashed with SHA-256 too.
+func (s *Store) resume(ctx context.Context, id string, offset int64, sha func() bool) *entry {
 	s.mu.Lock()
 	e := s.live[id]
 	delete(s.live, id)
@@ -187,7 +218,11 @@ func (s *Store) resume(ctx context.Context, id string, offset int64) *entry {
 	case e != nil && e.length == offset && e.unchanged():
 		return e
 	case offset == 0:
-		return &entry{sha: sha256.New(), v: crypto.NewVerifier()}
+		e := &entry{v: crypto.NewVerifier()}
+		if sha() {
+			e.sha = sha256.New()
+		}
+		return e
 	}
 	// Another process (or this one before a restart) may have hashed it.
 	if e, err := s.load(ctx, id); err == nil && e.length == offset {
@@ -214,10 +249,12 @@ func (s *Store) settle(ctx context.Context, id string, e *entry, offset, n, read
 		}
 		e.st = st
 	}
-	state, err := e.encode(id)
-	if err != nil || s.states.Save(ctx, id, state) != nil {
-		// A stale saved state is harmless: its length no longer matches.
-		s.states.Delete(ctx, id)
+	if e.sha != nil {
+		state, err := e.encode(id)
+		if err != nil || s.states.Save(ctx, id, state) != nil {
+			// A stale saved state is harmless: its length no longer matches.
+			s.states.Delete(ctx, id)
+		}
 	}
 	if e.v == nil {
 		return
@@ -274,7 +311,13 @@ type upload struct {
 
 // WriteChunk implements tusd.Upload.
 func (u *upload) WriteChunk(ctx context.Context, offset int64, src io.Reader) (int64, error) {
-	e := u.s.resume(ctx, u.id, offset)
+	e := u.s.resume(ctx, u.id, offset, func() bool {
+		if u.s.copying.Load() {
+			return true
+		}
+		info, err := u.Upload.GetInfo(ctx)
+		return err != nil || !Announced(info.MetaData)
+	})
 	if e == nil {
 		return u.Upload.WriteChunk(ctx, offset, src)
 	}
@@ -314,7 +357,7 @@ func (c *countingReadCloser) Read(p []byte) (int, error) {
 type tee struct {
 	r io.Reader
 	e *entry
-	n int64 // bytes read from r and hashed by SHA-256
+	n int64 // bytes read from r (and hashed by SHA-256, if e has it)
 	// ctx is the WriteChunk's, for WriteTo, whose signature has none:
 	// the tee lives for that one call.
 	ctx context.Context
@@ -323,7 +366,9 @@ type tee struct {
 func (t *tee) Read(p []byte) (int, error) {
 	n, err := t.r.Read(p)
 	if n > 0 {
-		t.e.sha.Write(p[:n])
+		if t.e.sha != nil {
+			t.e.sha.Write(p[:n])
+		}
 		if t.e.v != nil {
 			t.e.v.Write(p[:n])
 		}
@@ -342,7 +387,8 @@ const (
 
 var pieces = sync.Pool{New: func() any { return new([writePiece]byte) }}
 
-// piece is n bytes read into buf, already through SHA-256.
+// piece is n bytes read into buf, already through SHA-256 if the upload
+// is hashed with it.
 type piece struct {
 	buf *[writePiece]byte
 	n   int
@@ -351,7 +397,7 @@ type piece struct {
 // WriteTo lets a store that copies with io.Copy (tusd's filestore) write
 // in pieces of writePiece bytes instead of its own 32 KiB, and uses two
 // cores for one PATCH: a goroutine reads the request into a piece and
-// hashes it with SHA-256 while this one passes the previous piece through
+// hashes it with SHA-256 (if the upload is) while this one passes the previous piece through
 // the Verifier (BLAKE3) and writes it. Bytes read are written before a
 // read error (or the context's end) is returned, so a cut request keeps
 // what it brought; after a write error nothing more is read, and WriteTo
@@ -402,7 +448,7 @@ func (t *tee) WriteTo(w io.Writer) (int64, error) {
 }
 
 // fill reads the request into pieces from free, hashes them with
-// SHA-256 and hands them on in full, until a read error (io.EOF at the
+// SHA-256 (if the upload is) and hands them on in full, until a read error (io.EOF at the
 // end), the context's end, or stop; it returns that error (nil on stop).
 // A piece is handed on full, or short when the reading ends.
 func (t *tee) fill(free chan *[writePiece]byte, full chan<- piece, stop <-chan struct{}) error {
@@ -435,7 +481,9 @@ func (t *tee) fill(free chan *[writePiece]byte, full chan<- piece, stop <-chan s
 			free <- buf
 			return err
 		}
-		t.e.sha.Write(buf[:n])
+		if t.e.sha != nil {
+			t.e.sha.Write(buf[:n])
+		}
 		t.n += int64(n)
 		full <- piece{buf, n}
 		if err != nil {

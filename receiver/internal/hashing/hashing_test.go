@@ -12,6 +12,7 @@ import (
 
 	"github.com/tus/tusd/v2/pkg/filestore"
 	tusd "github.com/tus/tusd/v2/pkg/handler"
+	"github.com/zeebo/blake3"
 
 	"github.com/uploadbox/uploadbox/crypto"
 )
@@ -338,5 +339,67 @@ func TestCutChunkKeepsItsBytes(t *testing.T) {
 	write(t, s, id, sent, seg[sent:])
 	if sums, ok := s.Sums(t.Context(), id); !ok || sums.SHA256 != sha256Of(seg) || sums.Verifier == nil {
 		t.Fatalf("after resuming: Sums = %+v, %v", sums, ok)
+	}
+}
+
+// countingStates is a Dir that counts the states saved.
+type countingStates struct {
+	Dir
+	saved int
+}
+
+func (c *countingStates) Save(ctx context.Context, id string, state []byte) error {
+	c.saved++
+	return c.Dir.Save(ctx, id, state)
+}
+
+// TestAnnouncedSkipsSHA256: an upload that announced the BLAKE3 segment
+// hash goes through the Verifier only, which gives that hash, and has no
+// SHA-256 computed or saved, unless commits copy (SetCopying) or the
+// upload did not announce it (an older box).
+func TestAnnouncedSkipsSHA256(t *testing.T) {
+	seg, _ := segment(t, 100_000)
+	tests := []struct {
+		name      string
+		meta      tusd.MetaData
+		copying   bool
+		wantSHA   bool
+		wantSaved bool
+	}{
+		{name: "announced", meta: tusd.MetaData{"hash": "blake3", "name": "x"}},
+		{name: "announced, commits copy", meta: tusd.MetaData{"hash": "blake3"}, copying: true, wantSHA: true, wantSaved: true},
+		{name: "older box", meta: tusd.MetaData{"name": "x"}, wantSHA: true, wantSaved: true},
+		{name: "other hash named", meta: tusd.MetaData{"hash": "sha256"}, wantSHA: true, wantSaved: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			c := tusd.NewStoreComposer()
+			filestore.New(dir).UseIn(c)
+			states := &countingStates{Dir: NewDir(dir)}
+			s := Wrap(c, states)
+			s.SetCopying(tt.copying)
+			up, err := s.NewUpload(t.Context(), tusd.FileInfo{ID: "0123456789abcdef0123456789abcdef", Size: int64(len(seg)), MetaData: tt.meta})
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, _ := up.GetInfo(t.Context())
+			for _, cut := range [][2]int{{0, 30_000}, {30_000, len(seg)}} {
+				write(t, s, info.ID, int64(cut[0]), seg[cut[0]:cut[1]])
+			}
+			sums, ok := s.Sums(t.Context(), info.ID)
+			if !ok || sums.Length != int64(len(seg)) || sums.Verifier == nil {
+				t.Fatalf("Sums = %+v, %v", sums, ok)
+			}
+			if got := sums.Verifier.FileHash(); got != blake3.Sum256(seg) {
+				t.Fatalf("segment hash %x, want BLAKE3-256 of the file %x", got, blake3.Sum256(seg))
+			}
+			if sums.HasSHA256 != tt.wantSHA || (tt.wantSHA && sums.SHA256 != sha256.Sum256(seg)) || (!tt.wantSHA && sums.SHA256 != [32]byte{}) {
+				t.Fatalf("SHA-256 computed: %v (%x), want %v", sums.HasSHA256, sums.SHA256, tt.wantSHA)
+			}
+			if saved := states.saved > 0; saved != tt.wantSaved {
+				t.Fatalf("%d states saved, want some: %v", states.saved, tt.wantSaved)
+			}
+		})
 	}
 }
