@@ -137,7 +137,8 @@ type ServerConfig struct {
 	S3Uploads  *S3Uploads
 	// PeerLease is how long a killed receiver's boxes still count as
 	// connected on the other receivers sharing its PostgreSQL state
-	// (default peer.DefaultLease; peers.go).
+	// (default peer.DefaultLease; peers.go), and how long a receiver's tus
+	// lock session may stay silent before a waiter ends it (pglock).
 	PeerLease time.Duration
 }
 
