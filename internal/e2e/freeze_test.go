@@ -108,7 +108,21 @@ func TestFrozenReceiverMidUpload(t *testing.T) {
 	if left := stagedData(t, gw.Client(), gw.Bucket); len(left) != 0 {
 		t.Fatalf("staged objects left in the bucket after A resumed: %v\nA:\n%s", left, a.stderr.String())
 	}
-	t.Logf("A after it resumed:\n%s", a.stderr.String())
+	// B ended A's lock session, logged and audited it; A, resumed, found
+	// its session gone.
+	if !strings.Contains(b.stderr.String(), "ended the lock session of a frozen receiver") {
+		t.Fatalf("B did not log ending A's lock session:\n%s", b.stderr.String())
+	}
+	auditB, err := os.ReadFile(filepath.Join(dataB, "audit.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(auditB), `"event":"upload.lock"`) || !strings.Contains(string(auditB), `"outcome":"ended"`) || !strings.Contains(string(auditB), `"identity":"room-7"`) {
+		t.Fatalf("B's audit log has no upload.lock ended entry for room-7:\n%s", auditB)
+	}
+	if !strings.Contains(a.stderr.String(), "tus lock session lost") {
+		t.Fatalf("A, resumed, did not find its lock session gone:\n%s", a.stderr.String())
+	}
 }
 
 // receivingPart reports whether a receiver staging in S3 is receiving a
