@@ -138,7 +138,8 @@ type ServerConfig struct {
 	// PeerLease is how long a killed receiver's boxes still count as
 	// connected on the other receivers sharing its PostgreSQL state
 	// (default peer.DefaultLease; peers.go), and how long a receiver's tus
-	// lock session may stay silent before a waiter ends it (pglock).
+	// lock session (pglock) or lifecycle leader's session (leader) may stay
+	// silent before another receiver ends it.
 	PeerLease time.Duration
 }
 
@@ -332,6 +333,7 @@ func Open(cfg ServerConfig) (*Server, error) {
 			return nil, err
 		}
 		s.lifeLead = leader.New(pg.Pool(), "lifecycle", 0, s.log)
+		s.lifeLead.Lease = cfg.PeerLease
 	}
 	if err := initFleet(s.db); err != nil {
 		s.db.Close()

@@ -136,3 +136,45 @@ func receivingPart(dir string) bool {
 	}
 	return false
 }
+
+// TestFrozenLeaderLosesTheLead: two receivers on one PostgreSQL database
+// (--peer-lease 1s); A leads the lifecycle jobs. Frozen with SIGSTOP, A
+// keeps its database session and so the job's lock; B ends that session
+// once it has been silent beyond the lease (at least two of the leader's
+// 3 s checks) and takes the lead. Resumed, A finds its session gone, stops
+// its jobs and follows.
+func TestFrozenLeaderLosesTheLead(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs PostgreSQL, versitygw and two receivers; skipped under -short")
+	}
+	dir := t.TempDir()
+	_, _, serve := sharedState(t, "frozen-leader")
+	serve = append(serve, "--peer-lease", "1s")
+	dataA, dataB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	a := startReceiver(t, dataA, "127.0.0.1:0", serve...)
+	const leaderMetric = "uploadbox_receiver_lifecycle_leader"
+	cpWait(t, 30*time.Second, "A leading the lifecycle jobs", func() bool { return lifeMetric(t, dataA, leaderMetric) == "1" })
+	copyKeys(t, dataA, dataB)
+	b := startReceiver(t, dataB, "127.0.0.1:0", serve...)
+	if l := lifeMetric(t, dataB, leaderMetric); l != "0" {
+		t.Fatalf("B says %s %s while A leads: want 0", leaderMetric, l)
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.cmd.Process.Signal(syscall.SIGCONT) })
+	frozen := time.Now()
+	cpWait(t, time.Minute, "B leading after A froze", func() bool { return lifeMetric(t, dataB, leaderMetric) == "1" })
+	t.Logf("from A's freeze to B leading: %s", time.Since(frozen).Round(10*time.Millisecond))
+	if !strings.Contains(b.stderr.String(), "ended the session of a frozen leader") {
+		t.Fatalf("B leads without having ended A's session:\n%s", b.stderr.String())
+	}
+	a.cmd.Process.Signal(syscall.SIGCONT)
+	cpWait(t, 30*time.Second, "A following after it resumed", func() bool { return lifeMetric(t, dataA, leaderMetric) == "0" })
+	if !strings.Contains(a.stderr.String(), "lost the job's lock") {
+		t.Fatalf("A, resumed, did not say it lost the job's lock:\n%s", a.stderr.String())
+	}
+	if l := lifeMetric(t, dataB, leaderMetric); l != "1" {
+		t.Fatalf("B says %s %s after A resumed: want 1", leaderMetric, l)
+	}
+}

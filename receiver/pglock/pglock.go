@@ -43,6 +43,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	tusd "github.com/tus/tusd/v2/pkg/handler"
+
+	"github.com/uploadbox/uploadbox/receiver/internal/pgsession"
 )
 
 // Channel is the NOTIFY channel of release requests; the payload is the
@@ -334,41 +336,27 @@ func (l *Locker) lease() time.Duration {
 	return DefaultLease
 }
 
-// lockIDs are the pg_locks columns of advisory lock k (a bigint key:
-// classid its high 32 bits, objid its low 32 bits, objsubid 1).
-func lockIDs(k int64) (classid, objid int64) {
-	return int64(uint64(k) >> 32), int64(uint64(k) & 0xffffffff)
-}
-
 // endFrozenHolder ends the lock session holding id's lock if it is a lock
 // session (AppName) whose heartbeat has been silent for longer than the
 // lease: its process is frozen or cut off while its kernel keeps the
 // connection open. PostgreSQL then frees every lock that session held.
 func (l *Locker) endFrozenHolder(ctx context.Context, id string) {
-	classid, objid := lockIDs(key(id))
 	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
-	var pid int32
-	var silent float64
-	err := l.pool.QueryRow(qctx, `SELECT a.pid, extract(epoch FROM now() - a.state_change)::float8 FROM pg_locks k JOIN pg_stat_activity a ON a.pid = k.pid
-		WHERE k.locktype = 'advisory' AND k.granted AND k.classid = $1::bigint::oid AND k.objid = $2::bigint::oid AND k.objsubid = 1
-		AND a.application_name = $3 AND a.state = 'idle' AND a.state_change < now() - $4 * interval '1 millisecond'`,
-		classid, objid, AppName, float64(l.lease())/float64(time.Millisecond)).Scan(&pid, &silent)
+	e, err := pgsession.EndSilent(qctx, l.pool, key(id), AppName, l.lease())
+	if errors.Is(err, pgsession.ErrNone) {
+		return
+	}
 	if err != nil {
-		if !errors.Is(err, pgx.ErrNoRows) && ctx.Err() == nil {
-			l.log.Warn("tus lock: looking for a frozen holder failed", "err", err)
+		if ctx.Err() == nil {
+			l.log.Warn("tus lock: a frozen holder's session could not be ended", "pid", e.PID, "err", err)
 		}
 		return
 	}
-	var ended bool
-	if err := l.pool.QueryRow(qctx, `SELECT pg_terminate_backend($1, 5000)`, pid).Scan(&ended); err != nil || !ended {
-		l.log.Warn("tus lock: a frozen holder's session could not be ended", "pid", pid, "err", err)
-		return
-	}
 	l.log.Warn("tus lock: ended the lock session of a frozen receiver (silent beyond the lease); every upload it held can continue here or elsewhere",
-		"pid", pid, "silent", time.Duration(silent*float64(time.Second)).Round(time.Millisecond), "lease", l.lease())
+		"pid", e.PID, "silent", e.Silent, "lease", l.lease())
 	if l.Ended != nil {
-		l.Ended(pid, id)
+		l.Ended(e.PID, id)
 	}
 }
 
@@ -411,7 +399,7 @@ func (l *Locker) Check(ctx context.Context, id string) error {
 	if l.sess != s {
 		return fmt.Errorf("%w: upload %s: its lock session ended", ErrLockLost, id)
 	}
-	classid, objid := lockIDs(key(id))
+	classid, objid := pgsession.LockIDs(key(id))
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), queryTimeout)
 	defer cancel()
 	var held bool

@@ -1,12 +1,10 @@
 package pglock_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
@@ -20,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/uploadbox/uploadbox/internal/pgtest"
+	"github.com/uploadbox/uploadbox/internal/subtest"
 	"github.com/uploadbox/uploadbox/receiver/pglock"
 )
 
@@ -249,18 +248,7 @@ func TestKilledHolderFreesLock(t *testing.T) {
 	pg := pgtest.Start(t)
 	dsn := pg.NewDB(t)
 	const id = "0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f"
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHolderProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), holderEnv+"="+dsn+" "+id)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	sc := bufio.NewScanner(out)
+	cmd, sc := subtest.Start(t, "TestHolderProcess", holderEnv+"="+dsn+" "+id)
 	if !sc.Scan() || sc.Text() != "locked" {
 		t.Fatalf("holder process: %q, %v", sc.Text(), sc.Err())
 	}
@@ -351,18 +339,7 @@ func TestFrozenHolderLosesLock(t *testing.T) {
 	pg := pgtest.Start(t)
 	dsn := pg.NewDB(t)
 	const id = "f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0"
-	cmd := exec.Command(os.Args[0], "-test.run=^TestFrozenHolderProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), frozenEnv+"="+dsn+" "+id)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGCONT); cmd.Process.Kill(); cmd.Wait() })
-	sc := bufio.NewScanner(out)
+	cmd, sc := subtest.Start(t, "TestFrozenHolderProcess", frozenEnv+"="+dsn+" "+id)
 	if !sc.Scan() || sc.Text() != "locked" {
 		t.Fatalf("holder process: %q, %v", sc.Text(), sc.Err())
 	}
@@ -378,7 +355,7 @@ func TestFrozenHolderLosesLock(t *testing.T) {
 	// Alive, the holder keeps its lock through three leases of waiting.
 	k, _ := b.NewLock(id)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
-	err = k.Lock(ctx, func() {})
+	err := k.Lock(ctx, func() {})
 	cancel()
 	if !errors.Is(err, tusd.ErrLockTimeout) {
 		t.Fatalf("Lock of a live holder's id: %v, want a timeout", err)
