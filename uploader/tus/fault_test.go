@@ -502,7 +502,7 @@ func TestStalledRequestsRetried(t *testing.T) {
 	s := startTusd(t, wrap)
 	t.Cleanup(func() { close(stop) }) // runs before the server's Close
 	opts := fastOptions(1000)
-	opts.StallTimeout = 200 * time.Millisecond
+	opts.StallTimeout = 500 * time.Millisecond
 	var stalls atomic.Int64
 	opts.Logger = slog.New(handlerFunc(func(r slog.Record) {
 		r.Attrs(func(a slog.Attr) bool {
@@ -518,13 +518,22 @@ func TestStalledRequestsRetried(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Upload(t.Context(), u, bytes.NewReader(data), int64(len(data)), nil); err != nil {
-		t.Fatal(err)
+	done := make(chan error, 1)
+	go func() { done <- c.Upload(t.Context(), u, bytes.NewReader(data), int64(len(data)), nil) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the upload waited 30 s on a receiver that stopped answering")
 	}
 	if !bytes.Equal(s.stored(t, u), data) {
 		t.Fatal("stored bytes differ from the input")
 	}
-	if n := stalls.Load(); n != 2 {
-		t.Fatalf("%d attempts given up as stalled, want 2 (a HEAD and a PATCH)", n)
+	// The HEAD and the PATCH that were never answered, and any a loaded
+	// machine was slow to answer.
+	if n := stalls.Load(); n < 2 {
+		t.Fatalf("%d attempts given up as stalled, want at least 2 (a HEAD and a PATCH)", n)
 	}
 }
