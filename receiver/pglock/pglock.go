@@ -376,7 +376,8 @@ func (l *Locker) heartbeat() {
 	}
 }
 
-// Check reports whether this process may still write upload id: nil when
+// Check reports whether this process may still write upload id (which its
+// error leaves out: upload ids are the devices' handles): nil when
 // it holds id's lock on a session that still holds it in the database (or
 // holds nothing for id: a creation, which takes no lock); ErrLockLost when
 // the session it took the lock on was ended, in which case every holder on
@@ -397,7 +398,7 @@ func (l *Locker) Check(ctx context.Context, id string) error {
 	l.sessMu.Lock()
 	defer l.sessMu.Unlock()
 	if l.sess != s {
-		return fmt.Errorf("%w: upload %s: its lock session ended", ErrLockLost, id)
+		return fmt.Errorf("%w: its lock session ended", ErrLockLost)
 	}
 	classid, objid := pgsession.LockIDs(key(id))
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), queryTimeout)
@@ -407,10 +408,10 @@ func (l *Locker) Check(ctx context.Context, id string) error {
 		AND pid = pg_backend_pid() AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1)`, classid, objid).Scan(&held)
 	if err != nil {
 		l.lost(s, err)
-		return fmt.Errorf("%w: upload %s: %v", ErrLockLost, id, err)
+		return fmt.Errorf("%w: %v", ErrLockLost, err)
 	}
 	if !held {
-		return fmt.Errorf("%w: upload %s: its session no longer holds it", ErrLockLost, id)
+		return fmt.Errorf("%w: its session no longer holds it", ErrLockLost)
 	}
 	return nil
 }
@@ -436,9 +437,10 @@ func (l *Locker) released(id string) {
 	}
 }
 
-// Run delivers other receivers' release requests to this one's holders,
-// and beats the lock session's heartbeat, until ctx is done, listening again after a broken connection; then it
-// ends the lock session, freeing whatever locks are left.
+// Run delivers other receivers' release requests to this one's holders
+// (listening again after a broken connection) and beats the lock
+// session's heartbeat until ctx is done; then it ends the lock session,
+// freeing whatever locks are left.
 func (l *Locker) Run(ctx context.Context) error {
 	defer l.Close()
 	beat := make(chan struct{})
