@@ -205,10 +205,11 @@ func (s *Server) settleAdopted(ctx context.Context, id string) error {
 	}
 	if d != nil {
 		_, ok, err := s.recordAdopted(ctx, d, id, key, func(wholeRead) bool { return true })
-		if err != nil {
+		var refused *commitError // e.g. recorded meanwhile with other bytes
+		if err != nil && !errors.As(err, &refused) {
 			return fmt.Errorf("settle adopted upload: %w", err)
 		}
-		if ok {
+		if ok && err == nil {
 			s.auditAdopted(d.Name, "recorded", "commit of "+key+" interrupted after the upload was stored: finished by the janitor")
 			return nil
 		}
