@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,8 +16,11 @@ import (
 	"syscall"
 	"time"
 
+	tusd "github.com/tus/tusd/v2/pkg/handler"
 	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/internal/audit"
 	"github.com/uploadbox/uploadbox/receiver/devices"
+	"github.com/uploadbox/uploadbox/receiver/internal/hashing"
 	"github.com/uploadbox/uploadbox/receiver/store"
 	"github.com/uploadbox/uploadbox/wire"
 )
@@ -127,13 +131,35 @@ func (s *Server) adoptSegment(ctx context.Context, id string, rec *SegmentRecord
 // must be the bytes the box announces and verify. ok is false when there
 // is nothing to recover.
 func (s *Server) recoverAdopted(ctx context.Context, d *devices.Device, req CommitRequest) (resp *CommitResponse, ok bool, err error) {
+	key, ok := s.adoptNote(req.UploadID)
+	if !ok {
+		return nil, false, nil
+	}
+	alg, _ := req.Hash()
+	return s.recordAdopted(ctx, d, req.UploadID, key, &req, alg == wire.HashSHA256)
+}
+
+// adoptNote is the key upload id's note names, if it has one (fs store
+// adoption only).
+func (s *Server) adoptNote(id string) (key string, ok bool) {
 	if s.adoption.fs.Load() == nil {
-		return nil, false, nil
+		return "", false
 	}
-	key, err := os.Readlink(filepath.Join(s.uploads, req.UploadID+adoptSuffix))
+	key, err := os.Readlink(filepath.Join(s.uploads, id+adoptSuffix))
 	if err != nil || store.ValidateKey(key) != nil {
-		return nil, false, nil
+		return "", false
 	}
+	return key, true
+}
+
+// recordAdopted records the object key, adopted from upload id by a commit
+// of device d that a crash cut short, as that commit would have: read once,
+// it must verify as d's segment under exactly this key and, with req, be
+// the bytes req announces. Without req (the janitor) the segment is
+// recorded with its SHA-256 if withSHA (an upload that did not announce the
+// BLAKE3 segment hash), else with its segment hash. ok is false, with
+// nothing recorded, when there is no such object or it is not that segment.
+func (s *Server) recordAdopted(ctx context.Context, d *devices.Device, id, key string, req *CommitRequest, withSHA bool) (resp *CommitResponse, ok bool, err error) {
 	rc, _, err := s.store.Get(ctx, key)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, false, nil
@@ -142,24 +168,90 @@ func (s *Server) recoverAdopted(ctx context.Context, d *devices.Device, req Comm
 		return nil, true, err
 	}
 	defer rc.Close()
-	alg, _ := req.Hash()
-	w, err := readWhole(rc, alg == wire.HashSHA256)
+	w, err := readWhole(rc, withSHA)
 	if err != nil {
 		return nil, true, err
 	}
-	if w.matches(req) != nil || w.outcome == crypto.Corrupt || w.info == nil || w.info.Header == nil {
+	if w.outcome == crypto.Corrupt || w.info == nil || w.info.Header == nil {
+		return nil, false, nil
+	}
+	if req == nil {
+		req = &CommitRequest{UploadID: id, Size: w.size}
+		if withSHA {
+			req.SHA256 = hex.EncodeToString(w.sha[:])
+		} else {
+			req.BLAKE3 = hex.EncodeToString(w.info.FileHash[:])
+		}
+	}
+	if w.matches(*req) != nil {
 		return nil, false, nil
 	}
 	if d.CheckSigner(ed25519.PublicKey(w.info.Header.Device.Bytes()), time.Now()) != nil {
 		return nil, false, nil
 	}
-	rec := newSegmentRecord(d, w.info, w.outcome, w.size, req)
+	rec := newSegmentRecord(d, w.info, w.outcome, w.size, *req)
 	if rec.Key != key {
 		return nil, false, nil
 	}
 	s.log.Info("commit interrupted after the upload was stored: finished", "device", d.Name, "key", key)
-	resp, err = s.recordSegment(d, req.UploadID, &rec, w.info.Header.RecordingID)
+	resp, err = s.recordSegment(d, id, &rec, w.info.Header.RecordingID)
 	return resp, true, err
+}
+
+// settleAdopted is the janitor's part in an adopting commit a crash cut
+// short, before it expires upload id (it holds the lock): when the
+// upload's note names an object in the store that no segment record
+// names, the commit is finished (the object verifies as the owning
+// device's segment: recorded, so that the box's retried commit gets its
+// receipt) or else the object is removed (nobody holds a receipt for it;
+// the box keeps its copy until it has one). Both are audited.
+func (s *Server) settleAdopted(ctx context.Context, id string) error {
+	key, ok := s.adoptNote(id)
+	if !ok {
+		return nil
+	}
+	if _, err := s.lookup(key); err == nil {
+		return nil // recorded: the upload's leftovers go
+	}
+	if _, err := s.store.Stat(ctx, key); errors.Is(err, store.ErrNotFound) {
+		return nil // not adopted: the upload's file goes with the rest
+	} else if err != nil {
+		return fmt.Errorf("settle adopted upload: %w", err)
+	}
+	var d *devices.Device
+	if o, open := s.owner(id); open {
+		d, _ = s.devices.Authorized(o.Serial)
+	}
+	if d != nil {
+		_, ok, err := s.recordAdopted(ctx, d, id, key, nil, !s.announced(ctx, id))
+		var refused *commitError // e.g. recorded meanwhile with other bytes
+		if err != nil && !errors.As(err, &refused) {
+			return fmt.Errorf("settle adopted upload: %w", err)
+		}
+		if ok && err == nil {
+			s.auditAdopted(d.Name, "recorded", "commit of "+key+" interrupted after the upload was stored: finished by the janitor")
+			return nil
+		}
+	}
+	if _, err := s.lookup(key); err == nil {
+		return nil
+	}
+	if err := s.adoption.fs.Load().Delete(ctx, key); err != nil {
+		return fmt.Errorf("settle adopted upload: %w", err)
+	}
+	name := "unknown"
+	if d != nil {
+		name = d.Name
+	}
+	s.auditAdopted(name, "removed", "object "+key+" stored by an interrupted commit does not verify as the uploading device's segment and has no record: removed")
+	return nil
+}
+
+func (s *Server) auditAdopted(device, outcome, detail string) {
+	s.log.Warn("janitor: "+detail, "device", device)
+	if _, err := s.audit.Append(audit.Entry{Event: "upload.adopted", Identity: device, Source: "local", Outcome: outcome, Detail: detail}); err != nil {
+		s.log.Warn("audit upload.adopted", "err", err)
+	}
 }
 
 // wholeRead is what one read of a segment's bytes says of them.
@@ -211,4 +303,20 @@ func (w wholeRead) matches(req CommitRequest) error {
 		return refuseForGood(http.StatusConflict, ReasonMismatch, "commit: the upload has %d bytes with %s %x…; the box announced %d bytes with %s %s: upload the segment again", w.size, alg, got[:8], req.Size, alg, want)
 	}
 	return nil
+}
+
+// announced reports whether upload id announced the BLAKE3 segment hash at
+// creation, from its tus info file (the janitor reads it for an upload
+// whose file an interrupted commit adopted). An info file that cannot be
+// read counts as announced, as every box of this release does.
+func (s *Server) announced(ctx context.Context, id string) bool {
+	b, err := os.ReadFile(filepath.Join(s.uploads, id+".info"))
+	if err != nil {
+		return true
+	}
+	var info tusd.FileInfo
+	if json.Unmarshal(b, &info) != nil {
+		return true
+	}
+	return hashing.Announced(info.MetaData)
 }

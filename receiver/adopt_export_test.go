@@ -1,6 +1,11 @@
 package receiver
 
-import "github.com/uploadbox/uploadbox/receiver/store"
+import (
+	"context"
+	"time"
+
+	"github.com/uploadbox/uploadbox/receiver/store"
+)
 
 // The commit's crash points (adopt.go), for SetCommitCrash.
 const (
@@ -18,4 +23,9 @@ func SetCommitCrash(s *Server, crash func(point string) error) { s.adoption.cras
 func ForceAdoption(s *Server) {
 	s.adoption.fs.Store(s.store.(*store.FS))
 	s.hashing.SetCopying(false)
+}
+
+// ExpireUploads runs one round of s's janitor with cutoff.
+func ExpireUploads(ctx context.Context, s *Server, cutoff time.Time) (int, error) {
+	return s.expireUploads(ctx, cutoff)
 }

@@ -9,8 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/uploadbox/uploadbox/receiver"
 	"github.com/uploadbox/uploadbox/receiver/receipt"
@@ -188,6 +190,85 @@ func testCommitAdoptCrash(t *testing.T, alg wire.HashAlg) {
 			code, again, _ := h.commit(t, h.box.HTTPClient(), c.req)
 			if code != http.StatusOK || again.Receipt != cr.Receipt {
 				t.Fatalf("commit again: HTTP %d %+v", code, again)
+			}
+		})
+	}
+}
+
+// TestJanitorSettlesAdoptedCommit: a receiver dies after an adopting
+// commit renamed the upload into the store and before it recorded the
+// segment; the box's retry comes only after the janitor expired the
+// upload. A stored object that verifies as the box's segment is recorded
+// by the janitor, so the retried commit gets the receipt; one that does not
+// (here tampered with) is removed, and the retry is told the upload is
+// gone (the box still has its copy and uploads it again). Either way
+// nothing is left of the upload, no object is left without a record, and
+// the janitor audits what it did.
+func TestJanitorSettlesAdoptedCommit(t *testing.T) {
+	forAlgs(t, testJanitorSettlesAdoptedCommit)
+}
+
+func testJanitorSettlesAdoptedCommit(t *testing.T, alg wire.HashAlg) {
+	for _, tc := range []struct {
+		name     string
+		tamper   bool
+		outcome  string
+		wantCode int
+	}{
+		{name: "verifies", outcome: `"outcome":"recorded"`, wantCode: http.StatusOK},
+		{name: "tampered", tamper: true, outcome: `"outcome":"removed"`, wantCode: http.StatusNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := start(t)
+			receiver.SetCommitCrash(h.srv, func(p string) error {
+				if p == receiver.CrashAdopted {
+					return errors.New("simulated crash at " + p)
+				}
+				return nil
+			})
+			c := uploadForAdoption(t, h, filepath.Join(h.data, receiver.UploadsDir), [16]byte{0xad, 5}, alg)
+			if code, _, body := h.commit(t, h.box.HTTPClient(), c.req); code != http.StatusInternalServerError {
+				t.Fatalf("commit that crashed: HTTP %d %s, want 500", code, body)
+			}
+			if err := h.stop(); err != nil {
+				t.Fatal(err)
+			}
+			objs := h.stored(t)
+			if len(objs) != 1 {
+				t.Fatalf("store holds %d objects after the crash, want the adopted one", len(objs))
+			}
+			if tc.tamper {
+				b, _ := os.ReadFile(objs[0])
+				b[len(b)/2] ^= 1
+				if err := os.WriteFile(objs[0], b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			srv, addr, stop := serve(t, receiver.ServerConfig{Data: h.data, Listen: "127.0.0.1:0", Database: h.database})
+			defer stop()
+			h.addr = addr
+			n, err := receiver.ExpireUploads(t.Context(), srv, time.Now().Add(time.Hour))
+			if err != nil || n != 1 {
+				t.Fatalf("janitor expired %d uploads (%v), want 1", n, err)
+			}
+			c.checkGone(t, h)
+			code, cr, body := h.commit(t, h.box.HTTPClient(), c.req)
+			if code != tc.wantCode {
+				t.Fatalf("commit retried after the janitor: HTTP %d %s, want %d", code, body, tc.wantCode)
+			}
+			if tc.tamper {
+				if left := h.stored(t); len(left) != 0 {
+					t.Fatalf("objects left without a record: %v", left)
+				}
+			} else {
+				if !cr.Repeated {
+					t.Fatal("retried commit: not answered as repeated")
+				}
+				c.checkCommitted(t, h, cr, true)
+			}
+			log := h.auditText(t)
+			if !strings.Contains(log, `"upload.adopted"`) || !strings.Contains(log, tc.outcome) {
+				t.Fatalf("audit log has no upload.adopted entry with %s", tc.outcome)
 			}
 		})
 	}

@@ -137,7 +137,9 @@ type ServerConfig struct {
 	S3Uploads  *S3Uploads
 	// PeerLease is how long a killed receiver's boxes still count as
 	// connected on the other receivers sharing its PostgreSQL state
-	// (default peer.DefaultLease; peers.go).
+	// (default peer.DefaultLease; peers.go), and how long a receiver's tus
+	// lock session (pglock) or lifecycle leader's session (leader) may stay
+	// silent before another receiver ends it.
 	PeerLease time.Duration
 }
 
@@ -305,6 +307,7 @@ func Open(cfg ServerConfig) (*Server, error) {
 			return nil, err
 		}
 		s.lifeLead = leader.New(pg.Pool(), "lifecycle", 0, s.log)
+		s.lifeLead.Lease = cfg.PeerLease
 	}
 	// The audit chain is the file in Data, or with the state in
 	// PostgreSQL the one the receivers there share (auditchain.go).

@@ -107,6 +107,7 @@ type S3Uploads struct {
 // never changes for an id).
 type s3Staging struct {
 	inner  s3store.S3Store
+	fenced *fencedS3 // the client inner writes with
 	client *s3.Client
 	bucket string
 	prefix string
@@ -132,13 +133,14 @@ func newS3Staging(cfg S3Uploads, tmp string) (*s3Staging, error) {
 	if strings.HasPrefix(prefix, "/") || strings.Contains(prefix, "//") {
 		return nil, fmt.Errorf("serve: --s3-uploads-prefix %q: give a key prefix such as %q (no leading slash, no empty segment)", cfg.Prefix, DefaultS3UploadsPrefix)
 	}
-	inner := s3store.New(cfg.Bucket, cfg.Client)
+	fenced := &fencedS3{S3API: cfg.Client, prefix: prefix}
+	inner := s3store.New(cfg.Bucket, fenced)
 	inner.ObjectPrefix = prefix
 	inner.MinPartSize = s3MinPartSize
 	inner.MaxBufferedParts = s3BufferedParts
 	inner.TemporaryDirectory = tmp
 	inner.SetConcurrentPartUploads(s3PartUploads)
-	return &s3Staging{inner: inner, client: cfg.Client, bucket: cfg.Bucket, prefix: prefix, ids: map[string]string{}}, nil
+	return &s3Staging{inner: inner, fenced: fenced, client: cfg.Client, bucket: cfg.Bucket, prefix: prefix, ids: map[string]string{}}, nil
 }
 
 func (s *s3Staging) UseIn(c *tusd.StoreComposer) {
@@ -332,6 +334,7 @@ func (s *Server) openStaging() error {
 	if err != nil {
 		return err
 	}
+	st.fenced.check = s.checkLock
 	s.tusStore = st
 	return nil
 }
@@ -346,7 +349,9 @@ type poolHolder interface{ Pool() *pgxpool.Pool }
 // uploads directory, which exclude the requests of one receiver process.
 func (s *Server) newLocker(db any) tusd.Locker {
 	if p, ok := db.(poolHolder); ok {
-		return pglock.New(p.Pool(), s.log)
+		l := pglock.New(p.Pool(), s.log)
+		l.Lease, l.Ended = s.cfg.PeerLease, s.lockEnded
+		return l
 	}
 	return filelocker.New(s.uploads)
 }
@@ -362,7 +367,7 @@ func (s *Server) hashStates(db kv.DB) hashing.States {
 		return hashing.NoStates{}
 	}
 	if _, ok := db.(poolHolder); ok {
-		return hashing.NewKV(db)
+		return fencedStates{States: hashing.NewKV(db), check: s.checkLock}
 	}
 	return hashing.NewDir(s.uploads)
 }

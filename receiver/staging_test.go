@@ -1,7 +1,6 @@
 package receiver
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
@@ -27,6 +26,7 @@ import (
 	expslog "golang.org/x/exp/slog"
 
 	"github.com/uploadbox/uploadbox/internal/s3test"
+	"github.com/uploadbox/uploadbox/internal/subtest"
 )
 
 // replicaEnv makes the test binary a tus "replica" (TestStagingReplica):
@@ -100,21 +100,13 @@ func TestStagingReplica(t *testing.T) {
 func startReplica(t *testing.T, c replicaConfig) (string, *exec.Cmd) {
 	t.Helper()
 	raw, _ := json.Marshal(c)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStagingReplica$", "-test.count=1")
-	cmd.Env = append(os.Environ(), replicaEnv+"="+string(raw))
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	sc := bufio.NewScanner(out)
+	cmd, sc := subtest.Start(t, "TestStagingReplica", replicaEnv+"="+string(raw))
 	for sc.Scan() {
 		if addr, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
-			go io.Copy(io.Discard, out)
+			go func() {
+				for sc.Scan() {
+				}
+			}()
 			return "http://" + addr + "/files/", cmd
 		}
 	}

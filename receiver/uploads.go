@@ -249,6 +249,8 @@ func (s *Server) removeStaged(ctx context.Context, id string) error {
 // uploads without an owner (left by an older receiver) created before it.
 // A PATCH still running on an expired upload is stopped (tusd keeps its
 // lock until then); if it does not stop in time, the next round removes it.
+// An upload whose adopting commit a crash cut short is settled first
+// (settleAdopted).
 func (s *Server) expireUploads(ctx context.Context, cutoff time.Time) (int, error) {
 	var ids []string
 	known := map[string]bool{}
@@ -283,7 +285,10 @@ func (s *Server) expireUploads(ctx context.Context, cutoff time.Time) (int, erro
 		if err != nil {
 			continue
 		}
-		err = s.removeUpload(ctx, id)
+		err = s.settleAdopted(ctx, id)
+		if err == nil {
+			err = s.removeUpload(ctx, id)
+		}
 		lock.Unlock()
 		if err != nil {
 			return n, fmt.Errorf("expire upload: %w", err)

@@ -56,8 +56,9 @@ type Uploader struct {
 }
 
 type options struct {
-	backoffMax time.Duration
-	onCommit   func(time.Duration)
+	backoffMax    time.Duration
+	onCommit      func(time.Duration)
+	commitTimeout time.Duration
 }
 
 // Option adjusts an Uploader.
@@ -468,18 +469,50 @@ func (u *Uploader) quarantine(rec spool.Record, why spool.Refusal) (Result, erro
 // commitUpload asks for the receipt, checks it against the pinned receipt
 // key and these exact bytes, stores it, and only then wipes the file. A
 // refusal (after retrying server errors a few times) is returned as ref.
+// DefaultCommitTimeout bounds one commit request: a receiver that froze
+// (a stopped process, a paused VM) keeps the connection open and never
+// answers; the commit is tried again, on a new connection (through a load
+// balancer, another receiver). A commit waits at most 20 s for the upload's
+// lock and then reads and stores one segment.
+const DefaultCommitTimeout = 2 * time.Minute
+
+// WithCommitTimeout sets how long one commit request may take (default
+// DefaultCommitTimeout).
+func WithCommitTimeout(d time.Duration) Option { return func(o *options) { o.commitTimeout = d } }
+
+// commitAttempt sends one commit request and reads its answer, within the
+// commit timeout.
+func (u *Uploader) commitAttempt(ctx context.Context, body []byte) (*http.Response, []byte, error) {
+	d := u.opts.commitTimeout
+	if d <= 0 {
+		d = DefaultCommitTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.commit.String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := u.http.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if err != nil && resp.StatusCode == http.StatusOK {
+		return nil, nil, err
+	}
+	return resp, data, nil
+}
+
 func (u *Uploader) commitUpload(ctx context.Context, rec spool.Record) (Result, *RefusedError, error) {
 	alg, sum := rec.Hash()
 	body, _ := json.Marshal(wire.NewCommitRequest(path.Base(rec.UploadURL), rec.Size, alg, sum))
 	var cr wire.CommitResponse
 	began := time.Now()
 	for attempt := 0; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.commit.String(), bytes.NewReader(body))
-		if err != nil {
-			return Result{}, nil, err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := u.http.Do(req)
+		resp, data, err := u.commitAttempt(ctx, body)
 		if err != nil {
 			if attempt < 5 && ctx.Err() == nil && !tus.CertificateRefused(err) {
 				u.log.Warn("commit failed, retrying", append([]any{"segment", rec.Name}, netfail.Attrs(err)...)...)
@@ -490,8 +523,6 @@ func (u *Uploader) commitUpload(ctx context.Context, rec spool.Record) (Result, 
 			}
 			return Result{}, nil, fmt.Errorf("commit: %w", err)
 		}
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-		resp.Body.Close()
 		if resp.StatusCode == http.StatusOK {
 			if err := json.Unmarshal(data, &cr); err != nil {
 				return Result{}, nil, fmt.Errorf("commit: bad response: %w", err)

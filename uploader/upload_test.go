@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/uploadbox/uploadbox/crypto"
 	"github.com/uploadbox/uploadbox/receiver"
@@ -364,5 +365,39 @@ func TestDrainFinishesAWipe(t *testing.T) {
 	}
 	if sent := up.Stats().BytesSent; sent != 0 {
 		t.Errorf("%d bytes sent for a committed segment", sent)
+	}
+}
+
+// TestCommitToAFrozenReceiverRetried: a commit the receiver never answers
+// (frozen, its connection kept open) is given up after the commit timeout
+// and sent again; the drain ends with the segment committed and wiped.
+func TestCommitToAFrozenReceiverRetried(t *testing.T) {
+	r := newRig(t)
+	r.hold = func(n int, req *http.Request) {
+		if n == 0 {
+			<-req.Context().Done() // until the box gives up on it
+		}
+	}
+	sp, names := r.spoolWith(t, 1)
+	done := make(chan error, 1)
+	go func() {
+		_, err := uploader.New(r.st, sp, nil, uploader.WithCommitTimeout(300*time.Millisecond)).Drain(t.Context(), nil, nil)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the drain waited 30 s on a commit nobody answers")
+	}
+	if rec, _ := sp.Get(names[0]); rec.State != spool.Wiped {
+		t.Fatalf("segment %+v, want wiped", rec)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.commits != 2 {
+		t.Fatalf("%d commits, want the unanswered one and its retry", r.commits)
 	}
 }

@@ -63,18 +63,6 @@ func TestReplicasSurviveAKill(t *testing.T) {
 	ctl(t, d, &st, "session", "start", "--for", "16s")
 
 	// Kill A while it holds a running upload (its /readyz counts them).
-	inFlight := func(p *receiverProc) int64 {
-		resp, err := http.Get("http://" + p.metricsAddr + "/readyz")
-		if err != nil {
-			return -1
-		}
-		defer resp.Body.Close()
-		var rd struct {
-			InFlight int64 `json:"in_flight"`
-		}
-		json.NewDecoder(resp.Body).Decode(&rd)
-		return rd.InFlight
-	}
 	caught := false
 	for deadline := time.Now().Add(14 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		if inFlight(a) > 0 {
@@ -131,6 +119,21 @@ func TestReplicasSurviveAKill(t *testing.T) {
 	if c := lb.Connections(); c[linkA.Addr()] == 0 || c[linkB.Addr()] == 0 {
 		t.Fatalf("connections per receiver: %v, want both used", c)
 	}
+}
+
+// inFlight is the number of requests p (started with --metrics-listen)
+// is running, as its /readyz says; -1 if it does not answer.
+func inFlight(p *receiverProc) int64 {
+	resp, err := http.Get("http://" + p.metricsAddr + "/readyz")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	var rd struct {
+		InFlight int64 `json:"in_flight"`
+	}
+	json.NewDecoder(resp.Body).Decode(&rd)
+	return rd.InFlight
 }
 
 // TestUploadMovesToOtherReplica (issue 15, "Uploads that any replica can

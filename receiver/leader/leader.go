@@ -13,12 +13,20 @@
 // its session every Retry too: if it fails, the job's context ends before
 // the server can have given the lock to another (Retry plus the check's
 // timeout stay below the keepalives' 25 s).
+//
+// A leader that freezes (SIGSTOP, a paused VM) keeps its connection open,
+// and so its lock. Its session is named AppName and its check every Retry
+// is a heartbeat: a follower that finds the lock held by such a session
+// idle for longer than Lease (at least two Retry) ends that session and
+// takes the lock at its next try. The resumed leader's first check, which
+// its pending tick makes at once, fails, and its job stops.
 package leader
 
 import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -26,6 +34,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/uploadbox/uploadbox/receiver/internal/pgsession"
 )
 
 // DefaultRetry is how often a follower tries to take the lock, and the
@@ -35,6 +45,13 @@ const DefaultRetry = 3 * time.Second
 // checkTimeout bounds one statement on the lock's session.
 const checkTimeout = 5 * time.Second
 
+// DefaultLease is the default of Elector.Lease.
+const DefaultLease = 15 * time.Second
+
+// AppName is the application_name of leaders' sessions: only sessions
+// that say it (and so check in every Retry) are ever ended by a follower.
+const AppName = "uploadbox leader"
+
 // Elector campaigns for one job's lock.
 type Elector struct {
 	pool  *pgxpool.Pool
@@ -43,6 +60,20 @@ type Elector struct {
 	log   *slog.Logger
 	// leading is whether this process holds the lock now.
 	leading atomic.Bool
+	// Lease is how long the leader's session may stay silent before a
+	// follower ends it (default DefaultLease; never less than two Retry).
+	// Set it before Run.
+	Lease time.Duration
+}
+
+// silentBound is how long a leader's session may stay idle before a
+// follower ends it.
+func (e *Elector) silentBound() time.Duration {
+	l := e.Lease
+	if l <= 0 {
+		l = DefaultLease
+	}
+	return max(l, 2*e.retry)
 }
 
 // New returns an Elector for the job called name on pool's database
@@ -90,7 +121,7 @@ func (e *Elector) term(ctx context.Context, lead func(ctx context.Context)) erro
 		return fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if err := e.exec(ctx, conn, `SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3`); err != nil {
+	if err := e.exec(ctx, conn, `SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3; SET application_name = '`+AppName+`'`); err != nil {
 		return err
 	}
 	tick := time.NewTicker(e.retry)
@@ -106,6 +137,7 @@ func (e *Elector) term(ctx context.Context, lead func(ctx context.Context)) erro
 		if got {
 			break
 		}
+		e.endFrozenLeader(ctx, conn)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -135,6 +167,24 @@ func (e *Elector) term(ctx context.Context, lead func(ctx context.Context)) erro
 				return nil
 			}
 		}
+	}
+}
+
+// endFrozenLeader ends the leader's session if it has been silent beyond
+// silentBound: the leader is frozen; the next try takes the lock.
+func (e *Elector) endFrozenLeader(ctx context.Context, conn *pgx.Conn) {
+	qctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	ended, err := pgsession.EndSilent(qctx, conn, key(e.name), AppName, e.silentBound())
+	switch {
+	case errors.Is(err, pgsession.ErrNone):
+	case err != nil:
+		if ctx.Err() == nil {
+			e.log.Warn("a frozen leader's session could not be ended", "pid", ended.PID, "err", err)
+		}
+	default:
+		e.log.Warn("ended the session of a frozen leader (silent beyond the lease): this receiver takes the job over",
+			"pid", ended.PID, "silent", ended.Silent, "lease", e.silentBound())
 	}
 }
 

@@ -2,7 +2,11 @@ package leader
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -10,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/uploadbox/uploadbox/internal/pgtest"
+	"github.com/uploadbox/uploadbox/internal/subtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -140,4 +145,73 @@ func TestLeaderLosesItsSession(t *testing.T) {
 		t.Fatal("the job went on after its session ended")
 	}
 	next(t, leaders, "second term, on a new session")
+}
+
+// frozenEnv makes the test binary a receiver that campaigns for the job
+// "lifecycle" (retry 100 ms), says "leading" when it leads and "stopped"
+// when its job's context ends, then exits (TestFrozenLeaderProcess).
+const frozenEnv = "UPLOADBOX_TEST_LEADER_FROZEN"
+
+func TestFrozenLeaderProcess(t *testing.T) {
+	url := os.Getenv(frozenEnv)
+	if url == "" {
+		return
+	}
+	e := New(pool(t, url), "lifecycle", 100*time.Millisecond, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	e.Run(ctx, func(lctx context.Context) {
+		fmt.Println("leading")
+		<-lctx.Done()
+		fmt.Println("stopped")
+		cancel()
+	})
+}
+
+// TestFrozenLeaderLosesTheLead: a leader process frozen with SIGSTOP keeps
+// its connection open; a follower (Lease 1 s) that finds the leader's
+// session silent beyond the lease ends it and leads; while the leader
+// lived it did not. Resumed, the old leader's job stops.
+func TestFrozenLeaderLosesTheLead(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL; skipped under -short")
+	}
+	url := pgtest.Start(t).NewDB(t)
+	cmd, sc := subtest.Start(t, "TestFrozenLeaderProcess", frozenEnv+"="+url)
+	lines := make(chan string, 4)
+	go func() {
+		for sc.Scan() {
+			lines <- strings.TrimSpace(sc.Text())
+		}
+		close(lines)
+	}()
+	if l := next(t, lines, "the leader process"); l != "leading" {
+		t.Fatalf("leader process: %q", l)
+	}
+	leaders := make(chan string, 2)
+	e := New(pool(t, url), "lifecycle", 100*time.Millisecond, nil)
+	e.Lease = time.Second
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.Run(ctx, func(ctx context.Context) { leaders <- "b"; <-ctx.Done() })
+	}()
+	defer func() { cancel(); <-done }()
+	// Alive, the leader keeps the lead through three leases.
+	select {
+	case <-leaders:
+		t.Fatal("the follower took the lead of a live leader")
+	case <-time.After(3 * time.Second):
+	}
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	next(t, leaders, "after the leader froze")
+	cmd.Process.Signal(syscall.SIGCONT)
+	if l := next(t, lines, "the resumed leader"); l != "stopped" {
+		t.Fatalf("resumed leader: %q, want its job stopped", l)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("resumed leader: %v", err)
+	}
 }

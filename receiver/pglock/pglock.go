@@ -17,6 +17,17 @@
 // every PollInterval; Run listens on a second connection of its own and
 // passes each request to the local holder of that id, whose PATCH then
 // stops and saves its bytes.
+//
+// A frozen holder (SIGSTOP, a paused VM) answers nothing, but its kernel
+// keeps its connections alive, so PostgreSQL would keep its locks until it
+// resumes. Each Locker's lock session therefore runs a statement every
+// third of Lease (Run's heartbeat) under the application_name AppName; a
+// waiter that finds a lock held by such a session idle for longer than
+// Lease ends that session (pg_terminate_backend), which frees every lock
+// it held, and takes the lock. The resumed holder is fenced: Check, which
+// the receiver calls before each write to a staged upload, fails once its
+// session no longer holds the lock, and its first statement on the ended
+// session asks every holder it had to stop.
 package pglock
 
 import (
@@ -32,6 +43,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	tusd "github.com/tus/tusd/v2/pkg/handler"
+
+	"github.com/uploadbox/uploadbox/receiver/internal/pgsession"
 )
 
 // Channel is the NOTIFY channel of release requests; the payload is the
@@ -41,6 +54,18 @@ const Channel = "uploadbox_tus_release"
 // DefaultPollInterval is how often a waiter tries a taken lock again (and
 // repeats its release request).
 const DefaultPollInterval = 100 * time.Millisecond
+
+// DefaultLease is the default of Locker.Lease.
+const DefaultLease = 15 * time.Second
+
+// AppName is the application_name of lock sessions: only sessions that
+// say it (and so run the heartbeat) are ever ended by a waiter.
+const AppName = "uploadbox tus locks"
+
+// ErrLockLost is returned by Check when this process's lock on an upload
+// is gone: its session was ended (by a waiter that found it frozen, or by
+// the server) and another receiver may hold the upload now.
+var ErrLockLost = errors.New("tus lock lost")
 
 // queryTimeout bounds one statement on the lock session. Statements on it
 // never use a caller's context: a statement cut short ends the connection,
@@ -54,6 +79,14 @@ type Locker struct {
 	// PollInterval is how often a waiter tries again (default
 	// DefaultPollInterval).
 	PollInterval time.Duration
+	// Lease is how long a lock session may stay silent before a waiter
+	// ends it (default DefaultLease); Run's heartbeat speaks every third
+	// of it.
+	Lease time.Duration
+	// Ended, if set, is called (with the ended session's backend pid and
+	// the upload id waited for) when a waiter of this process ended a
+	// frozen holder's session.
+	Ended func(pid int32, id string)
 
 	mu    sync.Mutex
 	locks map[string]*entry
@@ -119,6 +152,10 @@ func (k *lock) Lock(ctx context.Context, requestUnlock func()) error {
 	if poll <= 0 {
 		poll = DefaultPollInterval
 	}
+	// A holder that answers neither the release request nor its heartbeat
+	// is looked for a few times a second at most.
+	const staleEvery = 500 * time.Millisecond
+	var lastStale time.Time
 	for {
 		s, ok, err := l.try(ctx, key(k.id))
 		if err != nil {
@@ -133,6 +170,10 @@ func (k *lock) Lock(ctx context.Context, requestUnlock func()) error {
 			return nil
 		}
 		l.requestRelease(ctx, k.id)
+		if time.Since(lastStale) >= staleEvery {
+			lastStale = time.Now()
+			l.endFrozenHolder(ctx, k.id)
+		}
 		select {
 		case <-ctx.Done():
 			l.dropLocal(k.id, e)
@@ -229,6 +270,10 @@ func (l *Locker) open(ctx context.Context) (*session, error) {
 		return nil, fmt.Errorf("connect for the lock session: %w", err)
 	}
 	conn := c.Hijack()
+	if _, err := conn.Exec(qctx, `SELECT set_config('application_name', $1, false)`, AppName); err != nil {
+		conn.Close(context.Background())
+		return nil, fmt.Errorf("set up the lock session: %w", err)
+	}
 	// A receiver whose host vanishes holds its locks until the server
 	// gives up on the connection: within about 25 s, not the kernel's
 	// two hours. (Ignored on Unix sockets.)
@@ -284,6 +329,93 @@ func (l *Locker) unlock(s *session, k int64) error {
 	return nil
 }
 
+func (l *Locker) lease() time.Duration {
+	if l.Lease > 0 {
+		return l.Lease
+	}
+	return DefaultLease
+}
+
+// endFrozenHolder ends the lock session holding id's lock if it is a lock
+// session (AppName) whose heartbeat has been silent for longer than the
+// lease: its process is frozen or cut off while its kernel keeps the
+// connection open. PostgreSQL then frees every lock that session held.
+func (l *Locker) endFrozenHolder(ctx context.Context, id string) {
+	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	e, err := pgsession.EndSilent(qctx, l.pool, key(id), AppName, l.lease())
+	if errors.Is(err, pgsession.ErrNone) {
+		return
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			l.log.Warn("tus lock: a frozen holder's session could not be ended", "pid", e.PID, "err", err)
+		}
+		return
+	}
+	l.log.Warn("tus lock: ended the lock session of a frozen receiver (silent beyond the lease); every upload it held can continue here or elsewhere",
+		"pid", e.PID, "silent", e.Silent, "lease", l.lease())
+	if l.Ended != nil {
+		l.Ended(e.PID, id)
+	}
+}
+
+// heartbeat runs a statement on the lock session, if there is one, so
+// that waiters see it alive; a failure ends the session (lost).
+func (l *Locker) heartbeat() {
+	l.sessMu.Lock()
+	defer l.sessMu.Unlock()
+	s := l.sess
+	if s == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
+	defer cancel()
+	if _, err := s.conn.Exec(ctx, `SELECT 1`); err != nil {
+		l.lost(s, err)
+	}
+}
+
+// Check reports whether this process may still write upload id (which its
+// error leaves out: upload ids are the devices' handles): nil when
+// it holds id's lock on a session that still holds it in the database (or
+// holds nothing for id: a creation, which takes no lock); ErrLockLost when
+// the session it took the lock on was ended, in which case every holder on
+// it is asked to stop. The receiver calls it before each write to a staged
+// upload, so that a holder that was frozen and resumed writes nothing into
+// an upload another receiver continued.
+func (l *Locker) Check(ctx context.Context, id string) error {
+	l.mu.Lock()
+	e := l.locks[id]
+	var s *session
+	if e != nil {
+		s = e.sess
+	}
+	l.mu.Unlock()
+	if s == nil {
+		return nil
+	}
+	l.sessMu.Lock()
+	defer l.sessMu.Unlock()
+	if l.sess != s {
+		return fmt.Errorf("%w: its lock session ended", ErrLockLost)
+	}
+	classid, objid := pgsession.LockIDs(key(id))
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), queryTimeout)
+	defer cancel()
+	var held bool
+	err := s.conn.QueryRow(qctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND pid = pg_backend_pid() AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1)`, classid, objid).Scan(&held)
+	if err != nil {
+		l.lost(s, err)
+		return fmt.Errorf("%w: %v", ErrLockLost, err)
+	}
+	if !held {
+		return fmt.Errorf("%w: its session no longer holds it", ErrLockLost)
+	}
+	return nil
+}
+
 // requestRelease asks every receiver to release id.
 func (l *Locker) requestRelease(ctx context.Context, id string) {
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), queryTimeout)
@@ -306,10 +438,26 @@ func (l *Locker) released(id string) {
 }
 
 // Run delivers other receivers' release requests to this one's holders
-// until ctx is done, listening again after a broken connection; then it
-// ends the lock session, freeing whatever locks are left.
+// (listening again after a broken connection) and beats the lock
+// session's heartbeat until ctx is done; then it ends the lock session,
+// freeing whatever locks are left.
 func (l *Locker) Run(ctx context.Context) error {
 	defer l.Close()
+	beat := make(chan struct{})
+	go func() {
+		defer close(beat)
+		t := time.NewTicker(l.lease() / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				l.heartbeat()
+			}
+		}
+	}()
+	defer func() { <-beat }()
 	backoff := 100 * time.Millisecond
 	for {
 		err := l.listen(ctx)

@@ -1,16 +1,15 @@
 package pglock_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/uploadbox/uploadbox/internal/pgtest"
+	"github.com/uploadbox/uploadbox/internal/subtest"
 	"github.com/uploadbox/uploadbox/receiver/pglock"
 )
 
@@ -32,11 +32,18 @@ const patience = 60 * time.Second
 // requests until the test ends.
 func replica(t *testing.T, dsn string) *pglock.Locker {
 	t.Helper()
+	return replicaWith(t, dsn, func(*pglock.Locker) {})
+}
+
+// replicaWith is replica with set applied to the locker before it runs.
+func replicaWith(t *testing.T, dsn string, set func(*pglock.Locker)) *pglock.Locker {
+	t.Helper()
 	pool, err := pgxpool.New(t.Context(), dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l := pglock.New(pool, nil)
+	set(l)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
@@ -241,18 +248,7 @@ func TestKilledHolderFreesLock(t *testing.T) {
 	pg := pgtest.Start(t)
 	dsn := pg.NewDB(t)
 	const id = "0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f"
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHolderProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), holderEnv+"="+dsn+" "+id)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	sc := bufio.NewScanner(out)
+	cmd, sc := subtest.Start(t, "TestHolderProcess", holderEnv+"="+dsn+" "+id)
 	if !sc.Scan() || sc.Text() != "locked" {
 		t.Fatalf("holder process: %q, %v", sc.Text(), sc.Err())
 	}
@@ -300,4 +296,89 @@ func TestSessionLostStopsHolders(t *testing.T) {
 	kb.Unlock()
 	k2 := lockWithin(t, a, id, func() {})
 	k2.Unlock()
+}
+
+// frozenEnv makes the test binary a receiver that takes one lock with a
+// lease of one second, says "locked", and then checks the lock every 100
+// ms until the check fails: it says "fenced" and exits
+// (TestFrozenHolderProcess).
+const frozenEnv = "UPLOADBOX_TEST_PGLOCK_FROZEN"
+
+func TestFrozenHolderProcess(t *testing.T) {
+	v := os.Getenv(frozenEnv)
+	if v == "" {
+		return
+	}
+	dsn, id, _ := strings.Cut(v, " ")
+	l := replicaWith(t, dsn, func(l *pglock.Locker) { l.Lease = time.Second })
+	k, _ := l.NewLock(id)
+	if err := k.Lock(context.Background(), func() {}); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println("locked")
+	for {
+		if err := l.Check(context.Background(), id); err != nil {
+			if !errors.Is(err, pglock.ErrLockLost) {
+				t.Fatalf("Check: %v, want ErrLockLost", err)
+			}
+			fmt.Println("fenced")
+			k.Unlock()
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestFrozenHolderLosesLock: a receiver process holding a lock (and
+// ignoring release requests) keeps it while it lives, even against a
+// waiter; frozen with SIGSTOP, its kernel keeps its connection open, and a
+// waiter ends its lock session once its heartbeat has been silent beyond
+// the lease, and takes the lock. Resumed, the holder's Check fails: it
+// writes nothing more.
+func TestFrozenHolderLosesLock(t *testing.T) {
+	pg := pgtest.Start(t)
+	dsn := pg.NewDB(t)
+	const id = "f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0"
+	cmd, sc := subtest.Start(t, "TestFrozenHolderProcess", frozenEnv+"="+dsn+" "+id)
+	if !sc.Scan() || sc.Text() != "locked" {
+		t.Fatalf("holder process: %q, %v", sc.Text(), sc.Err())
+	}
+	var ended atomic.Int32
+	b := replicaWith(t, dsn, func(l *pglock.Locker) {
+		l.Lease = time.Second
+		l.Ended = func(pid int32, got string) {
+			if got == id {
+				ended.Add(1)
+			}
+		}
+	})
+	// Alive, the holder keeps its lock through three leases of waiting.
+	k, _ := b.NewLock(id)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	err := k.Lock(ctx, func() {})
+	cancel()
+	if !errors.Is(err, tusd.ErrLockTimeout) {
+		t.Fatalf("Lock of a live holder's id: %v, want a timeout", err)
+	}
+	if n := ended.Load(); n != 0 {
+		t.Fatalf("a live holder's session was ended %d times", n)
+	}
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	kb := lockWithin(t, b, id, func() {})
+	if n := ended.Load(); n != 1 {
+		t.Fatalf("the frozen holder's session was ended %d times, want once", n)
+	}
+	cmd.Process.Signal(syscall.SIGCONT)
+	if !sc.Scan() || sc.Text() != "fenced" {
+		t.Fatalf("resumed holder: %q, %v; want it fenced", sc.Text(), sc.Err())
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("resumed holder: %v", err)
+	}
+	if err := b.Check(t.Context(), id); err != nil {
+		t.Fatalf("Check by the new holder: %v", err)
+	}
+	kb.Unlock()
 }

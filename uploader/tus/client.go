@@ -50,6 +50,10 @@ type Options struct {
 	MaxElapsed time.Duration
 	// MaxRetryAfter caps a server's Retry-After (default 5 min).
 	MaxRetryAfter time.Duration
+	// StallTimeout gives up a request that made no progress (no body
+	// byte taken, no answer) for this long (default DefaultStallTimeout;
+	// negative: never); Upload retries a HEAD or PATCH given up.
+	StallTimeout time.Duration
 	// Header, if set, is called for each request; its headers (auth tokens)
 	// are added to the request.
 	Header func() http.Header
@@ -106,6 +110,9 @@ func NewClient(httpClient *http.Client, endpoint *url.URL, opts Options) *Client
 	}
 	if opts.MaxRetryAfter <= 0 {
 		opts.MaxRetryAfter = defaultMaxRetryAfter
+	}
+	if opts.StallTimeout == 0 {
+		opts.StallTimeout = DefaultStallTimeout
 	}
 	if opts.Sleep == nil {
 		opts.Sleep = sleep
@@ -193,6 +200,8 @@ func (c *Client) Create(ctx context.Context, size int64, metadata map[string]str
 	if err != nil {
 		return "", err
 	}
+	ctx, stall := watchStall(ctx, c.opts.StallTimeout)
+	defer stall.stop()
 	req, err := c.newRequest(ctx, http.MethodPost, c.endpoint.String(), nil)
 	if err != nil {
 		return "", err
@@ -203,7 +212,7 @@ func (c *Client) Create(ctx context.Context, size int64, metadata map[string]str
 	}
 	resp, body, err := c.do(req)
 	if err != nil {
-		return "", fmt.Errorf("tus: create upload at %s: %w", c.endpoint.Redacted(), err)
+		return "", fmt.Errorf("tus: create upload at %s: %w", c.endpoint.Redacted(), stalled(ctx, err))
 	}
 	if resp.StatusCode != http.StatusCreated {
 		return "", statusErr(req, resp, body)
@@ -241,13 +250,15 @@ func (c *Client) Offset(ctx context.Context, uploadURL string) (int64, error) {
 // head returns the server's offset and upload length (-1 if the server sent
 // none, as with a deferred length).
 func (c *Client) head(ctx context.Context, u string) (offset, length int64, err error) {
+	ctx, stall := watchStall(ctx, c.opts.StallTimeout)
+	defer stall.stop()
 	req, err := c.newRequest(ctx, http.MethodHead, u, nil)
 	if err != nil {
 		return 0, 0, err
 	}
 	resp, body, err := c.do(req)
 	if err != nil {
-		return 0, 0, fmt.Errorf("tus: HEAD %s: %w", req.URL.Redacted(), err)
+		return 0, 0, fmt.Errorf("tus: HEAD %s: %w", req.URL.Redacted(), stalled(ctx, err))
 	}
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
 		return 0, 0, statusErr(req, resp, body)
@@ -294,19 +305,25 @@ func (c *Client) Terminate(ctx context.Context, uploadURL string) error {
 
 // countingReader counts the bytes the transport actually took.
 type countingReader struct {
-	r io.Reader
-	n *atomic.Int64
+	r        io.Reader
+	n        *atomic.Int64
+	progress func() // if set, called after each read
 }
 
 func (cr *countingReader) Read(p []byte) (int, error) {
 	n, err := cr.r.Read(p)
 	cr.n.Add(int64(n))
+	if cr.progress != nil {
+		cr.progress()
+	}
 	return n, err
 }
 
 // patch sends r[off:off+n] and returns the new offset the server confirmed.
 func (c *Client) patch(ctx context.Context, u string, r io.ReaderAt, off, n, size int64) (int64, error) {
-	body := &countingReader{r: io.NewSectionReader(r, off, n), n: &c.bytesSent}
+	ctx, stall := watchStall(ctx, c.opts.StallTimeout)
+	defer stall.stop()
+	body := &countingReader{r: io.NewSectionReader(r, off, n), n: &c.bytesSent, progress: stall.touch}
 	req, err := c.newRequest(ctx, http.MethodPatch, u, body)
 	if err != nil {
 		return 0, err
@@ -319,7 +336,7 @@ func (c *Client) patch(ctx context.Context, u string, r io.ReaderAt, off, n, siz
 	req.Header.Set("Upload-Offset", strconv.FormatInt(off, 10))
 	resp, respBody, err := c.do(req)
 	if err != nil {
-		return 0, fmt.Errorf("tus: PATCH %s at offset %d: %w", req.URL.Redacted(), off, err)
+		return 0, fmt.Errorf("tus: PATCH %s at offset %d: %w", req.URL.Redacted(), off, stalled(ctx, err))
 	}
 	if resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusOK {
 		return 0, statusErr(req, resp, respBody)

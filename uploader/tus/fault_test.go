@@ -474,3 +474,66 @@ func equalDurations(a, b []time.Duration) bool {
 	}
 	return true
 }
+
+// TestStalledRequestsRetried: a receiver that stops answering (frozen, its
+// connection kept open) holds neither a HEAD nor a PATCH for longer than
+// StallTimeout: each is given up with ErrStalled and retried, and the
+// upload completes.
+func TestStalledRequestsRetried(t *testing.T) {
+	stop := make(chan struct{})
+	var stalledHead, stalledPatch atomic.Bool
+	wrap := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			first := (r.Method == http.MethodHead && stalledHead.CompareAndSwap(false, true)) ||
+				(r.Method == http.MethodPatch && stalledPatch.CompareAndSwap(false, true))
+			if !first {
+				next.ServeHTTP(w, r)
+				return
+			}
+			// Read the body so that net/http watches the connection and
+			// ends r.Context when the client gives up on it.
+			_, _ = io.Copy(io.Discard, r.Body)
+			select { // a server that stopped answering
+			case <-r.Context().Done():
+			case <-stop:
+			}
+		})
+	}
+	s := startTusd(t, wrap)
+	t.Cleanup(func() { close(stop) }) // runs before the server's Close
+	opts := fastOptions(1000)
+	opts.StallTimeout = 500 * time.Millisecond
+	var stalls atomic.Int64
+	opts.Logger = slog.New(handlerFunc(func(r slog.Record) {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "err" && strings.Contains(a.Value.String(), ErrStalled.Error()) {
+				stalls.Add(1)
+			}
+			return true
+		})
+	}))
+	c := NewClient(s.srv.Client(), s.endpoint, opts)
+	data := randomBytes(3000, 7)
+	u, err := c.Create(t.Context(), int64(len(data)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Upload(t.Context(), u, bytes.NewReader(data), int64(len(data)), nil) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the upload waited 30 s on a receiver that stopped answering")
+	}
+	if !bytes.Equal(s.stored(t, u), data) {
+		t.Fatal("stored bytes differ from the input")
+	}
+	// The HEAD and the PATCH that were never answered, and any a loaded
+	// machine was slow to answer.
+	if n := stalls.Load(); n < 2 {
+		t.Fatalf("%d attempts given up as stalled, want at least 2 (a HEAD and a PATCH)", n)
+	}
+}
