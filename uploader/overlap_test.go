@@ -375,3 +375,117 @@ func TestDrainQuarantineWhileCommitting(t *testing.T) {
 		t.Errorf("first segment %s at %d of %d, want uploading, all sent", first.State, first.Offset, first.Size)
 	}
 }
+
+// TestDrainCreatesNextWhileSending: the upload of the next segment is
+// created, and recorded in the spool, while the segment before it is
+// still being sent: the first segment's PATCH is held at the receiver
+// until the second one's creation went through. Each segment's upload is
+// still created once and its bytes sent once. When that early creation
+// fails, the segment's own round creates its upload. The drain that
+// created each upload only when it took the segment up fails it: every
+// hold runs out.
+func TestDrainCreatesNextWhileSending(t *testing.T) {
+	r := newRig(t)
+	for _, refuse := range []bool{false, true} {
+		name := map[bool]string{false: "created ahead", true: "early creation refused"}[refuse]
+		t.Run(name, func(t *testing.T) {
+			sp, names := r.spoolWith(t, 3)
+			meta := func(req *http.Request) string {
+				for i, n := range names {
+					if strings.Contains(req.Header.Get("Upload-Metadata"), base64.StdEncoding.EncodeToString([]byte(n))) {
+						return names[i]
+					}
+				}
+				return ""
+			}
+			var mu sync.Mutex
+			created := map[string]chan struct{}{} // closed once the segment's upload exists
+			for _, n := range names {
+				created[n] = make(chan struct{})
+			}
+			posts := map[string]int{}
+			uploadOf := map[string]string{} // upload path -> segment
+			var missed []string
+			r.mu.Lock()
+			r.tus = func(w http.ResponseWriter, req *http.Request, forward http.Handler) bool {
+				switch req.Method {
+				case http.MethodPost:
+					n := meta(req)
+					mu.Lock()
+					posts[n]++
+					first := posts[n] == 1
+					mu.Unlock()
+					if refuse && first && n != names[0] {
+						w.WriteHeader(http.StatusServiceUnavailable)
+						return true
+					}
+					forward.ServeHTTP(w, req)
+					loc, _ := url.Parse(w.Header().Get("Location"))
+					mu.Lock()
+					uploadOf[loc.Path] = n
+					if ch := created[n]; ch != nil {
+						close(ch)
+						created[n] = nil
+					}
+					mu.Unlock()
+					return true
+				case http.MethodPatch:
+					mu.Lock()
+					n := uploadOf[req.URL.Path]
+					i := slices.Index(names, n)
+					var next chan struct{}
+					if i >= 0 && i+1 < len(names) {
+						next = created[names[i+1]]
+					}
+					mu.Unlock()
+					if next == nil || refuse {
+						return false
+					}
+					select {
+					case <-next:
+					case <-time.After(holdLimit):
+						mu.Lock()
+						missed = append(missed, n)
+						mu.Unlock()
+					}
+				}
+				return false
+			}
+			r.mu.Unlock()
+			t.Cleanup(func() {
+				r.mu.Lock()
+				r.tus = nil
+				r.mu.Unlock()
+			})
+			up := uploader.New(r.st, sp, nil)
+			sum, err := up.Drain(t.Context(), nil, nil)
+			if err != nil || sum.Segments != len(names) {
+				t.Fatalf("Drain: %+v, %v", sum, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(missed) > 0 {
+				t.Errorf("while %v were sent the next segment's upload was not created within %s", missed, holdLimit)
+			}
+			for _, n := range names {
+				want := 1
+				if refuse && n != names[0] {
+					want = 2 // the refused early one, then its own round's
+				}
+				if posts[n] != want {
+					t.Errorf("%s: %d creations, want %d", n, posts[n], want)
+				}
+				if rec, _ := sp.Get(n); rec.State != spool.Wiped {
+					t.Errorf("%s is %s, want wiped", n, rec.State)
+				}
+			}
+			var size int64
+			for _, n := range names {
+				size += sizeOf(t, sp, n)
+			}
+			if got := up.Stats().BytesSent; got != size {
+				t.Errorf("%d bytes sent, want each segment once (%d)", got, size)
+			}
+		})
+	}
+}

@@ -78,7 +78,9 @@ func (s *State) TLSConfig() *tls.Config {
 // the uploads after each sealed segment reuse one kept-alive connection
 // instead of each opening (and leaving idle) its own; a drain with more
 // than one segment keeps a second one for the commit that runs while the
-// next segment is sent. It speaks HTTP/1.1: the box sends one upload at a
+// next segment is sent, and a third for the creation of the upload after
+// it (a new connection costs a handshake and the receiver's audited,
+// fsynced device.connect). It speaks HTTP/1.1: the box sends one upload at a
 // time, and HTTP/2 buffers each request body
 // in frames of up to 512 KiB (the receiver accepts 1 MiB frames), which
 // cost the daemon about 1.3 MiB of peak RSS during a session (`make bench`).
@@ -92,6 +94,7 @@ func (s *State) HTTPClient() *http.Client {
 			TLSHandshakeTimeout: 10 * time.Second,
 			Protocols:           protos,
 			IdleConnTimeout:     90 * time.Second,
+			MaxIdleConnsPerHost: 3,
 		}}
 	})
 	return s.client

@@ -165,7 +165,9 @@ func (u *Uploader) Drain(ctx context.Context, report func(Result), progress func
 				continue
 			}
 		}
+		created := d.createNext(ctx, seg)
 		res, ready, err := u.send(ctx, seg, progress)
+		created()
 		// The commit before this segment's, oldest first.
 		more, cerr := d.settle()
 		if err == nil && !ready {
@@ -194,9 +196,50 @@ func (u *Uploader) Drain(ctx context.Context, report func(Result), progress func
 			seg.close()
 			return d.sum, failed(seg.rec.Name, err)
 		default:
+			// Every byte is sent: the file is open again only for another
+			// round, and the wipe, not this loop, frees its blocks.
+			seg.close()
 			d.commit(ctx, seg)
 		}
 	}
+}
+
+// createNext creates, while seg is sent, the upload of the segment that
+// follows it when that one has none yet, and records it: the next
+// segment's bytes then follow seg's without the creation's round trip
+// and the two durable writes (the receiver's and the spool's) in between.
+// It returns a function that waits for that. A failure is only logged: the
+// segment's own round creates its upload as before. An upload created
+// but not recorded is deleted.
+func (d *drain) createNext(ctx context.Context, seg *segment) (wait func()) {
+	p, err := d.u.sp.Pending()
+	if err != nil {
+		return func() {}
+	}
+	var rec spool.Record
+	for _, r := range p {
+		if r.Name != seg.rec.Name && (d.inflight == nil || r.Name != d.inflight.seg.rec.Name) {
+			rec = r
+			break
+		}
+	}
+	if rec.Name == "" || rec.UploadURL != "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		loc, err := d.u.tus.Create(ctx, rec.Size, map[string]string{"filename": rec.Name})
+		if err != nil {
+			d.u.log.Debug("creating the next upload ahead failed; its own round creates it", "segment", rec.Name, "err", err)
+			return
+		}
+		if err := d.u.sp.StartUpload(rec.Name, loc); err != nil {
+			d.u.log.Debug("recording the next upload ahead failed; deleting it", "segment", rec.Name, "err", err)
+			_ = d.u.tus.Terminate(ctx, loc)
+		}
+	}()
+	return func() { <-done }
 }
 
 // drain is one Drain's bookkeeping: its summary and the commit in flight.
@@ -326,7 +369,13 @@ func (u *Uploader) open(rec spool.Record) (*segment, error) {
 	return &segment{rec: rec, f: f}, nil
 }
 
-func (s *segment) close() { s.f.Close() }
+// close closes the segment's file, if open; send opens it again.
+func (s *segment) close() {
+	if s.f != nil {
+		s.f.Close()
+		s.f = nil
+	}
+}
 
 // send runs upload rounds until every byte of the segment is at the
 // receiver (ready: commit it next), or the segment was settled without a
@@ -356,6 +405,11 @@ func (u *Uploader) send(ctx context.Context, s *segment, progress func(string, i
 				return Result{}, false, err
 			}
 			rec.UploadURL = loc
+		}
+		if s.f == nil {
+			if s.f, err = os.Open(u.sp.Path(*rec)); err != nil {
+				return Result{}, false, err
+			}
 		}
 		err := u.tus.Upload(ctx, rec.UploadURL, s.f, rec.Size, func(off int64) {
 			if progress != nil {

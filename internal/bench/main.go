@@ -32,7 +32,7 @@ func main() {
 	encodeOnly := flag.Duration("encode-only", 0, "internal: run the bare encode for this long in this process and exit")
 	uploadMiB := flag.Int64("upload", 1024, "MiB of segments for the upload comparison")
 	daemonFor := flag.Duration("daemon", 60*time.Second, "length of the daemon's session and of the bare encode in the daemon comparison (20s is enough for a quick look)")
-	profiles := flag.String("profile", "", "directory for pprof profiles of the daemon comparison's runs (bare-N.cpu.pprof, daemon-N.cpu.pprof, daemon-N.allocs.pprof)")
+	profiles := flag.String("profile", "", "directory for pprof profiles of the daemon comparison's runs (bare-N.cpu.pprof, daemon-N.cpu.pprof, daemon-N.allocs.pprof) and of the upload comparison's drain (upload.cpu.pprof, upload.trace)")
 	cpuProfile := flag.String("cpu-profile", "", "internal: with -encode-only, write a pprof CPU profile to this file")
 	daemonRuns := flag.Int("daemon-runs", 3, "daemon runs and bare encodes, each, interleaved, in the daemon comparison")
 	only := flag.String("only", "", "run one comparison: "+strings.Join(stepNames, ", "))
@@ -96,7 +96,7 @@ func run(bin string, size, rounds int, recordFor time.Duration, anonymise func()
 		{"age", func() error { return againstAge(bin, size, rounds) }},
 		{"record", func() error { return recordVsEncode(bin, recordFor) }},
 		{"anonymise", anonymise},
-		{"upload", func() error { return uploadBench(upload) }},
+		{"upload", func() error { return uploadBench(upload, profiles) }},
 		{"commit", func() error { return commitBench(rounds) }},
 		{"daemon", func() error { return daemonVsEncode(bin, daemonFor, daemonRuns, profiles) }},
 		{"live", func() error { return liveBench(bin, 10, modules) }},

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,9 +13,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/trace"
 	"time"
 
 	"github.com/uploadbox/uploadbox/crypto"
+	"github.com/uploadbox/uploadbox/internal/cli"
 	"github.com/uploadbox/uploadbox/internal/faultproxy"
 	"github.com/uploadbox/uploadbox/receiver"
 	"github.com/uploadbox/uploadbox/receiver/pki"
@@ -23,9 +26,12 @@ import (
 )
 
 // uploadBench measures the uploader's goodput over loopback TLS against
-// curl sending the same files to a plain TLS sink in the same run, and
-// the bytes re-sent when the connection is cut 10 times.
-func uploadBench(total int64) error {
+// curl sending the same files to a plain TLS sink in the same run, the
+// CPU time each side spends per GB, and the bytes re-sent when the
+// connection is cut 10 times. With profiles set, the box's drain writes
+// a CPU profile and an execution trace there (upload.cpu.pprof,
+// upload.trace: go tool trace shows what the goroutines wait on).
+func uploadBench(total int64, profiles string) error {
 	const segSize = 64 << 20
 	dir, err := os.MkdirTemp("", "uploadbox-bench-upload-")
 	if err != nil {
@@ -112,13 +118,19 @@ func uploadBench(total int64) error {
 	// curl runs before and after the box, on files of the same sizes, and
 	// the box is compared with the mean: other load on the machine moves
 	// both.
+	// curlCPU is curl's CPU time (its rusage), sinkCPU this process's
+	// while curl runs: the sink's.
+	var curlCPU, sinkCPU time.Duration
 	curl := func(files []string) (time.Duration, error) {
-		start := time.Now()
+		start, cpu0 := time.Now(), selfCPU()
 		for _, f := range files {
-			if out, err := exec.Command("curl", "-sS", "--fail", "--cacert", caFile, "-T", f, "https://"+sink+"/sink").CombinedOutput(); err != nil {
+			cmd := exec.Command("curl", "-sS", "--fail", "--cacert", caFile, "-T", f, "https://"+sink+"/sink")
+			if out, err := cmd.CombinedOutput(); err != nil {
 				return 0, fmt.Errorf("curl: %v: %s", err, out)
 			}
+			curlCPU += cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 		}
+		sinkCPU += selfCPU() - cpu0
 		return time.Since(start), nil
 	}
 	curlBefore, err := curl(files)
@@ -153,11 +165,15 @@ func uploadBench(total int64) error {
 		return err
 	}
 	var commits time.Duration
-	start := time.Now()
-	sum, err := uploader.New(box, sp, nil, uploader.WithCommitObserver(func(d time.Duration) { commits += d })).Drain(ctx, nil, nil)
-	upTime := time.Since(start)
-	sp.Close()
+	stopProfiles, err := startUploadProfiles(profiles)
 	if err != nil {
+		return err
+	}
+	start, cpu0 := time.Now(), selfCPU()
+	sum, err := uploader.New(box, sp, nil, uploader.WithCommitObserver(func(d time.Duration) { commits += d })).Drain(ctx, nil, nil)
+	upTime, upCPU := time.Since(start), selfCPU()-cpu0
+	sp.Close()
+	if err := errors.Join(err, stopProfiles()); err != nil {
 		return fmt.Errorf("upload: %w", err)
 	}
 	// The box wiped its files: curl sends the cut run's, as large, written
@@ -184,6 +200,11 @@ func uploadBench(total int64) error {
 	fmt.Printf("  uploadbox upload   %7.0f MB/s  (tus, commit, receipt, wipe; commits took %.0f ms each, %.1f s of the %.1f s, the next segment sent meanwhile)\n",
 		mbps(sum.Bytes, upTime), commits.Seconds()*1000/float64(max(sum.Segments, 1)), commits.Seconds(), upTime.Seconds())
 	fmt.Printf("  ratio              %7.2f   (goal >= 0.8)\n", curlTime.Seconds()/upTime.Seconds())
+	// Both curl runs sent sealedBytes each; the box once.
+	perGB := func(cpu time.Duration, b int64) float64 { return cpu.Seconds() / (float64(b) / 1e9) }
+	curlGB, sinkGB, boxGB := perGB(curlCPU/2, sealedBytes), perGB(sinkCPU/2, sealedBytes), perGB(upCPU, sum.Bytes)
+	fmt.Printf("  CPU s per GB       curl %.2f + its sink %.2f = %.2f; box and receiver %.2f (%.2fx), %.2f of %d cores busy while the box sent\n",
+		curlGB, sinkGB, curlGB+sinkGB, boxGB, boxGB/(curlGB+sinkGB), upCPU.Seconds()/upTime.Seconds(), runtime.NumCPU())
 	resent := sum2.BytesSent - sum2.Bytes
 	fmt.Printf("re-sent after %d forced disconnects: %d of %d bytes = %.2f%% (goal <= 1%%; %d upload retries)\n",
 		proxy.Cuts(), resent, sum2.Bytes, 100*float64(resent)/float64(sum2.Bytes), sum2.Retries)
@@ -211,4 +232,33 @@ func tlsSink(ctx context.Context) (string, []byte, error) {
 	go srv.Serve(ln)
 	go func() { <-ctx.Done(); srv.Close() }()
 	return ln.Addr().String(), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), nil
+}
+
+// selfCPU is the CPU time this process has used (0 if /proc says nothing).
+func selfCPU() time.Duration {
+	d, _ := processCPU(os.Getpid())
+	return d
+}
+
+// startUploadProfiles starts a CPU profile and an execution trace in dir,
+// if set; stop ends both.
+func startUploadProfiles(dir string) (stop func() error, err error) {
+	if dir == "" {
+		return func() error { return nil }, nil
+	}
+	stopCPU, err := cli.StartProfiles(filepath.Join(dir, "upload.cpu.pprof"), "")
+	if err != nil {
+		return nil, err
+	}
+	tf, err := os.OpenFile(filepath.Join(dir, "upload.trace"), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("upload trace: %w", err), stopCPU())
+	}
+	if err := trace.Start(tf); err != nil {
+		return nil, errors.Join(fmt.Errorf("upload trace %s: %w", tf.Name(), err), tf.Close(), stopCPU())
+	}
+	return func() error {
+		trace.Stop()
+		return errors.Join(tf.Close(), stopCPU())
+	}, nil
 }

@@ -26,7 +26,7 @@ import (
 const Version = "1.0.0"
 
 const (
-	defaultChunkSize     = 4 << 20
+	defaultChunkSize     = 16 << 20
 	defaultBackoffMin    = 500 * time.Millisecond
 	defaultBackoffMax    = 30 * time.Second
 	defaultMaxAttempts   = 10
@@ -36,7 +36,10 @@ const (
 
 // Options tunes a Client. The zero value gives the defaults.
 type Options struct {
-	// ChunkSize is the largest PATCH body (default 4 MiB).
+	// ChunkSize is the largest PATCH body (default 16 MiB). Each PATCH
+	// is a round trip and, at the receiver, a lock, a look-up and a saved
+	// hash state; a cut one keeps what arrived, so a larger one costs
+	// no more bytes after a cut, and the box holds none of it in memory.
 	ChunkSize int64
 	// BackoffMin and BackoffMax bound the exponential backoff between
 	// attempts (defaults 500 ms and 30 s); the delay before retry n is

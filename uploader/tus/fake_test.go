@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -325,5 +326,24 @@ func TestServerLostBytes(t *testing.T) {
 	}
 	if want := []int64{0, 10, 20, 25, 35, 40}; len(offs) != len(want) {
 		t.Errorf("progress %v, want %v", offs, want)
+	}
+}
+
+// TestDefaultChunkSize: without ChunkSize, PATCH bodies are up to 16 MiB
+// (docs/daemon.md "Upload").
+func TestDefaultChunkSize(t *testing.T) {
+	const size = 16<<20 + 5
+	f := &fakeServer{size: size}
+	var bodies []int64
+	f.patchFault = func(_ int, r *http.Request) (*http.Response, error) {
+		bodies = append(bodies, r.ContentLength)
+		return nil, nil
+	}
+	c := NewClient(f.client(), fakeEndpoint, Options{})
+	if err := c.Upload(t.Context(), fakeUpload, bytes.NewReader(make([]byte, size)), size, nil); err != nil {
+		t.Fatal(err)
+	}
+	if want := []int64{16 << 20, 5}; !slices.Equal(bodies, want) {
+		t.Errorf("PATCH bodies of %v bytes, want %v", bodies, want)
 	}
 }

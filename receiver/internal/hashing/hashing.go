@@ -378,11 +378,12 @@ func (t *tee) Read(p []byte) (int, error) {
 }
 
 // writePiece is the size of the pieces tee.WriteTo writes, and pipeDepth
-// how many one WriteTo holds at once: one read from the request while
-// the other is written, 512 KiB per PATCH in progress.
+// how many one WriteTo holds at once, 512 KiB per PATCH in progress as
+// with two of 256 KiB: in smaller pieces the reading and the writing
+// wait less on each other (the upload bench: 585 MB/s against 559).
 const (
-	writePiece = 256 << 10
-	pipeDepth  = 2
+	writePiece = 64 << 10
+	pipeDepth  = 8
 )
 
 var pieces = sync.Pool{New: func() any { return new([writePiece]byte) }}

@@ -45,7 +45,7 @@ func newTee(ctx context.Context, r io.Reader) *tee {
 // and hashed in order.
 func TestPipeReadsWhileWriting(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		data := bytes.Repeat([]byte("0123456789abcdef"), 5*writePiece/16+1000)
+		data := bytes.Repeat([]byte("0123456789abcdef"), (pipeDepth+3)*writePiece/16+1000)
 		src := &recordReader{data: data}
 		release := make(chan struct{})
 		var got bytes.Buffer
