@@ -229,7 +229,7 @@ func (d *drain) createNext(ctx context.Context, seg *segment) (wait func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		loc, err := d.u.tus.Create(ctx, rec.Size, map[string]string{"filename": rec.Name})
+		loc, err := d.u.tus.Create(ctx, rec.Size, uploadMetadata(rec))
 		if err != nil {
 			d.u.log.Debug("creating the next upload ahead failed; its own round creates it", "segment", rec.Name, "err", err)
 			return
@@ -388,13 +388,7 @@ func (u *Uploader) send(ctx context.Context, s *segment, progress func(string, i
 		}
 		s.rounds++
 		if rec.UploadURL == "" {
-			meta := map[string]string{"filename": rec.Name}
-			if alg, _ := rec.Hash(); alg == wire.HashBLAKE3 {
-				// The receiver then checks the commit by the segment hash
-				// its signature check computes, and no SHA-256.
-				meta[wire.HashMetadata] = string(wire.HashBLAKE3)
-			}
-			loc, err := u.tus.Create(ctx, rec.Size, meta)
+			loc, err := u.tus.Create(ctx, rec.Size, uploadMetadata(*rec))
 			if err != nil {
 				if ref := tusRefusal(err); ref != nil && ref.action == actDeviceRefused {
 					return Result{}, false, ref
@@ -650,4 +644,16 @@ func (u *Uploader) signer(rec spool.Record, named ed25519.PublicKey) ed25519.Pub
 		return own
 	}
 	return ed25519.PublicKey(hdr.Device.Bytes())
+}
+
+// uploadMetadata is the tus Upload-Metadata of rec's upload: its name, and
+// for a record with a segment hash the announcement with which the
+// receiver checks the commit by the hash its signature check computes,
+// with no SHA-256 (a record an older release wrote keeps SHA-256).
+func uploadMetadata(rec spool.Record) map[string]string {
+	meta := map[string]string{"filename": rec.Name}
+	if alg, _ := rec.Hash(); alg == wire.HashBLAKE3 {
+		meta[wire.HashMetadata] = string(wire.HashBLAKE3)
+	}
+	return meta
 }
