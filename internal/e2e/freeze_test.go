@@ -105,7 +105,7 @@ func TestFrozenReceiverMidUpload(t *testing.T) {
 	}
 	box.rcv = b
 	uploadRest(t, box, spool, sealed)
-	if left := stagedData(t, gw.Client(), gw.Bucket); len(left) != 0 {
+	if left := stagedData(t, gw.Client(), gw.Bucket, spool); len(left) != 0 {
 		t.Fatalf("staged objects left in the bucket after A resumed: %v\nA:\n%s", left, a.stderr.String())
 	}
 	// B ended A's lock session, logged and audited it; A, resumed, found
