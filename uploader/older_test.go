@@ -78,11 +78,18 @@ func TestOlderRecordDrains(t *testing.T) {
 	defer sp.Close()
 
 	var mu sync.Mutex
-	var announced []bool // per upload created, in order
+	// Per upload created, by its segment's name: the next segment's upload
+	// may be created while the first is sent, so the order is not fixed.
+	announced := map[string][]bool{}
 	r.tus = func(w http.ResponseWriter, req *http.Request, forward http.Handler) bool {
 		if req.Method == http.MethodPost {
+			meta := req.Header.Get("Upload-Metadata")
 			mu.Lock()
-			announced = append(announced, strings.Contains(req.Header.Get("Upload-Metadata"), wire.HashMetadata+" "+base64.StdEncoding.EncodeToString([]byte(wire.HashBLAKE3))))
+			for _, n := range names {
+				if strings.Contains(meta, "filename "+base64.StdEncoding.EncodeToString([]byte(n))) {
+					announced[n] = append(announced[n], strings.Contains(meta, wire.HashMetadata+" "+base64.StdEncoding.EncodeToString([]byte(wire.HashBLAKE3))))
+				}
+			}
 			mu.Unlock()
 		}
 		return false
@@ -95,8 +102,10 @@ func TestOlderRecordDrains(t *testing.T) {
 	if want := []string{hex.EncodeToString(oldSum[:]), hex.EncodeToString(freshSum[:])}; strings.Join(r.committed, " ") != strings.Join(want, " ") {
 		t.Fatalf("commits carried %v, want the older record's SHA-256 then the segment hash %v", r.committed, want)
 	}
-	if len(announced) != 2 || announced[0] || !announced[1] {
-		t.Fatalf("uploads announced the segment hash: %v, want the second only", announced)
+	mu.Lock()
+	defer mu.Unlock()
+	if a, b := announced[names[0]], announced[names[1]]; len(a) != 1 || a[0] || len(b) != 1 || !b[0] {
+		t.Fatalf("uploads announced the segment hash: %v, want one upload each, the second segment's only", announced)
 	}
 	for i, alg := range []wire.HashAlg{wire.HashSHA256, wire.HashBLAKE3} {
 		rec, err := sp.Get(names[i])
