@@ -412,10 +412,11 @@ func (s *Server) commitLocked(ctx context.Context, d *devices.Device, source str
 		if f, err = up.GetReader(ctx); err != nil {
 			return nil, err
 		}
-		if w, err = readWhole(f, true); err != nil {
+		w, err = readWhole(f, true)
+		f.Close()
+		if err != nil {
 			return nil, err
 		}
-		f.Close()
 	}
 	if f, err = up.GetReader(ctx); err != nil {
 		return nil, err
@@ -594,8 +595,8 @@ func (s *Server) repeatedCommit(d *devices.Device, source string, req CommitRequ
 		s.denyUpload(d, source, "commit", &uploadOwner{Device: rec.Device})
 		return nil, notFound(req.UploadID)
 	}
-	if alg, _ := req.Hash(); rec.BLAKE3 == "" && alg == wire.HashBLAKE3 || rec.BLAKE3 != "" && alg != wire.HashBLAKE3 {
-		recAlg, _ := rec.hash()
+	alg, _ := req.Hash()
+	if recAlg, _ := rec.hash(); alg != recAlg {
 		return nil, refuse(http.StatusBadRequest, ReasonBadRequest, "commit: the upload was committed with %s: send %s, not %s", recAlg, recAlg, alg)
 	}
 	if rec.SHA256 != req.SHA256 || rec.BLAKE3 != req.BLAKE3 || rec.Size != req.Size {

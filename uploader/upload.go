@@ -514,9 +514,6 @@ func (u *Uploader) quarantine(rec spool.Record, why spool.Refusal) (Result, erro
 	return Result{Name: rec.Name, Size: rec.Size, Quarantined: q.Refusal}, nil
 }
 
-// commitUpload asks for the receipt, checks it against the pinned receipt
-// key and these exact bytes, stores it, and only then wipes the file. A
-// refusal (after retrying server errors a few times) is returned as ref.
 // DefaultCommitTimeout bounds one commit request: a receiver that froze
 // (a stopped process, a paused VM) keeps the connection open and never
 // answers; the commit is tried again, on a new connection (through a load
@@ -554,6 +551,9 @@ func (u *Uploader) commitAttempt(ctx context.Context, body []byte) (*http.Respon
 	return resp, data, nil
 }
 
+// commitUpload asks for the receipt, checks it against the pinned receipt
+// key and these exact bytes, stores it, and only then wipes the file. A
+// refusal (after retrying server errors a few times) is returned as ref.
 func (u *Uploader) commitUpload(ctx context.Context, rec spool.Record) (Result, *RefusedError, error) {
 	alg, sum := rec.Hash()
 	body, _ := json.Marshal(wire.NewCommitRequest(path.Base(rec.UploadURL), rec.Size, alg, sum))
