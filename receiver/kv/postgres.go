@@ -97,10 +97,17 @@ func stale(err error) bool {
 
 // begin starts a transaction, passing over pooled connections found dead.
 func (p *Postgres) begin(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
+	return Begin(ctx, p.pool, opts)
+}
+
+// Begin starts a transaction on pool, passing over pooled connections
+// found dead (the server restarted, or ended them), for the pieces of the
+// receiver that use the database directly.
+func Begin(ctx context.Context, pool *pgxpool.Pool, opts pgx.TxOptions) (pgx.Tx, error) {
 	var err error
 	for range staleTries {
 		var tx pgx.Tx
-		if tx, err = p.pool.BeginTx(ctx, opts); err == nil || !stale(err) {
+		if tx, err = pool.BeginTx(ctx, opts); err == nil || !stale(err) {
 			return tx, err
 		}
 	}

@@ -23,10 +23,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/uploadbox/uploadbox/internal/audit"
+	"github.com/uploadbox/uploadbox/receiver/kv"
 )
 
 // Chain is the shared audit chain on one database.
@@ -60,16 +60,9 @@ func (c *Chain) ctx(long bool) (context.Context, context.CancelFunc) {
 }
 
 // begin starts a transaction, passing over pooled connections found dead
-// (the server restarted): they fail before anything is sent.
+// (the server restarted, or ended them).
 func (c *Chain) begin(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
-	var err error
-	for range 8 {
-		var tx pgx.Tx
-		if tx, err = c.pool.BeginTx(ctx, opts); err == nil || !pgconn.SafeToRetry(err) {
-			return tx, err
-		}
-	}
-	return nil, err
+	return kv.Begin(ctx, c.pool, opts)
 }
 
 // Append writes e as the next entry of the chain: seq, prev and hash are
